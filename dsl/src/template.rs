@@ -647,3 +647,9 @@ mod tests {
         assert!(e.syntax);
     }
 }
+
+/// The shared renderer (building one registers filters; reuse it).
+pub fn renderer() -> &'static Renderer {
+    static R: std::sync::OnceLock<Renderer> = std::sync::OnceLock::new();
+    R.get_or_init(Renderer::new)
+}

@@ -1,1 +1,13 @@
+//! The infra engine: compiles checked runbooks (and single calls) into sealed plans, and owns the action
+//! registry and the runbook catalog.
+//!
+//! It never sees YAML text, MCP or clap: it takes what `dsl` checked.
 
+pub mod actions;
+pub mod plan;
+
+pub use plan::{CompileOptions, Plan, PlanNode, Resolve, compile, compile_call};
+pub mod catalog;
+pub mod profiles;
+
+pub use catalog::{Catalog, CatalogOptions, Origin};

@@ -1,0 +1,485 @@
+//! Analysis: ids, `needs`, inputs and template references of a runbook whose shape is valid.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Code, Diagnostic, suggestion};
+use crate::parse::Node;
+use crate::raw::{
+    BoolOrTemplate, InputType, ListOrTemplate, NAME_PATTERN, RawArgs, RawInputs, RawRollback, RawRunbook,
+    RawStep,
+};
+use crate::runbook::{Input, Phase, Runbook, Step, StepId, TemplateUse};
+use crate::source::{SourceFile, Span};
+use crate::template::{self, is_template, scan};
+
+/// Template variables every template may read.
+const ROOTS: &[&str] = &["input", "steps", "state", "run", "target"];
+
+/// Where a runbook was found in its file.
+#[derive(Debug)]
+pub struct Located<'a> {
+    pub file: &'a SourceFile,
+    pub node: &'a Node,
+    pub pointer: &'a str,
+    pub name: String,
+    pub name_span: Span,
+}
+
+/// Analyzes one runbook of valid shape. Returns it when there are no errors, and every diagnostic found.
+pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagnostic>) {
+    let mut cx = Cx {
+        file: at.file,
+        diags: Vec::new(),
+        inputs: IndexMap::new(),
+        ids: HashMap::new(),
+    };
+    if !valid_name(&at.name) {
+        cx.diags.push(
+            Diagnostic::error(Code::SchemaViolation, format!("`{}` is not a valid runbook name", at.name))
+                .at(at.file, at.name_span)
+                .help(format!("runbook names match `{NAME_PATTERN}`")),
+        );
+    }
+    cx.inputs(at.node.get("inputs"), raw.inputs.as_ref());
+
+    let mut steps = Vec::new();
+    let steps_node = at.node.get("steps");
+    for (i, s) in raw.steps.iter().enumerate() {
+        let node = steps_node.and_then(|n| n.items().get(i));
+        steps.push(cx.step(s, node, format!("{}/steps/{i}", at.pointer), Phase::Main));
+    }
+    let mut finally = Vec::new();
+    let fin_node = at.node.get("finally");
+    for (i, s) in raw.finally.iter().enumerate() {
+        let node = fin_node.and_then(|n| n.items().get(i));
+        finally.push(cx.step(s, node, format!("{}/finally/{i}", at.pointer), Phase::Finally));
+    }
+    cx.check_step_refs(steps.iter().chain(&finally));
+
+    let mut output_templates = Vec::new();
+    if let Some(out_node) = at.node.get("outputs") {
+        for (k, v) in &raw.outputs {
+            let node = out_node.get(k);
+            cx.templates(v, node, &format!("/{k}"), &[], &mut output_templates);
+        }
+    }
+    let effects = raw.effects.map(|e| {
+        let span = at.node.get("effects").map_or(at.name_span, |n| n.span);
+        (e, span)
+    });
+    let digest = digest(&at.name, &raw);
+    let has_errors = cx.diags.iter().any(Diagnostic::is_error);
+    let inputs = std::mem::take(&mut cx.inputs);
+    let diags = cx.diags;
+    if has_errors {
+        return (None, diags);
+    }
+    let rb = Runbook {
+        name: at.name.clone(),
+        file: at.file.clone(),
+        span: at.name_span,
+        pointer: at.pointer.to_owned(),
+        description: raw.description.clone(),
+        tags: raw.tags.clone(),
+        inputs,
+        effects,
+        flow: raw.flow.unwrap_or_default(),
+        max_parallel: raw.max_parallel,
+        timeout_ms: raw.timeout_ms,
+        steps,
+        finally,
+        outputs: raw.outputs.clone(),
+        output_templates,
+        digest,
+        raw,
+    };
+    (Some(rb), diags)
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+}
+
+/// SHA-256 (hex) of the runbook's canonical JSON, its name included.
+pub fn digest(name: &str, raw: &RawRunbook) -> String {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    // serialising plain data to JSON cannot fail
+    h.update(serde_json::to_vec(raw).unwrap_or_default());
+    hex(&h.finalize())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+struct Cx<'a> {
+    file: &'a SourceFile,
+    diags: Vec<Diagnostic>,
+    inputs: IndexMap<String, Input>,
+    /// Every step id seen (main, finally, rollback) and where.
+    ids: HashMap<String, Span>,
+}
+
+impl Cx<'_> {
+    fn inputs(&mut self, node: Option<&Node>, raw: Option<&RawInputs>) {
+        match raw {
+            None => {}
+            Some(RawInputs::List(names)) => {
+                for (i, name) in names.iter().enumerate() {
+                    let span = node.and_then(|n| n.items().get(i)).map_or_else(Span::default, |n| n.span);
+                    if self.inputs.contains_key(name) {
+                        self.diags.push(
+                            Diagnostic::error(Code::DuplicateKey, format!("input `{name}` is declared twice"))
+                                .at(self.file, span),
+                        );
+                    }
+                    self.inputs.insert(
+                        name.clone(),
+                        Input {
+                            name: name.clone(),
+                            ty: InputType::String,
+                            description: None,
+                            default: None,
+                            required: true,
+                            allowed: None,
+                            pattern: None,
+                            minimum: None,
+                            maximum: None,
+                            secret: false,
+                        },
+                    );
+                }
+            }
+            Some(RawInputs::Map(map)) => {
+                for (name, spec) in map {
+                    let input = Input {
+                        name: name.clone(),
+                        ty: spec.ty.unwrap_or_default(),
+                        description: spec.description.clone(),
+                        default: spec.default.clone(),
+                        required: spec.required.unwrap_or(spec.default.is_none()),
+                        allowed: spec.allowed.clone(),
+                        pattern: spec.pattern.clone(),
+                        minimum: spec.minimum,
+                        maximum: spec.maximum,
+                        secret: spec.secret.unwrap_or(false),
+                    };
+                    let spec_node = node.and_then(|n| n.get(name));
+                    let mut probe = input.clone();
+                    probe.default = None;
+                    match jsonschema::draft202012::new(&probe.schema()) {
+                        Err(e) => self.diags.push(
+                            Diagnostic::error(
+                                Code::SchemaViolation,
+                                format!("input `{name}` has an invalid constraint: {}", e.masked()),
+                            )
+                            .at(self.file, spec_node.and_then(|n| n.get("pattern")).map_or(Span::default(), |n| n.span)),
+                        ),
+                        Ok(v) => {
+                            if let Some(default) = &input.default
+                                && let Err(e) = v.validate(default)
+                            {
+                                let span = spec_node.and_then(|n| n.get("default")).map_or(Span::default(), |n| n.span);
+                                self.diags.push(
+                                    Diagnostic::error(
+                                        Code::SchemaViolation,
+                                        format!("the default of input `{name}` does not fit it: {}", e.masked()),
+                                    )
+                                    .at(self.file, span),
+                                );
+                            }
+                        }
+                    }
+                    self.inputs.insert(name.clone(), input);
+                }
+            }
+        }
+    }
+
+    fn declare(&mut self, id: &str, span: Span) {
+        if let Some(first) = self.ids.get(id) {
+            self.diags.push(
+                Diagnostic::error(Code::DuplicateStepId, format!("step id `{id}` is used twice"))
+                    .at(self.file, span)
+                    .label("second use")
+                    .secondary(*first, "first used here")
+                    .help("give each step a unique `id`"),
+            );
+        } else {
+            self.ids.insert(id.to_owned(), span);
+        }
+    }
+
+    fn step(&mut self, raw: &RawStep, node: Option<&Node>, pointer: String, phase: Phase) -> Step {
+        let span_of = |k: &str| node.and_then(|n| n.get(k)).map_or_else(|| node.map_or(Span::default(), |n| n.span), |n| n.span);
+        let id_span = span_of("id");
+        self.declare(&raw.id, id_span);
+        let foreach = raw.foreach.is_some();
+        let mut extra: Vec<&str> = Vec::new();
+        if foreach {
+            extra.extend(["item", "index"]);
+        }
+        let mut templates = Vec::new();
+        let args_node = node.and_then(|n| n.get("args")).cloned().unwrap_or(Node {
+            span: id_span,
+            value: crate::parse::NodeValue::Null,
+        });
+        self.templates(&Value::Object(raw.args.0.clone()), Some(&args_node), "/args", &extra, &mut templates);
+        if let Some(BoolOrTemplate::Template(t)) = &raw.when {
+            self.templates(&Value::String(t.clone()), node.and_then(|n| n.get("when")), "/when", &extra, &mut templates);
+        }
+        if let Some(f) = &raw.foreach {
+            let v = match f {
+                ListOrTemplate::List(l) => Value::Array(l.clone()),
+                ListOrTemplate::Template(t) => Value::String(t.clone()),
+            };
+            self.templates(&v, node.and_then(|n| n.get("foreach")), "/foreach", &[], &mut templates);
+        }
+        if let Some(until) = raw.retry.as_ref().and_then(|r| r.until.as_ref()) {
+            let mut with_result = extra.clone();
+            with_result.push("result");
+            let until_node = node.and_then(|n| n.get("retry")).and_then(|n| n.get("until"));
+            self.templates(&Value::String(until.clone()), until_node, "/retry/until", &with_result, &mut templates);
+        }
+        let needs = raw
+            .needs
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let span = node
+                    .and_then(|s| s.get("needs"))
+                    .and_then(|s| s.items().get(i))
+                    .map_or(id_span, |s| s.span);
+                (StepId::new(n), span)
+            })
+            .collect();
+        let rollback = raw.rollback.as_ref().map(|rb| {
+            let rb_node = node.and_then(|n| n.get("rollback"));
+            Box::new(self.rollback(rb, rb_node, &raw.id, format!("{pointer}/rollback")))
+        });
+        let refs = step_refs(&templates);
+        let (action, action_span) = action_of(&raw.args, &args_node);
+        Step {
+            id: StepId::new(&raw.id),
+            span: id_span,
+            phase,
+            pointer,
+            tool: raw.tool.clone(),
+            tool_span: span_of("tool"),
+            action,
+            action_span,
+            args: raw.args.0.clone(),
+            args_node,
+            needs,
+            refs,
+            when: raw.when.clone(),
+            foreach: raw.foreach.clone(),
+            retry: raw.retry.clone(),
+            timeout_ms: raw.timeout_ms,
+            continue_on_error: raw.continue_on_error.unwrap_or(false),
+            rollback,
+            effects: raw.effects,
+            description: raw.description.clone(),
+            templates,
+        }
+    }
+
+    fn rollback(&mut self, raw: &RawRollback, node: Option<&Node>, owner: &str, pointer: String) -> Step {
+        let as_step = RawStep {
+            id: raw.id.clone().unwrap_or_else(|| format!("{owner}-rollback")),
+            tool: raw.tool.clone(),
+            args: raw.args.clone(),
+            needs: Vec::new(),
+            when: None,
+            foreach: None,
+            retry: raw.retry.clone(),
+            timeout_ms: raw.timeout_ms,
+            continue_on_error: None,
+            rollback: None,
+            effects: raw.effects,
+            description: raw.description.clone(),
+        };
+        self.step(&as_step, node, pointer, Phase::Rollback)
+    }
+
+    /// Scans every template in `value`, checks its syntax and references, and records it.
+    fn templates(&mut self, value: &Value, node: Option<&Node>, at: &str, extra: &[&str], out: &mut Vec<TemplateUse>) {
+        match value {
+            Value::String(s) if is_template(s) => {
+                let span = node.map_or(Span::default(), |n| n.span);
+                let (file_text, file) = (self.file.text(), self.file);
+                let locate = |start: usize, end: usize| sub_span(file_text, span, s, start, end);
+                match scan(s) {
+                    Err(e) => {
+                        let code = if s.len() > template::MAX_TEMPLATE_BYTES {
+                            Code::InputTooLarge
+                        } else {
+                            Code::TemplateSyntax
+                        };
+                        self.diags.push(Diagnostic::error(code, e.message).at(file, locate(e.start, e.end)));
+                    }
+                    Ok(sc) => {
+                        if let Err(e) = template::renderer().check(s) {
+                            let sp = e.range.map_or(span, |(a, b)| locate(a, b));
+                            self.diags.push(
+                                Diagnostic::error(Code::TemplateSyntax, format!("template error: {}", e.message))
+                                    .at(file, sp),
+                            );
+                        }
+                        for r in &sc.references {
+                            self.reference(r, extra, locate(r.start, r.end));
+                        }
+                        out.push(TemplateUse {
+                            at: at.to_owned(),
+                            span,
+                            text: s.clone(),
+                            scan: sc,
+                        });
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let child = node.and_then(|n| n.items().get(i));
+                    self.templates(v, child, &format!("{at}/{i}"), extra, out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let child = node.and_then(|n| n.get(k));
+                    let esc = k.replace('~', "~0").replace('/', "~1");
+                    self.templates(v, child, &format!("{at}/{esc}"), extra, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reference(&mut self, r: &template::Reference, extra: &[&str], span: Span) {
+        let root = r.root.as_str();
+        if !ROOTS.contains(&root) && !extra.contains(&root) {
+            let mut candidates: Vec<&str> = ROOTS.to_vec();
+            candidates.extend(extra);
+            let help = suggestion(root, candidates.iter().copied()).unwrap_or_else(|| {
+                let mut all = candidates.clone();
+                all.sort_unstable();
+                format!("templates can read: {}", all.join(", "))
+            });
+            let hint = match root {
+                "item" | "index" => " (`item` and `index` exist only in a step with `foreach`)".to_owned(),
+                "result" => " (`result` exists only in `retry.until`)".to_owned(),
+                _ => String::new(),
+            };
+            self.diags.push(
+                Diagnostic::error(Code::UndefinedVariable, format!("unknown template variable `{root}`{hint}"))
+                    .at(self.file, span)
+                    .help(help),
+            );
+            return;
+        }
+        if root == "input"
+            && let Some(key) = &r.key
+            && !self.inputs.contains_key(key)
+        {
+            let help = suggestion(key, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| {
+                if self.inputs.is_empty() {
+                    format!("declare it under `inputs:` (e.g. `inputs: [{key}]`)")
+                } else {
+                    format!(
+                        "declare it under `inputs:`; declared: {}",
+                        self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            });
+            self.diags.push(
+                Diagnostic::error(Code::UndefinedInput, format!("input `{key}` is not declared"))
+                    .at(self.file, span)
+                    .label("used here")
+                    .help(help),
+            );
+        }
+    }
+
+    /// `steps.<id>` references must name a step of this runbook.
+    fn check_step_refs<'s>(&mut self, steps: impl Iterator<Item = &'s Step>) {
+        let mut all: Vec<&Step> = Vec::new();
+        for s in steps {
+            all.push(s);
+            if let Some(rb) = &s.rollback {
+                all.push(rb);
+            }
+        }
+        let known: Vec<String> = self.ids.keys().cloned().collect();
+        for s in all {
+            for (id, span) in s.needs.iter().chain(s.refs.iter()) {
+                if !self.ids.contains_key(id.as_str()) {
+                    let help = suggestion(id.as_str(), known.iter().map(String::as_str));
+                    self.diags.push(
+                        Diagnostic::error(Code::UnknownStep, format!("there is no step `{id}`"))
+                            .at(self.file, *span)
+                            .label(format!("referenced by step `{}`", s.id))
+                            .help_opt(help),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn action_of(args: &RawArgs, node: &Node) -> (String, Span) {
+    let action = args.0.get("action").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let span = node.get("action").map_or(node.span, |n| n.span);
+    (action, span)
+}
+
+fn step_refs(templates: &[TemplateUse]) -> Vec<(StepId, Span)> {
+    let mut out: Vec<(StepId, Span)> = Vec::new();
+    for t in templates {
+        for r in &t.scan.references {
+            if r.root == "steps"
+                && let Some(k) = &r.key
+                && !out.iter().any(|(id, _)| id.as_str() == k)
+            {
+                out.push((StepId::new(k), t.span));
+            }
+        }
+    }
+    out
+}
+
+/// The span of bytes `start..end` of a template string inside its scalar node, when the scalar's source text
+/// is the string itself (plain, or quoted without escapes); else the whole node.
+pub fn sub_span(file_text: &str, node: Span, text: &str, start: usize, end: usize) -> Span {
+    let Some(src) = file_text.get(node.start..node.end) else {
+        return node;
+    };
+    let inner = if src == text {
+        Some(node.start)
+    } else if src.len() >= 2
+        && (src.starts_with('"') || src.starts_with('\''))
+        && &src[1..src.len() - 1] == text
+    {
+        Some(node.start + 1)
+    } else {
+        None
+    };
+    match inner {
+        Some(base) if end <= text.len() && start <= end => {
+            let s = Span::new(base + start, base + end.max(start + 1).min(text.len()));
+            if s.is_empty() { node } else { s }
+        }
+        _ => node,
+    }
+}

@@ -1,0 +1,221 @@
+//! Shape checking: a runbook's JSON form against `runbook.schema.json`, with each error mapped back to the
+//! YAML node it is about.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind as K};
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+
+use crate::diagnostic::{Code, Diagnostic, suggestion};
+use crate::parse::{Node, NodeValue};
+use crate::raw::runbook_file_schema;
+use crate::source::SourceFile;
+
+struct Compiled {
+    schema: Value,
+    one_runbook: Validator,
+}
+
+fn compiled() -> &'static Compiled {
+    static C: OnceLock<Compiled> = OnceLock::new();
+    C.get_or_init(|| {
+        let schema = runbook_file_schema();
+        let one = serde_json::json!({
+            "$schema": schema["$schema"],
+            "$ref": "#/$defs/Runbook",
+            "$defs": schema["$defs"],
+        });
+        let one_runbook = jsonschema::draft202012::new(&one).expect("the runbook schema is valid");
+        Compiled { schema, one_runbook }
+    })
+}
+
+/// Checks one runbook (its node and JSON form). `base` is the runbook's JSON pointer in its file.
+pub fn check_runbook(file: &SourceFile, node: &Node, json: &Value, base: &str) -> Vec<Diagnostic> {
+    let c = compiled();
+    let mut out = Vec::new();
+    for err in c.one_runbook.iter_errors(json) {
+        convert(file, node, base, &c.schema, &err, &mut out);
+    }
+    out
+}
+
+/// Validates any JSON value against any compiled schema and maps errors to spans in `node` (which must be
+/// the node `json` was made from). `schema` is the document `schema_path`s point into.
+pub fn check_value(
+    file: &SourceFile,
+    node: &Node,
+    json: &Value,
+    base: &str,
+    validator: &Validator,
+    schema: &Value,
+    code: Code,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for err in validator.iter_errors(json) {
+        convert(file, node, base, schema, &err, &mut out);
+    }
+    for d in &mut out {
+        if d.code == Code::SchemaViolation {
+            d.code = code;
+        }
+    }
+    out
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn last_key(pointer: &str) -> Option<String> {
+    let seg = pointer.rsplit('/').next()?;
+    if seg.is_empty() || seg.parse::<usize>().is_ok() {
+        return None;
+    }
+    Some(seg.replace("~1", "/").replace("~0", "~"))
+}
+
+/// The properties the schema allows at the object whose keyword produced an error.
+fn allowed_properties(schema: &Value, schema_path: &str) -> Vec<String> {
+    let parent = schema_path.rsplit_once('/').map_or("", |(p, _)| p);
+    schema
+        .pointer(parent)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn convert(
+    file: &SourceFile,
+    node: &Node,
+    base: &str,
+    schema: &Value,
+    err: &ValidationError<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let ptr = err.instance_path().as_str();
+    let full = format!("{base}{ptr}");
+    let Some((target, key)) = node.pointer(ptr) else {
+        out.push(Diagnostic::error(Code::SchemaViolation, err.to_string()).in_file(file).path(full));
+        return;
+    };
+    let what = match last_key(ptr) {
+        Some(k) => format!("`{k}`"),
+        None => "the value".to_owned(),
+    };
+    let d = match err.kind() {
+        K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
+            let allowed = allowed_properties(schema, err.schema_path().as_str());
+            for name in unexpected {
+                let span = target
+                    .entry(name)
+                    .map_or(target.span, |(k, _)| k.span);
+                let mut d = Diagnostic::error(Code::UnknownKey, format!("unknown key `{name}`"))
+                    .at(file, span)
+                    .path(format!("{full}/{name}"))
+                    .label("not allowed here");
+                d = match suggestion(name, allowed.iter().map(String::as_str)) {
+                    Some(s) => d.help(s),
+                    None if !allowed.is_empty() => d.help(format!("allowed keys: {}", allowed.join(", "))),
+                    None => d,
+                };
+                out.push(d);
+            }
+            return;
+        }
+        K::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            Diagnostic::error(Code::MissingKey, format!("missing key `{name}`"))
+                .at(file, target.focus(key))
+                .label(format!("this mapping needs `{name}`"))
+                .path(format!("{full}/{name}"))
+        }
+        K::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+            };
+            Diagnostic::error(
+                Code::SchemaViolation,
+                format!("{what} must be {expected}, not {}", describe(err.instance())),
+            )
+            .at(file, target.focus(key))
+            .label(format!("expected {expected}"))
+            .path(full)
+        }
+        K::Enum { options } => {
+            let opts: Vec<&str> = options
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let given = err.instance().as_str().unwrap_or_default();
+            let help = suggestion(given, opts.iter().copied())
+                .unwrap_or_else(|| format!("use one of: {}", opts.join(", ")));
+            Diagnostic::error(Code::SchemaViolation, format!("{what} has an unknown value `{given}`"))
+                .at(file, target.focus(key))
+                .label("not an allowed value")
+                .help(help)
+                .path(full)
+        }
+        K::AnyOf { context } | K::OneOfNotValid { context } => {
+            // Report the branch that fits the value's type: its errors say more than "matches nothing".
+            let instance_type = describe(err.instance());
+            let best = context.iter().find(|branch| {
+                !branch.iter().any(|e| {
+                    e.instance_path().as_str() == ptr && matches!(e.kind(), K::Type { .. })
+                })
+            });
+            if let Some(branch) = best
+                && !branch.is_empty()
+            {
+                for e in branch {
+                    convert(file, node, base, schema, e, out);
+                }
+                return;
+            }
+            let kinds: Vec<&str> = context
+                .iter()
+                .filter_map(|b| match b.first().map(ValidationError::kind) {
+                    Some(K::Type { kind: TypeKind::Single(t) }) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let expected = if kinds.is_empty() {
+                "another shape".to_owned()
+            } else {
+                kinds.join(" or ")
+            };
+            Diagnostic::error(
+                Code::SchemaViolation,
+                format!("{what} must be {expected}, not {instance_type}"),
+            )
+            .at(file, target.focus(key))
+            .path(full)
+        }
+        _ => {
+            let mut msg = err.masked().to_string();
+            if msg.len() > 200 {
+                msg.truncate(200);
+                msg.push('…');
+            }
+            let msg = match &target.value {
+                NodeValue::Map(_) | NodeValue::Seq(_) => format!("{what}: {msg}"),
+                _ => format!("{what}: {msg}"),
+            };
+            Diagnostic::error(Code::SchemaViolation, msg)
+                .at(file, target.focus(key))
+                .path(full)
+        }
+    };
+    out.push(d);
+}

@@ -1,0 +1,174 @@
+//! The action registry: every tool, its actions, their argument schemas and effects.
+//!
+//! MCP tools, `help`, the committed schemas in `schemas/actions/` and plan validation are all generated
+//! from this one table, so an action added here appears everywhere.
+
+pub mod local;
+pub mod repo;
+pub mod runbook;
+pub mod state;
+
+use std::sync::OnceLock;
+
+use dsl::Effect;
+use dsl::template::Mode;
+use schemars::JsonSchema;
+use serde_json::{Map, Value};
+
+/// One action of one tool.
+#[derive(Debug)]
+pub struct ActionSpec {
+    pub tool: &'static str,
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// The effect of every call of this action (a step may raise it).
+    pub effect: Effect,
+    /// Needs `INFRA_UNSAFE_LOCAL=1`.
+    pub unsafe_local: bool,
+    schema_fn: fn() -> Value,
+    /// How templates in top-level argument fields are written (shell-quoted, SQL-checked).
+    pub modes: fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>,
+    /// An example call's arguments (`action` included).
+    pub example: fn() -> Value,
+}
+
+impl ActionSpec {
+    /// `tool.action`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.tool, self.name)
+    }
+
+    /// The JSON Schema (draft 2020-12) of this action's arguments, `action` included.
+    pub fn schema(&self) -> Value {
+        (self.schema_fn)()
+    }
+
+    /// The file name of the committed schema, under `schemas/actions/`.
+    pub fn schema_file(&self) -> String {
+        format!("{}.{}.schema.json", self.tool, self.name)
+    }
+}
+
+/// One tool: a group of actions chosen by the `action` argument.
+#[derive(Debug)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// Names of the original product that mean this tool.
+    pub aliases: &'static [&'static str],
+    pub actions: Vec<ActionSpec>,
+}
+
+/// No template in any field needs special quoting.
+pub(crate) fn no_modes(_: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
+    Vec::new()
+}
+
+/// Builds an action's schema from its argument type: the derived schema, with the `action` constant and
+/// the common `timeout_ms` added.
+pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: &str) -> Value {
+    let mut s = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
+        .into_root_schema_for::<T>()
+        .to_value();
+    let obj = s.as_object_mut().expect("schemas of structs are objects");
+    obj.insert(
+        "$id".into(),
+        format!("https://infra.invalid/schemas/actions/{tool}.{action}.schema.json").into(),
+    );
+    obj.insert("title".into(), format!("{tool}.{action}").into());
+    obj.insert("description".into(), description.into());
+    let props = obj
+        .entry("properties")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .expect("properties is an object");
+    let mut with_action = Map::new();
+    with_action.insert("action".into(), serde_json::json!({ "const": action }));
+    with_action.extend(std::mem::take(props));
+    with_action.insert(
+        "timeout_ms".into(),
+        serde_json::json!({ "type": "integer", "minimum": 1, "description": "Timeout of this call, in milliseconds." }),
+    );
+    *props = with_action;
+    let required = obj.entry("required").or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(r) = required {
+        r.insert(0, "action".into());
+    }
+    s
+}
+
+/// Every tool, in the fixed order the front ends list them.
+pub fn registry() -> &'static [ToolSpec] {
+    static R: OnceLock<Vec<ToolSpec>> = OnceLock::new();
+    R.get_or_init(|| vec![runbook::tool(), repo::tool(), state::tool(), local::tool()])
+}
+
+/// Aliases that are not a tool's own (the original `mcp_*` names are on each tool).
+const EXTRA_ALIASES: &[(&str, &str)] = &[
+    ("mcp_ssh_manager", "ssh"),
+    ("mcp_psql_manager", "psql"),
+    ("sql", "psql"),
+    ("mcp_api_client", "http"),
+    ("api", "http"),
+    ("mcp_artifacts", "artifacts"),
+    ("mcp_jobs", "jobs"),
+    ("job", "jobs"),
+    ("mcp_audit", "audit"),
+    ("mcp_evidence", "evidence"),
+    ("mcp_intent", "intent"),
+    ("mcp_pipeline", "pipeline"),
+    ("mcp_context", "context"),
+];
+
+/// The canonical tool name for a name or alias (`mcp_state` → `state`), whether or not it is registered.
+pub fn canonical_tool(name: &str) -> &str {
+    for t in registry() {
+        if t.name == name || t.aliases.contains(&name) {
+            return t.name;
+        }
+    }
+    EXTRA_ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map_or(name, |(_, t)| t)
+}
+
+/// The tool for a name or alias.
+pub fn find_tool(name: &str) -> Option<&'static ToolSpec> {
+    let name = canonical_tool(name);
+    registry().iter().find(|t| t.name == name)
+}
+
+/// The action `tool.action`, the tool given by name or alias.
+pub fn find_action(tool: &str, action: &str) -> Option<&'static ActionSpec> {
+    find_tool(tool)?.actions.iter().find(|a| a.name == action)
+}
+
+/// Every action of every tool.
+pub fn all_actions() -> impl Iterator<Item = &'static ActionSpec> {
+    registry().iter().flat_map(|t| t.actions.iter())
+}
+
+/// The compiled validator of an action's schema.
+pub fn validator(spec: &ActionSpec) -> &'static jsonschema::Validator {
+    static V: OnceLock<Vec<(String, jsonschema::Validator)>> = OnceLock::new();
+    let all = V.get_or_init(|| {
+        all_actions()
+            .map(|a| {
+                let v = jsonschema::draft202012::new(&a.schema()).expect("action schemas are valid");
+                (a.qualified(), v)
+            })
+            .collect()
+    });
+    let q = spec.qualified();
+    &all.iter().find(|(k, _)| *k == q).expect("every action has a validator").1
+}
+
+/// Every tool name and alias (for suggestions).
+pub fn tool_names() -> Vec<&'static str> {
+    let mut v: Vec<&str> = registry().iter().map(|t| t.name).collect();
+    v.extend(registry().iter().flat_map(|t| t.aliases.iter().copied()));
+    v
+}

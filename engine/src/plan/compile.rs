@@ -1,0 +1,441 @@
+//! Compilation: a checked runbook (or one tool call) into a sealed [`Plan`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dsl::analyze::sub_span;
+use dsl::template::Mode;
+use dsl::{Code, Diagnostic, Effect, Flow, Phase, Runbook, Step, StepId};
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use super::{Plan, PlanNode, sha256_hex};
+use crate::actions::{self, ActionSpec};
+
+/// Finds runbooks by name, for nested `runbook.run` steps.
+pub trait Resolve {
+    fn resolve(&self, name: &str) -> Option<Arc<Runbook>>;
+}
+
+/// How deep `runbook.run` may nest.
+pub const MAX_NESTING: usize = 8;
+
+/// Options of [`compile`].
+#[derive(Default)]
+pub struct CompileOptions<'a> {
+    /// Resolves nested runbooks; without one, a nested run's effect is taken as `destructive`.
+    pub resolver: Option<&'a dyn Resolve>,
+    /// Names of the runbooks being compiled around this one (to refuse recursion).
+    pub stack: Vec<String>,
+}
+
+impl std::fmt::Debug for CompileOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileOptions")
+            .field("resolver", &self.resolver.is_some())
+            .field("stack", &self.stack)
+            .finish()
+    }
+}
+
+/// Compiles one checked runbook. On failure, returns every diagnostic (warnings included).
+pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut nodes: Vec<PlanNode> = Vec::new();
+    for step in rb.all_steps() {
+        let node = resolve_step(&rb, step, opts, &mut diags);
+        let rollback = step
+            .rollback
+            .as_ref()
+            .and_then(|r| resolve_step(&rb, r, opts, &mut diags).map(Box::new));
+        if let Some(mut n) = node {
+            n.rollback = rollback;
+            nodes.push(n);
+        }
+    }
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(diags);
+    }
+
+    let mut effects = Effect::Read;
+    for n in &nodes {
+        effects = effects.max(n.effect);
+        if let Some(r) = &n.rollback {
+            effects = effects.max(r.effect);
+        }
+    }
+    if let Some((ceiling, decl_span)) = rb.effects {
+        for n in &nodes {
+            for m in std::iter::once(n).chain(n.rollback.as_deref()) {
+                if m.effect > ceiling {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::EffectExceedsDeclared,
+                            format!(
+                                "step `{}` is `{}` ({}), above the runbook's declared `{ceiling}`",
+                                m.step.id,
+                                m.effect,
+                                m.action.qualified()
+                            ),
+                        )
+                        .at(&rb.file, m.step.tool_span)
+                        .label(format!("this step is `{}`", m.effect))
+                        .secondary(decl_span, "ceiling declared here")
+                        .help(format!("raise `effects:` to `{}`, or remove the step", m.effect)),
+                    );
+                }
+            }
+        }
+    }
+
+    let graph = build_graph(&rb, nodes, &mut diags);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(diags);
+    }
+    let order = match topological_order(&graph) {
+        Some(o) => o,
+        None => {
+            // build_graph reports every cycle; this is the executor-side guard
+            diags.push(Diagnostic::error(Code::DependencyCycle, "the plan has a dependency cycle").in_file(&rb.file));
+            return Err(diags);
+        }
+    };
+    let mut plan = Plan {
+        runbook: rb,
+        graph,
+        order,
+        effects,
+        digest: String::new(),
+        warnings: diags,
+    };
+    plan.digest = sha256_hex(&serde_json::to_vec(&plan.to_json()).unwrap_or_default());
+    Ok(plan)
+}
+
+/// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it
+/// becomes a one-step runbook named `call`, then a one-node plan.
+pub fn compile_call(tool: &str, args: &Value, opts: &CompileOptions<'_>) -> Result<Plan, Vec<Diagnostic>> {
+    let doc = serde_json::json!({
+        "name": "call",
+        "steps": [{ "id": "call", "tool": tool, "args": args }],
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let file = dsl::SourceFile::new(format!("<call {tool}>"), text);
+    let loaded = dsl::load(&file, None);
+    if loaded.has_errors() {
+        return Err(loaded.diagnostics);
+    }
+    let rb = loaded.runbooks.into_iter().next().ok_or_else(Vec::new)?;
+    compile(Arc::new(rb), opts)
+}
+
+fn resolve_step(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &mut Vec<Diagnostic>) -> Option<PlanNode> {
+    let file = &rb.file;
+    let Some(tool) = actions::find_tool(&step.tool) else {
+        let names = actions::tool_names();
+        let canonical = actions::canonical_tool(&step.tool);
+        let msg = if canonical != step.tool {
+            format!("tool `{}` (`{canonical}`) is not available in this build", step.tool)
+        } else {
+            format!("unknown tool `{}`", step.tool)
+        };
+        let help = dsl::diagnostic::suggestion(&step.tool, names.iter().copied()).unwrap_or_else(|| {
+            let mut own: Vec<&str> = actions::registry().iter().map(|t| t.name).collect();
+            own.sort_unstable();
+            format!("available tools: {}", own.join(", "))
+        });
+        diags.push(
+            Diagnostic::error(Code::UnknownTool, msg)
+                .at(file, step.tool_span)
+                .path(format!("{}/tool", step.pointer))
+                .help(help),
+        );
+        return None;
+    };
+    let Some(action) = tool.actions.iter().find(|a| a.name == step.action) else {
+        let names: Vec<&str> = tool.actions.iter().map(|a| a.name).collect();
+        let help = dsl::diagnostic::suggestion(&step.action, names.iter().copied())
+            .unwrap_or_else(|| format!("`{}` has actions: {}", tool.name, names.join(", ")));
+        diags.push(
+            Diagnostic::error(Code::UnknownAction, format!("tool `{}` has no action `{}`", tool.name, step.action))
+                .at(file, step.action_span)
+                .path(format!("{}/args/action", step.pointer))
+                .help(help),
+        );
+        return None;
+    };
+
+    check_args(rb, step, action, diags);
+    check_modes(rb, step, action, diags);
+
+    let mut effect = action.effect;
+    if action.tool == "runbook" && action.name == "run" {
+        effect = nested_effect(rb, step, opts, diags);
+    }
+    if let Some(raised) = step.effects {
+        effect = effect.max(raised);
+    }
+    Some(PlanNode {
+        step: step.clone(),
+        action,
+        effect,
+        rollback: None,
+    })
+}
+
+/// Pointers (relative to `args`) of argument values that are templates.
+fn templated_pointers(step: &Step) -> Vec<&str> {
+    step.templates
+        .iter()
+        .filter_map(|t| t.at.strip_prefix("/args"))
+        .collect()
+}
+
+fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
+    let templated = templated_pointers(step);
+    let json = Value::Object(step.args.clone());
+    let base = format!("{}/args", step.pointer);
+    let found = dsl::schema::check_value(
+        &rb.file,
+        &step.args_node,
+        &json,
+        &base,
+        actions::validator(action),
+        &action.schema(),
+        Code::InvalidArgs,
+    );
+    for mut d in found {
+        let rel = d.path.as_deref().and_then(|p| p.strip_prefix(&base)).unwrap_or("");
+        let under_template = templated
+            .iter()
+            .any(|t| rel == *t || rel.starts_with(&format!("{t}/")));
+        if under_template {
+            continue;
+        }
+        if matches!(d.code, Code::UnknownKey | Code::MissingKey | Code::SchemaViolation) {
+            d.message = format!("{} (arguments of `{}`)", d.message, action.qualified());
+            if d.code == Code::SchemaViolation {
+                d.code = Code::InvalidArgs;
+            }
+        }
+        diags.push(d);
+    }
+}
+
+fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
+    let modes = (action.modes)(&step.args);
+    if modes.is_empty() {
+        return;
+    }
+    for t in &step.templates {
+        let Some(field) = t.at.strip_prefix("/args/") else { continue };
+        let Some(&(_, mode)) = modes.iter().find(|(f, _)| *f == field) else { continue };
+        for i in &t.scan.interpolations {
+            let span = sub_span(rb.file.text(), t.span, &t.text, i.start, i.end);
+            let last = i.last_filter.as_deref();
+            match (mode, last) {
+                (_, Some("raw")) => diags.push(
+                    Diagnostic::warning(
+                        Code::UnsafeInterpolation,
+                        format!("`| raw` writes this value into `{field}` unquoted"),
+                    )
+                    .at(&rb.file, span)
+                    .label("not quoted")
+                    .help("remove `| raw` unless the value is meant to be code; a hostile value can inject commands"),
+                ),
+                (Mode::Sql, Some("ident")) => {}
+                (Mode::Sql, _) => diags.push(
+                    Diagnostic::error(
+                        Code::SqlInterpolation,
+                        format!("a value is interpolated into the SQL text of `{field}`"),
+                    )
+                    .at(&rb.file, span)
+                    .label("interpolated into SQL")
+                    .help("pass the value in `params` and write `$1`; quote an identifier with `| ident`"),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn nested_effect(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &mut Vec<Diagnostic>) -> Effect {
+    let name = match step.args.get("name") {
+        Some(Value::String(n)) if !dsl::template::is_template(n) => n.clone(),
+        _ => return Effect::Destructive,
+    };
+    let Some(resolver) = opts.resolver else {
+        return Effect::Destructive;
+    };
+    let span = step.args_node.get("name").map_or(step.action_span, |n| n.span);
+    if name == rb.name || opts.stack.contains(&name) {
+        diags.push(
+            Diagnostic::error(Code::DependencyCycle, format!("runbook `{name}` runs itself"))
+                .at(&rb.file, span)
+                .help(format!("the chain is {} → {name}", [opts.stack.as_slice(), &[rb.name.clone()]].concat().join(" → "))),
+        );
+        return Effect::Destructive;
+    }
+    if opts.stack.len() >= MAX_NESTING {
+        diags.push(
+            Diagnostic::error(Code::DependencyCycle, format!("runbooks nest deeper than {MAX_NESTING}"))
+                .at(&rb.file, span),
+        );
+        return Effect::Destructive;
+    }
+    let Some(nested) = resolver.resolve(&name) else {
+        diags.push(
+            Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{name}`"))
+                .at(&rb.file, span)
+                .help("`infra list` shows the runbooks there are"),
+        );
+        return Effect::Destructive;
+    };
+    let mut stack = opts.stack.clone();
+    stack.push(rb.name.clone());
+    let inner = CompileOptions {
+        resolver: opts.resolver,
+        stack,
+    };
+    match compile(nested, &inner) {
+        Ok(p) => p.effects(),
+        Err(_) => {
+            diags.push(
+                Diagnostic::error(Code::UnknownRunbook, format!("runbook `{name}` does not compile"))
+                    .at(&rb.file, span)
+                    .help(format!("run `infra validate {name}`")),
+            );
+            Effect::Destructive
+        }
+    }
+}
+
+fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>, diags: &mut Vec<Diagnostic>) -> DiGraph<PlanNode, ()> {
+    let mut g: DiGraph<PlanNode, ()> = DiGraph::with_capacity(nodes.len(), nodes.len() * 2);
+    let mut index: HashMap<StepId, NodeIndex> = HashMap::with_capacity(nodes.len());
+    let mut main = Vec::new();
+    let mut fin = Vec::new();
+    for n in nodes {
+        let phase = n.step.phase;
+        let id = n.step.id.clone();
+        let ix = g.add_node(n);
+        index.insert(id, ix);
+        if phase == Phase::Finally { fin.push(ix) } else { main.push(ix) }
+    }
+    if rb.flow == Flow::Sequence {
+        for w in main.windows(2) {
+            g.update_edge(w[0], w[1], ());
+        }
+    }
+    if let Some(&first) = fin.first() {
+        for &m in &main {
+            g.update_edge(m, first, ());
+        }
+    }
+    for w in fin.windows(2) {
+        g.update_edge(w[0], w[1], ());
+    }
+    let all: Vec<NodeIndex> = g.node_indices().collect();
+    for ix in all {
+        let deps: Vec<StepId> = {
+            let s = &g[ix].step;
+            s.needs.iter().chain(s.refs.iter()).map(|(id, _)| id.clone()).collect()
+        };
+        for d in deps {
+            if let Some(&from) = index.get(&d) {
+                g.update_edge(from, ix, ());
+            }
+        }
+    }
+    report_cycles(rb, &g, diags);
+    g
+}
+
+fn report_cycles(rb: &Runbook, g: &DiGraph<PlanNode, ()>, diags: &mut Vec<Diagnostic>) {
+    if !petgraph::algo::is_cyclic_directed(g) {
+        return;
+    }
+    for mut scc in petgraph::algo::tarjan_scc(g) {
+        let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        scc.sort();
+        let start = scc[0];
+        let path = cycle_path(g, &scc, start);
+        let names: Vec<String> = scc.iter().map(|&i| format!("`{}`", g[i].step.id)).collect();
+        let arrow: Vec<&str> = path.iter().map(|&i| g[i].step.id.as_str()).collect();
+        let mut d = Diagnostic::error(
+            Code::DependencyCycle,
+            format!(
+                "dependency cycle between {}: {} → {}",
+                names.join(", "),
+                arrow.join(" → "),
+                g[start].step.id
+            ),
+        )
+        .at(&rb.file, g[start].step.span)
+        .label("this step is part of the cycle");
+        for &i in scc.iter().skip(1) {
+            d = d.secondary(g[i].step.span, format!("`{}` is part of the cycle", g[i].step.id));
+        }
+        let help = if rb.flow == Flow::Sequence {
+            "in `flow: sequence` each step also runs after the one before it; reference only earlier steps, or use `flow: dag`"
+        } else {
+            "remove one of the `needs` or `steps.*` references that close the cycle"
+        };
+        diags.push(d.help(help));
+    }
+}
+
+/// Kahn's algorithm, ties broken by position in the runbook (node indices follow it). `None` on a cycle.
+fn topological_order(g: &DiGraph<PlanNode, ()>) -> Option<Vec<NodeIndex>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut indegree: Vec<usize> = vec![0; g.node_count()];
+    for e in g.raw_edges() {
+        indegree[e.target().index()] += 1;
+    }
+    let mut ready: BinaryHeap<Reverse<NodeIndex>> =
+        g.node_indices().filter(|i| indegree[i.index()] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(g.node_count());
+    while let Some(Reverse(n)) = ready.pop() {
+        order.push(n);
+        for m in g.neighbors(n) {
+            indegree[m.index()] -= 1;
+            if indegree[m.index()] == 0 {
+                ready.push(Reverse(m));
+            }
+        }
+    }
+    (order.len() == g.node_count()).then_some(order)
+}
+
+/// A shortest cycle through `start` inside one strongly connected component.
+fn cycle_path(g: &DiGraph<PlanNode, ()>, scc: &[NodeIndex], start: NodeIndex) -> Vec<NodeIndex> {
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for m in g.neighbors(n) {
+            if m == start {
+                let mut path = vec![n];
+                let mut cur = n;
+                while let Some(&p) = prev.get(&cur) {
+                    path.push(p);
+                    cur = p;
+                }
+                if *path.last().unwrap_or(&start) != start {
+                    path.push(start);
+                }
+                path.reverse();
+                path.dedup();
+                return path;
+            }
+            if scc.binary_search(&m).is_ok() && !prev.contains_key(&m) && m != start {
+                prev.insert(m, n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start]
+}

@@ -1,0 +1,135 @@
+//! A plan shown with its inputs: arguments rendered where only inputs decide them, fully validated, and a
+//! content digest. Nothing runs.
+
+use dsl::template::{Mode, renderer};
+use dsl::{Code, Diagnostic, Runbook};
+use serde_json::{Map, Value, json};
+
+use super::{Plan, PlanNode, sha256_hex};
+use crate::actions;
+
+/// Template roots whose values are known before the run starts.
+const KNOWN_BEFORE_RUN: &[&str] = &["input", "run"];
+
+/// The rendered plan as data (what `infra plan --json` prints).
+#[derive(Debug, Clone)]
+pub struct RenderedPlan {
+    pub json: Value,
+    pub digest: String,
+}
+
+/// The placeholder a secret input's value is shown as.
+pub fn secret_placeholder(name: &str) -> String {
+    format!("[secret:{name}]")
+}
+
+impl Plan {
+    /// Renders the plan with resolved inputs (see [`dsl::resolve_inputs`]). Secret inputs are shown as
+    /// placeholders. Arguments that depend on other steps stay templates.
+    pub fn render(&self, inputs: &Map<String, Value>) -> Result<RenderedPlan, Vec<Diagnostic>> {
+        let rb = self.runbook();
+        let shown = shown_inputs(rb, inputs);
+        let ctx = json!({
+            "input": shown,
+            "run": { "id": "(at run time)", "runbook": rb.name, "started_at": "(at run time)" },
+        });
+        let mut diags = Vec::new();
+        let nodes: Vec<Value> = self
+            .nodes()
+            .map(|n| {
+                let mut v = self.node_json(n, &n.step.args);
+                let (args, complete) = render_args(rb, n, &ctx, &mut diags);
+                if complete {
+                    validate_rendered(rb, n, &args, &mut diags);
+                }
+                if let Some(cmd) = args.get("command").and_then(Value::as_str)
+                    && (n.action.modes)(&args).iter().any(|(f, m)| *f == "command" && *m == Mode::Shell)
+                {
+                    v["command"] = cmd.into();
+                }
+                v["args"] = Value::Object(args);
+                v["rendered"] = complete.into();
+                v
+            })
+            .collect();
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(diags);
+        }
+        let mut json = json!({
+            "runbook": rb.name,
+            "description": rb.description,
+            "source": rb.file.name(),
+            "runbook_digest": rb.digest,
+            "flow": rb.flow,
+            "effects": self.effects(),
+            "inputs": shown,
+            "nodes": nodes,
+        });
+        let digest = sha256_hex(&serde_json::to_vec(&json).unwrap_or_default());
+        json["digest"] = digest.clone().into();
+        Ok(RenderedPlan { json, digest })
+    }
+}
+
+fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value> {
+    inputs
+        .iter()
+        .map(|(k, v)| {
+            let secret = rb.inputs.get(k).is_some_and(|i| i.secret);
+            let v = if secret { Value::String(secret_placeholder(k)) } else { v.clone() };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// Renders every argument template whose references are all known before the run. Returns the arguments
+/// and whether no template is left.
+fn render_args(rb: &Runbook, n: &PlanNode, ctx: &Value, diags: &mut Vec<Diagnostic>) -> (Map<String, Value>, bool) {
+    let mut args = Value::Object(n.step.args.clone());
+    let modes = (n.action.modes)(&n.step.args);
+    let mut complete = true;
+    for t in &n.step.templates {
+        let Some(ptr) = t.at.strip_prefix("/args") else { continue };
+        if !t.scan.references.iter().all(|r| KNOWN_BEFORE_RUN.contains(&r.root.as_str())) {
+            complete = false;
+            continue;
+        }
+        let field = ptr.trim_start_matches('/');
+        let mode = modes.iter().find(|(f, _)| *f == field).map_or(Mode::Plain, |(_, m)| *m);
+        match renderer().render(&t.text, mode, ctx) {
+            Ok(v) => {
+                if let Some(slot) = args.pointer_mut(ptr) {
+                    *slot = v;
+                }
+            }
+            Err(e) => {
+                complete = false;
+                diags.push(
+                    Diagnostic::error(Code::UndefinedVariable, format!("cannot render `{}`: {}", t.text, e.message))
+                        .at(&rb.file, t.span)
+                        .path(format!("{}{}", n.step.pointer, t.at)),
+                );
+            }
+        }
+    }
+    match args {
+        Value::Object(m) => (m, complete),
+        _ => (Map::new(), false),
+    }
+}
+
+fn validate_rendered(rb: &Runbook, n: &PlanNode, args: &Map<String, Value>, diags: &mut Vec<Diagnostic>) {
+    let value = Value::Object(args.clone());
+    for e in actions::validator(n.action).iter_errors(&value) {
+        let ptr = e.instance_path().as_str().to_owned();
+        let span = n.step.args_node.pointer(&ptr).map_or(n.step.span, |(node, key)| node.focus(key));
+        diags.push(
+            Diagnostic::error(
+                Code::InvalidArgs,
+                format!("step `{}`: rendered arguments of `{}` are invalid: {}", n.step.id, n.action.qualified(), e.masked()),
+            )
+            .at(&rb.file, span)
+            .path(format!("{}/args{ptr}", n.step.pointer)),
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! `infra graph <runbook> --format mermaid|dot`.
+
+use clap::ValueEnum;
+use engine::{Catalog, CompileOptions};
+
+use super::{OK, catalog_options, find_runbook, report};
+use crate::render;
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum GraphFormat {
+    #[default]
+    Mermaid,
+    Dot,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A runbook name, or a file (`path[#name]`).
+    runbook: String,
+    #[arg(long, value_enum, default_value_t)]
+    format: GraphFormat,
+}
+
+pub fn run(args: Args) -> u8 {
+    let catalog = Catalog::load(&catalog_options());
+    let rb = match find_runbook(&catalog, &args.runbook) {
+        Ok(rb) => rb,
+        Err(d) => return report(&d),
+    };
+    let opts = CompileOptions {
+        resolver: Some(&catalog),
+        stack: Vec::new(),
+    };
+    match engine::compile(rb, &opts) {
+        Ok(plan) => {
+            render::diagnostics(plan.warnings());
+            render::out(&match args.format {
+                GraphFormat::Mermaid => plan.to_mermaid(),
+                GraphFormat::Dot => plan.to_dot(),
+            });
+            OK
+        }
+        Err(d) => report(&d),
+    }
+}

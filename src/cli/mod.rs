@@ -1,0 +1,158 @@
+//! The command line: argument parsing and one module per subcommand.
+
+mod graph;
+mod list;
+mod plan;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dsl::{Code, Diagnostic, Runbook};
+use engine::{Catalog, CatalogOptions};
+
+use crate::render;
+
+/// Exit status: success.
+pub const OK: u8 = 0;
+/// Exit status: the run or check failed.
+pub const FAILED: u8 = 1;
+/// Exit status: bad usage or input.
+pub const USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "infra",
+    version,
+    about = "One deterministic, audited engine for agents and humans acting on infrastructure.",
+    long_about = "With no arguments, infra serves MCP on stdio (for agents). The subcommands are for people.\n\
+                  Runbooks are found by name (built-in and the project's profiles directory) or by path."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check runbook files or named runbooks; with none, every runbook infra can find.
+    Validate(validate::Args),
+    /// Show the plan a runbook compiles to with the given inputs; nothing runs.
+    Plan(plan::Args),
+    /// Draw a runbook's step graph (Mermaid or Graphviz).
+    Graph(graph::Args),
+    /// List the runbooks infra can find.
+    List(list::Args),
+}
+
+/// Output format of checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { USAGE } else { OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        None => {
+            if std::io::stdin().is_terminal() {
+                render::err(
+                    "infra serves MCP on stdio when an MCP client starts it; nothing to do on a terminal.\n\
+                     Try `infra list`, `infra validate`, `infra plan <runbook>` or `infra --help`.\n",
+                );
+                OK
+            } else {
+                render::err("error: the MCP server is not part of this build yet; use the subcommands (`infra --help`)\n");
+                USAGE
+            }
+        }
+        Some(Command::Validate(a)) => validate::run(a),
+        Some(Command::Plan(a)) => plan::run(a),
+        Some(Command::Graph(a)) => graph::run(a),
+        Some(Command::List(a)) => list::run(a),
+    };
+    ExitCode::from(code)
+}
+
+/// Where this process finds project runbooks (from the environment and the working directory).
+pub fn catalog_options() -> CatalogOptions {
+    let env = |k: &str| std::env::var(k).ok();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    CatalogOptions {
+        profiles_dir: Some(engine::profiles::profiles_dir(&env, &cwd)),
+        runbooks_path: env("MCP_RUNBOOKS_PATH").filter(|p| !p.is_empty()).map(PathBuf::from),
+    }
+}
+
+/// Whether a command-line word names a file rather than a runbook.
+fn looks_like_path(arg: &str) -> bool {
+    let p = Path::new(arg.split('#').next().unwrap_or(arg));
+    arg.contains('/') || engine::catalog::is_runbook_file(p) || p.is_file()
+}
+
+/// A runbook chosen on the command line, by name or by `path[#name]`.
+pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
+    if looks_like_path(arg) {
+        let (path, pick) = match arg.split_once('#') {
+            Some((p, n)) => (p, Some(n)),
+            None => (arg, None),
+        };
+        let file = engine::catalog::read_source(Path::new(path)).map_err(|d| vec![d])?;
+        let stem = Path::new(path).file_stem().and_then(|s| s.to_str());
+        let loaded = dsl::load(&file, stem);
+        if loaded.has_errors() {
+            return Err(loaded.diagnostics);
+        }
+        let names: Vec<String> = loaded.runbooks.iter().map(|r| r.name.clone()).collect();
+        let chosen = match pick {
+            Some(n) => loaded.runbooks.into_iter().find(|r| r.name == n),
+            None if names.len() == 1 => loaded.runbooks.into_iter().next(),
+            None => {
+                return Err(vec![
+                    Diagnostic::error(Code::UnknownRunbook, format!("`{path}` holds {} runbooks", names.len()))
+                        .help(format!("pick one with `{path}#<name>`: {}", names.join(", "))),
+                ]);
+            }
+        };
+        return chosen.map(Arc::new).ok_or_else(|| {
+            vec![
+                Diagnostic::error(Code::UnknownRunbook, format!("`{path}` has no runbook `{}`", pick.unwrap_or_default()))
+                    .help_opt(dsl::diagnostic::suggestion(pick.unwrap_or_default(), names.iter().map(String::as_str))),
+            ]
+        });
+    }
+    match catalog.get(arg) {
+        Some(e) => Ok(e.runbook.clone()),
+        None => {
+            let help = dsl::diagnostic::suggestion(arg, catalog.names())
+                .unwrap_or_else(|| "`infra list` shows the runbooks there are".to_owned());
+            let mut diags = vec![Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{arg}`")).help(help)];
+            // a project file with errors may be where it was meant to be
+            diags.extend(catalog.diagnostics().iter().cloned());
+            Err(diags)
+        }
+    }
+}
+
+/// Prints diagnostics for a failed lookup or compile and returns the exit status: `USAGE` when the
+/// runbook could not be found, else `FAILED`.
+pub fn report(diags: &[Diagnostic]) -> u8 {
+    render::diagnostics(diags);
+    if diags.iter().any(|d| d.code == Code::UnknownRunbook || d.code == Code::InputTooLarge && d.file.is_none()) {
+        USAGE
+    } else {
+        FAILED
+    }
+}

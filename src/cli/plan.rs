@@ -1,0 +1,153 @@
+//! `infra plan <runbook> --input k=v …`: the rendered plan (nodes, dependencies, commands where the inputs
+//! decide them, effects, digest). Nothing runs.
+
+use std::path::PathBuf;
+
+use dsl::{Code, Diagnostic};
+use engine::{Catalog, CompileOptions};
+use serde_json::{Map, Value};
+
+use super::{OK, USAGE, catalog_options, find_runbook, report};
+use crate::render;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A runbook name, or a file (`path[#name]`).
+    runbook: String,
+    /// An input, `name=value` (repeatable). Non-string inputs are read as YAML (`n=3`, `l=[a, b]`).
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// A YAML or JSON file with a mapping of inputs (`--input` wins over it).
+    #[arg(long, value_name = "FILE")]
+    input_file: Option<PathBuf>,
+    /// The plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> u8 {
+    let catalog = Catalog::load(&catalog_options());
+    let rb = match find_runbook(&catalog, &args.runbook) {
+        Ok(rb) => rb,
+        Err(d) => return report(&d),
+    };
+    let given = match gather_inputs(&rb, &args) {
+        Ok(g) => g,
+        Err(d) => {
+            render::diagnostics(&d);
+            return USAGE;
+        }
+    };
+    let opts = CompileOptions {
+        resolver: Some(&catalog),
+        stack: Vec::new(),
+    };
+    let plan = match engine::compile(rb.clone(), &opts) {
+        Ok(p) => p,
+        Err(d) => return report(&d),
+    };
+    render::diagnostics(plan.warnings());
+    let inputs = match dsl::resolve_inputs(&rb, &given) {
+        Ok(i) => i,
+        Err(d) => {
+            render::diagnostics(&d);
+            return USAGE;
+        }
+    };
+    let rendered = match plan.render(&inputs) {
+        Ok(r) => r,
+        Err(d) => return report(&d),
+    };
+    if args.json {
+        render::json(&rendered.json);
+    } else {
+        render::out(&human(&rendered.json));
+    }
+    OK
+}
+
+fn gather_inputs(rb: &dsl::Runbook, args: &Args) -> Result<Map<String, Value>, Vec<Diagnostic>> {
+    let mut given = Map::new();
+    if let Some(path) = &args.input_file {
+        let file = engine::catalog::read_source(path).map_err(|d| vec![d])?;
+        let node = dsl::parse::parse(&file).map_err(|d| vec![d])?;
+        match node.to_json() {
+            Value::Object(m) => given.extend(m),
+            Value::Null => {}
+            _ => {
+                return Err(vec![
+                    Diagnostic::error(Code::InvalidInput, "an input file must hold a mapping of name to value")
+                        .in_file(&file),
+                ]);
+            }
+        }
+    }
+    for kv in &args.inputs {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(vec![
+                Diagnostic::error(Code::InvalidInput, format!("`--input {kv}` has no `=`"))
+                    .help("write `--input name=value`"),
+            ]);
+        };
+        let ty = rb.inputs.get(k).map_or(dsl::InputType::String, |i| i.ty);
+        given.insert(k.to_owned(), dsl::coerce_input(ty, v));
+    }
+    Ok(given)
+}
+
+fn human(p: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = format!(
+        "plan {} ({}), effects: {}\n",
+        s(&p["runbook"]),
+        s(&p["source"]),
+        s(&p["effects"])
+    );
+    if let Some(d) = p["description"].as_str() {
+        out.push_str(&format!("  {}\n", d.trim()));
+    }
+    if let Some(inputs) = p["inputs"].as_object()
+        && !inputs.is_empty()
+    {
+        out.push_str("inputs:\n");
+        for (k, v) in inputs {
+            out.push_str(&format!("  {k} = {v}\n"));
+        }
+    }
+    out.push_str("steps:\n");
+    for (i, n) in p["nodes"].as_array().into_iter().flatten().enumerate() {
+        let phase = if n["phase"] == "finally" { " [finally]" } else { "" };
+        out.push_str(&format!(
+            "  {}. {}  {}.{}  {}{}\n",
+            i + 1,
+            s(&n["id"]),
+            s(&n["tool"]),
+            s(&n["action"]),
+            s(&n["effect"]),
+            phase
+        ));
+        let needs: Vec<String> = n["needs"].as_array().into_iter().flatten().map(s).collect();
+        if !needs.is_empty() {
+            out.push_str(&format!("     needs: {}\n", needs.join(", ")));
+        }
+        if let Some(c) = n["command"].as_str() {
+            out.push_str(&format!("     command: {c}\n"));
+        } else {
+            let mut args = n["args"].clone();
+            if let Some(o) = args.as_object_mut() {
+                o.shift_remove("action");
+            }
+            out.push_str(&format!("     args: {args}\n"));
+        }
+        for key in ["when", "foreach", "retry", "timeout_ms"] {
+            if !n[key].is_null() {
+                out.push_str(&format!("     {key}: {}\n", n[key]));
+            }
+        }
+        if let Some(rb) = n.get("rollback") {
+            out.push_str(&format!("     rollback: {}  {}.{}\n", s(&rb["id"]), s(&rb["tool"]), s(&rb["action"])));
+        }
+    }
+    out.push_str(&format!("digest: sha256:{}\n", s(&p["digest"])));
+    out
+}

@@ -1,0 +1,114 @@
+//! `infra validate <file|name …>`: every problem in the given runbooks, rustc-style or as JSON.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dsl::{Diagnostic, Runbook};
+use engine::{Catalog, CompileOptions};
+use serde_json::json;
+
+use super::{FAILED, Format, OK, USAGE, catalog_options, find_runbook, looks_like_path};
+use crate::render;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Runbook files or names; none means every runbook infra can find.
+    targets: Vec<String>,
+    /// `human` (default) or `json`.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(args: Args) -> u8 {
+    let catalog = Catalog::load(&catalog_options());
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut checked: Vec<serde_json::Value> = Vec::new();
+    let mut usage = false;
+
+    let compile_one = |rb: Arc<Runbook>, diags: &mut Vec<Diagnostic>, checked: &mut Vec<serde_json::Value>| {
+        let opts = CompileOptions {
+            resolver: Some(&catalog),
+            stack: Vec::new(),
+        };
+        let (ok, effects, found) = match engine::compile(rb.clone(), &opts) {
+            Ok(plan) => (true, Some(plan.effects()), plan.warnings().to_vec()),
+            Err(d) => (false, None, d),
+        };
+        diags.extend(found);
+        checked.push(json!({
+            "name": rb.name,
+            "source": rb.file.name(),
+            "ok": ok,
+            "effects": effects,
+            "digest": rb.digest,
+        }));
+    };
+
+    if args.targets.is_empty() {
+        diags.extend(catalog.diagnostics().iter().cloned());
+        for e in catalog.entries() {
+            compile_one(e.runbook.clone(), &mut diags, &mut checked);
+        }
+    }
+    for t in &args.targets {
+        if looks_like_path(t) && !t.contains('#') {
+            match engine::catalog::read_source(Path::new(t)) {
+                Ok(file) => {
+                    let stem = Path::new(t).file_stem().and_then(|s| s.to_str());
+                    let loaded = dsl::load(&file, stem);
+                    let failed = loaded.has_errors();
+                    diags.extend(loaded.diagnostics);
+                    if failed && loaded.runbooks.is_empty() {
+                        checked.push(json!({"source": t, "ok": false}));
+                    }
+                    for rb in loaded.runbooks {
+                        compile_one(Arc::new(rb), &mut diags, &mut checked);
+                    }
+                }
+                Err(d) => {
+                    usage = true;
+                    diags.push(d);
+                }
+            }
+        } else {
+            match find_runbook(&catalog, t) {
+                Ok(rb) => compile_one(rb, &mut diags, &mut checked),
+                Err(d) => {
+                    usage = true;
+                    diags.extend(d);
+                }
+            }
+        }
+    }
+
+    let mut all = dsl::Diagnostics::new();
+    all.extend(diags);
+    let diags = all.into_sorted();
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    match args.format {
+        Format::Json => render::json(&json!({
+            "ok": errors == 0,
+            "errors": errors,
+            "warnings": diags.len() - errors,
+            "runbooks": checked,
+            "diagnostics": render::diagnostics_json(&diags),
+        })),
+        Format::Human => {
+            render::diagnostics(&diags);
+            if errors == 0 {
+                render::out(&format!(
+                    "ok: {} runbook{} checked\n",
+                    checked.len(),
+                    if checked.len() == 1 { "" } else { "s" }
+                ));
+            }
+        }
+    }
+    if usage {
+        USAGE
+    } else if errors > 0 {
+        FAILED
+    } else {
+        OK
+    }
+}
