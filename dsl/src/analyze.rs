@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use crate::diagnostic::{Code, Diagnostic, suggestion};
 use crate::parse::Node;
 use crate::raw::{
-    BoolOrTemplate, InputType, ListOrTemplate, NAME_PATTERN, RawArgs, RawInputs, RawRollback, RawRunbook,
-    RawStep,
+    BoolOrTemplate, InputType, ListOrTemplate, NAME_PATTERN, RawArgs, RawInputs, RawRollback,
+    RawRunbook, RawStep,
 };
 use crate::runbook::{Input, Phase, Runbook, Step, StepId, TemplateUse};
 use crate::source::{SourceFile, Span};
@@ -39,9 +39,12 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
     };
     if !valid_name(&at.name) {
         cx.diags.push(
-            Diagnostic::error(Code::SchemaViolation, format!("`{}` is not a valid runbook name", at.name))
-                .at(at.file, at.name_span)
-                .help(format!("runbook names match `{NAME_PATTERN}`")),
+            Diagnostic::error(
+                Code::SchemaViolation,
+                format!("`{}` is not a valid runbook name", at.name),
+            )
+            .at(at.file, at.name_span)
+            .help(format!("runbook names match `{NAME_PATTERN}`")),
         );
     }
     cx.inputs(at.node.get("inputs"), raw.inputs.as_ref());
@@ -56,7 +59,12 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
     let fin_node = at.node.get("finally");
     for (i, s) in raw.finally.iter().enumerate() {
         let node = fin_node.and_then(|n| n.items().get(i));
-        finally.push(cx.step(s, node, format!("{}/finally/{i}", at.pointer), Phase::Finally));
+        finally.push(cx.step(
+            s,
+            node,
+            format!("{}/finally/{i}", at.pointer),
+            Phase::Finally,
+        ));
     }
     cx.check_step_refs(steps.iter().chain(&finally));
 
@@ -103,7 +111,8 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 /// SHA-256 (hex) of the runbook's canonical JSON, its name included.
@@ -118,10 +127,12 @@ pub fn digest(name: &str, raw: &RawRunbook) -> String {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 struct Cx<'a> {
@@ -138,11 +149,16 @@ impl Cx<'_> {
             None => {}
             Some(RawInputs::List(names)) => {
                 for (i, name) in names.iter().enumerate() {
-                    let span = node.and_then(|n| n.items().get(i)).map_or_else(Span::default, |n| n.span);
+                    let span = node
+                        .and_then(|n| n.items().get(i))
+                        .map_or_else(Span::default, |n| n.span);
                     if self.inputs.contains_key(name) {
                         self.diags.push(
-                            Diagnostic::error(Code::DuplicateKey, format!("input `{name}` is declared twice"))
-                                .at(self.file, span),
+                            Diagnostic::error(
+                                Code::DuplicateKey,
+                                format!("input `{name}` is declared twice"),
+                            )
+                            .at(self.file, span),
                         );
                     }
                     self.inputs.insert(
@@ -185,17 +201,27 @@ impl Cx<'_> {
                                 Code::SchemaViolation,
                                 format!("input `{name}` has an invalid constraint: {}", e.masked()),
                             )
-                            .at(self.file, spec_node.and_then(|n| n.get("pattern")).map_or(Span::default(), |n| n.span)),
+                            .at(
+                                self.file,
+                                spec_node
+                                    .and_then(|n| n.get("pattern"))
+                                    .map_or(Span::default(), |n| n.span),
+                            ),
                         ),
                         Ok(v) => {
                             if let Some(default) = &input.default
                                 && let Err(e) = v.validate(default)
                             {
-                                let span = spec_node.and_then(|n| n.get("default")).map_or(Span::default(), |n| n.span);
+                                let span = spec_node
+                                    .and_then(|n| n.get("default"))
+                                    .map_or(Span::default(), |n| n.span);
                                 self.diags.push(
                                     Diagnostic::error(
                                         Code::SchemaViolation,
-                                        format!("the default of input `{name}` does not fit it: {}", e.masked()),
+                                        format!(
+                                            "the default of input `{name}` does not fit it: {}",
+                                            e.masked()
+                                        ),
                                     )
                                     .at(self.file, span),
                                 );
@@ -211,11 +237,14 @@ impl Cx<'_> {
     fn declare(&mut self, id: &str, span: Span) {
         if let Some(first) = self.ids.get(id) {
             self.diags.push(
-                Diagnostic::error(Code::DuplicateStepId, format!("step id `{id}` is used twice"))
-                    .at(self.file, span)
-                    .label("second use")
-                    .secondary(*first, "first used here")
-                    .help("give each step a unique `id`"),
+                Diagnostic::error(
+                    Code::DuplicateStepId,
+                    format!("step id `{id}` is used twice"),
+                )
+                .at(self.file, span)
+                .label("second use")
+                .secondary(*first, "first used here")
+                .help("give each step a unique `id`"),
             );
         } else {
             self.ids.insert(id.to_owned(), span);
@@ -223,7 +252,10 @@ impl Cx<'_> {
     }
 
     fn step(&mut self, raw: &RawStep, node: Option<&Node>, pointer: String, phase: Phase) -> Step {
-        let span_of = |k: &str| node.and_then(|n| n.get(k)).map_or_else(|| node.map_or(Span::default(), |n| n.span), |n| n.span);
+        let span_of = |k: &str| {
+            node.and_then(|n| n.get(k))
+                .map_or_else(|| node.map_or(Span::default(), |n| n.span), |n| n.span)
+        };
         let id_span = span_of("id");
         self.declare(&raw.id, id_span);
         let foreach = raw.foreach.is_some();
@@ -236,22 +268,48 @@ impl Cx<'_> {
             span: id_span,
             value: crate::parse::NodeValue::Null,
         });
-        self.templates(&Value::Object(raw.args.0.clone()), Some(&args_node), "/args", &extra, &mut templates);
+        self.templates(
+            &Value::Object(raw.args.0.clone()),
+            Some(&args_node),
+            "/args",
+            &extra,
+            &mut templates,
+        );
         if let Some(BoolOrTemplate::Template(t)) = &raw.when {
-            self.templates(&Value::String(t.clone()), node.and_then(|n| n.get("when")), "/when", &extra, &mut templates);
+            self.templates(
+                &Value::String(t.clone()),
+                node.and_then(|n| n.get("when")),
+                "/when",
+                &extra,
+                &mut templates,
+            );
         }
         if let Some(f) = &raw.foreach {
             let v = match f {
                 ListOrTemplate::List(l) => Value::Array(l.clone()),
                 ListOrTemplate::Template(t) => Value::String(t.clone()),
             };
-            self.templates(&v, node.and_then(|n| n.get("foreach")), "/foreach", &[], &mut templates);
+            self.templates(
+                &v,
+                node.and_then(|n| n.get("foreach")),
+                "/foreach",
+                &[],
+                &mut templates,
+            );
         }
         if let Some(until) = raw.retry.as_ref().and_then(|r| r.until.as_ref()) {
             let mut with_result = extra.clone();
             with_result.push("result");
-            let until_node = node.and_then(|n| n.get("retry")).and_then(|n| n.get("until"));
-            self.templates(&Value::String(until.clone()), until_node, "/retry/until", &with_result, &mut templates);
+            let until_node = node
+                .and_then(|n| n.get("retry"))
+                .and_then(|n| n.get("until"));
+            self.templates(
+                &Value::String(until.clone()),
+                until_node,
+                "/retry/until",
+                &with_result,
+                &mut templates,
+            );
         }
         let needs = raw
             .needs
@@ -296,9 +354,18 @@ impl Cx<'_> {
         }
     }
 
-    fn rollback(&mut self, raw: &RawRollback, node: Option<&Node>, owner: &str, pointer: String) -> Step {
+    fn rollback(
+        &mut self,
+        raw: &RawRollback,
+        node: Option<&Node>,
+        owner: &str,
+        pointer: String,
+    ) -> Step {
         let as_step = RawStep {
-            id: raw.id.clone().unwrap_or_else(|| format!("{owner}-rollback")),
+            id: raw
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{owner}-rollback")),
             tool: raw.tool.clone(),
             args: raw.args.clone(),
             needs: Vec::new(),
@@ -315,7 +382,14 @@ impl Cx<'_> {
     }
 
     /// Scans every template in `value`, checks its syntax and references, and records it.
-    fn templates(&mut self, value: &Value, node: Option<&Node>, at: &str, extra: &[&str], out: &mut Vec<TemplateUse>) {
+    fn templates(
+        &mut self,
+        value: &Value,
+        node: Option<&Node>,
+        at: &str,
+        extra: &[&str],
+        out: &mut Vec<TemplateUse>,
+    ) {
         match value {
             Value::String(s) if is_template(s) => {
                 let span = node.map_or(Span::default(), |n| n.span);
@@ -328,14 +402,19 @@ impl Cx<'_> {
                         } else {
                             Code::TemplateSyntax
                         };
-                        self.diags.push(Diagnostic::error(code, e.message).at(file, locate(e.start, e.end)));
+                        self.diags.push(
+                            Diagnostic::error(code, e.message).at(file, locate(e.start, e.end)),
+                        );
                     }
                     Ok(sc) => {
                         if let Err(e) = template::renderer().check(s) {
                             let sp = e.range.map_or(span, |(a, b)| locate(a, b));
                             self.diags.push(
-                                Diagnostic::error(Code::TemplateSyntax, format!("template error: {}", e.message))
-                                    .at(file, sp),
+                                Diagnostic::error(
+                                    Code::TemplateSyntax,
+                                    format!("template error: {}", e.message),
+                                )
+                                .at(file, sp),
                             );
                         }
                         for r in &sc.references {
@@ -378,14 +457,19 @@ impl Cx<'_> {
                 format!("templates can read: {}", all.join(", "))
             });
             let hint = match root {
-                "item" | "index" => " (`item` and `index` exist only in a step with `foreach`)".to_owned(),
+                "item" | "index" => {
+                    " (`item` and `index` exist only in a step with `foreach`)".to_owned()
+                }
                 "result" => " (`result` exists only in `retry.until`)".to_owned(),
                 _ => String::new(),
             };
             self.diags.push(
-                Diagnostic::error(Code::UndefinedVariable, format!("unknown template variable `{root}`{hint}"))
-                    .at(self.file, span)
-                    .help(help),
+                Diagnostic::error(
+                    Code::UndefinedVariable,
+                    format!("unknown template variable `{root}`{hint}"),
+                )
+                .at(self.file, span)
+                .help(help),
             );
             return;
         }
@@ -393,21 +477,25 @@ impl Cx<'_> {
             && let Some(key) = &r.key
             && !self.inputs.contains_key(key)
         {
-            let help = suggestion(key, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| {
-                if self.inputs.is_empty() {
-                    format!("declare it under `inputs:` (e.g. `inputs: [{key}]`)")
-                } else {
-                    format!(
-                        "declare it under `inputs:`; declared: {}",
-                        self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                }
-            });
+            let help =
+                suggestion(key, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| {
+                    if self.inputs.is_empty() {
+                        format!("declare it under `inputs:` (e.g. `inputs: [{key}]`)")
+                    } else {
+                        format!(
+                            "declare it under `inputs:`; declared: {}",
+                            self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                });
             self.diags.push(
-                Diagnostic::error(Code::UndefinedInput, format!("input `{key}` is not declared"))
-                    .at(self.file, span)
-                    .label("used here")
-                    .help(help),
+                Diagnostic::error(
+                    Code::UndefinedInput,
+                    format!("input `{key}` is not declared"),
+                )
+                .at(self.file, span)
+                .label("used here")
+                .help(help),
             );
         }
     }
@@ -439,7 +527,12 @@ impl Cx<'_> {
 }
 
 fn action_of(args: &RawArgs, node: &Node) -> (String, Span) {
-    let action = args.0.get("action").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let action = args
+        .0
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let span = node.get("action").map_or(node.span, |n| n.span);
     (action, span)
 }

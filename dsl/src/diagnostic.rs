@@ -321,7 +321,10 @@ impl Diagnostics {
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by_cached_key(Diagnostic::sort_key);
         self.items.dedup_by(|a, b| {
-            a.code == b.code && a.span == b.span && a.message == b.message && a.file_name() == b.file_name()
+            a.code == b.code
+                && a.span == b.span
+                && a.message == b.message
+                && a.file_name() == b.file_name()
         });
         self.items
     }
@@ -354,7 +357,10 @@ impl FromIterator<Diagnostic> for Diagnostics {
 }
 
 /// The closest candidate to `name` by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(f64, &str)> = None;
     for c in candidates {
         let score = strsim::jaro_winkler(name, c);
@@ -389,7 +395,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for c in Code::ALL {
             let s = c.as_str();
-            assert!(s.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-'), "{s}");
+            assert!(
+                s.chars().all(|ch| ch.is_ascii_lowercase() || ch == '-'),
+                "{s}"
+            );
             assert!(seen.insert(s), "duplicate code {s}");
         }
     }
@@ -467,7 +476,11 @@ pub fn render_all(diags: &[Diagnostic], opts: RenderOptions) -> String {
         out.push_str(&match (errors, warnings) {
             (0, w) => format!("{} emitted\n", plural(w, "warning")),
             (e, 0) => format!("{} emitted\n", plural(e, "error")),
-            (e, w) => format!("{} and {} emitted\n", plural(e, "error"), plural(w, "warning")),
+            (e, w) => format!(
+                "{} and {} emitted\n",
+                plural(e, "error"),
+                plural(w, "warning")
+            ),
         });
     }
     out

@@ -54,7 +54,15 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
         for (key, node) in root.entries() {
             let pointer = format!("/{}", key.name.replace('~', "~0").replace('/', "~1"));
             let name = key.name.clone();
-            one(file, node, &pointer, name, key.span, &mut runbooks, &mut diags);
+            one(
+                file,
+                node,
+                &pointer,
+                name,
+                key.span,
+                &mut runbooks,
+                &mut diags,
+            );
         }
     } else {
         let (name, span) = match root.get("name") {
@@ -87,7 +95,9 @@ fn is_map_form(root: &Node) -> bool {
         && entries
             .iter()
             .all(|(_, v)| matches!(v.value, NodeValue::Map(_)))
-        && !entries.iter().any(|(k, _)| matches!(k.name.as_str(), "inputs" | "outputs" | "retry"))
+        && !entries
+            .iter()
+            .any(|(k, _)| matches!(k.name.as_str(), "inputs" | "outputs" | "retry"))
 }
 
 fn one(
@@ -136,7 +146,10 @@ pub fn coerce_input(ty: InputType, text: &str) -> Value {
 }
 
 /// Checks given inputs against a runbook's declarations and fills in defaults. Every problem is reported.
-pub fn resolve_inputs(rb: &Runbook, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<Diagnostic>> {
+pub fn resolve_inputs(
+    rb: &Runbook,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut out = Map::new();
     for key in given.keys() {
@@ -166,7 +179,9 @@ pub fn resolve_inputs(rb: &Runbook, given: &Map<String, Value>) -> Result<Map<St
                     diags.push(
                         Diagnostic::error(Code::InvalidInput, format!("missing input `{name}`"))
                             .path(format!("/input/{name}"))
-                            .help(format!("pass it with `--input {name}=…` (or `input: {{{name}: …}}`)")),
+                            .help(format!(
+                                "pass it with `--input {name}=…` (or `input: {{{name}: …}}`)"
+                            )),
                     );
                     continue;
                 }
@@ -194,5 +209,9 @@ pub fn resolve_inputs(rb: &Runbook, given: &Map<String, Value>) -> Result<Map<St
         }
         out.insert(name.clone(), value);
     }
-    if diags.is_empty() { Ok(out) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
 }

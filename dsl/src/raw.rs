@@ -11,7 +11,9 @@ pub const NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9_.-]*$";
 pub const STEP_ID_PATTERN: &str = r"^[a-z0-9_][a-z0-9_-]*$";
 
 /// What an action (or a whole runbook) may do, from least to most dangerous.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Reads only.
@@ -302,9 +304,10 @@ pub const RUNBOOK_SCHEMA_ID: &str = "https://infra.invalid/schemas/runbook.schem
 
 /// The JSON Schema of a runbook file: one runbook, or a map of name to runbook.
 pub fn runbook_file_schema() -> Value {
-    let mut root = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
-        .into_root_schema_for::<RawRunbook>()
-        .to_value();
+    let mut root =
+        schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
+            .into_root_schema_for::<RawRunbook>()
+            .to_value();
     let obj = root.as_object_mut().expect("a root schema is an object");
     let schema_uri = obj.remove("$schema").unwrap_or(Value::Null);
     let mut defs = match obj.remove("$defs") {

@@ -152,8 +152,11 @@ pub struct Runbook {
 impl Runbook {
     /// The JSON Schema of this runbook's inputs object.
     pub fn input_schema(&self) -> Value {
-        let props: serde_json::Map<String, Value> =
-            self.inputs.iter().map(|(k, i)| (k.clone(), i.schema())).collect();
+        let props: serde_json::Map<String, Value> = self
+            .inputs
+            .iter()
+            .map(|(k, i)| (k.clone(), i.schema()))
+            .collect();
         let required: Vec<&str> = self
             .inputs
             .values()

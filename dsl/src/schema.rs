@@ -27,7 +27,10 @@ fn compiled() -> &'static Compiled {
             "$defs": schema["$defs"],
         });
         let one_runbook = jsonschema::draft202012::new(&one).expect("the runbook schema is valid");
-        Compiled { schema, one_runbook }
+        Compiled {
+            schema,
+            one_runbook,
+        }
     })
 }
 
@@ -76,6 +79,34 @@ fn describe(v: &Value) -> &'static str {
     }
 }
 
+/// A JSON type as a YAML author would say it.
+fn friendly(t: &str) -> &'static str {
+    match t {
+        "array" => "a list",
+        "object" => "a mapping",
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean",
+        _ => "null",
+    }
+}
+
+/// When every branch of a `oneOf`/`anyOf` is a `const` (a documented enum), the allowed values.
+fn one_of_constants(context: &[Vec<ValidationError<'static>>]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for branch in context {
+        match branch.as_slice() {
+            [e] => match e.kind() {
+                K::Constant { expected_value } => out.push(expected_value.as_str()?.to_owned()),
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn last_key(pointer: &str) -> Option<String> {
     let seg = pointer.rsplit('/').next()?;
     if seg.is_empty() || seg.parse::<usize>().is_ok() {
@@ -106,7 +137,11 @@ fn convert(
     let ptr = err.instance_path().as_str();
     let full = format!("{base}{ptr}");
     let Some((target, key)) = node.pointer(ptr) else {
-        out.push(Diagnostic::error(Code::SchemaViolation, err.to_string()).in_file(file).path(full));
+        out.push(
+            Diagnostic::error(Code::SchemaViolation, err.to_string())
+                .in_file(file)
+                .path(full),
+        );
         return;
     };
     let what = match last_key(ptr) {
@@ -117,16 +152,16 @@ fn convert(
         K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
             let allowed = allowed_properties(schema, err.schema_path().as_str());
             for name in unexpected {
-                let span = target
-                    .entry(name)
-                    .map_or(target.span, |(k, _)| k.span);
+                let span = target.entry(name).map_or(target.span, |(k, _)| k.span);
                 let mut d = Diagnostic::error(Code::UnknownKey, format!("unknown key `{name}`"))
                     .at(file, span)
                     .path(format!("{full}/{name}"))
                     .label("not allowed here");
                 d = match suggestion(name, allowed.iter().map(String::as_str)) {
                     Some(s) => d.help(s),
-                    None if !allowed.is_empty() => d.help(format!("allowed keys: {}", allowed.join(", "))),
+                    None if !allowed.is_empty() => {
+                        d.help(format!("allowed keys: {}", allowed.join(", ")))
+                    }
                     None => d,
                 };
                 out.push(d);
@@ -141,13 +176,22 @@ fn convert(
                 .path(format!("{full}/{name}"))
         }
         K::Type { kind } => {
-            let expected = match kind {
-                TypeKind::Single(t) => t.to_string(),
-                TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+            let names: Vec<String> = match kind {
+                TypeKind::Single(t) => vec![t.to_string()],
+                TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect(),
             };
+            let expected = names
+                .iter()
+                .filter(|n| *n != "null")
+                .map(|n| friendly(n))
+                .collect::<Vec<_>>()
+                .join(" or ");
             Diagnostic::error(
                 Code::SchemaViolation,
-                format!("{what} must be {expected}, not {}", describe(err.instance())),
+                format!(
+                    "{what} must be {expected}, not {}",
+                    describe(err.instance())
+                ),
             )
             .at(file, target.focus(key))
             .label(format!("expected {expected}"))
@@ -161,11 +205,30 @@ fn convert(
             let given = err.instance().as_str().unwrap_or_default();
             let help = suggestion(given, opts.iter().copied())
                 .unwrap_or_else(|| format!("use one of: {}", opts.join(", ")));
-            Diagnostic::error(Code::SchemaViolation, format!("{what} has an unknown value `{given}`"))
-                .at(file, target.focus(key))
-                .label("not an allowed value")
-                .help(help)
-                .path(full)
+            Diagnostic::error(
+                Code::SchemaViolation,
+                format!("{what} has an unknown value `{given}`"),
+            )
+            .at(file, target.focus(key))
+            .label("not an allowed value")
+            .help(help)
+            .path(full)
+        }
+        K::AnyOf { context } | K::OneOfNotValid { context }
+            if one_of_constants(context).is_some() =>
+        {
+            let opts = one_of_constants(context).unwrap_or_default();
+            let given = err.instance().as_str().unwrap_or_default();
+            let help = suggestion(given, opts.iter().map(String::as_str))
+                .unwrap_or_else(|| format!("use one of: {}", opts.join(", ")));
+            Diagnostic::error(
+                Code::SchemaViolation,
+                format!("{what} has an unknown value `{given}`"),
+            )
+            .at(file, target.focus(key))
+            .label("not an allowed value")
+            .help(help)
+            .path(full)
         }
         K::AnyOf { context } | K::OneOfNotValid { context } => {
             // Report the branch that fits the value's type: its errors say more than "matches nothing".
@@ -186,7 +249,9 @@ fn convert(
             let kinds: Vec<&str> = context
                 .iter()
                 .filter_map(|b| match b.first().map(ValidationError::kind) {
-                    Some(K::Type { kind: TypeKind::Single(t) }) => Some(t.as_str()),
+                    Some(K::Type {
+                        kind: TypeKind::Single(t),
+                    }) => Some(friendly(t.as_str())),
                     _ => None,
                 })
                 .collect();

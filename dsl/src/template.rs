@@ -85,9 +85,39 @@ enum Tok<'a> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "and", "or", "not", "in", "is", "if", "else", "elif", "endif", "for", "endfor", "set", "set_global",
-    "true", "false", "none", "True", "False", "None", "loop", "filter", "endfilter", "raw", "endraw",
-    "break", "continue", "include", "block", "endblock", "extends", "macro", "endmacro", "with",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "if",
+    "else",
+    "elif",
+    "endif",
+    "for",
+    "endfor",
+    "set",
+    "set_global",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "loop",
+    "filter",
+    "endfilter",
+    "raw",
+    "endraw",
+    "break",
+    "continue",
+    "include",
+    "block",
+    "endblock",
+    "extends",
+    "macro",
+    "endmacro",
+    "with",
     "__tera_context",
 ];
 
@@ -107,7 +137,9 @@ fn tokenize(src: &str, base: usize) -> Result<Vec<(Tok<'_>, usize, usize)>, Temp
             out.push((Tok::Ident(&src[s..i]), base + s, base + i));
         } else if c.is_ascii_digit() {
             let s = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.') {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
+            {
                 // `1.5` is one number, `x.0` never starts here
                 i += 1;
             }
@@ -118,7 +150,11 @@ fn tokenize(src: &str, base: usize) -> Result<Vec<(Tok<'_>, usize, usize)>, Temp
             let mut value = String::new();
             loop {
                 let Some(&b) = bytes.get(i) else {
-                    return Err(TemplateError::new("unterminated string", base + s, base + src.len()));
+                    return Err(TemplateError::new(
+                        "unterminated string",
+                        base + s,
+                        base + src.len(),
+                    ));
                 };
                 if b == c {
                     i += 1;
@@ -181,8 +217,13 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
         if text.as_bytes().get(inner_start) == Some(&b'-') {
             inner_start += 1;
         }
-        let end = find_close(text, inner_start, close, kind == Some(b'#'))
-            .ok_or_else(|| TemplateError::new(format!("unclosed `{}`: add `{close}`", &text[open..open + 2]), open, text.len()))?;
+        let end = find_close(text, inner_start, close, kind == Some(b'#')).ok_or_else(|| {
+            TemplateError::new(
+                format!("unclosed `{}`: add `{close}`", &text[open..open + 2]),
+                open,
+                text.len(),
+            )
+        })?;
         let mut inner_end = end;
         if inner_end > inner_start && text.as_bytes()[inner_end - 1] == b'-' {
             inner_end -= 1;
@@ -214,7 +255,10 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
                                 _ => None,
                             })
                             .collect();
-                        let rest = toks.iter().position(|t| t.0 == Tok::Ident("in")).map_or(toks.len(), |p| p + 1);
+                        let rest = toks
+                            .iter()
+                            .position(|t| t.0 == Tok::Ident("in"))
+                            .map_or(toks.len(), |p| p + 1);
                         collect_refs(&toks[rest..], &locals, &mut out.references);
                         locals.extend(names);
                     }
@@ -228,7 +272,13 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
                         // everything up to `{% endraw %}` is literal text
                         match find_endraw(text, pos) {
                             Some(after) => pos = after,
-                            None => return Err(TemplateError::new("`{% raw %}` without `{% endraw %}`", open, pos)),
+                            None => {
+                                return Err(TemplateError::new(
+                                    "`{% raw %}` without `{% endraw %}`",
+                                    open,
+                                    pos,
+                                ));
+                            }
                         }
                     }
                     _ => collect_refs(&toks, &locals, &mut out.references),
@@ -287,7 +337,9 @@ fn collect_refs(toks: &[(Tok<'_>, usize, usize)], locals: &[String], out: &mut V
             continue;
         }
         let prev = i.checked_sub(1).map(|p| &toks[p].0);
-        if matches!(prev, Some(Tok::Punct("." | "|" | "?."))) || matches!(prev, Some(Tok::Ident("is"))) {
+        if matches!(prev, Some(Tok::Punct("." | "|" | "?.")))
+            || matches!(prev, Some(Tok::Ident("is")))
+        {
             continue;
         }
         if i >= 2 && toks[i - 1].0 == Tok::Ident("not") && toks[i - 2].0 == Tok::Ident("is") {
@@ -297,10 +349,14 @@ fn collect_refs(toks: &[(Tok<'_>, usize, usize)], locals: &[String], out: &mut V
             continue;
         }
         let (key, key_end) = match (toks.get(i + 1), toks.get(i + 2), toks.get(i + 3)) {
-            (Some((Tok::Punct("." | "?."), ..)), Some((Tok::Ident(k), _, e)), _) => (Some((*k).to_owned()), *e),
-            (Some((Tok::Punct("[" | "?["), ..)), Some((Tok::Str(k), ..)), Some((Tok::Punct("]"), _, e))) => {
-                (Some(k.clone()), *e)
+            (Some((Tok::Punct("." | "?."), ..)), Some((Tok::Ident(k), _, e)), _) => {
+                (Some((*k).to_owned()), *e)
             }
+            (
+                Some((Tok::Punct("[" | "?["), ..)),
+                Some((Tok::Str(k), ..)),
+                Some((Tok::Punct("]"), _, e)),
+            ) => (Some(k.clone()), *e),
             _ => (None, *end),
         };
         out.push(Reference {
@@ -346,7 +402,7 @@ fn write_shell_quoted(s: &str, out: &mut dyn io::Write) -> io::Result<()> {
     out.write_all(b"'")?;
     let mut rest = s;
     while let Some(i) = rest.find('\'') {
-        out.write_all(rest[..i].as_bytes())?;
+        out.write_all(&rest.as_bytes()[..i])?;
         out.write_all(b"'\\''")?;
         rest = &rest[i + 1..];
     }
@@ -393,35 +449,46 @@ pub struct RenderError {
 fn base_tera() -> Tera {
     let mut t = Tera::new();
     t.autoescape_on(Vec::<&str>::new());
-    t.register_filter("raw", |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<tera::Value> {
-        if v.is_undefined() {
-            return Err(tera::Error::message("`raw` was given an undefined value"));
-        }
-        Ok(match v.as_str() {
-            Some(s) => tera::Value::safe_string(s),
-            None => v.mark_safe(),
-        })
-    });
+    t.register_filter(
+        "raw",
+        |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<tera::Value> {
+            if v.is_undefined() {
+                return Err(tera::Error::message("`raw` was given an undefined value"));
+            }
+            Ok(match v.as_str() {
+                Some(s) => tera::Value::safe_string(s),
+                None => v.mark_safe(),
+            })
+        },
+    );
     t.register_filter("ident", |v: &str, _: Kwargs, _: &State| -> tera::Value {
         tera::Value::safe_string(&sql_ident(v))
     });
     t.register_filter("quote", |v: &str, _: Kwargs, _: &State| -> tera::Value {
         tera::Value::safe_string(&shell_quote(v))
     });
-    t.register_filter("json", |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
-        if v.is_undefined() {
-            return Err(tera::Error::message("`json` was given an undefined value"));
-        }
-        serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
-    });
-    t.register_filter("__typed", |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<tera::Value> {
-        if v.is_undefined() {
-            return Err(tera::Error::message("the value is not defined; give it a default with `| default(value=…)`"));
-        }
-        serde_json::to_string(&v)
-            .map(|s| tera::Value::safe_string(&s))
-            .map_err(|e| tera::Error::message(e.to_string()))
-    });
+    t.register_filter(
+        "json",
+        |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
+            if v.is_undefined() {
+                return Err(tera::Error::message("`json` was given an undefined value"));
+            }
+            serde_json::to_string(&v).map_err(|e| tera::Error::message(e.to_string()))
+        },
+    );
+    t.register_filter(
+        "__typed",
+        |v: tera::Value, _: Kwargs, _: &State| -> TeraResult<tera::Value> {
+            if v.is_undefined() {
+                return Err(tera::Error::message(
+                    "the value is not defined; give it a default with `| default(value=…)`",
+                ));
+            }
+            serde_json::to_string(&v)
+                .map(|s| tera::Value::safe_string(&s))
+                .map_err(|e| tera::Error::message(e.to_string()))
+        },
+    );
     t
 }
 
@@ -495,14 +562,25 @@ impl Renderer {
                         syntax: false,
                     });
                 }
-                self.render_text(&self.plain, text, &context, false).map(Value::String)
+                self.render_text(&self.plain, text, &context, false)
+                    .map(Value::String)
             }
-            Mode::Shell => self.render_text(&self.shell, text, &context, true).map(Value::String),
-            Mode::Sql => self.render_text(&self.sql, text, &context, true).map(Value::String),
+            Mode::Shell => self
+                .render_text(&self.shell, text, &context, true)
+                .map(Value::String),
+            Mode::Sql => self
+                .render_text(&self.sql, text, &context, true)
+                .map(Value::String),
         }
     }
 
-    fn render_text(&self, tera: &Tera, text: &str, ctx: &Context, escape: bool) -> Result<String, RenderError> {
+    fn render_text(
+        &self,
+        tera: &Tera,
+        text: &str,
+        ctx: &Context,
+        escape: bool,
+    ) -> Result<String, RenderError> {
         let mut out = Vec::new();
         let result = tera.render_str_to(text, ctx, escape, Bounded { out: &mut out });
         match result {
@@ -558,6 +636,12 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// The shared renderer (building one registers filters; reuse it).
+pub fn renderer() -> &'static Renderer {
+    static R: std::sync::OnceLock<Renderer> = std::sync::OnceLock::new();
+    R.get_or_init(Renderer::new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,18 +665,18 @@ mod tests {
                 ("steps".into(), Some("build".into()))
             ]
         );
-        assert_eq!(refs("{{ x | default(value=input.y) }}"), vec![
-            ("x".into(), None),
-            ("input".into(), Some("y".into()))
-        ]);
-        assert_eq!(refs("{% for h in input.hosts %}{{ h }}{% endfor %}"), vec![(
-            "input".into(),
-            Some("hosts".into())
-        )]);
-        assert_eq!(refs("{% if a is defined and b is not none %}{% endif %}"), vec![
-            ("a".into(), None),
-            ("b".into(), None)
-        ]);
+        assert_eq!(
+            refs("{{ x | default(value=input.y) }}"),
+            vec![("x".into(), None), ("input".into(), Some("y".into()))]
+        );
+        assert_eq!(
+            refs("{% for h in input.hosts %}{{ h }}{% endfor %}"),
+            vec![("input".into(), Some("hosts".into()))]
+        );
+        assert_eq!(
+            refs("{% if a is defined and b is not none %}{% endif %}"),
+            vec![("a".into(), None), ("b".into(), None)]
+        );
         assert_eq!(refs("{{ 'input.x' }}{# input.y #}"), vec![]);
         assert!(refs("{% raw %}{{ input.x }}{% endraw %}").is_empty());
     }
@@ -612,9 +696,13 @@ mod tests {
     fn shell_mode_quotes_every_value() {
         let r = Renderer::new();
         let ctx = json!({"input": {"s": "a'b; rm -rf / $(x)", "n": 3}});
-        let out = r.render("echo {{ input.s }} {{ input.n }}", Mode::Shell, &ctx).expect("render");
+        let out = r
+            .render("echo {{ input.s }} {{ input.n }}", Mode::Shell, &ctx)
+            .expect("render");
         assert_eq!(out, json!("echo 'a'\\''b; rm -rf / $(x)' 3"));
-        let raw = r.render("echo {{ input.s | raw }}", Mode::Shell, &ctx).expect("render");
+        let raw = r
+            .render("echo {{ input.s | raw }}", Mode::Shell, &ctx)
+            .expect("render");
         assert_eq!(raw, json!("echo a'b; rm -rf / $(x)"));
     }
 
@@ -622,8 +710,13 @@ mod tests {
     fn sql_mode_refuses_values_but_takes_identifiers() {
         let r = Renderer::new();
         let ctx = json!({"input": {"t": "ev\"il"}});
-        assert!(r.render("select * from {{ input.t }}", Mode::Sql, &ctx).is_err());
-        let ok = r.render("select * from {{ input.t | ident }}", Mode::Sql, &ctx).expect("render");
+        assert!(
+            r.render("select * from {{ input.t }}", Mode::Sql, &ctx)
+                .is_err()
+        );
+        let ok = r
+            .render("select * from {{ input.t | ident }}", Mode::Sql, &ctx)
+            .expect("render");
         assert_eq!(ok, json!("select * from \"ev\"\"il\""));
     }
 
@@ -631,10 +724,21 @@ mod tests {
     fn plain_single_expression_is_typed() {
         let r = Renderer::new();
         let ctx = json!({"input": {"n": 3, "list": [1, 2], "s": "x"}});
-        assert_eq!(r.render("{{ input.n }}", Mode::Plain, &ctx).expect("n"), json!(3));
-        assert_eq!(r.render("{{ input.list }}", Mode::Plain, &ctx).expect("l"), json!([1, 2]));
-        assert_eq!(r.render("{{ input.s }}-y", Mode::Plain, &ctx).expect("s"), json!("x-y"));
-        let err = r.render("{{ input.missing }}", Mode::Plain, &ctx).expect_err("undefined");
+        assert_eq!(
+            r.render("{{ input.n }}", Mode::Plain, &ctx).expect("n"),
+            json!(3)
+        );
+        assert_eq!(
+            r.render("{{ input.list }}", Mode::Plain, &ctx).expect("l"),
+            json!([1, 2])
+        );
+        assert_eq!(
+            r.render("{{ input.s }}-y", Mode::Plain, &ctx).expect("s"),
+            json!("x-y")
+        );
+        let err = r
+            .render("{{ input.missing }}", Mode::Plain, &ctx)
+            .expect_err("undefined");
         assert!(err.message.contains("missing"), "{}", err.message);
     }
 
@@ -646,10 +750,4 @@ mod tests {
         let e = r.check("x {{ 1 + }}").expect_err("syntax");
         assert!(e.syntax);
     }
-}
-
-/// The shared renderer (building one registers filters; reuse it).
-pub fn renderer() -> &'static Renderer {
-    static R: std::sync::OnceLock<Renderer> = std::sync::OnceLock::new();
-    R.get_or_init(Renderer::new)
 }

@@ -148,11 +148,17 @@ fn stem(file_name: &str) -> Option<&str> {
 
 /// Whether a path names a runbook file by its extension.
 pub fn is_runbook_file(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> Diagnostic {
-    Diagnostic::error(Code::YamlSyntax, format!("cannot read `{}`: {e}", path.display()))
+    Diagnostic::error(
+        Code::YamlSyntax,
+        format!("cannot read `{}`: {e}", path.display()),
+    )
 }
 
 /// Reads a runbook file as a source (refusing files above the size limit before reading them whole).

@@ -42,11 +42,20 @@ mod tests {
         std::fs::create_dir_all(root.join("repo/.infra")).expect("infra");
         std::fs::create_dir_all(root.join("repo/a/b")).expect("sub");
         let none = |_: &str| None;
-        assert_eq!(profiles_dir(&none, &root.join("repo/a/b")), root.join("repo/.infra"));
+        assert_eq!(
+            profiles_dir(&none, &root.join("repo/a/b")),
+            root.join("repo/.infra")
+        );
         let explicit = |k: &str| (k == "MCP_PROFILES_DIR").then(|| "/x/y".to_owned());
-        assert_eq!(profiles_dir(&explicit, &root.join("repo/a/b")), PathBuf::from("/x/y"));
+        assert_eq!(
+            profiles_dir(&explicit, &root.join("repo/a/b")),
+            PathBuf::from("/x/y")
+        );
         std::fs::create_dir_all(root.join("other/.git")).expect("git2");
         let state = |k: &str| (k == "XDG_STATE_HOME").then(|| "/s".to_owned());
-        assert_eq!(profiles_dir(&state, &root.join("other")), PathBuf::from("/s/infra"));
+        assert_eq!(
+            profiles_dir(&state, &root.join("other")),
+            PathBuf::from("/s/infra")
+        );
     }
 }

@@ -42,7 +42,9 @@ pub fn run(args: Args) -> u8 {
         })
         .collect();
     if args.json {
-        render::json(&json!({ "runbooks": rows, "problems": render::diagnostics_json(catalog.diagnostics()) }));
+        render::json(
+            &json!({ "runbooks": rows, "problems": render::diagnostics_json(catalog.diagnostics()) }),
+        );
         return OK;
     }
     let width = rows
@@ -52,9 +54,17 @@ pub fn run(args: Args) -> u8 {
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!("{:width$}  {:7}  {:11}  {:20}  DESCRIPTION\n", "NAME", "SOURCE", "EFFECTS", "TAGS");
+    let mut out = format!(
+        "{:width$}  {:7}  {:11}  {:20}  DESCRIPTION\n",
+        "NAME", "SOURCE", "EFFECTS", "TAGS"
+    );
     for r in &rows {
-        let tags: Vec<&str> = r["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+        let tags: Vec<&str> = r["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
         let effects = r["effects"].as_str().unwrap_or("(invalid)");
         let mut desc = r["description"].as_str().unwrap_or("").replace('\n', " ");
         if desc.chars().count() > 70 {

@@ -74,7 +74,9 @@ pub fn main() -> ExitCode {
                 );
                 OK
             } else {
-                render::err("error: the MCP server is not part of this build yet; use the subcommands (`infra --help`)\n");
+                render::err(
+                    "error: the MCP server is not part of this build yet; use the subcommands (`infra --help`)\n",
+                );
                 USAGE
             }
         }
@@ -92,7 +94,9 @@ pub fn catalog_options() -> CatalogOptions {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     CatalogOptions {
         profiles_dir: Some(engine::profiles::profiles_dir(&env, &cwd)),
-        runbooks_path: env("MCP_RUNBOOKS_PATH").filter(|p| !p.is_empty()).map(PathBuf::from),
+        runbooks_path: env("MCP_RUNBOOKS_PATH")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
     }
 }
 
@@ -121,15 +125,27 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
             None if names.len() == 1 => loaded.runbooks.into_iter().next(),
             None => {
                 return Err(vec![
-                    Diagnostic::error(Code::UnknownRunbook, format!("`{path}` holds {} runbooks", names.len()))
-                        .help(format!("pick one with `{path}#<name>`: {}", names.join(", "))),
+                    Diagnostic::error(
+                        Code::UnknownRunbook,
+                        format!("`{path}` holds {} runbooks", names.len()),
+                    )
+                    .help(format!(
+                        "pick one with `{path}#<name>`: {}",
+                        names.join(", ")
+                    )),
                 ]);
             }
         };
         return chosen.map(Arc::new).ok_or_else(|| {
             vec![
-                Diagnostic::error(Code::UnknownRunbook, format!("`{path}` has no runbook `{}`", pick.unwrap_or_default()))
-                    .help_opt(dsl::diagnostic::suggestion(pick.unwrap_or_default(), names.iter().map(String::as_str))),
+                Diagnostic::error(
+                    Code::UnknownRunbook,
+                    format!("`{path}` has no runbook `{}`", pick.unwrap_or_default()),
+                )
+                .help_opt(dsl::diagnostic::suggestion(
+                    pick.unwrap_or_default(),
+                    names.iter().map(String::as_str),
+                )),
             ]
         });
     }
@@ -138,7 +154,10 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
         None => {
             let help = dsl::diagnostic::suggestion(arg, catalog.names())
                 .unwrap_or_else(|| "`infra list` shows the runbooks there are".to_owned());
-            let mut diags = vec![Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{arg}`")).help(help)];
+            let mut diags = vec![
+                Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{arg}`"))
+                    .help(help),
+            ];
             // a project file with errors may be where it was meant to be
             diags.extend(catalog.diagnostics().iter().cloned());
             Err(diags)
@@ -150,7 +169,9 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
 /// runbook could not be found, else `FAILED`.
 pub fn report(diags: &[Diagnostic]) -> u8 {
     render::diagnostics(diags);
-    if diags.iter().any(|d| d.code == Code::UnknownRunbook || d.code == Code::InputTooLarge && d.file.is_none()) {
+    if diags.iter().any(|d| {
+        d.code == Code::UnknownRunbook || d.code == Code::InputTooLarge && d.file.is_none()
+    }) {
         USAGE
     } else {
         FAILED

@@ -76,8 +76,11 @@ fn gather_inputs(rb: &dsl::Runbook, args: &Args) -> Result<Map<String, Value>, V
             Value::Null => {}
             _ => {
                 return Err(vec![
-                    Diagnostic::error(Code::InvalidInput, "an input file must hold a mapping of name to value")
-                        .in_file(&file),
+                    Diagnostic::error(
+                        Code::InvalidInput,
+                        "an input file must hold a mapping of name to value",
+                    )
+                    .in_file(&file),
                 ]);
             }
         }
@@ -116,7 +119,11 @@ fn human(p: &Value) -> String {
     }
     out.push_str("steps:\n");
     for (i, n) in p["nodes"].as_array().into_iter().flatten().enumerate() {
-        let phase = if n["phase"] == "finally" { " [finally]" } else { "" };
+        let phase = if n["phase"] == "finally" {
+            " [finally]"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "  {}. {}  {}.{}  {}{}\n",
             i + 1,
@@ -145,7 +152,12 @@ fn human(p: &Value) -> String {
             }
         }
         if let Some(rb) = n.get("rollback") {
-            out.push_str(&format!("     rollback: {}  {}.{}\n", s(&rb["id"]), s(&rb["tool"]), s(&rb["action"])));
+            out.push_str(&format!(
+                "     rollback: {}  {}.{}\n",
+                s(&rb["id"]),
+                s(&rb["tool"]),
+                s(&rb["action"])
+            ));
         }
     }
     out.push_str(&format!("digest: sha256:{}\n", s(&p["digest"])));

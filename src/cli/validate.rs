@@ -25,24 +25,25 @@ pub fn run(args: Args) -> u8 {
     let mut checked: Vec<serde_json::Value> = Vec::new();
     let mut usage = false;
 
-    let compile_one = |rb: Arc<Runbook>, diags: &mut Vec<Diagnostic>, checked: &mut Vec<serde_json::Value>| {
-        let opts = CompileOptions {
-            resolver: Some(&catalog),
-            stack: Vec::new(),
+    let compile_one =
+        |rb: Arc<Runbook>, diags: &mut Vec<Diagnostic>, checked: &mut Vec<serde_json::Value>| {
+            let opts = CompileOptions {
+                resolver: Some(&catalog),
+                stack: Vec::new(),
+            };
+            let (ok, effects, found) = match engine::compile(rb.clone(), &opts) {
+                Ok(plan) => (true, Some(plan.effects()), plan.warnings().to_vec()),
+                Err(d) => (false, None, d),
+            };
+            diags.extend(found);
+            checked.push(json!({
+                "name": rb.name,
+                "source": rb.file.name(),
+                "ok": ok,
+                "effects": effects,
+                "digest": rb.digest,
+            }));
         };
-        let (ok, effects, found) = match engine::compile(rb.clone(), &opts) {
-            Ok(plan) => (true, Some(plan.effects()), plan.warnings().to_vec()),
-            Err(d) => (false, None, d),
-        };
-        diags.extend(found);
-        checked.push(json!({
-            "name": rb.name,
-            "source": rb.file.name(),
-            "ok": ok,
-            "effects": effects,
-            "digest": rb.digest,
-        }));
-    };
 
     if args.targets.is_empty() {
         diags.extend(catalog.diagnostics().iter().cloned());

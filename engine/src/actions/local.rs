@@ -85,23 +85,31 @@ fn plain(_: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
 }
 
 pub(super) fn tool() -> ToolSpec {
-    let a = |name, title, description, effect, schema_fn: fn() -> Value, example: fn() -> Value| ActionSpec {
-        tool: "local",
-        name,
-        title,
-        description,
-        effect,
-        unsafe_local: true,
-        schema_fn,
-        modes: plain,
-        example,
+    let a = |name, title, description, effect, schema_fn: fn() -> Value, example: fn() -> Value| {
+        ActionSpec {
+            tool: "local",
+            name,
+            title,
+            description,
+            effect,
+            unsafe_local: true,
+            schema_fn,
+            modes: plain,
+            example,
+        }
     };
     let mut exec = a(
         "exec",
         "Run a local command",
         "Runs a program or shell command on the infra host (needs INFRA_UNSAFE_LOCAL=1).",
         Effect::Write,
-        || args_schema::<ExecArgs>("local", "exec", "Runs a program or shell command on the infra host (needs INFRA_UNSAFE_LOCAL=1)."),
+        || {
+            args_schema::<ExecArgs>(
+                "local",
+                "exec",
+                "Runs a program or shell command on the infra host (needs INFRA_UNSAFE_LOCAL=1).",
+            )
+        },
         || json!({"action": "exec", "command": "uname", "args": ["-a"]}),
     );
     exec.modes = exec_modes;
@@ -112,18 +120,44 @@ pub(super) fn tool() -> ToolSpec {
         aliases: &["mcp_local"],
         actions: vec![
             exec,
-            a("read", "Read a local file", "Reads a file (bounded).", Effect::Read,
+            a(
+                "read",
+                "Read a local file",
+                "Reads a file (bounded).",
+                Effect::Read,
                 || args_schema::<ReadArgs>("local", "read", "Reads a file (bounded)."),
-                || json!({"action": "read", "path": "README.md", "max_bytes": 4096})),
-            a("write", "Write a local file", "Writes or appends to a file.", Effect::Write,
+                || json!({"action": "read", "path": "README.md", "max_bytes": 4096}),
+            ),
+            a(
+                "write",
+                "Write a local file",
+                "Writes or appends to a file.",
+                Effect::Write,
                 || args_schema::<WriteArgs>("local", "write", "Writes or appends to a file."),
-                || json!({"action": "write", "path": "notes.txt", "content": "hello\n"})),
-            a("list", "List a local directory", "Lists a directory's entries.", Effect::Read,
+                || json!({"action": "write", "path": "notes.txt", "content": "hello\n"}),
+            ),
+            a(
+                "list",
+                "List a local directory",
+                "Lists a directory's entries.",
+                Effect::Read,
                 || args_schema::<PathArgs>("local", "list", "Lists a directory's entries."),
-                || json!({"action": "list", "path": "."})),
-            a("stat", "Stat a local path", "Type, size, mode and times of a path.", Effect::Read,
-                || args_schema::<PathArgs>("local", "stat", "Type, size, mode and times of a path."),
-                || json!({"action": "stat", "path": "."})),
+                || json!({"action": "list", "path": "."}),
+            ),
+            a(
+                "stat",
+                "Stat a local path",
+                "Type, size, mode and times of a path.",
+                Effect::Read,
+                || {
+                    args_schema::<PathArgs>(
+                        "local",
+                        "stat",
+                        "Type, size, mode and times of a path.",
+                    )
+                },
+                || json!({"action": "stat", "path": "."}),
+            ),
         ],
     }
 }

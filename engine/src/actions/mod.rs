@@ -15,6 +15,9 @@ use dsl::template::Mode;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
+/// Which top-level argument fields are shell command lines or SQL text, given the arguments.
+pub type ModesFn = fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>;
+
 /// One action of one tool.
 #[derive(Debug)]
 pub struct ActionSpec {
@@ -28,7 +31,7 @@ pub struct ActionSpec {
     pub unsafe_local: bool,
     schema_fn: fn() -> Value,
     /// How templates in top-level argument fields are written (shell-quoted, SQL-checked).
-    pub modes: fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>,
+    pub modes: ModesFn,
     /// An example call's arguments (`action` included).
     pub example: fn() -> Value,
 }
@@ -40,8 +43,8 @@ impl ActionSpec {
     }
 
     /// The JSON Schema (draft 2020-12) of this action's arguments, `action` included.
-    pub fn schema(&self) -> Value {
-        (self.schema_fn)()
+    pub fn schema(&self) -> &'static Value {
+        &compiled(self).0
     }
 
     /// The file name of the committed schema, under `schemas/actions/`.
@@ -92,7 +95,9 @@ pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: 
         serde_json::json!({ "type": "integer", "minimum": 1, "description": "Timeout of this call, in milliseconds." }),
     );
     *props = with_action;
-    let required = obj.entry("required").or_insert_with(|| Value::Array(Vec::new()));
+    let required = obj
+        .entry("required")
+        .or_insert_with(|| Value::Array(Vec::new()));
     if let Value::Array(r) = required {
         r.insert(0, "action".into());
     }
@@ -151,19 +156,28 @@ pub fn all_actions() -> impl Iterator<Item = &'static ActionSpec> {
     registry().iter().flat_map(|t| t.actions.iter())
 }
 
-/// The compiled validator of an action's schema.
-pub fn validator(spec: &ActionSpec) -> &'static jsonschema::Validator {
-    static V: OnceLock<Vec<(String, jsonschema::Validator)>> = OnceLock::new();
+/// An action's schema and its compiled validator, built once per process.
+fn compiled(spec: &ActionSpec) -> &'static (Value, jsonschema::Validator) {
+    type Table = Vec<((&'static str, &'static str), (Value, jsonschema::Validator))>;
+    static V: OnceLock<Table> = OnceLock::new();
     let all = V.get_or_init(|| {
         all_actions()
             .map(|a| {
-                let v = jsonschema::draft202012::new(&a.schema()).expect("action schemas are valid");
-                (a.qualified(), v)
+                let schema = (a.schema_fn)();
+                let v = jsonschema::draft202012::new(&schema).expect("action schemas are valid");
+                ((a.tool, a.name), (schema, v))
             })
             .collect()
     });
-    let q = spec.qualified();
-    &all.iter().find(|(k, _)| *k == q).expect("every action has a validator").1
+    &all.iter()
+        .find(|(k, _)| *k == (spec.tool, spec.name))
+        .expect("every action has a validator")
+        .1
+}
+
+/// The compiled validator of an action's schema.
+pub fn validator(spec: &ActionSpec) -> &'static jsonschema::Validator {
+    &compiled(spec).1
 }
 
 /// Every tool name and alias (for suggestions).

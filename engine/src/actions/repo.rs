@@ -50,7 +50,12 @@ pub struct DiffArgs {
     pub max_bytes: Option<u64>,
 }
 
-fn action(name: &'static str, title: &'static str, description: &'static str, schema_fn: fn() -> serde_json::Value) -> ActionSpec {
+fn action(
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    schema_fn: fn() -> serde_json::Value,
+) -> ActionSpec {
     ActionSpec {
         tool: "repo",
         name,
@@ -69,16 +74,34 @@ pub(super) fn tool() -> ToolSpec {
         "snapshot",
         "Repository snapshot",
         "Root, branch, status, diffstat and recent commits in one call.",
-        || args_schema::<SnapshotArgs>("repo", "snapshot", "Root, branch, status, diffstat and recent commits in one call."),
+        || {
+            args_schema::<SnapshotArgs>(
+                "repo",
+                "snapshot",
+                "Root, branch, status, diffstat and recent commits in one call.",
+            )
+        },
     );
     snapshot.example = || json!({"action": "snapshot", "repo_path": "."});
-    let mut log = action("log", "Commit log", "Recent commits: id, author, time, summary.", || {
-        args_schema::<LogArgs>("repo", "log", "Recent commits: id, author, time, summary.")
-    });
+    let mut log = action(
+        "log",
+        "Commit log",
+        "Recent commits: id, author, time, summary.",
+        || args_schema::<LogArgs>("repo", "log", "Recent commits: id, author, time, summary."),
+    );
     log.example = || json!({"action": "log", "repo_path": ".", "limit": 5});
-    let mut diff = action("diff", "Diff", "Work tree (or staged) changes: diffstat and patch.", || {
-        args_schema::<DiffArgs>("repo", "diff", "Work tree (or staged) changes: diffstat and patch.")
-    });
+    let mut diff = action(
+        "diff",
+        "Diff",
+        "Work tree (or staged) changes: diffstat and patch.",
+        || {
+            args_schema::<DiffArgs>(
+                "repo",
+                "diff",
+                "Work tree (or staged) changes: diffstat and patch.",
+            )
+        },
+    );
     diff.example = || json!({"action": "diff", "repo_path": ".", "stat_only": true});
     ToolSpec {
         name: "repo",
@@ -87,9 +110,18 @@ pub(super) fn tool() -> ToolSpec {
         aliases: &["mcp_repo"],
         actions: vec![
             snapshot,
-            action("status", "Status", "Branch, upstream, and changed files.", || {
-                args_schema::<StatusArgs>("repo", "status", "Branch, upstream, and changed files.")
-            }),
+            action(
+                "status",
+                "Status",
+                "Branch, upstream, and changed files.",
+                || {
+                    args_schema::<StatusArgs>(
+                        "repo",
+                        "status",
+                        "Branch, upstream, and changed files.",
+                    )
+                },
+            ),
             log,
             diff,
         ],

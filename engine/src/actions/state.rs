@@ -65,7 +65,9 @@ pub(super) fn tool() -> ToolSpec {
                 description: "Stores a JSON value under a key.",
                 effect: Effect::Write,
                 unsafe_local: false,
-                schema_fn: || args_schema::<SetArgs>("state", "set", "Stores a JSON value under a key."),
+                schema_fn: || {
+                    args_schema::<SetArgs>("state", "set", "Stores a JSON value under a key.")
+                },
                 modes: no_modes,
                 example: || json!({"action": "set", "key": "hello", "value": "world"}),
             },
@@ -76,7 +78,9 @@ pub(super) fn tool() -> ToolSpec {
                 description: "Reads the value under a key.",
                 effect: Effect::Read,
                 unsafe_local: false,
-                schema_fn: || args_schema::<KeyArgs>("state", "get", "Reads the value under a key."),
+                schema_fn: || {
+                    args_schema::<KeyArgs>("state", "get", "Reads the value under a key.")
+                },
                 modes: no_modes,
                 example: || json!({"action": "get", "key": "hello"}),
             },
@@ -87,7 +91,13 @@ pub(super) fn tool() -> ToolSpec {
                 description: "Lists keys and values, optionally by prefix.",
                 effect: Effect::Read,
                 unsafe_local: false,
-                schema_fn: || args_schema::<ListArgs>("state", "list", "Lists keys and values, optionally by prefix."),
+                schema_fn: || {
+                    args_schema::<ListArgs>(
+                        "state",
+                        "list",
+                        "Lists keys and values, optionally by prefix.",
+                    )
+                },
                 modes: no_modes,
                 example: || json!({"action": "list", "prefix": "deploy."}),
             },
@@ -98,7 +108,9 @@ pub(super) fn tool() -> ToolSpec {
                 description: "Removes the value under a key.",
                 effect: Effect::Write,
                 unsafe_local: false,
-                schema_fn: || args_schema::<KeyArgs>("state", "unset", "Removes the value under a key."),
+                schema_fn: || {
+                    args_schema::<KeyArgs>("state", "unset", "Removes the value under a key.")
+                },
                 modes: no_modes,
                 example: || json!({"action": "unset", "key": "hello"}),
             },

@@ -81,7 +81,10 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
                         .at(&rb.file, m.step.tool_span)
                         .label(format!("this step is `{}`", m.effect))
                         .secondary(decl_span, "ceiling declared here")
-                        .help(format!("raise `effects:` to `{}`, or remove the step", m.effect)),
+                        .help(format!(
+                            "raise `effects:` to `{}`, or remove the step",
+                            m.effect
+                        )),
                     );
                 }
             }
@@ -96,13 +99,21 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         Some(o) => o,
         None => {
             // build_graph reports every cycle; this is the executor-side guard
-            diags.push(Diagnostic::error(Code::DependencyCycle, "the plan has a dependency cycle").in_file(&rb.file));
+            diags.push(
+                Diagnostic::error(Code::DependencyCycle, "the plan has a dependency cycle")
+                    .in_file(&rb.file),
+            );
             return Err(diags);
         }
     };
+    let index = graph
+        .node_indices()
+        .map(|i| (graph[i].step.id.clone(), i))
+        .collect();
     let mut plan = Plan {
         runbook: rb,
         graph,
+        index,
         order,
         effects,
         digest: String::new(),
@@ -114,7 +125,11 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
 
 /// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it
 /// becomes a one-step runbook named `call`, then a one-node plan.
-pub fn compile_call(tool: &str, args: &Value, opts: &CompileOptions<'_>) -> Result<Plan, Vec<Diagnostic>> {
+pub fn compile_call(
+    tool: &str,
+    args: &Value,
+    opts: &CompileOptions<'_>,
+) -> Result<Plan, Vec<Diagnostic>> {
     let doc = serde_json::json!({
         "name": "call",
         "steps": [{ "id": "call", "tool": tool, "args": args }],
@@ -129,21 +144,30 @@ pub fn compile_call(tool: &str, args: &Value, opts: &CompileOptions<'_>) -> Resu
     compile(Arc::new(rb), opts)
 }
 
-fn resolve_step(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &mut Vec<Diagnostic>) -> Option<PlanNode> {
+fn resolve_step(
+    rb: &Runbook,
+    step: &Step,
+    opts: &CompileOptions<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PlanNode> {
     let file = &rb.file;
     let Some(tool) = actions::find_tool(&step.tool) else {
         let names = actions::tool_names();
         let canonical = actions::canonical_tool(&step.tool);
         let msg = if canonical != step.tool {
-            format!("tool `{}` (`{canonical}`) is not available in this build", step.tool)
+            format!(
+                "tool `{}` (`{canonical}`) is not available in this build",
+                step.tool
+            )
         } else {
             format!("unknown tool `{}`", step.tool)
         };
-        let help = dsl::diagnostic::suggestion(&step.tool, names.iter().copied()).unwrap_or_else(|| {
-            let mut own: Vec<&str> = actions::registry().iter().map(|t| t.name).collect();
-            own.sort_unstable();
-            format!("available tools: {}", own.join(", "))
-        });
+        let help =
+            dsl::diagnostic::suggestion(&step.tool, names.iter().copied()).unwrap_or_else(|| {
+                let mut own: Vec<&str> = actions::registry().iter().map(|t| t.name).collect();
+                own.sort_unstable();
+                format!("available tools: {}", own.join(", "))
+            });
         diags.push(
             Diagnostic::error(Code::UnknownTool, msg)
                 .at(file, step.tool_span)
@@ -157,10 +181,13 @@ fn resolve_step(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &mu
         let help = dsl::diagnostic::suggestion(&step.action, names.iter().copied())
             .unwrap_or_else(|| format!("`{}` has actions: {}", tool.name, names.join(", ")));
         diags.push(
-            Diagnostic::error(Code::UnknownAction, format!("tool `{}` has no action `{}`", tool.name, step.action))
-                .at(file, step.action_span)
-                .path(format!("{}/args/action", step.pointer))
-                .help(help),
+            Diagnostic::error(
+                Code::UnknownAction,
+                format!("tool `{}` has no action `{}`", tool.name, step.action),
+            )
+            .at(file, step.action_span)
+            .path(format!("{}/args/action", step.pointer))
+            .help(help),
         );
         return None;
     };
@@ -201,18 +228,25 @@ fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Di
         &json,
         &base,
         actions::validator(action),
-        &action.schema(),
+        action.schema(),
         Code::InvalidArgs,
     );
     for mut d in found {
-        let rel = d.path.as_deref().and_then(|p| p.strip_prefix(&base)).unwrap_or("");
+        let rel = d
+            .path
+            .as_deref()
+            .and_then(|p| p.strip_prefix(&base))
+            .unwrap_or("");
         let under_template = templated
             .iter()
             .any(|t| rel == *t || rel.starts_with(&format!("{t}/")));
         if under_template {
             continue;
         }
-        if matches!(d.code, Code::UnknownKey | Code::MissingKey | Code::SchemaViolation) {
+        if matches!(
+            d.code,
+            Code::UnknownKey | Code::MissingKey | Code::SchemaViolation
+        ) {
             d.message = format!("{} (arguments of `{}`)", d.message, action.qualified());
             if d.code == Code::SchemaViolation {
                 d.code = Code::InvalidArgs;
@@ -228,8 +262,12 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
         return;
     }
     for t in &step.templates {
-        let Some(field) = t.at.strip_prefix("/args/") else { continue };
-        let Some(&(_, mode)) = modes.iter().find(|(f, _)| *f == field) else { continue };
+        let Some(field) = t.at.strip_prefix("/args/") else {
+            continue;
+        };
+        let Some(&(_, mode)) = modes.iter().find(|(f, _)| *f == field) else {
+            continue;
+        };
         for i in &t.scan.interpolations {
             let span = sub_span(rb.file.text(), t.span, &t.text, i.start, i.end);
             let last = i.last_filter.as_deref();
@@ -259,7 +297,12 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
     }
 }
 
-fn nested_effect(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &mut Vec<Diagnostic>) -> Effect {
+fn nested_effect(
+    rb: &Runbook,
+    step: &Step,
+    opts: &CompileOptions<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Effect {
     let name = match step.args.get("name") {
         Some(Value::String(n)) if !dsl::template::is_template(n) => n.clone(),
         _ => return Effect::Destructive,
@@ -267,27 +310,44 @@ fn nested_effect(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &m
     let Some(resolver) = opts.resolver else {
         return Effect::Destructive;
     };
-    let span = step.args_node.get("name").map_or(step.action_span, |n| n.span);
+    let span = step
+        .args_node
+        .get("name")
+        .map_or(step.action_span, |n| n.span);
     if name == rb.name || opts.stack.contains(&name) {
         diags.push(
-            Diagnostic::error(Code::DependencyCycle, format!("runbook `{name}` runs itself"))
-                .at(&rb.file, span)
-                .help(format!("the chain is {} → {name}", [opts.stack.as_slice(), &[rb.name.clone()]].concat().join(" → "))),
+            Diagnostic::error(
+                Code::DependencyCycle,
+                format!("runbook `{name}` runs itself"),
+            )
+            .at(&rb.file, span)
+            .help(format!(
+                "the chain is {} → {name}",
+                [opts.stack.as_slice(), std::slice::from_ref(&rb.name)]
+                    .concat()
+                    .join(" → ")
+            )),
         );
         return Effect::Destructive;
     }
     if opts.stack.len() >= MAX_NESTING {
         diags.push(
-            Diagnostic::error(Code::DependencyCycle, format!("runbooks nest deeper than {MAX_NESTING}"))
-                .at(&rb.file, span),
+            Diagnostic::error(
+                Code::DependencyCycle,
+                format!("runbooks nest deeper than {MAX_NESTING}"),
+            )
+            .at(&rb.file, span),
         );
         return Effect::Destructive;
     }
     let Some(nested) = resolver.resolve(&name) else {
         diags.push(
-            Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{name}`"))
-                .at(&rb.file, span)
-                .help("`infra list` shows the runbooks there are"),
+            Diagnostic::error(
+                Code::UnknownRunbook,
+                format!("there is no runbook `{name}`"),
+            )
+            .at(&rb.file, span)
+            .help("`infra list` shows the runbooks there are"),
         );
         return Effect::Destructive;
     };
@@ -301,16 +361,23 @@ fn nested_effect(rb: &Runbook, step: &Step, opts: &CompileOptions<'_>, diags: &m
         Ok(p) => p.effects(),
         Err(_) => {
             diags.push(
-                Diagnostic::error(Code::UnknownRunbook, format!("runbook `{name}` does not compile"))
-                    .at(&rb.file, span)
-                    .help(format!("run `infra validate {name}`")),
+                Diagnostic::error(
+                    Code::UnknownRunbook,
+                    format!("runbook `{name}` does not compile"),
+                )
+                .at(&rb.file, span)
+                .help(format!("run `infra validate {name}`")),
             );
             Effect::Destructive
         }
     }
 }
 
-fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>, diags: &mut Vec<Diagnostic>) -> DiGraph<PlanNode, ()> {
+fn build_graph(
+    rb: &Runbook,
+    nodes: Vec<PlanNode>,
+    diags: &mut Vec<Diagnostic>,
+) -> DiGraph<PlanNode, ()> {
     let mut g: DiGraph<PlanNode, ()> = DiGraph::with_capacity(nodes.len(), nodes.len() * 2);
     let mut index: HashMap<StepId, NodeIndex> = HashMap::with_capacity(nodes.len());
     let mut main = Vec::new();
@@ -320,7 +387,11 @@ fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>, diags: &mut Vec<Diagnostic>) 
         let id = n.step.id.clone();
         let ix = g.add_node(n);
         index.insert(id, ix);
-        if phase == Phase::Finally { fin.push(ix) } else { main.push(ix) }
+        if phase == Phase::Finally {
+            fin.push(ix)
+        } else {
+            main.push(ix)
+        }
     }
     if rb.flow == Flow::Sequence {
         for w in main.windows(2) {
@@ -339,7 +410,11 @@ fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>, diags: &mut Vec<Diagnostic>) 
     for ix in all {
         let deps: Vec<StepId> = {
             let s = &g[ix].step;
-            s.needs.iter().chain(s.refs.iter()).map(|(id, _)| id.clone()).collect()
+            s.needs
+                .iter()
+                .chain(s.refs.iter())
+                .map(|(id, _)| id.clone())
+                .collect()
         };
         for d in deps {
             if let Some(&from) = index.get(&d) {
@@ -377,7 +452,10 @@ fn report_cycles(rb: &Runbook, g: &DiGraph<PlanNode, ()>, diags: &mut Vec<Diagno
         .at(&rb.file, g[start].step.span)
         .label("this step is part of the cycle");
         for &i in scc.iter().skip(1) {
-            d = d.secondary(g[i].step.span, format!("`{}` is part of the cycle", g[i].step.id));
+            d = d.secondary(
+                g[i].step.span,
+                format!("`{}` is part of the cycle", g[i].step.id),
+            );
         }
         let help = if rb.flow == Flow::Sequence {
             "in `flow: sequence` each step also runs after the one before it; reference only earlier steps, or use `flow: dag`"
@@ -396,8 +474,11 @@ fn topological_order(g: &DiGraph<PlanNode, ()>) -> Option<Vec<NodeIndex>> {
     for e in g.raw_edges() {
         indegree[e.target().index()] += 1;
     }
-    let mut ready: BinaryHeap<Reverse<NodeIndex>> =
-        g.node_indices().filter(|i| indegree[i.index()] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<NodeIndex>> = g
+        .node_indices()
+        .filter(|i| indegree[i.index()] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(g.node_count());
     while let Some(Reverse(n)) = ready.pop() {
         order.push(n);

@@ -6,6 +6,7 @@
 pub mod compile;
 mod render;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dsl::{Effect, Phase, Runbook, Step, StepId};
@@ -43,6 +44,8 @@ impl PlanNode {
 pub struct Plan {
     runbook: Arc<Runbook>,
     graph: DiGraph<PlanNode, ()>,
+    /// Step id to node.
+    index: HashMap<StepId, NodeIndex>,
     /// Topological order (ties broken by position in the runbook).
     order: Vec<NodeIndex>,
     effects: Effect,
@@ -68,13 +71,13 @@ impl Plan {
         self.graph.node_count() == 0
     }
 
-    pub fn node(&self, id: &str) -> Option<&PlanNode> {
-        self.graph.node_weights().find(|n| n.step.id.as_str() == id)
+    pub fn node(&self, id: &StepId) -> Option<&PlanNode> {
+        self.index.get(id).map(|&i| &self.graph[i])
     }
 
     /// The steps a node runs after, in runbook order.
     pub fn dependencies(&self, id: &StepId) -> Vec<&StepId> {
-        let Some(ix) = self.index(id) else {
+        let Some(&ix) = self.index.get(id) else {
             return Vec::new();
         };
         let mut deps: Vec<NodeIndex> = self
@@ -83,10 +86,6 @@ impl Plan {
             .collect();
         deps.sort();
         deps.into_iter().map(|d| &self.graph[d].step.id).collect()
-    }
-
-    fn index(&self, id: &StepId) -> Option<NodeIndex> {
-        self.graph.node_indices().find(|&i| &self.graph[i].step.id == id)
     }
 
     /// The highest effect of any node (rollbacks included).
@@ -106,7 +105,10 @@ impl Plan {
 
     /// The plan as data: nodes in order with their dependencies, actions, effects and arguments as written.
     pub fn to_json(&self) -> Value {
-        let nodes: Vec<Value> = self.nodes().map(|n| self.node_json(n, &n.step.args)).collect();
+        let nodes: Vec<Value> = self
+            .nodes()
+            .map(|n| self.node_json(n, &n.step.args))
+            .collect();
         json!({
             "runbook": self.runbook.name,
             "runbook_digest": self.runbook.digest,
@@ -118,7 +120,11 @@ impl Plan {
     }
 
     fn node_json(&self, n: &PlanNode, args: &serde_json::Map<String, Value>) -> Value {
-        let deps: Vec<&str> = self.dependencies(&n.step.id).into_iter().map(StepId::as_str).collect();
+        let deps: Vec<&str> = self
+            .dependencies(&n.step.id)
+            .into_iter()
+            .map(StepId::as_str)
+            .collect();
         let mut v = json!({
             "id": n.step.id,
             "phase": n.step.phase,
@@ -159,8 +165,12 @@ impl Plan {
     /// A Mermaid flowchart.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
-        let ids: std::collections::HashMap<NodeIndex, usize> =
-            self.order.iter().enumerate().map(|(i, &ix)| (ix, i)).collect();
+        let ids: HashMap<NodeIndex, usize> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, &ix)| (ix, i))
+            .collect();
         for (i, &ix) in self.order.iter().enumerate() {
             let n = &self.graph[ix];
             let shape = match n.step.phase {
@@ -188,11 +198,26 @@ impl Plan {
     /// A Graphviz digraph.
     pub fn to_dot(&self) -> String {
         let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-        let mut out = format!("digraph {} {{\n  rankdir=TB;\n  node [shape=box];\n", q(&self.runbook.name));
+        let mut out = format!(
+            "digraph {} {{\n  rankdir=TB;\n  node [shape=box];\n",
+            q(&self.runbook.name)
+        );
         for n in self.nodes() {
-            let label = format!("{}\\n{}.{} ({})", n.step.id, n.action.tool, n.action.name, n.effect);
-            let style = if n.step.phase == Phase::Finally { ", style=rounded" } else { "" };
-            out.push_str(&format!("  {} [label=\"{}\"{}];\n", q(n.step.id.as_str()), label.replace('"', "\\\""), style));
+            let label = format!(
+                "{}\\n{}.{} ({})",
+                n.step.id, n.action.tool, n.action.name, n.effect
+            );
+            let style = if n.step.phase == Phase::Finally {
+                ", style=rounded"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {} [label=\"{}\"{}];\n",
+                q(n.step.id.as_str()),
+                label.replace('"', "\\\""),
+                style
+            ));
         }
         for e in self.graph.edge_indices() {
             if let Some((a, b)) = self.graph.edge_endpoints(e) {

@@ -43,7 +43,9 @@ impl Plan {
                     validate_rendered(rb, n, &args, &mut diags);
                 }
                 if let Some(cmd) = args.get("command").and_then(Value::as_str)
-                    && (n.action.modes)(&args).iter().any(|(f, m)| *f == "command" && *m == Mode::Shell)
+                    && (n.action.modes)(&args)
+                        .iter()
+                        .any(|(f, m)| *f == "command" && *m == Mode::Shell)
                 {
                     v["command"] = cmd.into();
                 }
@@ -76,7 +78,11 @@ fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value>
         .iter()
         .map(|(k, v)| {
             let secret = rb.inputs.get(k).is_some_and(|i| i.secret);
-            let v = if secret { Value::String(secret_placeholder(k)) } else { v.clone() };
+            let v = if secret {
+                Value::String(secret_placeholder(k))
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect()
@@ -84,18 +90,33 @@ fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value>
 
 /// Renders every argument template whose references are all known before the run. Returns the arguments
 /// and whether no template is left.
-fn render_args(rb: &Runbook, n: &PlanNode, ctx: &Value, diags: &mut Vec<Diagnostic>) -> (Map<String, Value>, bool) {
+fn render_args(
+    rb: &Runbook,
+    n: &PlanNode,
+    ctx: &Value,
+    diags: &mut Vec<Diagnostic>,
+) -> (Map<String, Value>, bool) {
     let mut args = Value::Object(n.step.args.clone());
     let modes = (n.action.modes)(&n.step.args);
     let mut complete = true;
     for t in &n.step.templates {
-        let Some(ptr) = t.at.strip_prefix("/args") else { continue };
-        if !t.scan.references.iter().all(|r| KNOWN_BEFORE_RUN.contains(&r.root.as_str())) {
+        let Some(ptr) = t.at.strip_prefix("/args") else {
+            continue;
+        };
+        if !t
+            .scan
+            .references
+            .iter()
+            .all(|r| KNOWN_BEFORE_RUN.contains(&r.root.as_str()))
+        {
             complete = false;
             continue;
         }
         let field = ptr.trim_start_matches('/');
-        let mode = modes.iter().find(|(f, _)| *f == field).map_or(Mode::Plain, |(_, m)| *m);
+        let mode = modes
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or(Mode::Plain, |(_, m)| *m);
         match renderer().render(&t.text, mode, ctx) {
             Ok(v) => {
                 if let Some(slot) = args.pointer_mut(ptr) {
@@ -105,9 +126,12 @@ fn render_args(rb: &Runbook, n: &PlanNode, ctx: &Value, diags: &mut Vec<Diagnost
             Err(e) => {
                 complete = false;
                 diags.push(
-                    Diagnostic::error(Code::UndefinedVariable, format!("cannot render `{}`: {}", t.text, e.message))
-                        .at(&rb.file, t.span)
-                        .path(format!("{}{}", n.step.pointer, t.at)),
+                    Diagnostic::error(
+                        Code::UndefinedVariable,
+                        format!("cannot render `{}`: {}", t.text, e.message),
+                    )
+                    .at(&rb.file, t.span)
+                    .path(format!("{}{}", n.step.pointer, t.at)),
                 );
             }
         }
@@ -118,15 +142,29 @@ fn render_args(rb: &Runbook, n: &PlanNode, ctx: &Value, diags: &mut Vec<Diagnost
     }
 }
 
-fn validate_rendered(rb: &Runbook, n: &PlanNode, args: &Map<String, Value>, diags: &mut Vec<Diagnostic>) {
+fn validate_rendered(
+    rb: &Runbook,
+    n: &PlanNode,
+    args: &Map<String, Value>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let value = Value::Object(args.clone());
     for e in actions::validator(n.action).iter_errors(&value) {
         let ptr = e.instance_path().as_str().to_owned();
-        let span = n.step.args_node.pointer(&ptr).map_or(n.step.span, |(node, key)| node.focus(key));
+        let span = n
+            .step
+            .args_node
+            .pointer(&ptr)
+            .map_or(n.step.span, |(node, key)| node.focus(key));
         diags.push(
             Diagnostic::error(
                 Code::InvalidArgs,
-                format!("step `{}`: rendered arguments of `{}` are invalid: {}", n.step.id, n.action.qualified(), e.masked()),
+                format!(
+                    "step `{}`: rendered arguments of `{}` are invalid: {}",
+                    n.step.id,
+                    n.action.qualified(),
+                    e.masked()
+                ),
             )
             .at(&rb.file, span)
             .path(format!("{}/args{ptr}", n.step.pointer)),

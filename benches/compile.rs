@@ -1,0 +1,131 @@
+//! Parse + check + compile time and peak memory for generated runbooks of 100, 1,000 and 10,000 steps, in
+//! sequence and dag flow. Run with `cargo bench --bench compile`.
+//!
+//! Each size is measured in a child process (this binary re-run with `--one`), so peak memory (VmHWM) is
+//! that size's alone.
+
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn generated(steps: usize, dag: bool) -> String {
+    let mut s = format!(
+        "name: bench\nflow: {}\ninputs:\n  host: {{ type: string }}\n  n: {{ type: integer, default: 3 }}\nsteps:\n",
+        if dag { "dag" } else { "sequence" }
+    );
+    for i in 0..steps {
+        let _ = writeln!(
+            s,
+            "  - id: s{i}\n    tool: {}",
+            if i % 2 == 0 { "state" } else { "local" }
+        );
+        if dag && i > 0 {
+            let _ = writeln!(s, "    needs: [s{}]", i / 2);
+        }
+        if i % 2 == 0 {
+            let _ = writeln!(
+                s,
+                "    args: {{ action: set, key: \"k{i}\", value: \"{{{{ input.n }}}}\" }}"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "    args: {{ action: exec, command: \"echo {{{{ input.host }}}} {i}\" }}"
+            );
+            let _ = writeln!(s, "    retry: {{ attempts: 2, delay_ms: 10 }}");
+        }
+    }
+    s
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+struct Times {
+    parse: Duration,
+    load: Duration,
+    compile: Duration,
+}
+
+fn once(text: &str) -> Times {
+    let file = dsl::SourceFile::new("bench.yaml", text.to_owned());
+    let t0 = Instant::now();
+    let _ = dsl::parse::parse(&file).expect("parses");
+    let parse = t0.elapsed();
+    let t1 = Instant::now();
+    let loaded = dsl::load(&file, None);
+    let load = t1.elapsed();
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics.first());
+    let rb = Arc::new(loaded.runbooks.into_iter().next().expect("one runbook"));
+    let t2 = Instant::now();
+    let plan = engine::compile(rb, &engine::CompileOptions::default()).expect("compiles");
+    let compile = t2.elapsed();
+    assert!(!plan.is_empty());
+    Times {
+        parse,
+        load,
+        compile,
+    }
+}
+
+fn one(steps: usize, dag: bool) {
+    let text = generated(steps, dag);
+    // warm up the schema validators and the template renderer
+    let _ = once(&generated(2, dag));
+    let rounds = if steps >= 10_000 { 5 } else { 20 };
+    let mut best: Option<Times> = None;
+    for _ in 0..rounds {
+        let t = once(&text);
+        let total = t.load + t.compile;
+        if best.as_ref().is_none_or(|b| total < b.load + b.compile) {
+            best = Some(t);
+        }
+    }
+    let b = best.expect("at least one round");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:>6} steps {:8}  parse {:7.2} ms  parse+check {:7.2} ms  compile {:7.2} ms  total {:7.2} ms  ({:.1} µs/step)  peak RSS {:>6} KiB  [{} KiB of YAML]",
+        steps,
+        if dag { "dag" } else { "sequence" },
+        ms(b.parse),
+        ms(b.load),
+        ms(b.compile),
+        ms(b.load + b.compile),
+        (b.load + b.compile).as_secs_f64() * 1e6 / steps as f64,
+        peak_rss_kib(),
+        text.len() / 1024,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        let steps: usize = args[i + 1].parse().expect("steps");
+        one(steps, args[i + 2] == "dag");
+        return;
+    }
+    let exe = std::env::current_exe().expect("exe");
+    for dag in [false, true] {
+        for steps in [100, 1_000, 10_000] {
+            let status = std::process::Command::new(&exe)
+                .args([
+                    "--one",
+                    &steps.to_string(),
+                    if dag { "dag" } else { "sequence" },
+                ])
+                .status()
+                .expect("child");
+            assert!(status.success());
+        }
+    }
+}

@@ -1,0 +1,268 @@
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+use crate::data_dir;
+
+/// `infra` with a throwaway profiles directory and a clean environment.
+fn infra(profiles: &Path) -> Command {
+    let mut c = Command::cargo_bin("infra").expect("binary");
+    c.env_clear()
+        .env("MCP_PROFILES_DIR", profiles)
+        .env("NO_COLOR", "1")
+        .current_dir(profiles);
+    c
+}
+
+fn stdout_json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn validate_exit_codes_follow_the_result() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    infra(tmp.path()).arg("validate").assert().code(0);
+    infra(tmp.path())
+        .arg("validate")
+        .arg(data_dir().join("ok/everything.yaml"))
+        .assert()
+        .code(0);
+    let out = infra(tmp.path())
+        .arg("validate")
+        .arg(data_dir().join("err/unknown-key.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error[unknown-key]: unknown key `descripton`"),
+        "{err}"
+    );
+    assert!(err.contains("unknown-key.yaml:2:1"), "{err}");
+    assert!(err.contains("help: did you mean `description`?"), "{err}");
+    assert!(err.contains('^'), "carets: {err}");
+    infra(tmp.path())
+        .args(["validate", "no.such.runbook"])
+        .assert()
+        .code(2);
+    infra(tmp.path())
+        .args(["validate", "/nonexistent/x.yaml"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn validate_json_carries_the_same_diagnostics() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = infra(tmp.path())
+        .args(["validate", "--format", "json"])
+        .arg(data_dir().join("err/dependency-cycle.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let v = stdout_json(&out);
+    assert_eq!(v["ok"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "dependency-cycle");
+    assert_eq!(d["severity"], "error");
+    assert!(
+        d["line"].as_u64().is_some() && d["column"].as_u64().is_some(),
+        "{d}"
+    );
+    assert!(
+        d["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("dependency-cycle.yaml"))
+    );
+}
+
+#[test]
+fn plan_renders_shell_commands_quoted_and_runs_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rb = tmp.path().join("greet.yaml");
+    std::fs::write(
+        &rb,
+        "name: greet\ninputs: [who]\nsteps:\n  - id: say\n    tool: local\n    args: { action: exec, command: \"echo hello {{ input.who }} > /dev/null\" }\n",
+    )
+    .expect("write");
+    let hostile = "x'; touch pwned; echo '$(id)";
+    let out = infra(tmp.path())
+        .arg("plan")
+        .arg(&rb)
+        .args(["--json", "--input"])
+        .arg(format!("who={hostile}"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    let cmd = v["nodes"][0]["command"].as_str().expect("command");
+    assert_eq!(
+        cmd,
+        format!(
+            "echo hello {} > /dev/null",
+            dsl::template::shell_quote(hostile)
+        )
+    );
+    // the quoted word is exactly one argument to a real shell
+    let echoed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' {}",
+            dsl::template::shell_quote(hostile)
+        ))
+        .output()
+        .expect("sh");
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), hostile);
+    assert!(v["digest"].as_str().is_some_and(|d| d.len() == 64));
+    assert_eq!(v["effects"], "write");
+    assert!(!tmp.path().join("pwned").exists());
+
+    // the same inputs give the same digest; other inputs another
+    let again = infra(tmp.path())
+        .arg("plan")
+        .arg(&rb)
+        .args(["--json", "--input"])
+        .arg(format!("who={hostile}"))
+        .output()
+        .expect("run");
+    assert_eq!(stdout_json(&again)["digest"], v["digest"]);
+    let other = infra(tmp.path())
+        .arg("plan")
+        .arg(&rb)
+        .args(["--json", "--input", "who=bob"])
+        .output()
+        .expect("run");
+    assert_ne!(stdout_json(&other)["digest"], v["digest"]);
+}
+
+#[test]
+fn plan_refuses_bad_inputs_with_usage_status() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = infra(tmp.path())
+        .args(["plan", "repo.snapshot", "--input", "limit=0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("input `limit`"));
+    let out = infra(tmp.path())
+        .args(["plan", "hello.world"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing input `message`"));
+    let out = infra(tmp.path())
+        .args(["plan", "hello.world", "--input", "mesage=x"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `message`?"));
+    let out = infra(tmp.path())
+        .args(["plan", "repo.snapshto"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `repo.snapshot`?"));
+}
+
+#[test]
+fn plan_shows_order_dependencies_and_secrets_as_placeholders() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = infra(tmp.path())
+        .arg("plan")
+        .arg(data_dir().join("ok/everything.yaml"))
+        .args(["--json", "--input", "token=hunter2", "--input", "count=4"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("hunter2"), "secret leaked: {text}");
+    let v = stdout_json(&out);
+    let ids: Vec<&str> = v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["seed", "each", "read", "cleanup"]);
+    assert_eq!(v["nodes"][0]["args"]["value"], 4, "typed single expression");
+    assert_eq!(
+        v["nodes"][2]["needs"][0], "seed",
+        "dependency from a template reference"
+    );
+    assert_eq!(v["nodes"][3]["phase"], "finally");
+    assert_eq!(v["inputs"]["token"], "[secret:token]");
+}
+
+#[test]
+fn graph_draws_mermaid_and_dot() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = infra(tmp.path())
+        .args(["graph", "repo.snapshot"])
+        .output()
+        .expect("run");
+    let m = String::from_utf8_lossy(&out.stdout);
+    assert!(m.starts_with("flowchart TD"), "{m}");
+    assert!(m.contains("status<br/>repo.status"), "{m}");
+    let out = infra(tmp.path())
+        .args(["graph", "--format", "dot"])
+        .arg(data_dir().join("ok/everything.yaml"))
+        .output()
+        .expect("run");
+    let d = String::from_utf8_lossy(&out.stdout);
+    assert!(d.starts_with("digraph \"everything\""), "{d}");
+    assert!(d.contains("\"seed\" -> \"each\""), "{d}");
+    assert!(d.contains("\"seed\" -> \"read\""), "{d}");
+}
+
+#[test]
+fn list_shows_builtin_and_project_runbooks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        data_dir().join("ok/runbooks.json"),
+        tmp.path().join("runbooks.json"),
+    )
+    .expect("copy");
+    std::fs::create_dir(tmp.path().join("runbooks")).expect("dir");
+    std::fs::write(
+        tmp.path().join("runbooks/deploy.staging.yaml"),
+        "description: Deploy to staging.\ntags: [deploy]\ninputs: [service]\nsteps:\n  - id: mark\n    tool: state\n    args: { action: set, key: deployed, value: \"{{ input.service }}\" }\n",
+    )
+    .expect("write");
+    let out = infra(tmp.path())
+        .args(["list", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let v = stdout_json(&out);
+    let rows = v["runbooks"].as_array().expect("rows");
+    let find = |n: &str| {
+        rows.iter()
+            .find(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {v}"))
+    };
+    assert_eq!(find("repo.snapshot")["source"], "builtin");
+    assert_eq!(find("repo.snapshot")["effects"], "read");
+    // the project's runbooks.json overrides the built-in hello.world by name
+    assert_eq!(find("hello.world")["source"], "project");
+    assert_eq!(find("deploy.staging")["source"], "project");
+    assert_eq!(find("deploy.staging")["tags"][0], "deploy");
+    assert_eq!(find("gitops.k8s.diff")["effects"], "write");
+    let human = infra(tmp.path()).arg("list").output().expect("run");
+    let t = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        t.lines().next().is_some_and(|l| l.starts_with("NAME")),
+        "{t}"
+    );
+    assert!(t.contains("deploy.staging"), "{t}");
+}

@@ -1,0 +1,82 @@
+use std::fmt::Write;
+
+use crate::check_source;
+
+fn generated(steps: usize, dag: bool) -> String {
+    let mut s = format!(
+        "name: big\nflow: {}\ninputs: [x]\nsteps:\n",
+        if dag { "dag" } else { "sequence" }
+    );
+    for i in 0..steps {
+        let _ = write!(s, "  - id: s{i}\n    tool: state\n");
+        if dag && i > 0 {
+            let _ = writeln!(s, "    needs: [s{}]", i / 2);
+        }
+        let _ = writeln!(
+            s,
+            "    args: {{ action: set, key: \"k{i}\", value: \"{{{{ input.x }}}}\" }}"
+        );
+    }
+    s
+}
+
+#[test]
+fn ten_thousand_steps_are_accepted() {
+    // the CLI and the server run this on threads with 8 MiB stacks; test threads get 2 MiB
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(ten_thousand_steps)
+        .expect("thread")
+        .join()
+        .expect("no panic");
+}
+
+fn ten_thousand_steps() {
+    for dag in [false, true] {
+        let file = dsl::SourceFile::new("big.yaml", generated(10_000, dag));
+        let (compiled, diags) = check_source(&file, None);
+        assert!(diags.iter().all(|d| !d.is_error()), "{:?}", diags.first());
+        assert_eq!(compiled, 1);
+    }
+}
+
+#[test]
+fn a_yaml_alias_bomb_is_refused_before_it_expands() {
+    let bomb =
+        std::fs::read_to_string(crate::data_dir().join("err/input-too-large.yaml")).expect("bomb");
+    let (_, diags) = check_source(&dsl::SourceFile::new("bomb.yaml", bomb), None);
+    assert_eq!(
+        diags.first().map(|d| d.code),
+        Some(dsl::Code::InputTooLarge),
+        "{diags:?}"
+    );
+}
+
+#[test]
+fn a_one_mebibyte_template_is_refused() {
+    let big = "{{ input.x }}".repeat(1024 * 1024 / 13 + 1);
+    let text = format!(
+        "name: huge\ninputs: [x]\nsteps:\n  - id: a\n    tool: state\n    args: {{ action: set, key: k, value: \"{big}\" }}\n"
+    );
+    assert!(text.len() > 1024 * 1024);
+    let (compiled, diags) = check_source(&dsl::SourceFile::new("huge.yaml", text), None);
+    assert_eq!(compiled, 0);
+    let d = diags
+        .iter()
+        .find(|d| d.code == dsl::Code::InputTooLarge)
+        .expect("too large");
+    assert!(d.message.contains("limit"), "{}", d.message);
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_unread() {
+    let text = format!(
+        "name: x\ndescription: \"{}\"\nsteps: []\n",
+        "a".repeat(dsl::parse::MAX_FILE_BYTES)
+    );
+    let (_, diags) = check_source(&dsl::SourceFile::new("x.yaml", text), None);
+    assert_eq!(
+        diags.first().map(|d| d.code),
+        Some(dsl::Code::InputTooLarge)
+    );
+}
