@@ -29,7 +29,7 @@ pub struct ActionSpec {
     pub effect: Effect,
     /// Needs `INFRA_UNSAFE_LOCAL=1`.
     pub unsafe_local: bool,
-    schema_fn: fn() -> Value,
+    pub(crate) schema_fn: fn() -> Value,
     /// How templates in top-level argument fields are written (shell-quoted, SQL-checked).
     pub modes: ModesFn,
     /// An example call's arguments (`action` included).

@@ -520,3 +520,66 @@ fn cycle_path(g: &DiGraph<PlanNode, ()>, scc: &[NodeIndex], start: NodeIndex) ->
     }
     vec![start]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::find_action;
+
+    fn sql_modes(_: &serde_json::Map<String, Value>) -> Vec<(&'static str, Mode)> {
+        vec![("sql", Mode::Sql), ("command", Mode::Shell)]
+    }
+
+    /// A stand-in action whose `sql` field is SQL text (no SQL action is registered in this build).
+    fn fake_sql_action() -> ActionSpec {
+        let base = find_action("state", "set").expect("state.set");
+        ActionSpec {
+            modes: sql_modes,
+            ..clone_spec(base)
+        }
+    }
+
+    fn clone_spec(a: &ActionSpec) -> ActionSpec {
+        ActionSpec {
+            tool: a.tool,
+            name: a.name,
+            title: a.title,
+            description: a.description,
+            effect: a.effect,
+            unsafe_local: a.unsafe_local,
+            schema_fn: a.schema_fn,
+            modes: a.modes,
+            example: a.example,
+        }
+    }
+
+    fn step_diags(text: &str) -> Vec<Diagnostic> {
+        let file = dsl::SourceFile::new("t.yaml", text);
+        let loaded = dsl::load(&file, None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let rb = &loaded.runbooks[0];
+        let mut diags = Vec::new();
+        check_modes(rb, &rb.steps[0], &fake_sql_action(), &mut diags);
+        diags
+    }
+
+    #[test]
+    fn values_interpolated_into_sql_text_are_errors() {
+        let d = step_diags(
+            "name: q\ninputs: [t, v]\nsteps:\n  - id: a\n    tool: state\n    args: { action: set, key: k, value: 1, sql: \"select * from {{ input.t | ident }} where x = '{{ input.v }}'\" }\n",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, Code::SqlInterpolation);
+        assert!(d[0].is_error());
+        assert_eq!(d[0].location().as_deref(), Some("t.yaml:6:97"));
+    }
+
+    #[test]
+    fn raw_draws_an_unsafe_interpolation_warning_in_sql_and_shell() {
+        let d = step_diags(
+            "name: q\ninputs: [t]\nsteps:\n  - id: a\n    tool: state\n    args: { action: set, key: k, value: 1, sql: \"select {{ input.t | raw }}\", command: \"ls {{ input.t | raw }} {{ input.t }}\" }\n",
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|d| d.code == Code::UnsafeInterpolation && !d.is_error()));
+    }
+}
