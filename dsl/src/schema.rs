@@ -92,6 +92,19 @@ fn friendly(t: &str) -> &'static str {
     }
 }
 
+/// A value outside an enumeration, with the nearest allowed value (or the list) as help.
+fn unknown_value(what: &str, given: &Value, allowed: &[String]) -> Diagnostic {
+    let given = given.as_str().unwrap_or_default();
+    let help = suggestion(given, allowed.iter().map(String::as_str))
+        .unwrap_or_else(|| format!("use one of: {}", allowed.join(", ")));
+    Diagnostic::error(
+        Code::SchemaViolation,
+        format!("{what} has an unknown value `{given}`"),
+    )
+    .label("not an allowed value")
+    .help(help)
+}
+
 /// When every branch of a `oneOf`/`anyOf` is a `const` (a documented enum), the allowed values.
 fn one_of_constants(context: &[Vec<ValidationError<'static>>]) -> Option<Vec<String>> {
     let mut out = Vec::new();
@@ -198,37 +211,25 @@ fn convert(
             .path(full)
         }
         K::Enum { options } => {
-            let opts: Vec<&str> = options
+            let opts: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
-            let given = err.instance().as_str().unwrap_or_default();
-            let help = suggestion(given, opts.iter().copied())
-                .unwrap_or_else(|| format!("use one of: {}", opts.join(", ")));
-            Diagnostic::error(
-                Code::SchemaViolation,
-                format!("{what} has an unknown value `{given}`"),
-            )
-            .at(file, target.focus(key))
-            .label("not an allowed value")
-            .help(help)
-            .path(full)
+            unknown_value(&what, err.instance(), &opts)
+                .at(file, target.focus(key))
+                .path(full)
         }
         K::AnyOf { context } | K::OneOfNotValid { context }
-            if one_of_constants(context).is_some() =>
+            if let Some(opts) = one_of_constants(context) =>
         {
-            let opts = one_of_constants(context).unwrap_or_default();
-            let given = err.instance().as_str().unwrap_or_default();
-            let help = suggestion(given, opts.iter().map(String::as_str))
-                .unwrap_or_else(|| format!("use one of: {}", opts.join(", ")));
-            Diagnostic::error(
-                Code::SchemaViolation,
-                format!("{what} has an unknown value `{given}`"),
-            )
-            .at(file, target.focus(key))
-            .label("not an allowed value")
-            .help(help)
-            .path(full)
+            unknown_value(&what, err.instance(), &opts)
+                .at(file, target.focus(key))
+                .path(full)
         }
         K::AnyOf { context } | K::OneOfNotValid { context } => {
             // Report the branch that fits the value's type: its errors say more than "matches nothing".

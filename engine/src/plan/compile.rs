@@ -580,6 +580,9 @@ mod tests {
             "name: q\ninputs: [t]\nsteps:\n  - id: a\n    tool: state\n    args: { action: set, key: k, value: 1, sql: \"select {{ input.t | raw }}\", command: \"ls {{ input.t | raw }} {{ input.t }}\" }\n",
         );
         assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d.iter().all(|d| d.code == Code::UnsafeInterpolation && !d.is_error()));
+        assert!(
+            d.iter()
+                .all(|d| d.code == Code::UnsafeInterpolation && !d.is_error())
+        );
     }
 }
