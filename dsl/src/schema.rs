@@ -8,7 +8,7 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic, suggestion};
-use crate::parse::{Node, NodeValue};
+use crate::parse::Node;
 use crate::raw::runbook_file_schema;
 use crate::source::SourceFile;
 
@@ -274,10 +274,7 @@ fn convert(
                 msg.truncate(200);
                 msg.push('…');
             }
-            let msg = match &target.value {
-                NodeValue::Map(_) | NodeValue::Seq(_) => format!("{what}: {msg}"),
-                _ => format!("{what}: {msg}"),
-            };
+            let msg = format!("{what}: {msg}");
             Diagnostic::error(Code::SchemaViolation, msg)
                 .at(file, target.focus(key))
                 .path(full)

@@ -300,8 +300,7 @@ fn find_close(text: &str, from: usize, close: &str, comment: bool) -> Option<usi
     while i < bytes.len() {
         let b = bytes[i];
         match quote {
-            Some(q) if b == b'\\' => {
-                let _ = q;
+            Some(_) if b == b'\\' => {
                 i += 2;
                 continue;
             }
