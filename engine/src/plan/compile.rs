@@ -17,6 +17,9 @@ pub trait Resolve {
     fn resolve(&self, name: &str) -> Option<Arc<Runbook>>;
 }
 
+/// How many steps of one cycle get their own caret in the rendered diagnostic.
+const MAX_CYCLE_LABELS: usize = 16;
+
 /// How deep `runbook.run` may nest.
 pub const MAX_NESTING: usize = 8;
 
@@ -91,20 +94,13 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         }
     }
 
-    let graph = build_graph(&rb, nodes, &mut diags);
-    if diags.iter().any(Diagnostic::is_error) {
-        return Err(diags);
+    let graph = build_graph(&rb, nodes);
+    let order = topological_order(&graph);
+    if order.is_none() {
+        report_cycles(&rb, &graph, &mut diags);
     }
-    let order = match topological_order(&graph) {
-        Some(o) => o,
-        None => {
-            // build_graph reports every cycle; this is the executor-side guard
-            diags.push(
-                Diagnostic::error(Code::DependencyCycle, "the plan has a dependency cycle")
-                    .in_file(&rb.file),
-            );
-            return Err(diags);
-        }
+    let Some(order) = order.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
+        return Err(diags);
     };
     let index = graph
         .node_indices()
@@ -373,11 +369,7 @@ fn nested_effect(
     }
 }
 
-fn build_graph(
-    rb: &Runbook,
-    nodes: Vec<PlanNode>,
-    diags: &mut Vec<Diagnostic>,
-) -> DiGraph<PlanNode, ()> {
+fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>) -> DiGraph<PlanNode, ()> {
     let mut g: DiGraph<PlanNode, ()> = DiGraph::with_capacity(nodes.len(), nodes.len() * 2);
     let mut index: HashMap<StepId, NodeIndex> = HashMap::with_capacity(nodes.len());
     let mut main = Vec::new();
@@ -422,15 +414,14 @@ fn build_graph(
             }
         }
     }
-    report_cycles(rb, &g, diags);
     g
 }
 
+/// Reports every cycle, naming all the steps of each strongly connected component. Kosaraju's algorithm is
+/// iterative in petgraph (Tarjan's recurses), so a long chain cannot exhaust the stack.
 fn report_cycles(rb: &Runbook, g: &DiGraph<PlanNode, ()>, diags: &mut Vec<Diagnostic>) {
-    if !petgraph::algo::is_cyclic_directed(g) {
-        return;
-    }
-    for mut scc in petgraph::algo::tarjan_scc(g) {
+    let before = diags.len();
+    for mut scc in petgraph::algo::kosaraju_scc(g) {
         let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
         if scc.len() < 2 && !self_loop {
             continue;
@@ -451,7 +442,8 @@ fn report_cycles(rb: &Runbook, g: &DiGraph<PlanNode, ()>, diags: &mut Vec<Diagno
         )
         .at(&rb.file, g[start].step.span)
         .label("this step is part of the cycle");
-        for &i in scc.iter().skip(1) {
+        // the message names every step; carets mark the first few
+        for &i in scc.iter().skip(1).take(MAX_CYCLE_LABELS) {
             d = d.secondary(
                 g[i].step.span,
                 format!("`{}` is part of the cycle", g[i].step.id),
@@ -463,6 +455,12 @@ fn report_cycles(rb: &Runbook, g: &DiGraph<PlanNode, ()>, diags: &mut Vec<Diagno
             "remove one of the `needs` or `steps.*` references that close the cycle"
         };
         diags.push(d.help(help));
+    }
+    if diags.len() == before {
+        diags.push(
+            Diagnostic::error(Code::DependencyCycle, "the plan has a dependency cycle")
+                .in_file(&rb.file),
+        );
     }
 }
 
