@@ -1,6 +1,7 @@
 //! Analysis: ids, `needs`, inputs and template references of a runbook whose shape is valid.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -53,20 +54,20 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
     let steps_node = at.node.get("steps");
     for (i, s) in raw.steps.iter().enumerate() {
         let node = steps_node.and_then(|n| n.items().get(i));
-        steps.push(cx.step(s, node, format!("{}/steps/{i}", at.pointer), Phase::Main));
+        steps.push(Arc::new(cx.step(s, node, format!("{}/steps/{i}", at.pointer), Phase::Main)));
     }
     let mut finally = Vec::new();
     let fin_node = at.node.get("finally");
     for (i, s) in raw.finally.iter().enumerate() {
         let node = fin_node.and_then(|n| n.items().get(i));
-        finally.push(cx.step(
+        finally.push(Arc::new(cx.step(
             s,
             node,
             format!("{}/finally/{i}", at.pointer),
             Phase::Finally,
-        ));
+        )));
     }
-    cx.check_step_refs(steps.iter().chain(&finally));
+    cx.check_step_refs(steps.iter().chain(&finally).map(|s| &**s));
 
     let mut output_templates = Vec::new();
     if let Some(out_node) = at.node.get("outputs") {
@@ -79,7 +80,7 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
         let span = at.node.get("effects").map_or(at.name_span, |n| n.span);
         (e, span)
     });
-    let digest = digest(&at.name, &raw);
+    let digest = digest(&at.name, at.node);
     let has_errors = cx.diags.iter().any(Diagnostic::is_error);
     let inputs = std::mem::take(&mut cx.inputs);
     let diags = cx.diags;
@@ -116,16 +117,64 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// SHA-256 (hex) of the runbook's canonical JSON, its name included.
-pub fn digest(name: &str, raw: &RawRunbook) -> String {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update([0]);
-    // serialising plain data to JSON cannot fail
-    h.update(serde_json::to_vec(raw).unwrap_or_default());
-    hex(&h.finalize())
+///
+/// The digest is of the content, not the text: comments, layout, quoting style and YAML versus JSON do not
+/// change it; any key or value does.
+pub fn digest(name: &str, node: &Node) -> String {
+    let mut buf = Vec::with_capacity(4096);
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(0);
+    encode(&mut buf, node);
+    hex(&Sha256::digest(&buf))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// A canonical byte encoding of a node: each value tagged with its type, each string and collection with
+/// its length.
+fn encode(buf: &mut Vec<u8>, node: &Node) {
+    use crate::parse::NodeValue as V;
+    fn text(buf: &mut Vec<u8>, s: &str) {
+        buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    match &node.value {
+        V::Null => buf.push(b'n'),
+        V::Bool(b) => buf.push(if *b { b't' } else { b'f' }),
+        V::Int(i) => {
+            buf.push(b'i');
+            buf.extend_from_slice(&i.to_le_bytes());
+        }
+        V::UInt(u) => {
+            buf.push(b'u');
+            buf.extend_from_slice(&u.to_le_bytes());
+        }
+        V::Float(f) => {
+            buf.push(b'd');
+            buf.extend_from_slice(&f.to_le_bytes());
+        }
+        V::Str(s) => {
+            buf.push(b's');
+            text(buf, s);
+        }
+        V::Seq(items) => {
+            buf.push(b'[');
+            buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for i in items {
+                encode(buf, i);
+            }
+        }
+        V::Map(entries) => {
+            buf.push(b'{');
+            buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+            for (k, v) in entries {
+                text(buf, &k.name);
+                encode(buf, v);
+            }
+        }
+    }
+}
+
+/// Lower-case hex of bytes (for digests).
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
@@ -268,13 +317,10 @@ impl Cx<'_> {
             span: id_span,
             value: crate::parse::NodeValue::Null,
         });
-        self.templates(
-            &Value::Object(raw.args.0.clone()),
-            Some(&args_node),
-            "/args",
-            &extra,
-            &mut templates,
-        );
+        for (k, v) in &raw.args.0 {
+            let esc = k.replace('~', "~0").replace('/', "~1");
+            self.templates(v, args_node.get(k), &format!("/args/{esc}"), &extra, &mut templates);
+        }
         if let Some(BoolOrTemplate::Template(t)) = &raw.when {
             self.templates(
                 &Value::String(t.clone()),
@@ -325,7 +371,7 @@ impl Cx<'_> {
             .collect();
         let rollback = raw.rollback.as_ref().map(|rb| {
             let rb_node = node.and_then(|n| n.get("rollback"));
-            Box::new(self.rollback(rb, rb_node, &raw.id, format!("{pointer}/rollback")))
+            Arc::new(self.rollback(rb, rb_node, &raw.id, format!("{pointer}/rollback")))
         });
         let refs = step_refs(&templates);
         let (action, action_span) = action_of(&raw.args, &args_node);
@@ -407,7 +453,9 @@ impl Cx<'_> {
                         );
                     }
                     Ok(sc) => {
-                        if let Err(e) = template::renderer().check(s) {
+                        if !sc.simple
+                            && let Err(e) = template::renderer().check(s)
+                        {
                             let sp = e.range.map_or(span, |(a, b)| locate(a, b));
                             self.diags.push(
                                 Diagnostic::error(

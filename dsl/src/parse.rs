@@ -3,11 +3,10 @@
 //!
 //! JSON is parsed as YAML (flow style), so both forms get the same locations and the same limits.
 
-use std::fmt;
+use std::collections::HashMap;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_saphyr::Spanned;
+use serde_saphyr::granit_parser::{self as granit, Event, Parser, ScalarStyle};
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceFile, Span};
@@ -16,8 +15,10 @@ use crate::source::{SourceFile, Span};
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 /// The most YAML nodes one file may hold, aliases expanded.
 pub const MAX_NODES: usize = 2_000_000;
-/// The most events replayed by aliases; a YAML alias bomb trips this early.
+/// The most nodes copied by aliases; a YAML alias bomb trips this early.
 pub const MAX_ALIAS_REPLAY: usize = 100_000;
+/// The deepest nesting of collections.
+pub const MAX_DEPTH: usize = 128;
 
 /// A mapping key and where it was written.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,199 +137,294 @@ impl Node {
     }
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The span is attached by the `Spanned` wrapper around every node (see `SpannedNode`).
-        let value = d.deserialize_any(NodeVisitor)?;
-        Ok(Node {
-            span: Span::default(),
-            value,
-        })
-    }
+/// Where a collection is being built.
+enum Frame {
+    Seq {
+        span: Span,
+        anchor: usize,
+        first_node: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        span: Span,
+        anchor: usize,
+        first_node: usize,
+        entries: Vec<(Key, Node)>,
+        key: Option<Key>,
+        /// Merge keys (`<<: *defaults`), applied when the mapping ends.
+        merges: Vec<Node>,
+    },
 }
 
-struct SpannedNode(Node);
-
-impl<'de> Deserialize<'de> for SpannedNode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<Node>::deserialize(d)?;
-        let mut node = s.value;
-        node.span = span_of(&s.defined);
-        Ok(SpannedNode(node))
-    }
+struct Builder<'f> {
+    file: &'f SourceFile,
+    stack: Vec<Frame>,
+    /// Anchored nodes by anchor id, with their size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes made so far, aliases expanded.
+    nodes: usize,
+    /// Nodes copied by aliases.
+    replayed: usize,
+    root: Option<Node>,
 }
 
-fn span_of(loc: &serde_saphyr::Location) -> Span {
-    let sp = loc.span();
-    match (sp.byte_offset(), sp.byte_len()) {
-        (Some(o), Some(l)) => Span::new(o as usize, (o + l) as usize),
-        _ => Span::default(),
-    }
+fn byte_span(sp: &granit::Span) -> Span {
+    sp.byte_range().map_or_else(Span::default, |r| Span::new(r.start, r.end))
 }
 
-struct NodeVisitor;
+impl Builder<'_> {
+    fn too_large(&self, span: Span, what: String) -> Diagnostic {
+        Diagnostic::error(Code::InputTooLarge, format!("the document is too large: {what}"))
+            .at(self.file, widen(self.file.text(), span))
+            .help("write the values out, or use fewer aliases")
+    }
 
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = NodeValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a YAML value")
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<NodeValue, E> {
-        Ok(NodeValue::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<NodeValue, E> {
-        Ok(NodeValue::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeValue, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<NodeValue, E> {
-        Ok(NodeValue::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<NodeValue, E> {
-        Ok(NodeValue::Int(v))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<NodeValue, E> {
-        Ok(NodeValue::UInt(v))
-    }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<NodeValue, E> {
-        i64::try_from(v)
-            .map(NodeValue::Int)
-            .map_err(|_| E::custom(format!("integer {v} is out of range")))
-    }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<NodeValue, E> {
-        u64::try_from(v)
-            .map(NodeValue::UInt)
-            .map_err(|_| E::custom(format!("integer {v} is out of range")))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<NodeValue, E> {
-        Ok(NodeValue::Float(v))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<NodeValue, E> {
-        Ok(NodeValue::Str(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<NodeValue, E> {
-        Ok(NodeValue::Str(v))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<NodeValue, A::Error> {
-        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0));
-        while let Some(SpannedNode(n)) = a.next_element()? {
-            items.push(n);
+    fn count(&mut self, n: usize, span: Span) -> Result<(), Diagnostic> {
+        self.nodes += n;
+        if self.nodes > MAX_NODES {
+            return Err(self.too_large(span, format!("more than {MAX_NODES} nodes")));
         }
-        Ok(NodeValue::Seq(items))
+        Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<NodeValue, A::Error> {
-        let mut entries = Vec::with_capacity(a.size_hint().unwrap_or(0));
-        while let Some(k) = a.next_key::<Spanned<KeyText>>()? {
-            let SpannedNode(v) = a.next_value()?;
-            entries.push((
-                Key {
-                    name: k.value.0,
-                    span: span_of(&k.defined),
-                },
-                v,
-            ));
+
+    /// Places a finished node: in the enclosing collection, or as the root.
+    fn place(&mut self, node: Node, anchor: usize, size: usize) -> Result<(), Diagnostic> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, (node.clone(), size));
         }
-        Ok(NodeValue::Map(entries))
+        let file = self.file;
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { entries, key, merges, .. }) => match key.take() {
+                None => {
+                    let name = match node.value {
+                        NodeValue::Str(s) => s,
+                        NodeValue::Int(i) => i.to_string(),
+                        NodeValue::UInt(u) => u.to_string(),
+                        NodeValue::Bool(b) => b.to_string(),
+                        NodeValue::Float(f) => f.to_string(),
+                        NodeValue::Null => "null".to_owned(),
+                        NodeValue::Seq(_) | NodeValue::Map(_) => {
+                            return Err(Diagnostic::error(Code::YamlSyntax, "mapping keys must be scalars")
+                                .at(file, widen(file.text(), node.span)));
+                        }
+                    };
+                    let dup = if entries.len() < 32 {
+                        entries.iter().any(|(k, _)| k.name == name)
+                    } else {
+                        entries.iter().rev().any(|(k, _)| k.name == name)
+                    };
+                    if dup {
+                        return Err(Diagnostic::error(Code::DuplicateKey, format!("duplicate key `{name}`"))
+                            .at(file, node.span)
+                            .help("remove one of the two entries"));
+                    }
+                    *key = Some(Key { name, span: node.span });
+                }
+                Some(k) if k.name == "<<" && is_mergeable(&node) => merges.push(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+        Ok(())
     }
 }
 
-/// A mapping key as text: scalar keys of any type are accepted and written as they read (`1`, `true`).
-struct KeyText(String);
+fn is_mergeable(node: &Node) -> bool {
+    match &node.value {
+        NodeValue::Map(_) => true,
+        NodeValue::Seq(items) => items.iter().all(|i| matches!(i.value, NodeValue::Map(_))),
+        _ => false,
+    }
+}
 
-impl<'de> Deserialize<'de> for KeyText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match d.deserialize_any(NodeVisitor)? {
-            NodeValue::Str(s) => Ok(KeyText(s)),
-            NodeValue::Int(i) => Ok(KeyText(i.to_string())),
-            NodeValue::UInt(u) => Ok(KeyText(u.to_string())),
-            NodeValue::Bool(b) => Ok(KeyText(b.to_string())),
-            NodeValue::Float(f) => Ok(KeyText(f.to_string())),
-            NodeValue::Null => Ok(KeyText("null".into())),
-            _ => Err(de::Error::custom("mapping keys must be scalars")),
+/// Applies `<<` merge keys: merged entries never replace the mapping's own keys, and earlier merges win.
+fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) {
+    for m in merges {
+        let maps = match m.value {
+            NodeValue::Map(e) => vec![e],
+            NodeValue::Seq(items) => items
+                .into_iter()
+                .filter_map(|i| match i.value {
+                    NodeValue::Map(e) => Some(e),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (k, v) in maps.into_iter().flatten() {
+            if !entries.iter().any(|(e, _)| e.name == k.name) {
+                entries.push((k, v));
+            }
         }
     }
 }
 
-fn options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = MAX_NODES;
-    budget.max_events = MAX_NODES * 2;
-    let mut opts = serde_saphyr::Options::default();
-    opts.budget = Some(budget);
-    opts.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAY;
-    opts.strict_booleans = true;
-    opts.with_snippet = false;
-    opts
+/// YAML 1.2 core schema resolution of a plain scalar (`yes`, `on` and `0777` stay strings).
+fn resolve_plain(text: &str) -> NodeValue {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
+        "true" | "True" | "TRUE" => return NodeValue::Bool(true),
+        "false" | "False" | "FALSE" => return NodeValue::Bool(false),
+        _ => {}
+    }
+    let first = text.as_bytes()[0];
+    if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
+        return NodeValue::Str(text.to_owned());
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = text.parse::<i64>() {
+            return NodeValue::Int(i);
+        }
+        if let Ok(u) = text.trim_start_matches('+').parse::<u64>() {
+            return NodeValue::UInt(u);
+        }
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(u) = u64::from_str_radix(hex, 16)
+    {
+        return NodeValue::UInt(u);
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(u) = u64::from_str_radix(oct, 8)
+    {
+        return NodeValue::UInt(u);
+    }
+    let float_chars = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if float_chars
+        && digits.bytes().any(|b| b.is_ascii_digit())
+        && let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
+        return NodeValue::Float(f);
+    }
+    NodeValue::Str(text.to_owned())
 }
 
-/// Parses a whole file into a tree. Syntax errors, duplicate keys and exceeded limits are diagnostics.
+fn scalar_value(text: &str, style: ScalarStyle, tag: Option<&granit::Tag>) -> NodeValue {
+    match tag.and_then(granit::Tag::core_suffix) {
+        Some("str") => return NodeValue::Str(text.to_owned()),
+        Some("null" | "bool" | "int" | "float") => return resolve_plain(text),
+        _ => {}
+    }
+    match style {
+        ScalarStyle::Plain => resolve_plain(text),
+        _ => NodeValue::Str(text.to_owned()),
+    }
+}
+
+/// Parses a whole file (one YAML document) into a tree. Syntax errors, duplicate keys and exceeded limits
+/// are diagnostics. Builds the tree straight from parser events, with an explicit stack (no recursion).
 pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
     let text = file.text();
     if text.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::error(
             Code::InputTooLarge,
-            format!(
-                "file is {} bytes; the limit is {MAX_FILE_BYTES}",
-                text.len()
-            ),
+            format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", text.len()),
         )
         .in_file(file)
         .help("split it into several runbooks"));
     }
-    match serde_saphyr::from_str_with_options::<SpannedNode>(text, options()) {
-        Ok(SpannedNode(node)) => Ok(node),
-        Err(e) => Err(convert_error(file, &e)),
-    }
-}
-
-fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
-    use serde_saphyr::Error as E;
-    let inner = e.without_snippet();
-    let message = strip_location(&inner.to_string());
-    let (code, message, help) = match inner {
-        E::DuplicateMappingKey { key, .. } => (
-            Code::DuplicateKey,
-            match key {
-                Some(k) => format!("duplicate key `{k}`"),
-                None => "duplicate mapping key".to_owned(),
-            },
-            Some("remove one of the two entries".to_owned()),
-        ),
-        _ if is_limit(&message) => (
-            Code::InputTooLarge,
-            format!("the document is too large once aliases are expanded ({message})"),
-            Some("write the values out, or use fewer aliases".to_owned()),
-        ),
-        _ => (Code::YamlSyntax, message, None),
+    let mut opts = granit::Options::default();
+    opts.set_emit_comments(false);
+    opts.flow_nesting_limit = MAX_DEPTH;
+    opts.block_nesting_limit = MAX_DEPTH;
+    let mut b = Builder {
+        file,
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        nodes: 0,
+        replayed: 0,
+        root: None,
     };
-    let mut d = Diagnostic::error(code, message).in_file(file);
-    if let Some(loc) = inner.location() {
-        let sp = span_of(&loc);
-        let span = if sp == Span::default() && loc.line() > 0 {
-            let start = file.offset_of(
-                loc.line() as usize - 1,
-                loc.column().saturating_sub(1) as usize,
-            );
-            Span::new(start, start)
-        } else {
-            sp
-        };
-        d = d.at(file, widen(file.text(), span));
+    let mut documents = 0;
+    for item in Parser::new_from_str_with_options(text, opts) {
+        let (event, sp) = item.map_err(|e| scan_error(file, &e))?;
+        let span = byte_span(&sp);
+        match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(Diagnostic::error(Code::YamlSyntax, "a runbook file holds one YAML document")
+                        .at(file, widen(text, span))
+                        .help("remove the `---` and what follows, or move it to its own file"));
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                b.count(1, span)?;
+                let node = Node {
+                    span,
+                    value: scalar_value(&value, style, tag.as_deref()),
+                };
+                b.place(node, anchor, 1)?;
+            }
+            Event::SequenceStart(_, anchor, _) => {
+                b.count(1, span)?;
+                let first_node = b.nodes;
+                b.stack.push(Frame::Seq { span, anchor, first_node, items: Vec::new() });
+            }
+            Event::MappingStart(_, anchor, _) => {
+                b.count(1, span)?;
+                let first_node = b.nodes;
+                b.stack.push(Frame::Map {
+                    span,
+                    anchor,
+                    first_node,
+                    entries: Vec::new(),
+                    key: None,
+                    merges: Vec::new(),
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor, first) = match b.stack.pop() {
+                    Some(Frame::Seq { span, anchor, first_node, items }) => {
+                        (Node { span, value: NodeValue::Seq(items) }, anchor, first_node)
+                    }
+                    Some(Frame::Map { span, anchor, first_node, mut entries, merges, .. }) => {
+                        apply_merges(&mut entries, merges);
+                        (Node { span, value: NodeValue::Map(entries) }, anchor, first_node)
+                    }
+                    None => continue,
+                };
+                let size = b.nodes - first + 1;
+                b.place(node, anchor, size)?;
+            }
+            Event::Alias(id) => {
+                let Some((node, size)) = b.anchors.get(&id).cloned() else {
+                    return Err(Diagnostic::error(Code::YamlSyntax, "alias of an unknown anchor")
+                        .at(file, widen(text, span)));
+                };
+                b.replayed += size;
+                if b.replayed > MAX_ALIAS_REPLAY {
+                    return Err(b.too_large(
+                        span,
+                        format!("aliases expand to more than {MAX_ALIAS_REPLAY} nodes"),
+                    ));
+                }
+                b.count(size, span)?;
+                let mut node = node;
+                node.span = span;
+                b.place(node, 0, size)?;
+            }
+            _ => {}
+        }
     }
-    d.help_opt(help)
+    Ok(b.root.unwrap_or(Node {
+        span: Span::default(),
+        value: NodeValue::Null,
+    }))
 }
 
-fn is_limit(message: &str) -> bool {
-    [
-        "budget breached",
-        "alias replay",
-        "alias expansion",
-        "replay stack depth",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
+fn scan_error(file: &SourceFile, e: &granit::ScanError) -> Diagnostic {
+    let m = e.marker();
+    let offset = m
+        .byte_offset()
+        .unwrap_or_else(|| file.offset_of(m.line().saturating_sub(1), m.col()));
+    let message = strip_location(&e.info());
+    Diagnostic::error(Code::YamlSyntax, message).at(file, widen(file.text(), Span::new(offset, offset)))
 }
 
 /// Drops a trailing ` at line L, column C` (the diagnostic carries the location itself).
@@ -396,7 +492,38 @@ mod tests {
     }
 
     #[test]
-    fn yes_is_a_string() {
-        assert_eq!(p("a: yes").expect("parse").to_json()["a"], "yes");
+    fn plain_scalars_resolve_by_the_yaml_1_2_core_schema() {
+        let v = p("[yes, on, 0777, 12, -3, 0x1f, 0o17, 1.5, 2e3, ~, null, true, False, .inf, '12', !!str 7, 1_000]")
+            .expect("parse")
+            .to_json();
+        assert_eq!(
+            v,
+            serde_json::json!(["yes", "on", 777, 12, -3, 31, 15, 1.5, 2000.0, null, null, true, false, ".inf", "12", "7", "1_000"])
+        );
+    }
+
+    #[test]
+    fn merge_keys_fill_in_without_overriding() {
+        let v = p("base: &b {tool: state, timeout_ms: 5}
+step:
+  <<: *b
+  timeout_ms: 9
+")
+            .expect("parse")
+            .to_json();
+        assert_eq!(v["step"], serde_json::json!({"timeout_ms": 9, "tool": "state"}));
+    }
+
+    #[test]
+    fn one_document_only_and_scalar_keys_only() {
+        assert_eq!(p("a: 1\n---\nb: 2\n").expect_err("two docs").code, Code::YamlSyntax);
+        assert_eq!(p("? [a]\n: 1\n").expect_err("seq key").code, Code::YamlSyntax);
+        assert_eq!(p("").expect("empty").value, NodeValue::Null);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(p(&deep).expect_err("deep").code, Code::YamlSyntax);
     }
 }

@@ -1,6 +1,7 @@
 //! Checked runbooks: what analysis produces and the engine compiles.
 
 use std::fmt;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -117,7 +118,7 @@ pub struct Step {
     pub retry: Option<RawRetry>,
     pub timeout_ms: Option<u64>,
     pub continue_on_error: bool,
-    pub rollback: Option<Box<Step>>,
+    pub rollback: Option<Arc<Step>>,
     pub effects: Option<Effect>,
     pub description: Option<String>,
     pub templates: Vec<TemplateUse>,
@@ -139,8 +140,8 @@ pub struct Runbook {
     pub flow: Flow,
     pub max_parallel: Option<u32>,
     pub timeout_ms: Option<u64>,
-    pub steps: Vec<Step>,
-    pub finally: Vec<Step>,
+    pub steps: Vec<Arc<Step>>,
+    pub finally: Vec<Arc<Step>>,
     pub outputs: IndexMap<String, Value>,
     pub output_templates: Vec<TemplateUse>,
     /// SHA-256 of the runbook's canonical JSON form.
@@ -172,7 +173,7 @@ impl Runbook {
     }
 
     /// All steps: main, then finally.
-    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+    pub fn all_steps(&self) -> impl Iterator<Item = &Arc<Step>> {
         self.steps.iter().chain(self.finally.iter())
     }
 }

@@ -56,6 +56,9 @@ pub struct Scan {
     pub interpolations: Vec<Interpolation>,
     /// The expression, when the whole template is exactly one `{{ expr }}`.
     pub single_expression: Option<String>,
+    /// Every block is a `{{ path | filter … }}` of a form the scanner fully checks (so Tera's own syntax
+    /// check can be skipped).
+    pub simple: bool,
 }
 
 /// A problem in a template, located by byte range in the template text.
@@ -196,7 +199,10 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
             0,
         ));
     }
-    let mut out = Scan::default();
+    let mut out = Scan {
+        simple: true,
+        ..Scan::default()
+    };
     let mut locals: Vec<String> = Vec::new();
     let mut pos = 0;
     let mut blocks = 0;
@@ -233,6 +239,7 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
         match kind {
             Some(b'{') => {
                 let toks = tokenize(inner, inner_start)?;
+                out.simple &= is_simple_path(&toks);
                 collect_refs(&toks, &locals, &mut out.references);
                 out.interpolations.push(Interpolation {
                     start: open,
@@ -244,6 +251,7 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
                 }
             }
             Some(b'%') => {
+                out.simple = false;
                 let toks = tokenize(inner, inner_start)?;
                 match toks.first().map(|t| &t.0) {
                     Some(Tok::Ident("for")) => {
@@ -291,6 +299,35 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
         out.single_expression = None;
     }
     Ok(out)
+}
+
+/// Filters that take no arguments and exist in every renderer.
+const PLAIN_FILTERS: &[&str] = &[
+    "raw", "ident", "quote", "json", "safe", "upper", "lower", "trim", "length", "first", "last", "str",
+    "int", "float", "keys", "values", "capitalize", "title", "reverse", "sort", "unique", "abs",
+];
+
+/// `name(.key | [literal])* (| filter)*` with no-argument filters: valid Tera by construction.
+fn is_simple_path(toks: &[(Tok<'_>, usize, usize)]) -> bool {
+    let mut i = 0;
+    match toks.first() {
+        Some((Tok::Ident(n), ..)) if !KEYWORDS.contains(n) => i += 1,
+        _ => return false,
+    }
+    loop {
+        match (toks.get(i).map(|t| &t.0), toks.get(i + 1).map(|t| &t.0), toks.get(i + 2).map(|t| &t.0)) {
+            (Some(Tok::Punct("." | "?.")), Some(Tok::Ident(_)), _) => i += 2,
+            (Some(Tok::Punct("[" | "?[")), Some(Tok::Str(_) | Tok::Num), Some(Tok::Punct("]"))) => i += 3,
+            _ => break,
+        }
+    }
+    while let (Some((Tok::Punct("|"), ..)), Some((Tok::Ident(f), ..))) = (toks.get(i), toks.get(i + 1)) {
+        if !PLAIN_FILTERS.contains(f) {
+            return false;
+        }
+        i += 2;
+    }
+    i == toks.len()
 }
 
 fn find_close(text: &str, from: usize, close: &str, comment: bool) -> Option<usize> {
@@ -678,6 +715,25 @@ mod tests {
         );
         assert_eq!(refs("{{ 'input.x' }}{# input.y #}"), vec![]);
         assert!(refs("{% raw %}{{ input.x }}{% endraw %}").is_empty());
+    }
+
+    #[test]
+    fn simple_paths_are_recognised_and_nothing_else() {
+        for t in ["{{ input.a }}", "x {{ steps['b-c'].stdout | trim | raw }} {{ item[0] }}", "{# c #}{{ a?.b }}"] {
+            assert!(scan(t).expect("scan").simple, "{t}");
+            assert!(Renderer::new().check(t).is_ok(), "{t} must be valid Tera");
+        }
+        for t in [
+            "{{ a + 1 }}",
+            "{{ a | default(value=1) }}",
+            "{{ a | nosuch }}",
+            "{% if a %}x{% endif %}",
+            "{{ a. }}",
+            "{{ true }}",
+            "{{ a b }}",
+        ] {
+            assert!(!scan(t).expect("scan").simple, "{t}");
+        }
     }
 
     #[test]

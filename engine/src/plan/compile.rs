@@ -9,7 +9,7 @@ use dsl::{Code, Diagnostic, Effect, Flow, Phase, Runbook, Step, StepId};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
-use super::{Plan, PlanNode, sha256_hex};
+use super::{Plan, PlanNode};
 use crate::actions::{self, ActionSpec};
 
 /// Finds runbooks by name, for nested `runbook.run` steps.
@@ -115,8 +115,29 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         digest: String::new(),
         warnings: diags,
     };
-    plan.digest = sha256_hex(&serde_json::to_vec(&plan.to_json()).unwrap_or_default());
+    plan.digest = plan_digest(&plan);
     Ok(plan)
+}
+
+/// SHA-256 of what the plan is: the runbook's content digest (every key and argument as written), then each
+/// node in order with its action, effect and dependencies.
+fn plan_digest(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(plan.runbook.digest.as_bytes());
+    for n in plan.nodes() {
+        h.update([0]);
+        h.update(n.step.id.as_str().as_bytes());
+        h.update([0]);
+        h.update(n.action.qualified().as_bytes());
+        h.update([0]);
+        h.update(n.effect.as_str().as_bytes());
+        for d in plan.dependencies(&n.step.id) {
+            h.update([1]);
+            h.update(d.as_str().as_bytes());
+        }
+    }
+    dsl::analyze::hex(&h.finalize())
 }
 
 /// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it
@@ -142,7 +163,7 @@ pub fn compile_call(
 
 fn resolve_step(
     rb: &Runbook,
-    step: &Step,
+    step: &Arc<Step>,
     opts: &CompileOptions<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<PlanNode> {
@@ -199,7 +220,7 @@ fn resolve_step(
         effect = effect.max(raised);
     }
     Some(PlanNode {
-        step: step.clone(),
+        step: Arc::clone(step),
         action,
         effect,
         rollback: None,

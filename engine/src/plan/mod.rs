@@ -21,7 +21,7 @@ pub use render::RenderedPlan;
 /// One node of a plan: one step, resolved to its action.
 #[derive(Debug, Clone)]
 pub struct PlanNode {
-    pub step: Step,
+    pub step: Arc<Step>,
     pub action: &'static ActionSpec,
     /// The step's effect: the action's, raised by the step's `effects`.
     pub effect: Effect,
@@ -239,6 +239,5 @@ fn mermaid_escape(s: &str) -> String {
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    dsl::analyze::hex(&Sha256::digest(bytes))
 }
