@@ -17,6 +17,11 @@ use crate::runbook::{Input, Phase, Runbook, Step, StepId, TemplateUse};
 use crate::source::{SourceFile, Span};
 use crate::template::{self, is_template, scan};
 
+static NULL_NODE: Node = Node {
+    span: Span { start: 0, end: 0 },
+    value: crate::parse::NodeValue::Null,
+};
+
 /// Template variables every template may read.
 const ROOTS: &[&str] = &["input", "steps", "state", "run", "target"];
 
@@ -24,6 +29,9 @@ const ROOTS: &[&str] = &["input", "steps", "state", "run", "target"];
 #[derive(Debug)]
 pub struct Located<'a> {
     pub file: &'a SourceFile,
+    /// The whole file's tree (kept by the runbook to locate later errors).
+    pub root: Arc<Node>,
+    /// This runbook's node in it.
     pub node: &'a Node,
     pub pointer: &'a str,
     pub name: String,
@@ -54,7 +62,12 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
     let steps_node = at.node.get("steps");
     for (i, s) in raw.steps.iter().enumerate() {
         let node = steps_node.and_then(|n| n.items().get(i));
-        steps.push(Arc::new(cx.step(s, node, format!("{}/steps/{i}", at.pointer), Phase::Main)));
+        steps.push(Arc::new(cx.step(
+            s,
+            node,
+            format!("{}/steps/{i}", at.pointer),
+            Phase::Main,
+        )));
     }
     let mut finally = Vec::new();
     let fin_node = at.node.get("finally");
@@ -105,6 +118,7 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
         output_templates,
         digest,
         raw,
+        root: Arc::clone(&at.root),
     };
     (Some(rb), diags)
 }
@@ -313,13 +327,16 @@ impl Cx<'_> {
             extra.extend(["item", "index"]);
         }
         let mut templates = Vec::new();
-        let args_node = node.and_then(|n| n.get("args")).cloned().unwrap_or(Node {
-            span: id_span,
-            value: crate::parse::NodeValue::Null,
-        });
+        let args_node = node.and_then(|n| n.get("args")).unwrap_or(&NULL_NODE);
         for (k, v) in &raw.args.0 {
             let esc = k.replace('~', "~0").replace('/', "~1");
-            self.templates(v, args_node.get(k), &format!("/args/{esc}"), &extra, &mut templates);
+            self.templates(
+                v,
+                args_node.get(k),
+                &format!("/args/{esc}"),
+                &extra,
+                &mut templates,
+            );
         }
         if let Some(BoolOrTemplate::Template(t)) = &raw.when {
             self.templates(
@@ -374,7 +391,7 @@ impl Cx<'_> {
             Arc::new(self.rollback(rb, rb_node, &raw.id, format!("{pointer}/rollback")))
         });
         let refs = step_refs(&templates);
-        let (action, action_span) = action_of(&raw.args, &args_node);
+        let (action, action_span) = action_of(&raw.args, args_node);
         Step {
             id: StepId::new(&raw.id),
             span: id_span,
@@ -384,8 +401,7 @@ impl Cx<'_> {
             tool_span: span_of("tool"),
             action,
             action_span,
-            args: raw.args.0.clone(),
-            args_node,
+            args: Value::Object(raw.args.0.clone()),
             needs,
             refs,
             when: raw.when.clone(),
@@ -557,11 +573,10 @@ impl Cx<'_> {
                 all.push(rb);
             }
         }
-        let known: Vec<String> = self.ids.keys().cloned().collect();
         for s in all {
             for (id, span) in s.needs.iter().chain(s.refs.iter()) {
                 if !self.ids.contains_key(id.as_str()) {
-                    let help = suggestion(id.as_str(), known.iter().map(String::as_str));
+                    let help = suggestion(id.as_str(), self.ids.keys().map(String::as_str));
                     self.diags.push(
                         Diagnostic::error(Code::UnknownStep, format!("there is no step `{id}`"))
                             .at(self.file, *span)

@@ -1,11 +1,13 @@
 //! The front door of the language: text in, checked runbooks and diagnostics out.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::analyze::{Located, analyze};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, suggestion};
 use crate::parse::{Node, NodeValue, parse};
-use crate::raw::{InputType, RawRunbook};
+use crate::raw::InputType;
 use crate::runbook::Runbook;
 use crate::schema::check_runbook;
 use crate::source::{SourceFile, Span};
@@ -31,7 +33,7 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
     let mut diags = Diagnostics::new();
     let mut runbooks = Vec::new();
     let root = match parse(file) {
-        Ok(n) => n,
+        Ok(n) => Arc::new(n),
         Err(d) => {
             return Loaded {
                 runbooks,
@@ -56,6 +58,7 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
             let name = key.name.clone();
             one(
                 file,
+                &root,
                 node,
                 &pointer,
                 name,
@@ -79,7 +82,16 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
                     .help("a runbook given without a file name needs `name:`"),
             );
         }
-        one(file, &root, "", name, span, &mut runbooks, &mut diags);
+        one(
+            file,
+            &root,
+            &root,
+            "",
+            name,
+            span,
+            &mut runbooks,
+            &mut diags,
+        );
     }
     Loaded {
         runbooks,
@@ -100,8 +112,10 @@ fn is_map_form(root: &Node) -> bool {
             .any(|(k, _)| matches!(k.name.as_str(), "inputs" | "outputs" | "retry"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn one(
     file: &SourceFile,
+    root: &Arc<Node>,
     node: &Node,
     pointer: &str,
     name: String,
@@ -109,21 +123,16 @@ fn one(
     out: &mut Vec<Runbook>,
     diags: &mut Diagnostics,
 ) {
-    let json = node.to_json();
-    let shape = check_runbook(file, node, &json, pointer);
-    if !shape.is_empty() {
-        diags.extend(shape);
-        return;
-    }
-    let raw: RawRunbook = match serde_json::from_value(json) {
-        Ok(r) => r,
-        Err(e) => {
-            diags.push(Diagnostic::error(Code::SchemaViolation, e.to_string()).at(file, name_span));
+    let raw = match check_runbook(file, node, pointer) {
+        Ok(raw) => raw,
+        Err(shape) => {
+            diags.extend(shape);
             return;
         }
     };
     let at = Located {
         file,
+        root: Arc::clone(root),
         node,
         pointer,
         name,

@@ -169,14 +169,18 @@ struct Builder<'f> {
 }
 
 fn byte_span(sp: &granit::Span) -> Span {
-    sp.byte_range().map_or_else(Span::default, |r| Span::new(r.start, r.end))
+    sp.byte_range()
+        .map_or_else(Span::default, |r| Span::new(r.start, r.end))
 }
 
 impl Builder<'_> {
     fn too_large(&self, span: Span, what: String) -> Diagnostic {
-        Diagnostic::error(Code::InputTooLarge, format!("the document is too large: {what}"))
-            .at(self.file, widen(self.file.text(), span))
-            .help("write the values out, or use fewer aliases")
+        Diagnostic::error(
+            Code::InputTooLarge,
+            format!("the document is too large: {what}"),
+        )
+        .at(self.file, widen(self.file.text(), span))
+        .help("write the values out, or use fewer aliases")
     }
 
     fn count(&mut self, n: usize, span: Span) -> Result<(), Diagnostic> {
@@ -196,7 +200,12 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, merges, .. }) => match key.take() {
+            Some(Frame::Map {
+                entries,
+                key,
+                merges,
+                ..
+            }) => match key.take() {
                 None => {
                     let name = match node.value {
                         NodeValue::Str(s) => s,
@@ -206,8 +215,11 @@ impl Builder<'_> {
                         NodeValue::Float(f) => f.to_string(),
                         NodeValue::Null => "null".to_owned(),
                         NodeValue::Seq(_) | NodeValue::Map(_) => {
-                            return Err(Diagnostic::error(Code::YamlSyntax, "mapping keys must be scalars")
-                                .at(file, widen(file.text(), node.span)));
+                            return Err(Diagnostic::error(
+                                Code::YamlSyntax,
+                                "mapping keys must be scalars",
+                            )
+                            .at(file, widen(file.text(), node.span)));
                         }
                     };
                     let dup = if entries.len() < 32 {
@@ -216,11 +228,17 @@ impl Builder<'_> {
                         entries.iter().rev().any(|(k, _)| k.name == name)
                     };
                     if dup {
-                        return Err(Diagnostic::error(Code::DuplicateKey, format!("duplicate key `{name}`"))
-                            .at(file, node.span)
-                            .help("remove one of the two entries"));
+                        return Err(Diagnostic::error(
+                            Code::DuplicateKey,
+                            format!("duplicate key `{name}`"),
+                        )
+                        .at(file, node.span)
+                        .help("remove one of the two entries"));
                     }
-                    *key = Some(Key { name, span: node.span });
+                    *key = Some(Key {
+                        name,
+                        span: node.span,
+                    });
                 }
                 Some(k) if k.name == "<<" && is_mergeable(&node) => merges.push(node),
                 Some(k) => entries.push((k, node)),
@@ -323,7 +341,10 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
     if text.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::error(
             Code::InputTooLarge,
-            format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", text.len()),
+            format!(
+                "file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                text.len()
+            ),
         )
         .in_file(file)
         .help("split it into several runbooks"));
@@ -348,9 +369,12 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             Event::DocumentStart(..) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(Diagnostic::error(Code::YamlSyntax, "a runbook file holds one YAML document")
-                        .at(file, widen(text, span))
-                        .help("remove the `---` and what follows, or move it to its own file"));
+                    return Err(Diagnostic::error(
+                        Code::YamlSyntax,
+                        "a runbook file holds one YAML document",
+                    )
+                    .at(file, widen(text, span))
+                    .help("remove the `---` and what follows, or move it to its own file"));
                 }
             }
             Event::Scalar(value, style, anchor, tag) => {
@@ -364,7 +388,12 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             Event::SequenceStart(_, anchor, _) => {
                 b.count(1, span)?;
                 let first_node = b.nodes;
-                b.stack.push(Frame::Seq { span, anchor, first_node, items: Vec::new() });
+                b.stack.push(Frame::Seq {
+                    span,
+                    anchor,
+                    first_node,
+                    items: Vec::new(),
+                });
             }
             Event::MappingStart(_, anchor, _) => {
                 b.count(1, span)?;
@@ -380,12 +409,36 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor, first) = match b.stack.pop() {
-                    Some(Frame::Seq { span, anchor, first_node, items }) => {
-                        (Node { span, value: NodeValue::Seq(items) }, anchor, first_node)
-                    }
-                    Some(Frame::Map { span, anchor, first_node, mut entries, merges, .. }) => {
+                    Some(Frame::Seq {
+                        span,
+                        anchor,
+                        first_node,
+                        items,
+                    }) => (
+                        Node {
+                            span,
+                            value: NodeValue::Seq(items),
+                        },
+                        anchor,
+                        first_node,
+                    ),
+                    Some(Frame::Map {
+                        span,
+                        anchor,
+                        first_node,
+                        mut entries,
+                        merges,
+                        ..
+                    }) => {
                         apply_merges(&mut entries, merges);
-                        (Node { span, value: NodeValue::Map(entries) }, anchor, first_node)
+                        (
+                            Node {
+                                span,
+                                value: NodeValue::Map(entries),
+                            },
+                            anchor,
+                            first_node,
+                        )
                     }
                     None => continue,
                 };
@@ -394,8 +447,10 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             }
             Event::Alias(id) => {
                 let Some((node, size)) = b.anchors.get(&id).cloned() else {
-                    return Err(Diagnostic::error(Code::YamlSyntax, "alias of an unknown anchor")
-                        .at(file, widen(text, span)));
+                    return Err(
+                        Diagnostic::error(Code::YamlSyntax, "alias of an unknown anchor")
+                            .at(file, widen(text, span)),
+                    );
                 };
                 b.replayed += size;
                 if b.replayed > MAX_ALIAS_REPLAY {
@@ -424,7 +479,8 @@ fn scan_error(file: &SourceFile, e: &granit::ScanError) -> Diagnostic {
         .byte_offset()
         .unwrap_or_else(|| file.offset_of(m.line().saturating_sub(1), m.col()));
     let message = strip_location(&e.info());
-    Diagnostic::error(Code::YamlSyntax, message).at(file, widen(file.text(), Span::new(offset, offset)))
+    Diagnostic::error(Code::YamlSyntax, message)
+        .at(file, widen(file.text(), Span::new(offset, offset)))
 }
 
 /// Drops a trailing ` at line L, column C` (the diagnostic carries the location itself).
@@ -498,7 +554,10 @@ mod tests {
             .to_json();
         assert_eq!(
             v,
-            serde_json::json!(["yes", "on", 777, 12, -3, 31, 15, 1.5, 2000.0, null, null, true, false, ".inf", "12", "7", "1_000"])
+            serde_json::json!([
+                "yes", "on", 777, 12, -3, 31, 15, 1.5, 2000.0, null, null, true, false, ".inf",
+                "12", "7", "1_000"
+            ])
         );
     }
 
@@ -509,15 +568,24 @@ step:
   <<: *b
   timeout_ms: 9
 ")
-            .expect("parse")
-            .to_json();
-        assert_eq!(v["step"], serde_json::json!({"timeout_ms": 9, "tool": "state"}));
+        .expect("parse")
+        .to_json();
+        assert_eq!(
+            v["step"],
+            serde_json::json!({"timeout_ms": 9, "tool": "state"})
+        );
     }
 
     #[test]
     fn one_document_only_and_scalar_keys_only() {
-        assert_eq!(p("a: 1\n---\nb: 2\n").expect_err("two docs").code, Code::YamlSyntax);
-        assert_eq!(p("? [a]\n: 1\n").expect_err("seq key").code, Code::YamlSyntax);
+        assert_eq!(
+            p("a: 1\n---\nb: 2\n").expect_err("two docs").code,
+            Code::YamlSyntax
+        );
+        assert_eq!(
+            p("? [a]\n: 1\n").expect_err("seq key").code,
+            Code::YamlSyntax
+        );
         assert_eq!(p("").expect("empty").value, NodeValue::Null);
     }
 

@@ -106,10 +106,8 @@ pub struct Step {
     pub tool_span: Span,
     pub action: String,
     pub action_span: Span,
-    /// The arguments, `action` included, as written (templates unrendered).
-    pub args: serde_json::Map<String, Value>,
-    /// The arguments' spanned tree, to locate argument errors.
-    pub args_node: Node,
+    /// The arguments (a JSON object, `action` included), as written (templates unrendered).
+    pub args: Value,
     pub needs: Vec<(StepId, Span)>,
     /// Steps whose results this step's templates read.
     pub refs: Vec<(StepId, Span)>,
@@ -122,6 +120,17 @@ pub struct Step {
     pub effects: Option<Effect>,
     pub description: Option<String>,
     pub templates: Vec<TemplateUse>,
+}
+
+impl Step {
+    /// The arguments as a map.
+    pub fn args_map(&self) -> &serde_json::Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> =
+            std::sync::OnceLock::new();
+        self.args
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(serde_json::Map::new))
+    }
 }
 
 /// A runbook that passed every check of the language.
@@ -148,6 +157,8 @@ pub struct Runbook {
     pub digest: String,
     /// The runbook as written (for `get` and re-serialisation).
     pub raw: RawRunbook,
+    /// The spanned tree of the whole file, to locate errors found after analysis.
+    pub root: Arc<Node>,
 }
 
 impl Runbook {
@@ -170,6 +181,17 @@ impl Runbook {
             "required": required,
             "additionalProperties": false,
         })
+    }
+
+    /// The spanned tree of a step's arguments (a null node if it has none).
+    pub fn args_node(&self, step: &Step) -> &Node {
+        static NULL: Node = Node {
+            span: Span { start: 0, end: 0 },
+            value: crate::parse::NodeValue::Null,
+        };
+        self.root
+            .pointer(&format!("{}/args", step.pointer))
+            .map_or(&NULL, |(n, _)| n)
     }
 
     /// All steps: main, then finally.

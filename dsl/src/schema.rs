@@ -8,40 +8,129 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic, suggestion};
-use crate::parse::Node;
-use crate::raw::runbook_file_schema;
+use crate::parse::{Node, NodeValue};
+use crate::raw::{RawRunbook, RawStep, runbook_file_schema};
 use crate::source::SourceFile;
 
+/// The runbook schema split in two, so a runbook is checked one step at a time (a small working set, even
+/// for 10,000 steps): its head (every key, with `steps` and `finally` items unchecked) and one step.
 struct Compiled {
-    schema: Value,
-    one_runbook: Validator,
+    head_schema: Value,
+    head: Validator,
+    step_schema: Value,
+    step: Validator,
 }
+
+/// The keys whose items are steps.
+const STEP_LISTS: [&str; 2] = ["steps", "finally"];
 
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
         let schema = runbook_file_schema();
-        let one = serde_json::json!({
+        let mut defs = schema["$defs"].clone();
+        for list in STEP_LISTS {
+            if let Some(p) = defs.pointer_mut(&format!("/Runbook/properties/{list}")) {
+                p["items"] = Value::Bool(true);
+            }
+        }
+        let head_schema = serde_json::json!({
             "$schema": schema["$schema"],
             "$ref": "#/$defs/Runbook",
+            "$defs": defs,
+        });
+        let step_schema = serde_json::json!({
+            "$schema": schema["$schema"],
+            "$ref": "#/$defs/Step",
             "$defs": schema["$defs"],
         });
-        let one_runbook = jsonschema::draft202012::new(&one).expect("the runbook schema is valid");
+        let head = jsonschema::draft202012::new(&head_schema).expect("the runbook schema is valid");
+        let step = jsonschema::draft202012::new(&step_schema).expect("the step schema is valid");
         Compiled {
-            schema,
-            one_runbook,
+            head_schema,
+            head,
+            step_schema,
+            step,
         }
     })
 }
 
-/// Checks one runbook (its node and JSON form). `base` is the runbook's JSON pointer in its file.
-pub fn check_runbook(file: &SourceFile, node: &Node, json: &Value, base: &str) -> Vec<Diagnostic> {
+/// Checks one runbook's shape and reads it. `base` is the runbook's JSON pointer in its file. Every shape
+/// error is reported, each located at its YAML node.
+pub fn check_runbook(
+    file: &SourceFile,
+    node: &Node,
+    base: &str,
+) -> Result<RawRunbook, Vec<Diagnostic>> {
     let c = compiled();
     let mut out = Vec::new();
-    for err in c.one_runbook.iter_errors(json) {
-        convert(file, node, base, &c.schema, &err, &mut out);
+    // The head: step lists stand in as lists of nulls of the same length, checked one by one below.
+    let mut head = serde_json::Map::new();
+    for (k, v) in node.entries() {
+        let value = match (&v.value, STEP_LISTS.contains(&k.name.as_str())) {
+            (NodeValue::Seq(items), true) => Value::Array(vec![Value::Null; items.len()]),
+            _ => v.to_json(),
+        };
+        head.insert(k.name.clone(), value);
     }
-    out
+    let mut head = Value::Object(head);
+    for err in c.head.iter_errors(&head) {
+        convert(file, node, base, &c.head_schema, &err, &mut out);
+    }
+    let mut lists: Vec<Vec<RawStep>> = Vec::new();
+    for list in STEP_LISTS {
+        let items = node.get(list).map_or(&[][..], Node::items);
+        let (steps, errors) = check_step_range(file, items, 0, &format!("{base}/{list}"));
+        out.extend(errors);
+        if let Some(slot) = head.get_mut(list) {
+            *slot = Value::Array(Vec::new());
+        }
+        lists.push(steps);
+    }
+    if !out.is_empty() {
+        return Err(out);
+    }
+    let mut raw: RawRunbook = serde_json::from_value(head).map_err(|e| {
+        vec![Diagnostic::error(Code::SchemaViolation, e.to_string()).at(file, node.span)]
+    })?;
+    raw.finally = lists.pop().unwrap_or_default();
+    raw.steps = lists.pop().unwrap_or_default();
+    Ok(raw)
+}
+
+/// Checks and reads a list of steps, one at a time. `offset` is the index of the first in its list.
+fn check_step_range(
+    file: &SourceFile,
+    items: &[Node],
+    offset: usize,
+    base: &str,
+) -> (Vec<RawStep>, Vec<Diagnostic>) {
+    let c = compiled();
+    let mut steps = Vec::with_capacity(items.len());
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let json = item.to_json();
+        let before = out.len();
+        for err in c.step.iter_errors(&json) {
+            convert(
+                file,
+                item,
+                &format!("{base}/{}", offset + i),
+                &c.step_schema,
+                &err,
+                &mut out,
+            );
+        }
+        if out.len() == before {
+            match serde_json::from_value(json) {
+                Ok(step) => steps.push(step),
+                Err(e) => out.push(
+                    Diagnostic::error(Code::SchemaViolation, e.to_string()).at(file, item.span),
+                ),
+            }
+        }
+    }
+    (steps, out)
 }
 
 /// Validates any JSON value against any compiled schema and maps errors to spans in `node` (which must be

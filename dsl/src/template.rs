@@ -303,8 +303,28 @@ pub fn scan(text: &str) -> Result<Scan, TemplateError> {
 
 /// Filters that take no arguments and exist in every renderer.
 const PLAIN_FILTERS: &[&str] = &[
-    "raw", "ident", "quote", "json", "safe", "upper", "lower", "trim", "length", "first", "last", "str",
-    "int", "float", "keys", "values", "capitalize", "title", "reverse", "sort", "unique", "abs",
+    "raw",
+    "ident",
+    "quote",
+    "json",
+    "safe",
+    "upper",
+    "lower",
+    "trim",
+    "length",
+    "first",
+    "last",
+    "str",
+    "int",
+    "float",
+    "keys",
+    "values",
+    "capitalize",
+    "title",
+    "reverse",
+    "sort",
+    "unique",
+    "abs",
 ];
 
 /// `name(.key | [literal])* (| filter)*` with no-argument filters: valid Tera by construction.
@@ -315,13 +335,21 @@ fn is_simple_path(toks: &[(Tok<'_>, usize, usize)]) -> bool {
         _ => return false,
     }
     loop {
-        match (toks.get(i).map(|t| &t.0), toks.get(i + 1).map(|t| &t.0), toks.get(i + 2).map(|t| &t.0)) {
+        match (
+            toks.get(i).map(|t| &t.0),
+            toks.get(i + 1).map(|t| &t.0),
+            toks.get(i + 2).map(|t| &t.0),
+        ) {
             (Some(Tok::Punct("." | "?.")), Some(Tok::Ident(_)), _) => i += 2,
-            (Some(Tok::Punct("[" | "?[")), Some(Tok::Str(_) | Tok::Num), Some(Tok::Punct("]"))) => i += 3,
+            (Some(Tok::Punct("[" | "?[")), Some(Tok::Str(_) | Tok::Num), Some(Tok::Punct("]"))) => {
+                i += 3
+            }
             _ => break,
         }
     }
-    while let (Some((Tok::Punct("|"), ..)), Some((Tok::Ident(f), ..))) = (toks.get(i), toks.get(i + 1)) {
+    while let (Some((Tok::Punct("|"), ..)), Some((Tok::Ident(f), ..))) =
+        (toks.get(i), toks.get(i + 1))
+    {
         if !PLAIN_FILTERS.contains(f) {
             return false;
         }
@@ -719,7 +747,11 @@ mod tests {
 
     #[test]
     fn simple_paths_are_recognised_and_nothing_else() {
-        for t in ["{{ input.a }}", "x {{ steps['b-c'].stdout | trim | raw }} {{ item[0] }}", "{# c #}{{ a?.b }}"] {
+        for t in [
+            "{{ input.a }}",
+            "x {{ steps['b-c'].stdout | trim | raw }} {{ item[0] }}",
+            "{# c #}{{ a?.b }}",
+        ] {
             assert!(scan(t).expect("scan").simple, "{t}");
             assert!(Renderer::new().check(t).is_ok(), "{t} must be valid Tera");
         }

@@ -94,7 +94,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         }
     }
 
-    let graph = build_graph(&rb, nodes);
+    let (graph, index) = build_graph(&rb, nodes);
     let order = topological_order(&graph);
     if order.is_none() {
         report_cycles(&rb, &graph, &mut diags);
@@ -102,10 +102,6 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
     let Some(order) = order.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
         return Err(diags);
     };
-    let index = graph
-        .node_indices()
-        .map(|i| (graph[i].step.id.clone(), i))
-        .collect();
     let mut plan = Plan {
         runbook: rb,
         graph,
@@ -237,12 +233,11 @@ fn templated_pointers(step: &Step) -> Vec<&str> {
 
 fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
     let templated = templated_pointers(step);
-    let json = Value::Object(step.args.clone());
     let base = format!("{}/args", step.pointer);
     let found = dsl::schema::check_value(
         &rb.file,
-        &step.args_node,
-        &json,
+        rb.args_node(step),
+        &step.args,
         &base,
         actions::validator(action),
         action.schema(),
@@ -274,7 +269,7 @@ fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Di
 }
 
 fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
-    let modes = (action.modes)(&step.args);
+    let modes = (action.modes)(step.args_map());
     if modes.is_empty() {
         return;
     }
@@ -327,8 +322,8 @@ fn nested_effect(
     let Some(resolver) = opts.resolver else {
         return Effect::Destructive;
     };
-    let span = step
-        .args_node
+    let span = rb
+        .args_node(step)
         .get("name")
         .map_or(step.action_span, |n| n.span);
     if name == rb.name || opts.stack.contains(&name) {
@@ -390,7 +385,11 @@ fn nested_effect(
     }
 }
 
-fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>) -> DiGraph<PlanNode, ()> {
+/// The graph and the index of its nodes by step id.
+fn build_graph(
+    rb: &Runbook,
+    nodes: Vec<PlanNode>,
+) -> (DiGraph<PlanNode, ()>, HashMap<StepId, NodeIndex>) {
     let mut g: DiGraph<PlanNode, ()> = DiGraph::with_capacity(nodes.len(), nodes.len() * 2);
     let mut index: HashMap<StepId, NodeIndex> = HashMap::with_capacity(nodes.len());
     let mut main = Vec::new();
@@ -419,23 +418,21 @@ fn build_graph(rb: &Runbook, nodes: Vec<PlanNode>) -> DiGraph<PlanNode, ()> {
     for w in fin.windows(2) {
         g.update_edge(w[0], w[1], ());
     }
-    let all: Vec<NodeIndex> = g.node_indices().collect();
-    for ix in all {
-        let deps: Vec<StepId> = {
-            let s = &g[ix].step;
+    let mut deps: Vec<NodeIndex> = Vec::new();
+    for ix in g.node_indices() {
+        let s = &g[ix].step;
+        deps.clear();
+        deps.extend(
             s.needs
                 .iter()
                 .chain(s.refs.iter())
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        for d in deps {
-            if let Some(&from) = index.get(&d) {
-                g.update_edge(from, ix, ());
-            }
+                .filter_map(|(id, _)| index.get(id).copied()),
+        );
+        for &from in &deps {
+            g.update_edge(from, ix, ());
         }
     }
-    g
+    (g, index)
 }
 
 /// Reports every cycle, naming all the steps of each strongly connected component. Kosaraju's algorithm is

@@ -107,7 +107,7 @@ impl Plan {
     pub fn to_json(&self) -> Value {
         let nodes: Vec<Value> = self
             .nodes()
-            .map(|n| self.node_json(n, &n.step.args))
+            .map(|n| self.node_json(n, n.step.args_map()))
             .collect();
         json!({
             "runbook": self.runbook.name,

@@ -37,7 +37,7 @@ impl Plan {
         let nodes: Vec<Value> = self
             .nodes()
             .map(|n| {
-                let mut v = self.node_json(n, &n.step.args);
+                let mut v = self.node_json(n, n.step.args_map());
                 let (args, complete) = render_args(rb, n, &ctx, &mut diags);
                 if complete {
                     validate_rendered(rb, n, &args, &mut diags);
@@ -96,8 +96,8 @@ fn render_args(
     ctx: &Value,
     diags: &mut Vec<Diagnostic>,
 ) -> (Map<String, Value>, bool) {
-    let mut args = Value::Object(n.step.args.clone());
-    let modes = (n.action.modes)(&n.step.args);
+    let mut args = n.step.args.clone();
+    let modes = (n.action.modes)(n.step.args_map());
     let mut complete = true;
     for t in &n.step.templates {
         let Some(ptr) = t.at.strip_prefix("/args") else {
@@ -151,9 +151,8 @@ fn validate_rendered(
     let value = Value::Object(args.clone());
     for e in actions::validator(n.action).iter_errors(&value) {
         let ptr = e.instance_path().as_str().to_owned();
-        let span = n
-            .step
-            .args_node
+        let span = rb
+            .args_node(&n.step)
             .pointer(&ptr)
             .map_or(n.step.span, |(node, key)| node.focus(key));
         diags.push(
