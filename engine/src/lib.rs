@@ -11,3 +11,5 @@ pub mod catalog;
 pub mod profiles;
 
 pub use catalog::{Catalog, CatalogOptions, Origin};
+pub mod ctx;
+pub mod record;

@@ -1,0 +1,98 @@
+//! The one door to the environment and the clock: configuration is read once, here, from an environment
+//! snapshot the caller provides; times come from [`now_rfc3339`].
+
+use std::path::{Path, PathBuf};
+
+/// What this process may do and where it keeps its files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The profiles directory (runbooks, store, runs, audit).
+    pub profiles_dir: PathBuf,
+    /// `MCP_RUNBOOKS_PATH`: a runbook file or directory used instead of the profiles directory's.
+    pub runbooks_path: Option<PathBuf>,
+    /// `MCP_CAPABILITIES_PATH`.
+    pub capabilities_path: Option<PathBuf>,
+    /// `MCP_CONTEXT_REPO_ROOT`: where `runs/` (evidence and artifacts) live; the profiles directory by default.
+    pub artifacts_root: PathBuf,
+    /// `INFRA_UNSAFE_LOCAL=1`: local processes and files, and host paths in any action.
+    pub unsafe_local: bool,
+    /// `INFRA_ALLOW_SECRET_EXPORT=1`: unredacted artifact reads and credential values.
+    pub allow_secret_export: bool,
+}
+
+fn flag(env: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
+    matches!(
+        env(name).as_deref().map(str::trim),
+        Some("1" | "true" | "yes")
+    )
+}
+
+impl Config {
+    /// Reads the configuration from an environment (`env` returns one variable) and a working directory.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Self {
+        let profiles_dir = crate::profiles::profiles_dir(env, cwd);
+        let path = |k: &str| env(k).filter(|p| !p.is_empty()).map(PathBuf::from);
+        Config {
+            artifacts_root: path("MCP_CONTEXT_REPO_ROOT").unwrap_or_else(|| profiles_dir.clone()),
+            runbooks_path: path("MCP_RUNBOOKS_PATH"),
+            capabilities_path: path("MCP_CAPABILITIES_PATH"),
+            unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
+            allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
+            profiles_dir,
+        }
+    }
+
+    /// A configuration rooted at one directory, with every switch off (tests and embedding).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Config {
+            artifacts_root: dir.clone(),
+            profiles_dir: dir,
+            runbooks_path: None,
+            capabilities_path: None,
+            unsafe_local: false,
+            allow_secret_export: false,
+        }
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.profiles_dir.join("audit.jsonl")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.profiles_dir.join("store.sqlite3")
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.artifacts_root.join("runs")
+    }
+}
+
+/// The current time, RFC 3339 in UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The current time as a run directory stamp: `2026-11-28T013000Z`.
+pub fn now_stamp() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H%M%SZ").to_string()
+}
+
+/// A new random-enough id (32 hex chars) from the clock, the process id and a counter.
+pub fn new_id() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = Sha256::new();
+    h.update(
+        chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let addr = &h as *const _ as usize;
+    h.update(addr.to_le_bytes());
+    dsl::analyze::hex(&h.finalize()[..16])
+}

@@ -1,0 +1,11 @@
+//! What the engine records: the audit log, each run's evidence journal and artifacts, and the redactor that
+//! masks secrets in all of them.
+
+pub mod artifacts;
+pub mod audit;
+pub mod evidence;
+pub mod redact;
+
+pub use audit::{Audit, AuditError};
+pub use evidence::Journal;
+pub use redact::Redactor;

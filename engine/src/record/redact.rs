@@ -1,0 +1,264 @@
+//! The redactor: every secret value the engine resolved, masked wherever data leaves the engine.
+//!
+//! It masks by value, not by pattern: the raw text and its base64 (standard and URL-safe, at each of the
+//! three byte alignments), hex and percent-encoded forms.
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+/// What a masked secret is replaced with.
+pub const MASK: &str = "[REDACTED]";
+/// Secrets shorter than this are not masked (they would mask ordinary words).
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Known secrets and their encoded forms. Cheap to share: wrap it in an `Arc`.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    forms: RwLock<Vec<String>>,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64(bytes: &[u8], url: bool) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let mut c = B64[((n >> (18 - 6 * i)) & 63) as usize];
+            if url {
+                c = match c {
+                    b'+' => b'-',
+                    b'/' => b'_',
+                    c => c,
+                };
+            }
+            out.push(c as char);
+        }
+    }
+    out
+}
+
+/// The base64 text of `secret` wherever it sits in a longer byte stream: for each alignment, the characters
+/// that depend only on the secret's bytes.
+fn base64_forms(secret: &[u8], url: bool) -> Vec<String> {
+    let mut forms = Vec::new();
+    for pad in 0..3usize {
+        let mut bytes = vec![0u8; pad];
+        bytes.extend_from_slice(secret);
+        let enc = base64(&bytes, url);
+        // leading chars mixed with the pad bytes, trailing chars mixed with what follows
+        let skip = (pad * 8).div_ceil(6);
+        let total_bits = bytes.len() * 8;
+        let stable_end = total_bits / 6;
+        if stable_end > skip {
+            forms.push(enc[skip..stable_end].to_owned());
+        }
+    }
+    forms
+}
+
+fn percent(secret: &str) -> String {
+    let mut out = String::new();
+    for b in secret.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Redactor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a secret value (and its encodings).
+    pub fn add(&self, secret: &str) {
+        if secret.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut forms = vec![secret.to_owned()];
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        forms.push(hex.to_uppercase());
+        forms.push(hex);
+        let pct = percent(secret);
+        if pct != secret {
+            forms.push(pct.clone());
+            forms.push(pct.replace("%20", "+"));
+        }
+        for url in [false, true] {
+            forms.extend(base64_forms(secret.as_bytes(), url));
+        }
+        forms.retain(|f| f.len() >= MIN_SECRET_LEN);
+        let Ok(mut all) = self.forms.write() else {
+            return;
+        };
+        for f in forms {
+            if !all.contains(&f) {
+                all.push(f);
+            }
+        }
+        // longest first, so a form inside another is not masked half-way
+        all.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    }
+
+    /// Registers every string in a JSON value as a secret.
+    pub fn add_value(&self, v: &Value) {
+        match v {
+            Value::String(s) => self.add(s),
+            Value::Number(n) => self.add(&n.to_string()),
+            Value::Array(a) => a.iter().for_each(|x| self.add_value(x)),
+            Value::Object(o) => o.values().for_each(|x| self.add_value(x)),
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.read().map(|f| f.is_empty()).unwrap_or(true)
+    }
+
+    /// The longest form, in bytes (a streaming writer holds back this many bytes minus one).
+    pub fn longest(&self) -> usize {
+        self.forms
+            .read()
+            .ok()
+            .and_then(|f| f.first().map(String::len))
+            .unwrap_or(0)
+    }
+
+    /// Masks every known secret in `s`.
+    pub fn redact<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        let Ok(forms) = self.forms.read() else {
+            return Cow::Owned(MASK.to_owned());
+        };
+        let mut out = Cow::Borrowed(s);
+        for f in forms.iter() {
+            if out.contains(f.as_str()) {
+                out = Cow::Owned(out.replace(f.as_str(), MASK));
+            }
+        }
+        out
+    }
+
+    /// Masks every known secret in every string (and object key) of a JSON value.
+    pub fn redact_value(&self, v: &Value) -> Value {
+        if self.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.redact(s).into_owned()),
+            Value::Number(n) if self.redact(&n.to_string()) != n.to_string() => {
+                Value::String(MASK.to_owned())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.redact_value(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (self.redact(k).into_owned(), self.redact_value(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Redacts a byte stream written in pieces: a secret split across two writes is still masked, because the
+/// last `longest - 1` bytes are held back until more arrive or the stream ends.
+#[derive(Debug)]
+pub struct StreamRedactor {
+    redactor: Arc<Redactor>,
+    pending: Vec<u8>,
+}
+
+impl StreamRedactor {
+    pub fn new(redactor: Arc<Redactor>) -> Self {
+        StreamRedactor {
+            redactor,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Takes more bytes; returns the bytes that are safe to emit now.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let hold = self.redactor.longest().saturating_sub(1);
+        if hold == 0 {
+            return bytes.to_vec();
+        }
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() <= hold {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        let masked = self.redactor.redact(&text).into_owned();
+        // keep the tail (which may be the start of a secret) for the next round
+        let mut cut = masked.len().saturating_sub(hold);
+        while !masked.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (emit, keep) = masked.split_at(cut);
+        self.pending = keep.as_bytes().to_vec();
+        emit.as_bytes().to_vec()
+    }
+
+    /// The rest, at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        self.redactor.redact(&text).into_owned().into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_raw_hex_percent_and_base64_forms() {
+        let r = Redactor::new();
+        r.add("hunter2-secret");
+        assert_eq!(r.redact("pw=hunter2-secret;"), format!("pw={MASK};"));
+        let hex: String = "hunter2-secret"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!r.redact(&hex).contains(&hex));
+        for prefix in ["", "a", "ab"] {
+            let enc = base64(format!("{prefix}hunter2-secret!").as_bytes(), false);
+            assert!(r.redact(&enc).contains(MASK), "{prefix}: {enc}");
+        }
+        r.add("p@ss word/1");
+        assert_eq!(r.redact("u=p%40ss%20word%2F1"), format!("u={MASK}"));
+        assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_secret_split_across_writes_is_masked() {
+        let r = Arc::new(Redactor::new());
+        r.add("topsecretvalue");
+        let mut s = StreamRedactor::new(r);
+        let mut out = s.push(b"aaaa tops");
+        out.extend(s.push(b"ecretval"));
+        out.extend(s.push(b"ue bbbb"));
+        out.extend(s.finish());
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            format!("aaaa {MASK} bbbb")
+        );
+    }
+
+    #[test]
+    fn short_values_are_not_secrets() {
+        let r = Redactor::new();
+        r.add("ab");
+        assert!(r.is_empty());
+    }
+}
