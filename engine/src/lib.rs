@@ -12,4 +12,7 @@ pub mod profiles;
 
 pub use catalog::{Catalog, CatalogOptions, Origin};
 pub mod ctx;
+pub mod git;
 pub mod record;
+pub mod run;
+pub mod store;

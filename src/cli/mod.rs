@@ -1,8 +1,12 @@
 //! The command line: argument parsing and one module per subcommand.
 
+mod audit;
 mod graph;
 mod list;
 mod plan;
+mod run;
+mod runs;
+mod state;
 mod validate;
 
 use std::io::IsTerminal;
@@ -46,6 +50,20 @@ enum Command {
     Graph(graph::Args),
     /// List the runbooks infra can find.
     List(list::Args),
+    /// Run a runbook: live progress on stderr, a summary at the end.
+    Run(run::Args),
+    /// Recorded runs: `list`, `show <id>`.
+    #[command(subcommand)]
+    Runs(runs::Command),
+    /// Artifacts of runs: `list`, `get <uri>`, `tail <uri>`.
+    #[command(subcommand)]
+    Artifacts(runs::ArtifactsCommand),
+    /// The audit log: `tail`, `verify`.
+    #[command(subcommand)]
+    Audit(audit::Command),
+    /// Persistent state: `get`, `set`, `list`.
+    #[command(subcommand)]
+    State(state::Command),
 }
 
 /// Output format of checks.
@@ -84,20 +102,39 @@ pub fn main() -> ExitCode {
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Graph(a)) => graph::run(a),
         Some(Command::List(a)) => list::run(a),
+        Some(Command::Run(a)) => run::run(a),
+        Some(Command::Runs(c)) => runs::run(c),
+        Some(Command::Artifacts(c)) => runs::artifacts(c),
+        Some(Command::Audit(c)) => audit::run(c),
+        Some(Command::State(c)) => state::run(c),
     };
     ExitCode::from(code)
 }
 
-/// Where this process finds project runbooks (from the environment and the working directory).
-pub fn catalog_options() -> CatalogOptions {
+/// This process's configuration, from its environment and working directory (read once, here).
+pub fn config() -> engine::ctx::Config {
     let env = |k: &str| std::env::var(k).ok();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    engine::ctx::Config::from_env(&env, &cwd)
+}
+
+/// Where this process finds project runbooks.
+pub fn catalog_options() -> CatalogOptions {
+    let c = config();
     CatalogOptions {
-        profiles_dir: Some(engine::profiles::profiles_dir(&env, &cwd)),
-        runbooks_path: env("MCP_RUNBOOKS_PATH")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from),
+        profiles_dir: Some(c.profiles_dir),
+        runbooks_path: c.runbooks_path,
     }
+}
+
+/// The engine of this process.
+pub fn engine() -> engine::run::Engine {
+    let c = config();
+    let catalog = Catalog::load(&CatalogOptions {
+        profiles_dir: Some(c.profiles_dir.clone()),
+        runbooks_path: c.runbooks_path.clone(),
+    });
+    engine::run::Engine::new(c, Arc::new(catalog))
 }
 
 /// Whether a command-line word names a file rather than a runbook.

@@ -31,7 +31,7 @@ pub fn run(args: Args) -> u8 {
         Ok(rb) => rb,
         Err(d) => return report(&d),
     };
-    let given = match gather_inputs(&rb, &args) {
+    let given = match gather_inputs(&rb, args.input_file.as_deref(), &args.inputs) {
         Ok(g) => g,
         Err(d) => {
             render::diagnostics(&d);
@@ -66,9 +66,14 @@ pub fn run(args: Args) -> u8 {
     OK
 }
 
-fn gather_inputs(rb: &dsl::Runbook, args: &Args) -> Result<Map<String, Value>, Vec<Diagnostic>> {
+/// Inputs from `--input-file` and `--input k=v` (the latter win), typed by the runbook's declarations.
+pub fn gather_inputs(
+    rb: &dsl::Runbook,
+    input_file: Option<&std::path::Path>,
+    inputs: &[String],
+) -> Result<Map<String, Value>, Vec<Diagnostic>> {
     let mut given = Map::new();
-    if let Some(path) = &args.input_file {
+    if let Some(path) = input_file {
         let file = engine::catalog::read_source(path).map_err(|d| vec![d])?;
         let node = dsl::parse::parse(&file).map_err(|d| vec![d])?;
         match node.to_json() {
@@ -85,7 +90,7 @@ fn gather_inputs(rb: &dsl::Runbook, args: &Args) -> Result<Map<String, Value>, V
             }
         }
     }
-    for kv in &args.inputs {
+    for kv in inputs {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(vec![
                 Diagnostic::error(Code::InvalidInput, format!("`--input {kv}` has no `=`"))

@@ -161,3 +161,280 @@ pub(super) fn tool() -> ToolSpec {
         ],
     }
 }
+
+/// Bytes kept in memory (and in the result) per output stream; the rest is in the artifact.
+pub const CAPTURE_CAP: usize = 1024 * 1024;
+/// The most bytes `local.read` returns.
+const MAX_READ: u64 = 1024 * 1024;
+
+fn decode_base64(s: &str) -> Result<Vec<u8>, super::ActionError> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => {
+                return Err(super::ActionError::new(
+                    "invalid_args",
+                    "`stdin_base64`/`content_base64` is not base64",
+                ));
+            }
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes base64 text (standard or URL-safe, padding optional).
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, super::ActionError> {
+    decode_base64(s)
+}
+
+fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    use crate::run::process::{Capture, ProcessSpec, run, shell};
+    let a = call.args;
+    let list = |k: &str| -> Vec<String> {
+        a.get(k)
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut spec = if let Some(argv) = a.get("argv").and_then(Value::as_array) {
+        let argv: Vec<String> = argv
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        let Some((program, rest)) = argv.split_first() else {
+            return Err(super::ActionError::new("invalid_args", "`argv` is empty")
+                .hint("give the program and its arguments"));
+        };
+        ProcessSpec {
+            program: program.clone(),
+            args: rest.to_vec(),
+            ..ProcessSpec::default()
+        }
+    } else if let Some(command) = call.str_arg("command") {
+        if a.contains_key("args") {
+            ProcessSpec {
+                program: command.to_owned(),
+                args: list("args"),
+                ..ProcessSpec::default()
+            }
+        } else {
+            shell(command)
+        }
+    } else {
+        return Err(super::ActionError::new(
+            "invalid_args",
+            "give `command` (a shell line, or a program with `args`) or `argv`",
+        ));
+    };
+    spec.cwd = call.str_arg("cwd").map(std::path::PathBuf::from);
+    if let Some(env) = a.get("env").and_then(Value::as_object) {
+        spec.env = env
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+            .collect();
+    }
+    let stdin_eof = call.bool_arg("stdin_eof").unwrap_or(true);
+    spec.stdin = if let Some(s) = call.str_arg("stdin") {
+        Some(s.as_bytes().to_vec())
+    } else if let Some(b) = call.str_arg("stdin_base64") {
+        Some(decode_base64(b)?)
+    } else if let Some(path) = call.str_arg("stdin_file") {
+        Some(std::fs::read(path).map_err(|e| {
+            super::ActionError::new(
+                "not_found",
+                format!("cannot read `stdin_file` `{path}`: {e}"),
+            )
+        })?)
+    } else if let Some(uri) = call.str_arg("stdin_ref") {
+        let root = &call.engine.config().artifacts_root;
+        let path = crate::record::artifacts::resolve(root, uri)
+            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?;
+        Some(std::fs::read(path).map_err(|e| {
+            super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
+        })?)
+    } else {
+        None
+    };
+    if !stdin_eof && spec.stdin.is_none() {
+        spec.stdin = Some(Vec::new());
+    }
+    let cap = Capture {
+        dir: call.dir.clone(),
+        uri_base: call.uri_base.clone(),
+        cap: call
+            .u64_arg("max_bytes")
+            .map_or(CAPTURE_CAP, |m| m as usize)
+            .min(16 * CAPTURE_CAP),
+        redactor: call.engine.redactor().clone(),
+    };
+    run(&spec, call.deadline, call.cancel, &cap)
+}
+
+fn io_err(what: &str, path: &str, e: &std::io::Error) -> super::ActionError {
+    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        "not_found"
+    } else {
+        "failed"
+    };
+    super::ActionError::new(kind, format!("cannot {what} `{path}`: {e}"))
+}
+
+fn read(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = call.str_arg("path").unwrap_or_default();
+    let mut f = std::fs::File::open(path).map_err(|e| io_err("open", path, &e))?;
+    let total = f.metadata().map_err(|e| io_err("stat", path, &e))?.len();
+    let offset = call.u64_arg("offset").unwrap_or(0).min(total);
+    let max = call
+        .u64_arg("max_bytes")
+        .unwrap_or(64 * 1024)
+        .clamp(1, MAX_READ);
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_err("seek", path, &e))?;
+    let mut buf = Vec::new();
+    f.take(max)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err("read", path, &e))?;
+    let end = offset + buf.len() as u64;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(json!({
+        "path": path,
+        "offset": offset,
+        "bytes": buf.len(),
+        "total_bytes": total,
+        "truncated": end < total || offset > 0,
+        "next_offset": (end < total).then_some(end),
+        "content": call.engine.redactor().redact(&text),
+        "ok": true,
+    }))
+}
+
+fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    use std::io::Write;
+    let path = call.str_arg("path").unwrap_or_default();
+    let bytes = match (call.str_arg("content"), call.str_arg("content_base64")) {
+        (Some(c), None) => c.as_bytes().to_vec(),
+        (None, Some(b)) => decode_base64(b)?,
+        _ => {
+            return Err(super::ActionError::new(
+                "invalid_args",
+                "give exactly one of `content` and `content_base64`",
+            ));
+        }
+    };
+    let p = std::path::Path::new(path);
+    if call.bool_arg("create_dirs").unwrap_or(false)
+        && let Some(parent) = p.parent()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| io_err("create the directory of", path, &e))?;
+    }
+    let append = call.bool_arg("append").unwrap_or(false);
+    if append {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| io_err("open", path, &e))?;
+        f.write_all(&bytes).map_err(|e| io_err("write", path, &e))?;
+    } else {
+        // write a sibling and rename it over, so a failure leaves the old file whole
+        let tmp = p.with_file_name(format!(
+            ".{}.infra-tmp",
+            p.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ));
+        std::fs::write(&tmp, &bytes).map_err(|e| io_err("write", path, &e))?;
+        std::fs::rename(&tmp, p).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err("replace", path, &e)
+        })?;
+    }
+    Ok(json!({"path": path, "bytes": bytes.len(), "appended": append, "ok": true}))
+}
+
+fn file_type(m: &std::fs::Metadata) -> &'static str {
+    if m.is_dir() {
+        "dir"
+    } else if m.is_symlink() {
+        "symlink"
+    } else if m.is_file() {
+        "file"
+    } else {
+        "other"
+    }
+}
+
+fn list(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    let path = call.str_arg("path").unwrap_or_default();
+    let mut entries: Vec<Value> = Vec::new();
+    let mut total = 0usize;
+    for e in std::fs::read_dir(path)
+        .map_err(|e| io_err("list", path, &e))?
+        .flatten()
+    {
+        total += 1;
+        if entries.len() >= 10_000 {
+            continue;
+        }
+        let meta = e.path().symlink_metadata().ok();
+        entries.push(json!({
+            "name": e.file_name().to_string_lossy(),
+            "type": meta.as_ref().map_or("other", file_type),
+            "bytes": meta.as_ref().map(std::fs::Metadata::len),
+        }));
+    }
+    entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(
+        json!({"path": path, "entries": entries, "count": total, "truncated": total > 10_000, "ok": true}),
+    )
+}
+
+fn stat(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    use std::os::unix::fs::MetadataExt;
+    let path = call.str_arg("path").unwrap_or_default();
+    let m = std::fs::symlink_metadata(path).map_err(|e| io_err("stat", path, &e))?;
+    let time = |t: std::io::Result<std::time::SystemTime>| {
+        t.ok().map(|t| {
+            chrono::DateTime::<chrono::Utc>::from(t)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    Ok(json!({
+        "path": path,
+        "type": file_type(&m),
+        "bytes": m.len(),
+        "mode": format!("{:o}", m.mode() & 0o7777),
+        "modified": time(m.modified()),
+        "ok": true,
+    }))
+}
+
+pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    match action {
+        "exec" => exec(call),
+        "read" => read(call),
+        "write" => write(call),
+        "list" => list(call),
+        "stat" => stat(call),
+        other => Err(super::ActionError::new(
+            "not_available",
+            format!("local has no action `{other}`"),
+        )),
+    }
+}

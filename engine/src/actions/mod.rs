@@ -8,7 +8,9 @@ pub mod repo;
 pub mod runbook;
 pub mod state;
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use dsl::Effect;
 use dsl::template::Mode;
@@ -102,6 +104,96 @@ pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: 
         r.insert(0, "action".into());
     }
     s
+}
+
+/// A failed action call: a stable kind, a message, how to fix it, and what the action produced anyway
+/// (e.g. the output of a command that exited non-zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionError {
+    /// `invalid_args`, `refused`, `nonzero_exit`, `timeout`, `cancelled`, `not_found`, `failed`, …
+    pub kind: String,
+    pub message: String,
+    pub hint: Option<String>,
+    pub result: Option<Value>,
+}
+
+impl ActionError {
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        ActionError {
+            kind: kind.to_owned(),
+            message: message.into(),
+            hint: None,
+            result: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_result(mut self, result: Value) -> Self {
+        self.result = Some(result);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::json!({"kind": self.kind, "message": self.message});
+        if let Some(h) = &self.hint {
+            v["hint"] = h.as_str().into();
+        }
+        v
+    }
+}
+
+impl std::fmt::Display for ActionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// One call of one action, as the executor hands it over: rendered arguments and the run's context.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub engine: &'a crate::run::Engine,
+    /// Rendered and validated arguments, `action` included.
+    pub args: &'a Map<String, Value>,
+    pub cancel: &'a crate::run::CancelToken,
+    /// When this attempt must end.
+    pub deadline: Option<Instant>,
+    /// The step's artifact directory and its URI.
+    pub dir: PathBuf,
+    pub uri_base: String,
+    /// How deep in nested runbooks this call is.
+    pub depth: usize,
+}
+
+impl Call<'_> {
+    pub fn str_arg(&self, key: &str) -> Option<&str> {
+        self.args.get(key).and_then(Value::as_str)
+    }
+
+    pub fn u64_arg(&self, key: &str) -> Option<u64> {
+        self.args.get(key).and_then(Value::as_u64)
+    }
+
+    pub fn bool_arg(&self, key: &str) -> Option<bool> {
+        self.args.get(key).and_then(Value::as_bool)
+    }
+}
+
+/// Runs one action. The executor has already checked the policy (opt-ins) and the arguments.
+pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> {
+    match spec.tool {
+        "state" => state::invoke(spec.name, call),
+        "local" => local::invoke(spec.name, call),
+        "repo" => repo::invoke(spec.name, call),
+        "runbook" => runbook::invoke(spec.name, call),
+        other => Err(ActionError::new(
+            "not_available",
+            format!("tool `{other}` has no implementation in this build"),
+        )),
+    }
 }
 
 /// Every tool, in the fixed order the front ends list them.

@@ -127,3 +127,40 @@ pub(super) fn tool() -> ToolSpec {
         ],
     }
 }
+
+pub(super) fn invoke(
+    action: &str,
+    call: &super::Call<'_>,
+) -> Result<serde_json::Value, super::ActionError> {
+    let path = std::path::Path::new(call.str_arg("repo_path").unwrap_or("."));
+    let limit = |d: u64| call.u64_arg("limit").unwrap_or(d) as usize;
+    let result = match action {
+        "snapshot" => crate::git::snapshot(path, limit(10)),
+        "status" => crate::git::status(path),
+        "log" => crate::git::log(path, limit(20), call.str_arg("rev")),
+        "diff" => crate::git::diff(
+            path,
+            call.bool_arg("staged").unwrap_or(false),
+            call.bool_arg("stat_only").unwrap_or(false),
+            call.u64_arg("max_bytes").unwrap_or(256 * 1024) as usize,
+        ),
+        other => {
+            return Err(super::ActionError::new(
+                "not_available",
+                format!("repo has no action `{other}`"),
+            ));
+        }
+    };
+    result
+        .map(|mut v| {
+            v["ok"] = true.into();
+            v
+        })
+        .map_err(|e| match e {
+            crate::git::GitError::NotARepo { .. } => {
+                super::ActionError::new("not_found", e.to_string())
+                    .hint("pass `repo_path` inside a git work tree")
+            }
+            crate::git::GitError::Git(_) => super::ActionError::new("failed", e.to_string()),
+        })
+}

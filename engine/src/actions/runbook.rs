@@ -45,3 +45,78 @@ pub(super) fn tool() -> ToolSpec {
         }],
     }
 }
+
+pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    if action != "run" {
+        return Err(super::ActionError::new(
+            "not_available",
+            format!("runbook has no action `{action}`"),
+        ));
+    }
+    let engine = call.engine;
+    if call.depth >= crate::plan::compile::MAX_NESTING {
+        return Err(super::ActionError::new(
+            "refused",
+            format!(
+                "runbooks nest deeper than {}",
+                crate::plan::compile::MAX_NESTING
+            ),
+        ));
+    }
+    let rb = match (call.str_arg("name"), call.args.get("runbook")) {
+        (Some(name), None) => engine
+            .catalog()
+            .get(name)
+            .map(|e| e.runbook.clone())
+            .ok_or_else(|| {
+                super::ActionError::new("not_found", format!("there is no runbook `{name}`"))
+            })?,
+        (None, Some(inline)) => {
+            let text = serde_json::to_string(inline).unwrap_or_default();
+            let file = dsl::SourceFile::new("<inline runbook>", text);
+            let loaded = dsl::load(&file, Some("inline"));
+            if loaded.has_errors() {
+                let msgs: Vec<String> =
+                    loaded.diagnostics.iter().map(ToString::to_string).collect();
+                return Err(super::ActionError::new("invalid_args", msgs.join("; ")));
+            }
+            std::sync::Arc::new(loaded.runbooks.into_iter().next().ok_or_else(|| {
+                super::ActionError::new("invalid_args", "the inline runbook holds no runbook")
+            })?)
+        }
+        _ => {
+            return Err(super::ActionError::new(
+                "invalid_args",
+                "give exactly one of `name` and `runbook`",
+            ));
+        }
+    };
+    let given = call
+        .args
+        .get("input")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let outcome = engine
+        .run_runbook(rb, &given, call.cancel, call.depth + 1)
+        .map_err(|e| super::ActionError::new("invalid_args", e))?;
+    let result = serde_json::json!({
+        "run_id": outcome.run_id,
+        "runbook": outcome.runbook,
+        "status": outcome.status,
+        "outputs": outcome.outputs,
+        "ok": outcome.ok(),
+    });
+    if outcome.ok() {
+        Ok(result)
+    } else {
+        Err(super::ActionError::new(
+            "failed",
+            format!(
+                "nested runbook `{}` ended {:?}",
+                outcome.runbook, outcome.status
+            ),
+        )
+        .with_result(result))
+    }
+}

@@ -117,3 +117,81 @@ pub(super) fn tool() -> ToolSpec {
         ],
     }
 }
+
+fn scope_is_persistent(call: &super::Call<'_>) -> bool {
+    call.str_arg("scope") == Some("persistent")
+}
+
+fn store_err(e: crate::store::StoreError) -> super::ActionError {
+    super::ActionError::new("store_unavailable", e.to_string())
+}
+
+pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    let persistent = scope_is_persistent(call);
+    let scope = if persistent { "persistent" } else { "session" };
+    let key = call.str_arg("key").unwrap_or_default();
+    let engine = call.engine;
+    match action {
+        "set" => {
+            let value = call.args.get("value").cloned().unwrap_or(Value::Null);
+            if persistent {
+                engine
+                    .store()
+                    .map_err(store_err)?
+                    .state_set(key, &value)
+                    .map_err(store_err)?;
+            } else {
+                engine.session().set(key, value.clone());
+            }
+            Ok(json!({"key": key, "value": value, "scope": scope, "ok": true}))
+        }
+        "get" => {
+            let value = if persistent {
+                engine
+                    .store()
+                    .map_err(store_err)?
+                    .state_get(key)
+                    .map_err(store_err)?
+            } else {
+                engine.session().get(key)
+            };
+            Ok(
+                json!({"key": key, "found": value.is_some(), "value": value, "scope": scope, "ok": true}),
+            )
+        }
+        "unset" => {
+            let existed = if persistent {
+                engine
+                    .store()
+                    .map_err(store_err)?
+                    .state_unset(key)
+                    .map_err(store_err)?
+            } else {
+                engine.session().unset(key)
+            };
+            Ok(json!({"key": key, "existed": existed, "scope": scope, "ok": true}))
+        }
+        "list" => {
+            let prefix = call.str_arg("prefix").unwrap_or_default();
+            let limit = call.u64_arg("limit").unwrap_or(1000) as usize;
+            let items = if persistent {
+                engine
+                    .store()
+                    .map_err(store_err)?
+                    .state_list(prefix, limit + 1)
+                    .map_err(store_err)?
+            } else {
+                engine.session().list(prefix, limit + 1)
+            };
+            let truncated = items.len() > limit;
+            let items: serde_json::Map<String, Value> = items.into_iter().take(limit).collect();
+            Ok(
+                json!({"items": items, "count": items.len(), "truncated": truncated, "scope": scope, "ok": true}),
+            )
+        }
+        other => Err(super::ActionError::new(
+            "not_available",
+            format!("state has no action `{other}`"),
+        )),
+    }
+}

@@ -1,0 +1,241 @@
+//! The embedded store: persistent state and the run index, in `store.sqlite3` in the profiles directory.
+//!
+//! SQLite in WAL mode with `synchronous=FULL` and a busy timeout, so two `infra` processes (an MCP server
+//! and a CLI) on the same directory see each other's writes and lose none.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+
+/// A store error.
+#[derive(Debug, thiserror::Error)]
+#[error("the store `{path}`: {message}")]
+pub struct StoreError {
+    pub path: String,
+    pub message: String,
+}
+
+/// An open store. Cheap to share behind an `Arc`; one connection, serialised by a mutex.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY NOT NULL,
+    runbook TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
+";
+
+impl Store {
+    /// Opens (and creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(&e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err(&e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        Ok(Store {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().map_err(|_| self.err("lock poisoned"))?;
+        f(&conn).map_err(|e| self.err(e))
+    }
+
+    pub fn state_set(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        let text = value.to_string();
+        let now = crate::ctx::now_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO state(key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![key, text, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn state_get(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT value FROM state WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t))))
+    }
+
+    /// Removes a key; returns whether it existed.
+    pub fn state_unset(&self, key: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute("DELETE FROM state WHERE key = ?1", params![key])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Keys (and values) starting with `prefix`, in key order.
+    pub fn state_list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT key, value FROM state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![prefix, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, t)| {
+                let v = serde_json::from_str(&t).unwrap_or(Value::String(t));
+                (k, v)
+            })
+            .collect())
+    }
+
+    /// Records that a run started.
+    pub fn run_started(
+        &self,
+        id: &str,
+        runbook: &str,
+        dir: &Path,
+        started_at: &str,
+    ) -> Result<(), StoreError> {
+        let dir = dir.display().to_string();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs(id, runbook, dir, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![id, runbook, dir, started_at],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records how a run ended.
+    pub fn run_finished(&self, id: &str, status: &str) -> Result<(), StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3 WHERE id = ?1",
+                params![id, now, status],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Recent runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, runbook, dir, started_at, finished_at, status FROM runs ORDER BY started_at DESC, id LIMIT ?1",
+            )?;
+            let rows = st.query_map(params![limit as i64], run_row)?;
+            rows.collect()
+        })
+    }
+
+    /// One run by id or unique id prefix.
+    pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let mut found: Vec<Value> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, runbook, dir, started_at, finished_at, status FROM runs WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+            )?;
+            let rows = st.query_map(params![id], run_row)?;
+            rows.collect()
+        })?;
+        Ok(if found.len() == 1 { found.pop() } else { None })
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    Ok(json!({
+        "id": r.get::<_, String>(0)?,
+        "runbook": r.get::<_, String>(1)?,
+        "dir": r.get::<_, String>(2)?,
+        "started_at": r.get::<_, String>(3)?,
+        "finished_at": r.get::<_, Option<String>>(4)?,
+        "status": r.get::<_, String>(5)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_lists_by_prefix() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+        s.state_set("deploy.a", &json!({"n": 1})).expect("set");
+        s.state_set("deploy.b", &json!("x")).expect("set");
+        s.state_set("other", &json!(true)).expect("set");
+        assert_eq!(s.state_get("deploy.a").expect("get"), Some(json!({"n": 1})));
+        let l = s.state_list("deploy.", 10).expect("list");
+        assert_eq!(
+            l.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["deploy.a", "deploy.b"]
+        );
+        assert!(s.state_unset("deploy.a").expect("unset"));
+        assert!(!s.state_unset("deploy.a").expect("unset twice"));
+        assert_eq!(s.state_get("deploy.a").expect("get"), None);
+    }
+
+    #[test]
+    fn two_connections_lose_no_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("store.sqlite3");
+        std::thread::scope(|sc| {
+            for t in 0..2 {
+                let path = path.clone();
+                sc.spawn(move || {
+                    let s = Store::open(&path).expect("open");
+                    for i in 0..100 {
+                        s.state_set(&format!("k.{t}.{i}"), &json!(i)).expect("set");
+                    }
+                });
+            }
+        });
+        let s = Store::open(&path).expect("open");
+        assert_eq!(s.state_list("k.", 1000).expect("list").len(), 200);
+    }
+}
