@@ -7,6 +7,7 @@
 mod cli;
 mod golden;
 mod limits;
+mod run;
 mod schemas;
 
 use std::path::PathBuf;

@@ -20,6 +20,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         schemas_dir().join("runbook.schema.json"),
         pretty(&dsl::raw::runbook_file_schema()),
     );
+    m.insert(
+        schemas_dir().join("evidence.schema.json"),
+        pretty(&engine::record::evidence::schema()),
+    );
     for a in engine::actions::all_actions() {
         m.insert(
             schemas_dir().join("actions").join(a.schema_file()),

@@ -217,6 +217,9 @@ fn finish(
         "duration_ms": started.elapsed().as_millis() as u64,
     });
     let mut artifacts = Vec::new();
+    let mut streams = streams;
+    // stdout, then stderr, whichever pipe closed first
+    streams.sort_by_key(|(name, _)| *name != "stdout");
     for (name, d) in streams {
         let text = String::from_utf8_lossy(&d.kept).into_owned();
         result[name] = cap.redactor.redact(&text).into_owned().into();

@@ -1,0 +1,428 @@
+//! The engine end to end: real processes, a real git repository, the audit log and the evidence journal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use engine::ctx::Config;
+use engine::record::evidence::{self, Record, Status};
+use engine::run::{CancelToken, Engine, RunOptions, RunOutcome};
+use serde_json::{Map, Value, json};
+
+fn engine_at(dir: &Path, unsafe_local: bool) -> Engine {
+    let mut c = Config::at(dir);
+    c.unsafe_local = unsafe_local;
+    Engine::new(c, Arc::new(engine::Catalog::builtin()))
+}
+
+fn run_yaml(engine: &Engine, yaml: &str, inputs: Value) -> RunOutcome {
+    run_with(engine, yaml, inputs, &CancelToken::new())
+}
+
+fn run_with(engine: &Engine, yaml: &str, inputs: Value, cancel: &CancelToken) -> RunOutcome {
+    let file = dsl::SourceFile::new("test.yaml", yaml);
+    let loaded = dsl::load(&file, Some("test"));
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let rb = Arc::new(loaded.runbooks.into_iter().next().expect("runbook"));
+    let plan = engine::compile(rb.clone(), &engine::CompileOptions::default()).expect("compiles");
+    let given = inputs.as_object().cloned().unwrap_or_default();
+    let inputs = dsl::resolve_inputs(&rb, &given).expect("inputs");
+    engine.execute(
+        &plan,
+        inputs,
+        &RunOptions {
+            cancel: cancel.clone(),
+            depth: 0,
+            progress: None,
+        },
+    )
+}
+
+fn step<'a>(o: &'a RunOutcome, id: &str) -> &'a engine::run::StepOutcome {
+    o.steps
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("no step {id} in {:?}", o.steps))
+}
+
+fn journal(o: &RunOutcome) -> Vec<Record> {
+    evidence::read(&o.dir.join("journal.jsonl"))
+        .expect("journal")
+        .records
+}
+
+#[test]
+fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n  - {id: b, tool: local, args: {action: exec, command: 'exit 3'}}\n  - {id: c, tool: state, args: {action: set, key: c, value: 1}}\n",
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(
+        step(&o, "b").error.as_ref().map(|e| e.kind.as_str()),
+        Some("nonzero_exit")
+    );
+    assert_eq!(
+        step(&o, "b")
+            .result
+            .as_ref()
+            .map(|r| r["exit_code"].clone()),
+        Some(json!(3))
+    );
+    assert_eq!(step(&o, "c").status, Status::Skipped);
+    assert!(e.session().get("c").is_none());
+
+    let o = run_yaml(
+        &e,
+        "name: t\nflow: dag\nsteps:\n  - {id: b, tool: local, continue_on_error: true, args: {action: exec, command: 'exit 3'}}\n  - {id: c, tool: state, args: {action: set, key: c, value: 2}}\n  - {id: d, tool: state, args: {action: set, key: d, value: '{{ steps.b.exit_code }}'}}\n",
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
+    assert_eq!(step(&o, "b").status, Status::Failed);
+    assert_eq!(e.session().get("c"), Some(json!(2)));
+    assert_eq!(
+        step(&o, "d").status,
+        Status::Skipped,
+        "d reads the failed step's output"
+    );
+}
+
+#[test]
+fn retries_run_out_and_until_is_checked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let counter = dir.path().join("count");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - id: flaky\n    tool: local\n    retry: {{attempts: 3, delay_ms: 1, backoff: 2, on: [nonzero_exit]}}\n    args: {{action: exec, command: 'echo x >> {} ; exit 1'}}\n",
+            counter.display()
+        ),
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(step(&o, "flaky").attempts, 3);
+    assert_eq!(
+        std::fs::read_to_string(&counter)
+            .expect("count")
+            .lines()
+            .count(),
+        3
+    );
+
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - id: poll\n    tool: state\n    retry: {attempts: 4, delay_ms: 1, until: '{{ result.value == 99 }}'}\n    args: {action: get, key: never}\n",
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(step(&o, "poll").attempts, 4);
+    assert_eq!(
+        step(&o, "poll").error.as_ref().map(|e| e.kind.as_str()),
+        Some("until_not_met")
+    );
+}
+
+#[test]
+fn rollbacks_run_newest_first_for_the_steps_that_succeeded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let log = dir.path().join("log");
+    let yaml = format!(
+        "name: t\nsteps:\n  - id: one\n    tool: local\n    args: {{action: exec, command: 'echo do1 >> {l}'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo1 >> {l}'}}}}\n  - id: two\n    tool: local\n    args: {{action: exec, command: 'echo do2 >> {l}'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo2 >> {l}'}}}}\n  - id: three\n    tool: local\n    args: {{action: exec, command: 'exit 1'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo3 >> {l}'}}}}\nfinally:\n  - id: always\n    tool: local\n    args: {{action: exec, command: 'echo finally >> {l}'}}\n",
+        l = log.display()
+    );
+    let o = run_yaml(&e, &yaml, json!({}));
+    assert_eq!(o.status, Status::Failed);
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, ["do1", "do2", "finally", "undo2", "undo1"]);
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // a zombie is dead; its parent has not reaped it yet
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let pids = dir.path().join("pids");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - id: hang\n    tool: local\n    timeout_ms: 500\n    args: {{action: exec, command: 'sleep 1000 & echo $! > {p}; echo $$ >> {p}; sleep 1000'}}\n",
+            p = pids.display()
+        ),
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(step(&o, "hang").status, Status::TimedOut);
+    let pids: Vec<i32> = std::fs::read_to_string(&pids)
+        .expect("pids")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for p in pids {
+        assert!(!alive(p), "process {p} survived the timeout");
+    }
+}
+
+#[test]
+fn cancel_stops_a_parallel_run_promptly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        c2.cancel();
+    });
+    let o = run_with(
+        &e,
+        "name: t\nflow: dag\nmax_parallel: 3\nsteps:\n  - {id: a, tool: local, args: {action: exec, command: 'sleep 1000'}}\n  - {id: b, tool: local, args: {action: exec, command: 'sleep 1000'}}\n  - {id: c, tool: local, args: {action: exec, command: 'sleep 1000'}}\n  - {id: d, tool: state, needs: [a], args: {action: set, key: d, value: 1}}\n",
+        json!({}),
+        &cancel,
+    );
+    t.join().expect("canceller");
+    assert_eq!(o.status, Status::Cancelled);
+    for id in ["a", "b", "c"] {
+        assert_eq!(step(&o, id).status, Status::Cancelled, "{id}");
+    }
+    assert_eq!(step(&o, "d").status, Status::Skipped);
+}
+
+#[test]
+fn local_actions_without_the_opt_in_are_refused_audited_and_never_spawned() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), false);
+    let marker = dir.path().join("spawned");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: x, tool: local, args: {{action: exec, command: 'touch {}'}}}}\n",
+            marker.display()
+        ),
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Failed);
+    let err = step(&o, "x").error.clone().expect("error");
+    assert_eq!(err.kind, "refused");
+    assert!(
+        err.message.contains("INFRA_UNSAFE_LOCAL=1"),
+        "{}",
+        err.message
+    );
+    assert!(!marker.exists());
+    let audit = e.audit().tail(50).expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["kind"] == "refused" && r["tool"] == "local"),
+        "{audit:?}"
+    );
+    assert_eq!(e.audit().verify().expect("verify").problem, None);
+}
+
+#[test]
+fn an_unwritable_audit_log_refuses_the_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("audit.jsonl")).expect("a directory in its place");
+    let e = engine_at(dir.path(), true);
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n",
+        json!({}),
+    );
+    assert_eq!(o.status, Status::Refused);
+    assert_eq!(
+        o.error.as_ref().map(|e| e.kind.as_str()),
+        Some("audit_unavailable")
+    );
+    assert!(e.session().get("a").is_none(), "nothing ran");
+    assert!(o.steps.is_empty());
+}
+
+#[test]
+fn secrets_never_reach_results_evidence_audit_or_artifacts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let secret = "s3cr3t-T0ken-value";
+    let o = run_yaml(
+        &e,
+        "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - {id: show, tool: local, args: {action: exec, command: 'echo token={{ input.token }}; printf %s {{ input.token }} | base64'}}\noutputs:\n  said: '{{ steps.show.stdout }}'\n",
+        json!({"token": secret}),
+    );
+    assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
+    assert!(!o.outputs.to_string().contains(secret), "{}", o.outputs);
+    assert!(
+        o.outputs["said"]
+            .as_str()
+            .is_some_and(|s| s.contains("[REDACTED]"))
+    );
+    let mut files = vec![e.config().audit_path()];
+    for entry in walk(&o.dir) {
+        files.push(entry);
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        assert!(!text.contains(secret), "secret in {}", f.display());
+        assert!(
+            !text.contains("czNjcjN0LVQwa2VuLXZhbHVl"),
+            "base64 secret in {}",
+            f.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn evidence_is_one_record_per_transition_and_matches_its_schema() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n  - {id: b, tool: local, args: {action: exec, command: 'echo hi'}}\n  - {id: c, tool: state, when: false, args: {action: set, key: c, value: 1}}\n",
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    let records = journal(&o);
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| match r {
+            Record::RunStarted { .. } => "run_started",
+            Record::NodeStarted { .. } => "node_started",
+            Record::NodeFinished { .. } => "node_finished",
+            Record::NodeSkipped { .. } => "node_skipped",
+            Record::RunFinished { .. } => "run_finished",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "node_started",
+            "node_finished",
+            "node_started",
+            "node_finished",
+            "node_skipped",
+            "run_finished"
+        ]
+    );
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/evidence.schema.json"
+        ))
+        .expect("schema"),
+    )
+    .expect("json");
+    let v = jsonschema::draft202012::new(&schema).expect("valid schema");
+    for line in std::fs::read_to_string(o.dir.join("journal.jsonl"))
+        .expect("journal")
+        .lines()
+    {
+        let rec: Value = serde_json::from_str(line).expect("json line");
+        assert!(v.is_valid(&rec), "{rec}");
+    }
+    let finished = records.iter().find_map(|r| match r {
+        Record::NodeFinished {
+            step,
+            outputs,
+            artifacts,
+            ..
+        } if step == "b" => Some((outputs.clone(), artifacts.clone())),
+        _ => None,
+    });
+    let (outputs, artifacts) = finished.expect("b finished");
+    assert_eq!(outputs["stdout_bytes"], 3);
+    assert_eq!(artifacts.len(), 2);
+    let text = engine::record::artifacts::read(
+        &e.config().artifacts_root,
+        &artifacts[0],
+        engine::record::artifacts::From::Offset(0),
+        100,
+        e.redactor(),
+    )
+    .expect("artifact");
+    assert_eq!(text["text"], "hi\n");
+}
+
+#[test]
+fn persistent_state_is_shared_between_engines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = engine_at(dir.path(), false);
+    let b = engine_at(dir.path(), false);
+    let o = run_yaml(
+        &a,
+        "name: t\nsteps:\n  - {id: s, tool: state, args: {action: set, key: shared, value: {n: 1}, scope: persistent}}\n",
+        json!({}),
+    );
+    assert!(o.ok());
+    let o = run_yaml(
+        &b,
+        "name: t\nsteps:\n  - {id: g, tool: state, args: {action: get, key: shared, scope: persistent}}\noutputs:\n  n: '{{ steps.g.value.n }}'\n",
+        json!({}),
+    );
+    assert_eq!(o.outputs["n"], 1);
+    let _ = Map::<String, Value>::new();
+}
+
+#[test]
+fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    // 64 MiB through the pipe: the result keeps 1 MiB, the artifact has all of it
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'head -c 67108864 /dev/zero | tr \"\\\\0\" x'}}\n",
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    let r = step(&o, "big").result.clone().expect("result");
+    assert_eq!(r["stdout_bytes"], 67_108_864);
+    assert_eq!(r["stdout_truncated"], true);
+    assert_eq!(r["stdout"].as_str().map(str::len), Some(1024 * 1024));
+    let expected = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("head -c 67108864 /dev/zero | tr '\\0' x | sha256sum")
+        .output()
+        .expect("sha256sum");
+    let expected = String::from_utf8_lossy(&expected.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(r["stdout_sha256"], expected);
+}
