@@ -367,7 +367,11 @@ fn evidence_is_one_record_per_transition_and_matches_its_schema() {
     });
     let (outputs, artifacts) = finished.expect("b finished");
     assert_eq!(outputs["stdout_bytes"], 3);
-    assert_eq!(artifacts.len(), 2);
+    assert_eq!(
+        artifacts.len(),
+        1,
+        "stdout only: an empty stderr makes no file"
+    );
     let text = engine::record::artifacts::read(
         &e.config().artifacts_root,
         &artifacts[0],

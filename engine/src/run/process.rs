@@ -39,6 +39,9 @@ pub struct Capture {
     pub redactor: Arc<Redactor>,
 }
 
+/// SHA-256 of no bytes.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// How long a finished process's pipes may stay open (held by a background child) before its group is
 /// killed.
 const LINGER: Duration = Duration::from_secs(2);
@@ -46,14 +49,22 @@ const LINGER: Duration = Duration::from_secs(2);
 struct Drained {
     kept: Vec<u8>,
     truncated: bool,
-    artifact: std::io::Result<ArtifactRef>,
+    /// `None` when the stream was empty (no file is made for nothing).
+    artifact: Option<std::io::Result<ArtifactRef>>,
 }
 
-fn drain(mut from: impl Read, mut to: ArtifactWriter, cap: usize) -> Drained {
+/// Reads a pipe to its end: the first `cap` bytes in memory, everything into an artifact made on the
+/// first byte.
+fn drain(
+    mut from: impl Read,
+    make: impl FnOnce() -> std::io::Result<ArtifactWriter>,
+    cap: usize,
+) -> Drained {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut failed = None;
+    let mut make = Some(make);
+    let mut to: Option<std::io::Result<ArtifactWriter>> = None;
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
@@ -66,24 +77,24 @@ fn drain(mut from: impl Read, mut to: ArtifactWriter, cap: usize) -> Drained {
                 } else {
                     truncated = true;
                 }
-                if failed.is_none()
-                    && let Err(e) = to.write_all(chunk)
+                if let Some(m) = make.take() {
+                    to = Some(m());
+                }
+                // after a write error, keep draining so the child never blocks
+                if let Some(Ok(w)) = &mut to
+                    && let Err(e) = w.write_all(chunk)
                 {
-                    failed = Some(e);
+                    to = Some(Err(e));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    let artifact = match failed {
-        Some(e) => Err(e),
-        None => to.finish(),
-    };
     Drained {
         kept,
         truncated,
-        artifact,
+        artifact: to.map(|w| w.and_then(ArtifactWriter::finish)),
     }
 }
 
@@ -123,19 +134,8 @@ pub fn run(
         .hint("check the program name and PATH, and `cwd`")
     })?;
     let pgid = child.id() as i32;
-    let writer =
-        |name: &str| ArtifactWriter::create(&cap.dir, &cap.uri_base, name, cap.redactor.clone());
-    let (out_w, err_w) = match (writer("stdout"), writer("stderr")) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            kill_group(pgid);
-            let _ = child.wait();
-            return Err(ActionError::new(
-                "artifact_unavailable",
-                format!("cannot write output artifacts: {e}"),
-            ));
-        }
-    };
+    let out_w = || ArtifactWriter::create(&cap.dir, &cap.uri_base, "stdout", cap.redactor.clone());
+    let err_w = || ArtifactWriter::create(&cap.dir, &cap.uri_base, "stderr", cap.redactor.clone());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();
@@ -162,12 +162,21 @@ pub fn run(
         }
         drop(tx);
 
+        // a waiter thread blocks in wait(); this thread wakes on its message, a cancel or the deadline
+        let (done_tx, done_rx) = mpsc::channel();
+        s.spawn(move || {
+            let _ = done_tx.send(child.wait());
+        });
         let mut ended: Option<&'static str> = None;
         let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) => {}
-                Err(_) => break None,
+            let tick = deadline.map_or(Duration::from_millis(20), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20))
+            });
+            match done_rx.recv_timeout(tick) {
+                Ok(st) => break st.ok(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if cancel.is_cancelled() {
                 ended = Some("cancelled");
@@ -176,9 +185,8 @@ pub fn run(
             }
             if ended.is_some() {
                 kill_group(pgid);
-                break child.wait().ok();
+                break done_rx.recv().ok().and_then(Result::ok);
             }
-            std::thread::sleep(Duration::from_millis(2));
         };
         // the pipes close when every process holding them ends: give background children a moment,
         // then end the whole group so nothing outlives the call
@@ -197,7 +205,8 @@ pub fn run(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        kill_group(pgid);
+        // no unconditional kill here: once the child is reaped and its pipes are closed, its group id may
+        // belong to another process
         finish(spec, started, status, ended, streams, cap)
     })
 }
@@ -225,13 +234,17 @@ fn finish(
         result[name] = cap.redactor.redact(&text).into_owned().into();
         result[format!("{name}_truncated")] = d.truncated.into();
         match d.artifact {
-            Ok(a) => {
+            Some(Ok(a)) => {
                 result[format!("{name}_bytes")] = a.bytes.into();
                 result[format!("{name}_sha256")] = a.sha256.clone().into();
                 result[format!("{name}_uri")] = a.uri.clone().into();
                 artifacts.push(a.to_json());
             }
-            Err(e) => result[format!("{name}_error")] = e.to_string().into(),
+            Some(Err(e)) => result[format!("{name}_error")] = e.to_string().into(),
+            None => {
+                result[format!("{name}_bytes")] = 0.into();
+                result[format!("{name}_sha256")] = EMPTY_SHA256.into();
+            }
         }
     }
     result["artifacts"] = Value::Array(artifacts);

@@ -1,0 +1,137 @@
+//! Engine overhead: chains of `state.set` nodes, a chain of `local.exec true` against spawning `true`
+//! directly, and peak memory while capturing 1 GiB of stdout. Run with `cargo bench --bench engine`.
+//!
+//! Each measurement runs in its own child process (this binary with `--one …`) so peak RSS is its own.
+
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::ctx::Config;
+use engine::run::{Engine, RunOptions};
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let mut c = Config::at(dir);
+    c.unsafe_local = true;
+    Engine::new(c, Arc::new(engine::Catalog::builtin()))
+}
+
+fn run(e: &Engine, yaml: &str) -> Duration {
+    let file = dsl::SourceFile::new("bench.yaml", yaml.to_owned());
+    let loaded = dsl::load(&file, None);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics.first());
+    let rb = Arc::new(loaded.runbooks.into_iter().next().expect("runbook"));
+    let plan = engine::compile(rb, &engine::CompileOptions::default()).expect("compiles");
+    let t = Instant::now();
+    let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+    let d = t.elapsed();
+    assert!(o.ok(), "{:?}", o.error);
+    d
+}
+
+fn chain(n: usize, step: &str) -> String {
+    let mut s = String::from("name: bench\nsteps:\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "  - {{id: s{i}, {}}}",
+            step.replace("{i}", &i.to_string())
+        );
+    }
+    s
+}
+
+fn one(what: &str, n: usize) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path());
+    match what {
+        "state" => {
+            let d = run(
+                &e,
+                &chain(
+                    n,
+                    "tool: state, args: {action: set, key: \"k{i}\", value: {i}}",
+                ),
+            );
+            println!(
+                "state.set chain {n:>6} nodes: {:9.2} ms  {:6.3} ms/node  peak RSS {:>7} KiB",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64,
+                peak_rss_kib()
+            );
+        }
+        "exec" => {
+            let t = Instant::now();
+            for _ in 0..n {
+                let st = std::process::Command::new("true")
+                    .status()
+                    .expect("spawn true");
+                assert!(st.success());
+            }
+            let bare = t.elapsed();
+            let d = run(
+                &e,
+                &chain(
+                    n,
+                    "tool: local, args: {action: exec, command: \"true\", args: []}",
+                ),
+            );
+            println!(
+                "local.exec true ×{n}: {:8.1} ms ({:.3} ms/node); spawning `true` directly ×{n}: {:8.1} ms ({:.3} ms each); ratio {:.2}×",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64,
+                bare.as_secs_f64() * 1e3,
+                bare.as_secs_f64() * 1e3 / n as f64,
+                d.as_secs_f64() / bare.as_secs_f64()
+            );
+        }
+        "gib" => {
+            let d = run(
+                &e,
+                "name: bench\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'head -c 1073741824 /dev/zero'}}\n",
+            );
+            println!(
+                "1 GiB on stdout: {:8.1} ms ({:.0} MiB/s)  peak RSS {:>7} KiB",
+                d.as_secs_f64() * 1e3,
+                1024.0 / d.as_secs_f64(),
+                peak_rss_kib()
+            );
+        }
+        _ => unreachable!("unknown measurement"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        one(&args[i + 1], args[i + 2].parse().expect("n"));
+        return;
+    }
+    let exe = std::env::current_exe().expect("exe");
+    let mut runs: Vec<(&str, usize)> = [10, 100, 1_000, 10_000]
+        .into_iter()
+        .map(|n| ("state", n))
+        .collect();
+    runs.push(("exec", 1_000));
+    runs.push(("gib", 1));
+    for (what, n) in runs {
+        let st = std::process::Command::new(&exe)
+            .args(["--one", what, &n.to_string()])
+            .status()
+            .expect("child");
+        assert!(st.success());
+    }
+}
