@@ -5,6 +5,7 @@
 //! `tests/data/ok/*` must load and compile with no error.
 
 mod cli;
+mod cli_run;
 mod golden;
 mod limits;
 mod run;

@@ -50,6 +50,18 @@ fn bound(v: &Value) -> Value {
     }
 }
 
+/// Whether a record's `hash` (its last field) is the SHA-256 of the bytes before it.
+fn sealed(line: &[u8]) -> bool {
+    const KEY: &[u8] = b",\"hash\":\"";
+    let Some(at) = line.windows(KEY.len()).rposition(|w| w == KEY) else {
+        return false;
+    };
+    let mut head = line[..at].to_vec();
+    head.push(b'}');
+    let rest = &line[at + KEY.len()..];
+    rest.len() == 66 && rest.ends_with(b"\"}") && rest[..64] == *sha_hex(&head).as_bytes()
+}
+
 /// The last line of a file (without its newline) and whether the file ends with a newline.
 fn last_line(f: &mut File) -> io::Result<(Vec<u8>, bool)> {
     let len = f.seek(SeekFrom::End(0))?;
@@ -141,14 +153,17 @@ impl Audit {
         rec.insert("prev".into(), prev.into());
         if let Value::Object(o) = bound(fields) {
             for (k, v) in o {
-                if !matches!(k.as_str(), "seq" | "ts" | "prev") {
+                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "hash") {
                     rec.insert(k, v);
                 }
             }
         }
         let mut line =
             serde_json::to_vec(&Value::Object(rec)).map_err(|e| self.err(io::Error::other(e)))?;
-        line.push(b'\n');
+        // seal the record: `hash` is the SHA-256 of the line's bytes before it (with the closing brace)
+        let seal = sha_hex(&line);
+        line.pop();
+        line.extend_from_slice(format!(",\"hash\":\"{seal}\"}}\n").as_bytes());
         if !terminated {
             // a torn record from a crash stays where it is (verify reports it); start on a new line
             line.insert(0, b'\n');
@@ -233,6 +248,11 @@ impl Audit {
                     "record {expect_seq} is torn (no newline after it)"
                 )));
             }
+            if !sealed(&buf) {
+                return Ok(problem(format!(
+                    "record {expect_seq} was changed after it was written (its `hash` does not match its content)"
+                )));
+            }
             if v.get("seq").and_then(Value::as_u64) != Some(expect_seq) {
                 return Ok(problem(format!(
                     "record {expect_seq} has seq {}",
@@ -314,7 +334,29 @@ mod tests {
         std::fs::write(&path, text).expect("write");
         let v = a.verify().expect("verify");
         let p = v.problem.expect("problem");
-        assert_eq!((p.line, p.seq, v.records), (3, 3, 2), "{}", p.message);
+        assert_eq!((p.line, p.seq, v.records), (2, 2, 1), "{}", p.message);
+        assert!(p.message.contains("changed"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_removed_record_breaks_the_chain_where_it_was() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let a = Audit::new(&path);
+        for i in 0..4 {
+            a.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append");
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let kept: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| l)
+            .collect();
+        std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+        let p = a.verify().expect("verify").problem.expect("problem");
+        assert_eq!((p.line, p.seq), (2, 2), "{}", p.message);
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! `infra run`, `runs`, `audit`, `state` and `artifacts` through the binary.
+
+use std::path::Path;
+use std::process::{Command as Std, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn infra(profiles: &Path, cwd: &Path) -> Command {
+    let mut c = Command::cargo_bin("infra").expect("binary");
+    c.env_clear()
+        .env("MCP_PROFILES_DIR", profiles)
+        .env("NO_COLOR", "1")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(cwd);
+    c
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A real repository: one commit on `main`, one modified file.
+fn repo(dir: &Path) {
+    let git = |args: &[&str]| {
+        let st = Std::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(dir.join("a.txt"), "one\n").expect("write");
+    git(&["add", "a.txt"]);
+    git(&["commit", "-q", "-m", "first commit"]);
+    std::fs::write(dir.join("a.txt"), "one\ntwo\n").expect("write");
+}
+
+#[test]
+fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let work = tempfile::tempdir().expect("repo");
+    repo(work.path());
+    let out = infra(profiles.path(), work.path())
+        .args(["run", "repo.snapshot", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["outputs"]["branch"], "main");
+    assert_eq!(v["outputs"]["commits"][0]["summary"], "first commit");
+    assert_eq!(v["outputs"]["diffstat"]["insertions"], 1);
+    assert_eq!(v["outputs"]["status"][0]["path"], "a.txt");
+    assert!(
+        v["evidence"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("artifact://runs/repo.snapshot/"))
+    );
+    // the human form, and the run is listed
+    let human = infra(profiles.path(), work.path())
+        .args(["run", "repo.snapshot"])
+        .output()
+        .expect("run");
+    assert_eq!(human.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("repo.snapshot ok"));
+    let runs = infra(profiles.path(), work.path())
+        .args(["runs", "list", "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(json(&runs).as_array().map(Vec::len), Some(2));
+    let verify = infra(profiles.path(), work.path())
+        .args(["audit", "verify"])
+        .output()
+        .expect("verify");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn bad_inputs_are_usage_errors_and_run_nothing() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let out = infra(profiles.path(), profiles.path())
+        .args(["run", "hello.world"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing input `message`"));
+    let out = infra(profiles.path(), profiles.path())
+        .args(["run", "hello.world", "--input", "mesage=hi"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `message`?"));
+    assert!(
+        !profiles.path().join("audit.jsonl").exists(),
+        "nothing ran, nothing was audited"
+    );
+}
+
+#[test]
+fn a_failing_run_exits_one_and_state_is_shared_with_the_cli() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let rb = profiles.path().join("t.yaml");
+    std::fs::write(
+        &rb,
+        "name: t\nsteps:\n  - {id: keep, tool: state, args: {action: set, key: deploy.version, value: 42, scope: persistent}}\n  - {id: boom, tool: local, args: {action: exec, command: 'exit 7'}}\n",
+    )
+    .expect("write");
+    let out = infra(profiles.path(), profiles.path())
+        .env("INFRA_UNSAFE_LOCAL", "1")
+        .arg("run")
+        .arg(&rb)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exited with status 7"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = infra(profiles.path(), profiles.path())
+        .args(["state", "get", "deploy.version"])
+        .output()
+        .expect("get");
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "42");
+    infra(profiles.path(), profiles.path())
+        .args(["state", "set", "deploy.env", "staging"])
+        .assert()
+        .code(0);
+    let list = infra(profiles.path(), profiles.path())
+        .args(["state", "list", "deploy."])
+        .output()
+        .expect("list");
+    let v = json(&list);
+    assert_eq!(v["deploy.env"], "staging");
+    assert_eq!(v["deploy.version"], 42);
+}
+
+#[test]
+fn a_corrupted_audit_record_is_found_by_verify() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    for _ in 0..2 {
+        infra(profiles.path(), profiles.path())
+            .args(["run", "hello.world", "--input", "message=hi"])
+            .assert()
+            .code(0);
+    }
+    let path = profiles.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).expect("audit");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 6);
+    let mut changed: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    changed[2] = changed[2].replace("\"state\"", "\"local\"");
+    assert_ne!(changed[2], lines[2]);
+    std::fs::write(&path, changed.join("\n") + "\n").expect("write");
+    let out = infra(profiles.path(), profiles.path())
+        .args(["audit", "verify"])
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BROKEN at line 3"), "{text}");
+}
+
+#[test]
+fn artifact_reads_refuse_paths_outside_the_runs() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    std::fs::create_dir_all(profiles.path().join("runs")).expect("runs");
+    for bad in [
+        "artifact://runs/../audit.jsonl",
+        "artifact:///etc/passwd",
+        "/etc/passwd",
+    ] {
+        let out = infra(profiles.path(), profiles.path())
+            .args(["artifacts", "get", bad])
+            .output()
+            .expect("get");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(out.stdout.is_empty(), "{bad}");
+    }
+}
+
+#[test]
+fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let pidfile = profiles.path().join("child.pid");
+    let rb = profiles.path().join("slow.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: slow\nsteps:\n  - {{id: first, tool: state, args: {{action: set, key: a, value: 1}}}}\n  - {{id: wait, tool: local, args: {{action: exec, command: 'echo $$ > {}; exec sleep 30'}}}}\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write");
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("infra"))
+        .env_clear()
+        .env("MCP_PROFILES_DIR", profiles.path())
+        .env("INFRA_UNSAFE_LOCAL", "1")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("run")
+        .arg(&rb)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while !pidfile.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sleeper = std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // the sleeping command was in its own process group; stop it too
+    if !sleeper.is_empty() {
+        let _ = Std::new("kill").args(["-9", &sleeper]).status();
+    }
+    assert!(!sleeper.is_empty(), "the step never started");
+    let verify = infra(profiles.path(), profiles.path())
+        .args(["audit", "verify"])
+        .output()
+        .expect("verify");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let runs = infra(profiles.path(), profiles.path())
+        .args(["runs", "list", "--json"])
+        .output()
+        .expect("runs");
+    let id = json(&runs)[0]["id"].as_str().expect("id").to_owned();
+    let show = infra(profiles.path(), profiles.path())
+        .args(["runs", "show", &id])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("interrupted"), "{text}");
+    assert!(text.contains("wait attempt 1 started"), "{text}");
+}
