@@ -407,20 +407,20 @@ fn persistent_state_is_shared_between_engines() {
 fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine_at(dir.path(), true);
-    // 64 MiB through the pipe: the result keeps 1 MiB, the artifact has all of it
+    // 1 GiB through the pipe: the result keeps 1 MiB, the artifact has all of it
     let o = run_yaml(
         &e,
-        "name: t\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'head -c 67108864 /dev/zero | tr \"\\\\0\" x'}}\n",
+        "name: t\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'head -c 1073741824 /dev/zero | tr \"\\\\0\" x'}}\n",
         json!({}),
     );
     assert!(o.ok(), "{:?}", o.error);
     let r = step(&o, "big").result.clone().expect("result");
-    assert_eq!(r["stdout_bytes"], 67_108_864);
+    assert_eq!(r["stdout_bytes"], 1_073_741_824);
     assert_eq!(r["stdout_truncated"], true);
     assert_eq!(r["stdout"].as_str().map(str::len), Some(1024 * 1024));
     let expected = std::process::Command::new("sh")
         .arg("-c")
-        .arg("head -c 67108864 /dev/zero | tr '\\0' x | sha256sum")
+        .arg("head -c 1073741824 /dev/zero | tr '\\0' x | sha256sum")
         .output()
         .expect("sha256sum");
     let expected = String::from_utf8_lossy(&expected.stdout)
@@ -429,4 +429,57 @@ fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
         .unwrap_or("")
         .to_owned();
     assert_eq!(r["stdout_sha256"], expected);
+}
+
+#[test]
+fn no_action_may_rewrite_the_audit_log() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let first = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n",
+        json!({}),
+    );
+    assert!(first.ok());
+    let audit = e.config().audit_path();
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: w, tool: local, args: {{action: write, path: '{}', content: 'gone'}}}}\n",
+            audit.display()
+        ),
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "w").error.as_ref().map(|e| e.kind.as_str()),
+        Some("refused")
+    );
+    assert_eq!(e.audit().verify().expect("verify").problem, None);
+}
+
+#[test]
+fn a_nested_runbook_runs_with_its_own_evidence() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), false);
+    let o = run_yaml(
+        &e,
+        "name: outer\nsteps:\n  - {id: inner, tool: runbook, args: {action: run, name: hello.world, input: {message: nested}}}\noutputs:\n  inner_status: '{{ steps.inner.status }}'\n",
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    assert_eq!(o.outputs["inner_status"], "succeeded");
+    assert_eq!(e.session().get("hello"), Some(json!("nested")));
+    let inner_id = step(&o, "inner")
+        .result
+        .as_ref()
+        .and_then(|r| r["run_id"].as_str().map(str::to_owned))
+        .expect("id");
+    assert_ne!(inner_id, o.run_id);
+    assert!(
+        e.store()
+            .expect("store")
+            .run(&inner_id)
+            .expect("run")
+            .is_some()
+    );
 }

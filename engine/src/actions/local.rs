@@ -326,9 +326,41 @@ fn read(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     }))
 }
 
+/// Whether a path is one of infra's own records (the audit log, the store, run evidence), which no
+/// action may rewrite.
+fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
+    let canonical = |p: &std::path::Path| -> Option<std::path::PathBuf> {
+        match p.canonicalize() {
+            Ok(c) => Some(c),
+            // a file not yet there: its directory's canonical path and its name
+            Err(_) => Some(p.parent()?.canonicalize().ok()?.join(p.file_name()?)),
+        }
+    };
+    let Some(target) = canonical(path) else {
+        return false;
+    };
+    let c = call.engine.config();
+    let guarded = [c.audit_path(), c.store_path(), c.runs_dir()];
+    guarded.iter().filter_map(|g| canonical(g)).any(|g| {
+        target == g
+            || target.starts_with(&g)
+            || target
+                .to_string_lossy()
+                .starts_with(&format!("{}-", g.to_string_lossy()))
+    })
+}
+
 fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use std::io::Write;
     let path = call.str_arg("path").unwrap_or_default();
+    if protected(call, std::path::Path::new(path)) {
+        return Err(super::ActionError::new(
+            "refused",
+            format!(
+                "`{path}` is one of infra's own records (audit log, store or run evidence); no action may write it"
+            ),
+        ));
+    }
     let bytes = match (call.str_arg("content"), call.str_arg("content_base64")) {
         (Some(c), None) => c.as_bytes().to_vec(),
         (None, Some(b)) => decode_base64(b)?,
