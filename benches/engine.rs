@@ -98,6 +98,30 @@ fn one(what: &str, n: usize) {
                 d.as_secs_f64() / bare.as_secs_f64()
             );
         }
+        "proc" => {
+            // the process layer alone, without the engine around it
+            let cap = engine::run::process::Capture {
+                dir: dir.path().join("p"),
+                uri_base: "artifact://runs/p".into(),
+                cap: 1 << 20,
+                redactor: Arc::new(engine::record::Redactor::new()),
+            };
+            let spec = engine::run::process::ProcessSpec {
+                program: "true".into(),
+                ..Default::default()
+            };
+            let cancel = engine::run::CancelToken::new();
+            let t = Instant::now();
+            for _ in 0..n {
+                engine::run::process::run(&spec, None, &cancel, &cap).expect("true");
+            }
+            let d = t.elapsed();
+            println!(
+                "process::run true ×{n}: {:8.1} ms ({:.3} ms each)",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64
+            );
+        }
         "gib" => {
             let d = run(
                 &e,
@@ -126,6 +150,7 @@ fn main() {
         .map(|n| ("state", n))
         .collect();
     runs.push(("exec", 1_000));
+    runs.push(("proc", 1_000));
     runs.push(("gib", 1));
     for (what, n) in runs {
         let st = std::process::Command::new(&exe)
