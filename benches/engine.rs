@@ -5,23 +5,15 @@
 
 #![allow(clippy::print_stdout)]
 
+mod common;
+use common::peak_rss_kib;
+
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::ctx::Config;
 use engine::run::{Engine, RunOptions};
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
 
 fn engine(dir: &std::path::Path) -> Engine {
     let mut c = Config::at(dir);

@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 use super::{OK, USAGE, catalog_options, find_runbook, report};
 use crate::render;
 
+/// A runbook and its inputs, as `plan` and `run` take them.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct Target {
     /// A runbook name, or a file (`path[#name]`).
     runbook: String,
     /// An input, `name=value` (repeatable). Non-string inputs are read as YAML (`n=3`, `l=[a, b]`).
@@ -20,39 +21,42 @@ pub struct Args {
     /// A YAML or JSON file with a mapping of inputs (`--input` wins over it).
     #[arg(long, value_name = "FILE")]
     input_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
     /// The plan as JSON.
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(args: Args) -> u8 {
-    let catalog = Catalog::load(&catalog_options());
-    let rb = match find_runbook(&catalog, &args.runbook) {
-        Ok(rb) => rb,
-        Err(d) => return report(&d),
-    };
-    let given = match gather_inputs(&rb, args.input_file.as_deref(), &args.inputs) {
-        Ok(g) => g,
-        Err(d) => {
-            render::diagnostics(&d);
-            return USAGE;
-        }
-    };
+/// Finds the runbook, compiles it and checks its inputs, printing every problem. `Err` is the exit status.
+pub fn prepare(catalog: &Catalog, t: &Target) -> Result<(engine::Plan, Map<String, Value>), u8> {
+    let rb = find_runbook(catalog, &t.runbook).map_err(|d| report(&d))?;
+    let given = gather_inputs(&rb, t.input_file.as_deref(), &t.inputs).map_err(|d| {
+        render::diagnostics(&d);
+        USAGE
+    })?;
     let opts = CompileOptions {
-        resolver: Some(&catalog),
+        resolver: Some(catalog),
         stack: Vec::new(),
     };
-    let plan = match engine::compile(rb.clone(), &opts) {
-        Ok(p) => p,
-        Err(d) => return report(&d),
-    };
+    let plan = engine::compile(rb.clone(), &opts).map_err(|d| report(&d))?;
     render::diagnostics(plan.warnings());
-    let inputs = match dsl::resolve_inputs(&rb, &given) {
-        Ok(i) => i,
-        Err(d) => {
-            render::diagnostics(&d);
-            return USAGE;
-        }
+    let inputs = dsl::resolve_inputs(&rb, &given).map_err(|d| {
+        render::diagnostics(&d);
+        USAGE
+    })?;
+    Ok((plan, inputs))
+}
+
+pub fn run(args: Args) -> u8 {
+    let catalog = Catalog::load(&catalog_options());
+    let (plan, inputs) = match prepare(&catalog, &args.target) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let rendered = match plan.render(&inputs) {
         Ok(r) => r,
@@ -67,7 +71,7 @@ pub fn run(args: Args) -> u8 {
 }
 
 /// Inputs from `--input-file` and `--input k=v` (the latter win), typed by the runbook's declarations.
-pub fn gather_inputs(
+fn gather_inputs(
     rb: &dsl::Runbook,
     input_file: Option<&std::path::Path>,
     inputs: &[String],

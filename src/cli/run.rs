@@ -1,31 +1,23 @@
 //! `infra run <runbook> [--input k=v …] [--input-file f] [--json] [--dry-run]`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use engine::CompileOptions;
 use engine::record::evidence::Status;
 use engine::run::{CancelToken, Progress, RunOptions};
 use serde_json::json;
 
-use super::{FAILED, OK, USAGE, engine, find_runbook, report};
+use super::{FAILED, OK, engine, report};
 use crate::render;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A runbook name, or a file (`path[#name]`).
-    runbook: String,
-    /// An input, `name=value` (repeatable). Non-string inputs are read as YAML (`n=3`, `l=[a, b]`).
-    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
-    inputs: Vec<String>,
-    /// A YAML or JSON file with a mapping of inputs (`--input` wins over it).
-    #[arg(long, value_name = "FILE")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    target: super::plan::Target,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Show the plan (as `infra plan` does) and run nothing.
+    /// Show the plan (as `infra plan --json` does) and run nothing.
     #[arg(long)]
     dry_run: bool,
 }
@@ -43,33 +35,11 @@ fn status_word(s: Status) -> &'static str {
 
 pub fn run(args: Args) -> u8 {
     let engine = engine();
-    let rb = match find_runbook(engine.catalog(), &args.runbook) {
-        Ok(rb) => rb,
-        Err(d) => return report(&d),
-    };
-    let given = match super::plan::gather_inputs(&rb, args.input_file.as_deref(), &args.inputs) {
-        Ok(g) => g,
-        Err(d) => {
-            render::diagnostics(&d);
-            return USAGE;
-        }
-    };
-    let opts = CompileOptions {
-        resolver: Some(&**engine.catalog()),
-        stack: Vec::new(),
-    };
-    let plan = match engine::compile(rb.clone(), &opts) {
+    let (plan, inputs) = match super::plan::prepare(engine.catalog(), &args.target) {
         Ok(p) => p,
-        Err(d) => return report(&d),
+        Err(code) => return code,
     };
-    render::diagnostics(plan.warnings());
-    let inputs = match dsl::resolve_inputs(&rb, &given) {
-        Ok(i) => i,
-        Err(d) => {
-            render::diagnostics(&d);
-            return USAGE;
-        }
-    };
+    let rb = plan.runbook().clone();
     if args.dry_run {
         return match plan.render(&inputs) {
             Ok(r) => {

@@ -1,23 +1,11 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use serde_json::Value;
 
-use crate::data_dir;
+use crate::{data_dir, stdout_json};
 
-/// `infra` with a throwaway profiles directory and a clean environment.
 fn infra(profiles: &Path) -> Command {
-    let mut c = Command::cargo_bin("infra").expect("binary");
-    c.env_clear()
-        .env("MCP_PROFILES_DIR", profiles)
-        .env("NO_COLOR", "1")
-        .current_dir(profiles);
-    c
-}
-
-fn stdout_json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    crate::infra_in(profiles, profiles)
 }
 
 #[test]

@@ -4,28 +4,7 @@ use std::path::Path;
 use std::process::{Command as Std, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use serde_json::Value;
-
-fn infra(profiles: &Path, cwd: &Path) -> Command {
-    let mut c = Command::cargo_bin("infra").expect("binary");
-    c.env_clear()
-        .env("MCP_PROFILES_DIR", profiles)
-        .env("NO_COLOR", "1")
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(cwd);
-    c
-}
-
-fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
+use crate::stdout_json;
 
 /// A real repository: one commit on `main`, one modified file.
 fn repo(dir: &Path) {
@@ -58,7 +37,7 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
     let profiles = tempfile::tempdir().expect("profiles");
     let work = tempfile::tempdir().expect("repo");
     repo(work.path());
-    let out = infra(profiles.path(), work.path())
+    let out = crate::infra_in(profiles.path(), work.path())
         .args(["run", "repo.snapshot", "--json"])
         .output()
         .expect("run");
@@ -68,7 +47,7 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = json(&out);
+    let v = stdout_json(&out);
     assert_eq!(v["status"], "succeeded");
     assert_eq!(v["outputs"]["branch"], "main");
     assert_eq!(v["outputs"]["commits"][0]["summary"], "first commit");
@@ -80,18 +59,18 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
             .is_some_and(|u| u.starts_with("artifact://runs/repo.snapshot/"))
     );
     // the human form, and the run is listed
-    let human = infra(profiles.path(), work.path())
+    let human = crate::infra_in(profiles.path(), work.path())
         .args(["run", "repo.snapshot"])
         .output()
         .expect("run");
     assert_eq!(human.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&human.stdout).contains("repo.snapshot ok"));
-    let runs = infra(profiles.path(), work.path())
+    let runs = crate::infra_in(profiles.path(), work.path())
         .args(["runs", "list", "--json"])
         .output()
         .expect("runs");
-    assert_eq!(json(&runs).as_array().map(Vec::len), Some(2));
-    let verify = infra(profiles.path(), work.path())
+    assert_eq!(stdout_json(&runs).as_array().map(Vec::len), Some(2));
+    let verify = crate::infra_in(profiles.path(), work.path())
         .args(["audit", "verify"])
         .output()
         .expect("verify");
@@ -106,13 +85,13 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
 #[test]
 fn bad_inputs_are_usage_errors_and_run_nothing() {
     let profiles = tempfile::tempdir().expect("profiles");
-    let out = infra(profiles.path(), profiles.path())
+    let out = crate::infra_in(profiles.path(), profiles.path())
         .args(["run", "hello.world"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing input `message`"));
-    let out = infra(profiles.path(), profiles.path())
+    let out = crate::infra_in(profiles.path(), profiles.path())
         .args(["run", "hello.world", "--input", "mesage=hi"])
         .output()
         .expect("run");
@@ -133,7 +112,7 @@ fn a_failing_run_exits_one_and_state_is_shared_with_the_cli() {
         "name: t\nsteps:\n  - {id: keep, tool: state, args: {action: set, key: deploy.version, value: 42, scope: persistent}}\n  - {id: boom, tool: local, args: {action: exec, command: 'exit 7'}}\n",
     )
     .expect("write");
-    let out = infra(profiles.path(), profiles.path())
+    let out = crate::infra_in(profiles.path(), profiles.path())
         .env("INFRA_UNSAFE_LOCAL", "1")
         .arg("run")
         .arg(&rb)
@@ -145,20 +124,20 @@ fn a_failing_run_exits_one_and_state_is_shared_with_the_cli() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = infra(profiles.path(), profiles.path())
+    let got = crate::infra_in(profiles.path(), profiles.path())
         .args(["state", "get", "deploy.version"])
         .output()
         .expect("get");
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "42");
-    infra(profiles.path(), profiles.path())
+    crate::infra_in(profiles.path(), profiles.path())
         .args(["state", "set", "deploy.env", "staging"])
         .assert()
         .code(0);
-    let list = infra(profiles.path(), profiles.path())
+    let list = crate::infra_in(profiles.path(), profiles.path())
         .args(["state", "list", "deploy."])
         .output()
         .expect("list");
-    let v = json(&list);
+    let v = stdout_json(&list);
     assert_eq!(v["deploy.env"], "staging");
     assert_eq!(v["deploy.version"], 42);
 }
@@ -167,7 +146,7 @@ fn a_failing_run_exits_one_and_state_is_shared_with_the_cli() {
 fn a_corrupted_audit_record_is_found_by_verify() {
     let profiles = tempfile::tempdir().expect("profiles");
     for _ in 0..2 {
-        infra(profiles.path(), profiles.path())
+        crate::infra_in(profiles.path(), profiles.path())
             .args(["run", "hello.world", "--input", "message=hi"])
             .assert()
             .code(0);
@@ -180,7 +159,7 @@ fn a_corrupted_audit_record_is_found_by_verify() {
     changed[2] = changed[2].replace("\"state\"", "\"local\"");
     assert_ne!(changed[2], lines[2]);
     std::fs::write(&path, changed.join("\n") + "\n").expect("write");
-    let out = infra(profiles.path(), profiles.path())
+    let out = crate::infra_in(profiles.path(), profiles.path())
         .args(["audit", "verify"])
         .output()
         .expect("verify");
@@ -198,7 +177,7 @@ fn artifact_reads_refuse_paths_outside_the_runs() {
         "artifact:///etc/passwd",
         "/etc/passwd",
     ] {
-        let out = infra(profiles.path(), profiles.path())
+        let out = crate::infra_in(profiles.path(), profiles.path())
             .args(["artifacts", "get", bad])
             .output()
             .expect("get");
@@ -246,7 +225,7 @@ fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
         let _ = Std::new("kill").args(["-9", &sleeper]).status();
     }
     assert!(!sleeper.is_empty(), "the step never started");
-    let verify = infra(profiles.path(), profiles.path())
+    let verify = crate::infra_in(profiles.path(), profiles.path())
         .args(["audit", "verify"])
         .output()
         .expect("verify");
@@ -256,12 +235,12 @@ fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
-    let runs = infra(profiles.path(), profiles.path())
+    let runs = crate::infra_in(profiles.path(), profiles.path())
         .args(["runs", "list", "--json"])
         .output()
         .expect("runs");
-    let id = json(&runs)[0]["id"].as_str().expect("id").to_owned();
-    let show = infra(profiles.path(), profiles.path())
+    let id = stdout_json(&runs)[0]["id"].as_str().expect("id").to_owned();
+    let show = crate::infra_in(profiles.path(), profiles.path())
         .args(["runs", "show", &id])
         .output()
         .expect("show");

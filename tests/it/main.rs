@@ -13,6 +13,28 @@ mod schemas;
 
 use std::path::PathBuf;
 
+/// `infra` with a throwaway profiles directory, a working directory and a clean environment.
+pub fn infra_in(profiles: &std::path::Path, cwd: &std::path::Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("infra").expect("binary");
+    c.env_clear()
+        .env("MCP_PROFILES_DIR", profiles)
+        .env("NO_COLOR", "1")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(cwd);
+    c
+}
+
+/// A command's stdout as JSON (the test fails with both streams shown when it is not).
+pub fn stdout_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }

@@ -37,6 +37,41 @@ impl PlanNode {
     pub fn phase(&self) -> Phase {
         self.step.phase
     }
+
+    /// Renders the argument templates `select` accepts, each in the mode of its field (shell-quoted,
+    /// SQL-checked, or typed). Returns the arguments and each template that failed, with why.
+    pub fn render_args<'n>(
+        &'n self,
+        ctx: &Value,
+        select: impl Fn(&dsl::TemplateUse) -> bool,
+    ) -> (Value, Vec<(&'n dsl::TemplateUse, String)>) {
+        use dsl::template::{Mode, renderer};
+        let mut args = self.step.args.clone();
+        let modes = (self.action.modes)(self.step.args_map());
+        let mut failed = Vec::new();
+        for t in &self.step.templates {
+            let Some(ptr) = t.at.strip_prefix("/args") else {
+                continue;
+            };
+            if !select(t) {
+                continue;
+            }
+            let field = ptr.trim_start_matches('/');
+            let mode = modes
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map_or(Mode::Plain, |(_, m)| *m);
+            match renderer().render(&t.text, mode, ctx) {
+                Ok(v) => {
+                    if let Some(slot) = args.pointer_mut(ptr) {
+                        *slot = v;
+                    }
+                }
+                Err(e) => failed.push((t, e.message)),
+            }
+        }
+        (args, failed)
+    }
 }
 
 /// A sealed, acyclic plan.

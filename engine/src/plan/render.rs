@@ -1,7 +1,7 @@
 //! A plan shown with its inputs: arguments rendered where only inputs decide them, fully validated, and a
 //! content digest. Nothing runs.
 
-use dsl::template::{Mode, renderer};
+use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};
 use serde_json::{Map, Value, json};
 
@@ -89,6 +89,7 @@ fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value>
 }
 
 /// Renders every argument template whose references are all known before the run. Returns the arguments
+/// Renders every argument template whose references are all known before the run. Returns the arguments
 /// and whether no template is left.
 fn render_args(
     rb: &Runbook,
@@ -96,45 +97,29 @@ fn render_args(
     ctx: &Value,
     diags: &mut Vec<Diagnostic>,
 ) -> (Map<String, Value>, bool) {
-    let mut args = n.step.args.clone();
-    let modes = (n.action.modes)(n.step.args_map());
-    let mut complete = true;
-    for t in &n.step.templates {
-        let Some(ptr) = t.at.strip_prefix("/args") else {
-            continue;
-        };
-        if !t
-            .scan
+    let known = |t: &dsl::TemplateUse| {
+        t.scan
             .references
             .iter()
             .all(|r| KNOWN_BEFORE_RUN.contains(&r.root.as_str()))
-        {
-            complete = false;
-            continue;
-        }
-        let field = ptr.trim_start_matches('/');
-        let mode = modes
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map_or(Mode::Plain, |(_, m)| *m);
-        match renderer().render(&t.text, mode, ctx) {
-            Ok(v) => {
-                if let Some(slot) = args.pointer_mut(ptr) {
-                    *slot = v;
-                }
-            }
-            Err(e) => {
-                complete = false;
-                diags.push(
-                    Diagnostic::error(
-                        Code::UndefinedVariable,
-                        format!("cannot render `{}`: {}", t.text, e.message),
-                    )
-                    .at(&rb.file, t.span)
-                    .path(format!("{}{}", n.step.pointer, t.at)),
-                );
-            }
-        }
+    };
+    let (args, failed) = n.render_args(ctx, known);
+    let mut complete = n
+        .step
+        .templates
+        .iter()
+        .filter(|t| t.at.starts_with("/args"))
+        .all(known);
+    for (t, why) in failed {
+        complete = false;
+        diags.push(
+            Diagnostic::error(
+                Code::UndefinedVariable,
+                format!("cannot render `{}`: {why}", t.text),
+            )
+            .at(&rb.file, t.span)
+            .path(format!("{}{}", n.step.pointer, t.at)),
+        );
     }
     match args {
         Value::Object(m) => (m, complete),

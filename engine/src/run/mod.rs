@@ -1185,25 +1185,11 @@ fn artifact_uris(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Renders every template in a node's arguments, in the mode of its field.
+/// Renders every template in a node's arguments.
 fn render_args(node: &PlanNode, ctx: &Value) -> Result<Map<String, Value>, ActionError> {
-    let mut args = node.step.args.clone();
-    let modes = (node.action.modes)(node.step.args_map());
-    for t in &node.step.templates {
-        let Some(ptr) = t.at.strip_prefix("/args") else {
-            continue;
-        };
-        let field = ptr.trim_start_matches('/');
-        let mode = modes
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map_or(Mode::Plain, |(_, m)| *m);
-        let v = renderer()
-            .render(&t.text, mode, ctx)
-            .map_err(|e| ActionError::new("template", format!("`{}`: {}", t.text, e.message)))?;
-        if let Some(slot) = args.pointer_mut(ptr) {
-            *slot = v;
-        }
+    let (args, failed) = node.render_args(ctx, |_| true);
+    if let Some((t, why)) = failed.first() {
+        return Err(ActionError::new("template", format!("`{}`: {why}", t.text)));
     }
     match args {
         Value::Object(m) => Ok(m),
