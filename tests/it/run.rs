@@ -266,7 +266,7 @@ fn secrets_never_reach_results_evidence_audit_or_artifacts() {
     let secret = "s3cr3t-T0ken-value";
     let o = run_yaml(
         &e,
-        "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - {id: show, tool: local, args: {action: exec, command: 'echo token={{ input.token }}; printf %s {{ input.token }} | base64'}}\noutputs:\n  said: '{{ steps.show.stdout }}'\n",
+        "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - {id: show, tool: local, args: {action: exec, command: 'echo token={{ input.token }}; printf %s {{ input.token }} | base64'}}\n  - {id: err, tool: local, continue_on_error: true, args: {action: read, path: '/nonexistent/{{ input.token }}'}}\noutputs:\n  said: '{{ steps.show.stdout }}'\n",
         json!({"token": secret}),
     );
     assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
@@ -482,4 +482,27 @@ fn a_nested_runbook_runs_with_its_own_evidence() {
             .expect("run")
             .is_some()
     );
+}
+
+#[test]
+fn a_finished_command_leaves_no_background_process_behind() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let pid = dir.path().join("pid");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: bg, tool: local, args: {{action: exec, command: 'sleep 1000 >/dev/null 2>&1 & echo $! > {}'}}}}\n",
+            pid.display()
+        ),
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    let pid: i32 = std::fs::read_to_string(&pid)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!alive(pid), "background process {pid} outlived the call");
 }

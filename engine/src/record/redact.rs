@@ -150,6 +150,21 @@ impl Redactor {
         out
     }
 
+    /// Masks every known secret in raw bytes (which need not be UTF-8: binary output stays intact).
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let Ok(forms) = self.forms.read() else {
+            return MASK.as_bytes().to_vec();
+        };
+        let mut out = bytes.to_vec();
+        for f in forms.iter() {
+            let needle = f.as_bytes();
+            if out.windows(needle.len()).any(|w| w == needle) {
+                out = replace_bytes(&out, needle, MASK.as_bytes());
+            }
+        }
+        out
+    }
+
     /// Masks every known secret in every string (and object key) of a JSON value.
     pub fn redact_value(&self, v: &Value) -> Value {
         if self.is_empty() {
@@ -169,6 +184,21 @@ impl Redactor {
             other => other.clone(),
         }
     }
+}
+
+fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Redacts a byte stream written in pieces: a secret split across two writes is still masked, because the
@@ -197,23 +227,17 @@ impl StreamRedactor {
         if self.pending.len() <= hold {
             return Vec::new();
         }
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        let masked = self.redactor.redact(&text).into_owned();
+        let mut masked = self.redactor.redact_bytes(&self.pending);
         // keep the tail (which may be the start of a secret) for the next round
-        let mut cut = masked.len().saturating_sub(hold);
-        while !masked.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let (emit, keep) = masked.split_at(cut);
-        self.pending = keep.as_bytes().to_vec();
-        emit.as_bytes().to_vec()
+        let keep = masked.split_off(masked.len().saturating_sub(hold));
+        self.pending = keep;
+        masked
     }
 
     /// The rest, at the end of the stream.
     pub fn finish(&mut self) -> Vec<u8> {
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        self.redactor.redact(&text).into_owned().into_bytes()
+        let rest = std::mem::take(&mut self.pending);
+        self.redactor.redact_bytes(&rest)
     }
 }
 
@@ -253,6 +277,24 @@ mod tests {
             String::from_utf8(out).expect("utf8"),
             format!("aaaa {MASK} bbbb")
         );
+    }
+
+    #[test]
+    fn binary_output_passes_through_a_stream_untouched() {
+        let r = Arc::new(Redactor::new());
+        r.add("topsecretvalue");
+        let data: Vec<u8> = (0..=255u8)
+            .cycle()
+            .take(10_000)
+            .chain("é".bytes())
+            .collect();
+        let mut s = StreamRedactor::new(r);
+        let mut out = Vec::new();
+        for chunk in data.chunks(7) {
+            out.extend(s.push(chunk));
+        }
+        out.extend(s.finish());
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 pub mod cancel;
 pub mod process;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
@@ -358,6 +359,10 @@ impl Engine {
         outcome.status = status;
         outcome.steps = steps;
         outcome.outputs = self.redactor.redact_value(&outputs);
+        let error = error.map(|e| ErrorInfo {
+            message: self.redactor.redact(&e.message).into_owned(),
+            ..e
+        });
         outcome.error = error.clone();
         outcome.duration_ms = ms(started.elapsed());
         let _ = journal.append(
@@ -513,6 +518,15 @@ impl RunCx<'_> {
     }
 
     fn failed_before_start(&self, node: &PlanNode, e: ActionError) -> StepOutcome {
+        let shown = self.engine.redactor.redact_value(&e.to_json());
+        // the journal below keeps it too; a failure to audit it cannot make this step fail harder
+        let _ = self.engine.audit.append(
+            &json!({
+                "kind": "rejected", "run_id": self.run_id, "step": node.step.id, "tool": node.action.tool,
+                "action": node.action.name, "error": shown,
+            }),
+            false,
+        );
         let _ = self.journal.append(
             &Record::NodeFinished {
                 run_id: self.run_id.to_owned(),
@@ -527,7 +541,7 @@ impl RunCx<'_> {
                 artifacts: Vec::new(),
                 error: Some(ErrorInfo {
                     kind: e.kind.clone(),
-                    message: e.message.clone(),
+                    message: self.engine.redactor.redact(&e.message).into_owned(),
                 }),
             },
             false,
@@ -592,90 +606,102 @@ impl RunCx<'_> {
         let mut timed_out = false;
         let (tx, rx) = mpsc::channel::<(usize, StepOutcome)>();
 
+        // Kahn's algorithm over the main steps: a node is ready when all it runs after are done; ready
+        // nodes start in plan order. Each node is looked at a constant number of times.
+        let is_main: Vec<bool> = nodes
+            .iter()
+            .map(|n| n.phase() == dsl::Phase::Main)
+            .collect();
+        let mut waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> = main
+            .iter()
+            .copied()
+            .filter(|&i| waiting_on[i] == 0)
+            .map(Reverse)
+            .collect();
+        let release =
+            |i: usize, waiting_on: &mut Vec<usize>, ready: &mut BinaryHeap<Reverse<usize>>| {
+                for &d in &dependents[i] {
+                    waiting_on[d] -= 1;
+                    if waiting_on[d] == 0 && is_main[d] {
+                        ready.push(Reverse(d));
+                    }
+                }
+            };
+
         std::thread::scope(|s| {
             let mut running = 0usize;
             loop {
-                let stop = failed.is_some() || cancel.is_cancelled() || timed_out;
-                let mut changed = false;
-                if !stop {
-                    for &i in &main {
-                        if running >= max_parallel {
-                            break;
-                        }
-                        if !matches!(state[i], NodeState::Pending)
-                            || !deps[i]
-                                .iter()
-                                .all(|&d| matches!(state[d], NodeState::Done(_)))
-                        {
-                            continue;
-                        }
-                        let node = nodes[i];
-                        changed = true;
-                        let blocked = node
-                            .step
-                            .needs
-                            .iter()
-                            .chain(node.step.refs.iter())
-                            .find_map(|(id, _)| {
-                                let &d = position.get(id.as_str())?;
-                                match state[d] {
-                                    NodeState::Done(Status::Succeeded) => None,
-                                    NodeState::Done(st) => Some(format!(
-                                        "it needs `{id}`, which {}",
-                                        match st {
-                                            Status::Skipped => "was skipped",
-                                            _ => "failed",
-                                        }
-                                    )),
-                                    _ => None,
-                                }
-                            });
-                        if let Some(reason) = blocked {
-                            outcomes.push(self.skip(node, reason));
+                while running < max_parallel
+                    && failed.is_none()
+                    && !cancel.is_cancelled()
+                    && !timed_out
+                    && let Some(Reverse(i)) = ready.pop()
+                {
+                    let node = nodes[i];
+                    let blocked = node
+                        .step
+                        .needs
+                        .iter()
+                        .chain(node.step.refs.iter())
+                        .find_map(|(id, _)| match state[*position.get(id.as_str())?] {
+                            NodeState::Done(Status::Succeeded) => None,
+                            NodeState::Done(Status::Skipped) => {
+                                Some(format!("it needs `{id}`, which was skipped"))
+                            }
+                            NodeState::Done(_) => Some(format!("it needs `{id}`, which failed")),
+                            _ => None,
+                        });
+                    if let Some(reason) = blocked {
+                        outcomes.push(self.skip(node, reason));
+                        state[i] = NodeState::Done(Status::Skipped);
+                        release(i, &mut waiting_on, &mut ready);
+                        continue;
+                    }
+                    match self.prepare(node, &results) {
+                        Ok(None) => {
+                            outcomes.push(self.skip(node, "`when` was false".into()));
                             state[i] = NodeState::Done(Status::Skipped);
-                            continue;
+                            release(i, &mut waiting_on, &mut ready);
                         }
-                        match self.prepare(node, &results) {
-                            Ok(None) => {
-                                outcomes.push(self.skip(node, "`when` was false".into()));
-                                state[i] = NodeState::Done(Status::Skipped);
-                            }
-                            Err(e) => {
-                                let o = self.failed_before_start(node, e);
-                                if !node.step.continue_on_error {
-                                    failed = Some(ErrorInfo {
-                                        kind: "step_failed".into(),
-                                        message: format!(
-                                            "step `{}` failed: {}",
-                                            node.step.id,
-                                            o.error
-                                                .as_ref()
-                                                .map(ToString::to_string)
-                                                .unwrap_or_default()
-                                        ),
-                                    });
-                                }
-                                outcomes.push(o);
-                                state[i] = NodeState::Done(Status::Failed);
-                                break;
-                            }
-                            Ok(Some(work)) => {
-                                state[i] = NodeState::Running;
-                                running += 1;
-                                let tx = tx.clone();
-                                s.spawn(move || {
-                                    let o = self.run_node(node, work, cancel, max_parallel);
-                                    let _ = tx.send((i, o));
+                        Err(e) => {
+                            let o = self.failed_before_start(node, e);
+                            if !node.step.continue_on_error {
+                                failed = Some(ErrorInfo {
+                                    kind: "step_failed".into(),
+                                    message: format!(
+                                        "step `{}` failed: {}",
+                                        node.step.id,
+                                        o.error
+                                            .as_ref()
+                                            .map(ToString::to_string)
+                                            .unwrap_or_default()
+                                    ),
                                 });
                             }
+                            outcomes.push(o);
+                            state[i] = NodeState::Done(Status::Failed);
+                            release(i, &mut waiting_on, &mut ready);
+                        }
+                        Ok(Some(work)) => {
+                            state[i] = NodeState::Running;
+                            running += 1;
+                            let tx = tx.clone();
+                            s.spawn(move || {
+                                let o = self.run_node(node, work, cancel, max_parallel);
+                                let _ = tx.send((i, o));
+                            });
                         }
                     }
                 }
-                if running == 0 && !changed {
-                    break;
-                }
                 if running == 0 {
-                    continue;
+                    break;
                 }
                 let wait = run_deadline.map_or(Duration::from_millis(100), |d| {
                     d.saturating_duration_since(Instant::now())
@@ -686,6 +712,7 @@ impl RunCx<'_> {
                         running -= 1;
                         let node = nodes[i];
                         state[i] = NodeState::Done(o.status);
+                        release(i, &mut waiting_on, &mut ready);
                         if o.status == Status::Succeeded {
                             completed.push(i);
                         } else if !node.step.continue_on_error && failed.is_none() {
@@ -1000,7 +1027,7 @@ impl RunCx<'_> {
                 .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
                 let mut rec = audit_base.clone();
                 rec["kind"] = "refused".into();
-                rec["error"] = e.to_json();
+                rec["error"] = engine.redactor.redact_value(&e.to_json());
                 engine
                     .audit
                     .append(&rec, true)
@@ -1033,7 +1060,7 @@ impl RunCx<'_> {
                 );
                 let mut rec = audit_base.clone();
                 rec["kind"] = "rejected".into();
-                rec["error"] = e.to_json();
+                rec["error"] = engine.redactor.redact_value(&e.to_json());
                 engine
                     .audit
                     .append(&rec, false)
@@ -1070,13 +1097,13 @@ impl RunCx<'_> {
             outcome["kind"] = "outcome".into();
             outcome["ok"] = r.is_ok().into();
             if let Err(e) = &r {
-                outcome["error"] = e.to_json();
+                outcome["error"] = engine.redactor.redact_value(&e.to_json());
             }
             outcome["duration_ms"] = ms(started.elapsed()).into();
             // the effect happened; a failure to record its outcome is kept in the evidence
             if let Err(a) = engine.audit.append(&outcome, false) {
                 return Err(ActionError::new(
-                    "audit_unavailable",
+                    "audit_incomplete",
                     format!("the call ran but its outcome could not be audited: {a}"),
                 ));
             }

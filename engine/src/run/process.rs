@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
@@ -165,6 +166,13 @@ pub fn run(
         // a waiter thread blocks in wait(); this thread wakes on its message, a cancel or the deadline
         let (done_tx, done_rx) = mpsc::channel();
         s.spawn(move || {
+            // wait for the exit without reaping, so the group id cannot be reused yet; then end every
+            // process left in the group (background children of the command): a call leaves nothing behind
+            let _ = waitid(
+                Id::Pid(Pid::from_raw(pgid)),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            );
+            kill_group(pgid);
             let _ = done_tx.send(child.wait());
         });
         let mut ended: Option<&'static str> = None;
