@@ -2,6 +2,7 @@
 //! through one deterministic, audited engine.
 
 mod cli;
+mod mcp;
 mod render;
 
 use std::process::ExitCode;

@@ -42,6 +42,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve MCP on stdin/stdout (what `infra` with no arguments does when stdin is not a terminal).
+    Mcp,
     /// Check runbook files or named runbooks; with none, every runbook infra can find.
     Validate(validate::Args),
     /// Show the plan a runbook compiles to with the given inputs; nothing runs.
@@ -92,12 +94,10 @@ pub fn main() -> ExitCode {
                 );
                 OK
             } else {
-                render::err(
-                    "error: the MCP server is not part of this build yet; use the subcommands (`infra --help`)\n",
-                );
-                USAGE
+                crate::mcp::serve(engine())
             }
         }
+        Some(Command::Mcp) => crate::mcp::serve(engine()),
         Some(Command::Validate(a)) => validate::run(a),
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Graph(a)) => graph::run(a),

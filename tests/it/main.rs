@@ -8,6 +8,7 @@ mod cli;
 mod cli_run;
 mod golden;
 mod limits;
+mod mcp;
 mod run;
 mod schemas;
 

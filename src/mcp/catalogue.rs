@@ -1,0 +1,754 @@
+//! The MCP tool catalogue, free of any MCP library type: tool descriptions generated from the engine's
+//! action registry (plus the front end's own tools), and calls turned into engine runs.
+
+use std::sync::Arc;
+
+use engine::actions::{self, ToolSpec};
+use engine::record::artifacts::{self, From};
+use engine::run::{CancelToken, Engine, RunOptions, RunOutcome};
+use serde_json::{Map, Value, json};
+
+/// The most text a result carries; the rest is in an artifact.
+pub const RESULT_BUDGET: usize = 16 * 1024;
+
+/// One listed tool.
+#[derive(Debug, Clone)]
+pub struct ToolDesc {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+/// What a call returns: the result object, whether it is an error, and artifact links.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Value,
+    pub is_error: bool,
+    pub links: Vec<String>,
+}
+
+impl Reply {
+    fn error(
+        kind: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+        path: Option<String>,
+    ) -> Self {
+        let mut e = json!({"kind": kind, "message": message.into()});
+        if let Some(h) = hint {
+            e["hint"] = h.into();
+        }
+        if let Some(p) = path {
+            e["path"] = p.into();
+        }
+        Reply {
+            body: json!({"ok": false, "summary": e["message"].clone(), "error": e}),
+            is_error: true,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// The shape of every tool's result (`outputSchema`).
+pub fn output_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "effects": {"type": "string", "enum": ["read", "write", "destructive"]},
+            "summary": {"type": "string"},
+            "result": {},
+            "run_id": {"type": "string"},
+            "artifacts": {"type": "array", "items": {"type": "string"}},
+            "truncated": {"type": "boolean"},
+            "normalized": {"type": "string"},
+            "error": {
+                "type": "object",
+                "properties": {"kind": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}, "path": {"type": "string"}},
+                "required": ["kind", "message"]
+            }
+        },
+        "required": ["ok", "summary"]
+    })
+}
+
+/// A tool made from the registry: a flat object with the `action` enum and the union of its actions'
+/// properties (no top-level `oneOf`: many clients reject it). Each call is validated against its action's
+/// own schema by the engine.
+fn registry_tool(t: &ToolSpec) -> ToolDesc {
+    let mut props = Map::new();
+    let names: Vec<&str> = t.actions.iter().map(|a| a.name).collect();
+    props.insert(
+        "action".into(),
+        json!({"type": "string", "enum": names, "description": "What to do."}),
+    );
+    for a in &t.actions {
+        if let Some(p) = a.schema().get("properties").and_then(Value::as_object) {
+            for (k, v) in p {
+                if k != "action" && !props.contains_key(k) {
+                    props.insert(k.clone(), strip_schema_keys(v));
+                }
+            }
+        }
+    }
+    let read_only = t.actions.iter().all(|a| a.effect == dsl::Effect::Read);
+    let lines: Vec<String> = t
+        .actions
+        .iter()
+        .map(|a| format!("`{}`: {} ({})", a.name, a.description, a.effect))
+        .collect();
+    ToolDesc {
+        name: t.name.into(),
+        title: t.title.into(),
+        description: format!("{} Actions: {}", t.description, lines.join("; ")),
+        input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
+        read_only,
+        destructive: t
+            .actions
+            .iter()
+            .any(|a| a.effect == dsl::Effect::Destructive),
+        idempotent: read_only,
+        open_world: false,
+    }
+}
+
+/// Keeps a property schema small: descriptions and types, not `$schema`/titles.
+fn strip_schema_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "$schema" | "title" | "default" | "examples")
+                })
+                .map(|(k, x)| (k.clone(), strip_schema_keys(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn meta_tool(
+    name: &str,
+    title: &str,
+    description: &str,
+    actions: &[&str],
+    props: Value,
+    read_only: bool,
+) -> ToolDesc {
+    let mut p = props.as_object().cloned().unwrap_or_default();
+    let mut required = Vec::new();
+    if !actions.is_empty() {
+        let mut with_action = Map::new();
+        with_action.insert("action".into(), json!({"type": "string", "enum": actions}));
+        with_action.extend(p);
+        p = with_action;
+        required.push("action");
+    }
+    ToolDesc {
+        name: name.into(),
+        title: title.into(),
+        description: description.into(),
+        input_schema: json!({"type": "object", "properties": p, "required": required}),
+        read_only,
+        destructive: false,
+        idempotent: read_only,
+        open_world: false,
+    }
+}
+
+/// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
+pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
+    let mut out = vec![
+        meta_tool(
+            "help",
+            "Help",
+            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`), returns that action's schema and an example. Cheap, read-only.",
+            &[],
+            json!({"query": {"type": "string"}, "tool": {"type": "string"}, "action": {"type": "string"}}),
+            true,
+        ),
+        meta_tool(
+            "runbook",
+            "Runbooks",
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid). A run costs what its steps cost; see its effects first with `plan`.",
+            &["list", "get", "run", "plan", "validate", "graph"],
+            json!({
+                "name": {"type": "string"},
+                "runbook": {"type": "object", "description": "An inline runbook (the same keys as a runbook file)."},
+                "input": {"type": "object"},
+                "query": {"type": "string"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "limit": {"type": "integer", "minimum": 1},
+                "dry_run": {"type": "boolean"}
+            }),
+            false,
+        ),
+    ];
+    for t in actions::registry() {
+        if t.name == "runbook" || (t.name == "local" && !engine.config().unsafe_local) {
+            continue;
+        }
+        out.push(registry_tool(t));
+    }
+    out.push(meta_tool(
+        "artifacts",
+        "Artifacts",
+        "Run outputs by `artifact://` URI: `list` (limit), `get` (offset, max_bytes), `head`, `tail`. Reads are bounded.",
+        &["list", "get", "head", "tail"],
+        json!({"uri": {"type": "string"}, "offset": {"type": "integer", "minimum": 0}, "max_bytes": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
+        true,
+    ));
+    out.push(meta_tool(
+        "audit",
+        "Audit log",
+        "The hash-chained record of every call: `tail` (limit), `verify`.",
+        &["tail", "verify"],
+        json!({"limit": {"type": "integer", "minimum": 1}}),
+        true,
+    ));
+    // `local` goes last, as the spec's order has it
+    if let Some(pos) = out.iter().position(|t| t.name == "local") {
+        let l = out.remove(pos);
+        out.push(l);
+    }
+    out
+}
+
+/// Original names that mean a front-end tool.
+fn canonical(name: &str) -> (&str, bool) {
+    let c = match name {
+        "mcp_runbook" => "runbook",
+        "mcp_artifacts" => "artifacts",
+        "mcp_audit" => "audit",
+        other => actions::canonical_tool(other),
+    };
+    (c, c != name)
+}
+
+/// Runs one call. Blocking: call it off the async runtime.
+pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cancel: &CancelToken) -> Reply {
+    let (tool, aliased) = canonical(name);
+    let action = args
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let mut reply = match tool {
+        "help" => help(engine, &args),
+        "runbook" => runbook(engine, &action, &args, cancel),
+        "artifacts" => artifacts_tool(engine, &action, &args),
+        "audit" => audit_tool(engine, &action, &args),
+        _ if actions::find_tool(tool).is_some() => {
+            registry_call(engine, tool, args.clone(), cancel)
+        }
+        _ => {
+            let mut names: Vec<String> = tools(engine).into_iter().map(|t| t.name).collect();
+            names.sort();
+            Reply::error(
+                "unknown_tool",
+                format!("there is no tool `{name}`"),
+                Some(
+                    dsl::diagnostic::suggestion(name, names.iter().map(String::as_str))
+                        .unwrap_or_else(|| format!("tools: {}", names.join(", "))),
+                ),
+                None,
+            )
+        }
+    };
+    if aliased {
+        reply.body["normalized"] = format!("`{name}` is `{tool}`").into();
+    }
+    // a call that became a run is audited by the engine; every other call is audited here
+    if reply.body.get("run_id").is_none() {
+        let rec = json!({
+            "kind": if reply.is_error { "rejected" } else { "call" },
+            "tool": tool, "action": action, "front_end": "mcp",
+            "error": reply.body.get("error").cloned().unwrap_or(Value::Null),
+        });
+        if let Err(e) = engine
+            .audit()
+            .append(&engine.redactor().redact_value(&rec), false)
+        {
+            return Reply::error(
+                "audit_unavailable",
+                format!("{e}; the call was refused"),
+                None,
+                None,
+            );
+        }
+    }
+    reply.body = engine.redactor().redact_value(&reply.body);
+    reply
+}
+
+fn diag_reply(diags: &[dsl::Diagnostic], strip: &str) -> Reply {
+    let Some(d) = diags.iter().find(|d| d.is_error()) else {
+        return Reply::error("invalid_args", "the call was not accepted", None, None);
+    };
+    let kind = match d.code {
+        dsl::Code::UnknownAction => "unknown_action",
+        dsl::Code::UnknownTool => "unknown_tool",
+        dsl::Code::InvalidInput => "invalid_input",
+        _ => "invalid_args",
+    };
+    let path = d
+        .path
+        .as_deref()
+        .map(|p| p.strip_prefix(strip).unwrap_or(p).to_owned());
+    let mut r = Reply::error(kind, d.message.clone(), d.help.clone(), path);
+    r.body["error"]["diagnostics"] =
+        Value::Array(diags.iter().map(dsl::Diagnostic::to_json).collect());
+    r
+}
+
+fn registry_call(
+    engine: &Engine,
+    tool: &str,
+    args: Map<String, Value>,
+    cancel: &CancelToken,
+) -> Reply {
+    let plan = match engine::compile_call(
+        tool,
+        &Value::Object(args),
+        &engine::CompileOptions::default(),
+    ) {
+        Ok(p) => p,
+        Err(d) => return diag_reply(&d, "/steps/0/args"),
+    };
+    let outcome = engine.execute(
+        &plan,
+        Map::new(),
+        &RunOptions {
+            cancel: cancel.clone(),
+            depth: 0,
+            progress: None,
+        },
+    );
+    let node = plan.nodes().next();
+    let effects = plan.effects();
+    let step = outcome.steps.first();
+    let qualified = node.map(|n| n.action.qualified()).unwrap_or_default();
+    let result = step.and_then(|s| s.result.clone()).unwrap_or(Value::Null);
+    let error = step.and_then(|s| s.error.clone());
+    let (ok, summary) = match (&error, &outcome.error) {
+        (None, None) => (
+            true,
+            format!("{qualified} succeeded in {} ms", outcome.duration_ms),
+        ),
+        (Some(e), _) => (false, format!("{qualified} failed: {}", e.message)),
+        (None, Some(e)) => (false, format!("{qualified} did not run: {}", e.message)),
+    };
+    let mut body = json!({"ok": ok, "effects": effects, "summary": summary, "result": result, "run_id": outcome.run_id});
+    let mut links: Vec<String> = result
+        .get("artifacts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["uri"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(e) = error.as_ref().map(|e| e.to_json()).or_else(|| {
+        outcome
+            .error
+            .as_ref()
+            .map(|e| json!({"kind": e.kind, "message": e.message}))
+    }) {
+        body["error"] = e;
+    }
+    budget(engine, &outcome, &mut body, &mut links);
+    body["artifacts"] = links.iter().cloned().map(Value::String).collect();
+    Reply {
+        body,
+        is_error: !ok,
+        links,
+    }
+}
+
+/// Keeps a result under [`RESULT_BUDGET`]: a larger one is written whole to an artifact and the result
+/// carries an excerpt, `truncated`, and the artifact's URI.
+fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut Vec<String>) {
+    let text = body["result"].to_string();
+    if text.len() <= RESULT_BUDGET {
+        return;
+    }
+    let redactor = Arc::clone(engine.redactor());
+    match artifacts::write_json(
+        &outcome.dir,
+        &outcome.uri_base,
+        "result.json",
+        &body["result"],
+        redactor,
+    ) {
+        Ok(a) => {
+            let mut cut = RESULT_BUDGET - 512;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body["result"] = json!({"excerpt": &text[..cut], "bytes": text.len(), "uri": a.uri});
+            body["truncated"] = true.into();
+            links.push(a.uri);
+        }
+        Err(e) => {
+            body["result"] = json!({"excerpt": "", "error": format!("the result was too large and could not be stored: {e}")});
+            body["truncated"] = true.into();
+        }
+    }
+}
+
+fn matches_query(q: &[String], fields: &[&str]) -> usize {
+    let hay = fields.join(" ").to_lowercase();
+    q.iter().filter(|t| hay.contains(t.as_str())).count()
+}
+
+fn help(engine: &Engine, args: &Map<String, Value>) -> Reply {
+    let s = |k: &str| args.get(k).and_then(Value::as_str);
+    if let Some(tool) = s("tool") {
+        let Some(t) = actions::find_tool(tool) else {
+            return Reply::error(
+                "unknown_tool",
+                format!("there is no tool `{tool}` with actions"),
+                None,
+                None,
+            );
+        };
+        let body = match s("action") {
+            Some(a) => match t.actions.iter().find(|x| x.name == a) {
+                Some(spec) => {
+                    json!({"tool": t.name, "action": a, "description": spec.description, "effects": spec.effect, "schema": spec.schema(), "example": {"tool": t.name, "args": (spec.example)()}})
+                }
+                None => {
+                    return Reply::error(
+                        "unknown_action",
+                        format!("`{}` has no action `{a}`", t.name),
+                        dsl::diagnostic::suggestion(a, t.actions.iter().map(|x| x.name)),
+                        None,
+                    );
+                }
+            },
+            None => {
+                json!({"tool": t.name, "description": t.description, "actions": t.actions.iter().map(|a| json!({"action": a.name, "description": a.description, "effects": a.effect})).collect::<Vec<_>>()})
+            }
+        };
+        return ok_reply(format!("help for `{tool}`"), body);
+    }
+    let q: Vec<String> = s("query")
+        .unwrap_or("")
+        .to_lowercase()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut found_tools = Vec::new();
+    for t in tools(engine) {
+        let n = matches_query(&q, &[&t.name, &t.title, &t.description]);
+        if q.is_empty() || n > 0 {
+            found_tools.push((n, json!({"tool": t.name, "title": t.title})));
+        }
+    }
+    let mut found_actions = Vec::new();
+    for a in actions::all_actions().filter(|a| !a.unsafe_local || engine.config().unsafe_local) {
+        let n = matches_query(&q, &[a.tool, a.name, a.title, a.description]);
+        if n > 0 {
+            found_actions.push((
+                n,
+                json!({"tool": a.tool, "action": a.name, "description": a.description}),
+            ));
+        }
+    }
+    let mut found_runbooks = Vec::new();
+    for e in engine.catalog().entries() {
+        let rb = &e.runbook;
+        let tags = rb.tags.join(" ");
+        let n = matches_query(
+            &q,
+            &[&rb.name, rb.description.as_deref().unwrap_or(""), &tags],
+        );
+        if q.is_empty() || n > 0 {
+            found_runbooks.push((n, json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin})));
+        }
+    }
+    let best = |mut v: Vec<(usize, Value)>| -> Vec<Value> {
+        v.sort_by_key(|x| std::cmp::Reverse(x.0));
+        v.into_iter().take(10).map(|(_, x)| x).collect()
+    };
+    let body = json!({"tools": best(found_tools), "actions": best(found_actions), "runbooks": best(found_runbooks),
+        "next": "call help with {tool, action} for an action's schema and an example"});
+    ok_reply(format!("matches for `{}`", q.join(" ")), body)
+}
+
+fn ok_reply(summary: String, result: Value) -> Reply {
+    Reply {
+        body: json!({"ok": true, "effects": "read", "summary": summary, "result": result}),
+        is_error: false,
+        links: Vec::new(),
+    }
+}
+
+fn find_or_inline(engine: &Engine, args: &Map<String, Value>) -> Result<Arc<dsl::Runbook>, Reply> {
+    match (
+        args.get("name").and_then(Value::as_str),
+        args.get("runbook"),
+    ) {
+        (Some(name), None) => engine
+            .catalog()
+            .get(name)
+            .map(|e| e.runbook.clone())
+            .ok_or_else(|| {
+                Reply::error(
+                    "not_found",
+                    format!("there is no runbook `{name}`"),
+                    dsl::diagnostic::suggestion(name, engine.catalog().names())
+                        .or(Some("`runbook {action: list}` shows them".into())),
+                    Some("/name".into()),
+                )
+            }),
+        (name, Some(inline)) => {
+            let text = serde_json::to_string_pretty(inline).unwrap_or_default();
+            let file = dsl::SourceFile::new("<inline runbook>", text);
+            let loaded = dsl::load(&file, Some(name.unwrap_or("inline")));
+            if loaded.has_errors() {
+                return Err(diag_reply(&loaded.diagnostics, ""));
+            }
+            loaded
+                .runbooks
+                .into_iter()
+                .next()
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    Reply::error(
+                        "invalid_args",
+                        "the inline runbook is empty",
+                        None,
+                        Some("/runbook".into()),
+                    )
+                })
+        }
+        _ => Err(Reply::error(
+            "invalid_args",
+            "give `name` or an inline `runbook`",
+            None,
+            Some("/name".into()),
+        )),
+    }
+}
+
+fn runbook(
+    engine: &Engine,
+    action: &str,
+    args: &Map<String, Value>,
+    cancel: &CancelToken,
+) -> Reply {
+    let opts = engine::CompileOptions {
+        resolver: Some(&**engine.catalog()),
+        stack: Vec::new(),
+    };
+    match action {
+        "list" => {
+            let q: Vec<String> = args
+                .get("query")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_lowercase()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let tags: Vec<&str> = args
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize;
+            let mut items = Vec::new();
+            for e in engine.catalog().entries() {
+                let rb = &e.runbook;
+                let t = rb.tags.join(" ");
+                if (!q.is_empty()
+                    && matches_query(&q, &[&rb.name, rb.description.as_deref().unwrap_or(""), &t])
+                        == 0)
+                    || !tags.iter().all(|x| rb.tags.iter().any(|y| y == x))
+                {
+                    continue;
+                }
+                let effects = rb
+                    .effects
+                    .map(|(e, _)| e)
+                    .or_else(|| engine::compile(rb.clone(), &opts).ok().map(|p| p.effects()));
+                items.push(json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin, "effects": effects, "digest": rb.digest}));
+            }
+            let total = items.len();
+            items.truncate(limit);
+            ok_reply(
+                format!("{} of {total} runbooks", items.len()),
+                json!({"runbooks": items, "total": total}),
+            )
+        }
+        "get" => match find_or_inline(engine, args) {
+            Ok(rb) => ok_reply(
+                format!("runbook `{}`", rb.name),
+                json!({"name": rb.name, "source": rb.file.name(), "digest": rb.digest, "runbook": rb.raw, "input_schema": rb.input_schema()}),
+            ),
+            Err(r) => r,
+        },
+        "validate" => match find_or_inline(engine, args) {
+            Ok(rb) => match engine::compile(rb.clone(), &opts) {
+                Ok(p) => ok_reply(
+                    format!("`{}` is valid", rb.name),
+                    json!({"valid": true, "effects": p.effects(), "diagnostics": p.warnings().iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>()}),
+                ),
+                Err(d) => {
+                    let mut r = diag_reply(&d, "");
+                    r.body["result"] = json!({"valid": false, "diagnostics": d.iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>()});
+                    r
+                }
+            },
+            Err(r) => r,
+        },
+        "plan" | "graph" | "run" => {
+            let rb = match find_or_inline(engine, args) {
+                Ok(rb) => rb,
+                Err(r) => return r,
+            };
+            let plan = match engine::compile(rb.clone(), &opts) {
+                Ok(p) => p,
+                Err(d) => return diag_reply(&d, ""),
+            };
+            if action == "graph" {
+                return ok_reply(
+                    format!("graph of `{}`", rb.name),
+                    json!({"mermaid": plan.to_mermaid()}),
+                );
+            }
+            let given = args
+                .get("input")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let inputs = match dsl::resolve_inputs(&rb, &given) {
+                Ok(i) => i,
+                Err(d) => return diag_reply(&d, ""),
+            };
+            if action == "plan" || args.get("dry_run").and_then(Value::as_bool) == Some(true) {
+                return match plan.render(&inputs) {
+                    Ok(r) => ok_reply(
+                        format!("plan of `{}`, effects {}", rb.name, plan.effects()),
+                        r.json,
+                    ),
+                    Err(d) => diag_reply(&d, ""),
+                };
+            }
+            let outcome = engine.execute(
+                &plan,
+                inputs,
+                &RunOptions {
+                    cancel: cancel.clone(),
+                    depth: 0,
+                    progress: None,
+                },
+            );
+            let steps: Vec<Value> = outcome
+                .steps
+                .iter()
+                .map(|s| json!({"id": s.id, "status": s.status, "duration_ms": s.duration_ms, "error": s.error.as_ref().map(|e| e.to_json()), "reason": s.reason}))
+                .collect();
+            let ok = outcome.ok();
+            let mut body = json!({
+                "ok": ok, "effects": plan.effects(),
+                "summary": format!("{} {:?} in {} ms", rb.name, outcome.status, outcome.duration_ms).to_lowercase(),
+                "result": {"status": outcome.status, "outputs": outcome.outputs, "steps": steps, "evidence": outcome.uri_base},
+                "run_id": outcome.run_id,
+            });
+            if let Some(e) = &outcome.error {
+                body["error"] = json!({"kind": e.kind, "message": e.message});
+            }
+            let mut links = Vec::new();
+            budget(engine, &outcome, &mut body, &mut links);
+            body["artifacts"] = links.iter().cloned().map(Value::String).collect();
+            Reply {
+                body,
+                is_error: !ok,
+                links,
+            }
+        }
+        other => Reply::error(
+            "unknown_action",
+            format!("`runbook` has no action `{other}`"),
+            dsl::diagnostic::suggestion(other, ["list", "get", "run", "plan", "validate", "graph"]),
+            Some("/action".into()),
+        ),
+    }
+}
+
+fn artifacts_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    let root = &engine.config().artifacts_root;
+    let uri = args.get("uri").and_then(Value::as_str).unwrap_or("");
+    let max = args
+        .get("max_bytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(4096);
+    let read = |from: From| match artifacts::read(root, uri, from, max, engine.redactor()) {
+        Ok(v) => {
+            let mut r = ok_reply(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
+            r.links.push(uri.to_owned());
+            r
+        }
+        Err(e) => Reply::error(
+            "not_found",
+            e.to_string(),
+            Some("`artifacts {action: list}` shows the URIs".into()),
+            Some("/uri".into()),
+        ),
+    };
+    match action {
+        "list" => match artifacts::list(
+            root,
+            args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize,
+        ) {
+            Ok(v) => ok_reply(format!("{} artifacts", v.len()), json!({"artifacts": v})),
+            Err(e) => Reply::error("failed", e.to_string(), None, None),
+        },
+        "get" | "head" => read(From::Offset(
+            args.get("offset").and_then(Value::as_u64).unwrap_or(0),
+        )),
+        "tail" => read(From::Tail),
+        other => Reply::error(
+            "unknown_action",
+            format!("`artifacts` has no action `{other}`"),
+            None,
+            Some("/action".into()),
+        ),
+    }
+}
+
+fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    match action {
+        "tail" => match engine
+            .audit()
+            .tail(args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize)
+        {
+            Ok(v) => ok_reply(format!("{} records", v.len()), json!({"records": v})),
+            Err(e) => Reply::error("failed", e.to_string(), None, None),
+        },
+        "verify" => match engine.audit().verify() {
+            Ok(v) => ok_reply(
+                if v.problem.is_none() {
+                    format!("{} records, chain intact", v.records)
+                } else {
+                    "the chain is broken".into()
+                },
+                json!({"intact": v.problem.is_none(), "records": v.records, "problem": v.problem.map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message}))}),
+            ),
+            Err(e) => Reply::error("failed", e.to_string(), None, None),
+        },
+        other => Reply::error(
+            "unknown_action",
+            format!("`audit` has no action `{other}`"),
+            None,
+            Some("/action".into()),
+        ),
+    }
+}

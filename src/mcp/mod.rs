@@ -1,0 +1,211 @@
+//! The MCP front end: an rmcp stdio server over the engine. This file is the only one that knows rmcp;
+//! `catalogue` builds tools and runs calls with plain data, so an SDK upgrade touches this file alone.
+
+mod catalogue;
+
+use std::sync::Arc;
+
+use engine::run::{CancelToken, Engine};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::{QuitReason, RequestContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Map, Value};
+
+/// The server: one engine shared by concurrent calls.
+#[derive(Debug, Clone)]
+pub struct Server {
+    engine: Arc<Engine>,
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+impl Server {
+    pub fn new(engine: Engine) -> Self {
+        Server {
+            engine: Arc::new(engine),
+        }
+    }
+
+    fn tool_list(&self) -> Vec<Tool> {
+        let output = Arc::new(object(catalogue::output_schema()));
+        catalogue::tools(&self.engine)
+            .into_iter()
+            .map(|t| {
+                Tool::new(t.name, t.description, object(t.input_schema))
+                    .with_title(t.title.clone())
+                    .with_raw_output_schema(output.clone())
+                    .with_annotations(
+                        ToolAnnotations::with_title(t.title)
+                            .read_only(t.read_only)
+                            .destructive(t.destructive)
+                            .idempotent(t.idempotent)
+                            .open_world(t.open_world),
+                    )
+            })
+            .collect()
+    }
+}
+
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
+            .with_server_info(Implementation::new("infra", env!("CARGO_PKG_VERSION")).with_title("infra"))
+            .with_instructions(
+                "One audited engine for SSH-free local work so far: runbooks, state, git repositories, artifacts, \
+                 audit. Start with `help {query}` or `runbook {action: list}`.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = req.name.to_string();
+        let args = req.arguments.unwrap_or_default();
+        let cancel = CancelToken::new();
+        let engine = Arc::clone(&self.engine);
+        let token = cancel.clone();
+        // the engine blocks (processes, git, files): it runs off the async runtime, and a client's
+        // `notifications/cancelled` cancels it
+        let work =
+            tokio::task::spawn_blocking(move || catalogue::call(&engine, &name, args, &token));
+        let ct = cx.ct.clone();
+        let watcher = tokio::spawn(async move {
+            ct.cancelled().await;
+            cancel.cancel();
+        });
+        let reply = work.await;
+        watcher.abort();
+        let reply =
+            reply.map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))?;
+        let mut result = if reply.is_error {
+            CallToolResult::structured_error(reply.body)
+        } else {
+            CallToolResult::structured(reply.body)
+        };
+        for uri in reply.links {
+            let name = uri.rsplit('/').next().unwrap_or("artifact").to_owned();
+            result
+                .content
+                .push(ContentBlock::resource_link(Resource::new(uri, name)));
+        }
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let root = self.engine.config().artifacts_root.clone();
+        let list = tokio::task::spawn_blocking(move || engine::record::artifacts::list(&root, 100))
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let items = list
+            .into_iter()
+            .filter_map(|a| {
+                let uri = a["uri"].as_str()?.to_owned();
+                let name = uri.trim_start_matches("artifact://").to_owned();
+                Some(Resource::new(uri, name).with_size(a["bytes"].as_u64().unwrap_or(0)))
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(items))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(
+                "artifact://runs/{runbook}/{run}/{step}/{name}",
+                "run artifact",
+            )
+            .with_description(
+                "An output of a run step (first MiB; use the `artifacts` tool for ranges).",
+            ),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let engine = Arc::clone(&self.engine);
+        let uri = req.uri.to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            engine::record::artifacts::read(
+                &engine.config().artifacts_root,
+                &uri,
+                engine::record::artifacts::From::Offset(0),
+                engine::record::artifacts::MAX_READ,
+                engine.redactor(),
+            )
+            .map(|v| (uri, v))
+        })
+        .await
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        match read {
+            Ok((uri, v)) => Ok(ReadResourceResult::new(vec![ResourceContents::text(
+                v["text"].as_str().unwrap_or_default(),
+                uri,
+            )])
+            .into()),
+            Err(e) => Err(McpError::resource_not_found(e.to_string(), None)),
+        }
+    }
+}
+
+/// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
+pub fn serve(engine: Engine) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::render::err(&format!("error: cannot start the runtime: {e}\n"));
+            return crate::cli::FAILED;
+        }
+    };
+    rt.block_on(async move {
+        let running = match Server::new(engine).serve(rmcp::transport::stdio()).await {
+            Ok(r) => r,
+            // a client that connects and closes at once (a probe) is not an error
+            Err(_) => return crate::cli::OK,
+        };
+        match running.waiting().await {
+            Ok(QuitReason::Closed | QuitReason::Cancelled) => crate::cli::OK,
+            Ok(other) => {
+                crate::render::err(&format!("mcp: the session ended: {other:?}\n"));
+                crate::cli::FAILED
+            }
+            Err(e) => {
+                crate::render::err(&format!("mcp: {e}\n"));
+                crate::cli::FAILED
+            }
+        }
+    })
+}

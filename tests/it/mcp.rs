@@ -1,0 +1,230 @@
+//! The MCP server end to end: the built binary, spawned, driven by the rmcp client over its stdio.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestParams};
+use rmcp::service::{RoleClient, RunningService};
+use serde_json::{Value, json};
+
+struct Session {
+    client: RunningService<RoleClient, ()>,
+    child: tokio::process::Child,
+}
+
+async fn start(profiles: &Path, unsafe_local: bool) -> Session {
+    let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("infra"));
+    cmd.env_clear()
+        .env("MCP_PROFILES_DIR", profiles)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(profiles)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if unsafe_local {
+        cmd.env("INFRA_UNSAFE_LOCAL", "1");
+    }
+    let mut child = cmd.spawn().expect("spawn infra");
+    let stdout = child.stdout.take().expect("stdout");
+    let stdin = child.stdin.take().expect("stdin");
+    let client = ().serve((stdout, stdin)).await.expect("initialize");
+    Session { client, child }
+}
+
+async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
+    let args = args.as_object().cloned().unwrap_or_default();
+    s.client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .expect("tools/call")
+}
+
+fn body(r: &CallToolResult) -> Value {
+    r.structured_content.clone().expect("structuredContent")
+}
+
+async fn stop(s: Session) {
+    let Session { client, mut child } = s;
+    let _ = client.cancel().await;
+    // stdin closed: the server exits by itself, with status 0
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await;
+    assert!(matches!(status, Ok(Ok(st)) if st.success()), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), false).await;
+    let info = s.client.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("infra")
+    );
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(
+        names,
+        ["help", "runbook", "repo", "state", "artifacts", "audit"]
+    );
+    let text = serde_json::to_string(&tools).expect("json");
+    assert!(text.len() < 16 * 1024, "tools/list is {} bytes", text.len());
+    let state = tools.iter().find(|t| t.name == "state").expect("state");
+    assert_eq!(
+        state.input_schema["properties"]["action"]["enum"],
+        json!(["set", "get", "list", "unset"])
+    );
+    assert!(state.input_schema.get("oneOf").is_none());
+    let repo = tools.iter().find(|t| t.name == "repo").expect("repo");
+    assert_eq!(
+        repo.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(true)
+    );
+    stop(s).await;
+
+    let s = start(dir.path(), true).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    assert_eq!(tools.last().map(|t| t.name.as_ref()), Some("local"));
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), false).await;
+    let r = call(
+        &s,
+        "state",
+        json!({"action": "set", "key": "k", "value": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false));
+    let b = body(&r);
+    assert_eq!(b["ok"], true);
+    assert_eq!(b["effects"], "write");
+    assert!(b["run_id"].as_str().is_some_and(|id| id.len() == 32));
+    let r = call(&s, "mcp_state", json!({"action": "get", "key": "k"})).await;
+    assert_eq!(body(&r)["result"]["value"], json!({"n": 1}));
+    assert_eq!(body(&r)["normalized"], "`mcp_state` is `state`");
+
+    // bad calls are results with isError, a kind, a message and a JSON path
+    let r = call(&s, "state", json!({"action": "sett", "key": "k"})).await;
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(body(&r)["error"]["kind"], "unknown_action");
+    assert_eq!(body(&r)["error"]["hint"], "did you mean `set`?");
+    let r = call(&s, "state", json!({"action": "set", "key": 5, "value": 1})).await;
+    assert_eq!(body(&r)["error"]["kind"], "invalid_args");
+    assert_eq!(body(&r)["error"]["path"], "/key");
+    let r = call(&s, "nope", json!({})).await;
+    assert_eq!(body(&r)["error"]["kind"], "unknown_tool");
+    // local is not listed, and a call to it is refused (and audited), nothing spawned
+    let marker = dir.path().join("spawned");
+    let r = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": format!("touch {}", marker.display())}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(body(&r)["error"]["kind"], "refused");
+    assert!(!marker.exists());
+
+    let audit = call(&s, "audit", json!({"action": "tail", "limit": 50})).await;
+    let records = body(&audit)["result"]["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for kind in ["intent", "outcome", "rejected", "refused"] {
+        assert!(
+            records.iter().any(|r| r["kind"] == kind),
+            "no `{kind}` record in {records:?}"
+        );
+    }
+    let v = call(&s, "audit", json!({"action": "verify"})).await;
+    assert_eq!(body(&v)["result"]["intact"], true);
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbooks_help_and_artifacts_as_resources() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("runbooks")).expect("dir");
+    std::fs::write(
+        dir.path().join("runbooks/deploy.staging.yaml"),
+        "description: Deploy a service to staging.\ntags: [deploy]\ninputs: [service]\nsteps:\n  - {id: mark, tool: state, args: {action: set, key: deployed, value: '{{ input.service }}'}}\n",
+    )
+    .expect("write");
+    let s = start(dir.path(), true).await;
+    let h = call(&s, "help", json!({"query": "deploy runbook"})).await;
+    assert_eq!(body(&h)["result"]["runbooks"][0]["name"], "deploy.staging");
+    let l = call(
+        &s,
+        "runbook",
+        json!({"action": "list", "query": "repo", "limit": 5}),
+    )
+    .await;
+    assert_eq!(body(&l)["result"]["runbooks"][0]["name"], "repo.snapshot");
+    let r = call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "deploy.staging", "input": {"service": "api"}}),
+    )
+    .await;
+    assert_eq!(body(&r)["ok"], true, "{:?}", body(&r));
+    let g = call(&s, "state", json!({"action": "get", "key": "deployed"})).await;
+    assert_eq!(body(&g)["result"]["value"], "api");
+    let bad = call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "deploy.staging"}),
+    )
+    .await;
+    assert_eq!(body(&bad)["error"]["kind"], "invalid_input");
+
+    // a command's output is an artifact, linked from the result and readable as a resource
+    let e = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": "echo hello from infra"}),
+    )
+    .await;
+    assert_eq!(e.is_error, Some(false), "{:?}", body(&e));
+    let link = e
+        .content
+        .iter()
+        .find_map(|c| c.as_resource_link().map(|l| l.uri.clone()))
+        .expect("a resource_link");
+    assert!(link.starts_with("artifact://runs/call/"), "{link}");
+    let read = s
+        .client
+        .read_resource(ReadResourceRequestParams::new(link.clone()))
+        .await
+        .expect("resources/read");
+    let text = serde_json::to_value(&read.contents[0]).expect("json");
+    assert_eq!(text["text"], "hello from infra\n");
+    let listed = s.client.list_all_resources().await.expect("resources/list");
+    assert!(listed.iter().any(|r| r.uri == link));
+    let tail = call(
+        &s,
+        "mcp_artifacts",
+        json!({"action": "tail", "uri": link, "max_bytes": 5}),
+    )
+    .await;
+    assert_eq!(body(&tail)["result"]["text"], "nfra\n");
+    stop(s).await;
+}
+
+#[test]
+fn a_probe_that_closes_stdin_at_once_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"))
+        .env("MCP_PROFILES_DIR", dir.path())
+        .arg("mcp")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
