@@ -35,7 +35,7 @@ fn status_word(s: Status) -> &'static str {
 
 pub fn run(args: Args) -> u8 {
     let engine = engine();
-    let (plan, inputs) = match super::plan::prepare(engine.catalog(), &args.target) {
+    let (plan, inputs) = match super::plan::prepare(&engine.catalog(), &args.target) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use engine::actions::{self, ToolSpec};
 use engine::record::artifacts::{self, From};
-use engine::run::{CancelToken, Engine, RunOptions, RunOutcome};
+use engine::run::{CancelToken, Engine, Progress, RunOptions, RunOutcome};
 use serde_json::{Map, Value, json};
 
 /// The most text a result carries; the rest is in an artifact.
@@ -175,8 +175,10 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         meta_tool(
             "runbook",
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid). A run costs what its steps cost; see its effects first with `plan`.",
-            &["list", "get", "run", "plan", "validate", "graph"],
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
+            &[
+                "list", "get", "run", "plan", "validate", "graph", "upsert", "delete",
+            ],
             json!({
                 "name": {"type": "string"},
                 "runbook": {"type": "object", "description": "An inline runbook (the same keys as a runbook file)."},
@@ -211,6 +213,22 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         json!({"limit": {"type": "integer", "minimum": 1}}),
         true,
     ));
+    out.push(meta_tool(
+        "evidence",
+        "Evidence",
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): the run's journal, and whether it finished or was interrupted.",
+        &["list", "get"],
+        json!({"run_id": {"type": "string"}, "runbook": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}}),
+        true,
+    ));
+    out.push(meta_tool(
+        "context",
+        "Project context",
+        "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory).",
+        &["get"],
+        json!({"path": {"type": "string"}}),
+        true,
+    ));
     // `local` goes last, as the spec's order has it
     if let Some(pos) = out.iter().position(|t| t.name == "local") {
         let l = out.remove(pos);
@@ -231,7 +249,23 @@ fn canonical(name: &str) -> (&str, bool) {
 }
 
 /// Runs one call. Blocking: call it off the async runtime.
-pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cancel: &CancelToken) -> Reply {
+/// How a call is run: its cancel token and where step progress goes.
+pub struct CallCx<'a> {
+    pub cancel: CancelToken,
+    pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+}
+
+impl CallCx<'_> {
+    fn options(&self) -> RunOptions<'_> {
+        RunOptions {
+            cancel: self.cancel.clone(),
+            depth: 0,
+            progress: self.progress,
+        }
+    }
+}
+
+pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cx: &CallCx<'_>) -> Reply {
     let (tool, aliased) = canonical(name);
     let action = args
         .get("action")
@@ -240,12 +274,12 @@ pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cancel: &Canc
         .to_owned();
     let mut reply = match tool {
         "help" => help(engine, &args),
-        "runbook" => runbook(engine, &action, &args, cancel),
+        "runbook" => runbook(engine, &action, &args, cx),
+        "evidence" => evidence_tool(engine, &action, &args),
+        "context" => context_tool(engine, &action, &args),
         "artifacts" => artifacts_tool(engine, &action, &args),
         "audit" => audit_tool(engine, &action, &args),
-        _ if actions::find_tool(tool).is_some() => {
-            registry_call(engine, tool, args.clone(), cancel)
-        }
+        _ if actions::find_tool(tool).is_some() => registry_call(engine, tool, args.clone(), cx),
         _ => {
             let mut names: Vec<String> = tools(engine).into_iter().map(|t| t.name).collect();
             names.sort();
@@ -306,12 +340,7 @@ fn diag_reply(diags: &[dsl::Diagnostic], strip: &str) -> Reply {
     r
 }
 
-fn registry_call(
-    engine: &Engine,
-    tool: &str,
-    args: Map<String, Value>,
-    cancel: &CancelToken,
-) -> Reply {
+fn registry_call(engine: &Engine, tool: &str, args: Map<String, Value>, cx: &CallCx<'_>) -> Reply {
     let plan = match engine::compile_call(
         tool,
         &Value::Object(args),
@@ -320,15 +349,7 @@ fn registry_call(
         Ok(p) => p,
         Err(d) => return diag_reply(&d, "/steps/0/args"),
     };
-    let outcome = engine.execute(
-        &plan,
-        Map::new(),
-        &RunOptions {
-            cancel: cancel.clone(),
-            depth: 0,
-            progress: None,
-        },
-    );
+    let outcome = engine.execute(&plan, Map::new(), &cx.options());
     let node = plan.nodes().next();
     let effects = plan.effects();
     let step = outcome.steps.first();
@@ -537,14 +558,10 @@ fn find_or_inline(engine: &Engine, args: &Map<String, Value>) -> Result<Arc<dsl:
     }
 }
 
-fn runbook(
-    engine: &Engine,
-    action: &str,
-    args: &Map<String, Value>,
-    cancel: &CancelToken,
-) -> Reply {
+fn runbook(engine: &Engine, action: &str, args: &Map<String, Value>, cx: &CallCx<'_>) -> Reply {
+    let catalog = engine.catalog();
     let opts = engine::CompileOptions {
-        resolver: Some(&**engine.catalog()),
+        resolver: Some(&*catalog),
         stack: Vec::new(),
     };
     match action {
@@ -641,15 +658,7 @@ fn runbook(
                     Err(d) => diag_reply(&d, ""),
                 };
             }
-            let outcome = engine.execute(
-                &plan,
-                inputs,
-                &RunOptions {
-                    cancel: cancel.clone(),
-                    depth: 0,
-                    progress: None,
-                },
-            );
+            let outcome = engine.execute(&plan, inputs, &cx.options());
             let steps: Vec<Value> = outcome
                 .steps
                 .iter()
@@ -674,6 +683,8 @@ fn runbook(
                 links,
             }
         }
+        "upsert" => upsert(engine, args),
+        "delete" => delete(engine, args),
         other => Reply::error(
             "unknown_action",
             format!("`runbook` has no action `{other}`"),
@@ -751,4 +762,290 @@ fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply
             Some("/action".into()),
         ),
     }
+}
+
+fn evidence_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    match action {
+        "list" => {
+            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize;
+            let runbook = args.get("runbook").and_then(Value::as_str);
+            match store.runs(if runbook.is_some() { 1000 } else { limit }) {
+                Ok(mut runs) => {
+                    if let Some(rb) = runbook {
+                        runs.retain(|r| r["runbook"] == rb);
+                        runs.truncate(limit);
+                    }
+                    for r in &mut runs {
+                        if let Some(o) = r.as_object_mut() {
+                            o.shift_remove("dir");
+                        }
+                    }
+                    ok_reply(format!("{} runs", runs.len()), json!({"runs": runs}))
+                }
+                Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+            }
+        }
+        "get" => {
+            let id = args.get("run_id").and_then(Value::as_str).unwrap_or("");
+            let Ok(Some(run)) = store.run(id) else {
+                return Reply::error(
+                    "not_found",
+                    format!("no run `{id}` (or the prefix is not unique)"),
+                    Some("`evidence {action: list}` shows run ids".into()),
+                    Some("/run_id".into()),
+                );
+            };
+            let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
+            match engine::record::evidence::read(&dir.join("journal.jsonl")) {
+                Ok(back) => {
+                    let finished = back.finished();
+                    let mut run = run;
+                    if let Some(o) = run.as_object_mut() {
+                        o.shift_remove("dir");
+                    }
+                    ok_reply(
+                        format!(
+                            "{} records{}",
+                            back.records.len(),
+                            if finished { "" } else { ", interrupted" }
+                        ),
+                        json!({"run": run, "state": if finished { "finished" } else { "interrupted" }, "torn": back.torn, "records": back.records}),
+                    )
+                }
+                Err(e) => Reply::error(
+                    "not_found",
+                    format!("cannot read the journal: {e}"),
+                    None,
+                    None,
+                ),
+            }
+        }
+        other => Reply::error(
+            "unknown_action",
+            format!("`evidence` has no action `{other}`"),
+            None,
+            Some("/action".into()),
+        ),
+    }
+}
+
+/// What kind of project the working directory is: git, Kubernetes manifests, Flux or Argo CD markers.
+fn context_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    if action != "get" {
+        return Reply::error(
+            "unknown_action",
+            format!("`context` has no action `{action}`"),
+            Some("use `get`".into()),
+            Some("/action".into()),
+        );
+    }
+    let path = std::path::PathBuf::from(args.get("path").and_then(Value::as_str).unwrap_or("."));
+    let repo = engine::git::status(&path)
+        .ok()
+        .map(|s| json!({"root": s["root"], "branch": s["branch"], "clean": s["clean"]}));
+    let root = repo
+        .as_ref()
+        .and_then(|r| r["root"].as_str().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| path.clone());
+    let mut markers = Vec::new();
+    let mut stack = vec![(root.clone(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > 20_000 {
+                break;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let p = e.path();
+            if p.is_dir() {
+                if depth < 4 && !name.starts_with('.') && name != "target" && name != "node_modules"
+                {
+                    if name == "flux-system" {
+                        markers.push("flux");
+                    }
+                    stack.push((p, depth + 1));
+                }
+                continue;
+            }
+            match name.as_str() {
+                "kustomization.yaml" | "kustomization.yml" => markers.push("kustomize"),
+                "Chart.yaml" => markers.push("helm"),
+                "gotk-components.yaml" => markers.push("flux"),
+                "Cargo.toml" => markers.push("rust"),
+                "package.json" => markers.push("node"),
+                "go.mod" => markers.push("go"),
+                "pyproject.toml" | "requirements.txt" => markers.push("python"),
+                "Dockerfile" => markers.push("docker"),
+                _ if name.ends_with(".yaml") && depth < 3 => {
+                    if let Ok(text) = std::fs::read_to_string(&p) {
+                        if text.contains("kind: Application") && text.contains("argoproj.io") {
+                            markers.push("argocd");
+                        } else if text.contains("apiVersion:") && text.contains("kind:") {
+                            markers.push("k8s");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    markers.sort_unstable();
+    markers.dedup();
+    ok_reply(
+        format!(
+            "{} ({})",
+            root.display(),
+            if markers.is_empty() {
+                "no markers".to_owned()
+            } else {
+                markers.join(", ")
+            }
+        ),
+        json!({"path": root, "repo": repo, "markers": markers, "profiles_dir": engine.config().profiles_dir, "unsafe_local": engine.config().unsafe_local}),
+    )
+}
+
+/// Where `runbook upsert` writes: `MCP_RUNBOOKS_PATH` when it is a directory, else `<profiles>/runbooks`.
+fn project_runbooks_dir(engine: &Engine) -> std::path::PathBuf {
+    match &engine.config().runbooks_path {
+        Some(p) if p.is_dir() => p.clone(),
+        _ => engine.config().profiles_dir.join("runbooks"),
+    }
+}
+
+fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
+    let Some(name) = args.get("name").and_then(Value::as_str) else {
+        return Reply::error(
+            "invalid_args",
+            "`upsert` needs `name`",
+            None,
+            Some("/name".into()),
+        );
+    };
+    let Some(Value::Object(body)) = args.get("runbook") else {
+        return Reply::error(
+            "invalid_args",
+            "`upsert` needs `runbook` (an object)",
+            None,
+            Some("/runbook".into()),
+        );
+    };
+    let mut body = body.clone();
+    body.shift_remove("name");
+    let mut doc = Map::new();
+    doc.insert("name".into(), name.into());
+    doc.extend(body);
+    let text = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default() + "\n";
+    // check everything before anything is written
+    let file = dsl::SourceFile::new(format!("<upsert {name}>"), text.clone());
+    let loaded = dsl::load(&file, Some(name));
+    if loaded.has_errors() {
+        return diag_reply(&loaded.diagnostics, "");
+    }
+    let Some(rb) = loaded.runbooks.into_iter().next() else {
+        return Reply::error(
+            "invalid_args",
+            "the runbook is empty",
+            None,
+            Some("/runbook".into()),
+        );
+    };
+    let catalog = engine.catalog();
+    let opts = engine::CompileOptions {
+        resolver: Some(&*catalog),
+        stack: Vec::new(),
+    };
+    let plan = match engine::compile(Arc::new(rb), &opts) {
+        Ok(p) => p,
+        Err(d) => return diag_reply(&d, ""),
+    };
+    let dir = project_runbooks_dir(engine);
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.json.infra-tmp"));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, &text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Reply::error(
+            "failed",
+            format!("cannot write `{}`: {e}", path.display()),
+            None,
+            None,
+        );
+    }
+    engine.reload_catalog();
+    ok_reply(
+        format!(
+            "runbook `{name}` saved ({} steps, effects {})",
+            plan.len(),
+            plan.effects()
+        ),
+        json!({"name": name, "path": path, "effects": plan.effects(), "digest": plan.runbook().digest}),
+    )
+}
+
+fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
+    let Some(name) = args.get("name").and_then(Value::as_str) else {
+        return Reply::error(
+            "invalid_args",
+            "`delete` needs `name`",
+            None,
+            Some("/name".into()),
+        );
+    };
+    let catalog = engine.catalog();
+    let Some(entry) = catalog.get(name) else {
+        return Reply::error(
+            "not_found",
+            format!("there is no runbook `{name}`"),
+            None,
+            Some("/name".into()),
+        );
+    };
+    if entry.origin == engine::Origin::Builtin {
+        return Reply::error(
+            "refused",
+            format!("`{name}` is built in; only project runbooks can be deleted"),
+            None,
+            Some("/name".into()),
+        );
+    }
+    let path = std::path::PathBuf::from(entry.runbook.file.name());
+    let own_file = path.file_stem().and_then(|s| s.to_str()) == Some(name)
+        && path
+            .parent()
+            .is_some_and(|p| p == project_runbooks_dir(engine));
+    if !own_file {
+        return Reply::error(
+            "refused",
+            format!(
+                "`{name}` lives in `{}` with other runbooks; edit that file instead",
+                path.display()
+            ),
+            None,
+            Some("/name".into()),
+        );
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        return Reply::error(
+            "failed",
+            format!("cannot delete `{}`: {e}", path.display()),
+            None,
+            None,
+        );
+    }
+    engine.reload_catalog();
+    ok_reply(
+        format!("runbook `{name}` deleted"),
+        json!({"name": name, "path": path}),
+    )
 }

@@ -4,13 +4,15 @@
 mod catalogue;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use engine::run::{CancelToken, Engine};
+use engine::run::{CancelToken, Engine, Progress};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -84,10 +86,43 @@ impl ServerHandler for Server {
         let cancel = CancelToken::new();
         let engine = Arc::clone(&self.engine);
         let token = cancel.clone();
+        // per-step progress, when the client sent a progress token; sends never wait on a closed client
+        let progress_token = cx.meta.get_progress_token();
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = progress_token.clone().map(|t| {
+            let peer = cx.peer.clone();
+            tokio::spawn(async move {
+                let mut n = 0.0;
+                while let Some(message) = prx.recv().await {
+                    n += 1.0;
+                    let note = ProgressNotificationParam::new(t.clone(), n).with_message(message);
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), peer.notify_progress(note))
+                            .await;
+                }
+            })
+        });
+        let wants_progress = progress_token.is_some();
         // the engine blocks (processes, git, files): it runs off the async runtime, and a client's
         // `notifications/cancelled` cancels it
-        let work =
-            tokio::task::spawn_blocking(move || catalogue::call(&engine, &name, args, &token));
+        let work = tokio::task::spawn_blocking(move || {
+            let send = move |p: &Progress| {
+                let _ = ptx.send(match p {
+                    Progress::Started { step } => format!("{step} started"),
+                    Progress::Finished {
+                        step,
+                        status,
+                        duration_ms,
+                        ..
+                    } => format!("{step} {status:?} in {duration_ms} ms").to_lowercase(),
+                });
+            };
+            let call_cx = catalogue::CallCx {
+                cancel: token,
+                progress: if wants_progress { Some(&send) } else { None },
+            };
+            catalogue::call(&engine, &name, args, &call_cx)
+        });
         let ct = cx.ct.clone();
         let watcher = tokio::spawn(async move {
             ct.cancelled().await;
@@ -95,6 +130,10 @@ impl ServerHandler for Server {
         });
         let reply = work.await;
         watcher.abort();
+        if let Some(f) = forward {
+            // the sender is gone with the call; the forwarder drains what is left and ends
+            let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
+        }
         let reply =
             reply.map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))?;
         let mut result = if reply.is_error {

@@ -66,7 +66,16 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
         names,
-        ["help", "runbook", "repo", "state", "artifacts", "audit"]
+        [
+            "help",
+            "runbook",
+            "repo",
+            "state",
+            "artifacts",
+            "audit",
+            "evidence",
+            "context"
+        ]
     );
     let text = serde_json::to_string(&tools).expect("json");
     assert!(text.len() < 16 * 1024, "tools/list is {} bytes", text.len());
@@ -227,4 +236,131 @@ fn a_probe_that_closes_stdin_at_once_exits_cleanly() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+/// A client that keeps the progress messages it hears.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rmcp::ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        p: rmcp::model::ProgressNotificationParam,
+        _cx: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(p.message.unwrap_or_default());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upsert_then_run_with_progress_then_delete() {
+    use rmcp::model::RequestParamsMeta;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("infra"));
+    cmd.env_clear()
+        .env("MCP_PROFILES_DIR", dir.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    let (stdout, stdin) = (
+        child.stdout.take().expect("out"),
+        child.stdin.take().expect("in"),
+    );
+    let recorder = Recorder::default();
+    let client = recorder
+        .clone()
+        .serve((stdout, stdin))
+        .await
+        .expect("initialize");
+    let call = |tool: &str, args: Value| {
+        let mut p = CallToolRequestParams::new(tool.to_owned())
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        p.set_progress_token(rmcp::model::ProgressToken(
+            rmcp::model::NumberOrString::Number(7),
+        ));
+        client.call_tool(p)
+    };
+    // an invalid runbook is refused before anything is written
+    let bad = call(
+        "runbook",
+        json!({"action": "upsert", "name": "two.steps", "runbook": {"stpes": []}}),
+    )
+    .await
+    .expect("call");
+    assert_eq!(bad.is_error, Some(true));
+    assert!(!dir.path().join("runbooks/two.steps.json").exists());
+    let up = call(
+        "runbook",
+        json!({"action": "upsert", "name": "two.steps", "runbook": {
+            "description": "two state steps", "tags": ["test"],
+            "steps": [
+                {"id": "a", "tool": "state", "args": {"action": "set", "key": "a", "value": 1}},
+                {"id": "b", "tool": "state", "args": {"action": "set", "key": "b", "value": "{{ steps.a.value }}"}}
+            ]
+        }}),
+    )
+    .await
+    .expect("upsert");
+    assert_eq!(up.is_error, Some(false), "{:?}", up.structured_content);
+    assert!(dir.path().join("runbooks/two.steps.json").exists());
+    let run = call("runbook", json!({"action": "run", "name": "two.steps"}))
+        .await
+        .expect("run");
+    assert_eq!(
+        run.structured_content.as_ref().map(|b| b["ok"].clone()),
+        Some(json!(true))
+    );
+    let heard = recorder.0.lock().map(|v| v.clone()).unwrap_or_default();
+    for m in ["a started", "b started"] {
+        assert!(heard.iter().any(|h| h == m), "no `{m}` in {heard:?}");
+    }
+    let ev = call(
+        "evidence",
+        json!({"action": "list", "runbook": "two.steps"}),
+    )
+    .await
+    .expect("evidence");
+    let id = ev
+        .structured_content
+        .as_ref()
+        .and_then(|b| b["result"]["runs"][0]["id"].as_str().map(str::to_owned))
+        .expect("id");
+    let got = call("evidence", json!({"action": "get", "run_id": id}))
+        .await
+        .expect("get");
+    assert_eq!(
+        got.structured_content
+            .as_ref()
+            .map(|b| b["result"]["state"].clone()),
+        Some(json!("finished"))
+    );
+    let builtin = call(
+        "runbook",
+        json!({"action": "delete", "name": "hello.world"}),
+    )
+    .await
+    .expect("delete");
+    assert_eq!(
+        builtin
+            .structured_content
+            .as_ref()
+            .map(|b| b["error"]["kind"].clone()),
+        Some(json!("refused"))
+    );
+    let del = call("runbook", json!({"action": "delete", "name": "two.steps"}))
+        .await
+        .expect("delete");
+    assert_eq!(del.is_error, Some(false));
+    assert!(!dir.path().join("runbooks/two.steps.json").exists());
+    let gone = call("runbook", json!({"action": "get", "name": "two.steps"}))
+        .await
+        .expect("get");
+    assert_eq!(gone.is_error, Some(true));
+    let _ = client.cancel().await;
+    let _ = child.wait().await;
 }

@@ -68,7 +68,7 @@ impl Session {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
-    catalog: Arc<Catalog>,
+    catalog: std::sync::RwLock<Arc<Catalog>>,
     audit: Audit,
     redactor: Arc<Redactor>,
     session: Session,
@@ -181,7 +181,7 @@ impl Engine {
         let audit = Audit::new(config.audit_path());
         Engine {
             config,
-            catalog,
+            catalog: std::sync::RwLock::new(catalog),
             audit,
             redactor: Arc::new(Redactor::new()),
             session: Session::default(),
@@ -192,8 +192,26 @@ impl Engine {
     pub fn config(&self) -> &Config {
         &self.config
     }
-    pub fn catalog(&self) -> &Arc<Catalog> {
-        &self.catalog
+    /// The runbooks as of the last load (a snapshot: later reloads do not change it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(
+            &self
+                .catalog
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Reloads the runbooks from the configured places (after a project runbook was written or removed).
+    pub fn reload_catalog(&self) {
+        let fresh = Arc::new(Catalog::load(&crate::catalog::CatalogOptions {
+            profiles_dir: Some(self.config.profiles_dir.clone()),
+            runbooks_path: self.config.runbooks_path.clone(),
+        }));
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
     }
     pub fn audit(&self) -> &Audit {
         &self.audit
@@ -245,8 +263,9 @@ impl Engine {
         cancel: &CancelToken,
         depth: usize,
     ) -> Result<RunOutcome, String> {
+        let catalog = self.catalog();
         let opts = CompileOptions {
-            resolver: Some(&*self.catalog),
+            resolver: Some(&*catalog),
             stack: Vec::new(),
         };
         let plan = crate::plan::compile(rb.clone(), &opts).map_err(|d| join(&d))?;
