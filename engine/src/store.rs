@@ -40,6 +40,17 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    tool TEXT NOT NULL,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 ";
 
 impl Store {
@@ -184,6 +195,88 @@ impl Store {
             rows.collect()
         })?;
         Ok(if found.len() == 1 { found.pop() } else { None })
+    }
+}
+
+/// Whether a process is alive (a job whose owner died is `interrupted`).
+fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let status: String = r.get(3)?;
+    let owner: i64 = r.get(4)?;
+    let status = if status == "running" && !alive(owner) {
+        "interrupted".to_owned()
+    } else {
+        status
+    };
+    let result: Option<String> = r.get(7)?;
+    Ok(json!({
+        "job_id": r.get::<_, String>(0)?,
+        "tool": r.get::<_, String>(1)?,
+        "action": r.get::<_, String>(2)?,
+        "status": status,
+        "created_at": r.get::<_, String>(5)?,
+        "finished_at": r.get::<_, Option<String>>(6)?,
+        "result": result.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+    }))
+}
+
+impl Store {
+    /// Records a job started by this process.
+    pub fn job_started(&self, id: &str, tool: &str, action: &str) -> Result<(), StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        let pid = i64::from(std::process::id());
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                params![id, tool, action, pid, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records how a job ended and what it returned (already redacted).
+    pub fn job_finished(&self, id: &str, status: &str, result: &Value) -> Result<(), StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        let text = result.to_string();
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, finished_at = ?3, result = ?4 WHERE id = ?1",
+                params![id, status, now, text],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Recent jobs, newest first (results left out).
+    pub fn jobs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let mut rows: Vec<Value> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, NULL FROM jobs ORDER BY created_at DESC, id LIMIT ?1",
+            )?;
+            let rows = st.query_map(params![limit as i64], job_row)?;
+            rows.collect()
+        })?;
+        for r in &mut rows {
+            if let Some(o) = r.as_object_mut() {
+                o.shift_remove("result");
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One job, with its result when it has ended.
+    pub fn job(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, result FROM jobs WHERE id = ?1",
+                params![id],
+                job_row,
+            )
+            .optional()
+        })
     }
 }
 

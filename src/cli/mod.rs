@@ -2,6 +2,7 @@
 
 mod audit;
 mod graph;
+mod jobs;
 mod list;
 mod plan;
 mod run;
@@ -60,6 +61,9 @@ enum Command {
     /// Artifacts of runs: `list`, `get <uri>`, `tail <uri>`.
     #[command(subcommand)]
     Artifacts(runs::ArtifactsCommand),
+    /// Background jobs (MCP calls with `async: true`): `list`, `status <id>`.
+    #[command(subcommand)]
+    Jobs(jobs::Command),
     /// The audit log: `tail`, `verify`.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -106,6 +110,7 @@ pub fn main() -> ExitCode {
         Some(Command::Runs(c)) => runs::run(c),
         Some(Command::Artifacts(c)) => runs::artifacts(c),
         Some(Command::Audit(c)) => audit::run(c),
+        Some(Command::Jobs(c)) => jobs::run(c),
         Some(Command::State(c)) => state::run(c),
     };
     ExitCode::from(code)

@@ -1,7 +1,8 @@
 //! The MCP tool catalogue, free of any MCP library type: tool descriptions generated from the engine's
 //! action registry (plus the front end's own tools), and calls turned into engine runs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use engine::actions::{self, ToolSpec};
 use engine::record::artifacts::{self, From};
@@ -86,6 +87,10 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     props.insert(
         "action".into(),
         json!({"type": "string", "enum": names, "description": "What to do."}),
+    );
+    props.insert(
+        "async".into(),
+        json!({"type": "boolean", "description": "Start the call as a job and return its `job_id` at once."}),
     );
     for a in &t.actions {
         if let Some(p) = a.schema().get("properties").and_then(Value::as_object) {
@@ -186,7 +191,8 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
                 "query": {"type": "string"},
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "limit": {"type": "integer", "minimum": 1},
-                "dry_run": {"type": "boolean"}
+                "dry_run": {"type": "boolean"},
+                "async": {"type": "boolean", "description": "`run` as a job: returns its `job_id` at once."}
             }),
             false,
         ),
@@ -204,6 +210,14 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         &["list", "get", "head", "tail"],
         json!({"uri": {"type": "string"}, "offset": {"type": "integer", "minimum": 0}, "max_bytes": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
         true,
+    ));
+    out.push(meta_tool(
+        "jobs",
+        "Jobs",
+        "Calls started with `async: true`: `list`, `status`, `wait` (timeout_ms), `logs` (the run's journal), `cancel`. Jobs live in the store: the CLI sees them too.",
+        &["list", "status", "wait", "logs", "cancel"],
+        json!({"job_id": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
+        false,
     ));
     out.push(meta_tool(
         "audit",
@@ -243,6 +257,7 @@ fn canonical(name: &str) -> (&str, bool) {
         "mcp_runbook" => "runbook",
         "mcp_artifacts" => "artifacts",
         "mcp_audit" => "audit",
+        "mcp_jobs" | "job" => "jobs",
         other => actions::canonical_tool(other),
     };
     (c, c != name)
@@ -265,7 +280,185 @@ impl CallCx<'_> {
     }
 }
 
-pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cx: &CallCx<'_>) -> Reply {
+/// Cancel tokens of the jobs this process runs.
+fn job_tokens() -> &'static Mutex<HashMap<String, CancelToken>> {
+    static J: OnceLock<Mutex<HashMap<String, CancelToken>>> = OnceLock::new();
+    J.get_or_init(Mutex::default)
+}
+
+/// Starts a call in the background (`async: true`) and returns its job id at once. The job lives in the
+/// store, so `jobs` (here or in another process) sees it.
+fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> Reply {
+    args.shift_remove("async");
+    let (tool, _) = canonical(name);
+    let action = args
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    let id = engine::ctx::new_id();
+    if let Err(e) = store.job_started(&id, tool, &action) {
+        return Reply::error("store_unavailable", e.to_string(), None, None);
+    }
+    let token = CancelToken::new();
+    if let Ok(mut t) = job_tokens().lock() {
+        t.insert(id.clone(), token.clone());
+    }
+    let (engine2, name2, id2) = (Arc::clone(engine), name.to_owned(), id.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("job-{}", &id[..8]))
+        .spawn(move || {
+            let reply = call(
+                &engine2,
+                &name2,
+                args,
+                &CallCx {
+                    cancel: token.clone(),
+                    progress: None,
+                },
+            );
+            let status = if token.is_cancelled() {
+                "cancelled"
+            } else if reply.is_error {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            if let Ok(store) = engine2.store() {
+                let _ = store.job_finished(&id2, status, &reply.body);
+            }
+            if let Ok(mut t) = job_tokens().lock() {
+                t.remove(&id2);
+            }
+        });
+    if let Err(e) = spawned {
+        return Reply::error("failed", format!("cannot start the job: {e}"), None, None);
+    }
+    ok_reply(
+        format!("job {id} started: `jobs {{action: wait, job_id}}` waits for it"),
+        json!({"job_id": id, "status": "running", "tool": tool, "action": action}),
+    )
+}
+
+fn jobs_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    let id = args.get("job_id").and_then(Value::as_str).unwrap_or("");
+    let get = || match store.job(id) {
+        Ok(Some(j)) => Ok(j),
+        Ok(None) => Err(Reply::error(
+            "not_found",
+            format!("no job `{id}`"),
+            Some("`jobs {action: list}` shows them".into()),
+            Some("/job_id".into()),
+        )),
+        Err(e) => Err(Reply::error("store_unavailable", e.to_string(), None, None)),
+    };
+    match action {
+        "list" => {
+            match store.jobs(args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize) {
+                Ok(j) => ok_reply(format!("{} jobs", j.len()), json!({"jobs": j})),
+                Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+            }
+        }
+        "status" => match get() {
+            Ok(j) => ok_reply(
+                format!("job {id} {}", j["status"].as_str().unwrap_or("")),
+                j,
+            ),
+            Err(r) => r,
+        },
+        "wait" => {
+            let limit = std::time::Duration::from_millis(
+                args.get("timeout_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30_000)
+                    .min(300_000),
+            );
+            let until = std::time::Instant::now() + limit;
+            loop {
+                match get() {
+                    Ok(j) if j["status"] != "running" || std::time::Instant::now() >= until => {
+                        let done = j["status"] != "running";
+                        let mut r = ok_reply(
+                            format!("job {id} {}", j["status"].as_str().unwrap_or("")),
+                            j,
+                        );
+                        if !done {
+                            r.body["summary"] =
+                                format!("job {id} is still running after {} ms", limit.as_millis())
+                                    .into();
+                        }
+                        return r;
+                    }
+                    Ok(_) => std::thread::sleep(std::time::Duration::from_millis(25)),
+                    Err(r) => return r,
+                }
+            }
+        }
+        "logs" => match get() {
+            Ok(j) => {
+                let run_id = j["result"]["run_id"].as_str().map(str::to_owned);
+                match run_id {
+                    Some(run) => {
+                        let mut a = Map::new();
+                        a.insert("run_id".into(), run.into());
+                        evidence_tool(engine, "get", &a)
+                    }
+                    None => ok_reply(
+                        format!("job {id} has no run yet"),
+                        json!({"job": j, "records": []}),
+                    ),
+                }
+            }
+            Err(r) => r,
+        },
+        "cancel" => match get() {
+            Ok(j) if j["status"] != "running" => ok_reply(
+                format!(
+                    "job {id} already ended: {}",
+                    j["status"].as_str().unwrap_or("")
+                ),
+                j,
+            ),
+            Ok(_) => match job_tokens().lock().ok().and_then(|t| t.get(id).cloned()) {
+                Some(t) => {
+                    t.cancel();
+                    ok_reply(
+                        format!("job {id}: cancel requested"),
+                        json!({"job_id": id, "status": "cancelling"}),
+                    )
+                }
+                None => Reply::error(
+                    "refused",
+                    format!("job `{id}` runs in another infra process; cancel it there"),
+                    None,
+                    Some("/job_id".into()),
+                ),
+            },
+            Err(r) => r,
+        },
+        other => Reply::error(
+            "unknown_action",
+            format!("`jobs` has no action `{other}`"),
+            None,
+            Some("/action".into()),
+        ),
+    }
+}
+
+pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &CallCx<'_>) -> Reply {
+    if args.get("async").and_then(Value::as_bool) == Some(true) {
+        return start_job(engine, name, args);
+    }
+    let mut args = args;
+    args.shift_remove("async");
     let (tool, aliased) = canonical(name);
     let action = args
         .get("action")
@@ -276,6 +469,7 @@ pub fn call(engine: &Engine, name: &str, args: Map<String, Value>, cx: &CallCx<'
         "help" => help(engine, &args),
         "runbook" => runbook(engine, &action, &args, cx),
         "evidence" => evidence_tool(engine, &action, &args),
+        "jobs" => jobs_tool(engine, &action, &args),
         "context" => context_tool(engine, &action, &args),
         "artifacts" => artifacts_tool(engine, &action, &args),
         "audit" => audit_tool(engine, &action, &args),

@@ -72,6 +72,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
             "repo",
             "state",
             "artifacts",
+            "jobs",
             "audit",
             "evidence",
             "context"
@@ -363,4 +364,70 @@ async fn upsert_then_run_with_progress_then_delete() {
     assert_eq!(gone.is_error, Some(true));
     let _ = client.cancel().await;
     let _ = child.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), true).await;
+    let quick = call(
+        &s,
+        "state",
+        json!({"action": "set", "key": "j", "value": 3, "async": true}),
+    )
+    .await;
+    let id = body(&quick)["result"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let waited = call(
+        &s,
+        "jobs",
+        json!({"action": "wait", "job_id": id, "timeout_ms": 10000}),
+    )
+    .await;
+    assert_eq!(body(&waited)["result"]["status"], "succeeded");
+    assert_eq!(body(&waited)["result"]["result"]["result"]["value"], 3);
+
+    let pidfile = dir.path().join("pid");
+    let slow = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": format!("echo $$ > {}; exec sleep 1000", pidfile.display()), "async": true}),
+    )
+    .await;
+    let id = body(&slow)["result"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    for _ in 0..200 {
+        if pidfile.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    let st = call(&s, "jobs", json!({"action": "status", "job_id": id})).await;
+    assert_eq!(body(&st)["result"]["status"], "running");
+    let c = call(&s, "jobs", json!({"action": "cancel", "job_id": id})).await;
+    assert_eq!(c.is_error, Some(false), "{:?}", body(&c));
+    let waited = call(
+        &s,
+        "jobs",
+        json!({"action": "wait", "job_id": id, "timeout_ms": 10000}),
+    )
+    .await;
+    assert_eq!(body(&waited)["result"]["status"], "cancelled");
+    let gone =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    assert!(gone, "sleep {pid} survived the cancel");
+    let listed = call(&s, "jobs", json!({"action": "list"})).await;
+    assert_eq!(
+        body(&listed)["result"]["jobs"].as_array().map(Vec::len),
+        Some(2)
+    );
+    stop(s).await;
 }
