@@ -431,3 +431,134 @@ async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
     );
     stop(s).await;
 }
+
+/// Raw JSON-RPC over the binary's stdio, for what a well-behaved SDK client never sends.
+struct Raw {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Raw {
+    fn start(profiles: &Path) -> Raw {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"))
+            .env_clear()
+            .env("MCP_PROFILES_DIR", profiles)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(profiles)
+            .arg("mcp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"not_json": line}));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Raw {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        self.stdin.write_all(line.as_bytes()).expect("write");
+        self.stdin.write_all(b"\n").expect("write");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The response to request `id` (other messages are skipped).
+    fn response(&self, id: i64) -> Value {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok(v) = self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(100))
+                && v["id"] == id
+            {
+                return v;
+            }
+        }
+        panic!("no response to request {id}");
+    }
+}
+
+#[test]
+fn bad_protocol_input_is_answered_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut r = Raw::start(dir.path());
+    r.send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+    assert_eq!(r.response(1)["result"]["protocolVersion"], "2025-06-18");
+    r.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    r.send("{this is not json");
+    r.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":99,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(17 * 1024 * 1024)
+    ));
+    r.send(r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#);
+    r.send(r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method"}"#);
+    assert_eq!(r.response(2)["error"]["code"], -32601);
+    r.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"state","arguments":{"action":"get"}}}"#);
+    let missing = r.response(4);
+    assert_eq!(missing["result"]["isError"], true);
+    assert_eq!(
+        missing["result"]["structuredContent"]["error"]["kind"],
+        "invalid_args"
+    );
+    r.send(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#);
+    assert!(
+        r.response(5)["result"].is_object(),
+        "still serving after bad input"
+    );
+    // closing stdin ends the server cleanly
+    drop(r.stdin);
+    let status = r.child.wait().expect("wait");
+    assert!(status.success());
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("\"rejected\""),
+        "the refused call is audited"
+    );
+}
+
+#[test]
+fn the_newest_protocol_is_served_without_a_handshake() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut r = Raw::start(dir.path());
+    r.send(r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#);
+    let d = r.response(1);
+    let versions = d["result"]["supportedVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for v in [
+        "2024-11-05",
+        "2025-03-26",
+        "2025-06-18",
+        "2025-11-25",
+        "2026-07-28",
+    ] {
+        assert!(versions.contains(&json!(v)), "{v} missing from {d}");
+    }
+    r.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#);
+    let tools = r.response(2);
+    assert_eq!(tools["result"]["tools"][0]["name"], "help", "{tools}");
+    r.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"state","arguments":{"action":"set","key":"k","value":1},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#);
+    assert_eq!(r.response(3)["result"]["structuredContent"]["ok"], true);
+    drop(r.stdin);
+    assert!(r.child.wait().expect("wait").success());
+}
