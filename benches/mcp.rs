@@ -1,0 +1,68 @@
+//! MCP budgets: the size of `tools/list`, cold start to the first `tools/list` answer, and the round trip
+//! of `state get` (median and p99 over 1,000 calls). Run with `cargo bench --bench mcp` (release binary).
+
+#![allow(clippy::print_stdout)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let bin = std::env::var("INFRA_BIN").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/infra").to_owned()
+        });
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(&bin)
+            .env("MCP_PROFILES_DIR", dir.path())
+            .arg("mcp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the release binary (cargo build --release first)");
+        let io = (
+            child.stdout.take().expect("out"),
+            child.stdin.take().expect("in"),
+        );
+        let client = ().serve(io).await.expect("initialize");
+        let tools = client.list_all_tools().await.expect("tools/list");
+        let cold = t.elapsed();
+        let size = serde_json::to_string(&tools).expect("json").len();
+        let mut times: Vec<Duration> = Vec::with_capacity(1000);
+        let args = serde_json::json!({"action": "get", "key": "k"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for _ in 0..1000 {
+            let t = Instant::now();
+            client
+                .call_tool(CallToolRequestParams::new("state").with_arguments(args.clone()))
+                .await
+                .expect("state get");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("tools/list: {} tools, {size} bytes of JSON", tools.len());
+        println!(
+            "cold start to the first tools/list answer: {:.1} ms",
+            ms(cold)
+        );
+        println!(
+            "state get round trip over 1,000 calls: median {:.3} ms, p99 {:.3} ms",
+            ms(times[500]),
+            ms(times[990])
+        );
+        let _ = client.cancel().await;
+        let _ = child.wait().await;
+    });
+}
