@@ -286,6 +286,20 @@ fn job_tokens() -> &'static Mutex<HashMap<String, CancelToken>> {
     J.get_or_init(Mutex::default)
 }
 
+/// Cancels every job this process runs and waits up to `grace` for them to record how they ended (the
+/// server is exiting; their processes must not outlive it).
+pub fn cancel_all_jobs(grace: std::time::Duration) {
+    if let Ok(t) = job_tokens().lock() {
+        t.values().for_each(CancelToken::cancel);
+    }
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until
+        && job_tokens().lock().map(|t| !t.is_empty()).unwrap_or(false)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Starts a call in the background (`async: true`) and returns its job id at once. The job lives in the
 /// store, so `jobs` (here or in another process) sees it.
 fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> Reply {

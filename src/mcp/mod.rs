@@ -235,7 +235,11 @@ pub fn serve(engine: Engine) -> u8 {
             // a client that connects and closes at once (a probe) is not an error
             Err(_) => return crate::cli::OK,
         };
-        match running.waiting().await {
+        let ended = running.waiting().await;
+        // jobs still running die with the server, processes included
+        let _ = tokio::task::spawn_blocking(|| catalogue::cancel_all_jobs(Duration::from_secs(3)))
+            .await;
+        match ended {
             Ok(QuitReason::Closed | QuitReason::Cancelled) => crate::cli::OK,
             Ok(other) => {
                 crate::render::err(&format!("mcp: the session ended: {other:?}\n"));

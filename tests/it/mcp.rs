@@ -562,3 +562,31 @@ fn the_newest_protocol_is_served_without_a_handshake() {
     drop(r.stdin);
     assert!(r.child.wait().expect("wait").success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_do_not_outlive_the_server() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), true).await;
+    let pidfile = dir.path().join("pid");
+    let r = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": format!("echo $$ > {}; exec sleep 1000", pidfile.display()), "async": true}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false));
+    for _ in 0..200 {
+        if pidfile.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    stop(s).await;
+    let gone =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    assert!(gone, "the job's process {pid} outlived the server");
+}
