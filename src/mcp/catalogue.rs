@@ -474,12 +474,15 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
     let mut args = args;
     args.shift_remove("async");
     let (tool, aliased) = canonical(name);
+    if let Some(bad) = check_front_end_args(engine, tool, &args) {
+        return finish(engine, tool, "", bad, aliased, name);
+    }
     let action = args
         .get("action")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let mut reply = match tool {
+    let reply = match tool {
         "help" => help(engine, &args),
         "runbook" => runbook(engine, &action, &args, cx),
         "evidence" => evidence_tool(engine, &action, &args),
@@ -502,6 +505,18 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
             )
         }
     };
+    finish(engine, tool, &action, reply, aliased, name)
+}
+
+/// Notes an alias, audits a call that did not become a run, and masks secrets.
+fn finish(
+    engine: &Engine,
+    tool: &str,
+    action: &str,
+    mut reply: Reply,
+    aliased: bool,
+    name: &str,
+) -> Reply {
     if aliased {
         reply.body["normalized"] = format!("`{name}` is `{tool}`").into();
     }
@@ -526,6 +541,57 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
     }
     reply.body = engine.redactor().redact_value(&reply.body);
     reply
+}
+
+/// The front end's own tools are checked against their input schemas (the registry's tools are checked by
+/// the engine against each action's schema).
+fn check_front_end_args(engine: &Engine, tool: &str, args: &Map<String, Value>) -> Option<Reply> {
+    static V: OnceLock<Vec<(String, jsonschema::Validator)>> = OnceLock::new();
+    let all = V.get_or_init(|| {
+        tools(engine)
+            .into_iter()
+            .filter(|t| t.name == "runbook" || actions::find_tool(&t.name).is_none())
+            .filter_map(|t| {
+                jsonschema::draft202012::new(&t.input_schema)
+                    .ok()
+                    .map(|v| (t.name, v))
+            })
+            .collect()
+    });
+    let (_, v) = all.iter().find(|(n, _)| n == tool)?;
+    let value = Value::Object(args.clone());
+    let e = v.iter_errors(&value).next()?;
+    let path = e.instance_path().as_str().to_owned();
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
+    if path == "/action"
+        && let jsonschema::error::ValidationErrorKind::Enum { options } = e.kind()
+    {
+        let given = args.get("action").and_then(Value::as_str).unwrap_or("");
+        let names: Vec<&str> = options
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let hint = dsl::diagnostic::suggestion(given, names.iter().copied())
+            .unwrap_or_else(|| format!("`{tool}` has actions: {}", names.join(", ")));
+        return Some(Reply::error(
+            "unknown_action",
+            format!("`{tool}` has no action `{given}`"),
+            Some(hint),
+            Some(path),
+        ));
+    }
+    Some(Reply::error(
+        "invalid_args",
+        format!("{}: {}", path, e.masked()),
+        Some(format!(
+            "`help {{tool: \"{tool}\"}}` shows what `{tool}` takes"
+        )),
+        Some(path),
+    ))
 }
 
 fn diag_reply(diags: &[dsl::Diagnostic], strip: &str) -> Reply {
@@ -615,9 +681,17 @@ fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut V
         redactor,
     ) {
         Ok(a) => {
-            let mut cut = RESULT_BUDGET - 512;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
+            // the excerpt is a string inside the result, so it is escaped again: size it after escaping
+            let room = RESULT_BUDGET - 2048;
+            let mut cut = room.min(text.len());
+            loop {
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                if serde_json::to_string(&text[..cut]).map_or(0, |e| e.len()) <= room {
+                    break;
+                }
+                cut = cut * 9 / 10;
             }
             body["result"] = json!({"excerpt": &text[..cut], "bytes": text.len(), "uri": a.uri});
             body["truncated"] = true.into();

@@ -3,7 +3,9 @@
 
 mod catalogue;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use engine::run::{CancelToken, Engine, Progress};
@@ -17,6 +19,64 @@ use rmcp::model::{
 use rmcp::service::{QuitReason, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value};
+
+/// Cancel tokens of the calls in flight, so a terminating signal can stop their processes first.
+fn inflight() -> &'static Mutex<HashMap<u64, CancelToken>> {
+    static M: OnceLock<Mutex<HashMap<u64, CancelToken>>> = OnceLock::new();
+    M.get_or_init(Mutex::default)
+}
+
+/// A call's entry in [`inflight`], removed when the call ends.
+struct Tracked(u64);
+
+impl Tracked {
+    fn new(token: &CancelToken) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = inflight().lock() {
+            m.insert(id, token.clone());
+        }
+        Tracked(id)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Ok(mut m) = inflight().lock() {
+            m.remove(&self.0);
+        }
+    }
+}
+
+/// On SIGTERM or SIGINT: cancel every call and job (their process groups are killed), give them a moment to
+/// record how they ended, then exit. Clients that close a session often follow up with SIGTERM.
+async fn stop_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    if let Ok(m) = inflight().lock() {
+        m.values().for_each(CancelToken::cancel);
+    }
+    let _ = tokio::task::spawn_blocking(|| {
+        catalogue::cancel_all_jobs(Duration::from_millis(1500));
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until
+            && inflight().lock().map(|m| !m.is_empty()).unwrap_or(false)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await;
+    std::process::exit(143);
+}
 
 /// The server: one engine shared by concurrent calls.
 #[derive(Debug, Clone)]
@@ -84,6 +144,7 @@ impl ServerHandler for Server {
         let name = req.name.to_string();
         let args = req.arguments.unwrap_or_default();
         let cancel = CancelToken::new();
+        let tracked = Tracked::new(&cancel);
         let engine = Arc::clone(&self.engine);
         let token = cancel.clone();
         // per-step progress, when the client sent a progress token; sends never wait on a closed client
@@ -130,6 +191,7 @@ impl ServerHandler for Server {
         });
         let reply = work.await;
         watcher.abort();
+        drop(tracked);
         if let Some(f) = forward {
             // the sender is gone with the call; the forwarder drains what is left and ends
             let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
@@ -230,6 +292,7 @@ pub fn serve(engine: Engine) -> u8 {
         }
     };
     rt.block_on(async move {
+        tokio::spawn(stop_on_signal());
         let running = match Server::new(engine).serve(rmcp::transport::stdio()).await {
             Ok(r) => r,
             // a client that connects and closes at once (a probe) is not an error
