@@ -279,6 +279,107 @@ impl ServerHandler for Server {
     }
 }
 
+/// The longest JSON-RPC line read from stdin; a longer one is answered with an error and skipped.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// A JSON-RPC error with a null id (the request's id could not be read), as one line.
+fn error_line(code: i64, message: &str) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Line framing between the real stdio and rmcp. Lines that are not JSON get the `-32700` parse error the
+/// JSON-RPC spec asks for, and lines over [`MAX_LINE`] an error too (rmcp would drop both silently); both
+/// are skipped with bounded memory. Only the writer task touches stdout, so replies never interleave.
+fn framing() -> (
+    (tokio::io::DuplexStream, tokio::io::DuplexStream),
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (rmcp_in, mut feed) = tokio::io::duplex(1 << 20);
+    let (rmcp_out, drain) = tokio::io::duplex(1 << 20);
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        let mut line: Vec<u8> = Vec::new();
+        let mut oversized = false;
+        loop {
+            let buf = match stdin.fill_buf().await {
+                Ok([]) | Err(_) => break,
+                Ok(b) => b,
+            };
+            let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..=i], true),
+                None => (buf, false),
+            };
+            let used = chunk.len();
+            if !oversized {
+                if line.len() + used > MAX_LINE {
+                    oversized = true;
+                    line = Vec::new();
+                } else {
+                    line.extend_from_slice(chunk);
+                }
+            }
+            stdin.consume(used);
+            if !end {
+                continue;
+            }
+            if oversized {
+                let _ = err_tx.send(error_line(
+                    -32600,
+                    "the message is longer than 16 MiB; it was skipped",
+                ));
+            } else if line.iter().all(u8::is_ascii_whitespace) {
+            } else if serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_err() {
+                let _ = err_tx.send(error_line(-32700, "parse error: the line is not JSON"));
+            } else if feed.write_all(&line).await.is_err() {
+                break;
+            }
+            line.clear();
+            oversized = false;
+        }
+        // stdin closed: rmcp sees the end of its input
+        let _ = feed.shutdown().await;
+    });
+    let writer = tokio::spawn(async move {
+        let mut out = tokio::io::stdout();
+        let mut replies = tokio::io::BufReader::new(drain);
+        let mut line = Vec::new();
+        // error lines wait while a reply line is half read, so the two never interleave
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        loop {
+            tokio::select! {
+                n = replies.read_until(b'\n', &mut line) => {
+                    match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            pending.insert(0, std::mem::take(&mut line));
+                        }
+                    }
+                }
+                Some(err) = err_rx.recv() => pending.push(err),
+            }
+            if !line.is_empty() {
+                continue;
+            }
+            for l in pending.drain(..) {
+                if out.write_all(&l).await.is_err() {
+                    return;
+                }
+            }
+            if out.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    ((rmcp_in, rmcp_out), writer)
+}
+
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
 pub fn serve(engine: Engine) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -293,12 +394,15 @@ pub fn serve(engine: Engine) -> u8 {
     };
     rt.block_on(async move {
         tokio::spawn(stop_on_signal());
-        let running = match Server::new(engine).serve(rmcp::transport::stdio()).await {
+        let (transport, writer) = framing();
+        let running = match Server::new(engine).serve(transport).await {
             Ok(r) => r,
             // a client that connects and closes at once (a probe) is not an error
             Err(_) => return crate::cli::OK,
         };
         let ended = running.waiting().await;
+        // everything rmcp wrote reaches stdout before the process ends
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         // jobs still running die with the server, processes included
         let _ = tokio::task::spawn_blocking(|| catalogue::cancel_all_jobs(Duration::from_secs(3)))
             .await;

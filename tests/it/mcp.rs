@@ -481,6 +481,22 @@ impl Raw {
         self.stdin.flush().expect("flush");
     }
 
+    /// The next error response whose id is null (other messages are skipped).
+    fn error_with_null_id(&self) -> Value {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok(v) = self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(100))
+                && v["id"].is_null()
+                && v.get("error").is_some()
+            {
+                return v;
+            }
+        }
+        panic!("no error response with a null id");
+    }
+
     /// The response to request `id` (other messages are skipped).
     fn response(&self, id: i64) -> Value {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -505,10 +521,14 @@ fn bad_protocol_input_is_answered_and_the_server_keeps_serving() {
     assert_eq!(r.response(1)["result"]["protocolVersion"], "2025-06-18");
     r.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     r.send("{this is not json");
+    let parse = r.error_with_null_id();
+    assert_eq!(parse["error"]["code"], -32700, "{parse}");
     r.send(&format!(
         r#"{{"jsonrpc":"2.0","id":99,"method":"ping","params":{{"pad":"{}"}}}}"#,
         "x".repeat(17 * 1024 * 1024)
     ));
+    let too_long = r.error_with_null_id();
+    assert_eq!(too_long["error"]["code"], -32600, "{too_long}");
     r.send(r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#);
     r.send(r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method"}"#);
     assert_eq!(r.response(2)["error"]["code"], -32601);
