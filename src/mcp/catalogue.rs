@@ -475,7 +475,7 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
     args.shift_remove("async");
     let (tool, aliased) = canonical(name);
     if let Some(bad) = check_front_end_args(engine, tool, &args) {
-        return finish(engine, tool, "", bad, aliased, name);
+        return finish(engine, tool, "", &Value::Object(args), bad, aliased, name);
     }
     let action = args
         .get("action")
@@ -505,14 +505,23 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
             )
         }
     };
-    finish(engine, tool, &action, reply, aliased, name)
+    finish(
+        engine,
+        tool,
+        &action,
+        &Value::Object(args),
+        reply,
+        aliased,
+        name,
+    )
 }
 
-/// Notes an alias, audits a call that did not become a run, and masks secrets.
+/// Notes an alias, records and audits a call that did not become a run, and masks secrets.
 fn finish(
     engine: &Engine,
     tool: &str,
     action: &str,
+    args: &Value,
     mut reply: Reply,
     aliased: bool,
     name: &str,
@@ -520,11 +529,31 @@ fn finish(
     if aliased {
         reply.body["normalized"] = format!("`{name}` is `{tool}`").into();
     }
-    // a call that became a run is audited by the engine; every other call is audited here
+    // a call that became a run has its evidence and audit records from the engine; every other call gets
+    // a one-node run recorded here, and an audit record
     if reply.body.get("run_id").is_none() {
+        let error = reply
+            .body
+            .get("error")
+            .map(|e| engine::record::evidence::ErrorInfo {
+                kind: e["kind"].as_str().unwrap_or("failed").to_owned(),
+                message: e["message"].as_str().unwrap_or("").to_owned(),
+            });
+        let shown = json!({"summary": reply.body["summary"], "ok": reply.body["ok"]});
+        match engine.record_call(tool, action, args, &shown, error) {
+            Ok(id) => reply.body["run_id"] = id.into(),
+            Err(e) => {
+                return Reply::error(
+                    "evidence_unavailable",
+                    format!("cannot record the call: {e}"),
+                    None,
+                    None,
+                );
+            }
+        }
         let rec = json!({
             "kind": if reply.is_error { "rejected" } else { "call" },
-            "tool": tool, "action": action, "front_end": "mcp",
+            "tool": tool, "action": action, "front_end": "mcp", "run_id": reply.body["run_id"],
             "error": reply.body.get("error").cloned().unwrap_or(Value::Null),
         });
         if let Err(e) = engine

@@ -128,6 +128,11 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     assert_eq!(body(&r)["error"]["path"], "/key");
     let r = call(&s, "nope", json!({})).await;
     assert_eq!(body(&r)["error"]["kind"], "unknown_tool");
+    // a refused call has evidence too: a one-node run that failed
+    let id = body(&r)["run_id"].as_str().expect("run id").to_owned();
+    let ev = call(&s, "evidence", json!({"action": "get", "run_id": id})).await;
+    assert_eq!(body(&ev)["result"]["state"], "finished");
+    assert_eq!(body(&ev)["result"]["records"][3]["status"], "failed");
     // local is not listed, and a call to it is refused (and audited), nothing spawned
     let marker = dir.path().join("spawned");
     let r = call(
@@ -441,10 +446,15 @@ struct Raw {
 
 impl Raw {
     fn start(profiles: &Path) -> Raw {
+        Raw::start_with(profiles, false)
+    }
+
+    fn start_with(profiles: &Path, unsafe_local: bool) -> Raw {
         use std::io::BufRead;
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"))
             .env_clear()
             .env("MCP_PROFILES_DIR", profiles)
+            .env("INFRA_UNSAFE_LOCAL", if unsafe_local { "1" } else { "0" })
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .current_dir(profiles)
             .arg("mcp")
@@ -609,4 +619,44 @@ async fn jobs_do_not_outlive_the_server() {
     let gone =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
     assert!(gone, "the job's process {pid} outlived the server");
+}
+
+#[test]
+fn a_cancelled_request_gets_no_answer_and_its_process_is_killed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pidfile = dir.path().join("pid");
+    let mut r = Raw::start_with(dir.path(), true);
+    r.send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+    r.response(1);
+    r.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "local", "arguments": {
+        "action": "exec", "command": format!("echo $$ > {}; exec sleep 1000", pidfile.display())}}});
+    r.send(&call.to_string());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pidfile.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    r.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"test"}}"#);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    r.send(r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#);
+    let mut seen_7 = false;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut got_8 = false;
+    while std::time::Instant::now() < until {
+        if let Ok(v) = r.lines.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen_7 |= v["id"] == 7;
+            got_8 |= v["id"] == 8;
+        }
+    }
+    assert!(got_8, "the server stopped serving");
+    assert!(!seen_7, "a cancelled request was answered");
+    let gone =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    assert!(gone, "the cancelled call's process {pid} is still running");
+    drop(r.stdin);
+    assert!(r.child.wait().expect("wait").success());
 }

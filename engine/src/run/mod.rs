@@ -281,6 +281,87 @@ impl Engine {
         ))
     }
 
+    /// Records a front end's own call (one that reads infra's own data, or was refused before it could
+    /// become a plan) as a one-node run with evidence: its journal and its place in the run index. Returns
+    /// the run id. `result` and `error` are redacted here.
+    pub fn record_call(
+        &self,
+        tool: &str,
+        action: &str,
+        args: &Value,
+        result: &Value,
+        error: Option<ErrorInfo>,
+    ) -> std::io::Result<String> {
+        let run_id = new_id();
+        let rel = format!("runs/call/{}-{}", now_stamp(), &run_id[..8]);
+        let dir = self.config.artifacts_root.join(&rel);
+        self.prepare_profiles_dir();
+        let journal = Journal::create(&dir)?;
+        let ts = now_rfc3339();
+        let args = self.redactor.redact_value(args);
+        let error = error.map(|e| ErrorInfo {
+            message: self.redactor.redact(&e.message).into_owned(),
+            ..e
+        });
+        let status = if error.is_some() {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        };
+        let records = [
+            Record::RunStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                runbook: "call".into(),
+                source: format!("<call {tool}>"),
+                runbook_digest: String::new(),
+                plan_digest: String::new(),
+                inputs: Value::Object(Map::new()),
+                effects: "read".into(),
+            },
+            Record::NodeStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                step: "call".into(),
+                attempt: 1,
+                index: None,
+                tool: tool.into(),
+                action: action.into(),
+                args,
+            },
+            Record::NodeFinished {
+                run_id: run_id.clone(),
+                ts: now_rfc3339(),
+                step: "call".into(),
+                attempt: 1,
+                index: None,
+                status,
+                duration_ms: 0,
+                exit_code: None,
+                outputs: Value::Null,
+                artifacts: Vec::new(),
+                error: error.clone(),
+            },
+            Record::RunFinished {
+                run_id: run_id.clone(),
+                ts: now_rfc3339(),
+                status,
+                duration_ms: 0,
+                outputs: self.redactor.redact_value(result),
+                error,
+            },
+        ];
+        for r in &records {
+            journal.append(r, false)?;
+        }
+        if let Ok(store) = self.store() {
+            let _ = store.run_started(&run_id, "call", &dir, &ts);
+            let word = serde_json::to_value(status).unwrap_or_default();
+            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"));
+        }
+        Ok(run_id)
+    }
+
     /// Runs a plan with resolved inputs. Never panics on a failing step: failures are in the outcome.
     pub fn execute(
         &self,
