@@ -1278,9 +1278,25 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
         Ok(p) => p,
         Err(d) => return diag_reply(&d, ""),
     };
+    if engine
+        .config()
+        .runbooks_path
+        .as_ref()
+        .is_some_and(|p| !p.is_dir())
+    {
+        return Reply::error(
+            "refused",
+            "MCP_RUNBOOKS_PATH names a file: runbooks are read only from it, so an upserted runbook would not be found",
+            Some("point MCP_RUNBOOKS_PATH at a directory, or unset it".into()),
+            None,
+        );
+    }
     let dir = project_runbooks_dir(engine);
     let path = dir.join(format!("{name}.json"));
     let tmp = dir.join(format!(".{name}.json.infra-tmp"));
+    if let Some(refused) = intent(engine, "upsert", name, &path) {
+        return refused;
+    }
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&tmp, &text))
         .and_then(|()| std::fs::rename(&tmp, &path));
@@ -1294,14 +1310,31 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
         );
     }
     engine.reload_catalog();
-    ok_reply(
+    let mut r = ok_reply(
         format!(
             "runbook `{name}` saved ({} steps, effects {})",
             plan.len(),
             plan.effects()
         ),
         json!({"name": name, "path": path, "effects": plan.effects(), "digest": plan.runbook().digest}),
-    )
+    );
+    r.body["effects"] = "write".into();
+    r
+}
+
+/// The audit intent of a front-end write (a project runbook file), fsync'd before the write; `Some` is the
+/// refusal when it cannot be written.
+fn intent(engine: &Engine, action: &str, name: &str, path: &std::path::Path) -> Option<Reply> {
+    let rec = json!({"kind": "intent", "tool": "runbook", "action": action, "front_end": "mcp",
+        "effect": "write", "args": {"name": name, "path": path}});
+    engine.audit().append(&rec, true).err().map(|e| {
+        Reply::error(
+            "audit_unavailable",
+            format!("{e}; nothing was written"),
+            None,
+            None,
+        )
+    })
 }
 
 fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
@@ -1346,6 +1379,9 @@ fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
             Some("/name".into()),
         );
     }
+    if let Some(refused) = intent(engine, "delete", name, &path) {
+        return refused;
+    }
     if let Err(e) = std::fs::remove_file(&path) {
         return Reply::error(
             "failed",
@@ -1355,8 +1391,10 @@ fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
         );
     }
     engine.reload_catalog();
-    ok_reply(
+    let mut r = ok_reply(
         format!("runbook `{name}` deleted"),
         json!({"name": name, "path": path}),
-    )
+    );
+    r.body["effects"] = "write".into();
+    r
 }

@@ -314,6 +314,17 @@ async fn upsert_then_run_with_progress_then_delete() {
     .expect("upsert");
     assert_eq!(up.is_error, Some(false), "{:?}", up.structured_content);
     assert!(dir.path().join("runbooks/two.steps.json").exists());
+    assert_eq!(
+        up.structured_content.as_ref().map(|b| b["effects"].clone()),
+        Some(json!("write"))
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"intent\"") && l.contains("\"upsert\"")),
+        "the write's intent is audited first"
+    );
     let run = call("runbook", json!({"action": "run", "name": "two.steps"}))
         .await
         .expect("run");
