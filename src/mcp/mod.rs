@@ -419,3 +419,56 @@ pub fn serve(engine: Engine) -> u8 {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::CallToolRequestParams;
+
+    /// The server and an rmcp client in one process, over an in-memory pipe.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn in_process_list_and_call() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = Engine::new(
+            engine::ctx::Config::at(dir.path()),
+            Arc::new(engine::Catalog::builtin()),
+        );
+        let (server_io, client_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let running = Server::new(engine).serve(server_io).await.expect("serve");
+            running.waiting().await.expect("wait")
+        });
+        let client = ().serve(client_io).await.expect("initialize");
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert_eq!(tools.first().map(|t| t.name.as_ref()), Some("help"));
+        assert!(
+            tools.iter().all(|t| t.name != "local"),
+            "local needs the opt-in"
+        );
+        let args = serde_json::json!({"action": "set", "key": "k", "value": [1, 2]});
+        let r = client
+            .call_tool(
+                CallToolRequestParams::new("state")
+                    .with_arguments(args.as_object().cloned().unwrap_or_default()),
+            )
+            .await
+            .expect("tools/call");
+        assert_eq!(r.is_error, Some(false));
+        let body = r.structured_content.expect("structured");
+        assert_eq!(body["result"]["value"], serde_json::json!([1, 2]));
+        // the same JSON is in the text content
+        let text = r
+            .content
+            .iter()
+            .find_map(|c| c.as_text().map(|t| t.text.clone()));
+        assert_eq!(
+            text.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+            Some(body)
+        );
+        client.cancel().await.expect("close");
+        assert!(matches!(
+            server.await.expect("join"),
+            QuitReason::Closed | QuitReason::Cancelled
+        ));
+    }
+}

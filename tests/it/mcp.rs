@@ -551,6 +551,8 @@ fn bad_protocol_input_is_answered_and_the_server_keeps_serving() {
     let too_long = r.error_with_null_id();
     assert_eq!(too_long["error"]["code"], -32600, "{too_long}");
     r.send(r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#);
+    let batch = r.error_with_null_id();
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
     r.send(r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method"}"#);
     assert_eq!(r.response(2)["error"]["code"], -32601);
     r.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"state","arguments":{"action":"get"}}}"#);
