@@ -458,12 +458,7 @@ fn jobs_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply 
             },
             Err(r) => r,
         },
-        other => Reply::error(
-            "unknown_action",
-            format!("`jobs` has no action `{other}`"),
-            None,
-            Some("/action".into()),
-        ),
+        other => unknown_action("jobs", other),
     }
 }
 
@@ -1037,13 +1032,18 @@ fn artifacts_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> R
             args.get("offset").and_then(Value::as_u64).unwrap_or(0),
         )),
         "tail" => read(From::Tail),
-        other => Reply::error(
-            "unknown_action",
-            format!("`artifacts` has no action `{other}`"),
-            None,
-            Some("/action".into()),
-        ),
+        other => unknown_action("artifacts", other),
     }
+}
+
+/// An action a front-end tool does not have (its schema check normally answers first).
+fn unknown_action(tool: &str, action: &str) -> Reply {
+    Reply::error(
+        "unknown_action",
+        format!("`{tool}` has no action `{action}`"),
+        None,
+        Some("/action".into()),
+    )
 }
 
 fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
@@ -1066,12 +1066,7 @@ fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply
             ),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },
-        other => Reply::error(
-            "unknown_action",
-            format!("`audit` has no action `{other}`"),
-            None,
-            Some("/action".into()),
-        ),
+        other => unknown_action("audit", other),
     }
 }
 
@@ -1135,12 +1130,7 @@ fn evidence_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Re
                 ),
             }
         }
-        other => Reply::error(
-            "unknown_action",
-            format!("`evidence` has no action `{other}`"),
-            None,
-            Some("/action".into()),
-        ),
+        other => unknown_action("evidence", other),
     }
 }
 

@@ -41,6 +41,19 @@ async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
         .expect("tools/call")
 }
 
+/// The pid a test command wrote, once it is there.
+async fn wait_for_pid(pidfile: &Path) -> String {
+    for _ in 0..500 {
+        if let Ok(t) = std::fs::read_to_string(pidfile)
+            && !t.trim().is_empty()
+        {
+            return t.trim().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{} never appeared", pidfile.display());
+}
+
 fn body(r: &CallToolResult) -> Value {
     r.structured_content.clone().expect("structuredContent")
 }
@@ -416,16 +429,7 @@ async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
         .as_str()
         .expect("job id")
         .to_owned();
-    for _ in 0..200 {
-        if pidfile.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let pid = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .to_owned();
+    let pid = wait_for_pid(&pidfile).await;
     let st = call(&s, "jobs", json!({"action": "status", "job_id": id})).await;
     assert_eq!(body(&st)["result"]["status"], "running");
     let c = call(&s, "jobs", json!({"action": "cancel", "job_id": id})).await;
@@ -618,16 +622,7 @@ async fn jobs_do_not_outlive_the_server() {
     )
     .await;
     assert_eq!(r.is_error, Some(false));
-    for _ in 0..200 {
-        if pidfile.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let pid = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .to_owned();
+    let pid = wait_for_pid(&pidfile).await;
     stop(s).await;
     let gone =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
