@@ -16,3 +16,4 @@ pub mod git;
 pub mod record;
 pub mod run;
 pub mod store;
+pub mod targets;

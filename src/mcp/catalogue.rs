@@ -238,8 +238,8 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     out.push(meta_tool(
         "context",
         "Project context",
-        "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory).",
-        &["get"],
+        "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory). `targets`: the project's targets (names, hosts, labels; never credentials).",
+        &["get", "targets"],
         json!({"path": {"type": "string"}}),
         true,
     ));
@@ -803,7 +803,30 @@ fn help(engine: &Engine, args: &Map<String, Value>) -> Reply {
         v.sort_by_key(|x| std::cmp::Reverse(x.0));
         v.into_iter().take(10).map(|(_, x)| x).collect()
     };
-    let body = json!({"tools": best(found_tools), "actions": best(found_actions), "runbooks": best(found_runbooks),
+    let mut found_targets = Vec::new();
+    for t in engine::targets::Targets::load(&engine.config().profiles_dir).public() {
+        let labels = t["labels"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let n = matches_query(
+            &q,
+            &[
+                t["name"].as_str().unwrap_or(""),
+                t["description"].as_str().unwrap_or(""),
+                &labels,
+            ],
+        );
+        if q.is_empty() || n > 0 {
+            found_targets.push((n, json!({"name": t["name"], "labels": t["labels"]})));
+        }
+    }
+    let body = json!({"tools": best(found_tools), "actions": best(found_actions), "runbooks": best(found_runbooks), "targets": best(found_targets),
         "next": "call help with {tool, action} for an action's schema and an example"});
     ok_reply(format!("matches for `{}`", q.join(" ")), body)
 }
@@ -1136,6 +1159,18 @@ fn evidence_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Re
 
 /// What kind of project the working directory is: git, Kubernetes manifests, Flux or Argo CD markers.
 fn context_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+    if action == "targets" {
+        let t = engine::targets::Targets::load(&engine.config().profiles_dir);
+        if !t.diagnostics.is_empty() {
+            let mut r = diag_reply(&t.diagnostics, "");
+            r.body["error"]["hint"] =
+                "fix the targets file (`targets.json` or `targets.yaml` in the profiles directory)"
+                    .into();
+            return r;
+        }
+        let list = t.public();
+        return ok_reply(format!("{} targets", list.len()), json!({"targets": list}));
+    }
     if action != "get" {
         return Reply::error(
             "unknown_action",

@@ -668,3 +668,43 @@ fn a_cancelled_request_gets_no_answer_and_its_process_is_killed() {
     drop(r.stdin);
     assert!(r.child.wait().expect("wait").success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_are_listed_without_credentials() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("targets.json"),
+        r#"{ "prod": { "host": "prod.example.com", "port": 22, "username": "deploy", "key_file": "~/.ssh/id_ed25519", "labels": ["web"] },
+             "db": { "host": "10.0.0.9", "username": "ops", "password_env": "DB_SECRET_PASSWORD" } }"#,
+    )
+    .expect("targets");
+    let s = start(dir.path(), false).await;
+    let t = call(&s, "context", json!({"action": "targets"})).await;
+    let b = body(&t);
+    assert_eq!(b["result"]["targets"][0]["name"], "prod");
+    assert_eq!(b["result"]["targets"][0]["labels"], json!(["web"]));
+    let text = b.to_string();
+    assert!(
+        !text.contains("id_ed25519") && !text.contains("DB_SECRET_PASSWORD"),
+        "{text}"
+    );
+    let h = call(&s, "help", json!({"query": "web"})).await;
+    assert_eq!(body(&h)["result"]["targets"][0]["name"], "prod");
+    stop(s).await;
+
+    std::fs::write(
+        dir.path().join("targets.json"),
+        r#"{"prod": {"hots": "x"}}"#,
+    )
+    .expect("bad targets");
+    let s = start(dir.path(), false).await;
+    let t = call(&s, "context", json!({"action": "targets"})).await;
+    assert_eq!(t.is_error, Some(true));
+    assert_eq!(body(&t)["error"]["kind"], "invalid_args");
+    assert!(
+        body(&t)["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hots"))
+    );
+    stop(s).await;
+}

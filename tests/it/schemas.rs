@@ -24,6 +24,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         schemas_dir().join("evidence.schema.json"),
         pretty(&engine::record::evidence::schema()),
     );
+    m.insert(
+        schemas_dir().join("targets.schema.json"),
+        pretty(&engine::targets::schema()),
+    );
     for a in engine::actions::all_actions() {
         m.insert(
             schemas_dir().join("actions").join(a.schema_file()),
