@@ -1,7 +1,10 @@
 //! The one door to the environment and the clock: configuration is read once, here, from an environment
 //! snapshot the caller provides; times come from [`now_rfc3339`].
 
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What this process may do and where it keeps its files.
 #[derive(Debug, Clone)]
@@ -18,6 +21,66 @@ pub struct Config {
     pub unsafe_local: bool,
     /// `INFRA_ALLOW_SECRET_EXPORT=1`: unredacted artifact reads and credential values.
     pub allow_secret_export: bool,
+    /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
+    pub vars: Vars,
+}
+
+/// Reads one environment variable at the moment it is needed, so a credential is read only by the call
+/// that uses it and a changed variable is seen by the next call.
+#[derive(Clone)]
+pub struct Vars(Arc<VarFn>);
+
+type VarFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl Vars {
+    /// This process's environment.
+    pub fn process() -> Self {
+        Vars(Arc::new(|k: &str| std::env::var(k).ok()))
+    }
+
+    /// No variables at all.
+    pub fn none() -> Self {
+        Vars(Arc::new(|_: &str| None))
+    }
+
+    /// A fixed set (tests and embedding).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let map: std::collections::BTreeMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Vars(Arc::new(move |k: &str| map.get(k).cloned()))
+    }
+
+    /// The variable's value, when it is set and not empty.
+    pub fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Vars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vars(..)")
+    }
+}
+
+/// Opens a TCP connection to the first address of `host:port` that answers within `timeout` (each).
+pub fn connect_tcp(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("`{host}` has no address"),
+        )
+    }))
 }
 
 fn flag(env: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
@@ -38,6 +101,7 @@ impl Config {
             capabilities_path: path("MCP_CAPABILITIES_PATH"),
             unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
+            vars: Vars::none(),
             profiles_dir,
         }
     }
@@ -52,6 +116,23 @@ impl Config {
             capabilities_path: None,
             unsafe_local: false,
             allow_secret_export: false,
+            vars: Vars::none(),
+        }
+    }
+
+    /// The same configuration, reading credentials from `vars`.
+    pub fn with_vars(mut self, vars: Vars) -> Self {
+        self.vars = vars;
+        self
+    }
+
+    /// `~` and `~/…` expanded with `HOME`.
+    pub fn expand_home(&self, path: &str) -> PathBuf {
+        match (path.strip_prefix('~'), self.vars.get("HOME")) {
+            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                PathBuf::from(format!("{home}{rest}"))
+            }
+            _ => PathBuf::from(path),
         }
     }
 

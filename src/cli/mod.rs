@@ -120,7 +120,7 @@ pub fn main() -> ExitCode {
 pub fn config() -> engine::ctx::Config {
     let env = |k: &str| std::env::var(k).ok();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    engine::ctx::Config::from_env(&env, &cwd)
+    engine::ctx::Config::from_env(&env, &cwd).with_vars(engine::ctx::Vars::process())
 }
 
 /// Where this process finds project runbooks.

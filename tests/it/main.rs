@@ -11,6 +11,8 @@ mod limits;
 mod mcp;
 mod run;
 mod schemas;
+mod sshd_support;
+#[path = "../support/mod.rs"] pub mod support;
 
 use std::path::PathBuf;
 

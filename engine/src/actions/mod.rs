@@ -6,6 +6,7 @@
 pub mod local;
 pub mod repo;
 pub mod runbook;
+pub mod ssh;
 pub mod state;
 
 use std::path::PathBuf;
@@ -189,6 +190,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "local" => local::invoke(spec.name, call),
         "repo" => repo::invoke(spec.name, call),
         "runbook" => runbook::invoke(spec.name, call),
+        "ssh" => ssh::invoke(spec.name, call),
         other => Err(ActionError::new(
             "not_available",
             format!("tool `{other}` has no implementation in this build"),
@@ -199,12 +201,17 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
 /// Every tool, in the fixed order the front ends list them.
 pub fn registry() -> &'static [ToolSpec] {
     static R: OnceLock<Vec<ToolSpec>> = OnceLock::new();
-    R.get_or_init(|| vec![runbook::tool(), repo::tool(), state::tool(), local::tool()])
+    R.get_or_init(|| vec![
+            runbook::tool(),
+            ssh::tool(),
+            repo::tool(),
+            state::tool(),
+            local::tool(),
+        ])
 }
 
 /// Aliases that are not a tool's own (the original `mcp_*` names are on each tool).
 const EXTRA_ALIASES: &[(&str, &str)] = &[
-    ("mcp_ssh_manager", "ssh"),
     ("mcp_psql_manager", "psql"),
     ("sql", "psql"),
     ("mcp_api_client", "http"),

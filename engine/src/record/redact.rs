@@ -21,7 +21,8 @@ pub struct Redactor {
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn base64(bytes: &[u8], url: bool) -> String {
+/// Base64 without padding (standard, or URL-safe alphabet).
+pub(crate) fn base64(bytes: &[u8], url: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [

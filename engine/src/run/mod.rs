@@ -73,6 +73,7 @@ pub struct Engine {
     redactor: Arc<Redactor>,
     session: Session,
     store: OnceLock<Result<Arc<Store>, StoreError>>,
+    ssh: actions::ssh::session::Pool,
 }
 
 /// A step of a run, as it ended.
@@ -186,6 +187,7 @@ impl Engine {
             redactor: Arc::new(Redactor::new()),
             session: Session::default(),
             store: OnceLock::new(),
+            ssh: actions::ssh::session::Pool::default(),
         }
     }
 
@@ -216,6 +218,11 @@ impl Engine {
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
+    /// SSH sessions, one per target, shared by every call and step of this engine.
+    pub fn ssh_pool(&self) -> &actions::ssh::session::Pool {
+        &self.ssh
+    }
+
     pub fn redactor(&self) -> &Arc<Redactor> {
         &self.redactor
     }

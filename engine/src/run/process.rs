@@ -47,56 +47,92 @@ const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 /// killed.
 const LINGER: Duration = Duration::from_secs(2);
 
-struct Drained {
+/// A captured output stream, once it has ended.
+#[derive(Debug)]
+pub struct Drained {
+    name: &'static str,
     kept: Vec<u8>,
     truncated: bool,
     /// `None` when the stream was empty (no file is made for nothing).
     artifact: Option<std::io::Result<ArtifactRef>>,
 }
 
-/// Reads a pipe to its end: the first `cap` bytes in memory, everything into an artifact made on the
-/// first byte.
-fn drain(
-    mut from: impl Read,
-    make: impl FnOnce() -> std::io::Result<ArtifactWriter>,
-    cap: usize,
-) -> Drained {
-    let mut kept = Vec::new();
-    let mut truncated = false;
+/// One output stream being captured: the first `cap` bytes in memory, every byte in an artifact made on
+/// the first byte. Memory stays bounded whatever the output size.
+#[derive(Debug)]
+pub struct OutputSink {
+    name: &'static str,
+    capture: Capture,
+    kept: Vec<u8>,
+    truncated: bool,
+    to: Option<std::io::Result<ArtifactWriter>>,
+}
+
+impl OutputSink {
+    pub fn new(name: &'static str, capture: &Capture) -> Self {
+        OutputSink {
+            name,
+            capture: capture.clone(),
+            kept: Vec::new(),
+            truncated: false,
+            to: None,
+        }
+    }
+
+    /// Takes the next bytes of the stream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        let cap = self.capture.cap;
+        if self.kept.len() < cap {
+            let take = (cap - self.kept.len()).min(chunk.len());
+            self.kept.extend_from_slice(&chunk[..take]);
+            self.truncated |= take < chunk.len();
+        } else {
+            self.truncated = true;
+        }
+        if self.to.is_none() {
+            let c = &self.capture;
+            self.to = Some(ArtifactWriter::create(
+                &c.dir,
+                &c.uri_base,
+                self.name,
+                c.redactor.clone(),
+            ));
+        }
+        // after a write error, keep taking bytes so the producer never blocks
+        if let Some(Ok(w)) = &mut self.to
+            && let Err(e) = w.write_all(chunk)
+        {
+            self.to = Some(Err(e));
+        }
+    }
+
+    /// Ends the stream: closes its artifact.
+    pub fn finish(self) -> Drained {
+        Drained {
+            name: self.name,
+            kept: self.kept,
+            truncated: self.truncated,
+            artifact: self.to.map(|w| w.and_then(ArtifactWriter::finish)),
+        }
+    }
+}
+
+/// Reads a pipe to its end into a sink.
+fn drain(mut from: impl Read, name: &'static str, capture: &Capture) -> Drained {
+    let mut sink = OutputSink::new(name, capture);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut make = Some(make);
-    let mut to: Option<std::io::Result<ArtifactWriter>> = None;
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                let chunk = &buf[..n];
-                if kept.len() < cap {
-                    let take = (cap - kept.len()).min(n);
-                    kept.extend_from_slice(&chunk[..take]);
-                    truncated |= take < n;
-                } else {
-                    truncated = true;
-                }
-                if let Some(m) = make.take() {
-                    to = Some(m());
-                }
-                // after a write error, keep draining so the child never blocks
-                if let Some(Ok(w)) = &mut to
-                    && let Err(e) = w.write_all(chunk)
-                {
-                    to = Some(Err(e));
-                }
-            }
+            Ok(n) => sink.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    Drained {
-        kept,
-        truncated,
-        artifact: to.map(|w| w.and_then(ArtifactWriter::finish)),
-    }
+    sink.finish()
 }
 
 fn kill_group(pgid: i32) {
@@ -135,13 +171,10 @@ pub fn run(
         .hint("check the program name and PATH, and `cwd`")
     })?;
     let pgid = child.id() as i32;
-    let out_w = || ArtifactWriter::create(&cap.dir, &cap.uri_base, "stdout", cap.redactor.clone());
-    let err_w = || ArtifactWriter::create(&cap.dir, &cap.uri_base, "stderr", cap.redactor.clone());
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();
-    let (tx, rx) = mpsc::channel::<(&'static str, Drained)>();
-    let limit = cap.cap;
+    let (tx, rx) = mpsc::channel::<Drained>();
     std::thread::scope(|s| {
         if let (Some(mut w), Some(data)) = (stdin, spec.stdin.as_ref()) {
             s.spawn(move || {
@@ -152,13 +185,13 @@ pub fn run(
         if let Some(o) = stdout {
             let tx = tx.clone();
             s.spawn(move || {
-                let _ = tx.send(("stdout", drain(o, out_w, limit)));
+                let _ = tx.send(drain(o, "stdout", cap));
             });
         }
         if let Some(e) = stderr {
             let tx = tx.clone();
             s.spawn(move || {
-                let _ = tx.send(("stderr", drain(e, err_w, limit)));
+                let _ = tx.send(drain(e, "stderr", cap));
             });
         }
         drop(tx);
@@ -198,7 +231,7 @@ pub fn run(
         };
         // the pipes close when every process holding them ends: give background children a moment,
         // then end the whole group so nothing outlives the call
-        let mut streams: Vec<(&'static str, Drained)> = Vec::new();
+        let mut streams: Vec<Drained> = Vec::new();
         let linger_until = Instant::now() + LINGER;
         while streams.len() < 2 {
             let wait = linger_until.saturating_duration_since(Instant::now());
@@ -215,29 +248,51 @@ pub fn run(
         }
         // no unconditional kill here: once the child is reaped and its pipes are closed, its group id may
         // belong to another process
-        finish(spec, started, status, ended, streams, cap)
+        let exit = Exit {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()).map(Value::from),
+            success: status.is_some_and(|s| s.success()),
+        };
+        outcome(
+            json!({"program": spec.program}),
+            started,
+            &exit,
+            ended,
+            streams,
+            cap,
+        )
     })
 }
 
-fn finish(
-    spec: &ProcessSpec,
+/// How a process ended, if it did.
+#[derive(Debug, Clone, Default)]
+pub struct Exit {
+    pub code: Option<i32>,
+    /// The signal that killed it: a number locally, a name (`KILL`) remotely.
+    pub signal: Option<Value>,
+    pub success: bool,
+}
+
+/// The result of a process run: `head` (what ran) with its exit, timing and captured streams; an error
+/// (with this result) when it timed out, was cancelled or did not succeed.
+pub fn outcome(
+    head: Value,
     started: Instant,
-    status: Option<std::process::ExitStatus>,
+    exit: &Exit,
     ended: Option<&'static str>,
-    streams: Vec<(&'static str, Drained)>,
+    streams: Vec<Drained>,
     cap: &Capture,
 ) -> Result<Value, ActionError> {
-    let mut result = json!({
-        "program": spec.program,
-        "exit_code": status.and_then(|s| s.code()),
-        "signal": status.and_then(|s| s.signal()),
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
+    let mut result = head;
+    result["exit_code"] = exit.code.into();
+    result["signal"] = exit.signal.clone().unwrap_or(Value::Null);
+    result["duration_ms"] = (started.elapsed().as_millis() as u64).into();
     let mut artifacts = Vec::new();
     let mut streams = streams;
-    // stdout, then stderr, whichever pipe closed first
-    streams.sort_by_key(|(name, _)| *name != "stdout");
-    for (name, d) in streams {
+    // stdout, then stderr, whichever ended first
+    streams.sort_by_key(|d| d.name != "stdout");
+    for d in streams {
+        let name = d.name;
         let text = String::from_utf8_lossy(&d.kept).into_owned();
         result[name] = cap.redactor.redact(&text).into_owned().into();
         result[format!("{name}_truncated")] = d.truncated.into();
@@ -256,13 +311,14 @@ fn finish(
         }
     }
     result["artifacts"] = Value::Array(artifacts);
-    let ok = status.is_some_and(|s| s.success()) && ended.is_none();
+    let ok = exit.success && ended.is_none();
     result["ok"] = ok.into();
     match ended {
         Some("timeout") => Err(ActionError::new(
             "timeout",
             "the command ran past its timeout; its process group was killed",
         )
+        .hint("raise `timeout_ms`, or make the command finish sooner")
         .with_result(result)),
         Some(_) => Err(ActionError::new(
             "cancelled",
@@ -271,10 +327,12 @@ fn finish(
         .with_result(result)),
         None if ok => Ok(result),
         None => {
-            let code = result["exit_code"].clone();
-            let msg = match status.and_then(|s| s.signal()) {
+            let msg = match &exit.signal {
                 Some(sig) => format!("the command was killed by signal {sig}"),
-                None => format!("the command exited with status {code}"),
+                None => format!(
+                    "the command exited with status {}",
+                    exit.code.map_or("unknown".to_owned(), |c| c.to_string())
+                ),
             };
             Err(ActionError::new("nonzero_exit", msg).with_result(result))
         }

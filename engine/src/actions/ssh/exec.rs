@@ -1,0 +1,342 @@
+//! Running a command on a target: one channel of the target's pooled session, output streamed to
+//! artifacts with bounded memory, and on timeout or cancel the remote process group killed, not just the
+//! channel closed.
+//!
+//! sshd starts every session command in a new session (`setsid`), so the remote shell is the leader of
+//! its own process group. The wrapper prints that id on the first stdout line (which infra consumes),
+//! then `exec`s `/bin/sh -c <command>` in the same process; on timeout or cancel a second channel runs
+//! `kill -KILL -- -<pgid>`, which ends the command and everything it started.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ssh2::Channel;
+
+use super::session::{Conn, Limits, Stop};
+use crate::actions::ActionError;
+use crate::run::CancelToken;
+use crate::run::process::{Capture, Exit, OutputSink, outcome};
+
+/// What to run on the remote side.
+pub struct RemoteCommand {
+    /// A shell command line (run by `/bin/sh -c`).
+    pub line: String,
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub pty: bool,
+    /// Streamed to the command's standard input.
+    pub stdin: Option<Box<dyn Read + Send>>,
+    /// Close standard input after `stdin` (or at once when there is none).
+    pub stdin_eof: bool,
+}
+
+impl std::fmt::Debug for RemoteCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCommand")
+            .field("line", &self.line)
+            .field("pty", &self.pty)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `name` may be an environment variable name.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The script sent to the remote login shell: report the process group, set the environment and the
+/// directory, then become `/bin/sh -c <line>`. Every value is one quoted word.
+pub fn wrap(cmd: &RemoteCommand) -> String {
+    use dsl::template::shell_quote as q;
+    let mut s = String::from("printf '%s\\n' \"$$\"; ");
+    for (k, v) in &cmd.env {
+        s.push_str(&format!("{k}={}; export {k}; ", q(v)));
+    }
+    if let Some(cwd) = &cmd.cwd {
+        s.push_str(&format!("cd -- {} || exit 126; ", q(cwd)));
+    }
+    s.push_str("exec /bin/sh -c ");
+    s.push_str(&q(&cmd.line));
+    s
+}
+
+/// Joins an argument vector into one command line, each argument one quoted word.
+pub fn join_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| dsl::template::shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Splits the process-group line off the front of stdout.
+#[derive(Debug, Default)]
+struct PgidLine {
+    buf: Vec<u8>,
+    done: bool,
+    pgid: Option<u32>,
+}
+
+impl PgidLine {
+    /// Takes stdout bytes; returns those that belong to the command's output.
+    fn feed<'a>(&mut self, chunk: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.done {
+            return chunk.into();
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                self.buf.extend_from_slice(&chunk[..i]);
+                self.done = true;
+                let text = String::from_utf8_lossy(&self.buf);
+                self.pgid = text.trim_end_matches('\r').trim().parse().ok();
+                if self.pgid.is_none() {
+                    // not our line (a login shell that printed first): keep it as output
+                    let mut all = std::mem::take(&mut self.buf);
+                    all.extend_from_slice(&chunk[i..]);
+                    return all.into();
+                }
+                chunk[i + 1..].into()
+            }
+            None if self.buf.len() + chunk.len() > 64 => {
+                self.done = true;
+                let mut all = std::mem::take(&mut self.buf);
+                all.extend_from_slice(chunk);
+                all.into()
+            }
+            None => {
+                self.buf.extend_from_slice(chunk);
+                Vec::new().into()
+            }
+        }
+    }
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// Kills a remote process group from a second channel (bounded to a few seconds).
+fn kill_group(conn: &Conn, pgid: u32) {
+    let never = CancelToken::new();
+    let limits = Limits {
+        deadline: Some(Instant::now() + Duration::from_secs(5)),
+        cancel: &never,
+    };
+    let run = || -> Result<(), Stop> {
+        let mut ch = conn.again(limits, || conn.session.channel_session())?;
+        conn.again(limits, || {
+            ch.exec(&format!(
+                "kill -KILL -- -{pgid} 2>/dev/null; kill -KILL {pgid} 2>/dev/null; true"
+            ))
+        })?;
+        let mut sink = [0u8; 1024];
+        while !ch.eof() {
+            match ch.read(&mut sink) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {
+                    limits.check()?;
+                    conn.wait();
+                }
+                Err(e) => return Err(Stop::Io(e)),
+            }
+        }
+        conn.again(limits, || ch.wait_close())
+    };
+    let _ = run();
+}
+
+/// Opens a session channel (the caller holds a permit).
+pub fn open(conn: &Conn, limits: Limits<'_>) -> Result<Channel, Stop> {
+    conn.again(limits, || conn.session.channel_session())
+}
+
+/// Runs one command on an open channel to its end, its timeout or its cancel.
+pub fn run(
+    conn: &Conn,
+    mut ch: Channel,
+    mut cmd: RemoteCommand,
+    limits: Limits<'_>,
+    cap: &Capture,
+    head: Value,
+) -> Result<Value, ActionError> {
+    let started = Instant::now();
+    let script = wrap(&cmd);
+    let setup = |ch: &mut Channel| -> Result<(), Stop> {
+        if cmd.pty {
+            conn.again(limits, || {
+                ch.request_pty("xterm", None, Some((200, 50, 0, 0)))
+            })?;
+        }
+        conn.again(limits, || ch.exec(&script))
+    };
+    if let Err(s) = setup(&mut ch) {
+        return Err(s.into_error("starting the remote command"));
+    }
+    let mut out = OutputSink::new("stdout", cap);
+    let mut err = OutputSink::new("stderr", cap);
+    let mut pgid = PgidLine::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pos = 0usize;
+    let mut stdin_done = cmd.stdin.is_none();
+    let mut eof_sent = !cmd.stdin_eof;
+    let mut ended: Option<&'static str> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut failure: Option<std::io::Error> = None;
+    loop {
+        let mut progressed = false;
+        for id in [0, 1] {
+            loop {
+                match ch.stream(id).read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        progressed = true;
+                        if id == 0 {
+                            let data = pgid.feed(&buf[..n]);
+                            out.push(&data);
+                        } else {
+                            err.push(&buf[..n]);
+                        }
+                    }
+                    Err(e) if would_block(&e) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+        if !stdin_done && ended.is_none() {
+            if pos == pending.len()
+                && let Some(r) = cmd.stdin.as_mut()
+            {
+                pending.resize(64 * 1024, 0);
+                match r.read(&mut pending) {
+                    Ok(0) | Err(_) => {
+                        pending.clear();
+                        stdin_done = true;
+                    }
+                    Ok(n) => pending.truncate(n),
+                }
+                pos = 0;
+            }
+            if pos < pending.len() {
+                match ch.write(&pending[pos..]) {
+                    Ok(n) => {
+                        pos += n;
+                        progressed |= n > 0;
+                    }
+                    Err(e) if would_block(&e) => {}
+                    // the command closed its stdin: the rest is not wanted
+                    Err(_) => stdin_done = true,
+                }
+            }
+        }
+        if stdin_done && !eof_sent {
+            match ch.send_eof() {
+                Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
+                _ => eof_sent = true,
+            }
+        }
+        if ch.eof() {
+            break;
+        }
+        if ended.is_none()
+            && let Err(stop) = limits.check()
+        {
+            ended = Some(match stop {
+                Stop::Cancelled => "cancelled",
+                _ => "timeout",
+            });
+            match pgid.pgid {
+                Some(g) => kill_group(conn, g),
+                None => {
+                    let _ = ch.close();
+                }
+            }
+            // the channel ends once the group is gone; do not wait for it forever
+            drain_until = Some(Instant::now() + Duration::from_secs(5));
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if !progressed {
+            conn.wait();
+        }
+    }
+    let mut exit = Exit::default();
+    if failure.is_none() && ch.eof() {
+        let never = CancelToken::new();
+        let close_limits = Limits {
+            deadline: Some(Instant::now() + Duration::from_secs(5)),
+            cancel: &never,
+        };
+        if conn.again(close_limits, || ch.wait_close()).is_ok() {
+            let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+            let code = ch.exit_status().ok();
+            exit = Exit {
+                success: signal.is_none() && code == Some(0),
+                code: if signal.is_some() { None } else { code },
+                signal: signal.map(Value::from),
+            };
+        }
+    }
+    let streams = vec![out.finish(), err.finish()];
+    if let Some(e) = failure {
+        let result = outcome(head, started, &exit, ended, streams, cap)
+            .unwrap_or_else(|e| e.result.unwrap_or(Value::Null));
+        return Err(ActionError::new(
+            "ssh_failed",
+            format!("the connection failed while the command ran: {e}"),
+        )
+        .hint("the command may still be running on the host; check before running it again")
+        .with_result(result));
+    }
+    outcome(head, started, &exit, ended, streams, cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pgid_line_is_split_off_across_chunks() {
+        let mut p = PgidLine::default();
+        assert!(p.feed(b"12").is_empty());
+        assert_eq!(&*p.feed(b"34\nhello\n"), b"hello\n");
+        assert_eq!(p.pgid, Some(1234));
+        assert_eq!(&*p.feed(b"more"), b"more");
+
+        let mut q = PgidLine::default();
+        assert_eq!(&*q.feed(b"motd text\nout"), b"motd text\nout");
+        assert_eq!(q.pgid, None);
+    }
+
+    #[test]
+    fn every_value_is_one_quoted_word() {
+        let cmd = RemoteCommand {
+            line: "echo 'a b' $HOME".into(),
+            cwd: Some("/tmp/it's".into()),
+            env: vec![("X".into(), "$(rm -rf /)".into())],
+            pty: false,
+            stdin: None,
+            stdin_eof: true,
+        };
+        assert_eq!(
+            wrap(&cmd),
+            r#"printf '%s\n' "$$"; X='$(rm -rf /)'; export X; cd -- '/tmp/it'\''s' || exit 126; exec /bin/sh -c 'echo '\''a b'\'' $HOME'"#
+        );
+        assert_eq!(join_argv(&["a b".into(), "-x".into()]), "'a b' '-x'");
+        assert!(valid_env_name("_A1") && !valid_env_name("1A") && !valid_env_name("A-B"));
+    }
+}

@@ -1,0 +1,725 @@
+//! SSH connections: connect (directly or through a bastion), check the host key, authenticate, and keep
+//! one session per target in a pool, shared by every call and step, with a per-target channel limit.
+//!
+//! `ssh2` is blocking by default and one session's calls share one lock, so a session is switched to
+//! non-blocking mode once authenticated: every operation is retried on `EAGAIN` after waiting on the
+//! socket for a short tick, so many channels progress side by side, and a deadline or a cancel is seen
+//! within one tick. All of this runs on the engine's step threads, never on an async runtime.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use serde_json::{Value, json};
+use ssh2::{BlockDirections, CheckResult, ErrorCode, HashType, HostKeyType, Session};
+
+use crate::actions::ActionError;
+use crate::ctx::Config;
+use crate::record::Redactor;
+use crate::run::CancelToken;
+use crate::targets::{HostKeyPolicy, Target};
+
+/// `LIBSSH2_ERROR_EAGAIN`.
+const EAGAIN: i32 = -37;
+/// How long one wait on the socket may last before deadlines and cancels are checked again.
+const TICK: Duration = Duration::from_millis(10);
+/// Connect timeout when a target sets none.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Channels open at once on one target's session (OpenSSH allows 10 per connection by default).
+pub const CHANNELS_PER_TARGET: usize = 8;
+
+/// Why an operation on a session stopped.
+#[derive(Debug)]
+pub enum Stop {
+    Timeout,
+    Cancelled,
+    Ssh(ssh2::Error),
+    Io(std::io::Error),
+}
+
+impl Stop {
+    /// The action error for this stop, `what` saying what was being done.
+    pub fn into_error(self, what: &str) -> ActionError {
+        match self {
+            Stop::Timeout => ActionError::new("timeout", format!("{what}: timed out"))
+                .hint("raise `timeout_ms`, or check that the host answers"),
+            Stop::Cancelled => ActionError::new("cancelled", format!("{what}: cancelled")),
+            Stop::Ssh(e) => ActionError::new("ssh_failed", format!("{what}: {}", e.message())),
+            Stop::Io(e) => ActionError::new("ssh_failed", format!("{what}: {e}")),
+        }
+    }
+}
+
+/// When an operation must give up.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    pub deadline: Option<Instant>,
+    pub cancel: &'a CancelToken,
+}
+
+impl Limits<'_> {
+    /// Why to stop now, if at all.
+    pub fn check(&self) -> Result<(), Stop> {
+        if self.cancel.is_cancelled() {
+            Err(Stop::Cancelled)
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Err(Stop::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An authenticated session and what is known about its peer.
+pub struct Conn {
+    pub session: Session,
+    /// A duplicate of the session's socket, to wait on.
+    socket: OwnedFd,
+    /// `SHA256:…` of the host key.
+    pub fingerprint: String,
+    pub key_type: &'static str,
+    /// The server's identification string.
+    pub banner: Option<String>,
+    /// How long connecting, the handshake and authentication took.
+    pub connect_ms: u64,
+    /// The bastion connection this one runs through, kept alive as long as this one.
+    _via: Option<Arc<Conn>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Waits (at most one tick) until the socket is ready in the direction the session is blocked on.
+    pub fn wait(&self) {
+        let flags = match self.session.block_directions() {
+            BlockDirections::Outbound => PollFlags::POLLOUT,
+            BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
+            _ => PollFlags::POLLIN,
+        };
+        let mut fds = [PollFd::new(self.socket.as_fd(), flags)];
+        let ms = u16::try_from(TICK.as_millis()).unwrap_or(10);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+
+    /// Runs `op` until it does not return `EAGAIN`, waiting on the socket in between.
+    pub fn again<T>(
+        &self,
+        limits: Limits<'_>,
+        mut op: impl FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<T, Stop> {
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.code() == ErrorCode::Session(EAGAIN) => {
+                    limits.check()?;
+                    self.wait();
+                }
+                Err(e) => return Err(Stop::Ssh(e)),
+            }
+        }
+    }
+
+    /// Like [`Conn::again`] for `std::io` operations on channels and files (`WouldBlock`).
+    pub fn again_io<T>(
+        &self,
+        limits: Limits<'_>,
+        mut op: impl FnMut() -> std::io::Result<T>,
+    ) -> Result<T, Stop> {
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    limits.check()?;
+                    self.wait();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Stop::Io(e)),
+            }
+        }
+    }
+
+    /// Writes all of `data` to a channel stream or file.
+    pub fn write_all(
+        &self,
+        limits: Limits<'_>,
+        to: &mut impl Write,
+        mut data: &[u8],
+    ) -> Result<(), Stop> {
+        while !data.is_empty() {
+            let n = self.again_io(limits, || to.write(data))?;
+            if n == 0 {
+                return Err(Stop::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// The public facts about this connection.
+    pub fn facts(&self) -> Value {
+        json!({
+            "host_key_fingerprint": self.fingerprint,
+            "host_key_type": self.key_type,
+            "server": self.banner,
+        })
+    }
+}
+
+/// A target resolved for connecting: its name, settings, and the configuration to read credentials.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub target: Target,
+}
+
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// Standard base64 with padding (known_hosts lines).
+fn base64_padded(bytes: &[u8]) -> String {
+    let mut s = crate::record::redact::base64(bytes, false);
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
+}
+
+/// How a host is named in known_hosts: `host`, or `[host]:port` off port 22.
+fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn refused(kind: &str, message: String, hint: String) -> ActionError {
+    ActionError::new(kind, message).hint(hint)
+}
+
+/// The known_hosts files a target is checked against, and the one a new key is recorded in.
+fn known_hosts_files(config: &Config, t: &Target) -> (Vec<PathBuf>, PathBuf) {
+    match &t.known_hosts {
+        Some(p) => {
+            let p = config.expand_home(p);
+            (vec![p.clone()], p)
+        }
+        None => {
+            let own = config.profiles_dir.join("known_hosts");
+            let mut files = Vec::new();
+            if let Some(home) = config.vars.get("HOME") {
+                files.push(PathBuf::from(home).join(".ssh/known_hosts"));
+            }
+            files.push(own.clone());
+            (files, own)
+        }
+    }
+}
+
+/// Checks the server's host key against the target's policy; nothing is sent before it passes.
+fn check_host_key(
+    config: &Config,
+    ep: &Endpoint,
+    host: &str,
+    port: u16,
+    session: &Session,
+) -> Result<(String, &'static str), ActionError> {
+    let (key, ktype) = session
+        .host_key()
+        .ok_or_else(|| ActionError::new("ssh_failed", "the server sent no host key"))?;
+    let fingerprint = format!(
+        "SHA256:{}",
+        crate::record::redact::base64(
+            session.host_key_hash(HashType::Sha256).unwrap_or_default(),
+            false
+        )
+    );
+    let type_name = key_type_name(ktype);
+    let t = &ep.target;
+    let name = &ep.name;
+    if let Some(pin) = &t.fingerprint {
+        if pin.trim_end_matches('=') != fingerprint {
+            return Err(refused(
+                "host_key_mismatch",
+                format!(
+                    "target `{name}`: the host key of {host}:{port} is {fingerprint}, not the pinned {pin}; nothing was sent"
+                ),
+                "if the host was rebuilt, check the new key out of band and update `fingerprint` in targets".into(),
+            ));
+        }
+        return Ok((fingerprint, type_name));
+    }
+    let (files, own) = known_hosts_files(config, t);
+    let mut kh = session
+        .known_hosts()
+        .map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
+    for f in &files {
+        if f.is_file() {
+            kh.read_file(f, ssh2::KnownHostFileKind::OpenSSH)
+                .map_err(|e| {
+                    ActionError::new(
+                        "invalid_config",
+                        format!("cannot read known_hosts `{}`: {}", f.display(), e.message()),
+                    )
+                })?;
+        }
+    }
+    let policy = t.host_key.unwrap_or_default();
+    match kh.check_port(host, port, key) {
+        CheckResult::Match => Ok((fingerprint, type_name)),
+        CheckResult::Mismatch => Err(refused(
+            "host_key_changed",
+            format!(
+                "target `{name}`: the host key of {host}:{port} has changed (now {type_name} {fingerprint}); nothing was sent"
+            ),
+            "this may be an attack; if the host was rebuilt, check the key out of band and replace its known_hosts line".into(),
+        )),
+        CheckResult::NotFound if policy == HostKeyPolicy::AcceptNew => {
+            let line = format!(
+                "{} {type_name} {}\n",
+                known_hosts_name(host, port),
+                base64_padded(key)
+            );
+            append_line(&own, &line).map_err(|e| {
+                ActionError::new(
+                    "failed",
+                    format!("cannot record the new host key in `{}`: {e}", own.display()),
+                )
+            })?;
+            Ok((fingerprint, type_name))
+        }
+        CheckResult::NotFound => Err(refused(
+            "host_key_unknown",
+            format!(
+                "target `{name}`: {host}:{port} is not in known_hosts ({}); its key is {type_name} {fingerprint}; nothing was sent",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            format!(
+                "check the fingerprint out of band, then add the host with `ssh-keyscan -p {port} {host} >> {}`, pin it with `fingerprint: {fingerprint}`, or set `host_key: accept_new`",
+                own.display()
+            ),
+        )),
+        CheckResult::Failure => Err(ActionError::new(
+            "ssh_failed",
+            format!("target `{name}`: the host key check failed"),
+        )),
+    }
+}
+
+fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(line.as_bytes())?;
+    f.sync_all()
+}
+
+/// Tries the target's credentials in order: agent, key file, password.
+fn authenticate(
+    config: &Config,
+    redactor: &Redactor,
+    ep: &Endpoint,
+    user: &str,
+    session: &Session,
+) -> Result<(), ActionError> {
+    let t = &ep.target;
+    let name = &ep.name;
+    let secret = |var: &str, what: &str| -> Result<String, ActionError> {
+        let v = config.vars.get(var).ok_or_else(|| {
+            ActionError::new(
+                "invalid_config",
+                format!("target `{name}`: the {what} variable `{var}` is not set"),
+            )
+            .hint(format!("export {var} in the environment infra runs in"))
+        })?;
+        redactor.add(&v);
+        Ok(v)
+    };
+    let mut tried = Vec::new();
+    let mut last_err = None;
+    if t.agent == Some(true) {
+        tried.push("agent");
+        match session.userauth_agent(user) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) => last_err = Some(e.message().to_owned()),
+        }
+    }
+    if let Some(key) = &t.key_file {
+        tried.push("key");
+        let path = config.expand_home(key);
+        if !path.is_file() {
+            return Err(ActionError::new(
+                "invalid_config",
+                format!("target `{name}`: the key file `{key}` does not exist"),
+            )
+            .hint("fix `key_file` in targets"));
+        }
+        let passphrase = match &t.passphrase_env {
+            Some(var) => Some(secret(var, "passphrase")?),
+            None => None,
+        };
+        match session.userauth_pubkey_file(user, None, &path, passphrase.as_deref()) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) => last_err = Some(e.message().to_owned()),
+        }
+    }
+    if let Some(var) = &t.password_env {
+        tried.push("password");
+        let password = secret(var, "password")?;
+        match session.userauth_password(user, &password) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => {}
+            Err(e) => last_err = Some(e.message().to_owned()),
+        }
+    }
+    if tried.is_empty() {
+        return Err(ActionError::new(
+            "invalid_config",
+            format!("target `{name}` has no credentials"),
+        )
+        .hint("set `key_file`, `password_env` or `agent: true` in targets"));
+    }
+    Err(ActionError::new(
+        "auth_failed",
+        format!(
+            "target `{name}`: {user}@{} refused {} authentication{}",
+            t.host.as_deref().unwrap_or_default(),
+            tried.join(", "),
+            last_err.map(|e| format!(" ({e})")).unwrap_or_default()
+        ),
+    )
+    .hint("check the user name, and that the key is in the server's authorized_keys"))
+}
+
+/// What a pooled connection is keyed by: the settings that make it (a changed target gets a new one).
+fn settings_key(t: &Target) -> String {
+    serde_json::to_string(t).unwrap_or_default()
+}
+
+/// A socket end for a session that runs through a bastion's `direct-tcpip` channel: two threads copy
+/// bytes between the channel and a local socket pair.
+fn tunnel(
+    via: &Arc<Conn>,
+    host: &str,
+    port: u16,
+    limits: Limits<'_>,
+) -> Result<std::os::unix::net::UnixStream, ActionError> {
+    let channel = via
+        .again(limits, || via.session.channel_direct_tcpip(host, port, None))
+        .map_err(|s| match s {
+            Stop::Ssh(e) => ActionError::new(
+                "connect_failed",
+                format!(
+                    "the bastion could not reach {host}:{port}: {}",
+                    e.message()
+                ),
+            )
+            .hint("check the target's host and port as seen from the bastion, and that it allows TCP forwarding"),
+            s => s.into_error("opening the tunnel"),
+        })?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| ActionError::new("failed", format!("cannot make a socket pair: {e}")))?;
+    let mut to_local = ours
+        .try_clone()
+        .map_err(|e| ActionError::new("failed", e.to_string()))?;
+    let mut from_local = ours;
+    let never = CancelToken::new();
+    // channel → local
+    {
+        let via = Arc::clone(via);
+        let mut ch = channel.clone();
+        std::thread::spawn(move || {
+            let limits = Limits {
+                deadline: None,
+                cancel: &never,
+            };
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match via.again_io(limits, || ch.read(&mut buf)) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to_local.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to_local.shutdown(std::net::Shutdown::Both);
+        });
+    }
+    // local → channel
+    {
+        let via = Arc::clone(via);
+        let mut ch = channel;
+        let never = CancelToken::new();
+        std::thread::spawn(move || {
+            let limits = Limits {
+                deadline: None,
+                cancel: &never,
+            };
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from_local.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if via.write_all(limits, &mut ch, &buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = via.again(limits, || ch.send_eof());
+            let _ = via.again(limits, || ch.close());
+            let _ = from_local.shutdown(std::net::Shutdown::Both);
+        });
+    }
+    Ok(theirs)
+}
+
+/// Connects to a target (through its bastion, if any), checks the host key, authenticates.
+fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn, ActionError> {
+    let started = Instant::now();
+    let t = &ep.target;
+    let name = &ep.name;
+    let host = t.host.clone().ok_or_else(|| {
+        ActionError::new("invalid_config", format!("target `{name}` has no `host`"))
+            .hint("set `host` for this target in targets")
+    })?;
+    let port = t.port.unwrap_or(22);
+    let user = t
+        .username
+        .clone()
+        .or_else(|| cx.config.vars.get("USER"))
+        .ok_or_else(|| {
+            ActionError::new(
+                "invalid_config",
+                format!("target `{name}` has no `username`"),
+            )
+        })?;
+    let timeout = t
+        .connect_timeout_ms
+        .map_or(CONNECT_TIMEOUT, Duration::from_millis);
+    let mut session = Session::new()
+        .map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
+    let (socket, via) = match &t.jump {
+        Some(j) => {
+            if depth > 4 {
+                return Err(ActionError::new(
+                    "invalid_config",
+                    format!("target `{name}`: jump hosts nest too deep (a loop?)"),
+                ));
+            }
+            let bastion = cx.endpoint(j)?;
+            let via = pool.conn_at(cx, &bastion, depth + 1)?;
+            let stream = tunnel(&via, &host, port, cx.limits)?;
+            let fd = stream
+                .try_clone()
+                .map_err(|e| ActionError::new("failed", e.to_string()))?;
+            session.set_tcp_stream(stream);
+            (OwnedFd::from(fd), Some(via))
+        }
+        None => {
+            let stream = crate::ctx::connect_tcp(&host, port, timeout).map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+                    "timeout"
+                } else {
+                    "connect_failed"
+                };
+                ActionError::new(
+                    kind,
+                    format!("target `{name}`: cannot connect to {host}:{port}: {e}"),
+                )
+                .hint("check that the host is up, the port is right and sshd is listening")
+            })?;
+            let _ = stream.set_nodelay(true);
+            let fd = stream
+                .try_clone()
+                .map_err(|e| ActionError::new("failed", e.to_string()))?;
+            session.set_tcp_stream(stream);
+            (OwnedFd::from(fd), None)
+        }
+    };
+    // blocking, bounded by the connect timeout, until the session is ours alone to share
+    session.set_blocking(true);
+    session.set_timeout(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
+    session.handshake().map_err(|e| {
+        ActionError::new(
+            "connect_failed",
+            format!(
+                "target `{name}`: SSH handshake with {host}:{port} failed: {}",
+                e.message()
+            ),
+        )
+        .hint("check that the port is an SSH server")
+    })?;
+    let (fingerprint, key_type) = check_host_key(cx.config, ep, &host, port, &session)?;
+    authenticate(cx.config, cx.redactor, ep, &user, &session)?;
+    session.set_timeout(0);
+    session.set_blocking(false);
+    Ok(Conn {
+        banner: session.banner().map(str::to_owned),
+        session,
+        socket,
+        fingerprint,
+        key_type,
+        connect_ms: started.elapsed().as_millis() as u64,
+        _via: via,
+    })
+}
+
+/// What connecting needs from the call.
+#[derive(Debug, Clone, Copy)]
+pub struct Cx<'a> {
+    pub config: &'a Config,
+    pub redactor: &'a Redactor,
+    pub targets: &'a crate::targets::Targets,
+    pub limits: Limits<'a>,
+}
+
+impl Cx<'_> {
+    /// The named target, or an error naming the known ones.
+    pub fn endpoint(&self, name: &str) -> Result<Endpoint, ActionError> {
+        if let Some(d) = self.targets.diagnostics.first() {
+            return Err(ActionError::new(
+                "invalid_config",
+                format!("the targets file has errors: {}", d.message),
+            )
+            .hint(format!(
+                "fix it{}; `infra validate` shows every error",
+                d.location().map(|l| format!(" at {l}")).unwrap_or_default()
+            )));
+        }
+        match self.targets.targets.get(name) {
+            Some(t) => Ok(Endpoint {
+                name: name.to_owned(),
+                target: t.clone(),
+            }),
+            None => {
+                let known: Vec<&str> = self.targets.targets.keys().map(String::as_str).collect();
+                let mut e = ActionError::new("not_found", format!("no target `{name}`"));
+                e.hint = Some(
+                    match dsl::diagnostic::suggestion(name, known.iter().copied()) {
+                        Some(s) => s,
+                        None if known.is_empty() => format!(
+                            "define targets in {}",
+                            self.config.profiles_dir.join("targets.json").display()
+                        ),
+                        None => format!("known targets: {}", known.join(", ")),
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One target's pooled session and its channel permits.
+#[derive(Debug, Default)]
+struct Slot {
+    conn: Mutex<Option<(String, Arc<Conn>)>>,
+    in_use: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A channel permit: released on drop.
+#[derive(Debug)]
+pub struct Permit {
+    slot: Arc<Slot>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut n = self.slot.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        self.slot.freed.notify_one();
+    }
+}
+
+/// Sessions by target name, shared by every call of the engine.
+#[derive(Debug, Default)]
+pub struct Pool {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+impl Pool {
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry(name.to_owned()).or_default())
+    }
+
+    /// Waits for one of the target's channel permits.
+    pub fn permit(&self, name: &str, limits: Limits<'_>) -> Result<Permit, Stop> {
+        let slot = self.slot(name);
+        let mut n = slot.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= CHANNELS_PER_TARGET {
+            limits.check()?;
+            n = slot
+                .freed
+                .wait_timeout(n, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *n += 1;
+        drop(n);
+        Ok(Permit { slot })
+    }
+
+    /// The target's session: the pooled one if its settings are unchanged, else a new one.
+    pub fn conn(&self, cx: &Cx<'_>, ep: &Endpoint) -> Result<Arc<Conn>, ActionError> {
+        self.conn_at(cx, ep, 0)
+    }
+
+    fn conn_at(&self, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Arc<Conn>, ActionError> {
+        let slot = self.slot(&ep.name);
+        let key = settings_key(&ep.target);
+        // held while connecting, so concurrent callers share one new session
+        let mut held = slot.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = held.as_ref()
+            && *k == key
+        {
+            return Ok(Arc::clone(c));
+        }
+        let conn = Arc::new(connect(self, cx, ep, depth)?);
+        *held = Some((key, Arc::clone(&conn)));
+        Ok(conn)
+    }
+
+    /// Forgets a session that failed, so the next call reconnects (only if it is still the pooled one).
+    pub fn discard(&self, name: &str, conn: &Arc<Conn>) {
+        let slot = self.slot(name);
+        let mut held = slot.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_some_and(|(_, c)| Arc::ptr_eq(c, conn)) {
+            *held = None;
+        }
+    }
+
+    /// A new session that is not pooled (health checks measure a real connect).
+    pub fn fresh(&self, cx: &Cx<'_>, ep: &Endpoint) -> Result<Conn, ActionError> {
+        connect(self, cx, ep, 0)
+    }
+}
