@@ -11,8 +11,10 @@ mod limits;
 mod mcp;
 mod run;
 mod schemas;
+mod ssh;
 mod sshd_support;
-#[path = "../support/mod.rs"] pub mod support;
+#[path = "../support/mod.rs"]
+pub mod support;
 
 use std::path::PathBuf;
 

@@ -82,6 +82,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
         [
             "help",
             "runbook",
+            "ssh",
             "repo",
             "state",
             "artifacts",
@@ -706,5 +707,83 @@ async fn targets_are_listed_without_credentials() {
             .as_str()
             .is_some_and(|m| m.contains("hots"))
     );
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process() {
+    let sshd = crate::support::sshd::Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"prod": crate::ssh::target(&sshd)}).to_string(),
+    )
+    .expect("targets");
+    let s = start(dir.path(), false).await;
+    // the example of the original, verbatim
+    let r = call(
+        &s,
+        "ssh",
+        json!({"action": "exec", "target": "prod", "command": "uptime"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    assert!(
+        body(&r)["result"]["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("load average")),
+        "{:?}",
+        body(&r)
+    );
+    let r = call(
+        &s,
+        "mcp_ssh_manager",
+        json!({"action": "exec", "target": "prod", "command": "exit 3"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(body(&r)["error"]["kind"], "nonzero_exit");
+
+    let pidfile = dir.path().join("remote.pid");
+    let job = call(
+        &s,
+        "ssh",
+        json!({"action": "exec", "target": "prod", "async": true,
+               "command": format!("sleep 1000 & echo $! > {}; wait", pidfile.display())}),
+    )
+    .await;
+    let id = body(&job)["result"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let pid = wait_for_pid(&pidfile).await;
+    let st = call(&s, "jobs", json!({"action": "status", "job_id": id})).await;
+    assert_eq!(body(&st)["result"]["status"], "running");
+    call(&s, "jobs", json!({"action": "cancel", "job_id": id})).await;
+    let waited = call(
+        &s,
+        "jobs",
+        json!({"action": "wait", "job_id": id, "timeout_ms": 10000}),
+    )
+    .await;
+    assert_eq!(body(&waited)["result"]["status"], "cancelled");
+    let mut gone = false;
+    for _ in 0..250 {
+        gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |t| t.contains(") Z"));
+        if gone {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the remote sleep {pid} survived the cancel");
+
+    let r = call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "ssh.health", "input": {"target": "prod"}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
     stop(s).await;
 }

@@ -201,13 +201,15 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
 /// Every tool, in the fixed order the front ends list them.
 pub fn registry() -> &'static [ToolSpec] {
     static R: OnceLock<Vec<ToolSpec>> = OnceLock::new();
-    R.get_or_init(|| vec![
+    R.get_or_init(|| {
+        vec![
             runbook::tool(),
             ssh::tool(),
             repo::tool(),
             state::tool(),
             local::tool(),
-        ])
+        ]
+    })
 }
 
 /// Aliases that are not a tool's own (the original `mcp_*` names are on each tool).

@@ -130,8 +130,8 @@ fn kill_group(conn: &Conn, pgid: u32) {
         cancel: &never,
     };
     let run = || -> Result<(), Stop> {
-        let mut ch = conn.again(limits, || conn.session.channel_session())?;
-        conn.again(limits, || {
+        let mut ch = conn.request(limits, || conn.session.channel_session())?;
+        conn.request(limits, || {
             ch.exec(&format!(
                 "kill -KILL -- -{pgid} 2>/dev/null; kill -KILL {pgid} 2>/dev/null; true"
             ))
@@ -154,7 +154,7 @@ fn kill_group(conn: &Conn, pgid: u32) {
 
 /// Opens a session channel (the caller holds a permit).
 pub fn open(conn: &Conn, limits: Limits<'_>) -> Result<Channel, Stop> {
-    conn.again(limits, || conn.session.channel_session())
+    conn.request(limits, || conn.session.channel_session())
 }
 
 /// Runs one command on an open channel to its end, its timeout or its cancel.
@@ -170,11 +170,11 @@ pub fn run(
     let script = wrap(&cmd);
     let setup = |ch: &mut Channel| -> Result<(), Stop> {
         if cmd.pty {
-            conn.again(limits, || {
+            conn.request(limits, || {
                 ch.request_pty("xterm", None, Some((200, 50, 0, 0)))
             })?;
         }
-        conn.again(limits, || ch.exec(&script))
+        conn.request(limits, || ch.exec(&script))
     };
     if let Err(s) = setup(&mut ch) {
         return Err(s.into_error("starting the remote command"));

@@ -215,9 +215,7 @@ pub(super) fn tool() -> ToolSpec {
                         "Sends content, an artifact or (with INFRA_UNSAFE_LOCAL=1) a host file to a target over SFTP; replaced whole, with its SHA-256.",
                     )
                 },
-                || {
-                    json!({"action": "upload", "target": "prod", "remote_path": "/tmp/motd", "content": "hello\n"})
-                },
+                || json!({"action": "upload", "target": "prod", "remote_path": "/tmp/motd", "content": "hello\n"}),
             ),
             a(
                 "download",
@@ -418,10 +416,11 @@ fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
             }
         }
         if names.is_empty() {
-            return Err(
-                ActionError::new("not_found", format!("no target has the label `{label}`"))
-                    .hint("`context {action: targets}` lists targets and their labels"),
-            );
+            return Err(ActionError::new(
+                "not_found",
+                format!("no target has the label `{label}`"),
+            )
+            .hint("`context {action: targets}` lists targets and their labels"));
         }
     }
     if names.is_empty() {
@@ -445,8 +444,7 @@ fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(name) = names.get(i) else { break };
                     let cap = capture(call, BATCH_CAP, Some(name));
-                    let r = remote_command(call)
-                        .and_then(|cmd| run_on(call, cx, name, cmd, &cap));
+                    let r = remote_command(call).and_then(|cmd| run_on(call, cx, name, cmd, &cap));
                     let v = match r {
                         Ok(v) => v,
                         Err(e) => {
@@ -510,7 +508,7 @@ fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     let exec_started = Instant::now();
     let run = || -> Result<Option<i32>, Stop> {
         let mut ch = exec::open(&conn, cx.limits)?;
-        conn.again(cx.limits, || ch.exec("true"))?;
+        conn.request(cx.limits, || ch.exec("true"))?;
         let mut sink = [0u8; 1024];
         while !ch.eof() {
             match ch.read(&mut sink) {
@@ -536,7 +534,10 @@ fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     if code == Some(0) {
         Ok(out)
     } else {
-        Err(ActionError::new("nonzero_exit", "`true` did not succeed on the target").with_result(out))
+        Err(
+            ActionError::new("nonzero_exit", "`true` did not succeed on the target")
+                .with_result(out),
+        )
     }
 }
 
@@ -629,7 +630,10 @@ fn upload(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     let source = || -> Result<Box<dyn Read>, ActionError> {
         Ok(match given[0] {
             "content" => Box::new(std::io::Cursor::new(
-                call.str_arg("content").unwrap_or_default().as_bytes().to_vec(),
+                call.str_arg("content")
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec(),
             )),
             "content_base64" => Box::new(std::io::Cursor::new(super::local::base64_decode(
                 call.str_arg("content_base64").unwrap_or_default(),
@@ -638,9 +642,7 @@ fn upload(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
                 call,
                 call.str_arg("artifact").unwrap_or_default(),
             )?),
-            _ => Box::new(open_local(
-                call.str_arg("local_path").unwrap_or_default(),
-            )?),
+            _ => Box::new(open_local(call.str_arg("local_path").unwrap_or_default())?),
         })
     };
     let mut out = with_conn(call, cx, name, |conn| {
@@ -669,9 +671,8 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
             p.file_name().and_then(|n| n.to_str()).unwrap_or("file")
         ));
         let r = with_conn(call, cx, name, |conn| {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| {
-                ActionError::new("failed", format!("cannot write `{local}`: {e}"))
-            })?;
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| ActionError::new("failed", format!("cannot write `{local}`: {e}")))?;
             let mut w = HashingWriter::new(&mut f);
             let bytes = sftp::download(conn, cx.limits, remote, &mut w, max)?;
             let sha = w.finish();

@@ -48,7 +48,10 @@ impl Stop {
             Stop::Timeout => ActionError::new("timeout", format!("{what}: timed out"))
                 .hint("raise `timeout_ms`, or check that the host answers"),
             Stop::Cancelled => ActionError::new("cancelled", format!("{what}: cancelled")),
-            Stop::Ssh(e) => ActionError::new("ssh_failed", format!("{what}: {}", e.message())),
+            Stop::Ssh(e) => ActionError::new(
+                "ssh_failed",
+                format!("{what}: {} ({})", e.message(), e.code()),
+            ),
             Stop::Io(e) => ActionError::new("ssh_failed", format!("{what}: {e}")),
         }
     }
@@ -86,6 +89,10 @@ pub struct Conn {
     pub banner: Option<String>,
     /// How long connecting, the handshake and authentication took.
     pub connect_ms: u64,
+    /// Held while a channel is opened or sent a request: libssh2 matches a reply to its channel only
+    /// after it has taken the reply off the wire, so two requests waiting at once can take each other's
+    /// reply and fail.
+    setup: Mutex<()>,
     /// The bastion connection this one runs through, kept alive as long as this one.
     _via: Option<Arc<Conn>>,
 }
@@ -99,6 +106,16 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Runs a request that waits for its reply (a channel open, `exec`, a subsystem) alone.
+    pub fn request<T>(
+        &self,
+        limits: Limits<'_>,
+        op: impl FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<T, Stop> {
+        let _alone = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+        self.again(limits, op)
+    }
+
     /// Waits (at most one tick) until the socket is ready in the direction the session is blocked on.
     pub fn wait(&self) {
         let flags = match self.session.block_directions() {
@@ -197,7 +214,7 @@ fn key_type_name(t: HostKeyType) -> &'static str {
 /// Standard base64 with padding (known_hosts lines).
 fn base64_padded(bytes: &[u8]) -> String {
     let mut s = crate::record::redact::base64(bytes, false);
-    while s.len() % 4 != 0 {
+    while !s.len().is_multiple_of(4) {
         s.push('=');
     }
     s
@@ -430,7 +447,7 @@ fn tunnel(
     limits: Limits<'_>,
 ) -> Result<std::os::unix::net::UnixStream, ActionError> {
     let channel = via
-        .again(limits, || via.session.channel_direct_tcpip(host, port, None))
+        .request(limits, || via.session.channel_direct_tcpip(host, port, None))
         .map_err(|s| match s {
             Stop::Ssh(e) => ActionError::new(
                 "connect_failed",
@@ -524,8 +541,8 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
     let timeout = t
         .connect_timeout_ms
         .map_or(CONNECT_TIMEOUT, Duration::from_millis);
-    let mut session = Session::new()
-        .map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
+    let mut session =
+        Session::new().map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
     let (socket, via) = match &t.jump {
         Some(j) => {
             if depth > 4 {
@@ -588,6 +605,7 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
         fingerprint,
         key_type,
         connect_ms: started.elapsed().as_millis() as u64,
+        setup: Mutex::new(()),
         _via: via,
     })
 }

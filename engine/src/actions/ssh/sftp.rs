@@ -15,7 +15,7 @@ use crate::actions::ActionError;
 const CHUNK: usize = 256 * 1024;
 
 fn sftp(conn: &Conn, limits: Limits<'_>) -> Result<Sftp, ActionError> {
-    conn.again(limits, || conn.session.sftp())
+    conn.request(limits, || conn.session.sftp())
         .map_err(|s| s.into_error("starting SFTP"))
 }
 
@@ -47,15 +47,12 @@ pub fn upload(
 ) -> Result<Value, ActionError> {
     let sftp = sftp(conn, limits)?;
     let dst = Path::new(remote_path);
-    let name = dst
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            ActionError::new(
-                "invalid_args",
-                format!("`remote_path` `{remote_path}` names no file"),
-            )
-        })?;
+    let name = dst.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        ActionError::new(
+            "invalid_args",
+            format!("`remote_path` `{remote_path}` names no file"),
+        )
+    })?;
     let tmp = dst.with_file_name(format!(".{name}.infra-{}", crate::ctx::new_id()));
     let tmp_s = tmp.to_string_lossy().into_owned();
     let mut file = conn
@@ -154,9 +151,8 @@ pub fn download(
             )
             .hint("raise `max_bytes`"));
         }
-        to.write_all(&buf[..n]).map_err(|e| {
-            ActionError::new("failed", format!("cannot write the download: {e}"))
-        })?;
+        to.write_all(&buf[..n])
+            .map_err(|e| ActionError::new("failed", format!("cannot write the download: {e}")))?;
     }
     let _ = conn.again(limits, || file.close());
     Ok(bytes)
