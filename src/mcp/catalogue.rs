@@ -55,24 +55,18 @@ impl Reply {
     }
 }
 
-/// The shape of every tool's result (`outputSchema`).
+/// The shape of every tool's result (`outputSchema`): kept small, since every tool repeats it.
 pub fn output_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
             "ok": {"type": "boolean"},
-            "effects": {"type": "string", "enum": ["read", "write", "destructive"]},
+            "effects": {"enum": ["read", "write", "destructive"]},
             "summary": {"type": "string"},
             "result": {},
             "run_id": {"type": "string"},
-            "artifacts": {"type": "array", "items": {"type": "string"}},
-            "truncated": {"type": "boolean"},
-            "normalized": {"type": "string"},
-            "error": {
-                "type": "object",
-                "properties": {"kind": {"type": "string"}, "message": {"type": "string"}, "hint": {"type": "string"}, "path": {"type": "string"}},
-                "required": ["kind", "message"]
-            }
+            "artifacts": {"type": "array"},
+            "error": {"type": "object"}
         },
         "required": ["ok", "summary"]
     })
@@ -122,19 +116,51 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     }
 }
 
-/// Keeps a property schema small: descriptions and types, not `$schema`/titles.
+/// Keeps a property schema small in the tool list: its type (with item and value types), enum, and the
+/// first sentence of its description. Bounds and formats are in the action's own schema (`help` shows
+/// it), which every call is validated against.
 fn strip_schema_keys(v: &Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
             o.iter()
                 .filter(|(k, _)| {
-                    !matches!(k.as_str(), "$schema" | "title" | "default" | "examples")
+                    matches!(
+                        k.as_str(),
+                        "type"
+                            | "enum"
+                            | "const"
+                            | "items"
+                            | "additionalProperties"
+                            | "description"
+                    )
                 })
-                .map(|(k, x)| (k.clone(), strip_schema_keys(x)))
+                .map(|(k, x)| match (k.as_str(), x) {
+                    ("description", Value::String(d)) => (k.clone(), first_sentence(d).into()),
+                    // an optional argument: `["string", "null"]` is listed as `"string"`
+                    ("type", Value::Array(ts)) => {
+                        let real: Vec<&Value> = ts.iter().filter(|t| *t != "null").collect();
+                        match real.as_slice() {
+                            [one] => (k.clone(), (*one).clone()),
+                            _ => (k.clone(), x.clone()),
+                        }
+                    }
+                    _ => (k.clone(), strip_schema_keys(x)),
+                })
                 .collect(),
         ),
         other => other.clone(),
     }
+}
+
+/// A description's first sentence (up to its first `. `, `(` or `:` after some words).
+fn first_sentence(d: &str) -> &str {
+    let cut = [". ", " (", ": ", "; "]
+        .iter()
+        .filter_map(|p| d.find(p))
+        .filter(|i| *i >= 12)
+        .min()
+        .unwrap_or(d.len());
+    d[..cut].trim_end_matches('.')
 }
 
 fn meta_tool(
