@@ -6,7 +6,6 @@
 
 #![allow(clippy::print_stdout)]
 
-mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
