@@ -3,6 +3,10 @@
 //! the same run against the same throwaway sshd on loopback. Run with `cargo bench --bench ssh`.
 //!
 //! Every infra call is a whole engine run: a one-node plan, its evidence journal and audit records.
+//!
+//! Each `exec` makes sshd start the user's shell, whose startup files cost the same for every client;
+//! a second table times 100 SFTP reads of a small file (`internal-sftp`, no shell) to show the transport
+//! alone: `ssh.download` against `sftp` with fresh connections and with ControlMaster.
 
 #![allow(clippy::print_stdout)]
 
@@ -62,6 +66,53 @@ fn openssh(args: &[String]) {
     assert!(out.status.success() && out.stdout == b"ok\n", "{out:?}");
 }
 
+fn sftp_get(args: &[String], batch: &std::path::Path) {
+    let out = Command::new("sftp")
+        .arg("-q")
+        .arg("-b")
+        .arg(batch)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sftp");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The `ssh` arguments, for `sftp` (`-P` for the port).
+fn for_sftp(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            if a == "-p" {
+                "-P".to_owned()
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}
+
+fn table(title: &str, rows: &[(&str, &Figures)]) {
+    println!("{title}\n");
+    println!("| client | total | per call (median) | p99 |");
+    println!("| --- | --- | --- | --- |");
+    for (name, f) in rows {
+        println!(
+            "| {name} | {:.0} ms | {:.2} ms | {:.2} ms |",
+            ms(f.total),
+            ms(f.median()),
+            ms(f.p99())
+        );
+    }
+    let infra = rows[0].1;
+    println!(
+        "\ninfra against {}: {:.2}x as fast; against {}: {:.1}x as fast\n",
+        rows[1].0,
+        ms(rows[1].1.total) / ms(infra.total),
+        rows[2].0,
+        ms(rows[2].1.total) / ms(infra.total)
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -110,30 +161,44 @@ fn main() {
     let master = measure(|| openssh(&cm));
     let mut exit = vec!["-O".to_owned(), "exit".to_owned()];
     exit.extend(cm.iter().cloned());
+
+    // the transport alone: SFTP reads of a 1 KiB file
+    let file = dir.path().join("small.txt");
+    std::fs::write(&file, "x".repeat(1024)).expect("file");
+    let dl = json!({"action": "download", "target": "box", "remote_path": file});
+    let infra_dl = measure(|| {
+        let plan =
+            engine::compile_call("ssh", &dl, &engine::CompileOptions::default()).expect("compiles");
+        let o = engine.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+        assert!(o.ok(), "{:?}", o.steps);
+    });
+    let batch = dir.path().join("batch");
+    std::fs::write(&batch, format!("get {} /dev/null\n", file.display())).expect("batch");
+    let sftp_fresh = measure(|| sftp_get(&for_sftp(&base), &batch));
+    let sftp_cm = measure(|| sftp_get(&for_sftp(&cm), &batch));
     let _ = Command::new("ssh")
         .args(&exit)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
 
-    println!("{CALLS} sequential `echo ok` calls to one target (loopback sshd):\n");
-    println!("| client | total | per call (median) | p99 |");
-    println!("| --- | --- | --- | --- |");
-    for (name, f) in [
-        ("infra ssh.exec (engine: plan, evidence, audit)", &infra),
-        ("OpenSSH, ControlMaster", &master),
-        ("OpenSSH, fresh connection", &fresh),
-    ] {
-        println!(
-            "| {name} | {:.0} ms | {:.2} ms | {:.2} ms |",
-            ms(f.total),
-            ms(f.median()),
-            ms(f.p99())
-        );
-    }
-    println!(
-        "\ninfra vs ControlMaster: {:.2}x faster; vs fresh connections: {:.1}x faster",
-        ms(master.total) / ms(infra.total),
-        ms(fresh.total) / ms(infra.total)
+    table(
+        &format!("{CALLS} sequential `echo ok` calls to one target (loopback sshd):"),
+        &[
+            ("infra ssh.exec (engine: plan, evidence, audit)", &infra),
+            ("OpenSSH, ControlMaster", &master),
+            ("OpenSSH, fresh connection", &fresh),
+        ],
+    );
+    table(
+        &format!("{CALLS} sequential SFTP reads of a 1 KiB file (no remote shell):"),
+        &[
+            (
+                "infra ssh.download (engine: plan, evidence, audit)",
+                &infra_dl,
+            ),
+            ("sftp, ControlMaster", &sftp_cm),
+            ("sftp, fresh connection", &sftp_fresh),
+        ],
     );
 }

@@ -159,6 +159,19 @@ fn exec_exit_codes_env_cwd_and_stdin() {
         json!({"action": "exec", "target": "box", "argv": ["printf", "[%s]", "a b", "*", "$HOME"]}),
     );
     assert_eq!(ok(&r)["stdout"], "[a b][*][$HOME]");
+
+    // no terminal unless asked for
+    let tty = |pty: bool| {
+        call(
+            &e,
+            json!({"action": "exec", "target": "box", "command": "if [ -t 0 ]; then echo tty; else echo none; fi", "pty": pty}),
+        )
+    };
+    assert_eq!(ok(&tty(false))["stdout"], "none\n");
+    assert_eq!(
+        ok(&tty(true))["stdout"].as_str().map(str::trim),
+        Some("tty")
+    );
 }
 
 #[test]
@@ -775,4 +788,79 @@ fn the_built_in_ssh_runbooks_run() {
         plan.to_string().contains("sudo systemctl restart 'nginx'"),
         "{plan}"
     );
+}
+
+#[test]
+fn credentials_and_secret_inputs_never_show() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    // a passphrase-protected key, authorized on the server
+    let key = dir.path().join("locked_key");
+    let passphrase = "correct horse battery staple 7f3a";
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    let authorized = s.dir.path().join("authorized_keys");
+    let mut all = std::fs::read_to_string(&authorized).expect("authorized_keys");
+    all.push_str(&public);
+    std::fs::write(&authorized, all).expect("authorize");
+
+    let mut t = target(&s);
+    t["key_file"] = json!(key);
+    t["passphrase_env"] = json!("LOCKED_PASSPHRASE");
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"locked": t}).to_string(),
+    )
+    .expect("targets");
+    let c = Config::at(dir.path()).with_vars(Vars::from_pairs([("LOCKED_PASSPHRASE", passphrase)]));
+    let e = Engine::new(c, Arc::new(engine::Catalog::builtin()));
+    // connecting reads the passphrase, and from then on it is masked everywhere: here a command given it
+    // (in its arguments, in the audit log and the journal) and printing it
+    ok(&call(
+        &e,
+        json!({"action": "exec", "target": "locked", "command": "true"}),
+    ));
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "locked", "command": "printf '%s\\n' \"$P\"", "env": {"P": passphrase}}),
+    );
+    let v = ok(&r);
+    let shown = e.redactor().redact_value(v);
+    assert_eq!(shown["stdout"], "[REDACTED]\n", "{shown}");
+
+    // a secret input through a runbook: masked in results, artifacts, evidence and audit
+    let file = dsl::SourceFile::new(
+        "secret.yaml",
+        "name: secret\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - id: echo\n    tool: ssh\n    args: {action: exec, target: locked, command: 'echo {{ input.token }}; echo {{ input.token }} >&2'}\n",
+    );
+    let loaded = dsl::load(&file, None);
+    let rb = Arc::new(loaded.runbooks.into_iter().next().expect("runbook"));
+    let plan = engine::compile(rb.clone(), &engine::CompileOptions::default()).expect("compiles");
+    let token = "tok-9d8e7f6a5b4c";
+    let mut given = serde_json::Map::new();
+    given.insert("token".into(), token.into());
+    let inputs = dsl::resolve_inputs(&rb, &given).expect("inputs");
+    let o = e.execute(&plan, inputs, &RunOptions::default());
+    assert!(o.ok(), "{:?}", o.steps);
+    let mut seen = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("ls").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let text = String::from_utf8_lossy(&bytes);
+                if text.contains(token) || text.contains(passphrase) {
+                    seen.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(seen.is_empty(), "a secret was written to {seen:?}");
 }
