@@ -112,7 +112,7 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
             .iter()
             .any(|a| a.effect == dsl::Effect::Destructive),
         idempotent: read_only,
-        open_world: false,
+        open_world: t.open_world,
     }
 }
 

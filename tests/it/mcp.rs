@@ -720,6 +720,11 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
     )
     .expect("targets");
     let s = start(dir.path(), false).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    let ssh = tools.iter().find(|t| t.name == "ssh").expect("ssh listed");
+    let hints = ssh.annotations.as_ref().expect("annotations");
+    assert_eq!(hints.open_world_hint, Some(true), "ssh reaches other hosts");
+    assert_eq!(hints.read_only_hint, Some(false));
     // the example of the original, verbatim
     let r = call(
         &s,

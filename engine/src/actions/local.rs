@@ -118,6 +118,7 @@ pub(super) fn tool() -> ToolSpec {
         title: "Local host",
         description: "Processes and files on the infra host. Listed and allowed only with INFRA_UNSAFE_LOCAL=1.",
         aliases: &["mcp_local"],
+        open_world: false,
         actions: vec![
             exec,
             a(

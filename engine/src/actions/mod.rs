@@ -64,6 +64,8 @@ pub struct ToolSpec {
     pub description: &'static str,
     /// Names of the original product that mean this tool.
     pub aliases: &'static [&'static str],
+    /// Reaches hosts outside this machine (targets), so results depend on the world.
+    pub open_world: bool,
     pub actions: Vec<ActionSpec>,
 }
 

@@ -108,6 +108,7 @@ pub(super) fn tool() -> ToolSpec {
         title: "Git repository",
         description: "Read-only views of a git repository: snapshot, status, log, diff.",
         aliases: &["mcp_repo"],
+        open_world: false,
         actions: vec![
             snapshot,
             action(

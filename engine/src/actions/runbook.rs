@@ -26,6 +26,7 @@ pub(super) fn tool() -> ToolSpec {
         title: "Runbooks",
         description: "Named, checked workflows: run one (nested in a runbook, depth-limited).",
         aliases: &["mcp_runbook"],
+        open_world: false,
         actions: vec![ActionSpec {
             tool: "runbook",
             name: "run",

@@ -57,6 +57,7 @@ pub(super) fn tool() -> ToolSpec {
         title: "State",
         description: "Small named values shared between calls and runbook steps: in the session or persisted.",
         aliases: &["mcp_state"],
+        open_world: false,
         actions: vec![
             ActionSpec {
                 tool: "state",

@@ -172,6 +172,7 @@ pub(super) fn tool() -> ToolSpec {
         title: "SSH",
         description: "Commands and SFTP transfers on the targets of targets.json|yaml: one host-key-checked session per target, reused across calls.",
         aliases: &["mcp_ssh_manager"],
+        open_world: true,
         actions: vec![
             exec,
             batch,
