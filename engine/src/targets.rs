@@ -220,6 +220,31 @@ impl Targets {
                 );
             }
         }
+        if diagnostics.is_empty() {
+            // a chain of jumps must end at a target that connects directly
+            for (name, t) in &targets {
+                let mut path = vec![name.as_str()];
+                let mut next = t.jump.as_deref();
+                while let Some(j) = next {
+                    if path.contains(&j) {
+                        path.push(j);
+                        let span = node
+                            .pointer(&format!("/{name}/jump"))
+                            .map_or(node.span, |(n, _)| n.span);
+                        diagnostics.push(
+                            Diagnostic::error(
+                                Code::SchemaViolation,
+                                format!("target `{name}` jumps in a loop: {}", path.join(" → ")),
+                            )
+                            .at(file, span),
+                        );
+                        break;
+                    }
+                    path.push(j);
+                    next = targets.get(j).and_then(|t| t.jump.as_deref());
+                }
+            }
+        }
         if !diagnostics.is_empty() {
             targets.clear();
         }
@@ -282,6 +307,19 @@ mod tests {
             "prod: {host: x, jump: bastoin}\nbastion: {host: y}\n",
         ));
         assert!(jump.diagnostics[0].message.contains("`bastoin`"));
+        let looped = Targets::parse(&SourceFile::new(
+            "targets.yaml",
+            "a: {host: x, jump: b}\nb: {host: y, jump: a}\nc: {host: z, jump: c}\n",
+        ));
+        assert!(looped.targets.is_empty());
+        assert_eq!(
+            looped.diagnostics[0].message,
+            "target `a` jumps in a loop: a → b → a"
+        );
+        assert_eq!(
+            looped.diagnostics[2].message,
+            "target `c` jumps in a loop: c → c"
+        );
         assert_eq!(
             jump.diagnostics[0].help.as_deref(),
             Some("did you mean `bastion`?")
