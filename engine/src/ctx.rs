@@ -21,6 +21,9 @@ pub struct Config {
     pub unsafe_local: bool,
     /// `INFRA_ALLOW_SECRET_EXPORT=1`: unredacted artifact reads and credential values.
     pub allow_secret_export: bool,
+    /// `INFRA_HTTP_DENY_PRIVATE=1`: HTTP calls may not reach loopback-free private ranges (10/8,
+    /// 172.16/12, 192.168/16, 100.64/10, fc00::/7), whatever the target says.
+    pub http_deny_private: bool,
     /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
     pub vars: Vars,
 }
@@ -101,6 +104,7 @@ impl Config {
             capabilities_path: path("MCP_CAPABILITIES_PATH"),
             unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
+            http_deny_private: flag(env, "INFRA_HTTP_DENY_PRIVATE"),
             vars: Vars::none(),
             profiles_dir,
         }
@@ -116,6 +120,7 @@ impl Config {
             capabilities_path: None,
             unsafe_local: false,
             allow_secret_export: false,
+            http_deny_private: false,
             vars: Vars::none(),
         }
     }

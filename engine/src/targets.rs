@@ -74,9 +74,9 @@ pub struct Target {
     /// PostgreSQL: `url`, or `host`, `port`, `user`, `database`, `password_env`, `sslmode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<Value>,
-    /// HTTP: `base_url`, `headers`, `auth` (env references only).
+    /// HTTP: `base_url`, `headers`, credentials by environment variable, egress allowances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<Value>,
+    pub http: Option<crate::actions::http::HttpTarget>,
 }
 
 impl Target {

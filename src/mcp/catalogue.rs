@@ -99,12 +99,23 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     let lines: Vec<String> = t
         .actions
         .iter()
-        .map(|a| format!("`{}`: {} ({})", a.name, a.description, a.effect))
+        .map(|a| {
+            format!(
+                "`{}`: {} ({})",
+                a.name,
+                first_sentence(a.description),
+                a.effect
+            )
+        })
         .collect();
     ToolDesc {
         name: t.name.into(),
         title: t.title.into(),
-        description: format!("{} Actions: {}", t.description, lines.join("; ")),
+        description: format!(
+            "{} Actions: {}. `help` with `tool` and `action` gives the exact arguments and an example.",
+            t.description,
+            lines.join("; ")
+        ),
         input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
         read_only,
         destructive: t
@@ -116,9 +127,9 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     }
 }
 
-/// Keeps a property schema small in the tool list: its type (with item and value types), enum, and the
-/// first sentence of its description. Bounds and formats are in the action's own schema (`help` shows
-/// it), which every call is validated against.
+/// Keeps a property schema small in the tool list: its type (with item and value types) and enum.
+/// Descriptions, bounds and formats are in the action's own schema (`help` shows it), which every call
+/// is validated against.
 fn strip_schema_keys(v: &Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
@@ -126,16 +137,10 @@ fn strip_schema_keys(v: &Value) -> Value {
                 .filter(|(k, _)| {
                     matches!(
                         k.as_str(),
-                        "type"
-                            | "enum"
-                            | "const"
-                            | "items"
-                            | "additionalProperties"
-                            | "description"
+                        "type" | "enum" | "const" | "items" | "additionalProperties"
                     )
                 })
                 .map(|(k, x)| match (k.as_str(), x) {
-                    ("description", Value::String(d)) => (k.clone(), first_sentence(d).into()),
                     // an optional argument: `["string", "null"]` is listed as `"string"`
                     ("type", Value::Array(ts)) => {
                         let real: Vec<&Value> = ts.iter().filter(|t| *t != "null").collect();

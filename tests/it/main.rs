@@ -7,6 +7,7 @@
 mod cli;
 mod cli_run;
 mod golden;
+mod http;
 mod limits;
 mod mcp;
 mod run;
@@ -15,6 +16,7 @@ mod ssh;
 mod sshd_support;
 #[path = "../support/mod.rs"]
 pub mod support;
+mod support_smoke;
 
 use std::path::PathBuf;
 
@@ -74,4 +76,45 @@ pub fn check_source(file: &dsl::SourceFile, stem: Option<&str>) -> (usize, Vec<d
         }
     }
     (compiled, all.into_sorted())
+}
+
+/// One call of one tool through the engine, as a one-node plan (what the front ends do).
+pub fn call_tool(
+    e: &engine::run::Engine,
+    tool: &str,
+    args: serde_json::Value,
+    cancel: &engine::run::CancelToken,
+) -> engine::run::StepOutcome {
+    let plan = engine::compile_call(tool, &args, &engine::CompileOptions::default())
+        .unwrap_or_else(|d| panic!("{args}: {d:?}"));
+    let o = e.execute(
+        &plan,
+        serde_json::Map::new(),
+        &engine::run::RunOptions {
+            cancel: cancel.clone(),
+            depth: 0,
+            progress: None,
+        },
+    );
+    o.steps.into_iter().next().expect("one step")
+}
+
+/// Files under `dir` whose bytes contain any of `needles`.
+pub fn files_containing(dir: &std::path::Path, needles: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                let text = String::from_utf8_lossy(&bytes);
+                if needles.iter().any(|n| text.contains(n)) {
+                    seen.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    seen
 }

@@ -83,6 +83,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
             "help",
             "runbook",
             "ssh",
+            "http",
             "repo",
             "state",
             "artifacts",

@@ -44,18 +44,7 @@ pub fn call(e: &Engine, args: Value) -> StepOutcome {
 }
 
 fn call_with(e: &Engine, args: Value, cancel: &CancelToken) -> StepOutcome {
-    let plan = engine::compile_call("ssh", &args, &engine::CompileOptions::default())
-        .unwrap_or_else(|d| panic!("{args}: {d:?}"));
-    let o = e.execute(
-        &plan,
-        serde_json::Map::new(),
-        &RunOptions {
-            cancel: cancel.clone(),
-            depth: 0,
-            progress: None,
-        },
-    );
-    o.steps.into_iter().next().expect("one step")
+    crate::call_tool(e, "ssh", args, cancel)
 }
 
 fn ok(s: &StepOutcome) -> &Value {
@@ -847,20 +836,6 @@ fn credentials_and_secret_inputs_never_show() {
     let inputs = dsl::resolve_inputs(&rb, &given).expect("inputs");
     let o = e.execute(&plan, inputs, &RunOptions::default());
     assert!(o.ok(), "{:?}", o.steps);
-    let mut seen = Vec::new();
-    let mut stack = vec![dir.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("ls").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                let text = String::from_utf8_lossy(&bytes);
-                if text.contains(token) || text.contains(passphrase) {
-                    seen.push(p.display().to_string());
-                }
-            }
-        }
-    }
+    let seen = crate::files_containing(dir.path(), &[token, passphrase]);
     assert!(seen.is_empty(), "a secret was written to {seen:?}");
 }

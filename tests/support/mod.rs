@@ -1,11 +1,13 @@
 //! Test support shared by the integration tests (`tests/it`) and the benches (`benches/*.rs`).
 //!
-//! Depends only on std and `tempfile`; include it with
+//! Depends only on std, `tempfile` and `serde_json`; include it with
 //! `#[path = "../support/mod.rs"] pub mod support;` (tests) or
 //! `#[path = "../tests/support/mod.rs"] mod support;` (benches).
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod postgres;
 pub mod sshd;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read the port, drop the listener).

@@ -95,6 +95,7 @@ pub(super) fn tool() -> ToolSpec {
             unsafe_local: true,
             schema_fn,
             modes: plain,
+            classify: None,
             example,
         }
     };

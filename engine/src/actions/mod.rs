@@ -3,6 +3,7 @@
 //! MCP tools, `help`, the committed schemas in `schemas/actions/` and plan validation are all generated
 //! from this one table, so an action added here appears everywhere.
 
+pub mod http;
 pub mod local;
 pub mod repo;
 pub mod runbook;
@@ -21,6 +22,9 @@ use serde_json::{Map, Value};
 /// Which top-level argument fields are shell command lines or SQL text, given the arguments.
 pub type ModesFn = fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>;
 
+/// The effect of a call from its arguments, when they say.
+pub type ClassifyFn = fn(&Map<String, Value>) -> Option<Effect>;
+
 /// One action of one tool.
 #[derive(Debug)]
 pub struct ActionSpec {
@@ -35,11 +39,21 @@ pub struct ActionSpec {
     pub(crate) schema_fn: fn() -> Value,
     /// How templates in top-level argument fields are written (shell-quoted, SQL-checked).
     pub modes: ModesFn,
+    /// The effect of one call given its literal arguments (templated ones are `null`), when it depends on
+    /// them (an HTTP method, an SQL statement); `None` (or a `None` answer) means `effect`.
+    pub classify: Option<ClassifyFn>,
     /// An example call's arguments (`action` included).
     pub example: fn() -> Value,
 }
 
 impl ActionSpec {
+    /// The effect of a call with these arguments: what `classify` says, never above `effect`.
+    pub fn effect_of(&self, args: &Map<String, Value>) -> Effect {
+        self.classify
+            .and_then(|f| f(args))
+            .map_or(self.effect, |e| e.min(self.effect))
+    }
+
     /// `tool.action`.
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.tool, self.name)
@@ -193,6 +207,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "repo" => repo::invoke(spec.name, call),
         "runbook" => runbook::invoke(spec.name, call),
         "ssh" => ssh::invoke(spec.name, call),
+        "http" => http::invoke(spec.name, call),
         other => Err(ActionError::new(
             "not_available",
             format!("tool `{other}` has no implementation in this build"),
@@ -207,6 +222,7 @@ pub fn registry() -> &'static [ToolSpec] {
         vec![
             runbook::tool(),
             ssh::tool(),
+            http::tool(),
             repo::tool(),
             state::tool(),
             local::tool(),
@@ -218,8 +234,6 @@ pub fn registry() -> &'static [ToolSpec] {
 const EXTRA_ALIASES: &[(&str, &str)] = &[
     ("mcp_psql_manager", "psql"),
     ("sql", "psql"),
-    ("mcp_api_client", "http"),
-    ("api", "http"),
     ("mcp_artifacts", "artifacts"),
     ("mcp_jobs", "jobs"),
     ("job", "jobs"),

@@ -65,6 +65,7 @@ fn action(
         unsafe_local: false,
         schema_fn,
         modes: no_modes,
+        classify: None,
         example: || json!({"action": "status", "repo_path": "."}),
     }
 }

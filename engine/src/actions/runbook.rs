@@ -42,6 +42,7 @@ pub(super) fn tool() -> ToolSpec {
                 )
             },
             modes: no_modes,
+            classify: None,
             example: || json!({"action": "run", "name": "repo.snapshot", "input": {"repo_path": "."}}),
         }],
     }

@@ -70,6 +70,7 @@ pub(super) fn tool() -> ToolSpec {
                     args_schema::<SetArgs>("state", "set", "Stores a JSON value under a key.")
                 },
                 modes: no_modes,
+                classify: None,
                 example: || json!({"action": "set", "key": "hello", "value": "world"}),
             },
             ActionSpec {
@@ -83,6 +84,7 @@ pub(super) fn tool() -> ToolSpec {
                     args_schema::<KeyArgs>("state", "get", "Reads the value under a key.")
                 },
                 modes: no_modes,
+                classify: None,
                 example: || json!({"action": "get", "key": "hello"}),
             },
             ActionSpec {
@@ -100,6 +102,7 @@ pub(super) fn tool() -> ToolSpec {
                     )
                 },
                 modes: no_modes,
+                classify: None,
                 example: || json!({"action": "list", "prefix": "deploy."}),
             },
             ActionSpec {
@@ -113,6 +116,7 @@ pub(super) fn tool() -> ToolSpec {
                     args_schema::<KeyArgs>("state", "unset", "Removes the value under a key.")
                 },
                 modes: no_modes,
+                classify: None,
                 example: || json!({"action": "unset", "key": "hello"}),
             },
         ],

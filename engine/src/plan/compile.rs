@@ -208,7 +208,21 @@ fn resolve_step(
     check_args(rb, step, action, diags);
     check_modes(rb, step, action, diags);
 
-    let mut effect = action.effect;
+    let mut effect = match (action.classify, step.args.as_object()) {
+        (Some(_), Some(args)) => {
+            // what the literal arguments say; a templated one is unknown (`null`) until it is rendered
+            let mut literal = args.clone();
+            for p in templated_pointers(step) {
+                if let Some(key) = p.strip_prefix('/').and_then(|k| k.split('/').next())
+                    && let Some(v) = literal.get_mut(key)
+                {
+                    *v = Value::Null;
+                }
+            }
+            action.effect_of(&literal)
+        }
+        _ => action.effect,
+    };
     if action.tool == "runbook" && action.name == "run" {
         effect = nested_effect(rb, step, opts, diags);
     }
@@ -551,6 +565,7 @@ mod tests {
         let base = find_action("state", "set").expect("state.set");
         ActionSpec {
             modes: sql_modes,
+            classify: None,
             ..clone_spec(base)
         }
     }
@@ -565,6 +580,7 @@ mod tests {
             unsafe_local: a.unsafe_local,
             schema_fn: a.schema_fn,
             modes: a.modes,
+            classify: None,
             example: a.example,
         }
     }

@@ -74,6 +74,7 @@ pub struct Engine {
     session: Session,
     store: OnceLock<Result<Arc<Store>, StoreError>>,
     ssh: actions::ssh::session::Pool,
+    http: actions::http::Agents,
 }
 
 /// A step of a run, as it ended.
@@ -188,6 +189,7 @@ impl Engine {
             session: Session::default(),
             store: OnceLock::new(),
             ssh: actions::ssh::session::Pool::default(),
+            http: actions::http::Agents::default(),
         }
     }
 
@@ -221,6 +223,11 @@ impl Engine {
     /// SSH sessions, one per target, shared by every call and step of this engine.
     pub fn ssh_pool(&self) -> &actions::ssh::session::Pool {
         &self.ssh
+    }
+
+    /// HTTP agents (kept-alive connections), one per egress policy.
+    pub fn http_agents(&self) -> &actions::http::Agents {
+        &self.http
     }
 
     pub fn redactor(&self) -> &Arc<Redactor> {

@@ -134,6 +134,7 @@ pub(super) fn tool() -> ToolSpec {
             unsafe_local: false,
             schema_fn,
             modes: super::no_modes,
+            classify: None,
             example,
         }
     };

@@ -1,0 +1,868 @@
+//! `http`: requests and health checks, through the egress guard. Redirects are followed here, one hop at
+//! a time, so every hop's address is checked again; idempotent requests are retried on connect errors,
+//! 408, 429 and 5xx, honouring `Retry-After`; bodies stream into the result up to a budget and into an
+//! artifact past it.
+
+pub mod guard;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{ActionError, ActionSpec, Call, ToolSpec, args_schema};
+use crate::record::artifacts::ArtifactWriter;
+use dsl::Effect;
+use guard::Policy;
+
+/// Basic authentication, the password from the environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Basic {
+    pub username: String,
+    /// The environment variable that holds the password.
+    pub password_env: String,
+}
+
+/// Retries of idempotent requests.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Attempts in all (1 = no retry).
+    #[schemars(range(min = 1, max = 10))]
+    pub attempts: Option<u32>,
+    /// First delay, doubled after each attempt (default 200); a `Retry-After` answer wins.
+    #[schemars(range(min = 0))]
+    pub delay_ms: Option<u64>,
+}
+
+/// Expected status: one code or a list.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Expect {
+    One(u16),
+    Any(Vec<u16>),
+}
+
+/// Send an HTTP request: `url`, or a target's `base_url` with `path`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestArgs {
+    /// GET (default), HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
+    #[schemars(regex(pattern = r"^(?i)(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$"))]
+    pub method: Option<String>,
+    /// An absolute http(s) URL.
+    pub url: Option<String>,
+    /// A target with an `http` section; `path` is joined to its `base_url`.
+    pub target: Option<String>,
+    pub path: Option<String>,
+    /// Request headers.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Query parameters, added to the URL.
+    pub query: Option<BTreeMap<String, String>>,
+    /// A JSON body (sent with `Content-Type: application/json`).
+    pub json: Option<Value>,
+    /// A text body.
+    pub body: Option<String>,
+    /// A binary body, base64.
+    pub body_base64: Option<String>,
+    /// A form body (`application/x-www-form-urlencoded`).
+    pub form: Option<BTreeMap<String, String>>,
+    /// The environment variable holding a bearer token (`token_env` is the same).
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+    pub basic: Option<Basic>,
+    pub retry: Option<Retry>,
+    /// Status codes that count as success (default: below 400).
+    pub expect_status: Option<Expect>,
+    /// The largest response body accepted (default 256 MiB); a larger one fails the call.
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u64>,
+    /// Write the body to this file on the infra host (needs INFRA_UNSAFE_LOCAL=1).
+    pub save_to: Option<String>,
+}
+
+/// Check an endpoint: status (and optionally the body), with the latency.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckArgs {
+    pub url: Option<String>,
+    pub target: Option<String>,
+    pub path: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Status codes that count as healthy (default 200–399).
+    pub expect_status: Option<Expect>,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+}
+
+/// A target's `http` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    /// The URL `path` is joined to.
+    pub base_url: Option<String>,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The environment variable holding a bearer token (`token_env` is the same).
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+    pub basic: Option<Basic>,
+    /// Allow link-local and cloud metadata addresses (refused by default).
+    pub allow_link_local: Option<bool>,
+    /// Refuse loopback addresses.
+    pub deny_loopback: Option<bool>,
+    /// Refuse private ranges.
+    pub deny_private: Option<bool>,
+}
+
+fn method_of(args: &Map<String, Value>) -> Option<String> {
+    match args.get("method") {
+        None => Some("GET".into()),
+        Some(Value::String(m)) => Some(m.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+/// GET, HEAD and OPTIONS only read.
+fn classify_request(args: &Map<String, Value>) -> Option<Effect> {
+    let m = method_of(args)?;
+    Some(match m.as_str() {
+        "GET" | "HEAD" | "OPTIONS" => Effect::Read,
+        "DELETE" => Effect::Destructive,
+        _ => Effect::Write,
+    })
+}
+
+pub(super) fn tool() -> ToolSpec {
+    let request_desc = "Sends an HTTP request (url, or a target's base_url + path) through the egress guard; retries idempotent requests; JSON bodies parsed; large bodies in an artifact.";
+    let check_desc =
+        "Checks an endpoint: status, latency and optionally a text in the body. Read-only.";
+    ToolSpec {
+        name: "http",
+        title: "HTTP",
+        description: "HTTP requests and checks. Link-local and cloud metadata addresses are refused unless a target allows them; redirects are checked hop by hop.",
+        aliases: &["mcp_api_client", "api"],
+        open_world: true,
+        actions: vec![
+            ActionSpec {
+                tool: "http",
+                name: "request",
+                title: "Send an HTTP request",
+                description: request_desc,
+                effect: Effect::Destructive,
+                unsafe_local: false,
+                schema_fn: || {
+                    args_schema::<RequestArgs>(
+                        "http",
+                        "request",
+                        "Sends an HTTP request (url, or a target's base_url + path) through the egress guard; retries idempotent requests; JSON bodies parsed; large bodies in an artifact.",
+                    )
+                },
+                modes: super::no_modes,
+                classify: Some(classify_request),
+                example: || json!({"action": "request", "method": "GET", "url": "https://example.com/health"}),
+            },
+            ActionSpec {
+                tool: "http",
+                name: "check",
+                title: "Check an endpoint",
+                description: check_desc,
+                effect: Effect::Read,
+                unsafe_local: false,
+                schema_fn: || {
+                    args_schema::<CheckArgs>(
+                        "http",
+                        "check",
+                        "Checks an endpoint: status, latency and optionally a text in the body. Read-only.",
+                    )
+                },
+                modes: super::no_modes,
+                classify: None,
+                example: || json!({"action": "check", "url": "https://example.com/health", "expect_status": 200}),
+            },
+        ],
+    }
+}
+
+/// Agents by guard policy, shared by every call of an engine (so connections are kept alive).
+#[derive(Debug, Default)]
+pub struct Agents {
+    by_policy: Mutex<HashMap<Policy, ureq::Agent>>,
+}
+
+impl Agents {
+    fn get(&self, policy: Policy) -> Result<ureq::Agent, ActionError> {
+        let mut m = self.by_policy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = m.get(&policy) {
+            return Ok(a.clone());
+        }
+        let tls = native_tls::TlsConnector::new()
+            .map_err(|e| ActionError::new("failed", format!("TLS setup failed: {e}")))?;
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .resolver(guard::Guarded(policy))
+            .tls_connector(Arc::new(tls))
+            .timeout_connect(Duration::from_secs(10))
+            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
+            .build();
+        m.insert(policy, agent.clone());
+        Ok(agent)
+    }
+}
+
+/// Bytes of a body kept in the result; the whole body is in an artifact past this.
+const INLINE: usize = 64 * 1024;
+const DEFAULT_MAX: u64 = 256 * 1024 * 1024;
+const MAX_REDIRECTS: usize = 10;
+
+/// What a call resolved to: the URL, the target's settings and the credentials.
+struct Prepared {
+    url: url::Url,
+    headers: Vec<(String, String)>,
+    policy: Policy,
+}
+
+fn invalid(msg: impl Into<String>) -> ActionError {
+    ActionError::new("invalid_args", msg)
+}
+
+fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {
+    let v = call.engine.config().vars.get(var).ok_or_else(|| {
+        ActionError::new(
+            "invalid_config",
+            format!("the {what} variable `{var}` is not set"),
+        )
+        .hint(format!("export {var} in the environment infra runs in"))
+    })?;
+    call.engine.redactor().add(&v);
+    Ok(v)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut s = crate::record::redact::base64(bytes, false);
+    while !s.len().is_multiple_of(4) {
+        s.push('=');
+    }
+    s
+}
+
+fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
+    let a = call.args;
+    let mut target = HttpTarget::default();
+    if let Some(name) = call.str_arg("target") {
+        let targets = crate::targets::Targets::load(&call.engine.config().profiles_dir);
+        if let Some(d) = targets.diagnostics.first() {
+            return Err(ActionError::new(
+                "invalid_config",
+                format!("the targets file has errors: {}", d.message),
+            ));
+        }
+        let t = targets.targets.get(name).ok_or_else(|| {
+            let mut e = ActionError::new("not_found", format!("no target `{name}`"));
+            e.hint = dsl::diagnostic::suggestion(name, targets.targets.keys().map(String::as_str));
+            e
+        })?;
+        target = t.http.clone().ok_or_else(|| {
+            ActionError::new(
+                "invalid_config",
+                format!("target `{name}` has no `http` section"),
+            )
+            .hint("add `http: {base_url: …}` to the target")
+        })?;
+    }
+    let url_text = match (call.str_arg("url"), &target.base_url) {
+        (Some(u), _) => u.to_owned(),
+        (None, Some(base)) => {
+            let path = call.str_arg("path").unwrap_or("");
+            format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                path.trim_start_matches('/')
+            )
+        }
+        (None, None) => {
+            return Err(invalid(
+                "give `url`, or `target` (with a base_url) and `path`",
+            ));
+        }
+    };
+    let mut url = url::Url::parse(&url_text)
+        .map_err(|e| invalid(format!("`{url_text}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ActionError::new(
+            "refused",
+            format!(
+                "{}: scheme `{}` is not http or https",
+                guard::REFUSED,
+                url.scheme()
+            ),
+        ));
+    }
+    if let Some(q) = a.get("query").and_then(Value::as_object) {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in q {
+            pairs.append_pair(k, v.as_str().unwrap_or_default());
+        }
+    }
+    let mut headers: Vec<(String, String)> = target
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(h) = a.get("headers").and_then(Value::as_object) {
+        for (k, v) in h {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    let bearer = call
+        .str_arg("bearer_env")
+        .or_else(|| call.str_arg("token_env"))
+        .map(str::to_owned)
+        .or_else(|| target.bearer_env.clone().or(target.token_env.clone()));
+    let basic: Option<Basic> = match a.get("basic") {
+        Some(b) => serde_json::from_value(b.clone()).ok(),
+        None => target.basic.clone(),
+    };
+    if let Some(var) = bearer {
+        let token = env_secret(call, &var, "bearer token")?;
+        headers.push(("Authorization".into(), format!("Bearer {token}")));
+    } else if let Some(b) = basic {
+        let pw = env_secret(call, &b.password_env, "password")?;
+        let encoded = base64_encode(format!("{}:{pw}", b.username).as_bytes());
+        call.engine.redactor().add(&encoded);
+        headers.push(("Authorization".into(), format!("Basic {encoded}")));
+    }
+    Ok(Prepared {
+        url,
+        headers,
+        policy: Policy {
+            allow_link_local: target.allow_link_local.unwrap_or(false),
+            deny_loopback: target.deny_loopback.unwrap_or(false),
+            deny_private: target.deny_private.unwrap_or(false)
+                || call.engine.config().http_deny_private,
+        },
+    })
+}
+
+/// The request body and its content type.
+/// A request body and its content type, if the body sets one.
+type Payload = (Vec<u8>, Option<&'static str>);
+
+fn body_of(call: &Call<'_>) -> Result<Option<Payload>, ActionError> {
+    let a = call.args;
+    let given: Vec<&str> = ["json", "body", "body_base64", "form"]
+        .into_iter()
+        .filter(|k| a.contains_key(*k))
+        .collect();
+    if given.len() > 1 {
+        return Err(invalid(format!(
+            "give one body, not {}",
+            given.join(" and ")
+        )));
+    }
+    Ok(match given.first().copied() {
+        Some("json") => Some((
+            serde_json::to_vec(&a["json"]).unwrap_or_default(),
+            Some("application/json"),
+        )),
+        Some("body") => Some((
+            call.str_arg("body").unwrap_or_default().as_bytes().to_vec(),
+            None,
+        )),
+        Some("body_base64") => Some((
+            super::local::base64_decode(call.str_arg("body_base64").unwrap_or_default())?,
+            None,
+        )),
+        Some(_) => {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(f) = a.get("form").and_then(Value::as_object) {
+                for (k, v) in f {
+                    ser.append_pair(k, v.as_str().unwrap_or_default());
+                }
+            }
+            Some((
+                ser.finish().into_bytes(),
+                Some("application/x-www-form-urlencoded"),
+            ))
+        }
+        None => None,
+    })
+}
+
+/// One network failure, told apart from a refusal and a timeout.
+fn transport_error(e: &ureq::Transport, url: &url::Url) -> ActionError {
+    let text = e.to_string();
+    if text.contains(guard::REFUSED) {
+        let why = text
+            .find(guard::REFUSED)
+            .map_or(text.as_str(), |i| &text[i..])
+            .to_owned();
+        return ActionError::new("refused", format!("{url}: {why}"))
+            .hint("nothing was sent; an operator can allow the range on a target");
+    }
+    if text.contains("timed out") || text.contains("WouldBlock") {
+        return ActionError::new("timeout", format!("{url}: timed out"))
+            .hint("raise `timeout_ms`, or check that the server answers");
+    }
+    let kind = match e.kind() {
+        ureq::ErrorKind::Dns => "dns_failed",
+        ureq::ErrorKind::ConnectionFailed => "connect_failed",
+        _ => "http_failed",
+    };
+    ActionError::new(kind, format!("{url}: {text}"))
+}
+
+fn retryable_status(s: u16) -> bool {
+    s == 408 || s == 429 || (500..600).contains(&s)
+}
+
+/// Seconds of a `Retry-After` answer (the number form), bounded.
+fn retry_after(resp: &ureq::Response) -> Option<Duration> {
+    resp.header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(300)))
+}
+
+/// Sends one request and follows redirects, checking each hop; returns the last response and the hops.
+fn send(
+    agent: &ureq::Agent,
+    mut method: String,
+    prepared: &Prepared,
+    mut body: Option<Payload>,
+    deadline: Option<Instant>,
+) -> Result<(ureq::Response, url::Url, Vec<Value>), ActionError> {
+    let mut url = prepared.url.clone();
+    let mut headers = prepared.headers.clone();
+    let origin = url.origin();
+    let mut hops = Vec::new();
+    loop {
+        let mut req = agent.request_url(&method, &url);
+        for (k, v) in &headers {
+            req = req.set(k, v);
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ActionError::new("timeout", format!("{url}: timed out")));
+            }
+            req = req.timeout(left);
+        }
+        let sent = match &body {
+            Some((bytes, ctype)) => {
+                if let Some(ct) = ctype
+                    && !headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    req = req.set("Content-Type", ct);
+                }
+                req.send_bytes(bytes)
+            }
+            None => req.call(),
+        };
+        let resp = match sent {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => return Err(transport_error(&t, &url)),
+        };
+        let status = resp.status();
+        let location = resp.header("location").map(str::to_owned);
+        match (status, location) {
+            (301 | 302 | 303 | 307 | 308, Some(loc)) => {
+                if hops.len() >= MAX_REDIRECTS {
+                    return Err(ActionError::new(
+                        "too_many_redirects",
+                        format!("{url}: more than {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                let next = url.join(&loc).map_err(|e| {
+                    ActionError::new("http_failed", format!("{url}: bad Location `{loc}`: {e}"))
+                })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(ActionError::new(
+                        "refused",
+                        format!(
+                            "{url}: redirect to `{next}`: {}: scheme `{}` is not http or https",
+                            guard::REFUSED,
+                            next.scheme()
+                        ),
+                    ));
+                }
+                hops.push(json!({"status": status, "from": url.as_str(), "to": next.as_str()}));
+                // drain what is left of the redirect's body so the connection can be reused
+                let _ = std::io::copy(
+                    &mut resp.into_reader().take(64 * 1024),
+                    &mut std::io::sink(),
+                );
+                if status == 303
+                    || ((status == 301 || status == 302) && method != "GET" && method != "HEAD")
+                {
+                    method = "GET".into();
+                    body = None;
+                }
+                if next.origin() != origin {
+                    // credentials are for the origin they were given for
+                    headers.retain(|(k, _)| {
+                        !k.eq_ignore_ascii_case("authorization")
+                            && !k.eq_ignore_ascii_case("cookie")
+                    });
+                }
+                url = next;
+            }
+            _ => return Ok((resp, url, hops)),
+        }
+    }
+}
+
+/// The body, read to its end or to `max_bytes`: the first `INLINE` bytes in memory, all of it in an
+/// artifact (or a host file) past that.
+struct Body {
+    kept: Vec<u8>,
+    bytes: u64,
+    sha256: String,
+    artifact: Option<crate::record::artifacts::ArtifactRef>,
+}
+
+fn read_body(
+    call: &Call<'_>,
+    resp: ureq::Response,
+    max_bytes: u64,
+    save_to: Option<&str>,
+) -> Result<Body, ActionError> {
+    let mut reader = resp.into_reader();
+    let mut kept = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut spill: Option<ArtifactWriter> = None;
+    let mut file: Option<(std::fs::File, std::path::PathBuf)> = None;
+    if let Some(path) = save_to {
+        let p = std::path::Path::new(path);
+        let tmp = p.with_file_name(format!(
+            ".{}.infra-tmp",
+            p.file_name().and_then(|n| n.to_str()).unwrap_or("body")
+        ));
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| ActionError::new("failed", format!("cannot write `{path}`: {e}")))?;
+        file = Some((f, tmp));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let failed = |e: String, file: &Option<(std::fs::File, std::path::PathBuf)>| {
+        if let Some((_, tmp)) = file {
+            let _ = std::fs::remove_file(tmp);
+        }
+        e
+    };
+    loop {
+        if call.cancel.is_cancelled() {
+            return Err(ActionError::new(
+                "cancelled",
+                failed("the request was cancelled".into(), &file),
+            ));
+        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let kind = if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    "timeout"
+                } else {
+                    "http_failed"
+                };
+                return Err(ActionError::new(
+                    kind,
+                    failed(format!("reading the body: {e}"), &file),
+                ));
+            }
+        };
+        let chunk = &buf[..n];
+        bytes += n as u64;
+        if bytes > max_bytes {
+            return Err(ActionError::new(
+                "too_large",
+                failed(
+                    format!("the response body is larger than `max_bytes` ({max_bytes})"),
+                    &file,
+                ),
+            )
+            .hint("raise `max_bytes`, or ask for less"));
+        }
+        hasher.update(chunk);
+        if let Some((f, _)) = &mut file {
+            f.write_all(chunk).map_err(|e| {
+                ActionError::new("failed", failed(format!("writing the body: {e}"), &file))
+            })?;
+        }
+        if kept.len() < INLINE {
+            let take = (INLINE - kept.len()).min(n);
+            kept.extend_from_slice(&chunk[..take]);
+        }
+        if spill.is_none() && file.is_none() && bytes > INLINE as u64 {
+            let mut w = ArtifactWriter::create(
+                &call.dir,
+                &call.uri_base,
+                "body",
+                call.engine.redactor().clone(),
+            )
+            .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
+            // what was kept so far, then this chunk's rest
+            let before = (bytes - n as u64) as usize;
+            let w_res = w
+                .write_all(&kept[..before.min(kept.len())])
+                .and_then(|()| w.write_all(chunk));
+            w_res.map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?;
+            spill = Some(w);
+        } else if let Some(w) = &mut spill {
+            w.write_all(chunk)
+                .map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?;
+        }
+    }
+    if let Some((f, tmp)) = file {
+        let path = save_to.unwrap_or_default();
+        f.sync_all()
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                ActionError::new("failed", format!("cannot write `{path}`: {e}"))
+            })?;
+    }
+    let artifact = match spill {
+        Some(w) => Some(
+            w.finish()
+                .map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Body {
+        kept,
+        bytes,
+        sha256: dsl::analyze::hex(&hasher.finalize()),
+        artifact,
+    })
+}
+
+fn expected(expect: Option<&Value>, status: u16, default: fn(u16) -> bool) -> bool {
+    match expect {
+        Some(Value::Number(n)) => n.as_u64() == Some(u64::from(status)),
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_u64() == Some(u64::from(status))),
+        _ => default(status),
+    }
+}
+
+fn headers_json(resp: &ureq::Response) -> Value {
+    let mut m = Map::new();
+    for name in resp.headers_names() {
+        if let Some(v) = resp.header(&name) {
+            m.insert(name.to_ascii_lowercase(), v.into());
+        }
+    }
+    Value::Object(m)
+}
+
+fn request(call: &Call<'_>) -> Result<Value, ActionError> {
+    if call.args.contains_key("save_to") && !call.engine.config().unsafe_local {
+        return Err(ActionError::new(
+            "refused",
+            "`save_to` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
+        )
+        .hint("leave it out: a large body goes to an artifact"));
+    }
+    let started = Instant::now();
+    let method = method_of(call.args).unwrap_or_else(|| "GET".into());
+    let prepared = prepare(call)?;
+    let body = body_of(call)?;
+    let agent = call.engine.http_agents().get(prepared.policy)?;
+    let idempotent = matches!(
+        method.as_str(),
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
+    );
+    let retry = call.args.get("retry");
+    let attempts = retry
+        .and_then(|r| r.get("attempts"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 10) as u32;
+    let mut delay = Duration::from_millis(
+        retry
+            .and_then(|r| r.get("delay_ms"))
+            .and_then(Value::as_u64)
+            .unwrap_or(200),
+    );
+    let mut attempt = 0u32;
+    let mut waited = Vec::new();
+    let (resp, url, hops) = loop {
+        attempt += 1;
+        let last = attempt >= attempts || !idempotent;
+        let wait = match send(
+            &agent,
+            method.clone(),
+            &prepared,
+            body.clone(),
+            call.deadline,
+        ) {
+            Ok((resp, url, hops)) => {
+                if last || !retryable_status(resp.status()) {
+                    break (resp, url, hops);
+                }
+                let w = retry_after(&resp).unwrap_or(delay);
+                let _ = std::io::copy(
+                    &mut resp.into_reader().take(64 * 1024),
+                    &mut std::io::sink(),
+                );
+                w
+            }
+            Err(e) if !last && matches!(e.kind.as_str(), "connect_failed" | "http_failed") => delay,
+            Err(e) => return Err(e),
+        };
+        if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return Err(ActionError::new(
+                "timeout",
+                format!(
+                    "{}: no success before the timeout ({attempt} attempts)",
+                    prepared.url
+                ),
+            ));
+        }
+        waited.push(wait.as_millis() as u64);
+        if !call.cancel.sleep(wait) {
+            return Err(ActionError::new("cancelled", "the request was cancelled"));
+        }
+        delay = delay.saturating_mul(2);
+    };
+    let status = resp.status();
+    let content_type = resp.header("content-type").unwrap_or("").to_owned();
+    let headers = headers_json(&resp);
+    let max = call.u64_arg("max_bytes").unwrap_or(DEFAULT_MAX);
+    let b = read_body(call, resp, max, call.str_arg("save_to"))?;
+    let mut out = json!({
+        "method": method,
+        "url": url.as_str(),
+        "status": status,
+        "headers": headers,
+        "attempts": attempt,
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "body_bytes": b.bytes,
+        "body_sha256": b.sha256,
+        "body_truncated": b.bytes > b.kept.len() as u64,
+    });
+    if !hops.is_empty() {
+        out["redirects"] = Value::Array(hops);
+    }
+    if !waited.is_empty() {
+        out["retry_waits_ms"] = json!(waited);
+    }
+    let whole = b.bytes == b.kept.len() as u64;
+    if whole
+        && content_type.contains("json")
+        && let Ok(v) = serde_json::from_slice::<Value>(&b.kept)
+    {
+        out["json"] = v;
+    }
+    if call.str_arg("save_to").is_none() {
+        out["body"] = String::from_utf8_lossy(&b.kept).into_owned().into();
+    } else {
+        out["saved_to"] = call.str_arg("save_to").into();
+    }
+    match &b.artifact {
+        Some(a) => {
+            out["body_uri"] = a.uri.clone().into();
+            out["artifacts"] = json!([a.to_json()]);
+        }
+        None => out["artifacts"] = json!([]),
+    }
+    let ok = expected(call.args.get("expect_status"), status, |s| s < 400);
+    out["ok"] = ok.into();
+    if ok {
+        Ok(out)
+    } else {
+        Err(
+            ActionError::new("unexpected_status", format!("{url} answered {status}"))
+                .hint("see `body`; set `expect_status` if this status is expected")
+                .with_result(out),
+        )
+    }
+}
+
+fn check(call: &Call<'_>) -> Result<Value, ActionError> {
+    let started = Instant::now();
+    let prepared = prepare(call)?;
+    let agent = call.engine.http_agents().get(prepared.policy)?;
+    let (resp, url, hops) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
+    let status = resp.status();
+    let latency = started.elapsed().as_millis() as u64;
+    let b = read_body(call, resp, 16 * 1024 * 1024, None)?;
+    let status_ok = expected(call.args.get("expect_status"), status, |s| {
+        (200..400).contains(&s)
+    });
+    let matched = call
+        .str_arg("body_contains")
+        .map(|needle| String::from_utf8_lossy(&b.kept).contains(needle));
+    let ok = status_ok && matched != Some(false);
+    let out = json!({
+        "url": url.as_str(),
+        "status": status,
+        "latency_ms": latency,
+        "redirects": hops.len(),
+        "body_bytes": b.bytes,
+        "matched": matched,
+        "ok": ok,
+    });
+    if ok {
+        Ok(out)
+    } else {
+        let why = if status_ok {
+            "the body does not contain `body_contains`".to_owned()
+        } else {
+            format!("status {status} is not the expected one")
+        };
+        Err(ActionError::new("check_failed", format!("{url}: {why}")).with_result(out))
+    }
+}
+
+pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError> {
+    match action {
+        "request" => request(call),
+        "check" => check(call),
+        other => Err(ActionError::new(
+            "not_available",
+            format!("http has no action `{other}`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_method_sets_the_effect() {
+        let m = |v: Value| v.as_object().cloned().expect("object");
+        assert_eq!(classify_request(&m(json!({}))), Some(Effect::Read));
+        assert_eq!(
+            classify_request(&m(json!({"method": "head"}))),
+            Some(Effect::Read)
+        );
+        assert_eq!(
+            classify_request(&m(json!({"method": "POST"}))),
+            Some(Effect::Write)
+        );
+        assert_eq!(
+            classify_request(&m(json!({"method": "DELETE"}))),
+            Some(Effect::Destructive)
+        );
+        // a templated method is unknown until rendered
+        assert_eq!(classify_request(&m(json!({"method": null}))), None);
+    }
+}

@@ -1,0 +1,423 @@
+//! `http` against a real HTTP server on loopback (tests/support/http.rs): bodies, retries and
+//! Retry-After, timeouts, redirects checked hop by hop (metadata refused), body limits, artifacts, the
+//! egress guard, secrets in headers, and the `api.check` runbook.
+
+use std::sync::Arc;
+
+use engine::ctx::{Config, Vars};
+use engine::run::{Engine, StepOutcome};
+use serde_json::{Value, json};
+
+use crate::support::http::{HttpServer, pattern};
+
+fn engine_at(dir: &std::path::Path, targets: Value, vars: Vars, unsafe_local: bool) -> Engine {
+    std::fs::write(dir.join("targets.json"), targets.to_string()).expect("targets");
+    let mut c = Config::at(dir).with_vars(vars);
+    c.unsafe_local = unsafe_local;
+    Engine::new(c, Arc::new(engine::Catalog::builtin()))
+}
+
+fn call(e: &Engine, args: Value) -> StepOutcome {
+    crate::call_tool(e, "http", args, &engine::run::CancelToken::new())
+}
+
+fn ok(s: &StepOutcome) -> &Value {
+    assert!(s.error.is_none(), "{:?}", s.error);
+    s.result.as_ref().expect("a result")
+}
+
+fn err(s: &StepOutcome) -> (String, Value) {
+    let e = s
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected an error, got {:?}", s.result));
+    (e.kind.clone(), e.result.clone().unwrap_or(Value::Null))
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("b");
+    std::fs::write(&f, bytes).expect("write");
+    let out = std::process::Command::new("sha256sum")
+        .arg(&f)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn requests_send_bodies_and_parse_json() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+
+    let r = call(&e, json!({"action": "request", "url": srv.url("/json")}));
+    let v = ok(&r);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["json"], json!({"ok": true, "items": [1, 2, 3]}));
+    assert_eq!(v["method"], "GET");
+
+    let r = call(
+        &e,
+        json!({"action": "request", "method": "post", "url": srv.url("/echo"), "query": {"q": "a b&c"},
+               "headers": {"X-Trace": "t-1"}, "json": {"name": "it's", "n": 1}}),
+    );
+    let echo = &ok(&r)["json"];
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["query"], "q=a+b%26c");
+    assert_eq!(echo["headers"]["x-trace"], "t-1");
+    assert_eq!(echo["headers"]["content-type"], "application/json");
+    assert_eq!(
+        serde_json::from_str::<Value>(echo["body"].as_str().expect("body")).expect("json"),
+        json!({"name": "it's", "n": 1})
+    );
+
+    let r = call(
+        &e,
+        json!({"action": "request", "method": "PUT", "url": srv.url("/echo"), "form": {"a": "1 2", "b": "é"}}),
+    );
+    assert_eq!(ok(&r)["json"]["body"], "a=1+2&b=%C3%A9");
+    let r = call(
+        &e,
+        json!({"action": "request", "method": "POST", "url": srv.url("/echo"), "body_base64": "aGk="}),
+    );
+    assert_eq!(ok(&r)["json"]["body"], "hi");
+
+    // a status of 400 and above fails, unless expected
+    let (kind, v) = err(&call(
+        &e,
+        json!({"action": "request", "url": srv.url("/status/404")}),
+    ));
+    assert_eq!(kind, "unexpected_status");
+    assert_eq!(v["status"], 404);
+    assert_eq!(v["body"], "status 404");
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/status/404"), "expect_status": [404, 410]}),
+    );
+    assert_eq!(ok(&r)["status"], 404);
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "url": srv.url("/json"), "expect_status": 201}),
+    ));
+    assert_eq!(kind, "unexpected_status");
+}
+
+#[test]
+fn idempotent_requests_retry_and_honour_retry_after() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/flaky/a?fail=2&status=503"), "retry": {"attempts": 3, "delay_ms": 10}}),
+    );
+    assert_eq!(ok(&r)["attempts"], 3);
+    assert_eq!(ok(&r)["retry_waits_ms"], json!([10, 20]));
+    assert_eq!(srv.hits("/flaky/a"), 3);
+
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/flaky/b?fail=1&status=429&retry_after=1"), "retry": {"attempts": 2, "delay_ms": 10}}),
+    );
+    assert_eq!(ok(&r)["retry_waits_ms"], json!([1000]), "Retry-After wins");
+
+    // attempts run out: the last answer is the result
+    let (kind, v) = err(&call(
+        &e,
+        json!({"action": "request", "url": srv.url("/flaky/c?fail=5&status=500"), "retry": {"attempts": 2, "delay_ms": 1}}),
+    ));
+    assert_eq!(
+        (kind.as_str(), v["status"].clone()),
+        ("unexpected_status", json!(500))
+    );
+    assert_eq!(srv.hits("/flaky/c"), 2);
+
+    // POST is not idempotent: one attempt only
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "method": "POST", "url": srv.url("/flaky/d?fail=1"), "retry": {"attempts": 3}}),
+    ));
+    assert_eq!(kind, "unexpected_status");
+    assert_eq!(srv.hits("/flaky/d"), 1);
+
+    // a 404 is not retried
+    let _ = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/status/404"), "retry": {"attempts": 3}}),
+    );
+    assert_eq!(srv.hits("/status/404"), 1);
+}
+
+#[test]
+fn timeouts_and_connection_errors() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "url": srv.url("/slow?ms=5000"), "timeout_ms": 300}),
+    ));
+    assert_eq!(kind, "timeout");
+    let port = crate::support::free_port();
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "url": format!("http://127.0.0.1:{port}/")}),
+    ));
+    assert_eq!(kind, "connect_failed");
+}
+
+#[test]
+fn redirects_are_checked_hop_by_hop() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/redirect/chain/3")}),
+    );
+    let v = ok(&r);
+    assert_eq!(v["body"], "end");
+    assert_eq!(v["redirects"].as_array().map(Vec::len), Some(3));
+    assert!(
+        v["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/redirect/chain/0"))
+    );
+
+    for to in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://0.0.0.0:80/",
+        "file:///etc/passwd",
+    ] {
+        let target = format!("/redirect?to={}", url_encode(to));
+        let (kind, _) = err(&call(
+            &e,
+            json!({"action": "request", "url": srv.url(&target)}),
+        ));
+        assert_eq!(kind, "refused", "{to}");
+    }
+    for direct in [
+        "http://169.254.169.254/latest/meta-data/",
+        "gopher://127.0.0.1/",
+    ] {
+        let r = call(&e, json!({"action": "request", "url": direct}));
+        let msg = r
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert_eq!(err(&r).0, "refused", "{direct}");
+        assert!(msg.contains("egress refused"), "{msg}");
+    }
+
+    // a target may allow link-local, or deny loopback
+    let e = engine_at(
+        dir.path(),
+        json!({"closed": {"http": {"base_url": srv.url("/"), "deny_loopback": true}},
+               "api": {"http": {"base_url": srv.url("/"), "headers": {"X-From": "target"}}}}),
+        Vars::none(),
+        false,
+    );
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "target": "closed", "path": "/json"}),
+    ));
+    assert_eq!(kind, "refused");
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "api", "path": "/echo"}),
+    );
+    assert_eq!(ok(&r)["json"]["headers"]["x-from"], "target");
+    assert_eq!(ok(&r)["json"]["path"], "/echo");
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn bodies_are_bounded_and_large_ones_go_to_artifacts() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "request", "url": srv.url("/bytes/100000"), "max_bytes": 1000}),
+    ));
+    assert_eq!(kind, "too_large");
+
+    let n = 5_000_000;
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url(&format!("/bytes/{n}"))}),
+    );
+    let v = ok(&r);
+    assert_eq!(v["body_bytes"], n);
+    assert_eq!(v["body_truncated"], true);
+    let want = sha256_of(&pattern(n));
+    assert_eq!(v["body_sha256"], want.as_str());
+    let uri = v["body_uri"].as_str().expect("an artifact");
+    let path = engine::record::artifacts::resolve(dir.path(), uri).expect("resolves");
+    assert_eq!(sha256_of(&std::fs::read(path).expect("artifact")), want);
+
+    // a host path needs the opt-in
+    let out = dir.path().join("download.bin");
+    let args = json!({"action": "request", "url": srv.url("/bytes/70000"), "save_to": out});
+    assert_eq!(err(&call(&e, args.clone())).0, "refused");
+    assert!(!out.exists());
+    let e = engine_at(dir.path(), json!({}), Vars::none(), true);
+    let r = call(&e, args);
+    assert_eq!(ok(&r)["saved_to"], json!(out));
+    assert_eq!(std::fs::read(&out).expect("saved"), pattern(70000));
+}
+
+#[test]
+fn secrets_in_headers_never_show() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = "tk_live_5f4e3d2c1b0a9988";
+    let password = "pw-77a1b2c3d4e5";
+    let e = engine_at(
+        dir.path(),
+        json!({"api": {"http": {"base_url": srv.url("/"), "basic": {"username": "ops", "password_env": "API_PASSWORD"}}}}),
+        Vars::from_pairs([("API_TOKEN", token), ("API_PASSWORD", password)]),
+        false,
+    );
+    let r = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/echo"), "bearer_env": "API_TOKEN"}),
+    );
+    let shown = e.redactor().redact_value(ok(&r));
+    assert_eq!(
+        shown["json"]["headers"]["authorization"],
+        "Bearer [REDACTED]"
+    );
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "api", "path": "/headers"}),
+    );
+    let sent = srv
+        .requests()
+        .last()
+        .and_then(|q| q.header("authorization").map(str::to_owned))
+        .expect("sent");
+    assert!(sent.starts_with("Basic "));
+    let shown = e.redactor().redact_value(ok(&r));
+    assert!(!shown.to_string().contains(&sent[6..]), "{shown}");
+
+    // a secret input in a header, through a runbook
+    let file = dsl::SourceFile::new(
+        "h.yaml",
+        "name: h\ninputs:\n  key: {type: string, secret: true}\n  url: {type: string}\nsteps:\n  - id: call\n    tool: http\n    args: {action: request, url: '{{ input.url }}', headers: {X-Api-Key: '{{ input.key }}'}}\n",
+    );
+    let rb = Arc::new(
+        dsl::load(&file, None)
+            .runbooks
+            .into_iter()
+            .next()
+            .expect("rb"),
+    );
+    let plan = engine::compile(rb.clone(), &engine::CompileOptions::default()).expect("compiles");
+    let key = "key-0f1e2d3c4b5a";
+    let mut given = serde_json::Map::new();
+    given.insert("key".into(), key.into());
+    given.insert("url".into(), srv.url("/echo").into());
+    let inputs = dsl::resolve_inputs(&rb, &given).expect("inputs");
+    let o = e.execute(&plan, inputs, &engine::run::RunOptions::default());
+    assert!(o.ok(), "{:?}", o.steps);
+    assert_eq!(
+        srv.requests()
+            .last()
+            .and_then(|q| q.header("x-api-key").map(str::to_owned)),
+        Some(key.to_owned()),
+        "the real value was sent"
+    );
+    let leaks = crate::files_containing(dir.path(), &[token, password, &sent[6..], key]);
+    assert!(leaks.is_empty(), "a secret was written to {leaks:?}");
+}
+
+#[test]
+fn checks_and_the_api_check_runbook() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let targets = json!({"api": {"http": {"base_url": srv.url("/")}}});
+    let e = engine_at(dir.path(), targets.clone(), Vars::none(), false);
+    let r = call(
+        &e,
+        json!({"action": "check", "url": srv.url("/json"), "body_contains": "items"}),
+    );
+    let v = ok(&r);
+    assert_eq!(
+        (v["status"].clone(), v["matched"].clone()),
+        (json!(200), json!(true))
+    );
+    assert!(v["latency_ms"].is_u64());
+    let (kind, v) = err(&call(
+        &e,
+        json!({"action": "check", "url": srv.url("/status/503")}),
+    ));
+    assert_eq!(
+        (kind.as_str(), v["status"].clone()),
+        ("check_failed", json!(503))
+    );
+    let (kind, _) = err(&call(
+        &e,
+        json!({"action": "check", "url": srv.url("/json"), "body_contains": "nope"}),
+    ));
+    assert_eq!(kind, "check_failed");
+
+    let run = |extra: &[&str]| {
+        let out = crate::infra_in(dir.path(), dir.path())
+            .args(["run", "api.check", "--json", "--input", "target=api"])
+            .args(extra)
+            .output()
+            .expect("infra run");
+        (out.status.code(), crate::stdout_json(&out))
+    };
+    let (code, v) = run(&["--input", "path=/json"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["outputs"]["status"], 200);
+    let (code, v) = run(&["--input", "path=/status/500"]);
+    assert_eq!(code, Some(1), "{v}");
+    let (code, v) = run(&[
+        "--input",
+        "path=/status/204",
+        "--input",
+        "expect_status=204",
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+}
+
+#[test]
+fn a_get_plans_as_a_read_and_a_post_as_a_write() {
+    let plan = |args: Value| {
+        engine::compile_call("http", &args, &engine::CompileOptions::default())
+            .expect("compiles")
+            .effects()
+    };
+    assert_eq!(
+        plan(json!({"action": "request", "url": "http://127.0.0.1/"})),
+        dsl::Effect::Read
+    );
+    assert_eq!(
+        plan(json!({"action": "request", "method": "POST", "url": "http://127.0.0.1/"})),
+        dsl::Effect::Write
+    );
+    assert_eq!(
+        plan(json!({"action": "request", "method": "DELETE", "url": "http://127.0.0.1/"})),
+        dsl::Effect::Destructive
+    );
+}
