@@ -73,7 +73,7 @@ pub struct Target {
     pub description: Option<String>,
     /// PostgreSQL: `url`, or `host`, `port`, `user`, `database`, `password_env`, `sslmode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<Value>,
+    pub postgres: Option<crate::actions::psql::PgTarget>,
     /// HTTP: `base_url`, `headers`, credentials by environment variable, egress allowances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::actions::http::HttpTarget>,

@@ -78,14 +78,8 @@ pub fn output_schema() -> Value {
 fn registry_tool(t: &ToolSpec) -> ToolDesc {
     let mut props = Map::new();
     let names: Vec<&str> = t.actions.iter().map(|a| a.name).collect();
-    props.insert(
-        "action".into(),
-        json!({"type": "string", "enum": names, "description": "What to do."}),
-    );
-    props.insert(
-        "async".into(),
-        json!({"type": "boolean", "description": "Start the call as a job and return its `job_id` at once."}),
-    );
+    props.insert("action".into(), json!({"type": "string", "enum": names}));
+    props.insert("async".into(), json!({"type": "boolean"}));
     for a in &t.actions {
         if let Some(p) = a.schema().get("properties").and_then(Value::as_object) {
             for (k, v) in p {
@@ -245,7 +239,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     out.push(meta_tool(
         "jobs",
         "Jobs",
-        "Calls started with `async: true`: `list`, `status`, `wait` (timeout_ms), `logs` (the run's journal), `cancel`. Jobs live in the store: the CLI sees them too.",
+        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the run's journal), `cancel`. Jobs live in the store: the CLI sees them too.",
         &["list", "status", "wait", "logs", "cancel"],
         json!({"job_id": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
         false,

@@ -98,8 +98,13 @@ fn every_builtin_runbook_compiles() {
     for e in catalog.entries() {
         let plan = engine::compile(e.runbook.clone(), &opts)
             .unwrap_or_else(|d| panic!("{}: {d:?}", e.runbook.name));
+        // `db.query` takes a whole statement as its input, on purpose (`| raw`, warned): its call is
+        // read-only and one statement, which the action enforces
+        let deliberate = |d: &dsl::Diagnostic| {
+            e.runbook.name == "db.query" && d.code == dsl::Code::UnsafeInterpolation
+        };
         assert!(
-            plan.warnings().is_empty(),
+            plan.warnings().iter().all(deliberate),
             "{}: {:?}",
             e.runbook.name,
             plan.warnings()

@@ -10,6 +10,7 @@ mod golden;
 mod http;
 mod limits;
 mod mcp;
+mod psql;
 mod run;
 mod schemas;
 mod ssh;

@@ -84,6 +84,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
             "runbook",
             "ssh",
             "http",
+            "psql",
             "repo",
             "state",
             "artifacts",

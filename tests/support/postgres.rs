@@ -219,7 +219,7 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success() && std::env::var_os("TMP_FAIL_STOP").is_none());
+            .is_ok_and(|s| s.success());
         if !stopped {
             self.kill_postmaster();
         }
@@ -300,9 +300,9 @@ impl Postgres {
         cmd
     }
 
-    /// Fallback of [`Postgres::stop`]: SIGQUIT (immediate shutdown) to the postmaster of this data
-    /// directory, then SIGKILL to its process group (pg_ctl starts it with `setsid`, so the group holds
-    /// exactly the postmaster and its children) if it has not exited within [`KILL_GRACE`].
+    /// Fallback of [`Postgres::stop`]: SIGQUIT (immediate shutdown: the postmaster makes its children
+    /// quit too) to the postmaster of this data directory, then, if it has not exited within
+    /// [`KILL_GRACE`], SIGKILL to it and its child processes.
     fn kill_postmaster(&self) {
         let Some(pid) = fs::read_to_string(self.data.join("postmaster.pid"))
             .ok()
@@ -319,7 +319,22 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(20));
         }
         if self.is_our_postmaster(pid) {
-            signal("-KILL", &[format!("-{pid}"), pid.to_string()]);
+            // Server processes call `setsid()`, so they are not in the postmaster's process group:
+            // kill its children by parent pid, the postmaster first so that it forks no more.
+            let children = postgres_children(pid);
+            signal("-KILL", &[pid.to_string()]);
+            signal(
+                "-KILL",
+                &children.iter().map(u32::to_string).collect::<Vec<_>>(),
+            );
+            // SIGKILL takes effect asynchronously: wait (briefly) until they are dead, so the port and
+            // the data directory are free when `stop` returns.
+            let deadline = Instant::now() + KILL_GRACE;
+            while std::iter::once(&pid).chain(&children).any(|&p| alive(p))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
@@ -331,11 +346,7 @@ impl Postgres {
         let cwd_ok = fs::read_link(proc.join("cwd")).is_ok_and(|cwd| {
             fs::canonicalize(&self.data).is_ok_and(|data| cwd == data) || cwd == self.data
         });
-        let live = fs::read_to_string(proc.join("stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-        });
-        comm_ok && cwd_ok && live
+        comm_ok && cwd_ok && alive(pid)
     }
 }
 
@@ -418,6 +429,35 @@ fn random_password() -> String {
         round += 1;
     }
     out
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Pids of the live `postgres` processes whose parent is `parent` (from `/proc/<pid>/stat`).
+fn postgres_children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may contain spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse::<u32>().ok()?;
+            (ppid == parent && comm == "postgres" && !matches!(state, "Z" | "X")).then_some(pid)
+        })
+        .collect()
 }
 
 /// Removes every `PG*` variable (PGHOST, PGPORT, PGDATA, PGSERVICE, …) from a command's environment,

@@ -96,6 +96,7 @@ pub(super) fn tool() -> ToolSpec {
             schema_fn,
             modes: plain,
             classify: None,
+            secret_args: None,
             example,
         }
     };

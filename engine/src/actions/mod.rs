@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod local;
+pub mod psql;
 pub mod repo;
 pub mod runbook;
 pub mod ssh;
@@ -25,6 +26,9 @@ pub type ModesFn = fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>;
 /// The effect of a call from its arguments, when they say.
 pub type ClassifyFn = fn(&Map<String, Value>) -> Option<Effect>;
 
+/// The credential values among a call's arguments.
+pub type SecretsFn = fn(&Map<String, Value>) -> Vec<String>;
+
 /// One action of one tool.
 #[derive(Debug)]
 pub struct ActionSpec {
@@ -42,6 +46,9 @@ pub struct ActionSpec {
     /// The effect of one call given its literal arguments (templated ones are `null`), when it depends on
     /// them (an HTTP method, an SQL statement); `None` (or a `None` answer) means `effect`.
     pub classify: Option<ClassifyFn>,
+    /// Argument values that are credentials (a connection URL, an `Authorization` header): the
+    /// executor registers them with the redactor before the call is recorded anywhere.
+    pub secret_args: Option<SecretsFn>,
     /// An example call's arguments (`action` included).
     pub example: fn() -> Value,
 }
@@ -208,6 +215,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "runbook" => runbook::invoke(spec.name, call),
         "ssh" => ssh::invoke(spec.name, call),
         "http" => http::invoke(spec.name, call),
+        "psql" => psql::invoke(spec.name, call),
         other => Err(ActionError::new(
             "not_available",
             format!("tool `{other}` has no implementation in this build"),
@@ -223,6 +231,7 @@ pub fn registry() -> &'static [ToolSpec] {
             runbook::tool(),
             ssh::tool(),
             http::tool(),
+            psql::tool(),
             repo::tool(),
             state::tool(),
             local::tool(),
@@ -232,8 +241,6 @@ pub fn registry() -> &'static [ToolSpec] {
 
 /// Aliases that are not a tool's own (the original `mcp_*` names are on each tool).
 const EXTRA_ALIASES: &[(&str, &str)] = &[
-    ("mcp_psql_manager", "psql"),
-    ("sql", "psql"),
     ("mcp_artifacts", "artifacts"),
     ("mcp_jobs", "jobs"),
     ("job", "jobs"),

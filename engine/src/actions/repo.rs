@@ -66,6 +66,7 @@ fn action(
         schema_fn,
         modes: no_modes,
         classify: None,
+        secret_args: None,
         example: || json!({"action": "status", "repo_path": "."}),
     }
 }

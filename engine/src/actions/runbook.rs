@@ -43,6 +43,7 @@ pub(super) fn tool() -> ToolSpec {
             },
             modes: no_modes,
             classify: None,
+            secret_args: None,
             example: || json!({"action": "run", "name": "repo.snapshot", "input": {"repo_path": "."}}),
         }],
     }

@@ -71,6 +71,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: no_modes,
                 classify: None,
+                secret_args: None,
                 example: || json!({"action": "set", "key": "hello", "value": "world"}),
             },
             ActionSpec {
@@ -85,6 +86,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: no_modes,
                 classify: None,
+                secret_args: None,
                 example: || json!({"action": "get", "key": "hello"}),
             },
             ActionSpec {
@@ -103,6 +105,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: no_modes,
                 classify: None,
+                secret_args: None,
                 example: || json!({"action": "list", "prefix": "deploy."}),
             },
             ActionSpec {
@@ -117,6 +120,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: no_modes,
                 classify: None,
+                secret_args: None,
                 example: || json!({"action": "unset", "key": "hello"}),
             },
         ],

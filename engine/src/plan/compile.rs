@@ -566,6 +566,7 @@ mod tests {
         ActionSpec {
             modes: sql_modes,
             classify: None,
+            secret_args: None,
             ..clone_spec(base)
         }
     }
@@ -581,6 +582,7 @@ mod tests {
             schema_fn: a.schema_fn,
             modes: a.modes,
             classify: None,
+            secret_args: None,
             example: a.example,
         }
     }

@@ -75,6 +75,7 @@ pub struct Engine {
     store: OnceLock<Result<Arc<Store>, StoreError>>,
     ssh: actions::ssh::session::Pool,
     http: actions::http::Agents,
+    psql: actions::psql::conn::Pool,
 }
 
 /// A step of a run, as it ended.
@@ -190,6 +191,7 @@ impl Engine {
             store: OnceLock::new(),
             ssh: actions::ssh::session::Pool::default(),
             http: actions::http::Agents::default(),
+            psql: actions::psql::conn::Pool::default(),
         }
     }
 
@@ -228,6 +230,11 @@ impl Engine {
     /// HTTP agents (kept-alive connections), one per egress policy.
     pub fn http_agents(&self) -> &actions::http::Agents {
         &self.http
+    }
+
+    /// PostgreSQL clients, pooled per connection.
+    pub fn psql_pool(&self) -> &actions::psql::conn::Pool {
+        &self.psql
     }
 
     pub fn redactor(&self) -> &Arc<Redactor> {
@@ -1114,6 +1121,11 @@ impl RunCx<'_> {
         let spec = node.action;
         let step = node.step.id.to_string();
         let started = Instant::now();
+        if let Some(secrets) = spec.secret_args {
+            for s in secrets(args) {
+                engine.redactor.add(&s);
+            }
+        }
         let shown_args = engine.redactor.redact_value(&Value::Object(args.clone()));
         let _ = self.journal.append(
             &Record::NodeStarted {

@@ -142,6 +142,35 @@ fn classify_request(args: &Map<String, Value>) -> Option<Effect> {
     })
 }
 
+/// Headers that carry credentials: their values are masked before the call is recorded.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+];
+
+fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(h) = args.get("headers").and_then(Value::as_object) {
+        for (k, v) in h {
+            let k = k.to_ascii_lowercase();
+            if (SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret"))
+                && let Some(v) = v.as_str()
+            {
+                out.push(v.to_owned());
+                // the credential without its scheme (`Bearer …`, `Basic …`)
+                if let Some((_, cred)) = v.split_once(' ') {
+                    out.push(cred.trim().to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
 pub(super) fn tool() -> ToolSpec {
     let request_desc = "Sends an HTTP request (url, or a target's base_url + path) through the egress guard; retries idempotent requests; JSON bodies parsed; large bodies in an artifact.";
     let check_desc =
@@ -169,6 +198,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: super::no_modes,
                 classify: Some(classify_request),
+                secret_args: Some(header_secrets),
                 example: || json!({"action": "request", "method": "GET", "url": "https://example.com/health"}),
             },
             ActionSpec {
@@ -187,6 +217,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: super::no_modes,
                 classify: None,
+                secret_args: None,
                 example: || json!({"action": "check", "url": "https://example.com/health", "expect_status": 200}),
             },
         ],

@@ -135,6 +135,7 @@ pub(super) fn tool() -> ToolSpec {
             schema_fn,
             modes: super::no_modes,
             classify: None,
+            secret_args: None,
             example,
         }
     };

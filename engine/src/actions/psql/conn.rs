@@ -1,0 +1,379 @@
+//! PostgreSQL connections: where a call connects (a target's `postgres` section, a `connection` URL,
+//! `DATABASE_URL`), pooled clients per connection, and calls bounded on the server: `statement_timeout`
+//! for the deadline, and a cancel request when the deadline passes or the call is cancelled, so the
+//! backend stops working too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use postgres_native_tls::MakeTlsConnector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::actions::{ActionError, Call};
+
+/// A target's `postgres` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgTarget {
+    /// `postgres://user@host:port/db` (keep the password out of it: use `password_env`).
+    pub url: Option<String>,
+    /// The environment variable that holds the whole URL.
+    pub url_env: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// The environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// `disable`, `prefer` (default) or `require`.
+    #[schemars(regex(pattern = "^(disable|prefer|require)$"))]
+    pub sslmode: Option<String>,
+    /// Every query runs in a read-only transaction and writing statements are refused.
+    pub read_only: Option<bool>,
+    #[schemars(range(min = 1))]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// Where one call connects, resolved.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The pool key: which settings made this connection.
+    pub key: String,
+    pub config: postgres::Config,
+    pub read_only: bool,
+    /// Shown in results: `user@host:port/db`.
+    pub label: String,
+}
+
+fn config_err(msg: String) -> ActionError {
+    ActionError::new("invalid_config", msg)
+}
+
+/// The connection of a call: `target`/`profile_name`, else `connection`, else the only target with a
+/// `postgres` section, else `DATABASE_URL`.
+pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
+    let cfg = call.engine.config();
+    let redactor = call.engine.redactor();
+    let name = call
+        .str_arg("target")
+        .or_else(|| call.str_arg("profile_name"));
+    let mut section: Option<(String, PgTarget)> = None;
+    let targets = crate::targets::Targets::load(&cfg.profiles_dir);
+    if let Some(d) = targets.diagnostics.first() {
+        return Err(config_err(format!(
+            "the targets file has errors: {}",
+            d.message
+        )));
+    }
+    if let Some(name) = name {
+        let t = targets.targets.get(name).ok_or_else(|| {
+            let mut e = ActionError::new("not_found", format!("no target `{name}`"));
+            e.hint = dsl::diagnostic::suggestion(name, targets.targets.keys().map(String::as_str));
+            e
+        })?;
+        let pg = t
+            .postgres
+            .clone()
+            .ok_or_else(|| config_err(format!("target `{name}` has no `postgres` section")))?;
+        section = Some((name.to_owned(), pg));
+    } else if call.str_arg("connection").is_none() {
+        let with: Vec<(&String, &PgTarget)> = targets
+            .targets
+            .iter()
+            .filter_map(|(n, t)| t.postgres.as_ref().map(|p| (n, p)))
+            .collect();
+        if let [(n, p)] = with.as_slice() {
+            section = Some(((*n).clone(), (*p).clone()));
+        }
+    }
+    let (key_name, url, pg) = match (&section, call.str_arg("connection")) {
+        (Some((n, pg)), _) => {
+            let url = match (&pg.url, &pg.url_env) {
+                (Some(u), _) => Some(u.clone()),
+                (None, Some(var)) => Some(cfg.vars.get(var).ok_or_else(|| {
+                    config_err(format!("target `{n}`: `{var}` is not set"))
+                        .hint(format!("export {var} in the environment infra runs in"))
+                })?),
+                (None, None) => None,
+            };
+            (format!("target:{n}"), url, pg.clone())
+        }
+        (None, Some(c)) => (
+            "connection".to_owned(),
+            Some(c.to_owned()),
+            PgTarget::default(),
+        ),
+        (None, None) => match cfg.vars.get("DATABASE_URL") {
+            Some(u) => ("env:DATABASE_URL".to_owned(), Some(u), PgTarget::default()),
+            None => {
+                return Err(config_err(
+                    "no database given: name a `target` with a `postgres` section, give `connection`, or set DATABASE_URL".into(),
+                ));
+            }
+        },
+    };
+    let mut config = match &url {
+        Some(u) => {
+            redactor.add(u);
+            u.parse::<postgres::Config>()
+                .map_err(|e| config_err(format!("the connection URL is not valid: {e}")))?
+        }
+        None => postgres::Config::new(),
+    };
+    if let Some(h) = &pg.host {
+        config.host(h);
+    }
+    if let Some(p) = pg.port {
+        config.port(p);
+    }
+    if let Some(u) = &pg.user {
+        config.user(u);
+    }
+    if let Some(d) = &pg.database {
+        config.dbname(d);
+    }
+    if let Some(var) = &pg.password_env {
+        let pw = cfg.vars.get(var).ok_or_else(|| {
+            config_err(format!("the password variable `{var}` is not set"))
+                .hint(format!("export {var} in the environment infra runs in"))
+        })?;
+        config.password(pw);
+    }
+    if let Some(pw) = config.get_password() {
+        redactor.add(&String::from_utf8_lossy(pw));
+    }
+    if config.get_hosts().is_empty() {
+        config.host("127.0.0.1");
+    }
+    config.ssl_mode(match pg.sslmode.as_deref() {
+        Some("disable") => postgres::config::SslMode::Disable,
+        Some("require") => postgres::config::SslMode::Require,
+        _ => postgres::config::SslMode::Prefer,
+    });
+    config.connect_timeout(Duration::from_millis(
+        pg.connect_timeout_ms.unwrap_or(10_000),
+    ));
+    config.application_name("infra");
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let label = format!(
+        "{}@{host}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().unwrap_or("?")
+    );
+    let read_only = pg.read_only.unwrap_or(false) || call.bool_arg("read_only").unwrap_or(false);
+    // the key holds no secret: the settings' shape and a digest of the URL and password
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(url.as_deref().unwrap_or_default());
+        h.update(config.get_password().unwrap_or_default());
+        h.update(format!("{pg:?}"));
+        dsl::analyze::hex(&h.finalize()[..8])
+    };
+    Ok(Resolved {
+        key: format!("{key_name}#{digest}"),
+        config,
+        read_only,
+        label,
+    })
+}
+
+fn tls() -> Result<MakeTlsConnector, ActionError> {
+    let c = native_tls::TlsConnector::new()
+        .map_err(|e| ActionError::new("failed", format!("TLS setup failed: {e}")))?;
+    Ok(MakeTlsConnector::new(c))
+}
+
+/// SQLSTATE classes that mean the credentials were refused.
+fn is_auth(code: &str) -> bool {
+    code.starts_with("28")
+}
+
+/// An error of the driver or the server as an action error, with the server's code, detail and hint.
+pub fn db_error(e: &postgres::Error, what: &str) -> ActionError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let kind = if is_auth(code) {
+            "auth_failed"
+        } else if code.starts_with("08") || code.starts_with("57P") {
+            // connection exceptions, and the server shutting down
+            "connect_failed"
+        } else if code == "25006" {
+            "refused"
+        } else {
+            "sql_error"
+        };
+        let mut err = ActionError::new(kind, format!("{what}: {} (SQLSTATE {code})", db.message()));
+        let mut hint = Vec::new();
+        if let Some(d) = db.detail() {
+            hint.push(d.to_owned());
+        }
+        if let Some(h) = db.hint() {
+            hint.push(h.to_owned());
+        }
+        if !hint.is_empty() {
+            err = err.hint(hint.join(" "));
+        }
+        return err;
+    }
+    let text = e.to_string();
+    let kind = if e.is_closed() || text.contains("connect") || text.contains("Connection refused") {
+        "connect_failed"
+    } else if text.contains("timed out") {
+        "timeout"
+    } else {
+        "db_failed"
+    };
+    ActionError::new(kind, format!("{what}: {text}"))
+}
+
+/// Idle clients by connection key.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Client>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("psql::Pool")
+    }
+}
+
+/// Clients kept idle per connection.
+const IDLE: usize = 4;
+
+impl Pool {
+    /// A pooled client that still answers, or a new one; with `SET statement_timeout` applied.
+    fn take(&self, r: &Resolved, timeout_ms: u64) -> Result<Client, ActionError> {
+        let set = format!("SET statement_timeout = {timeout_ms}");
+        loop {
+            let pooled = self
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&r.key)
+                .and_then(Vec::pop);
+            let Some(mut c) = pooled else { break };
+            // a server restart ends pooled sessions: the first statement says so
+            if !c.is_closed() && c.batch_execute(&set).is_ok() {
+                return Ok(c);
+            }
+        }
+        let mut c = self.connect(r)?;
+        c.batch_execute(&set)
+            .map_err(|e| db_error(&e, "setting the statement timeout"))?;
+        Ok(c)
+    }
+
+    fn connect(&self, r: &Resolved) -> Result<Client, ActionError> {
+        r.config.connect(tls()?).map_err(|e| {
+            let mut err = db_error(&e, &format!("cannot connect to {}", r.label));
+            if err.kind == "db_failed" {
+                err.kind = "connect_failed".into();
+            }
+            if err.hint.is_none() {
+                err = err
+                    .hint("check that the server is up and the host, port and database are right");
+            }
+            err
+        })
+    }
+
+    fn give_back(&self, key: &str, c: Client) {
+        if c.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = idle.entry(key.to_owned()).or_default();
+        if v.len() < IDLE {
+            v.push(c);
+        }
+    }
+
+    /// Runs `f` on a client of this connection, bounded by the call's deadline and cancel token on the
+    /// server side. The client goes back to the pool unless the call was interrupted or failed at the
+    /// connection level.
+    pub fn with<T>(
+        &self,
+        call: &Call<'_>,
+        r: &Resolved,
+        f: impl FnOnce(&mut Client) -> Result<T, ActionError>,
+    ) -> Result<T, ActionError> {
+        let timeout_ms = call.deadline.map_or(0, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .max(1) as u64
+        });
+        let mut client = self.take(r, timeout_ms)?;
+        let token = client.cancel_token();
+        // 0: running, 1: finished, 2: cancel sent (deadline), 3: cancel sent (cancelled)
+        let state = AtomicU8::new(0);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                // statement_timeout ends a statement at the deadline; this also covers a cancel, the
+                // time between statements, and a server that did not apply the timeout
+                let grace = Duration::from_millis(500);
+                loop {
+                    if state.load(Ordering::SeqCst) != 0 {
+                        return;
+                    }
+                    let why = if call.cancel.is_cancelled() {
+                        3
+                    } else if call.deadline.is_some_and(|d| Instant::now() >= d + grace) {
+                        2
+                    } else {
+                        0
+                    };
+                    if why != 0
+                        && state
+                            .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        if let Ok(t) = tls() {
+                            let _ = token.cancel_query(t);
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let r = f(&mut client);
+            let _ = state.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+            r
+        });
+        let interrupted = state.load(Ordering::SeqCst);
+        let result = result.map_err(|mut e| {
+            // the server's "canceling statement due to statement timeout/user request" (57014)
+            if e.message.contains("57014") || interrupted >= 2 {
+                if interrupted == 3 || (call.cancel.is_cancelled() && interrupted != 2) {
+                    e.kind = "cancelled".into();
+                    e.message = format!(
+                        "cancelled; the server stopped the statement ({})",
+                        e.message
+                    );
+                } else {
+                    e.kind = "timeout".into();
+                    e.message = format!(
+                        "the statement ran past its timeout and the server stopped it ({})",
+                        e.message
+                    );
+                    e.hint = Some("raise `timeout_ms`, or make the statement cheaper".into());
+                }
+            }
+            e
+        });
+        if client.batch_execute("RESET statement_timeout").is_ok() && interrupted < 2 {
+            self.give_back(&r.key, client);
+        }
+        result
+    }
+}

@@ -1,0 +1,396 @@
+//! What an SQL text is: how many statements, and the effect of each. A small lexer skips strings,
+//! quoted identifiers, dollar quotes and comments, so a `;` or a keyword inside them counts for nothing.
+
+use dsl::Effect;
+
+/// A word or punctuation of an SQL text, outside strings and comments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    /// A keyword or identifier, lowercased.
+    Word(String),
+    Open,
+    Close,
+    Semi,
+    Other,
+}
+
+/// The tokens of `sql`, or an error for an unterminated string, identifier or comment.
+fn lex(sql: &str) -> Result<Vec<Tok>, String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                loop {
+                    if i + 1 >= b.len() {
+                        return Err("an unterminated /* comment".into());
+                    }
+                    if b[i] == b'/' && b[i + 1] == b'*' {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b[i + 1] == b'/' {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            b'\'' => {
+                // E'…' strings take backslash escapes; plain ones only ''
+                let escapes =
+                    i > 0 && matches!(b[i - 1], b'e' | b'E') && out.last() == Some(&Tok::Other);
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err("an unterminated string".into()),
+                        Some(b'\\') if escapes => i += 2,
+                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                out.push(Tok::Other);
+            }
+            b'"' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err("an unterminated quoted identifier".into()),
+                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                out.push(Tok::Other);
+            }
+            b'$' => {
+                // $tag$ … $tag$, or a parameter ($1)
+                let start = i;
+                let mut j = i + 1;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                if b.get(j) == Some(&b'$')
+                    && !b[start + 1..j].first().is_some_and(u8::is_ascii_digit)
+                {
+                    let tag = &sql[start..=j];
+                    match sql[j + 1..].find(tag) {
+                        Some(end) => i = j + 1 + end + tag.len() - 1,
+                        None => return Err("an unterminated dollar-quoted string".into()),
+                    }
+                } else {
+                    i = j - 1;
+                }
+                out.push(Tok::Other);
+            }
+            b'(' => out.push(Tok::Open),
+            b')' => out.push(Tok::Close),
+            b';' => out.push(Tok::Semi),
+            c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
+                let start = i;
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'_'
+                        || b[i] >= 0x80
+                        || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                // a string prefix (E'…', B'…', X'…', U&'…'): the quote comes next
+                if b.get(i) == Some(&b'\'') {
+                    out.push(Tok::Other);
+                } else {
+                    out.push(Tok::Word(sql[start..i].to_ascii_lowercase()));
+                }
+                continue;
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => out.push(Tok::Other),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The statements of `sql` as token lists (empty statements dropped).
+fn statements(sql: &str) -> Result<Vec<Vec<Tok>>, String> {
+    let mut all = Vec::new();
+    let mut cur = Vec::new();
+    for t in lex(sql)? {
+        if t == Tok::Semi {
+            if !cur.is_empty() {
+                all.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(t);
+        }
+    }
+    if !cur.is_empty() {
+        all.push(cur);
+    }
+    Ok(all)
+}
+
+/// How many statements `sql` holds.
+pub fn count(sql: &str) -> Result<usize, String> {
+    Ok(statements(sql)?.len())
+}
+
+fn word(t: &Tok) -> Option<&str> {
+    match t {
+        Tok::Word(w) => Some(w),
+        _ => None,
+    }
+}
+
+/// Whether `w` appears as a word at parenthesis depth 0.
+fn top_level(toks: &[Tok], w: &str) -> bool {
+    let mut depth = 0i32;
+    toks.iter().any(|t| {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => depth -= 1,
+            _ => {}
+        }
+        depth == 0 && word(t) == Some(w)
+    })
+}
+
+fn any_word(toks: &[Tok], ws: &[&str]) -> bool {
+    toks.iter()
+        .any(|t| word(t).is_some_and(|x| ws.contains(&x)))
+}
+
+/// The effect of one statement, and why.
+fn classify_one(toks: &[Tok]) -> (Effect, String) {
+    let Some(first) = toks.first().and_then(word) else {
+        return (Effect::Destructive, "an unrecognised statement".into());
+    };
+    let writes_inside = any_word(toks, &["insert", "update", "delete", "merge"]);
+    match first {
+        "select" | "values" | "table" => {
+            if top_level(toks, "into") {
+                (Effect::Write, "SELECT … INTO creates a table".into())
+            } else if any_word(toks, &["update", "share"]) && top_level(toks, "for") {
+                (Effect::Write, "SELECT … FOR UPDATE/SHARE locks rows".into())
+            } else if writes_inside {
+                (Effect::Write, "a data-modifying statement inside".into())
+            } else {
+                (Effect::Read, first.to_ascii_uppercase())
+            }
+        }
+        "with" => {
+            // a data-modifying CTE makes the whole statement write
+            let truncating = any_word(toks, &["truncate", "drop"]);
+            if truncating {
+                (
+                    Effect::Destructive,
+                    "WITH … containing DROP/TRUNCATE".into(),
+                )
+            } else if any_word(toks, &["delete"]) && !any_word(toks, &["where"]) {
+                (Effect::Destructive, "WITH … DELETE without WHERE".into())
+            } else if writes_inside {
+                (
+                    Effect::Write,
+                    "WITH … containing a data-modifying statement".into(),
+                )
+            } else {
+                (Effect::Read, "WITH … SELECT".into())
+            }
+        }
+        "show" => (Effect::Read, "SHOW".into()),
+        "explain" => {
+            // EXPLAIN ANALYZE runs the statement: it has that statement's effect
+            let analyze = toks
+                .iter()
+                .take_while(|t| {
+                    !matches!(
+                        word(t),
+                        Some(
+                            "select"
+                                | "insert"
+                                | "update"
+                                | "delete"
+                                | "merge"
+                                | "with"
+                                | "values"
+                                | "table"
+                                | "create"
+                                | "execute"
+                        )
+                    )
+                })
+                .any(|t| matches!(word(t), Some("analyze" | "analyse")));
+            if analyze {
+                let inner = toks
+                    .iter()
+                    .position(|t| {
+                        matches!(
+                            word(t),
+                            Some(
+                                "select"
+                                    | "insert"
+                                    | "update"
+                                    | "delete"
+                                    | "merge"
+                                    | "with"
+                                    | "values"
+                                    | "table"
+                                    | "create"
+                                    | "execute"
+                            )
+                        )
+                    })
+                    .map_or(&toks[toks.len()..], |i| &toks[i..]);
+                let (e, why) = classify_one(inner);
+                (e, format!("EXPLAIN ANALYZE runs it: {why}"))
+            } else {
+                (Effect::Read, "EXPLAIN".into())
+            }
+        }
+        "delete" => {
+            if top_level(toks, "where") {
+                (Effect::Write, "DELETE … WHERE".into())
+            } else {
+                (Effect::Destructive, "DELETE without WHERE".into())
+            }
+        }
+        "update" => {
+            if top_level(toks, "where") {
+                (Effect::Write, "UPDATE … WHERE".into())
+            } else {
+                (Effect::Destructive, "UPDATE without WHERE".into())
+            }
+        }
+        "drop" | "truncate" => (Effect::Destructive, first.to_ascii_uppercase()),
+        "alter" => {
+            if any_word(toks, &["drop", "rename"]) {
+                (Effect::Destructive, "ALTER … DROP/RENAME".into())
+            } else {
+                (Effect::Write, "ALTER".into())
+            }
+        }
+        "copy" => {
+            if any_word(toks, &["program"]) {
+                (
+                    Effect::Destructive,
+                    "COPY … PROGRAM runs a program on the server".into(),
+                )
+            } else if top_level(toks, "from") && !toks.contains(&Tok::Open) {
+                (Effect::Write, "COPY … FROM".into())
+            } else if any_word(toks, &["stdout"]) {
+                (Effect::Read, "COPY … TO STDOUT".into())
+            } else {
+                (Effect::Write, "COPY to or from a server file".into())
+            }
+        }
+        "insert" | "merge" | "create" | "grant" | "revoke" | "comment" | "lock" | "refresh"
+        | "reindex" | "vacuum" | "analyze" | "analyse" | "cluster" | "call" | "do" | "set"
+        | "reset" | "discard" | "begin" | "start" | "commit" | "end" | "rollback" | "abort"
+        | "savepoint" | "release" | "prepare" | "execute" | "deallocate" | "listen" | "notify"
+        | "unlisten" | "security" | "import" | "load" | "checkpoint" => {
+            (Effect::Write, first.to_ascii_uppercase())
+        }
+        other => (
+            Effect::Destructive,
+            format!(
+                "`{}` is not a statement infra knows to be safe",
+                other.to_ascii_uppercase()
+            ),
+        ),
+    }
+}
+
+/// The effect of `sql` (the highest of its statements) and why, or why it cannot be read.
+pub fn classify(sql: &str) -> Result<(Effect, String), String> {
+    let stmts = statements(sql)?;
+    if stmts.is_empty() {
+        return Err("no statement".into());
+    }
+    Ok(stmts
+        .iter()
+        .map(|s| classify_one(s))
+        .max_by_key(|(e, _)| *e)
+        .unwrap_or((Effect::Destructive, String::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(sql: &str) -> Effect {
+        classify(sql).expect("classifies").0
+    }
+
+    #[test]
+    fn statements_are_counted_outside_strings_and_comments() {
+        assert_eq!(count("select 1").ok(), Some(1));
+        assert_eq!(count("select 1;").ok(), Some(1));
+        assert_eq!(count("select 1; commit; drop table t").ok(), Some(3));
+        assert_eq!(count("select ';' -- ; \n /* ; /* ; */ */").ok(), Some(1));
+        assert_eq!(
+            count("select $$;$$, $tag$ ; $x$ $tag$, E'\\';', \"a;b\"").ok(),
+            Some(1)
+        );
+        assert_eq!(count("select $1, $2").ok(), Some(1));
+        assert!(count("select 'open").is_err());
+        assert!(count("select $$ open").is_err());
+    }
+
+    #[test]
+    fn effects_come_from_the_statement() {
+        for read in [
+            "select now()",
+            "SELECT * FROM t WHERE x = 'drop table t'",
+            "with a as (select 1) select * from a",
+            "explain select * from t",
+            "show work_mem",
+            "values (1), (2)",
+            "copy (select 1) to stdout",
+        ] {
+            assert_eq!(e(read), Effect::Read, "{read}");
+        }
+        for write in [
+            "insert into t values (1)",
+            "update t set x = 1 where id = 2",
+            "delete from t where id = 1",
+            "create table t (x int)",
+            "with d as (insert into t values (1) returning *) select * from d",
+            "select * from t for update",
+            "select * into t2 from t",
+            "set default_transaction_read_only = off",
+            "explain analyze insert into t values (1)",
+            "alter table t add column y int",
+            "copy t from stdin",
+        ] {
+            assert_eq!(e(write), Effect::Write, "{write}");
+        }
+        for destructive in [
+            "drop table t",
+            "truncate t",
+            "delete from t",
+            "update t set x = 1",
+            "alter table t drop column x",
+            "copy t to program 'rm -rf /'",
+            "explain analyze delete from t",
+            "with d as (delete from t returning *) select * from d",
+            "select 1; drop table t",
+            "frobnicate everything",
+        ] {
+            assert_eq!(e(destructive), Effect::Destructive, "{destructive}");
+        }
+    }
+}
