@@ -14,6 +14,10 @@ struct Session {
 }
 
 async fn start(profiles: &Path, unsafe_local: bool) -> Session {
+    start_with(profiles, unsafe_local, &[]).await
+}
+
+async fn start_with(profiles: &Path, unsafe_local: bool, env: &[(&str, &str)]) -> Session {
     let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("infra"));
     cmd.env_clear()
         .env("MCP_PROFILES_DIR", profiles)
@@ -26,6 +30,7 @@ async fn start(profiles: &Path, unsafe_local: bool) -> Session {
     if unsafe_local {
         cmd.env("INFRA_UNSAFE_LOCAL", "1");
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn infra");
     let stdout = child.stdout.take().expect("stdout");
     let stdin = child.stdin.take().expect("stdin");
@@ -792,5 +797,70 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
     )
     .await;
     assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_and_psql_over_mcp() {
+    let srv = crate::support::http::HttpServer::start();
+    let pg = crate::support::postgres::Postgres::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"db": {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": pg.user,
+                                   "database": pg.database, "password_env": "DB_PASSWORD", "sslmode": "disable"}},
+               "api": {"http": {"base_url": srv.url("/")}}})
+        .to_string(),
+    )
+    .expect("targets");
+    let s = start_with(dir.path(), false, &[("DB_PASSWORD", pg.password.as_str())]).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    for name in ["http", "psql"] {
+        let t = tools.iter().find(|t| t.name == name).expect("listed");
+        let hints = t.annotations.as_ref().expect("annotations");
+        assert_eq!(hints.open_world_hint, Some(true), "{name}");
+    }
+    // the examples of the original, verbatim (the only database target serves `psql` without one)
+    let r = call(
+        &s,
+        "http",
+        json!({"action": "request", "method": "GET", "url": srv.url("/json")}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    assert_eq!(body(&r)["effects"], "read");
+    assert_eq!(body(&r)["result"]["json"]["items"], json!([1, 2, 3]));
+    let r = call(
+        &s,
+        "psql",
+        json!({"action": "query", "sql": "select now()"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    assert_eq!(body(&r)["result"]["columns"][0]["type"], "timestamptz");
+    let r = call(
+        &s,
+        "sql",
+        json!({"action": "query", "sql": "select 1; select 2"}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(body(&r)["error"]["kind"], "refused");
+    let r = call(
+        &s,
+        "api",
+        json!({"action": "request", "url": "http://169.254.169.254/latest/meta-data/"}),
+    )
+    .await;
+    assert_eq!(body(&r)["error"]["kind"], "refused");
+    let r = call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "api.check", "input": {"target": "api", "path": "/json"}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    let text = serde_json::to_string(&body(&r)).expect("json");
+    assert!(!text.contains(&pg.password));
     stop(s).await;
 }

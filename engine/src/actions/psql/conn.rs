@@ -251,6 +251,18 @@ impl std::fmt::Debug for Pool {
 /// Clients kept idle per connection.
 const IDLE: usize = 4;
 
+impl Drop for Pool {
+    /// Each client owns a small runtime, which may not be dropped inside an async context (the MCP
+    /// server drops its engine in one): the clients end on a thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
 impl Pool {
     /// A pooled client that still answers, or a new one; with `SET statement_timeout` applied.
     fn take(&self, r: &Resolved, timeout_ms: u64) -> Result<Client, ActionError> {

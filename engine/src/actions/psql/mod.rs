@@ -719,10 +719,21 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         let mut unescape = Unescape::default();
         let mut buf = vec![0u8; 256 * 1024];
         let mut plain = Vec::with_capacity(buf.len());
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| ActionError::new("db_failed", format!("reading the export: {e}")))?;
+        let mut ended = false;
+        while !ended {
+            // COPY arrives one row per message: gather a large chunk before hashing and writing (and
+            // never read past the end, which the driver takes for a protocol error)
+            let mut n = 0;
+            while n < buf.len() {
+                let got = reader.read(&mut buf[n..]).map_err(|e| {
+                    ActionError::new("db_failed", format!("reading the export: {e}"))
+                })?;
+                if got == 0 {
+                    ended = true;
+                    break;
+                }
+                n += got;
+            }
             if n == 0 {
                 break;
             }
