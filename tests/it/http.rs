@@ -38,15 +38,7 @@ fn sha256_of(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     let f = dir.path().join("b");
     std::fs::write(&f, bytes).expect("write");
-    let out = std::process::Command::new("sha256sum")
-        .arg(&f)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    crate::sha256_file(&f)
 }
 
 #[test]
@@ -271,7 +263,7 @@ fn bodies_are_bounded_and_large_ones_go_to_artifacts() {
     assert_eq!(v["body_sha256"], want.as_str());
     let uri = v["body_uri"].as_str().expect("an artifact");
     let path = engine::record::artifacts::resolve(dir.path(), uri).expect("resolves");
-    assert_eq!(sha256_of(&std::fs::read(path).expect("artifact")), want);
+    assert_eq!(crate::sha256_file(&path), want);
 
     // a host path needs the opt-in
     let out = dir.path().join("download.bin");

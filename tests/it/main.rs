@@ -119,3 +119,16 @@ pub fn files_containing(dir: &std::path::Path, needles: &[&str]) -> Vec<String> 
     }
     seen
 }
+
+/// SHA-256 of a file, by `sha256sum` (an independent implementation to check ours against).
+pub fn sha256_file(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

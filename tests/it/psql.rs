@@ -252,17 +252,7 @@ fn a_timeout_or_cancel_stops_the_statement_on_the_server() {
     );
 }
 
-fn sha256_file(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
+use crate::sha256_file;
 
 #[test]
 fn a_million_row_export_matches_psql_byte_for_byte() {

@@ -174,6 +174,11 @@ fn any_word(toks: &[Tok], ws: &[&str]) -> bool {
         .any(|t| word(t).is_some_and(|x| ws.contains(&x)))
 }
 
+/// The words that start the statement an EXPLAIN explains.
+const EXPLAINABLE: &[&str] = &[
+    "select", "insert", "update", "delete", "merge", "with", "values", "table", "create", "execute",
+];
+
 /// The effect of one statement, and why.
 fn classify_one(toks: &[Tok]) -> (Effect, String) {
     let Some(first) = toks.first().and_then(word) else {
@@ -214,47 +219,15 @@ fn classify_one(toks: &[Tok]) -> (Effect, String) {
         "show" => (Effect::Read, "SHOW".into()),
         "explain" => {
             // EXPLAIN ANALYZE runs the statement: it has that statement's effect
-            let analyze = toks
+            let start = toks
                 .iter()
-                .take_while(|t| {
-                    !matches!(
-                        word(t),
-                        Some(
-                            "select"
-                                | "insert"
-                                | "update"
-                                | "delete"
-                                | "merge"
-                                | "with"
-                                | "values"
-                                | "table"
-                                | "create"
-                                | "execute"
-                        )
-                    )
-                })
+                .position(|t| word(t).is_some_and(|w| EXPLAINABLE.contains(&w)))
+                .unwrap_or(toks.len());
+            let analyze = toks[..start]
+                .iter()
                 .any(|t| matches!(word(t), Some("analyze" | "analyse")));
             if analyze {
-                let inner = toks
-                    .iter()
-                    .position(|t| {
-                        matches!(
-                            word(t),
-                            Some(
-                                "select"
-                                    | "insert"
-                                    | "update"
-                                    | "delete"
-                                    | "merge"
-                                    | "with"
-                                    | "values"
-                                    | "table"
-                                    | "create"
-                                    | "execute"
-                            )
-                        )
-                    })
-                    .map_or(&toks[toks.len()..], |i| &toks[i..]);
+                let inner = &toks[start..];
                 let (e, why) = classify_one(inner);
                 (e, format!("EXPLAIN ANALYZE runs it: {why}"))
             } else {
