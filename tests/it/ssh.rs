@@ -839,3 +839,67 @@ fn credentials_and_secret_inputs_never_show() {
     let seen = crate::files_containing(dir.path(), &[token, passphrase]);
     assert!(seen.is_empty(), "a secret was written to {seen:?}");
 }
+
+#[test]
+fn an_agent_holds_the_key() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let sock = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&s.key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .expect("ssh-add");
+    let mut t = target(&s);
+    t.as_object_mut().expect("obj").remove("key_file");
+    t["agent"] = json!(true);
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"box": t}).to_string(),
+    )
+    .expect("targets");
+    let e = Engine::new(
+        Config::at(dir.path()).with_vars(Vars::from_pairs([(
+            "SSH_AUTH_SOCK",
+            sock.display().to_string(),
+        )])),
+        Arc::new(engine::Catalog::builtin()),
+    );
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": "echo via agent"}),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(ok(&r)["stdout"], "via agent\n");
+    // no agent: a clear error
+    let e = Engine::new(Config::at(dir.path()), Arc::new(engine::Catalog::builtin()));
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": "true"}),
+    );
+    assert_eq!(err_kind(&r), "auth_failed");
+    assert!(
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("SSH_AUTH_SOCK")),
+        "{:?}",
+        r.error
+    );
+}

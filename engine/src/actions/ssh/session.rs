@@ -354,6 +354,36 @@ fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Offers each identity of the ssh-agent at `SSH_AUTH_SOCK` (read through `Vars`).
+fn agent_auth(config: &Config, session: &Session, user: &str) -> Result<bool, String> {
+    let sock = config
+        .vars
+        .get("SSH_AUTH_SOCK")
+        .ok_or("SSH_AUTH_SOCK is not set, so there is no agent to ask")?;
+    let msg = |e: ssh2::Error| e.message().to_owned();
+    let mut agent = session.agent().map_err(msg)?;
+    agent
+        .set_identity_path(std::path::Path::new(&sock))
+        .map_err(msg)?;
+    agent
+        .connect()
+        .map_err(|e| format!("cannot reach the agent at {sock}: {}", e.message()))?;
+    agent.list_identities().map_err(msg)?;
+    let ids = agent.identities().map_err(msg)?;
+    let mut ok = false;
+    for id in &ids {
+        if agent.userauth(user, id).is_ok() && session.authenticated() {
+            ok = true;
+            break;
+        }
+    }
+    let _ = agent.disconnect();
+    if ids.is_empty() {
+        return Err("the agent holds no keys".into());
+    }
+    Ok(ok)
+}
+
 /// Tries the target's credentials in order: agent, key file, password.
 fn authenticate(
     config: &Config,
@@ -379,10 +409,10 @@ fn authenticate(
     let mut last_err = None;
     if t.agent == Some(true) {
         tried.push("agent");
-        match session.userauth_agent(user) {
-            Ok(()) if session.authenticated() => return Ok(()),
-            Ok(()) => {}
-            Err(e) => last_err = Some(e.message().to_owned()),
+        match agent_auth(config, session, user) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
         }
     }
     if let Some(key) = &t.key_file {
