@@ -11,6 +11,8 @@ enum Tok {
     Open,
     Close,
     Semi,
+    /// `E` right before a quote: the string takes backslash escapes.
+    EscapePrefix,
     Other,
 }
 
@@ -50,8 +52,7 @@ fn lex(sql: &str) -> Result<Vec<Tok>, String> {
             }
             b'\'' => {
                 // E'…' strings take backslash escapes; plain ones only ''
-                let escapes =
-                    i > 0 && matches!(b[i - 1], b'e' | b'E') && out.last() == Some(&Tok::Other);
+                let escapes = out.last() == Some(&Tok::EscapePrefix);
                 i += 1;
                 loop {
                     match b.get(i) {
@@ -109,11 +110,14 @@ fn lex(sql: &str) -> Result<Vec<Tok>, String> {
                 {
                     i += 1;
                 }
-                // a string prefix (E'…', B'…', X'…', U&'…'): the quote comes next
-                if b.get(i) == Some(&b'\'') {
+                // a string prefix (E'…', B'…', X'…', N'…'): one letter, the quote right after it
+                let w = &sql[start..i];
+                if b.get(i) == Some(&b'\'') && w.eq_ignore_ascii_case("e") {
+                    out.push(Tok::EscapePrefix);
+                } else if b.get(i) == Some(&b'\'') && w.len() == 1 {
                     out.push(Tok::Other);
                 } else {
-                    out.push(Tok::Word(sql[start..i].to_ascii_lowercase()));
+                    out.push(Tok::Word(w.to_ascii_lowercase()));
                 }
                 continue;
             }
@@ -205,8 +209,12 @@ fn classify_one(toks: &[Tok]) -> (Effect, String) {
                     Effect::Destructive,
                     "WITH … containing DROP/TRUNCATE".into(),
                 )
-            } else if any_word(toks, &["delete"]) && !any_word(toks, &["where"]) {
-                (Effect::Destructive, "WITH … DELETE without WHERE".into())
+            } else if any_word(toks, &["delete", "update"]) {
+                // which WHERE belongs to which statement is not told apart here: counted at its worst
+                (
+                    Effect::Destructive,
+                    "WITH … containing DELETE or UPDATE".into(),
+                )
             } else if writes_inside {
                 (
                     Effect::Write,
@@ -319,6 +327,12 @@ mod tests {
             Some(1)
         );
         assert_eq!(count("select $1, $2").ok(), Some(1));
+        // a standard string ends at its quote whatever precedes it; a backslash is only an escape in E''
+        assert_eq!(
+            count("select 1 where x like'a\\'; drop table t; --'").ok(),
+            Some(2)
+        );
+        assert_eq!(count("select E'a\\'; b'").ok(), Some(1));
         assert!(count("select 'open").is_err());
         assert!(count("select $$ open").is_err());
     }
@@ -360,6 +374,7 @@ mod tests {
             "copy t to program 'rm -rf /'",
             "explain analyze delete from t",
             "with d as (delete from t returning *) select * from d",
+            "with d as (delete from t where x = 1 returning *) select * from d",
             "select 1; drop table t",
             "frobnicate everything",
         ] {
