@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one module per subcommand.
 
 mod audit;
+mod doctor;
 mod graph;
 mod jobs;
 mod list;
@@ -70,6 +71,9 @@ enum Command {
     /// Persistent state: `get`, `set`, `list`.
     #[command(subcommand)]
     State(state::Command),
+    /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
+    /// `--connect` also reaches every target.
+    Doctor(doctor::Args),
 }
 
 /// Output format of checks.
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Some(Command::Audit(c)) => audit::run(c),
         Some(Command::Jobs(c)) => jobs::run(c),
         Some(Command::State(c)) => state::run(c),
+        Some(Command::Doctor(a)) => doctor::run(a),
     };
     ExitCode::from(code)
 }
