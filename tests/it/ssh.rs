@@ -903,3 +903,83 @@ fn an_agent_holds_the_key() {
         r.error
     );
 }
+
+/// A TCP relay whose open connections can go silent: they stay open but pass no more bytes, as after a
+/// dropped NAT entry or with a hung host. Connections made later pass.
+struct Relay {
+    port: u16,
+    /// Connections numbered below this are silent.
+    silent_below: Arc<std::sync::atomic::AtomicUsize>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    fn to(port: u16) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let relay = Relay {
+            port: listener.local_addr().expect("addr").port(),
+            silent_below: Arc::new(AtomicUsize::new(0)),
+            next: Arc::new(AtomicUsize::new(0)),
+        };
+        let (silent_below, next) = (relay.silent_below.clone(), relay.next.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let id = next.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let silent_below = silent_below.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || id < silent_below.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        // silent: hold the connection open, pass nothing
+                        while id < silent_below.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    });
+                }
+            }
+        });
+        relay
+    }
+
+    fn silence_open_connections(&self) {
+        use std::sync::atomic::Ordering;
+        self.silent_below
+            .store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_session_that_goes_silent_is_replaced() {
+    let s = Sshd::start();
+    let relay = Relay::to(s.port);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut t = target(&s);
+    t["port"] = json!(relay.port);
+    t["fingerprint"] = json!(s.host_fingerprint());
+    t["connect_timeout_ms"] = json!(1000);
+    let e = engine_with(dir.path(), &json!({"box": t}), false);
+    let exec = json!({"action": "exec", "target": "box", "command": "echo alive"});
+    assert_eq!(ok(&call(&e, exec.clone()))["stdout"], "alive\n");
+    relay.silence_open_connections();
+    // the pooled session no longer answers: the call gives up on it and logs in afresh
+    assert_eq!(ok(&call(&e, exec))["stdout"], "alive\n");
+    assert_eq!(logins(&s), 2, "{}", s.log());
+}

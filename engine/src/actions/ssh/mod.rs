@@ -238,6 +238,10 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
+/// How long a pooled session may take to open a channel before it is taken for dead (a target's
+/// `connect_timeout_ms` replaces it).
+const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Bytes of each stream kept in the result by default.
 const EXEC_CAP: usize = 1024 * 1024;
 const BATCH_CAP: usize = 64 * 1024;
@@ -363,9 +367,24 @@ fn with_channel<T>(
         .permit(name, cx.limits)
         .map_err(|s| s.into_error("waiting for a channel"))?;
     let mut conn = pool.conn(cx, &ep)?;
-    let ch = match exec::open(&conn, cx.limits) {
+    // a pooled session whose peer vanished without a word (a dropped NAT entry) never answers: opening
+    // a channel is bounded, and a session that does not answer in time is replaced like a dead one
+    let bound = Instant::now()
+        + ep.target
+            .connect_timeout_ms
+            .map_or(OPEN_TIMEOUT, std::time::Duration::from_millis);
+    let open_limits = Limits {
+        deadline: Some(cx.limits.deadline.map_or(bound, |d| d.min(bound))),
+        cancel: cx.limits.cancel,
+    };
+    let ch = match exec::open(&conn, open_limits) {
         Ok(ch) => ch,
         Err(Stop::Ssh(_) | Stop::Io(_)) => {
+            pool.discard(name, &conn);
+            conn = pool.conn(cx, &ep)?;
+            exec::open(&conn, cx.limits).map_err(|s| s.into_error("opening a channel"))?
+        }
+        Err(Stop::Timeout) if cx.limits.check().is_ok() => {
             pool.discard(name, &conn);
             conn = pool.conn(cx, &ep)?;
             exec::open(&conn, cx.limits).map_err(|s| s.into_error("opening a channel"))?
