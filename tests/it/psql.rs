@@ -480,3 +480,49 @@ fn tables_describe_and_the_db_runbooks() {
     assert_eq!(code, Some(1), "{v}");
     assert_eq!(pg.psql("select count(*) from events"), "50");
 }
+
+#[test]
+fn large_results_spill_to_an_artifact_and_max_rows_bounds_them() {
+    let (_pg, dir, e) = setup();
+    let sql = "select g as n, repeat('x', 100) as pad from generate_series(1, $1::int) g";
+    let r = call(
+        &e,
+        json!({"action": "query", "target": "db", "sql": sql, "params": [5000]}),
+    );
+    let v = ok(&r);
+    assert_eq!(v["row_count"], 5000);
+    assert_eq!(v["rows_truncated"], true);
+    assert_eq!(v["more_rows"], false);
+    let kept = v["rows"].as_array().map_or(0, Vec::len);
+    assert!(kept > 0 && kept < 5000, "{kept} rows kept in the result");
+    assert!(
+        v.to_string().len() < 80 * 1024,
+        "the result stays near its budget"
+    );
+    let path = engine::record::artifacts::resolve(dir.path(), v["rows_uri"].as_str().expect("uri"))
+        .expect("resolves");
+    let lines: Vec<Value> = std::fs::read_to_string(path)
+        .expect("rows")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 5000);
+    assert_eq!(lines[4999]["n"], 5000);
+    assert_eq!(
+        lines[..kept],
+        v["rows"].as_array().expect("rows")[..],
+        "the result is the artifact's start"
+    );
+
+    let r = call(
+        &e,
+        json!({"action": "query", "target": "db", "sql": sql, "params": [5000], "max_rows": 100}),
+    );
+    let v = ok(&r);
+    assert_eq!(
+        (v["row_count"].clone(), v["more_rows"].clone()),
+        (json!(100), json!(true))
+    );
+    assert_eq!(v["rows_truncated"], false);
+    assert!(v.get("rows_uri").is_none());
+}
