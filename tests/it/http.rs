@@ -247,9 +247,14 @@ fn bodies_are_bounded_and_large_ones_go_to_artifacts() {
     let e = engine_at(dir.path(), json!({}), Vars::none(), false);
     let (kind, _) = err(&call(
         &e,
-        json!({"action": "request", "url": srv.url("/bytes/100000"), "max_bytes": 1000}),
+        json!({"action": "request", "url": srv.url("/bytes/100000"), "max_bytes": 90000}),
     ));
     assert_eq!(kind, "too_large");
+    let bodies = crate::files_under(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with("/body"))
+        .count();
+    assert_eq!(bodies, 0, "a refused body leaves no partial artifact");
 
     let n = 5_000_000;
     let r = call(

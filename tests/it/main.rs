@@ -133,3 +133,20 @@ pub fn sha256_file(path: &std::path::Path) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Every file under `dir`.
+pub fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                all.push(p.display().to_string());
+            }
+        }
+    }
+    all
+}

@@ -378,6 +378,36 @@ fn sftp_round_trip_keeps_every_byte() {
     );
     assert_eq!(err_kind(&r), "not_found");
 
+    // text content with a mode; a size cap on downloads
+    let secret_file = dir.path().join("remote/conf");
+    let r = call(
+        &e,
+        json!({"action": "upload", "target": "box", "remote_path": secret_file, "content": "k=v\n", "mode": 0o600}),
+    );
+    assert_eq!(ok(&r)["bytes"], 4);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret_file)
+            .expect("uploaded")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let r = call(
+        &e,
+        json!({"action": "download", "target": "box", "remote_path": remote, "max_bytes": 1000}),
+    );
+    assert_eq!(err_kind(&r), "too_large");
+    let runs = dir.path().join("runs/call");
+    let partial = crate::files_under(&runs)
+        .into_iter()
+        .filter(|f| f.ends_with("/copy.bin"))
+        .count();
+    assert_eq!(
+        partial, 1,
+        "only the whole download of before is kept, not the refused one"
+    );
+
     // host paths need the opt-in
     let local = dir.path().join("local.bin");
     let r = call(

@@ -776,7 +776,10 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let content_type = resp.header("content-type").unwrap_or("").to_owned();
     let headers = headers_json(&resp);
     let max = call.u64_arg("max_bytes").unwrap_or(DEFAULT_MAX);
-    let b = read_body(call, resp, max, call.str_arg("save_to"))?;
+    let b = read_body(call, resp, max, call.str_arg("save_to")).inspect_err(|_| {
+        // nothing half-written is left behind
+        let _ = std::fs::remove_file(call.dir.join("body"));
+    })?;
     let mut out = json!({
         "method": method,
         "url": url.as_str(),

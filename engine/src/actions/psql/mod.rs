@@ -780,8 +780,14 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
     let (rows, bytes, sha, uri) = match result {
         Ok(v) => v,
         Err(e) => {
-            if let Some(t) = &tmp {
-                let _ = std::fs::remove_file(t);
+            // nothing half-written is left behind
+            match &tmp {
+                Some(t) => {
+                    let _ = std::fs::remove_file(t);
+                }
+                None => {
+                    let _ = std::fs::remove_file(call.dir.join(&name));
+                }
             }
             return Err(e);
         }

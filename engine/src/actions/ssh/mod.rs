@@ -724,7 +724,12 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
                 call.engine.redactor().clone(),
             )
             .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
-            sftp::download(conn, cx.limits, remote, &mut w, max)?;
+            if let Err(e) = sftp::download(conn, cx.limits, remote, &mut w, max) {
+                // nothing half-written is left behind
+                drop(w);
+                let _ = std::fs::remove_file(call.dir.join(&base));
+                return Err(e);
+            }
             w.finish()
                 .map_err(|e| ActionError::new("failed", format!("cannot write the artifact: {e}")))
         })?;
