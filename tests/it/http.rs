@@ -418,3 +418,152 @@ fn a_get_plans_as_a_read_and_a_post_as_a_write() {
         dsl::Effect::Destructive
     );
 }
+
+/// An HTTPS server (Python's `ssl` over `http.server`) with a certificate for 127.0.0.1 signed by a
+/// throwaway CA, made with the `openssl` command; killed on drop.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=infra test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"tls": true}'
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(('127.0.0.1', 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain('server.pem', 'server.key')
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .current_dir(d)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("port");
+        let port = line.trim().parse().expect("a port");
+        TlsServer {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let tls = TlsServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = format!("https://127.0.0.1:{}/", tls.port);
+    let e = engine_at(
+        dir.path(),
+        json!({"private": {"http": {"base_url": base, "ca_file": tls.ca}}, "public": {"http": {"base_url": base}}}),
+        Vars::none(),
+        false,
+    );
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "private", "path": "/x"}),
+    );
+    assert_eq!(ok(&r)["json"], json!({"tls": true}));
+    // without the CA the certificate is not trusted
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "public", "path": "/x"}),
+    );
+    let (kind, _) = err(&r);
+    assert_eq!(kind, "tls_failed", "{:?}", r.error);
+    assert!(
+        r.error
+            .as_ref()
+            .and_then(|e| e.hint.as_deref())
+            .is_some_and(|h| h.contains("ca_file"))
+    );
+}

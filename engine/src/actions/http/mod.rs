@@ -122,6 +122,8 @@ pub struct HttpTarget {
     pub deny_loopback: Option<bool>,
     /// Refuse private ranges.
     pub deny_private: Option<bool>,
+    /// A PEM file of CA certificates trusted for this target's TLS, besides the system's (a private CA).
+    pub ca_file: Option<String>,
 }
 
 fn method_of(args: &Map<String, Value>) -> Option<String> {
@@ -224,19 +226,42 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
-/// Agents by guard policy, shared by every call of an engine (so connections are kept alive).
+/// Agents by guard policy and trusted CA file, shared by every call of an engine (so connections are
+/// kept alive).
 #[derive(Debug, Default)]
 pub struct Agents {
-    by_policy: Mutex<HashMap<Policy, ureq::Agent>>,
+    by_policy: Mutex<HashMap<(Policy, Option<std::path::PathBuf>), ureq::Agent>>,
 }
 
 impl Agents {
-    fn get(&self, policy: Policy) -> Result<ureq::Agent, ActionError> {
+    fn get(
+        &self,
+        policy: Policy,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<ureq::Agent, ActionError> {
+        let key = (policy, ca_file.map(std::path::Path::to_path_buf));
         let mut m = self.by_policy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = m.get(&policy) {
+        if let Some(a) = m.get(&key) {
             return Ok(a.clone());
         }
-        let tls = native_tls::TlsConnector::new()
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ActionError::new(
+                    "invalid_config",
+                    format!("cannot read `ca_file` {}: {e}", path.display()),
+                )
+            })?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                ActionError::new(
+                    "invalid_config",
+                    format!("`ca_file` {} is not a PEM certificate: {e}", path.display()),
+                )
+            })?;
+            builder.add_root_certificate(cert);
+        }
+        let tls = builder
+            .build()
             .map_err(|e| ActionError::new("failed", format!("TLS setup failed: {e}")))?;
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
@@ -245,7 +270,7 @@ impl Agents {
             .timeout_connect(Duration::from_secs(10))
             .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
             .build();
-        m.insert(policy, agent.clone());
+        m.insert(key, agent.clone());
         Ok(agent)
     }
 }
@@ -260,6 +285,7 @@ struct Prepared {
     url: url::Url,
     headers: Vec<(String, String)>,
     policy: Policy,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 fn invalid(msg: impl Into<String>) -> ActionError {
@@ -376,6 +402,10 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
     Ok(Prepared {
         url,
         headers,
+        ca_file: target
+            .ca_file
+            .as_deref()
+            .map(|p| call.engine.config().expand_home(p)),
         policy: Policy {
             allow_link_local: target.allow_link_local.unwrap_or(false),
             deny_loopback: target.deny_loopback.unwrap_or(false),
@@ -444,6 +474,11 @@ fn transport_error(e: &ureq::Transport, url: &url::Url) -> ActionError {
     if text.contains("timed out") || text.contains("WouldBlock") {
         return ActionError::new("timeout", format!("{url}: timed out"))
             .hint("raise `timeout_ms`, or check that the server answers");
+    }
+    if text.contains("certificate") || text.contains("handshake") {
+        return ActionError::new("tls_failed", format!("{url}: {text}")).hint(
+            "for a private CA, set `ca_file` on the target (a PEM file of the CA certificates)",
+        );
     }
     let kind = match e.kind() {
         ureq::ErrorKind::Dns => "dns_failed",
@@ -714,7 +749,10 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let method = method_of(call.args).unwrap_or_else(|| "GET".into());
     let prepared = prepare(call)?;
     let body = body_of(call)?;
-    let agent = call.engine.http_agents().get(prepared.policy)?;
+    let agent = call
+        .engine
+        .http_agents()
+        .get(prepared.policy, prepared.ca_file.as_deref())?;
     let idempotent = matches!(
         method.as_str(),
         "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
@@ -832,7 +870,10 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
 fn check(call: &Call<'_>) -> Result<Value, ActionError> {
     let started = Instant::now();
     let prepared = prepare(call)?;
-    let agent = call.engine.http_agents().get(prepared.policy)?;
+    let agent = call
+        .engine
+        .http_agents()
+        .get(prepared.policy, prepared.ca_file.as_deref())?;
     let (resp, url, hops) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
     let status = resp.status();
     let latency = started.elapsed().as_millis() as u64;
