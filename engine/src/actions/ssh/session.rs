@@ -192,7 +192,7 @@ impl Conn {
     }
 }
 
-/// A target resolved for connecting: its name, settings, and the configuration to read credentials.
+/// A target chosen for connecting: its name and settings.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub name: String,
