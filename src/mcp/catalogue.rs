@@ -714,14 +714,17 @@ fn registry_call(engine: &Engine, tool: &str, args: Map<String, Value>, cx: &Cal
     }
 }
 
-/// Keeps a result under [`RESULT_BUDGET`]: a larger one is written whole to an artifact and the result
-/// carries an excerpt, `truncated`, and the artifact's URI.
+/// Keeps a result under [`RESULT_BUDGET`]. A larger one is written whole to an artifact (linked, and
+/// named by `result_uri`), marked `truncated`, and cut in place: its long strings (stdout, bodies) and
+/// long arrays (rows) are shortened until it fits, so every small field (exit code, status, URIs of the
+/// output's own artifacts) stays where it was. A result that cannot be cut that way becomes an excerpt.
 fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut Vec<String>) {
     let text = body["result"].to_string();
     if text.len() <= RESULT_BUDGET {
         return;
     }
     let redactor = Arc::clone(engine.redactor());
+    body["truncated"] = true.into();
     match artifacts::write_json(
         &outcome.dir,
         &outcome.uri_base,
@@ -730,6 +733,13 @@ fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut V
         redactor,
     ) {
         Ok(a) => {
+            body["result_uri"] = a.uri.clone().into();
+            body["result_bytes"] = text.len().into();
+            links.push(a.uri.clone());
+            if let Some(cut) = shrink(&body["result"], RESULT_BUDGET - 1024) {
+                body["result"] = cut;
+                return;
+            }
             // the excerpt is a string inside the result, so it is escaped again: size it after escaping
             let room = RESULT_BUDGET - 2048;
             let mut cut = room.min(text.len());
@@ -743,14 +753,65 @@ fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut V
                 cut = cut * 9 / 10;
             }
             body["result"] = json!({"excerpt": &text[..cut], "bytes": text.len(), "uri": a.uri});
-            body["truncated"] = true.into();
-            links.push(a.uri);
         }
         Err(e) => {
             body["result"] = json!({"excerpt": "", "error": format!("the result was too large and could not be stored: {e}")});
-            body["truncated"] = true.into();
         }
     }
+}
+
+/// `v` with strings cut to at most `cap` bytes and arrays to at most `items` elements (each cut says how
+/// much it left out).
+fn cut_to(v: &Value, cap: usize, items: usize) -> Value {
+    match v {
+        Value::String(s) if s.len() > cap => {
+            let mut end = cap;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!(
+                "{}… [{} more bytes in result_uri]",
+                &s[..end],
+                s.len() - end
+            )
+            .into()
+        }
+        Value::Array(a) => {
+            let mut out: Vec<Value> = a
+                .iter()
+                .take(items)
+                .map(|x| cut_to(x, cap, items))
+                .collect();
+            if a.len() > items {
+                out.push(format!("… [{} more items in result_uri]", a.len() - items).into());
+            }
+            Value::Array(out)
+        }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), cut_to(x, cap, items)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The largest cut of `v` (halving the caps each time) that fits `budget` bytes of JSON, if one does
+/// while strings keep at least 128 bytes and arrays 4 items.
+fn shrink(v: &Value, budget: usize) -> Option<Value> {
+    if !v.is_object() && !v.is_array() {
+        return None;
+    }
+    let (mut cap, mut items) = (budget / 2, 256usize);
+    while cap >= 128 {
+        let cut = cut_to(v, cap, items);
+        if cut.to_string().len() <= budget {
+            return Some(cut);
+        }
+        cap /= 2;
+        items = (items / 2).max(4);
+    }
+    None
 }
 
 fn matches_query(q: &[String], fields: &[&str]) -> usize {
@@ -1447,4 +1508,35 @@ fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
     );
     r.body["effects"] = "write".into();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_result_is_cut_in_place() {
+        let rows: Vec<Value> = (0..5000)
+            .map(|i| json!({"n": i, "name": format!("row {i}")}))
+            .collect();
+        let v = json!({"exit_code": 0, "stdout": "x".repeat(200_000), "stdout_uri": "artifact://runs/a/b/c/stdout", "rows": rows});
+        let cut = shrink(&v, RESULT_BUDGET - 1024).expect("fits");
+        assert!(cut.to_string().len() <= RESULT_BUDGET - 1024);
+        assert_eq!(cut["exit_code"], 0);
+        assert_eq!(cut["stdout_uri"], "artifact://runs/a/b/c/stdout");
+        let out = cut["stdout"].as_str().expect("stdout");
+        assert!(
+            out.starts_with("xxx") && out.ends_with("more bytes in result_uri]"),
+            "{out:.40}"
+        );
+        let kept = cut["rows"].as_array().expect("rows");
+        assert_eq!(kept[0], json!({"n": 0, "name": "row 0"}));
+        assert!(
+            kept.last()
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains("more items"))
+        );
+        // a lone string cannot be cut in place
+        assert!(shrink(&json!("y".repeat(100_000)), 1000).is_none());
+    }
 }

@@ -752,9 +752,14 @@ async def test_large_result_is_cut_with_a_link(tmp_path: Path) -> None:
         res, body = await c.call("local", {"action": "exec", "command": "seq 1 20000"})
         assert not res.is_error, body
         assert body["truncated"] is True
-        full_uri = body["result"]["uri"]
+        full_uri = body["result_uri"]
         assert full_uri in body["artifacts"] and full_uri.endswith("/result.json")
-        assert body["result"]["bytes"] > 16 * 1024
+        assert body["result_bytes"] > 16 * 1024
+        # cut in place: the small fields are whole, the long output is shortened
+        assert body["result"]["exit_code"] == 0
+        assert body["result"]["stdout"].startswith("1\n2\n3\n")
+        assert "more bytes in result_uri" in body["result"]["stdout"]
+        assert body["result"]["stdout_uri"].endswith("/stdout")
         full = await c.session.read_resource(full_uri)
         assert json.loads(full.contents[0].text)["stdout"] == expected
 
@@ -798,3 +803,60 @@ async def test_client_close_mid_call_leaves_no_process(tmp_path: Path) -> None:
         assert proc_state(pid) in (None, "Z"), f"the call's process (pid {pid}) outlived the server"
     finally:
         kill_leftover_sleep(pidfile)
+
+
+@contextmanager
+def http_server() -> Iterator[str]:
+    """A loopback HTTP server in a thread: `/health` (JSON) and `/big` (100,000 bytes); yields its base URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            if self.path == "/health":
+                body, ctype = b'{"status": "up", "checks": [1, 2]}', "application/json"
+            elif self.path == "/big":
+                body, ctype = bytes(i % 251 for i in range(100_000)), "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("era", ERAS)
+async def test_http_request_and_the_egress_guard(tmp_path: Path, era: str) -> None:
+    with http_server() as base:
+        async with connect(tmp_path, era) as c:
+            # the original's example, against a local server
+            got = await c.ok("http", {"action": "request", "method": "GET", "url": f"{base}/health"})
+            assert got["effects"] == "read"
+            assert got["result"]["status"] == 200
+            assert got["result"]["json"] == {"status": "up", "checks": [1, 2]}
+            # a large body is in an artifact, linked and readable as a resource
+            res, big = await c.call("http", {"action": "request", "url": f"{base}/big"})
+            assert not res.is_error, big
+            assert big["result"]["body_bytes"] == 100_000
+            uri = big["result"]["body_uri"]
+            assert uri in [str(x.uri) for x in res.content if x.type == "resource_link"]
+            read = await c.session.read_resource(uri)
+            assert str(read.contents[0].uri) == uri
+            # cloud metadata is refused before anything is sent
+            await c.err("http", {"action": "request", "url": "http://169.254.169.254/latest/meta-data/"}, "refused")
+            await c.err("api", {"action": "check", "url": f"{base}/nope"}, "check_failed")
