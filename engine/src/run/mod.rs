@@ -422,7 +422,10 @@ impl Engine {
             "plan_digest": plan.digest(), "inputs": shown_inputs, "depth": opts.depth,
         });
         self.prepare_profiles_dir();
-        if let Err(e) = self.audit.append(&audit_start, true) {
+        // a run that can change something has its start and end on disk (fsync'd) before and after the
+        // change; a read-only run's records are written the same way but not forced to disk
+        let durable = plan.effects() >= Effect::Write;
+        if let Err(e) = self.audit.append(&audit_start, durable) {
             outcome.error = Some(ErrorInfo {
                 kind: "audit_unavailable".into(),
                 message: format!("{e}; nothing was run"),
@@ -457,7 +460,7 @@ impl Engine {
                 inputs: shown_inputs,
                 effects: plan.effects().as_str().to_owned(),
             },
-            true,
+            durable,
         );
         if let Ok(store) = self.store() {
             let _ = store.run_started(&run_id, &rb.name, &dir, &ts);
@@ -495,7 +498,7 @@ impl Engine {
                 outputs: outcome.outputs.clone(),
                 error,
             },
-            true,
+            durable,
         );
         let _ = self.audit.append(
             &json!({"kind": "run_finished", "run_id": run_id, "runbook": rb.name, "status": status}),
