@@ -552,6 +552,7 @@ fn finish(
     // a call that became a run has its evidence and audit records from the engine; every other call gets
     // a one-node run recorded here, and an audit record
     if reply.body.get("run_id").is_none() {
+        cut_front_end(&mut reply.body);
         let error = reply
             .body
             .get("error")
@@ -760,6 +761,20 @@ fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut V
     }
 }
 
+/// Keeps a front-end tool's own result (a journal, audit records, an artifact's bytes: data infra keeps
+/// and can page through) under [`RESULT_BUDGET`], cut in place like a run's.
+fn cut_front_end(body: &mut Value) {
+    let len = body["result"].to_string().len();
+    if len <= RESULT_BUDGET {
+        return;
+    }
+    body["truncated"] = true.into();
+    body["result_bytes"] = len.into();
+    body["result"] = shrink(&body["result"], RESULT_BUDGET - 1024).unwrap_or_else(|| {
+        json!({"excerpt": "", "bytes": len, "hint": "ask for less: a smaller `limit` or `max_bytes`"})
+    });
+}
+
 /// `v` with strings cut to at most `cap` bytes and arrays to at most `items` elements (each cut says how
 /// much it left out).
 fn cut_to(v: &Value, cap: usize, items: usize) -> Value {
@@ -769,12 +784,7 @@ fn cut_to(v: &Value, cap: usize, items: usize) -> Value {
             while !s.is_char_boundary(end) {
                 end -= 1;
             }
-            format!(
-                "{}… [{} more bytes in result_uri]",
-                &s[..end],
-                s.len() - end
-            )
-            .into()
+            format!("{}… [{} more bytes cut]", &s[..end], s.len() - end).into()
         }
         Value::Array(a) => {
             let mut out: Vec<Value> = a
@@ -783,7 +793,7 @@ fn cut_to(v: &Value, cap: usize, items: usize) -> Value {
                 .map(|x| cut_to(x, cap, items))
                 .collect();
             if a.len() > items {
-                out.push(format!("… [{} more items in result_uri]", a.len() - items).into());
+                out.push(format!("… [{} more items cut]", a.len() - items).into());
             }
             Value::Array(out)
         }
@@ -1526,7 +1536,7 @@ mod tests {
         assert_eq!(cut["stdout_uri"], "artifact://runs/a/b/c/stdout");
         let out = cut["stdout"].as_str().expect("stdout");
         assert!(
-            out.starts_with("xxx") && out.ends_with("more bytes in result_uri]"),
+            out.starts_with("xxx") && out.ends_with("more bytes cut]"),
             "{out:.40}"
         );
         let kept = cut["rows"].as_array().expect("rows");

@@ -758,7 +758,7 @@ async def test_large_result_is_cut_with_a_link(tmp_path: Path) -> None:
         # cut in place: the small fields are whole, the long output is shortened
         assert body["result"]["exit_code"] == 0
         assert body["result"]["stdout"].startswith("1\n2\n3\n")
-        assert "more bytes in result_uri" in body["result"]["stdout"]
+        assert "more bytes cut" in body["result"]["stdout"]
         assert body["result"]["stdout_uri"].endswith("/stdout")
         full = await c.session.read_resource(full_uri)
         assert json.loads(full.contents[0].text)["stdout"] == expected
@@ -860,3 +860,14 @@ async def test_http_request_and_the_egress_guard(tmp_path: Path, era: str) -> No
             # cloud metadata is refused before anything is sent
             await c.err("http", {"action": "request", "url": "http://169.254.169.254/latest/meta-data/"}, "refused")
             await c.err("api", {"action": "check", "url": f"{base}/nope"}, "check_failed")
+
+
+@pytest.mark.anyio
+async def test_front_end_reads_are_cut_to_the_budget(tmp_path: Path) -> None:
+    async with connect(tmp_path, "legacy", unsafe_local=True) as c:
+        # a run with a large argument makes a large journal; `evidence get` returns it cut in place
+        run = await c.ok("local", {"action": "exec", "command": "true", "env": {"BIG": "z" * 40_000}})
+        res, body = await c.call("evidence", {"action": "get", "run_id": run["run_id"]})
+        assert not res.is_error, body
+        assert body["truncated"] is True and body["result_bytes"] > 16 * 1024
+        assert len(json.dumps(body["result"])) < 16 * 1024
