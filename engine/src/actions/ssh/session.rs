@@ -419,11 +419,16 @@ fn authenticate(
         tried.push("key");
         let path = config.expand_home(key);
         if !path.is_file() {
+            let hint = if key.starts_with('~') && config.vars.get("HOME").is_none() {
+                "HOME is not set in infra's environment, so `~` cannot be expanded: pass HOME (or an absolute path)"
+            } else {
+                "fix `key_file` in targets"
+            };
             return Err(ActionError::new(
                 "invalid_config",
                 format!("target `{name}`: the key file `{key}` does not exist"),
             )
-            .hint("fix `key_file` in targets"));
+            .hint(hint));
         }
         let passphrase = match &t.passphrase_env {
             Some(var) => Some(secret(var, "passphrase")?),
