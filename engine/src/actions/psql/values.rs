@@ -72,21 +72,26 @@ fn be<const N: usize>(raw: &[u8]) -> Result<[u8; N], BoxError> {
         .ok_or_else(|| "a short value".into())
 }
 
+/// The bytes of `raw` from `i` on (none past its end, so a short value is an error, not a panic).
+fn at(raw: &[u8], i: usize) -> &[u8] {
+    raw.get(i..).unwrap_or_default()
+}
+
 /// `numeric` in its binary form: digit count, weight, sign, scale, then base-10000 digits.
 fn numeric(raw: &[u8]) -> Result<String, BoxError> {
-    let n = i16::from_be_bytes(be(raw)?) as usize;
-    let weight = i16::from_be_bytes(be(&raw[2..])?);
-    let sign = u16::from_be_bytes(be(&raw[4..])?);
-    let scale = u16::from_be_bytes(be(&raw[6..])?) as usize;
+    let n = i16::from_be_bytes(be(raw)?).max(0) as usize;
+    let weight = i16::from_be_bytes(be(at(raw, 2))?);
+    let sign = u16::from_be_bytes(be(at(raw, 4))?);
+    let scale = u16::from_be_bytes(be(at(raw, 6))?) as usize;
     match sign {
         0xC000 => return Ok("NaN".into()),
         0xD000 => return Ok("Infinity".into()),
         0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
-    let mut digits = Vec::with_capacity(n);
+    let mut digits = Vec::with_capacity(n.min(raw.len() / 2));
     for i in 0..n {
-        digits.push(i16::from_be_bytes(be(&raw[8 + 2 * i..])?));
+        digits.push(i16::from_be_bytes(be(at(raw, 8 + 2 * i))?));
     }
     let mut int = String::new();
     let mut frac = String::new();
@@ -201,26 +206,35 @@ fn is_textual(ty: &Type) -> bool {
 /// The binary array form: dimensions, a null flag, the element type, each dimension's size and lower
 /// bound, then each element with its length (-1 for NULL).
 fn array(elem: &Type, raw: &[u8]) -> Result<Value, BoxError> {
-    let ndim = i32::from_be_bytes(be(raw)?) as usize;
+    let ndim = i32::from_be_bytes(be(raw)?);
     if ndim == 0 {
         return Ok(json!([]));
     }
+    // PostgreSQL arrays have at most 6 dimensions; every element takes at least 4 bytes
+    if !(1..=6).contains(&ndim) {
+        return Err(format!("an array with {ndim} dimensions").into());
+    }
+    let ndim = ndim as usize;
     let mut dims = Vec::with_capacity(ndim);
     for d in 0..ndim {
-        dims.push(i32::from_be_bytes(be(&raw[12 + 8 * d..])?) as usize);
+        dims.push(i32::from_be_bytes(be(at(raw, 12 + 8 * d))?).max(0) as usize);
     }
-    let mut at = 12 + 8 * ndim;
-    let total: usize = dims.iter().product();
+    let mut pos = 12 + 8 * ndim;
+    let total = dims
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .filter(|t| t.saturating_mul(4) <= raw.len())
+        .ok_or("an array larger than its bytes")?;
     let mut flat = Vec::with_capacity(total);
     for _ in 0..total {
-        let len = i32::from_be_bytes(be(&raw[at..])?);
-        at += 4;
+        let len = i32::from_be_bytes(be(at(raw, pos))?);
+        pos += 4;
         if len < 0 {
             flat.push(Value::Null);
         } else {
-            let end = at + len as usize;
-            flat.push(decode(elem, raw.get(at..end).ok_or("a short array")?)?);
-            at = end;
+            let end = pos + len as usize;
+            flat.push(decode(elem, raw.get(pos..end).ok_or("a short array")?)?);
+            pos = end;
         }
     }
     // fold the flat list into nested arrays, innermost dimension first
@@ -287,6 +301,31 @@ mod tests {
             Some("10000")
         );
         assert_eq!(numeric(&num(0, 0, 0, 2, &[])).ok().as_deref(), Some("0.00"));
+    }
+
+    #[test]
+    fn a_malformed_value_is_an_error_not_a_panic() {
+        let header = |ndim: i32, dim: i32| {
+            let mut v = Vec::new();
+            for x in [ndim, 0, 23, dim, 1] {
+                v.extend_from_slice(&x.to_be_bytes());
+            }
+            v
+        };
+        assert!(
+            array(&Type::INT4, &header(100, 1)).is_err(),
+            "too many dimensions"
+        );
+        assert!(
+            array(&Type::INT4, &header(1, i32::MAX)).is_err(),
+            "more elements than bytes"
+        );
+        assert!(
+            array(&Type::INT4, &header(1, 2)).is_err(),
+            "elements missing"
+        );
+        assert!(numeric(&[0, 1]).is_err());
+        assert!(decode(&Type::INT8, &[1, 2, 3]).is_err());
     }
 
     #[test]
