@@ -94,12 +94,12 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
         .actions
         .iter()
         .map(|a| {
-            format!(
-                "`{}`: {} ({})",
-                a.name,
-                first_sentence(a.description),
-                a.effect
-            )
+            // an action whose effect depends on its arguments says so, with its worst
+            let effect = match a.classify {
+                Some(_) => format!("{} at most, by its arguments", a.effect),
+                None => a.effect.to_string(),
+            };
+            format!("`{}`: {} ({effect})", a.name, first_sentence(a.description))
         })
         .collect();
     ToolDesc {

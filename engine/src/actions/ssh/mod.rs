@@ -209,13 +209,13 @@ pub(super) fn tool() -> ToolSpec {
             a(
                 "upload",
                 "Upload a file",
-                "Sends content, an artifact or (with INFRA_UNSAFE_LOCAL=1) a host file to a target over SFTP; replaced whole, with its SHA-256.",
+                "Sends content, an artifact, or a host file (with INFRA_UNSAFE_LOCAL=1) to a target over SFTP; replaced whole, with its SHA-256.",
                 Effect::Write,
                 || {
                     args_schema::<UploadArgs>(
                         "ssh",
                         "upload",
-                        "Sends content, an artifact or (with INFRA_UNSAFE_LOCAL=1) a host file to a target over SFTP; replaced whole, with its SHA-256.",
+                        "Sends content, an artifact, or a host file (with INFRA_UNSAFE_LOCAL=1) to a target over SFTP; replaced whole, with its SHA-256.",
                     )
                 },
                 || json!({"action": "upload", "target": "prod", "remote_path": "/tmp/motd", "content": "hello\n"}),
