@@ -69,6 +69,11 @@ pub struct Target {
     #[schemars(range(min = 1))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
+    /// Commands (SSH channels) at once on this target's session: 8 by default; keep it at or below the
+    /// server's `MaxSessions` (10 in OpenSSH).
+    #[schemars(range(min = 1, max = 64))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// PostgreSQL: `url`, or `host`, `port`, `user`, `database`, `password_env`, `sslmode`.

@@ -1013,3 +1013,41 @@ fn a_session_that_goes_silent_is_replaced() {
     assert_eq!(ok(&call(&e, exec))["stdout"], "alive\n");
     assert_eq!(logins(&s), 2, "{}", s.log());
 }
+
+#[test]
+fn max_sessions_bounds_the_commands_at_once() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut t = target(&s);
+    t["max_sessions"] = json!(1);
+    let e = engine_with(dir.path(), &json!({"box": t}), false);
+    let d = dir.path().display().to_string();
+    // each command records when it started and ended (ns); with one session at a time they never overlap
+    std::thread::scope(|sc| {
+        for i in 0..3 {
+            let (e, d) = (&e, d.clone());
+            sc.spawn(move || {
+                let r = call(
+                    e,
+                    json!({"action": "exec", "target": "box",
+                           "command": format!("date +%s%N > {d}/start-{i}; sleep 0.2; date +%s%N > {d}/end-{i}")}),
+                );
+                assert!(r.error.is_none(), "{:?}", r.error);
+            });
+        }
+    });
+    let read = |name: String| -> u128 {
+        std::fs::read_to_string(dir.path().join(name))
+            .expect("stamp")
+            .trim()
+            .parse()
+            .expect("ns")
+    };
+    let mut spans: Vec<(u128, u128)> = (0..3)
+        .map(|i| (read(format!("start-{i}")), read(format!("end-{i}"))))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two commands ran at once: {spans:?}");
+    }
+}

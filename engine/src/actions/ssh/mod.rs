@@ -364,7 +364,7 @@ fn with_channel<T>(
     let pool = call.engine.ssh_pool();
     let ep = cx.endpoint(name)?;
     let _permit = pool
-        .permit(name, cx.limits)
+        .permit(&ep, cx.limits)
         .map_err(|s| s.into_error("waiting for a channel"))?;
     let mut conn = pool.conn(cx, &ep)?;
     // a pooled session whose peer vanished without a word (a dropped NAT entry) never answers: opening

@@ -29,7 +29,8 @@ const EAGAIN: i32 = -37;
 const TICK: Duration = Duration::from_millis(10);
 /// Connect timeout when a target sets none.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Channels open at once on one target's session (OpenSSH allows 10 per connection by default).
+/// Channels open at once on one target's session unless the target says (OpenSSH allows 10 per
+/// connection by default).
 pub const CHANNELS_PER_TARGET: usize = 8;
 
 /// Why an operation on a session stopped.
@@ -725,11 +726,15 @@ impl Pool {
         Arc::clone(slots.entry(name.to_owned()).or_default())
     }
 
-    /// Waits for one of the target's channel permits.
-    pub fn permit(&self, name: &str, limits: Limits<'_>) -> Result<Permit, Stop> {
-        let slot = self.slot(name);
+    /// Waits for one of the target's channel permits (`max_sessions`, 8 by default).
+    pub fn permit(&self, ep: &Endpoint, limits: Limits<'_>) -> Result<Permit, Stop> {
+        let most = ep
+            .target
+            .max_sessions
+            .map_or(CHANNELS_PER_TARGET, |m| m.max(1) as usize);
+        let slot = self.slot(&ep.name);
         let mut n = slot.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        while *n >= CHANNELS_PER_TARGET {
+        while *n >= most {
             limits.check()?;
             n = slot
                 .freed
