@@ -62,6 +62,7 @@ pub fn run(args: Args) -> u8 {
     }
     let live = std::io::stderr().is_terminal() && !args.json;
     let progress = |p: &Progress| match p {
+        Progress::RunStarted { .. } => {}
         Progress::Started { step } => render::err(&format!("  … {step}\n")),
         Progress::Finished {
             step,

@@ -239,7 +239,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     out.push(meta_tool(
         "jobs",
         "Jobs",
-        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the run's journal), `cancel`. Jobs live in the store: the CLI sees them too.",
+        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`. Jobs live in the store: the CLI sees them too.",
         &["list", "status", "wait", "logs", "cancel"],
         json!({"job_id": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
         false,
@@ -306,6 +306,59 @@ impl CallCx<'_> {
 }
 
 /// Cancel tokens of the jobs this process runs.
+/// A running job's run: its id, directory and artifact URI base.
+type JobRun = (String, std::path::PathBuf, String);
+
+/// The run each running job of this process is in.
+fn job_runs() -> &'static Mutex<HashMap<String, JobRun>> {
+    static R: OnceLock<Mutex<HashMap<String, JobRun>>> = OnceLock::new();
+    R.get_or_init(Mutex::default)
+}
+
+/// The end of every output artifact a running run has written so far (`<step>/stdout`, `<step>/stderr`,
+/// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted.
+fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4096;
+    let mut found = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth < 3 {
+                stack.push((p, depth + 1));
+            } else if matches!(
+                p.file_name().and_then(|n| n.to_str()),
+                Some("stdout" | "stderr")
+            ) && found.len() < 16
+            {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    let streams: Vec<Value> = found
+        .iter()
+        .filter_map(|p| {
+            let mut f = std::fs::File::open(p).ok()?;
+            let size = f.metadata().ok()?.len();
+            f.seek(SeekFrom::Start(size.saturating_sub(TAIL))).ok()?;
+            let mut tail = Vec::new();
+            f.take(TAIL).read_to_end(&mut tail).ok()?;
+            let rel = p.strip_prefix(dir).ok()?.to_string_lossy().into_owned();
+            Some(json!({
+                "uri": format!("{uri_base}/{rel}"),
+                "bytes": size,
+                "tail": engine.redactor().redact(&String::from_utf8_lossy(&tail)),
+            }))
+        })
+        .collect();
+    Value::Array(streams)
+}
+
 fn job_tokens() -> &'static Mutex<HashMap<String, CancelToken>> {
     static J: OnceLock<Mutex<HashMap<String, CancelToken>>> = OnceLock::new();
     J.get_or_init(Mutex::default)
@@ -351,13 +404,26 @@ fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> 
     let spawned = std::thread::Builder::new()
         .name(format!("job-{}", &id[..8]))
         .spawn(move || {
+            // the run's directory, as soon as it has one, so `jobs logs` can show output while it runs
+            let job = id2.clone();
+            let record_run = move |p: &Progress| {
+                if let Progress::RunStarted {
+                    run_id,
+                    dir,
+                    uri_base,
+                } = p
+                    && let Ok(mut r) = job_runs().lock()
+                {
+                    r.insert(job.clone(), (run_id.clone(), dir.clone(), uri_base.clone()));
+                }
+            };
             let reply = call(
                 &engine2,
                 &name2,
                 args,
                 &CallCx {
                     cancel: token.clone(),
-                    progress: None,
+                    progress: Some(&record_run),
                 },
             );
             let status = if token.is_cancelled() {
@@ -372,6 +438,9 @@ fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> 
             }
             if let Ok(mut t) = job_tokens().lock() {
                 t.remove(&id2);
+            }
+            if let Ok(mut r) = job_runs().lock() {
+                r.remove(&id2);
             }
         });
     if let Err(e) = spawned {
@@ -443,12 +512,27 @@ fn jobs_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply 
         }
         "logs" => match get() {
             Ok(j) => {
-                let run_id = j["result"]["run_id"].as_str().map(str::to_owned);
+                let live = job_runs().lock().ok().and_then(|r| r.get(id).cloned());
+                let run_id = j["result"]["run_id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| live.as_ref().map(|(run, _, _)| run.clone()));
                 match run_id {
                     Some(run) => {
                         let mut a = Map::new();
                         a.insert("run_id".into(), run.into());
-                        evidence_tool(engine, "get", &a)
+                        let mut reply = evidence_tool(engine, "get", &a);
+                        // a running job also shows the end of its output so far
+                        if let Some((_, dir, uri_base)) = &live
+                            && !reply.is_error
+                        {
+                            reply.body["result"]["output"] = live_output(engine, dir, uri_base);
+                            reply.body["result"]["job_status"] = j["status"].clone();
+                            // no `run_finished` yet because it is still going, not because it broke off
+                            reply.body["result"]["state"] = "running".into();
+                            reply.body["summary"] = format!("job {id} is running").into();
+                        }
+                        reply
                     }
                     None => ok_reply(
                         format!("job {id} has no run yet"),

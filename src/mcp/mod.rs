@@ -169,6 +169,7 @@ impl ServerHandler for Server {
         let work = tokio::task::spawn_blocking(move || {
             let send = move |p: &Progress| {
                 let _ = ptx.send(match p {
+                    Progress::RunStarted { run_id, .. } => format!("run {run_id} started"),
                     Progress::Started { step } => format!("{step} started"),
                     Progress::Finished {
                         step,

@@ -761,7 +761,7 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
         &s,
         "ssh",
         json!({"action": "exec", "target": "prod", "async": true,
-               "command": format!("sleep 1000 & echo $! > {}; wait", pidfile.display())}),
+               "command": format!("for i in 1 2 3; do echo line$i; done; sleep 1000 & echo $! > {}; wait", pidfile.display())}),
     )
     .await;
     let id = body(&job)["result"]["job_id"]
@@ -771,6 +771,25 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
     let pid = wait_for_pid(&pidfile).await;
     let st = call(&s, "jobs", json!({"action": "status", "job_id": id})).await;
     assert_eq!(body(&st)["result"]["status"], "running");
+    // the output so far, while it runs
+    let mut seen = Value::Null;
+    for _ in 0..250 {
+        let logs = call(&s, "jobs", json!({"action": "logs", "job_id": id})).await;
+        seen = body(&logs)["result"].clone();
+        if seen["output"][0]["tail"] == "line1\nline2\nline3\n" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen["output"][0]["tail"], "line1\nline2\nline3\n", "{seen}");
+    assert_eq!(seen["job_status"], "running");
+    assert_eq!(seen["state"], "running");
+    assert!(
+        seen["output"][0]["uri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/call/stdout")),
+        "{seen}"
+    );
     call(&s, "jobs", json!({"action": "cancel", "job_id": id})).await;
     let waited = call(
         &s,

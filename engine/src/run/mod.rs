@@ -116,6 +116,13 @@ impl RunOutcome {
 /// What a progress callback hears.
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// A top-level run has its id and directory (once, before its first step): where its journal and
+    /// its steps' output artifacts are being written.
+    RunStarted {
+        run_id: String,
+        dir: PathBuf,
+        uri_base: String,
+    },
     Started {
         step: String,
     },
@@ -464,6 +471,15 @@ impl Engine {
         );
         if let Ok(store) = self.store() {
             let _ = store.run_started(&run_id, &rb.name, &dir, &ts);
+        }
+        if opts.depth == 0
+            && let Some(p) = opts.progress
+        {
+            p(&Progress::RunStarted {
+                run_id: run_id.clone(),
+                dir: dir.clone(),
+                uri_base: uri_base.clone(),
+            });
         }
         let cx = RunCx {
             engine: self,
