@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::actions::ActionError;
 use dsl::{Code, Diagnostic, SourceFile};
 
 /// How a host key is trusted.
@@ -257,6 +258,40 @@ impl Targets {
             targets,
             diagnostics,
         }
+    }
+
+    /// The targets of a project for an action: an error (located, with how to see every problem) when
+    /// the file has any.
+    pub fn load_checked(profiles_dir: &Path) -> Result<Targets, ActionError> {
+        let t = Targets::load(profiles_dir);
+        match t.diagnostics.first() {
+            None => Ok(t),
+            Some(d) => Err(ActionError::new(
+                "invalid_config",
+                format!("the targets file has errors: {}", d.message),
+            )
+            .hint(format!(
+                "fix it{}; `infra validate` shows every error",
+                d.location().map(|l| format!(" at {l}")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The named target, or an error that suggests a near name or lists the known ones.
+    pub fn find(&self, name: &str, profiles_dir: &Path) -> Result<&Target, ActionError> {
+        self.targets.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
+            ActionError::new("not_found", format!("no target `{name}`")).hint(
+                match dsl::diagnostic::suggestion(name, known.iter().copied()) {
+                    Some(s) => s,
+                    None if known.is_empty() => format!(
+                        "define targets in {}",
+                        profiles_dir.join("targets.json").display()
+                    ),
+                    None => format!("known targets: {}", known.join(", ")),
+                },
+            )
+        })
     }
 
     /// Names and labels (and nothing secret) of every target.

@@ -150,3 +150,16 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     }
     all
 }
+
+/// Whether a local process still runs (a zombie does not: it was killed and waits to be reaped).
+pub fn alive(pid: impl std::fmt::Display) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.to_string().trim())) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}

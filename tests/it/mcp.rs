@@ -449,8 +449,7 @@ async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
     )
     .await;
     assert_eq!(body(&waited)["result"]["status"], "cancelled");
-    let gone =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    let gone = !crate::alive(&pid);
     assert!(gone, "sleep {pid} survived the cancel");
     let listed = call(&s, "jobs", json!({"action": "list"})).await;
     assert_eq!(
@@ -632,8 +631,7 @@ async fn jobs_do_not_outlive_the_server() {
     assert_eq!(r.is_error, Some(false));
     let pid = wait_for_pid(&pidfile).await;
     stop(s).await;
-    let gone =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    let gone = !crate::alive(&pid);
     assert!(gone, "the job's process {pid} outlived the server");
 }
 
@@ -670,8 +668,7 @@ fn a_cancelled_request_gets_no_answer_and_its_process_is_killed() {
     }
     assert!(got_8, "the server stopped serving");
     assert!(!seen_7, "a cancelled request was answered");
-    let gone =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |t| t.contains(") Z"));
+    let gone = !crate::alive(&pid);
     assert!(gone, "the cancelled call's process {pid} is still running");
     drop(r.stdin);
     assert!(r.child.wait().expect("wait").success());
@@ -800,8 +797,7 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
     assert_eq!(body(&waited)["result"]["status"], "cancelled");
     let mut gone = false;
     for _ in 0..250 {
-        gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |t| t.contains(") Z"));
+        gone = !crate::alive(&pid);
         if gone {
             break;
         }

@@ -144,19 +144,6 @@ fn rollbacks_run_newest_first_for_the_steps_that_succeeded() {
     assert_eq!(lines, ["do1", "do2", "finally", "undo2", "undo1"]);
 }
 
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // a zombie is dead; its parent has not reaped it yet
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -180,7 +167,7 @@ fn a_timeout_kills_the_whole_process_group() {
     assert_eq!(pids.len(), 2);
     std::thread::sleep(std::time::Duration::from_millis(100));
     for p in pids {
-        assert!(!alive(p), "process {p} survived the timeout");
+        assert!(!crate::alive(p), "process {p} survived the timeout");
     }
 }
 
@@ -504,5 +491,8 @@ fn a_finished_command_leaves_no_background_process_behind() {
         .parse()
         .expect("number");
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(!alive(pid), "background process {pid} outlived the call");
+    assert!(
+        !crate::alive(pid),
+        "background process {pid} outlived the call"
+    );
 }

@@ -61,13 +61,7 @@ fn err_kind(s: &StepOutcome) -> &str {
 
 /// Whether a local pid is gone (or a zombie: killed, waiting to be reaped).
 fn dead(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z')),
-    }
+    !crate::alive(pid)
 }
 
 fn wait_for(path: &Path) {

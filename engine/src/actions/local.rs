@@ -390,10 +390,7 @@ fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         f.write_all(&bytes).map_err(|e| io_err("write", path, &e))?;
     } else {
         // write a sibling and rename it over, so a failure leaves the old file whole
-        let tmp = p.with_file_name(format!(
-            ".{}.infra-tmp",
-            p.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
+        let tmp = super::temp_sibling(p);
         std::fs::write(&tmp, &bytes).map_err(|e| io_err("write", path, &e))?;
         std::fs::rename(&tmp, p).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

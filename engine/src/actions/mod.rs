@@ -206,6 +206,33 @@ impl Call<'_> {
     }
 }
 
+/// A credential from the environment variable a target or call names (`password_env`, `bearer_env`, …),
+/// read when it is needed and registered with the redactor at once.
+pub(crate) fn credential(
+    config: &crate::ctx::Config,
+    redactor: &crate::record::Redactor,
+    var: &str,
+    what: &str,
+) -> Result<String, ActionError> {
+    let v = config.vars.get(var).ok_or_else(|| {
+        ActionError::new(
+            "invalid_config",
+            format!("the {what} variable `{var}` is not set"),
+        )
+        .hint(format!("export {var} in the environment infra runs in"))
+    })?;
+    redactor.add(&v);
+    Ok(v)
+}
+
+/// Where a host file is written before it is renamed over `path`, so a failure leaves the old file whole.
+pub(crate) fn temp_sibling(path: &std::path::Path) -> PathBuf {
+    path.with_file_name(format!(
+        ".{}.infra-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ))
+}
+
 /// Runs one action. The executor has already checked the policy (opt-ins) and the arguments.
 pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> {
     match spec.tool {

@@ -21,6 +21,15 @@ pub struct Redactor {
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+/// Standard base64 with padding (known_hosts keys, HTTP basic credentials).
+pub(crate) fn base64_padded(bytes: &[u8]) -> String {
+    let mut s = base64(bytes, false);
+    while !s.len().is_multiple_of(4) {
+        s.push('=');
+    }
+    s
+}
+
 /// Base64 without padding (standard, or URL-safe alphabet).
 pub(crate) fn base64(bytes: &[u8], url: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -293,41 +293,16 @@ fn invalid(msg: impl Into<String>) -> ActionError {
 }
 
 fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {
-    let v = call.engine.config().vars.get(var).ok_or_else(|| {
-        ActionError::new(
-            "invalid_config",
-            format!("the {what} variable `{var}` is not set"),
-        )
-        .hint(format!("export {var} in the environment infra runs in"))
-    })?;
-    call.engine.redactor().add(&v);
-    Ok(v)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut s = crate::record::redact::base64(bytes, false);
-    while !s.len().is_multiple_of(4) {
-        s.push('=');
-    }
-    s
+    super::credential(call.engine.config(), call.engine.redactor(), var, what)
 }
 
 fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
     let a = call.args;
     let mut target = HttpTarget::default();
     if let Some(name) = call.str_arg("target") {
-        let targets = crate::targets::Targets::load(&call.engine.config().profiles_dir);
-        if let Some(d) = targets.diagnostics.first() {
-            return Err(ActionError::new(
-                "invalid_config",
-                format!("the targets file has errors: {}", d.message),
-            ));
-        }
-        let t = targets.targets.get(name).ok_or_else(|| {
-            let mut e = ActionError::new("not_found", format!("no target `{name}`"));
-            e.hint = dsl::diagnostic::suggestion(name, targets.targets.keys().map(String::as_str));
-            e
-        })?;
+        let dir = &call.engine.config().profiles_dir;
+        let targets = crate::targets::Targets::load_checked(dir)?;
+        let t = targets.find(name, dir)?;
         target = t.http.clone().ok_or_else(|| {
             ActionError::new(
                 "invalid_config",
@@ -395,7 +370,8 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         headers.push(("Authorization".into(), format!("Bearer {token}")));
     } else if let Some(b) = basic {
         let pw = env_secret(call, &b.password_env, "password")?;
-        let encoded = base64_encode(format!("{}:{pw}", b.username).as_bytes());
+        let encoded =
+            crate::record::redact::base64_padded(format!("{}:{pw}", b.username).as_bytes());
         call.engine.redactor().add(&encoded);
         headers.push(("Authorization".into(), format!("Basic {encoded}")));
     }
@@ -611,11 +587,7 @@ fn read_body(
     let mut spill: Option<ArtifactWriter> = None;
     let mut file: Option<(std::fs::File, std::path::PathBuf)> = None;
     if let Some(path) = save_to {
-        let p = std::path::Path::new(path);
-        let tmp = p.with_file_name(format!(
-            ".{}.infra-tmp",
-            p.file_name().and_then(|n| n.to_str()).unwrap_or("body")
-        ));
+        let tmp = super::temp_sibling(std::path::Path::new(path));
         let f = std::fs::File::create(&tmp)
             .map_err(|e| ActionError::new("failed", format!("cannot write `{path}`: {e}")))?;
         file = Some((f, tmp));

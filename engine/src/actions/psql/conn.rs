@@ -62,19 +62,9 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
         .str_arg("target")
         .or_else(|| call.str_arg("profile_name"));
     let mut section: Option<(String, PgTarget)> = None;
-    let targets = crate::targets::Targets::load(&cfg.profiles_dir);
-    if let Some(d) = targets.diagnostics.first() {
-        return Err(config_err(format!(
-            "the targets file has errors: {}",
-            d.message
-        )));
-    }
+    let targets = crate::targets::Targets::load_checked(&cfg.profiles_dir)?;
     if let Some(name) = name {
-        let t = targets.targets.get(name).ok_or_else(|| {
-            let mut e = ActionError::new("not_found", format!("no target `{name}`"));
-            e.hint = dsl::diagnostic::suggestion(name, targets.targets.keys().map(String::as_str));
-            e
-        })?;
+        let t = targets.find(name, &cfg.profiles_dir)?;
         let pg = t
             .postgres
             .clone()
@@ -94,10 +84,12 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
         (Some((n, pg)), _) => {
             let url = match (&pg.url, &pg.url_env) {
                 (Some(u), _) => Some(u.clone()),
-                (None, Some(var)) => Some(cfg.vars.get(var).ok_or_else(|| {
-                    config_err(format!("target `{n}`: `{var}` is not set"))
-                        .hint(format!("export {var} in the environment infra runs in"))
-                })?),
+                (None, Some(var)) => Some(
+                    crate::actions::credential(cfg, redactor, var, "URL").map_err(|mut e| {
+                        e.message = format!("target `{n}`: {}", e.message);
+                        e
+                    })?,
+                ),
                 (None, None) => None,
             };
             (format!("target:{n}"), url, pg.clone())
@@ -137,11 +129,7 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
         config.dbname(d);
     }
     if let Some(var) = &pg.password_env {
-        let pw = cfg.vars.get(var).ok_or_else(|| {
-            config_err(format!("the password variable `{var}` is not set"))
-                .hint(format!("export {var} in the environment infra runs in"))
-        })?;
-        config.password(pw);
+        config.password(crate::actions::credential(cfg, redactor, var, "password")?);
     }
     if let Some(pw) = config.get_password() {
         redactor.add(&String::from_utf8_lossy(pw));

@@ -680,13 +680,7 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
     let name = format!("export.{format}");
     let started = std::time::Instant::now();
     // where the bytes go: an artifact, or a sibling of the host file renamed over it at the end
-    let tmp = file_path.map(|p| {
-        let p = std::path::Path::new(p);
-        p.with_file_name(format!(
-            ".{}.infra-tmp",
-            p.file_name().and_then(|n| n.to_str()).unwrap_or("export")
-        ))
-    });
+    let tmp = file_path.map(|p| super::temp_sibling(std::path::Path::new(p)));
     let result = call.engine.psql_pool().with(call, &r, |client| {
         let mut tx = client
             .build_transaction()

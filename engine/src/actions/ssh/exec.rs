@@ -15,7 +15,6 @@ use ssh2::Channel;
 
 use super::session::{Conn, Limits, Stop};
 use crate::actions::ActionError;
-use crate::run::CancelToken;
 use crate::run::process::{Capture, Exit, OutputSink, outcome};
 
 /// What to run on the remote side.
@@ -122,34 +121,32 @@ fn would_block(e: &std::io::Error) -> bool {
     )
 }
 
+/// Runs a short command whose output is not wanted on a new channel; its exit status.
+pub fn run_quiet(conn: &Conn, limits: Limits<'_>, command: &str) -> Result<Option<i32>, Stop> {
+    let mut ch = open(conn, limits)?;
+    conn.request(limits, || ch.exec(command))?;
+    let mut sink = [0u8; 1024];
+    while !ch.eof() {
+        match ch.read(&mut sink) {
+            Ok(_) => {}
+            Err(e) if would_block(&e) => {
+                limits.check()?;
+                conn.wait();
+            }
+            Err(e) => return Err(Stop::Io(e)),
+        }
+    }
+    conn.again(limits, || ch.wait_close())?;
+    Ok(ch.exit_status().ok())
+}
+
 /// Kills a remote process group from a second channel (bounded to a few seconds).
 fn kill_group(conn: &Conn, pgid: u32) {
-    let never = CancelToken::new();
-    let limits = Limits {
-        deadline: Some(Instant::now() + Duration::from_secs(5)),
-        cancel: &never,
-    };
-    let run = || -> Result<(), Stop> {
-        let mut ch = conn.request(limits, || conn.session.channel_session())?;
-        conn.request(limits, || {
-            ch.exec(&format!(
-                "kill -KILL -- -{pgid} 2>/dev/null; kill -KILL {pgid} 2>/dev/null; true"
-            ))
-        })?;
-        let mut sink = [0u8; 1024];
-        while !ch.eof() {
-            match ch.read(&mut sink) {
-                Ok(_) => {}
-                Err(e) if would_block(&e) => {
-                    limits.check()?;
-                    conn.wait();
-                }
-                Err(e) => return Err(Stop::Io(e)),
-            }
-        }
-        conn.again(limits, || ch.wait_close())
-    };
-    let _ = run();
+    let _ = run_quiet(
+        conn,
+        Limits::cleanup(),
+        &format!("kill -KILL -- -{pgid} 2>/dev/null; kill -KILL {pgid} 2>/dev/null; true"),
+    );
 }
 
 /// Opens a session channel (the caller holds a permit).
@@ -275,21 +272,14 @@ pub fn run(
         }
     }
     let mut exit = Exit::default();
-    if failure.is_none() && ch.eof() {
-        let never = CancelToken::new();
-        let close_limits = Limits {
-            deadline: Some(Instant::now() + Duration::from_secs(5)),
-            cancel: &never,
+    if failure.is_none() && ch.eof() && conn.again(Limits::cleanup(), || ch.wait_close()).is_ok() {
+        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+        let code = ch.exit_status().ok();
+        exit = Exit {
+            success: signal.is_none() && code == Some(0),
+            code: if signal.is_some() { None } else { code },
+            signal: signal.map(Value::from),
         };
-        if conn.again(close_limits, || ch.wait_close()).is_ok() {
-            let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
-            let code = ch.exit_status().ok();
-            exit = Exit {
-                success: signal.is_none() && code == Some(0),
-                code: if signal.is_some() { None } else { code },
-                signal: signal.map(Value::from),
-            };
-        }
     }
     let streams = vec![out.finish(), err.finish()];
     if let Some(e) = failure {

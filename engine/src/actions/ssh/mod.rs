@@ -528,24 +528,8 @@ fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     let started = Instant::now();
     let conn = call.engine.ssh_pool().fresh(cx, &ep)?;
     let exec_started = Instant::now();
-    let run = || -> Result<Option<i32>, Stop> {
-        let mut ch = exec::open(&conn, cx.limits)?;
-        conn.request(cx.limits, || ch.exec("true"))?;
-        let mut sink = [0u8; 1024];
-        while !ch.eof() {
-            match ch.read(&mut sink) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    cx.limits.check()?;
-                    conn.wait();
-                }
-                Err(e) => return Err(Stop::Io(e)),
-            }
-        }
-        conn.again(cx.limits, || ch.wait_close())?;
-        Ok(ch.exit_status().ok())
-    };
-    let code = run().map_err(|s| s.into_error("running `true`"))?;
+    let code =
+        exec::run_quiet(&conn, cx.limits, "true").map_err(|s| s.into_error("running `true`"))?;
     let mut out = conn.facts();
     out["target"] = name.into();
     out["connect_ms"] = conn.connect_ms.into();
@@ -688,10 +672,7 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         .to_owned();
     let mut out = if let Some(local) = call.str_arg("local_path") {
         let p = std::path::Path::new(local);
-        let tmp = p.with_file_name(format!(
-            ".{}.infra-tmp",
-            p.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
+        let tmp = super::temp_sibling(p);
         let r = with_conn(call, cx, name, |conn| {
             let mut f = std::fs::File::create(&tmp)
                 .map_err(|e| ActionError::new("failed", format!("cannot write `{local}`: {e}")))?;
@@ -776,7 +757,7 @@ impl std::io::Write for HashingWriter<'_> {
 
 pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError> {
     let engine = call.engine;
-    let targets = crate::targets::Targets::load(&engine.config().profiles_dir);
+    let targets = crate::targets::Targets::load_checked(&engine.config().profiles_dir)?;
     let cx = Cx {
         config: engine.config(),
         redactor: engine.redactor(),

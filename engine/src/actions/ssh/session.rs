@@ -65,6 +65,31 @@ pub struct Limits<'a> {
     pub cancel: &'a CancelToken,
 }
 
+/// A token nobody cancels, for work that must run even after a cancel.
+fn never_cancelled() -> &'static CancelToken {
+    static NEVER: std::sync::OnceLock<CancelToken> = std::sync::OnceLock::new();
+    NEVER.get_or_init(CancelToken::new)
+}
+
+impl Limits<'static> {
+    /// A few seconds, whatever the call's cancel says: for cleanup that must happen anyway (killing the
+    /// remote group, closing a channel, removing a temporary file).
+    pub fn cleanup() -> Self {
+        Limits {
+            deadline: Some(Instant::now() + Duration::from_secs(5)),
+            cancel: never_cancelled(),
+        }
+    }
+
+    /// No deadline and no cancel: for the relay threads of a tunnel, which end with its sockets.
+    fn unbounded() -> Self {
+        Limits {
+            deadline: None,
+            cancel: never_cancelled(),
+        }
+    }
+}
+
 impl Limits<'_> {
     /// Why to stop now, if at all.
     pub fn check(&self) -> Result<(), Stop> {
@@ -212,15 +237,6 @@ fn key_type_name(t: HostKeyType) -> &'static str {
     }
 }
 
-/// Standard base64 with padding (known_hosts lines).
-fn base64_padded(bytes: &[u8]) -> String {
-    let mut s = crate::record::redact::base64(bytes, false);
-    while !s.len().is_multiple_of(4) {
-        s.push('=');
-    }
-    s
-}
-
 /// How a host is named in known_hosts: `host`, or `[host]:port` off port 22.
 fn known_hosts_name(host: &str, port: u16) -> String {
     if port == 22 {
@@ -315,7 +331,7 @@ fn check_host_key(
             let line = format!(
                 "{} {type_name} {}\n",
                 known_hosts_name(host, port),
-                base64_padded(key)
+                crate::record::redact::base64_padded(key)
             );
             append_line(&own, &line).map_err(|e| {
                 ActionError::new(
@@ -395,16 +411,11 @@ fn authenticate(
 ) -> Result<(), ActionError> {
     let t = &ep.target;
     let name = &ep.name;
-    let secret = |var: &str, what: &str| -> Result<String, ActionError> {
-        let v = config.vars.get(var).ok_or_else(|| {
-            ActionError::new(
-                "invalid_config",
-                format!("target `{name}`: the {what} variable `{var}` is not set"),
-            )
-            .hint(format!("export {var} in the environment infra runs in"))
-        })?;
-        redactor.add(&v);
-        Ok(v)
+    let secret = |var: &str, what: &str| {
+        crate::actions::credential(config, redactor, var, what).map_err(|mut e| {
+            e.message = format!("target `{name}`: {}", e.message);
+            e
+        })
     };
     let mut tried = Vec::new();
     let mut last_err = None;
@@ -501,16 +512,12 @@ fn tunnel(
         .try_clone()
         .map_err(|e| ActionError::new("failed", e.to_string()))?;
     let mut from_local = ours;
-    let never = CancelToken::new();
     // channel → local
     {
         let via = Arc::clone(via);
         let mut ch = channel.clone();
         std::thread::spawn(move || {
-            let limits = Limits {
-                deadline: None,
-                cancel: &never,
-            };
+            let limits = Limits::unbounded();
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match via.again_io(limits, || ch.read(&mut buf)) {
@@ -529,12 +536,8 @@ fn tunnel(
     {
         let via = Arc::clone(via);
         let mut ch = channel;
-        let never = CancelToken::new();
         std::thread::spawn(move || {
-            let limits = Limits {
-                deadline: None,
-                cancel: &never,
-            };
+            let limits = Limits::unbounded();
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 match from_local.read(&mut buf) {
@@ -658,37 +661,11 @@ pub struct Cx<'a> {
 impl Cx<'_> {
     /// The named target, or an error naming the known ones.
     pub fn endpoint(&self, name: &str) -> Result<Endpoint, ActionError> {
-        if let Some(d) = self.targets.diagnostics.first() {
-            return Err(ActionError::new(
-                "invalid_config",
-                format!("the targets file has errors: {}", d.message),
-            )
-            .hint(format!(
-                "fix it{}; `infra validate` shows every error",
-                d.location().map(|l| format!(" at {l}")).unwrap_or_default()
-            )));
-        }
-        match self.targets.targets.get(name) {
-            Some(t) => Ok(Endpoint {
-                name: name.to_owned(),
-                target: t.clone(),
-            }),
-            None => {
-                let known: Vec<&str> = self.targets.targets.keys().map(String::as_str).collect();
-                let mut e = ActionError::new("not_found", format!("no target `{name}`"));
-                e.hint = Some(
-                    match dsl::diagnostic::suggestion(name, known.iter().copied()) {
-                        Some(s) => s,
-                        None if known.is_empty() => format!(
-                            "define targets in {}",
-                            self.config.profiles_dir.join("targets.json").display()
-                        ),
-                        None => format!("known targets: {}", known.join(", ")),
-                    },
-                );
-                Err(e)
-            }
-        }
+        let t = self.targets.find(name, &self.config.profiles_dir)?;
+        Ok(Endpoint {
+            name: name.to_owned(),
+            target: t.clone(),
+        })
     }
 }
 

@@ -105,13 +105,8 @@ pub fn upload(
         Ok(())
     })();
     if let Err(e) = sent {
-        let never = crate::run::CancelToken::new();
-        let cleanup = Limits {
-            deadline: Some(std::time::Instant::now() + std::time::Duration::from_secs(5)),
-            cancel: &never,
-        };
         drop(file);
-        let _ = conn.again(cleanup, || sftp.unlink(&tmp));
+        let _ = conn.again(Limits::cleanup(), || sftp.unlink(&tmp));
         return Err(e);
     }
     Ok(json!({
