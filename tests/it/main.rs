@@ -12,6 +12,7 @@ mod http;
 mod limits;
 mod mcp;
 mod psql;
+mod psql_readonly;
 mod run;
 mod schemas;
 mod ssh;

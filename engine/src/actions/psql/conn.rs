@@ -32,7 +32,8 @@ pub struct PgTarget {
     /// `disable`, `prefer` (default) or `require`.
     #[schemars(regex(pattern = "^(disable|prefer|require)$"))]
     pub sslmode: Option<String>,
-    /// Every query runs in a read-only transaction and writing statements are refused.
+    /// Every query runs in a read-only transaction and writing statements are refused; the target's
+    /// role must be one the server does not let write (checked on each new connection).
     pub read_only: Option<bool>,
     #[schemars(range(min = 1))]
     pub connect_timeout_ms: Option<u64>,
@@ -45,6 +46,8 @@ pub struct Resolved {
     pub key: String,
     pub config: postgres::Config,
     pub read_only: bool,
+    /// The target is read-only: its role is checked to be unable to write before a connection is used.
+    pub read_only_role: bool,
     /// Shown in results: `user@host:port/db`.
     pub label: String,
 }
@@ -171,9 +174,97 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
         key: format!("{key_name}#{digest}"),
         config,
         read_only,
+        read_only_role: pg.read_only.unwrap_or(false),
         label,
     })
 }
+
+/// What a role may do that a read-only transaction does not stop, from the server's own catalogs:
+/// superuser, the built-in roles that write server files, run programs or signal other sessions,
+/// replication, relations it owns or may write (through a second connection), and large objects it
+/// owns or may update (the large-object functions ignore read-only transactions).
+const ROLE_POWERS: &str = "
+WITH me AS (SELECT oid, rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user),
+rel AS (
+  SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, me
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast%'
+    AND (pg_has_role(me.oid, c.relowner, 'USAGE')
+         OR has_table_privilege(me.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'))
+),
+lo AS (
+  SELECT l.oid FROM pg_largeobject_metadata l, me
+  WHERE pg_has_role(me.oid, l.lomowner, 'USAGE')
+     OR current_setting('lo_compat_privileges')::bool
+     OR EXISTS (SELECT 1 FROM aclexplode(l.lomacl) a
+                WHERE a.grantee IN (0, me.oid) AND a.privilege_type = 'UPDATE')
+)
+SELECT me.rolname::text, me.rolsuper, me.rolreplication,
+  ARRAY(SELECT p FROM unnest(ARRAY['pg_write_server_files', 'pg_execute_server_program',
+          'pg_signal_backend', 'pg_write_all_data', 'pg_read_server_files']) p
+        WHERE to_regrole(p) IS NOT NULL AND pg_has_role(me.oid, to_regrole(p), 'USAGE')) AS powers,
+  (SELECT count(*) FROM rel) AS relations,
+  ARRAY(SELECT name FROM rel ORDER BY name LIMIT 3) AS some_relations,
+  (SELECT count(*) FROM lo) AS large_objects
+FROM me";
+
+/// Refuses a connection of a read-only target whose role the server lets change anything a read-only
+/// transaction does not protect; nothing has run on it yet.
+fn check_read_only_role(c: &mut Client, label: &str) -> Result<(), ActionError> {
+    let row = c
+        .query_one(ROLE_POWERS, &[])
+        .map_err(|e| db_error(&e, "reading what the target's role may do"))?;
+    let name: String = row.get(0);
+    let mut why = Vec::new();
+    if row.get::<_, bool>(1) {
+        why.push("it is a superuser".to_owned());
+    }
+    if row.get::<_, bool>(2) {
+        why.push("it has REPLICATION".to_owned());
+    }
+    let powers: Vec<String> = row.get(3);
+    if !powers.is_empty() {
+        why.push(format!("it is a member of {}", powers.join(", ")));
+    }
+    let relations: i64 = row.get(4);
+    if relations > 0 {
+        let some: Vec<String> = row.get(5);
+        let more = if relations > some.len() as i64 {
+            ", …"
+        } else {
+            ""
+        };
+        why.push(format!(
+            "it owns or may write {relations} relation(s) ({}{more})",
+            some.join(", ")
+        ));
+    }
+    let large_objects: i64 = row.get(6);
+    if large_objects > 0 {
+        why.push(format!(
+            "it may change or delete {large_objects} large object(s)"
+        ));
+    }
+    if why.is_empty() {
+        return Ok(());
+    }
+    Err(ActionError::new(
+        "refused",
+        format!(
+            "the target is read-only, but the server lets its role `{name}` ({label}) write: {}; nothing was run",
+            why.join("; ")
+        ),
+    )
+    .hint("connect as a role that can only read (README, Safety: a read-only PostgreSQL role), or drop `read_only` from the target"))
+}
+
+/// Returns a session to how it started, short of its prepared statements (the driver keeps those):
+/// what `DISCARD ALL` does, so settings, role, advisory locks, listeners, cursors and temporary tables
+/// do not pass from one call to the next.
+const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+     SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES";
 
 fn tls() -> Result<MakeTlsConnector, ActionError> {
     let c = native_tls::TlsConnector::new()
@@ -269,6 +360,9 @@ impl Pool {
             }
         }
         let mut c = self.connect(r)?;
+        if r.read_only_role {
+            check_read_only_role(&mut c, &r.label)?;
+        }
         c.batch_execute(&set)
             .map_err(|e| db_error(&e, "setting the statement timeout"))?;
         Ok(c)
@@ -371,7 +465,7 @@ impl Pool {
             }
             e
         });
-        if client.batch_execute("RESET statement_timeout").is_ok() && interrupted < 2 {
+        if interrupted < 2 && client.batch_execute(RESET_SESSION).is_ok() {
             self.give_back(&r.key, client);
         }
         result

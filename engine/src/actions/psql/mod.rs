@@ -652,29 +652,47 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         .bool_arg("csv_header")
         .or_else(|| call.bool_arg("header"))
         .unwrap_or(true);
+    let mut query = None;
     let source = match (call.str_arg("table"), call.str_arg("query")) {
         (Some(t), None) => format!("TABLE {}", qualified(t)?),
         (None, Some(q)) => {
             one_statement(q)?;
+            let q = q
+                .trim()
+                .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
             match sql::classify(q) {
-                Ok((Effect::Read, _)) => q.trim().trim_end_matches(';').to_owned(),
+                Ok((Effect::Read, _)) => {}
                 Ok((e, why)) => {
                     return Err(ActionError::new(
                         "refused",
-                        format!("an export runs a read-only query, and this one is `{e}` ({why})"),
+                        format!(
+                            "an export runs a read-only query, and this one is `{e}` ({why}); nothing was sent"
+                        ),
                     ));
                 }
                 Err(e) => return Err(invalid(format!("`query` cannot be read: {e}"))),
             }
+            sql::enclosable(q).map_err(|e| {
+                ActionError::new(
+                    "refused",
+                    format!("`query` must be one whole query ({e}); nothing was sent"),
+                )
+                .hint(
+                    "give one SELECT, VALUES, TABLE or WITH … SELECT, with its parentheses closed",
+                )
+            })?;
+            query = Some(q);
+            q.to_owned()
         }
         _ => return Err(invalid("give exactly one of `table` and `query`")),
     };
+    // the query stands on lines of its own, so a trailing `--` comment ends before the `)`
     let copy = match format {
         "csv" => format!(
-            "COPY ({source}) TO STDOUT WITH (FORMAT csv{})",
+            "COPY (\n{source}\n) TO STDOUT WITH (FORMAT csv{})",
             if header { ", HEADER true" } else { "" }
         ),
-        _ => format!("COPY (SELECT row_to_json(t) FROM ({source}) t) TO STDOUT"),
+        _ => format!("COPY (SELECT row_to_json(t) FROM (\n{source}\n) t) TO STDOUT"),
     };
     let r = conn::resolve(call)?;
     let name = format!("export.{format}");
@@ -687,6 +705,21 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
             .read_only(true)
             .start()
             .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
+        if let Some(q) = query {
+            // the server parses the query alone first (the extended protocol takes one statement and
+            // runs nothing): only a whole query that returns rows goes inside the COPY
+            let stmt = tx.prepare(q).map_err(|e| {
+                let mut err = conn::db_error(&e, "the server does not take `query` as one query");
+                err.message.push_str("; nothing was exported");
+                err
+            })?;
+            if stmt.columns().is_empty() {
+                return Err(ActionError::new(
+                    "refused",
+                    "`query` returns no rows, so there is nothing to export; nothing was run",
+                ));
+            }
+        }
         let mut reader = tx
             .copy_out(copy.as_str())
             .map_err(|e| conn::db_error(&e, "starting the export"))?;

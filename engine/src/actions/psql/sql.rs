@@ -13,6 +13,10 @@ enum Tok {
     Semi,
     /// `E` right before a quote: the string takes backslash escapes.
     EscapePrefix,
+    /// A quoted identifier's name, as written (case kept, `""` undone).
+    Quoted(String),
+    /// A `U&"…"` identifier: its name is not spelled out in the text.
+    UnicodeQuoted,
     Other,
 }
 
@@ -66,7 +70,10 @@ fn lex(sql: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Other);
             }
             b'"' => {
+                // U&"…" spells its name with escapes: kept apart, never compared by name
+                let unicode = i >= 2 && b[i - 1] == b'&' && b[i - 2].eq_ignore_ascii_case(&b'u');
                 i += 1;
+                let start = i;
                 loop {
                     match b.get(i) {
                         None => return Err("an unterminated quoted identifier".into()),
@@ -75,7 +82,11 @@ fn lex(sql: &str) -> Result<Vec<Tok>, String> {
                         Some(_) => i += 1,
                     }
                 }
-                out.push(Tok::Other);
+                out.push(if unicode {
+                    Tok::UnicodeQuoted
+                } else {
+                    Tok::Quoted(sql[start..i].replace("\"\"", "\""))
+                });
             }
             b'$' => {
                 // $tag$ … $tag$, or a parameter ($1)
@@ -295,6 +306,87 @@ fn classify_one(toks: &[Tok]) -> (Effect, String) {
     }
 }
 
+/// Functions whose effect a read-only transaction does not stop: large objects, files on the server,
+/// other sessions, locks and settings that outlive the call, notifications, SQL run from a string, and
+/// connections to other servers. A name ending in `*` is a prefix.
+const SIDE_EFFECTS: &[(&str, Effect)] = &[
+    ("lo_unlink", Effect::Destructive),
+    ("lo_truncate*", Effect::Destructive),
+    ("pg_terminate_backend", Effect::Destructive),
+    ("pg_drop_replication_slot", Effect::Destructive),
+    ("pg_promote", Effect::Destructive),
+    ("lo_create", Effect::Write),
+    ("lo_creat", Effect::Write),
+    ("lo_import", Effect::Write),
+    ("lo_export", Effect::Write),
+    ("lo_from_bytea", Effect::Write),
+    ("lo_put", Effect::Write),
+    ("lo_open", Effect::Write),
+    ("lowrite", Effect::Write),
+    ("dblink*", Effect::Write),
+    ("query_to_xml*", Effect::Write),
+    ("cursor_to_xml*", Effect::Write),
+    ("pg_cancel_backend", Effect::Write),
+    ("pg_advisory*", Effect::Write),
+    ("pg_try_advisory*", Effect::Write),
+    ("set_config", Effect::Write),
+    ("nextval", Effect::Write),
+    ("setval", Effect::Write),
+    ("pg_notify", Effect::Write),
+    ("pg_reload_conf", Effect::Write),
+    ("pg_rotate_logfile", Effect::Write),
+    ("pg_switch_wal", Effect::Write),
+    ("pg_create_*", Effect::Write),
+    ("pg_replication_slot_advance", Effect::Write),
+    ("pg_logical_slot_get_*", Effect::Write),
+    ("pg_backup_*", Effect::Write),
+    ("pg_start_backup", Effect::Write),
+    ("pg_stop_backup", Effect::Write),
+    ("pg_stat_reset*", Effect::Write),
+    ("pg_file_*", Effect::Write),
+    ("pg_log_backend_memory_contexts", Effect::Write),
+    ("pg_import_system_collations", Effect::Write),
+    ("pg_wal_replay_*", Effect::Write),
+];
+
+fn side_effect_of(name: &str) -> Option<Effect> {
+    SIDE_EFFECTS.iter().find_map(|(n, e)| {
+        let hit = match n.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *n,
+        };
+        hit.then_some(*e)
+    })
+}
+
+/// The strongest side effect a statement's function names carry, and why. Names are matched wherever
+/// they appear (called, qualified or quoted); an identifier spelled with `U&"…"` escapes cannot be
+/// matched and counts as a write.
+fn side_effects(toks: &[Tok]) -> Option<(Effect, String)> {
+    let mut worst: Option<(Effect, String)> = None;
+    for t in toks {
+        let found = match t {
+            Tok::Word(w) | Tok::Quoted(w) => side_effect_of(w).map(|e| {
+                (
+                    e,
+                    format!("it calls `{w}`, which a read-only transaction does not stop"),
+                )
+            }),
+            Tok::UnicodeQuoted => Some((
+                Effect::Write,
+                "a U&\"…\" identifier hides which function it names".to_owned(),
+            )),
+            _ => None,
+        };
+        if let Some(f) = found
+            && worst.as_ref().is_none_or(|(e, _)| f.0 > *e)
+        {
+            worst = Some(f);
+        }
+    }
+    worst
+}
+
 /// The effect of `sql` (the highest of its statements) and why, or why it cannot be read.
 pub fn classify(sql: &str) -> Result<(Effect, String), String> {
     let stmts = statements(sql)?;
@@ -303,9 +395,38 @@ pub fn classify(sql: &str) -> Result<(Effect, String), String> {
     }
     Ok(stmts
         .iter()
-        .map(|s| classify_one(s))
+        .map(|s| {
+            let own = classify_one(s);
+            match side_effects(s) {
+                Some(side) if side.0 > own.0 => side,
+                _ => own,
+            }
+        })
         .max_by_key(|(e, _)| *e)
         .unwrap_or((Effect::Destructive, String::new())))
+}
+
+/// Checks that `sql` is one whole query that can be put inside parentheses: its parentheses balance
+/// (none closes what it did not open) and it holds no `;`. Comments and strings are skipped as the
+/// server skips them; a trailing `--` comment is the caller's to end with a newline.
+pub fn enclosable(sql: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for t in lex(sql)? {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or("a `)` closes a parenthesis the query did not open")?;
+            }
+            Tok::Semi => return Err("a `;` inside the query".into()),
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(format!("{depth} parenthesis(es) left open"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -335,6 +456,59 @@ mod tests {
         assert_eq!(count("select E'a\\'; b'").ok(), Some(1));
         assert!(count("select 'open").is_err());
         assert!(count("select $$ open").is_err());
+    }
+
+    #[test]
+    fn functions_a_read_only_transaction_does_not_stop_make_a_query_write() {
+        for (sql, want) in [
+            ("select lo_unlink(16400)", Effect::Destructive),
+            ("select pg_catalog.lo_unlink(16400)", Effect::Destructive),
+            ("select \"lo_unlink\"(16400)", Effect::Destructive),
+            ("select pg_terminate_backend(1)", Effect::Destructive),
+            ("select lo_export(1, '/tmp/x')", Effect::Write),
+            ("select * from dblink_exec('x', 'y')", Effect::Write),
+            ("select pg_advisory_lock(1)", Effect::Write),
+            ("select set_config('role', 'x', false)", Effect::Write),
+            (
+                "select query_to_xml('delete from t', true, false, '')",
+                Effect::Write,
+            ),
+            ("select U&\"lo\\005funlink\"(1)", Effect::Write),
+            (
+                "with a as (select lo_from_bytea(0, 'x')) select * from a",
+                Effect::Write,
+            ),
+        ] {
+            assert_eq!(e(sql), want, "{sql}");
+        }
+        // a quoted name keeps its case, and a string is not a call
+        assert_eq!(e("select \"LO_UNLINK\"(1)"), Effect::Read);
+        assert_eq!(e("select 'lo_unlink(1)'"), Effect::Read);
+    }
+
+    #[test]
+    fn only_a_whole_balanced_query_is_enclosable() {
+        for ok in [
+            "select 1",
+            "select (1), ((2))",
+            "select ')' as x",
+            "select $q$)$q$",
+            "select 1 -- )",
+            "select 1 /* ) */",
+            "select \"a)\" from t",
+        ] {
+            assert_eq!(enclosable(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "select 1) to program 'x' --",
+            "select (1",
+            "select 1); copy t to program 'x'; --",
+            "select (1)) to '/tmp/x'",
+            "select 1; select 2",
+            "select 1 /* ",
+        ] {
+            assert!(enclosable(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
