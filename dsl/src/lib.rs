@@ -13,6 +13,7 @@ pub mod parse;
 pub mod raw;
 pub mod runbook;
 pub mod schema;
+pub mod shell;
 pub mod source;
 pub mod template;
 

@@ -462,6 +462,117 @@ pub fn shell_quote(s: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+thread_local! {
+    /// The values of the shell render in progress on this thread, in the order they were written; the
+    /// rendered text holds a marker for each (see [`Renderer::render`]).
+    static SHELL_VALUES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A shell value's stand-in in rendered text: NUL, its index, NUL (a command cannot hold NUL itself).
+fn write_shell_marker(s: &str, out: &mut dyn io::Write) -> io::Result<()> {
+    let n = SHELL_VALUES.with(|v| {
+        let mut v = v.borrow_mut();
+        v.push(s.to_owned());
+        v.len() - 1
+    });
+    write!(out, "\0{n}\0")
+}
+
+/// Replaces the markers of a shell render with their values, quoted, after checking that each one
+/// stands where the shell reads a new word.
+fn place_shell_values(rendered: &str, values: &[String]) -> Result<String, RenderError> {
+    let err = |message: String| RenderError {
+        message,
+        range: None,
+        syntax: false,
+    };
+    // the command with each marker replaced by one letter, and where each letter is
+    let mut skeleton = String::with_capacity(rendered.len());
+    let mut at = Vec::with_capacity(values.len());
+    let mut pieces = rendered.split('\0');
+    skeleton.push_str(pieces.next().unwrap_or_default());
+    let mut literal = Vec::new();
+    while let Some(index) = pieces.next() {
+        let after = pieces.next();
+        if index != at.len().to_string() || after.is_none() {
+            return Err(err("a shell command cannot hold a NUL byte".into()));
+        }
+        at.push(skeleton.len());
+        skeleton.push('v');
+        let after = after.unwrap_or_default();
+        literal.push(after);
+        skeleton.push_str(after);
+    }
+    if at.len() != values.len() {
+        return Err(err("a shell command cannot hold a NUL byte".into()));
+    }
+    let places = crate::shell::places(&skeleton, &at);
+    if let Some((i, place)) = places
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| p.map(|p| (i, p)))
+    {
+        let shown: String = values[i].chars().take(40).collect();
+        return Err(err(format!(
+            "value {} ({shown:?}) would land {place} in the shell command, where the quotes infra adds do not hold; remove the quotes around the template: values are quoted for you (or use `| raw` for a value meant to be code)",
+            i + 1
+        )));
+    }
+    let mut out = String::with_capacity(rendered.len() + values.len() * 2);
+    out.push_str(rendered.split('\0').next().unwrap_or_default());
+    for (v, after) in values.iter().zip(literal) {
+        out.push_str(&shell_quote(v));
+        out.push_str(after);
+    }
+    Ok(out)
+}
+
+/// The `{{ … }}` blocks of a shell-field template that stand inside a quoting region of the command
+/// (`'…'`, `"…"`, backquotes, `$'…'`, `$((…))`, a here-document), with the region: byte ranges in the
+/// template. `| raw` blocks are the author's own code and are not reported. Control tags and comments
+/// are read as if absent; the render-time check sees what they produce.
+pub fn quoted_interpolations(text: &str) -> Vec<(usize, usize, &'static str)> {
+    let Ok(sc) = scan(text) else {
+        return Vec::new();
+    };
+    let mut skeleton = String::with_capacity(text.len());
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        let close = if rest.starts_with("{{") {
+            Some("}}")
+        } else if rest.starts_with("{%") {
+            Some("%}")
+        } else if rest.starts_with("{#") {
+            Some("#}")
+        } else {
+            None
+        };
+        let Some(close) = close else {
+            let c = rest.chars().next().unwrap_or(' ');
+            skeleton.push(c);
+            i += c.len_utf8();
+            continue;
+        };
+        let end = find_close(text, i + 2, close, close == "#}").map_or(text.len(), |e| e + 2);
+        if close == "}}"
+            && let Some(interp) = sc.interpolations.iter().find(|x| x.start == i)
+            && interp.last_filter.as_deref() != Some("raw")
+        {
+            blocks.push((skeleton.len(), interp.start, interp.end));
+            skeleton.push('v');
+        }
+        i = end;
+    }
+    let offsets: Vec<usize> = blocks.iter().map(|b| b.0).collect();
+    crate::shell::places(&skeleton, &offsets)
+        .into_iter()
+        .zip(blocks)
+        .filter_map(|(p, (_, s, e))| p.map(|p| (s, e, p)))
+        .collect()
+}
+
 fn write_shell_quoted(s: &str, out: &mut dyn io::Write) -> io::Result<()> {
     out.write_all(b"'")?;
     let mut rest = s;
@@ -579,7 +690,12 @@ impl Renderer {
     pub fn new() -> Self {
         let plain = base_tera();
         let mut shell = base_tera();
-        shell.set_escape_fn(write_shell_quoted);
+        shell.set_escape_fn(write_shell_marker);
+        shell.register_filter("quote", |v: &str, _: Kwargs, _: &State| -> tera::Value {
+            let mut out = Vec::new();
+            let _ = write_shell_marker(v, &mut out);
+            tera::Value::safe_string(&String::from_utf8_lossy(&out))
+        });
         let mut sql = base_tera();
         sql.set_escape_fn(refuse_sql);
         Renderer { plain, shell, sql }
@@ -629,9 +745,21 @@ impl Renderer {
                 self.render_text(&self.plain, text, &context, false)
                     .map(Value::String)
             }
-            Mode::Shell => self
-                .render_text(&self.shell, text, &context, true)
-                .map(Value::String),
+            Mode::Shell => {
+                // values are written as markers, then checked against where they stand in the
+                // rendered command and quoted in place
+                if text.contains('\0') {
+                    return Err(RenderError {
+                        message: "a shell command cannot hold a NUL byte".into(),
+                        range: None,
+                        syntax: false,
+                    });
+                }
+                SHELL_VALUES.with(|v| v.borrow_mut().clear());
+                let rendered = self.render_text(&self.shell, text, &context, true);
+                let values = SHELL_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut()));
+                place_shell_values(&rendered?, &values).map(Value::String)
+            }
             Mode::Sql => self
                 .render_text(&self.sql, text, &context, true)
                 .map(Value::String),
@@ -766,6 +894,51 @@ mod tests {
         ] {
             assert!(!scan(t).expect("scan").simple, "{t}");
         }
+    }
+
+    #[test]
+    fn a_value_inside_the_authors_quotes_is_found_before_and_refused_at_render() {
+        let found = quoted_interpolations("echo 'hello {{ input.v }}' {{ input.w }}");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, 12);
+        assert!(found[0].2.contains("single quotes"));
+        assert!(quoted_interpolations("echo \"{{ input.v | quote }}\"").len() == 1);
+        assert!(quoted_interpolations("echo '{{ input.v | raw }}'").is_empty());
+        assert!(quoted_interpolations("echo {% if x %}'{% endif %}{{ y }}").len() == 1);
+        assert!(quoted_interpolations("echo {{ v }} {# ' #} {{ w }}").is_empty());
+
+        let r = Renderer::new();
+        let ctx = serde_json::json!({"input": {"v": ";touch /tmp/x;"}});
+        for t in [
+            "echo 'hello {{ input.v }}'",
+            "echo \"{{ input.v }}\"",
+            "echo {% if true %}'{% else %}'{% endif %}{{ input.v }}'",
+            "echo {{ \"'\" | raw }}{{ input.v }}{{ \"'\" | raw }}",
+            "echo '{{ input.v | quote }}'",
+            "cat <<EOF\n{{ input.v }}\nEOF",
+        ] {
+            let e = r.render(t, Mode::Shell, &ctx).expect_err(t);
+            assert!(
+                e.message.contains("remove the quotes"),
+                "{t}: {}",
+                e.message
+            );
+        }
+        assert_eq!(
+            r.render(
+                "echo {{ input.v }} '{{ input.v | raw }}'",
+                Mode::Shell,
+                &ctx
+            )
+            .expect("renders"),
+            serde_json::json!("echo ';touch /tmp/x;' ';touch /tmp/x;'")
+        );
+        // NUL cannot stand for a value
+        let ctx = serde_json::json!({"input": {"v": "a\u{0}0\u{0}b"}});
+        assert!(
+            r.render("echo {{ input.v | raw }}", Mode::Shell, &ctx)
+                .is_err()
+        );
     }
 
     #[test]

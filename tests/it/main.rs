@@ -15,6 +15,7 @@ mod psql;
 mod psql_readonly;
 mod run;
 mod schemas;
+mod shell_quoting;
 mod ssh;
 mod sshd_support;
 #[path = "../support/mod.rs"]

@@ -294,6 +294,20 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
         let Some(&(_, mode)) = modes.iter().find(|(f, _)| *f == field) else {
             continue;
         };
+        if mode == Mode::Shell {
+            for (start, end, place) in dsl::template::quoted_interpolations(&t.text) {
+                let span = sub_span(rb.file.text(), t.span, &t.text, start, end);
+                diags.push(
+                    Diagnostic::error(
+                        Code::QuotedInterpolation,
+                        format!("a value is interpolated {place} in the shell command of `{field}`"),
+                    )
+                    .at(&rb.file, span)
+                    .label(format!("{place}: the quotes infra adds would not hold here"))
+                    .help("remove the quotes around it: values are quoted for you (or write `| raw` for a value meant to be code)"),
+                );
+            }
+        }
         for i in &t.scan.interpolations {
             let span = sub_span(rb.file.text(), t.span, &t.text, i.start, i.end);
             let last = i.last_filter.as_deref();
