@@ -567,3 +567,101 @@ fn https_with_a_private_ca() {
             .is_some_and(|h| h.contains("ca_file"))
     );
 }
+
+#[test]
+fn a_targets_credentials_go_only_to_its_own_origin() {
+    let own = HttpServer::start();
+    let other = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = "tk_origin_9a8b7c6d5e4f";
+    let key = "hk_origin_1a2b3c4d5e6f";
+    let e = engine_at(
+        dir.path(),
+        json!({"api": {"http": {"base_url": own.url("/"), "bearer_env": "API_TOKEN", "headers": {"X-Api-Key": key}}}}),
+        Vars::from_pairs([("API_TOKEN", token)]),
+        false,
+    );
+    let port = other
+        .url("/")
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let sent_creds = |srv: &HttpServer| {
+        srv.requests().last().map(|q| {
+            (
+                q.header("authorization").map(str::to_owned),
+                q.header("x-api-key").map(str::to_owned),
+            )
+        })
+    };
+
+    // its own origin gets them
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "api", "path": "/echo"}),
+    );
+    assert_eq!(ok(&r)["credentials"], "target");
+    assert_eq!(
+        sent_creds(&own),
+        Some((Some(format!("Bearer {token}")), Some(key.to_owned())))
+    );
+
+    // another origin (another port, another name for the same host) does not
+    for url in [
+        other.url("/echo"),
+        other.url("/echo").replace("127.0.0.1", "localhost"),
+        own.url("/echo").replace("127.0.0.1", "localhost"),
+    ] {
+        let (n_own, n_other) = (own.requests().len(), other.requests().len());
+        for action in ["request", "check"] {
+            let r = call(&e, json!({"action": action, "target": "api", "url": url}));
+            assert_eq!(ok(&r)["credentials"], "withheld", "{action} {url}");
+        }
+        let new: Vec<_> = own.requests()[n_own..]
+            .iter()
+            .chain(&other.requests()[n_other..])
+            .cloned()
+            .collect();
+        assert_eq!(new.len(), 2, "{url}");
+        for q in &new {
+            assert!(q.header("authorization").is_none(), "{url}");
+            assert!(q.header("x-api-key").is_none(), "{url}");
+        }
+    }
+    assert!(
+        other
+            .requests()
+            .iter()
+            .all(|q| q.header("authorization").is_none() && q.header("x-api-key").is_none()),
+        "the other origin saw a credential"
+    );
+    // a path cannot move the request to another origin
+    for path in [
+        format!("/@127.0.0.1:{port}/echo"),
+        format!("//127.0.0.1:{port}/echo"),
+        format!("\\\\127.0.0.1:{port}/echo"),
+    ] {
+        let n = other.requests().len();
+        let _ = call(
+            &e,
+            json!({"action": "request", "target": "api", "path": path}),
+        );
+        assert_eq!(other.requests().len(), n, "{path} reached the other server");
+    }
+
+    // a literal credential header in a check is masked in what is recorded, like in a request
+    let literal = "Bearer lit_check_0c1d2e3f4a5b";
+    let r = call(
+        &e,
+        json!({"action": "check", "url": own.url("/echo"), "headers": {"Authorization": literal}}),
+    );
+    ok(&r);
+    let leaks: Vec<_> =
+        crate::files_containing(dir.path(), &[token, key, "lit_check_0c1d2e3f4a5b"])
+            .into_iter()
+            .filter(|p| !p.ends_with("targets.json"))
+            .collect();
+    assert!(leaks.is_empty(), "a credential was written to {leaks:?}");
+}

@@ -219,7 +219,7 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 modes: super::no_modes,
                 classify: None,
-                secret_args: None,
+                secret_args: Some(header_secrets),
                 example: || json!({"action": "check", "url": "https://example.com/health", "expect_status": 200}),
             },
         ],
@@ -286,6 +286,9 @@ struct Prepared {
     headers: Vec<(String, String)>,
     policy: Policy,
     ca_file: Option<std::path::PathBuf>,
+    /// Whose credentials go with the request: `target`, `call`, `none`, or `withheld` (the target's
+    /// were left out because the URL is not the target's origin).
+    credentials: &'static str,
 }
 
 fn invalid(msg: impl Into<String>) -> ActionError {
@@ -345,6 +348,23 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
             pairs.append_pair(k, v.as_str().unwrap_or_default());
         }
     }
+    // a target's headers and credentials belong to its own origin (scheme, host, port of base_url)
+    let target_has_credentials = !target.headers.is_empty()
+        || target.bearer_env.is_some()
+        || target.token_env.is_some()
+        || target.basic.is_some();
+    let own_origin = target
+        .base_url
+        .as_deref()
+        .and_then(|b| url::Url::parse(b).ok())
+        .is_some_and(|b| b.origin() == url.origin());
+    let withheld = target_has_credentials && !own_origin;
+    if withheld {
+        target.headers.clear();
+        target.bearer_env = None;
+        target.token_env = None;
+        target.basic = None;
+    }
     let mut headers: Vec<(String, String)> = target
         .headers
         .iter()
@@ -356,11 +376,20 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
             headers.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
         }
     }
-    let bearer = call
+    let call_bearer = call
         .str_arg("bearer_env")
         .or_else(|| call.str_arg("token_env"))
-        .map(str::to_owned)
-        .or_else(|| target.bearer_env.clone().or(target.token_env.clone()));
+        .map(str::to_owned);
+    let credentials = if withheld {
+        "withheld"
+    } else if call_bearer.is_some() || a.contains_key("basic") {
+        "call"
+    } else if target_has_credentials {
+        "target"
+    } else {
+        "none"
+    };
+    let bearer = call_bearer.or_else(|| target.bearer_env.clone().or(target.token_env.clone()));
     let basic: Option<Basic> = match a.get("basic") {
         Some(b) => serde_json::from_value(b.clone()).ok(),
         None => target.basic.clone(),
@@ -388,6 +417,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
             deny_private: target.deny_private.unwrap_or(false)
                 || call.engine.config().http_deny_private,
         },
+        credentials,
     })
 }
 
@@ -793,6 +823,7 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let mut out = json!({
         "method": method,
         "url": url.as_str(),
+        "credentials": prepared.credentials,
         "status": status,
         "headers": headers,
         "attempts": attempt,
@@ -859,6 +890,7 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
     let ok = status_ok && matched != Some(false);
     let out = json!({
         "url": url.as_str(),
+        "credentials": prepared.credentials,
         "status": status,
         "latency_ms": latency,
         "redirects": hops.len(),
