@@ -645,7 +645,12 @@ fn finish(
                 message: e["message"].as_str().unwrap_or("").to_owned(),
             });
         let shown = json!({"summary": reply.body["summary"], "ok": reply.body["ok"]});
-        match engine.record_call(tool, action, args, &shown, error) {
+        let recorded = if tool == "runbook" {
+            recorded_runbook_args(engine, args)
+        } else {
+            args.clone()
+        };
+        match engine.record_call(tool, action, &recorded, &shown, error) {
             Ok(id) => reply.body["run_id"] = id.into(),
             Err(e) => {
                 return Reply::error(
@@ -675,6 +680,32 @@ fn finish(
     }
     reply.body = engine.redactor().redact_value(&reply.body);
     reply
+}
+
+/// A runbook call's arguments as recorded: an input's value is kept only when the named runbook
+/// declares that input and not as secret. Every other value (a secret, a misspelt name, an unknown or
+/// inline runbook's input) is masked, since the call may have stopped before its secrets were known.
+fn recorded_runbook_args(engine: &Engine, args: &Value) -> Value {
+    let declared = match (
+        args.get("name").and_then(Value::as_str),
+        args.get("runbook"),
+    ) {
+        (Some(n), None) => engine.catalog().get(n).map(|e| e.runbook.clone()),
+        _ => None,
+    };
+    let mut recorded = args.clone();
+    if let Some(Value::Object(given)) = recorded.get_mut("input") {
+        for (k, v) in given.iter_mut() {
+            let public = declared
+                .as_ref()
+                .and_then(|rb| rb.inputs.get(k))
+                .is_some_and(|i| !i.secret);
+            if !public {
+                *v = Value::String(engine::record::redact::MASK.into());
+            }
+        }
+    }
+    recorded
 }
 
 /// The front end's own tools are checked against their input schemas (the registry's tools are checked by

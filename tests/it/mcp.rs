@@ -879,3 +879,59 @@ async fn http_and_psql_over_mcp() {
     assert!(!text.contains(&pg.password));
     stop(s).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("runbooks/with.secret.yaml"),
+        "name: with.secret\ninputs:\n  token: {type: string, secret: true, pattern: '^[a-z]+$'}\n  who: {type: string}\nsteps:\n  - id: s\n    tool: state\n    args: {action: set, key: who, value: '{{ input.who }}'}\n",
+    )
+    .expect("write");
+    let canary = "Sekret-Canary-4d3c2b1a";
+    let s = start(dir.path(), false).await;
+    let calls = [
+        // a value its pattern refuses, a missing input, a misspelt name, an unknown runbook, inline
+        json!({"action": "run", "name": "with.secret", "input": {"token": canary, "who": "x"}}),
+        json!({"action": "run", "name": "with.secret", "input": {"token": canary}}),
+        json!({"action": "plan", "name": "with.secret", "input": {"tokn": canary, "who": "x"}}),
+        json!({"action": "run", "name": "no.such.runbook", "input": {"token": canary}}),
+        json!({"action": "plan", "name": "no.such.runbook", "input": {"token": canary}}),
+        json!({"action": "run", "runbook": {"name": "inline", "inputs": {"t": {"type": "integer"}}, "steps": []}, "input": {"t": canary}}),
+    ];
+    for args in calls {
+        let r = call(&s, "runbook", args.clone()).await;
+        assert_eq!(r.is_error, Some(true), "{args}: {:?}", body(&r));
+    }
+    // a declared, non-secret input is still recorded as given
+    let r = call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "with.secret", "input": {"who": "visible-name"}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    stop(s).await;
+    let leaks = crate::files_containing(dir.path(), &[canary]);
+    assert!(leaks.is_empty(), "the secret was written to {leaks:?}");
+    assert!(
+        !crate::files_containing(dir.path().join("runs").as_path(), &["visible-name"]).is_empty(),
+        "a public input is kept in the record"
+    );
+
+    // the CLI's refusal does not print it either
+    let out = crate::infra_in(dir.path(), dir.path())
+        .args(["run", "with.secret", "--input"])
+        .arg(format!("token={canary}"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(canary), "{all}");
+    assert!(crate::files_containing(dir.path(), &[canary]).is_empty());
+}

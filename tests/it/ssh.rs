@@ -1045,3 +1045,66 @@ fn max_sessions_bounds_the_commands_at_once() {
         assert!(w[0].1 <= w[1].0, "two commands ran at once: {spans:?}");
     }
 }
+
+/// Every `/proc/<pid>/cmdline` and `environ`-free view another user of the host has, searched for
+/// `needle` until `stop` is set; returns how many times it was seen.
+fn watch_cmdlines(needle: String, stop: Arc<std::sync::atomic::AtomicBool>) -> usize {
+    let mut seen = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for p in dir.flatten() {
+                if let Ok(c) = std::fs::read(p.path().join("cmdline"))
+                    && String::from_utf8_lossy(&c).contains(&needle)
+                {
+                    seen += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn env_values_travel_on_stdin_never_in_a_command_line() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_with(dir.path(), &json!({"box": target(&s)}), false);
+    let canary = "envcanary-7f3e9d1c";
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let needle = canary.to_owned();
+        std::thread::spawn(move || watch_cmdlines(needle, stop))
+    };
+    // values of every shape arrive byte for byte, and the command's own stdin follows them
+    let values = [
+        format!("{canary} plain"),
+        "multi\nline\n\n".to_owned(),
+        "quotes ' \" ` $(id) ${HOME} \\ %s %b \\0101 end".to_owned(),
+        "ünïcødé ✓".to_owned(),
+        String::new(),
+        "-n".to_owned(),
+    ];
+    let mut env = serde_json::Map::new();
+    let mut show = String::new();
+    for (i, v) in values.iter().enumerate() {
+        env.insert(format!("V{i}"), json!(v));
+        show.push_str(&format!("printf '[%s]' \"$V{i}\"; "));
+    }
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": format!("sleep 0.5; {show} cat"), "env": env, "stdin": "after the values"}),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().expect("watcher");
+    let want: String = values.iter().map(|v| format!("[{v}]")).collect();
+    assert_eq!(ok(&r)["stdout"], format!("{want}after the values"));
+    assert_eq!(seen, 0, "an env value stood in a process's command line");
+
+    // a terminal would echo them back: refused
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": "true", "env": {"A": "b"}, "pty": true}),
+    );
+    assert_eq!(err_kind(&r), "invalid_args");
+}

@@ -87,6 +87,24 @@ fn percent(secret: &str) -> String {
     out
 }
 
+/// Percent-encoding with lower-case hex digits.
+fn lower_percent(pct: &str) -> String {
+    let mut out = String::with_capacity(pct.len());
+    let mut hex_left = 0;
+    for c in pct.chars() {
+        if c == '%' {
+            hex_left = 2;
+            out.push(c);
+        } else if hex_left > 0 {
+            hex_left -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Redactor {
     pub fn new() -> Self {
         Self::default()
@@ -103,13 +121,29 @@ impl Redactor {
         forms.push(hex);
         let pct = percent(secret);
         if pct != secret {
-            forms.push(pct.clone());
+            // `%2F` and `%2f` are the same byte; `+` is a space in forms
+            let lower = lower_percent(&pct);
+            forms.push(lower.replace("%20", "+"));
+            forms.push(lower);
             forms.push(pct.replace("%20", "+"));
+            forms.push(pct);
+        }
+        // as it appears inside a JSON string (quotes, backslashes, control characters escaped)
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let json = json.trim_matches('"');
+        if json != secret {
+            forms.push(json.to_owned());
         }
         for url in [false, true] {
             forms.extend(base64_forms(secret.as_bytes(), url));
         }
         forms.retain(|f| f.len() >= MIN_SECRET_LEN);
+        // each line of a multi-line secret (a key, a certificate) stands on its own in line-based output
+        if secret.contains('\n') {
+            for line in secret.lines() {
+                self.add(line.trim_end_matches('\r'));
+            }
+        }
         let Ok(mut all) = self.forms.write() else {
             return;
         };
@@ -272,6 +306,30 @@ mod tests {
         r.add("p@ss word/1");
         assert_eq!(r.redact("u=p%40ss%20word%2F1"), format!("u={MASK}"));
         assert_eq!(r.redact("nothing here"), "nothing here");
+        assert_eq!(r.redact("u=p%40ss%20word%2f1"), format!("u={MASK}"));
+        assert_eq!(r.redact("u=p%40ss+word%2f1"), format!("u={MASK}"));
+    }
+
+    #[test]
+    fn masks_each_line_and_the_json_escaped_form() {
+        let r = Redactor::new();
+        let key =
+            "-----BEGIN KEY-----\r\nMIIBOgIBAAJBAKj34GkxFhD9\nline\"two\\x\n-----END KEY-----";
+        r.add(key);
+        // one line of it, in line-based output
+        assert_eq!(
+            r.redact("got MIIBOgIBAAJBAKj34GkxFhD9 here"),
+            format!("got {MASK} here")
+        );
+        // the whole of it inside a JSON document
+        let json = serde_json::to_string(&serde_json::json!({"k": key})).expect("json");
+        let shown = r.redact(&json);
+        assert!(!shown.contains("MIIBOgIBAAJBAKj34GkxFhD9"), "{shown}");
+        assert!(!shown.contains("line\\\"two"), "{shown}");
+        assert!(!shown.contains("line\"two"), "{shown}");
+        r.add("pa\"ss\\word\tend");
+        let json = serde_json::json!({"v": "pa\"ss\\word\tend"}).to_string();
+        assert_eq!(r.redact(&json), format!("{{\"v\":\"{MASK}\"}}"));
     }
 
     #[test]

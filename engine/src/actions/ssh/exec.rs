@@ -48,13 +48,17 @@ pub fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The script sent to the remote login shell: report the process group, set the environment and the
-/// directory, then become `/bin/sh -c <line>`. Every value is one quoted word.
+/// The script sent to the remote login shell: report the process group, read the environment's values
+/// from standard input (so they never stand in a command line, where any user of the host could read
+/// them in `/proc`), set the directory, then become `/bin/sh -c <line>`. Every value is one quoted word.
 pub fn wrap(cmd: &RemoteCommand) -> String {
     use dsl::template::shell_quote as q;
     let mut s = String::from("printf '%s\\n' \"$$\"; ");
-    for (k, v) in &cmd.env {
-        s.push_str(&format!("{k}={}; export {k}; ", q(v)));
+    for (k, _) in &cmd.env {
+        // one line per value (see `env_lines`); the `x` keeps trailing newlines through `$(…)`
+        s.push_str(&format!(
+            "IFS= read -r {k} || exit 125; {k}=$(printf '%bx' \"${k}\"); {k}=${{{k}%x}}; export {k}; "
+        ));
     }
     if let Some(cwd) = &cmd.cwd {
         s.push_str(&format!("cd -- {} || exit 126; ", q(cwd)));
@@ -62,6 +66,23 @@ pub fn wrap(cmd: &RemoteCommand) -> String {
     s.push_str("exec /bin/sh -c ");
     s.push_str(&q(&cmd.line));
     s
+}
+
+/// The environment's values as the wrapper reads them, one line each: letters and digits as they are,
+/// every other byte as a `\0ooo` escape that `printf %b` turns back into it.
+pub fn env_lines(env: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (_, v) in env {
+        for b in v.bytes() {
+            if b.is_ascii_alphanumeric() {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("\\0{b:03o}").as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+    out
 }
 
 /// Joins an argument vector into one command line, each argument one quoted word.
@@ -165,6 +186,16 @@ pub fn run(
 ) -> Result<Value, ActionError> {
     let started = Instant::now();
     let script = wrap(&cmd);
+    if !cmd.env.is_empty() {
+        // the values go first on standard input, ahead of the command's own
+        let rest = cmd
+            .stdin
+            .take()
+            .unwrap_or_else(|| Box::new(std::io::empty()));
+        cmd.stdin = Some(Box::new(
+            std::io::Cursor::new(env_lines(&cmd.env)).chain(rest),
+        ));
+    }
     let setup = |ch: &mut Channel| -> Result<(), Stop> {
         if cmd.pty {
             conn.request(limits, || {
@@ -324,7 +355,15 @@ mod tests {
         };
         assert_eq!(
             wrap(&cmd),
-            r#"printf '%s\n' "$$"; X='$(rm -rf /)'; export X; cd -- '/tmp/it'\''s' || exit 126; exec /bin/sh -c 'echo '\''a b'\'' $HOME'"#
+            r#"printf '%s\n' "$$"; IFS= read -r X || exit 125; X=$(printf '%bx' "$X"); X=${X%x}; export X; cd -- '/tmp/it'\''s' || exit 126; exec /bin/sh -c 'echo '\''a b'\'' $HOME'"#
+        );
+        assert!(
+            !wrap(&cmd).contains("rm -rf"),
+            "values are not in the script"
+        );
+        assert_eq!(
+            String::from_utf8(env_lines(&cmd.env)).expect("ascii"),
+            "\\0044\\0050rm\\0040\\0055rf\\0040\\0057\\0051\n"
         );
         assert_eq!(join_argv(&["a b".into(), "-x".into()]), "'a b' '-x'");
         assert!(valid_env_name("_A1") && !valid_env_name("1A") && !valid_env_name("A-B"));

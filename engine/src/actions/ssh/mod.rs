@@ -312,8 +312,22 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
                 )
                 .hint("use letters, digits and `_`, not starting with a digit"));
             }
-            env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+            let v = v.as_str().unwrap_or_default();
+            if v.contains('\0') {
+                return Err(ActionError::new(
+                    "invalid_args",
+                    format!("`env` value of `{k}` holds a NUL byte, which no environment can hold"),
+                ));
+            }
+            env.push((k.clone(), v.to_owned()));
         }
+    }
+    if !env.is_empty() && call.bool_arg("pty").unwrap_or(false) {
+        return Err(ActionError::new(
+            "invalid_args",
+            "`env` with `pty: true`: the values travel on standard input, which a terminal would echo back",
+        )
+        .hint("drop `pty`, or set the variables in the command itself"));
     }
     let stdin: Option<Box<dyn Read + Send>> = if let Some(s) = call.str_arg("stdin") {
         Some(Box::new(std::io::Cursor::new(s.as_bytes().to_vec())))
