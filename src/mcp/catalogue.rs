@@ -528,8 +528,6 @@ fn jobs_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply 
                         {
                             reply.body["result"]["output"] = live_output(engine, dir, uri_base);
                             reply.body["result"]["job_status"] = j["status"].clone();
-                            // no `run_finished` yet because it is still going, not because it broke off
-                            reply.body["result"]["state"] = "running".into();
                             reply.body["summary"] = format!("job {id} is running").into();
                         }
                         reply
@@ -1311,18 +1309,19 @@ fn evidence_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Re
             let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
             match engine::record::evidence::read(&dir.join("journal.jsonl")) {
                 Ok(back) => {
-                    let finished = back.finished();
+                    // the store decides a run's state (the same word `infra runs` shows)
                     let mut run = run;
+                    let state = run["state"].clone();
                     if let Some(o) = run.as_object_mut() {
                         o.shift_remove("dir");
                     }
                     ok_reply(
                         format!(
-                            "{} records{}",
+                            "{} records, {}",
                             back.records.len(),
-                            if finished { "" } else { ", interrupted" }
+                            state.as_str().unwrap_or("")
                         ),
-                        json!({"run": run, "state": if finished { "finished" } else { "interrupted" }, "torn": back.torn, "records": back.records}),
+                        json!({"run": run, "state": state, "torn": back.torn, "records": back.records}),
                     )
                 }
                 Err(e) => Reply::error(

@@ -893,6 +893,101 @@ async fn http_and_psql_over_mcp() {
     stop(s).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pidfile = dir.path().join("child.pid");
+    let rb = dir.path().join("slow.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: slow\nsteps:\n  - {{id: wait, tool: local, args: {{action: exec, command: 'echo $$ > {}; exec sleep 30'}}}}\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write");
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"))
+        .env_clear()
+        .env("MCP_PROFILES_DIR", dir.path())
+        .env("INFRA_UNSAFE_LOCAL", "1")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(&rb)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let sleeper = wait_for_pid(&pidfile).await;
+    let cli = |args: &[&str]| {
+        crate::infra_in(dir.path(), dir.path())
+            .args(args)
+            .output()
+            .expect("infra")
+    };
+    let slow_row = |listed: &Value| {
+        listed
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["runbook"] == "slow"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no `slow` run in {listed}"))
+    };
+    // while it runs, every view says so
+    let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
+    let id = row["id"].as_str().expect("id").to_owned();
+    assert_eq!(row["status"], "running", "{row}");
+    let shown = crate::stdout_json(&cli(&["runs", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "running", "{shown}");
+
+    // kill -9 the run (the process this test started, by its id), then the sleep it leaves behind in its
+    // own process group
+    run.kill().expect("kill -9");
+    let _ = run.wait();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &sleeper])
+        .status();
+
+    let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
+    assert_eq!(row["id"], id.as_str());
+    assert_eq!(row["status"], "interrupted", "{row}");
+    assert_eq!(row["state"], "interrupted", "{row}");
+    let human = cli(&["runs", "list"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&id[..8]))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("interrupted") && !line.contains("running"),
+        "{line}"
+    );
+    let shown = crate::stdout_json(&cli(&["runs", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "interrupted", "{shown}");
+    assert_eq!(shown["run"]["status"], "interrupted", "{shown}");
+    let human = cli(&["runs", "show", &id]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.contains("interrupted")),
+        "{text}"
+    );
+
+    let s = start(dir.path(), false).await;
+    let ev = call(&s, "evidence", json!({"action": "list", "runbook": "slow"})).await;
+    let listed = &body(&ev)["result"]["runs"];
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"], "interrupted", "{listed}");
+    assert_eq!(listed[0]["state"], "interrupted", "{listed}");
+    let got = call(&s, "evidence", json!({"action": "get", "run_id": id})).await;
+    assert_eq!(body(&got)["result"]["state"], "interrupted");
+    assert_eq!(body(&got)["result"]["run"]["status"], "interrupted");
+    // the MCP server's own calls finished, and say so
+    let ev = call(&s, "evidence", json!({"action": "list", "runbook": "call"})).await;
+    assert_eq!(body(&ev)["result"]["runs"][0]["state"], "finished");
+    stop(s).await;
+}
+
 /// What one line sent to the server must get back.
 #[derive(Debug, Clone)]
 enum Expect {
