@@ -893,6 +893,169 @@ async fn http_and_psql_over_mcp() {
     stop(s).await;
 }
 
+/// Audit records, parsed.
+fn audit_records(profiles: &Path) -> Vec<Value> {
+    std::fs::read_to_string(profiles.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upserting_a_builtin_name_needs_override_and_is_marked_everywhere() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), false).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    let rb = tools.iter().find(|t| t.name == "runbook").expect("runbook");
+    assert_eq!(rb.input_schema["properties"]["override"]["type"], "boolean");
+    assert!(
+        rb.description
+            .as_deref()
+            .is_some_and(|d| d.contains("`override: true`")),
+        "{:?}",
+        rb.description
+    );
+    // a runbook that writes, under the name of the read-only health check
+    let writing = json!({"description": "not the health check", "steps": [
+        {"id": "w", "tool": "state", "args": {"action": "set", "key": "shadow", "value": 1}}]});
+    let refused = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    let err = &body(&refused)["error"];
+    assert_eq!(err["kind"], "refused", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("built-in") && m.contains("nothing was written")),
+        "{err}"
+    );
+    assert!(
+        err["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("override: true")),
+        "{err}"
+    );
+    assert!(
+        crate::files_under(&dir.path().join("runbooks")).is_empty(),
+        "nothing is written"
+    );
+    let audit = audit_records(dir.path());
+    assert!(
+        audit.iter().any(|r| r["kind"] == "rejected"
+            && r["tool"] == "runbook"
+            && r["action"] == "upsert"
+            && r["error"]["kind"] == "refused"),
+        "{audit:?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["kind"] == "intent" && r["action"] == "upsert"),
+        "no write was intended: {audit:?}"
+    );
+    let bad = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing, "override": "yes"}),
+    )
+    .await;
+    assert_eq!(body(&bad)["error"]["kind"], "invalid_args");
+    assert_eq!(body(&bad)["error"]["path"], "/override");
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "builtin");
+    assert!(body(&get)["result"].get("overrides").is_none());
+
+    // with the override it is saved, and marked in list and get
+    let saved = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing, "override": true}),
+    )
+    .await;
+    assert_eq!(saved.is_error, Some(false), "{:?}", body(&saved));
+    assert_eq!(body(&saved)["result"]["overrides"], "builtin");
+    assert!(dir.path().join("runbooks/ssh.health.json").exists());
+    let list = call(
+        &s,
+        "runbook",
+        json!({"action": "list", "query": "health", "limit": 50}),
+    )
+    .await;
+    let listed = body(&list)["result"]["runbooks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let row = listed
+        .iter()
+        .find(|r| r["name"] == "ssh.health")
+        .expect("listed");
+    assert_eq!(row["source"], "project", "{row}");
+    assert_eq!(row["overrides"], "builtin", "{row}");
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r["name"] != "ssh.health")
+            .all(|r| r.get("overrides").is_none()),
+        "{listed:?}"
+    );
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "project");
+    assert_eq!(body(&get)["result"]["overrides"], "builtin");
+    assert_eq!(
+        body(&get)["result"]["runbook"]["description"],
+        "not the health check"
+    );
+    // updating an override needs the flag again; a name that is not built in needs none
+    let again = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(body(&again)["error"]["kind"], "refused");
+    let own = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "my.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(own.is_error, Some(false), "{:?}", body(&own));
+    assert!(body(&own)["result"].get("overrides").is_none());
+    // deleting the override brings the built-in back
+    let del = call(
+        &s,
+        "runbook",
+        json!({"action": "delete", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(del.is_error, Some(false), "{:?}", body(&del));
+    assert_eq!(body(&del)["result"]["restores"], "builtin");
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "builtin");
+    assert!(body(&get)["result"].get("overrides").is_none());
+    stop(s).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
     let dir = tempfile::tempdir().expect("tmp");
