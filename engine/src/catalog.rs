@@ -1,7 +1,8 @@
 //! The runbook catalog: built-in runbooks (embedded) and the project's, found by name.
 //!
 //! Later sources override earlier ones by name: built-in, then `<profiles>/runbooks.json`, then
-//! `<profiles>/runbooks/*.{yaml,yml,json}` (or `MCP_RUNBOOKS_PATH`, a file or a directory).
+//! `<profiles>/runbooks/*.{yaml,yml,json}` (or `MCP_RUNBOOKS_PATH`, a file or a directory). An entry that
+//! replaced another says so (`Entry::overrides`), so listings can show it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub enum Origin {
 pub struct Entry {
     pub runbook: Arc<Runbook>,
     pub origin: Origin,
+    /// The source of the runbook of the same name this one replaced: `Builtin` when it shadows a
+    /// built-in (even through another project runbook), `Project` when only a project runbook.
+    pub overrides: Option<Origin>,
 }
 
 /// Where project runbooks live.
@@ -104,11 +108,16 @@ impl Catalog {
         let loaded = dsl::load(file, stem);
         self.diagnostics.extend(loaded.diagnostics);
         for rb in loaded.runbooks {
+            let overrides = self
+                .entries
+                .get(&rb.name)
+                .map(|old| old.overrides.unwrap_or(old.origin));
             self.entries.insert(
                 rb.name.clone(),
                 Entry {
                     runbook: Arc::new(rb),
                     origin,
+                    overrides,
                 },
             );
         }
@@ -116,6 +125,13 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.get(name)
+    }
+
+    /// Whether a built-in runbook has this name (whether or not a project runbook replaces it).
+    pub fn is_builtin_name(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| e.origin == Origin::Builtin || e.overrides == Some(Origin::Builtin))
     }
 
     /// Entries sorted by name.
@@ -177,4 +193,49 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| io_error(path, &e))?;
     Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_says_what_it_replaced() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let step = r#"{"id": "s", "tool": "state", "args": {"action": "get", "key": "k"}}"#;
+        std::fs::write(
+            dir.path().join("runbooks.json"),
+            format!(r#"{{"hello.world": {{"steps": [{step}]}}, "mine": {{"steps": [{step}]}}}}"#),
+        )
+        .expect("write");
+        std::fs::create_dir(dir.path().join("runbooks")).expect("dir");
+        std::fs::write(
+            dir.path().join("runbooks/hello.world.json"),
+            format!(r#"{{"steps": [{step}]}}"#),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("runbooks/mine.json"),
+            format!(r#"{{"steps": [{step}]}}"#),
+        )
+        .expect("write");
+        let c = Catalog::load(&CatalogOptions {
+            profiles_dir: Some(dir.path().to_owned()),
+            runbooks_path: None,
+        });
+        assert!(c.diagnostics().is_empty(), "{:?}", c.diagnostics());
+        // replaced twice, and still a built-in's name
+        let hello = c.get("hello.world").expect("hello.world");
+        assert_eq!(
+            (hello.origin, hello.overrides),
+            (Origin::Project, Some(Origin::Builtin))
+        );
+        assert!(c.is_builtin_name("hello.world"));
+        let mine = c.get("mine").expect("mine");
+        assert_eq!(mine.overrides, Some(Origin::Project));
+        assert!(!c.is_builtin_name("mine"));
+        let health = c.get("ssh.health").expect("ssh.health");
+        assert_eq!((health.origin, health.overrides), (Origin::Builtin, None));
+        assert!(c.is_builtin_name("ssh.health"));
+    }
 }

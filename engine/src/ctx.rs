@@ -182,3 +182,64 @@ pub fn new_id() -> String {
     h.update(addr.to_le_bytes());
     dsl::analyze::hex(&h.finalize()[..16])
 }
+
+/// A process, named so that a later reader can tell whether it still runs: its pid, and its start time
+/// (clock ticks after boot, from `/proc/<pid>/stat`) so that a reused pid is not taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessRef {
+    pub pid: i64,
+    /// `None` where `/proc` cannot say (not Linux); then the pid alone is checked.
+    pub start: Option<i64>,
+}
+
+impl ProcessRef {
+    /// This process.
+    pub fn current() -> Self {
+        let pid = i64::from(std::process::id());
+        ProcessRef {
+            pid,
+            start: proc_stat(pid).map(|(_, start)| start),
+        }
+    }
+
+    /// Whether the process still runs: `/proc/<pid>` exists, it is not a zombie (killed and waiting to
+    /// be reaped), and it started when this one did. Linux only: elsewhere nothing is alive.
+    pub fn alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some((state, start)) => state != 'Z' && self.start.is_none_or(|s| s == start),
+            None => false,
+        }
+    }
+}
+
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i64) -> Option<(char, i64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name (field 2) is in parentheses and may hold anything; the rest follows its last `)`
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    // field 22, `starttime`, is the 20th after the state (field 3)
+    let start = rest.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::ProcessRef;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not_it() {
+        let me = ProcessRef::current();
+        assert!(me.start.is_some(), "/proc/self/stat has a start time");
+        assert!(me.alive());
+        let other = ProcessRef {
+            start: me.start.map(|s| s + 1),
+            ..me
+        };
+        assert!(!other.alive(), "same pid, another start time");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = i64::from(child.id());
+        let _ = child.wait();
+        assert!(!ProcessRef { pid, start: None }.alive());
+    }
+}

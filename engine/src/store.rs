@@ -10,6 +10,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
+use crate::ctx::ProcessRef;
+
 /// A store error.
 #[derive(Debug, thiserror::Error)]
 #[error("the store `{path}`: {message}")]
@@ -37,7 +39,9 @@ CREATE TABLE IF NOT EXISTS runs (
     dir TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    owner_pid INTEGER,
+    owner_start INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +52,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner_pid INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     finished_at TEXT,
-    result TEXT
+    result TEXT,
+    owner_start INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 ";
@@ -71,6 +76,14 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| err(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        // stores made before runs and jobs named their owner's start time (and runs their owner)
+        for (table, column) in [
+            ("runs", "owner_pid"),
+            ("runs", "owner_start"),
+            ("jobs", "owner_start"),
+        ] {
+            add_column(&conn, table, column).map_err(|e| err(&e))?;
+        }
         Ok(Store {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -144,7 +157,7 @@ impl Store {
             .collect())
     }
 
-    /// Records that a run started.
+    /// Records that a run started, in this process.
     pub fn run_started(
         &self,
         id: &str,
@@ -153,10 +166,11 @@ impl Store {
         started_at: &str,
     ) -> Result<(), StoreError> {
         let dir = dir.display().to_string();
+        let me = ProcessRef::current();
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs(id, runbook, dir, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
-                params![id, runbook, dir, started_at],
+                "INSERT INTO runs(id, runbook, dir, started_at, status, owner_pid, owner_start) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                params![id, runbook, dir, started_at, me.pid, me.start],
             )
             .map(|_| ())
         })
@@ -174,39 +188,130 @@ impl Store {
         })
     }
 
-    /// Recent runs, newest first.
+    /// Recent runs, newest first, each with its status and state as [`run_status`] decides them.
     pub fn runs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, runbook, dir, started_at, finished_at, status FROM runs ORDER BY started_at DESC, id LIMIT ?1",
-            )?;
-            let rows = st.query_map(params![limit as i64], run_row)?;
-            rows.collect()
-        })
-    }
-
-    /// One run by id or unique id prefix.
-    pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
-        let mut found: Vec<Value> = self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, runbook, dir, started_at, finished_at, status FROM runs WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
-            )?;
-            let rows = st.query_map(params![id], run_row)?;
+        let rows: Vec<RunRow> = self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id LIMIT ?1"
+            ))?;
+            let rows = st.query_map(params![limit as i64], RunRow::read)?;
             rows.collect()
         })?;
-        Ok(if found.len() == 1 { found.pop() } else { None })
+        Ok(rows.into_iter().map(RunRow::into_json).collect())
+    }
+
+    /// One run by id or unique id prefix, with its status and state as [`run_status`] decides them.
+    pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let mut found: Vec<RunRow> = self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2"
+            ))?;
+            let rows = st.query_map(params![id], RunRow::read)?;
+            rows.collect()
+        })?;
+        Ok(if found.len() == 1 {
+            found.pop().map(RunRow::into_json)
+        } else {
+            None
+        })
     }
 }
 
-/// Whether a process is alive (a job whose owner died is `interrupted`).
-fn alive(pid: i64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Adds a nullable INTEGER column to a table made by an older version, when it is missing.
+fn add_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
+    let mut st = c.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let names = st.query_map([], |r| r.get::<_, String>(0))?;
+    for n in names {
+        if n? == column {
+            return Ok(());
+        }
+    }
+    c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))
+}
+
+const RUN_COLUMNS: &str =
+    "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start";
+
+/// A row of the run index, as stored.
+struct RunRow {
+    id: String,
+    runbook: String,
+    dir: String,
+    started_at: String,
+    finished_at: Option<String>,
+    status: String,
+    owner: Option<ProcessRef>,
+}
+
+impl RunRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RunRow {
+            id: r.get(0)?,
+            runbook: r.get(1)?,
+            dir: r.get(2)?,
+            started_at: r.get(3)?,
+            finished_at: r.get(4)?,
+            status: r.get(5)?,
+            owner: r.get::<_, Option<i64>>(6)?.map(|pid| ProcessRef {
+                pid,
+                start: r.get(7).ok().flatten(),
+            }),
+        })
+    }
+
+    fn into_json(self) -> Value {
+        let status = run_status(
+            &self.status,
+            self.owner.as_ref(),
+            &Path::new(&self.dir).join("journal.jsonl"),
+        );
+        let state = match status.as_str() {
+            "running" => "running",
+            "interrupted" => "interrupted",
+            _ => "finished",
+        };
+        json!({
+            "id": self.id,
+            "runbook": self.runbook,
+            "dir": self.dir,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": status,
+            "state": state,
+        })
+    }
+}
+
+/// A run's status, for every reader (`infra runs`, MCP `evidence`): the run index's word, unless that is
+/// still `running`. Then the run is running while the process that runs it is alive; once that process is
+/// gone, the journal decides: its `run_finished` record's status (the index missed the end), or
+/// `interrupted` when it has none (the process was killed mid-run). A row without an owner (made by an
+/// older version) is decided by its journal alone. Nothing is written back.
+pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &Path) -> String {
+    if indexed != "running" || owner.is_some_and(ProcessRef::alive) {
+        return indexed.to_owned();
+    }
+    let finished = crate::record::evidence::read(journal)
+        .ok()
+        .and_then(|back| {
+            back.records.into_iter().rev().find_map(|r| match r {
+                crate::record::evidence::Record::RunFinished { status, .. } => Some(status),
+                _ => None,
+            })
+        });
+    match finished.map(serde_json::to_value) {
+        Some(Ok(Value::String(word))) => word,
+        _ => "interrupted".to_owned(),
+    }
 }
 
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let status: String = r.get(3)?;
-    let owner: i64 = r.get(4)?;
-    let status = if status == "running" && !alive(owner) {
+    let owner = ProcessRef {
+        pid: r.get(4)?,
+        start: r.get(8)?,
+    };
+    let status = if status == "running" && !owner.alive() {
         "interrupted".to_owned()
     } else {
         status
@@ -227,11 +332,11 @@ impl Store {
     /// Records a job started by this process.
     pub fn job_started(&self, id: &str, tool: &str, action: &str) -> Result<(), StoreError> {
         let now = crate::ctx::now_rfc3339();
-        let pid = i64::from(std::process::id());
+        let me = ProcessRef::current();
         self.with(|c| {
             c.execute(
-                "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-                params![id, tool, action, pid, now],
+                "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at, owner_start) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                params![id, tool, action, me.pid, now, me.start],
             )
             .map(|_| ())
         })
@@ -254,7 +359,7 @@ impl Store {
     pub fn jobs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
         let mut rows: Vec<Value> = self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, NULL FROM jobs ORDER BY created_at DESC, id LIMIT ?1",
+                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, NULL, owner_start FROM jobs ORDER BY created_at DESC, id LIMIT ?1",
             )?;
             let rows = st.query_map(params![limit as i64], job_row)?;
             rows.collect()
@@ -271,24 +376,13 @@ impl Store {
     pub fn job(&self, id: &str) -> Result<Option<Value>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, result FROM jobs WHERE id = ?1",
+                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, result, owner_start FROM jobs WHERE id = ?1",
                 params![id],
                 job_row,
             )
             .optional()
         })
     }
-}
-
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "runbook": r.get::<_, String>(1)?,
-        "dir": r.get::<_, String>(2)?,
-        "started_at": r.get::<_, String>(3)?,
-        "finished_at": r.get::<_, Option<String>>(4)?,
-        "status": r.get::<_, String>(5)?,
-    }))
 }
 
 #[cfg(test)]
@@ -311,6 +405,102 @@ mod tests {
         assert!(s.state_unset("deploy.a").expect("unset"));
         assert!(!s.state_unset("deploy.a").expect("unset twice"));
         assert_eq!(s.state_get("deploy.a").expect("get"), None);
+    }
+
+    #[test]
+    fn a_running_run_whose_process_is_gone_is_decided_by_its_journal() {
+        use crate::record::evidence::{Journal, Record, Status};
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+        let started = |id: &str| {
+            let run_dir = dir.path().join(id);
+            let journal = Journal::create(&run_dir).expect("journal");
+            s.run_started(id, "rb", &run_dir, "2026-01-01T00:00:00.000Z")
+                .expect("row");
+            journal
+        };
+        let finished = |j: &Journal, status| {
+            j.append(
+                &Record::RunFinished {
+                    run_id: "x".into(),
+                    ts: "t".into(),
+                    status,
+                    duration_ms: 1,
+                    outputs: Value::Null,
+                    error: None,
+                },
+                false,
+            )
+            .expect("append")
+        };
+        let state = |id: &str| {
+            let r = s.run(id).expect("read").expect("row");
+            (r["status"].clone(), r["state"].clone())
+        };
+        // this process runs it: running, whatever the journal says so far
+        let _live = started("live");
+        assert_eq!(state("live"), (json!("running"), json!("running")));
+        // another process ran them and is gone (a start time no process has)
+        let killed = started("killed");
+        let lost = started("lost");
+        finished(&lost, Status::Failed);
+        let done = started("done");
+        finished(&done, Status::Succeeded);
+        s.run_finished("done", "succeeded").expect("finish");
+        s.with(|c| {
+            c.execute(
+                "UPDATE runs SET owner_start = -1 WHERE id IN ('killed', 'lost')",
+                [],
+            )
+        })
+        .expect("update");
+        drop(killed);
+        assert_eq!(
+            state("killed"),
+            (json!("interrupted"), json!("interrupted"))
+        );
+        assert_eq!(state("lost"), (json!("failed"), json!("finished")));
+        assert_eq!(state("done"), (json!("succeeded"), json!("finished")));
+        // a row from before owners were recorded: the journal alone
+        s.with(|c| c.execute("UPDATE runs SET owner_pid = NULL WHERE id = 'live'", []))
+            .expect("update");
+        assert_eq!(state("live"), (json!("interrupted"), json!("interrupted")));
+        let listed: Vec<Value> = s.runs(10).expect("runs");
+        assert_eq!(listed.len(), 4);
+        assert!(listed.iter().all(|r| r.get("state").is_some()));
+    }
+
+    #[test]
+    fn a_store_made_before_owners_were_recorded_is_upgraded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("store.sqlite3");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE runs (id TEXT PRIMARY KEY NOT NULL, runbook TEXT NOT NULL, dir TEXT NOT NULL,
+                   started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL);
+                 INSERT INTO runs VALUES ('old', 'rb', '/nonexistent', '2020-01-01', NULL, 'running');
+                 CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tool TEXT NOT NULL, action TEXT NOT NULL,
+                   status TEXT NOT NULL, owner_pid INTEGER NOT NULL, created_at TEXT NOT NULL,
+                   finished_at TEXT, result TEXT);",
+            )
+            .expect("old schema");
+        }
+        let s = Store::open(&path).expect("upgrade");
+        assert_eq!(
+            s.run("old").expect("read").expect("row")["status"],
+            "interrupted"
+        );
+        s.run_started("new", "rb", dir.path(), "2026-01-01")
+            .expect("insert");
+        assert_eq!(
+            s.run("new").expect("read").expect("row")["status"],
+            "running"
+        );
+        s.job_started("j", "state", "get").expect("job");
+        assert_eq!(s.job("j").expect("read").expect("row")["status"], "running");
+        drop(s);
+        Store::open(&path).expect("opens again");
     }
 
     #[test]

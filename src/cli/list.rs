@@ -1,4 +1,5 @@
-//! `infra list`: name, source, effects, tags and description of every runbook infra can find.
+//! `infra list`: name, source, effects, tags and description of every runbook infra can find, and which
+//! project runbooks replace a built-in one.
 
 use engine::{Catalog, CompileOptions};
 use serde_json::json;
@@ -32,6 +33,7 @@ pub fn run(args: Args) -> u8 {
             json!({
                 "name": rb.name,
                 "source": e.origin,
+                "overrides": e.overrides,
                 "path": rb.file.name(),
                 "effects": effects,
                 "ok": compiled.is_ok(),
@@ -55,7 +57,7 @@ pub fn run(args: Args) -> u8 {
         .unwrap_or(4)
         .max(4);
     let mut out = format!(
-        "{:width$}  {:7}  {:11}  {:20}  DESCRIPTION\n",
+        "{:width$}  {:8}  {:11}  {:20}  DESCRIPTION\n",
         "NAME", "SOURCE", "EFFECTS", "TAGS"
     );
     for r in &rows {
@@ -70,14 +72,21 @@ pub fn run(args: Args) -> u8 {
         if desc.chars().count() > 70 {
             desc = desc.chars().take(69).collect::<String>() + "…";
         }
+        let mut source = r["source"].as_str().unwrap_or("").to_owned();
+        if r["overrides"] == "builtin" {
+            source.push('*');
+        }
         out.push_str(&format!(
-            "{:width$}  {:7}  {:11}  {:20}  {}\n",
+            "{:width$}  {:8}  {:11}  {:20}  {}\n",
             r["name"].as_str().unwrap_or(""),
-            r["source"].as_str().unwrap_or(""),
+            source,
             effects,
             tags.join(","),
             desc
         ));
+    }
+    if rows.iter().any(|r| r["overrides"] == "builtin") {
+        out.push_str("* replaces the built-in runbook of the same name\n");
     }
     render::out(&out);
     if !catalog.diagnostics().is_empty() {

@@ -99,19 +99,21 @@ pub fn run(cmd: Command) -> u8 {
                     return FAILED;
                 }
             };
-            let state = if back.finished() {
-                "finished"
-            } else {
-                "interrupted (the journal has no run_finished record: the process was killed or is still running)"
+            // the store decides a run's state (the same word `runs list` and MCP `evidence` show)
+            let state = run["state"].as_str().unwrap_or("").to_owned();
+            let shown = match state.as_str() {
+                "finished" => format!("finished, {}", run["status"].as_str().unwrap_or("")),
+                "interrupted" => "interrupted (the process that ran it is gone and the journal has no run_finished record: it was killed)".to_owned(),
+                other => other.to_owned(),
             };
             if json {
                 render::json(&serde_json::json!({
-                    "run": run, "state": if back.finished() { "finished" } else { "interrupted" },
+                    "run": run, "state": state,
                     "torn": back.torn, "records": back.records,
                 }));
             } else {
                 let mut out = format!(
-                    "run {} of {} — {state}\n",
+                    "run {} of {} — {shown}\n",
                     run["id"].as_str().unwrap_or(""),
                     run["runbook"].as_str().unwrap_or("")
                 );

@@ -205,7 +205,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         meta_tool(
             "runbook",
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file; a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
             &[
                 "list", "get", "run", "plan", "validate", "graph", "upsert", "delete",
             ],
@@ -217,6 +217,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "limit": {"type": "integer", "minimum": 1},
                 "dry_run": {"type": "boolean"},
+                "override": {"type": "boolean", "description": "`upsert` of a built-in's name: replace the built-in with this project runbook."},
                 "async": {"type": "boolean", "description": "`run` as a job: returns its `job_id` at once."}
             }),
             false,
@@ -528,8 +529,6 @@ fn jobs_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply 
                         {
                             reply.body["result"]["output"] = live_output(engine, dir, uri_base);
                             reply.body["result"]["job_status"] = j["status"].clone();
-                            // no `run_finished` yet because it is still going, not because it broke off
-                            reply.body["result"]["state"] = "running".into();
                             reply.body["summary"] = format!("job {id} is running").into();
                         }
                         reply
@@ -1135,7 +1134,11 @@ fn runbook(engine: &Engine, action: &str, args: &Map<String, Value>, cx: &CallCx
                     .effects
                     .map(|(e, _)| e)
                     .or_else(|| engine::compile(rb.clone(), &opts).ok().map(|p| p.effects()));
-                items.push(json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin, "effects": effects, "digest": rb.digest}));
+                let mut item = json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin, "effects": effects, "digest": rb.digest});
+                if let Some(o) = e.overrides {
+                    item["overrides"] = json!(o);
+                }
+                items.push(item);
             }
             let total = items.len();
             items.truncate(limit);
@@ -1145,10 +1148,28 @@ fn runbook(engine: &Engine, action: &str, args: &Map<String, Value>, cx: &CallCx
             )
         }
         "get" => match find_or_inline(engine, args) {
-            Ok(rb) => ok_reply(
-                format!("runbook `{}`", rb.name),
-                json!({"name": rb.name, "source": rb.file.name(), "digest": rb.digest, "runbook": rb.raw, "input_schema": rb.input_schema()}),
-            ),
+            Ok(rb) => {
+                let mut body = json!({"name": rb.name, "source": rb.file.name(), "digest": rb.digest, "runbook": rb.raw, "input_schema": rb.input_schema()});
+                // a runbook from the catalog says where it came from and what it replaced
+                let catalog = engine.catalog();
+                if args.get("runbook").is_none()
+                    && let Some(e) = catalog.get(&rb.name)
+                {
+                    body["origin"] = json!(e.origin);
+                    if let Some(o) = e.overrides {
+                        body["overrides"] = json!(o);
+                    }
+                }
+                let summary = match body.get("overrides") {
+                    Some(o) => format!(
+                        "runbook `{}` (overrides the {} one)",
+                        rb.name,
+                        o.as_str().unwrap_or("")
+                    ),
+                    None => format!("runbook `{}`", rb.name),
+                };
+                ok_reply(summary, body)
+            }
             Err(r) => r,
         },
         "validate" => match find_or_inline(engine, args) {
@@ -1342,18 +1363,19 @@ fn evidence_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Re
             let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
             match engine::record::evidence::read(&dir.join("journal.jsonl")) {
                 Ok(back) => {
-                    let finished = back.finished();
+                    // the store decides a run's state (the same word `infra runs` shows)
                     let mut run = run;
+                    let state = run["state"].clone();
                     if let Some(o) = run.as_object_mut() {
                         o.shift_remove("dir");
                     }
                     ok_reply(
                         format!(
-                            "{} records{}",
+                            "{} records, {}",
                             back.records.len(),
-                            if finished { "" } else { ", interrupted" }
+                            state.as_str().unwrap_or("")
                         ),
-                        json!({"run": run, "state": if finished { "finished" } else { "interrupted" }, "torn": back.torn, "records": back.records}),
+                        json!({"run": run, "state": state, "torn": back.torn, "records": back.records}),
                     )
                 }
                 Err(e) => Reply::error(
@@ -1485,6 +1507,19 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
             Some("/runbook".into()),
         );
     };
+    let replaces_builtin = engine.catalog().is_builtin_name(name);
+    if replaces_builtin && args.get("override").and_then(Value::as_bool) != Some(true) {
+        return Reply::error(
+            "refused",
+            format!(
+                "`{name}` is a built-in runbook; saving this one would replace it for every run of `{name}`, and nothing was written"
+            ),
+            Some(format!(
+                "to replace the built-in, call `upsert` again with `override: true` (`delete` of `{name}` restores it); otherwise choose another name"
+            )),
+            Some("/name".into()),
+        );
+    }
     let mut body = body.clone();
     body.shift_remove("name");
     let mut doc = Map::new();
@@ -1554,6 +1589,14 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
         ),
         json!({"name": name, "path": path, "effects": plan.effects(), "digest": plan.runbook().digest}),
     );
+    if replaces_builtin {
+        r.body["result"]["overrides"] = "builtin".into();
+        r.body["summary"] = format!(
+            "{}; it overrides the built-in `{name}`",
+            r.body["summary"].as_str().unwrap_or("")
+        )
+        .into();
+    }
     r.body["effects"] = "write".into();
     r
 }
@@ -1626,11 +1669,17 @@ fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
             None,
         );
     }
+    let restores = entry.overrides;
     engine.reload_catalog();
     let mut r = ok_reply(
         format!("runbook `{name}` deleted"),
         json!({"name": name, "path": path}),
     );
+    if restores == Some(engine::Origin::Builtin) {
+        r.body["result"]["restores"] = "builtin".into();
+        r.body["summary"] =
+            format!("runbook `{name}` deleted; the built-in `{name}` is used again").into();
+    }
     r.body["effects"] = "write".into();
     r
 }

@@ -2,6 +2,7 @@
 //! `catalogue` builds tools and runs calls with plain data, so an SDK upgrade touches this file alone.
 
 mod catalogue;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +11,11 @@ use std::time::Duration;
 
 use engine::run::{CancelToken, Engine, Progress};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest,
+    ContentBlock, Implementation, JsonRpcMessage, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig, ServerJsonRpcMessage, Tool, ToolAnnotations,
 };
 use rmcp::service::{QuitReason, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -283,27 +284,131 @@ impl ServerHandler for Server {
 /// The longest JSON-RPC line read from stdin; a longer one is answered with an error and skipped.
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
-/// A JSON-RPC error with a null id (the request's id could not be read), as one line.
-fn error_line(code: i64, message: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({
-        "jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}
-    }))
-    .unwrap_or_default();
-    line.push(b'\n');
-    line
+/// The methods this server serves with typed parameters: a call of one whose `params` do not fit is
+/// answered `-32602` (rmcp alone would take it for an unknown method and answer `-32601`).
+const SERVED: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// Why the `params` of a served method do not fit its type (`None`: they do, or the method is not one).
+fn params_fault(method: &str, message: &Value) -> Option<String> {
+    use rmcp::model as m;
+    use serde::Deserialize;
+    let mut probe = Map::new();
+    probe.insert("method".into(), method.into());
+    if let Some(p) = message.get("params") {
+        probe.insert("params".into(), p.clone());
+    }
+    let probe = Value::Object(probe);
+    fn check<'a, T: Deserialize<'a>>(v: &'a Value) -> Option<String> {
+        T::deserialize(v).err().map(|e| e.to_string())
+    }
+    match method {
+        "initialize" => check::<m::InitializeRequest>(&probe),
+        "ping" => check::<m::PingRequest>(&probe),
+        "server/discover" => check::<m::DiscoverRequest>(&probe),
+        "tools/list" => check::<m::ListToolsRequest>(&probe),
+        "tools/call" => check::<m::CallToolRequest>(&probe),
+        "resources/list" => check::<m::ListResourcesRequest>(&probe),
+        "resources/templates/list" => check::<m::ListResourceTemplatesRequest>(&probe),
+        "resources/read" => check::<m::ReadResourceRequest>(&probe),
+        _ => None,
+    }
 }
 
-/// Line framing between the real stdio and rmcp. Lines that are not JSON get the `-32700` parse error the
-/// JSON-RPC spec asks for, and lines over [`MAX_LINE`] an error too (rmcp would drop both silently); both
-/// are skipped with bounded memory. Only the writer task touches stdout, so replies never interleave.
-fn framing() -> (
-    (tokio::io::DuplexStream, tokio::io::DuplexStream),
-    tokio::task::JoinHandle<()>,
-) {
+/// What becomes of a line `wire::classify` let through: a typed message for rmcp, an answer, or nothing
+/// (a notification or response that does not parse is dropped, as the protocol asks).
+fn typed(message: Value, id: Option<Value>) -> Result<Option<ClientJsonRpcMessage>, wire::Fault> {
+    use serde::Deserialize;
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let served = SERVED.contains(&method.as_str());
+    let parsed = ClientJsonRpcMessage::deserialize(&message);
+    let Some(id) = id else {
+        return Ok(parsed.ok());
+    };
+    let invalid_params = |why: String| {
+        wire::Fault::new(
+            wire::INVALID_PARAMS,
+            id.clone(),
+            format!("invalid params for `{method}`: {why}"),
+        )
+    };
+    match parsed {
+        // rmcp falls back to a custom request when a known method's params do not fit
+        Ok(JsonRpcMessage::Request(r))
+            if served && matches!(r.request, ClientRequest::CustomRequest(_)) =>
+        {
+            Err(invalid_params(
+                params_fault(&method, &message).unwrap_or_else(|| "they do not fit".into()),
+            ))
+        }
+        Ok(m) => Ok(Some(m)),
+        Err(e) => match params_fault(&method, &message).filter(|_| served) {
+            Some(why) => Err(invalid_params(why)),
+            None => Err(wire::Fault::new(
+                wire::INVALID_REQUEST,
+                id.clone(),
+                format!("invalid request: {e}"),
+            )),
+        },
+    }
+}
+
+/// rmcp's side of the stdio: typed messages in (from the framing's reader), lines out (to its writer).
+struct Stdio {
+    incoming: tokio::sync::mpsc::Receiver<ClientJsonRpcMessage>,
+    outgoing: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl rmcp::transport::Transport<RoleServer> for Stdio {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let out = self.outgoing.clone();
+        async move {
+            let mut line = serde_json::to_vec(&item).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            out.send(line)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        self.incoming.recv().await
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.incoming.close();
+        Ok(())
+    }
+}
+
+/// The stdio between the client and rmcp. The reader takes stdin one line at a time with bounded memory
+/// (a line over [`MAX_LINE`] keeps only its first [`wire::KEPT_PREFIX`] bytes, to find its id) and
+/// classifies it (`wire::classify`, then `typed`): a message goes to rmcp, a fault is answered here, so
+/// every line with an id gets exactly one answer. One writer task owns stdout and writes whole lines, from
+/// rmcp and from the reader alike, so they never interleave; the channels are bounded, so a client that
+/// does not read its answers stops the reader rather than growing a buffer.
+fn framing() -> (Stdio, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let (rmcp_in, mut feed) = tokio::io::duplex(1 << 20);
-    let (rmcp_out, drain) = tokio::io::duplex(1 << 20);
-    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (msg_tx, incoming) = tokio::sync::mpsc::channel::<ClientJsonRpcMessage>(64);
+    let (outgoing, mut lines) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let faults = outgoing.clone();
     tokio::spawn(async move {
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
         let mut line: Vec<u8> = Vec::new();
@@ -314,62 +419,64 @@ fn framing() -> (
                 Ok(b) => b,
             };
             let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..=i], true),
+                Some(i) => (&buf[..i], true),
                 None => (buf, false),
             };
-            let used = chunk.len();
-            if !oversized {
-                if line.len() + used > MAX_LINE {
-                    oversized = true;
-                    line = Vec::new();
-                } else {
-                    line.extend_from_slice(chunk);
-                }
+            let used = chunk.len() + usize::from(end);
+            if oversized {
+                let room = wire::KEPT_PREFIX.saturating_sub(line.len());
+                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            } else if line.len() + chunk.len() > MAX_LINE {
+                oversized = true;
+                line.truncate(wire::KEPT_PREFIX);
+                line.shrink_to_fit();
+                let room = wire::KEPT_PREFIX.saturating_sub(line.len());
+                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            } else {
+                line.extend_from_slice(chunk);
             }
             stdin.consume(used);
             if !end {
                 continue;
             }
-            if oversized {
-                let _ = err_tx.send(error_line(
-                    -32600,
-                    "the message is longer than 16 MiB; it was skipped",
-                ));
-            } else if line.iter().all(u8::is_ascii_whitespace) {
-            } else if serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_err() {
-                let _ = err_tx.send(error_line(-32700, "parse error: the line is not JSON"));
-            } else if feed.write_all(&line).await.is_err() {
-                break;
-            }
+            let verdict = if oversized {
+                wire::oversized(&line, MAX_LINE)
+            } else {
+                wire::classify(&line)
+            };
             line.clear();
             oversized = false;
+            let answer = match verdict {
+                wire::Verdict::Ignore => None,
+                wire::Verdict::Answer(fault) => Some(fault),
+                wire::Verdict::Pass { message, id } => match typed(message, id) {
+                    Ok(Some(m)) => {
+                        if msg_tx.send(m).await.is_err() {
+                            break;
+                        }
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(fault) => Some(fault),
+                },
+            };
+            if let Some(fault) = answer
+                && faults.send(fault.to_line()).await.is_err()
+            {
+                break;
+            }
         }
-        // stdin closed: rmcp sees the end of its input
-        let _ = feed.shutdown().await;
+        // stdin closed (a last line without its newline is incomplete and dropped): rmcp sees the end
     });
     let writer = tokio::spawn(async move {
         let mut out = tokio::io::stdout();
-        let mut replies = tokio::io::BufReader::new(drain);
-        let mut line = Vec::new();
-        // error lines wait while a reply line is half read, so the two never interleave
-        let mut pending: Vec<Vec<u8>> = Vec::new();
-        loop {
-            tokio::select! {
-                n = replies.read_until(b'\n', &mut line) => {
-                    match n {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            pending.insert(0, std::mem::take(&mut line));
-                        }
-                    }
-                }
-                Some(err) = err_rx.recv() => pending.push(err),
+        while let Some(first) = lines.recv().await {
+            if out.write_all(&first).await.is_err() {
+                return;
             }
-            if !line.is_empty() {
-                continue;
-            }
-            for l in pending.drain(..) {
-                if out.write_all(&l).await.is_err() {
+            // write what else is ready, then flush once
+            while let Ok(next) = lines.try_recv() {
+                if out.write_all(&next).await.is_err() {
                     return;
                 }
             }
@@ -378,7 +485,7 @@ fn framing() -> (
             }
         }
     });
-    ((rmcp_in, rmcp_out), writer)
+    (Stdio { incoming, outgoing }, writer)
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
@@ -425,6 +532,69 @@ pub fn serve(engine: Engine) -> u8 {
 mod tests {
     use super::*;
     use rmcp::model::CallToolRequestParams;
+
+    /// The framing's idea of a valid id is rmcp's, so what it lets through rmcp answers with that id.
+    #[test]
+    fn request_ids_agree_with_rmcp() {
+        for raw in [
+            "1",
+            "-1",
+            "0",
+            "1.0",
+            "1e3",
+            "-0",
+            "\"\"",
+            "\"x\"",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1.5",
+            "9007199254740992.0",
+            "null",
+            "true",
+            "[]",
+            "{}",
+        ] {
+            let v: Value = serde_json::from_str(raw).expect(raw);
+            let ours = wire::request_id(&v);
+            let theirs = serde_json::from_value::<rmcp::model::RequestId>(v)
+                .ok()
+                .map(rmcp::model::NumberOrString::into_json_value);
+            assert_eq!(ours, theirs, "{raw}");
+        }
+    }
+
+    #[test]
+    fn bad_params_of_a_served_method_are_invalid_params() {
+        let fault = |line: &str| {
+            let v: Value = serde_json::from_str(line).expect("json");
+            let id = wire::request_id(&v["id"]);
+            typed(v, id).err().map(|f| (f.code, f.id))
+        };
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"help","arguments":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        ] {
+            assert_eq!(
+                fault(line),
+                Some((wire::INVALID_PARAMS, serde_json::json!(1))),
+                "{line}"
+            );
+        }
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"help"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"no/such/method","params":{}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{}}}"#,
+        ] {
+            assert_eq!(fault(line), None, "{line}");
+        }
+    }
 
     /// The server and an rmcp client in one process, over an in-memory pipe.
     #[tokio::test(flavor = "multi_thread")]

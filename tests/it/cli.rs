@@ -243,7 +243,10 @@ fn list_shows_builtin_and_project_runbooks() {
     assert_eq!(find("repo.snapshot")["effects"], "read");
     // the project's runbooks.json overrides the built-in hello.world by name
     assert_eq!(find("hello.world")["source"], "project");
+    assert_eq!(find("hello.world")["overrides"], "builtin");
     assert_eq!(find("deploy.staging")["source"], "project");
+    assert!(find("deploy.staging")["overrides"].is_null());
+    assert!(find("repo.snapshot")["overrides"].is_null());
     assert_eq!(find("deploy.staging")["tags"][0], "deploy");
     assert_eq!(find("gitops.k8s.diff")["effects"], "write");
     let human = infra(tmp.path()).arg("list").output().expect("run");
@@ -253,4 +256,18 @@ fn list_shows_builtin_and_project_runbooks() {
         "{t}"
     );
     assert!(t.contains("deploy.staging"), "{t}");
+    let hello = t
+        .lines()
+        .find(|l| l.starts_with("hello.world"))
+        .expect("hello.world listed");
+    assert!(hello.contains("project*"), "{t}");
+    assert!(
+        t.contains("* replaces the built-in runbook of the same name"),
+        "{t}"
+    );
+    let deploy = t
+        .lines()
+        .find(|l| l.starts_with("deploy.staging"))
+        .expect("listed");
+    assert!(!deploy.contains('*'), "{t}");
 }

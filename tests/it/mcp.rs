@@ -488,12 +488,14 @@ impl Raw {
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = std::sync::mpsc::channel();
+        // every stdout line, as JSON; a line that is not (or not UTF-8) arrives as `{"not_json": …}`
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout)
-                .lines()
+                .split(b'\n')
                 .map_while(Result::ok)
             {
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| json!({"not_json": line}));
+                let v = serde_json::from_slice(&line)
+                    .unwrap_or_else(|_| json!({"not_json": String::from_utf8_lossy(&line)}));
                 if tx.send(v).is_err() {
                     break;
                 }
@@ -507,8 +509,13 @@ impl Raw {
     }
 
     fn send(&mut self, line: &str) {
+        self.send_bytes(line.as_bytes());
+    }
+
+    /// One line of any bytes, with its newline.
+    fn send_bytes(&mut self, line: &[u8]) {
         use std::io::Write;
-        self.stdin.write_all(line.as_bytes()).expect("write");
+        self.stdin.write_all(line).expect("write");
         self.stdin.write_all(b"\n").expect("write");
         self.stdin.flush().expect("flush");
     }
@@ -531,12 +538,17 @@ impl Raw {
 
     /// The response to request `id` (other messages are skipped).
     fn response(&self, id: i64) -> Value {
+        self.response_to(&json!(id))
+    }
+
+    /// The response to the request with this id, of any type (other messages are skipped).
+    fn response_to(&self, id: &Value) -> Value {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < until {
             if let Ok(v) = self
                 .lines
                 .recv_timeout(std::time::Duration::from_millis(100))
-                && v["id"] == id
+                && v["id"] == *id
             {
                 return v;
             }
@@ -559,7 +571,8 @@ fn bad_protocol_input_is_answered_and_the_server_keeps_serving() {
         r#"{{"jsonrpc":"2.0","id":99,"method":"ping","params":{{"pad":"{}"}}}}"#,
         "x".repeat(17 * 1024 * 1024)
     ));
-    let too_long = r.error_with_null_id();
+    // the id is read from the start of the line, so the client can match the error to its request
+    let too_long = r.response(99);
     assert_eq!(too_long["error"]["code"], -32600, "{too_long}");
     r.send(r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#);
     let batch = r.error_with_null_id();
@@ -934,4 +947,1084 @@ async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
     );
     assert!(!all.contains(canary), "{all}");
     assert!(crate::files_containing(dir.path(), &[canary]).is_empty());
+}
+
+/// Audit records, parsed.
+fn audit_records(profiles: &Path) -> Vec<Value> {
+    std::fs::read_to_string(profiles.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upserting_a_builtin_name_needs_override_and_is_marked_everywhere() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), false).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    let rb = tools.iter().find(|t| t.name == "runbook").expect("runbook");
+    assert_eq!(rb.input_schema["properties"]["override"]["type"], "boolean");
+    assert!(
+        rb.description
+            .as_deref()
+            .is_some_and(|d| d.contains("`override: true`")),
+        "{:?}",
+        rb.description
+    );
+    // a runbook that writes, under the name of the read-only health check
+    let writing = json!({"description": "not the health check", "steps": [
+        {"id": "w", "tool": "state", "args": {"action": "set", "key": "shadow", "value": 1}}]});
+    let refused = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    let err = &body(&refused)["error"];
+    assert_eq!(err["kind"], "refused", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("built-in") && m.contains("nothing was written")),
+        "{err}"
+    );
+    assert!(
+        err["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("override: true")),
+        "{err}"
+    );
+    assert!(
+        crate::files_under(&dir.path().join("runbooks")).is_empty(),
+        "nothing is written"
+    );
+    let audit = audit_records(dir.path());
+    assert!(
+        audit.iter().any(|r| r["kind"] == "rejected"
+            && r["tool"] == "runbook"
+            && r["action"] == "upsert"
+            && r["error"]["kind"] == "refused"),
+        "{audit:?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["kind"] == "intent" && r["action"] == "upsert"),
+        "no write was intended: {audit:?}"
+    );
+    let bad = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing, "override": "yes"}),
+    )
+    .await;
+    assert_eq!(body(&bad)["error"]["kind"], "invalid_args");
+    assert_eq!(body(&bad)["error"]["path"], "/override");
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "builtin");
+    assert!(body(&get)["result"].get("overrides").is_none());
+
+    // with the override it is saved, and marked in list and get
+    let saved = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing, "override": true}),
+    )
+    .await;
+    assert_eq!(saved.is_error, Some(false), "{:?}", body(&saved));
+    assert_eq!(body(&saved)["result"]["overrides"], "builtin");
+    assert!(dir.path().join("runbooks/ssh.health.json").exists());
+    let list = call(
+        &s,
+        "runbook",
+        json!({"action": "list", "query": "health", "limit": 50}),
+    )
+    .await;
+    let listed = body(&list)["result"]["runbooks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let row = listed
+        .iter()
+        .find(|r| r["name"] == "ssh.health")
+        .expect("listed");
+    assert_eq!(row["source"], "project", "{row}");
+    assert_eq!(row["overrides"], "builtin", "{row}");
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r["name"] != "ssh.health")
+            .all(|r| r.get("overrides").is_none()),
+        "{listed:?}"
+    );
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "project");
+    assert_eq!(body(&get)["result"]["overrides"], "builtin");
+    assert_eq!(
+        body(&get)["result"]["runbook"]["description"],
+        "not the health check"
+    );
+    // updating an override needs the flag again; a name that is not built in needs none
+    let again = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "ssh.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(body(&again)["error"]["kind"], "refused");
+    let own = call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "my.health", "runbook": writing}),
+    )
+    .await;
+    assert_eq!(own.is_error, Some(false), "{:?}", body(&own));
+    assert!(body(&own)["result"].get("overrides").is_none());
+    // deleting the override brings the built-in back
+    let del = call(
+        &s,
+        "runbook",
+        json!({"action": "delete", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(del.is_error, Some(false), "{:?}", body(&del));
+    assert_eq!(body(&del)["result"]["restores"], "builtin");
+    let get = call(
+        &s,
+        "runbook",
+        json!({"action": "get", "name": "ssh.health"}),
+    )
+    .await;
+    assert_eq!(body(&get)["result"]["origin"], "builtin");
+    assert!(body(&get)["result"].get("overrides").is_none());
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pidfile = dir.path().join("child.pid");
+    let rb = dir.path().join("slow.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: slow\nsteps:\n  - {{id: wait, tool: local, args: {{action: exec, command: 'echo $$ > {}; exec sleep 30'}}}}\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write");
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"))
+        .env_clear()
+        .env("MCP_PROFILES_DIR", dir.path())
+        .env("INFRA_UNSAFE_LOCAL", "1")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(&rb)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let sleeper = wait_for_pid(&pidfile).await;
+    let cli = |args: &[&str]| {
+        crate::infra_in(dir.path(), dir.path())
+            .args(args)
+            .output()
+            .expect("infra")
+    };
+    let slow_row = |listed: &Value| {
+        listed
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["runbook"] == "slow"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no `slow` run in {listed}"))
+    };
+    // while it runs, every view says so
+    let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
+    let id = row["id"].as_str().expect("id").to_owned();
+    assert_eq!(row["status"], "running", "{row}");
+    let shown = crate::stdout_json(&cli(&["runs", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "running", "{shown}");
+
+    // kill -9 the run (the process this test started, by its id), then the sleep it leaves behind in its
+    // own process group
+    run.kill().expect("kill -9");
+    let _ = run.wait();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &sleeper])
+        .status();
+
+    let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
+    assert_eq!(row["id"], id.as_str());
+    assert_eq!(row["status"], "interrupted", "{row}");
+    assert_eq!(row["state"], "interrupted", "{row}");
+    let human = cli(&["runs", "list"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&id[..8]))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("interrupted") && !line.contains("running"),
+        "{line}"
+    );
+    let shown = crate::stdout_json(&cli(&["runs", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "interrupted", "{shown}");
+    assert_eq!(shown["run"]["status"], "interrupted", "{shown}");
+    let human = cli(&["runs", "show", &id]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.contains("interrupted")),
+        "{text}"
+    );
+
+    let s = start(dir.path(), false).await;
+    let ev = call(&s, "evidence", json!({"action": "list", "runbook": "slow"})).await;
+    let listed = &body(&ev)["result"]["runs"];
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"], "interrupted", "{listed}");
+    assert_eq!(listed[0]["state"], "interrupted", "{listed}");
+    let got = call(&s, "evidence", json!({"action": "get", "run_id": id})).await;
+    assert_eq!(body(&got)["result"]["state"], "interrupted");
+    assert_eq!(body(&got)["result"]["run"]["status"], "interrupted");
+    // the MCP server's own calls finished, and say so
+    let ev = call(&s, "evidence", json!({"action": "list", "runbook": "call"})).await;
+    assert_eq!(body(&ev)["result"]["runs"][0]["state"], "finished");
+    stop(s).await;
+}
+
+/// What one line sent to the server must get back.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// One error with this code and id (`Value::Null`: the id could not be read).
+    Error(i64, Value),
+    /// One result for this id.
+    Result(Value),
+    /// No answer at all (a notification, a client's response, a blank line).
+    Nothing,
+}
+
+/// One line of the battery: its bytes, its answer, and whether it is malformed.
+struct Case {
+    line: Vec<u8>,
+    expect: Expect,
+    malformed: bool,
+}
+
+/// Lines an attacker (or a broken client) might send, each with the one answer JSON-RPC 2.0 asks for.
+/// Ids are unique, so every answer can be matched to its line.
+fn battery() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut n = 100_000i64;
+    // a fresh id, alternating numbers and strings
+    let mut next_id = move || {
+        n += 1;
+        if n % 2 == 0 {
+            json!(n)
+        } else {
+            json!(format!("c{n}"))
+        }
+    };
+    let bad = |cases: &mut Vec<Case>, line: Vec<u8>, expect: Expect| {
+        cases.push(Case {
+            line,
+            expect,
+            malformed: true,
+        })
+    };
+    let req = |id: &Value, method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
+            .into_bytes()
+    };
+    let call_with = |id: &Value, args: &[u8]| {
+        let mut l = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"state","arguments":"#
+        )
+        .into_bytes();
+        l.extend_from_slice(args);
+        l.extend_from_slice(b"}}");
+        l
+    };
+    let parse = |id: &Value| Expect::Error(-32700, id.clone());
+    let null = |code| Expect::Error(code, Value::Null);
+
+    // not JSON at all
+    for g in [
+        "{this is not json",
+        "hello",
+        "}",
+        r#"{"a":}"#,
+        "nul",
+        "tru",
+        "[1,2",
+        r#"{"jsonrpc""#,
+        "'single'",
+        "{'id':1}",
+        r#""unterminated"#,
+        "{,}",
+        "::",
+        "\u{1}",
+        r#"{"id"}"#,
+        r#"{"id" 1}"#,
+        r#"{"id":}"#,
+        "{{}}",
+    ] {
+        bad(&mut cases, g.into(), null(-32700));
+    }
+    // truncated requests: cut after the id, the id is known; cut inside it, it is not
+    for cut in (0..24).map(|i| 0.3 + f64::from(i) * 0.028) {
+        let id = next_id();
+        let full = format!(
+            r#"{{"id":{id},"jsonrpc":"2.0","method":"tools/call","params":{{"name":"state","arguments":{{"action":"get","key":"k"}}}}}}"#
+        );
+        let at = (full.len() as f64 * cut) as usize;
+        let head = format!(r#"{{"id":{id},"#);
+        assert!(at >= head.len() && at < full.len());
+        bad(&mut cases, full.as_bytes()[..at].to_vec(), parse(&id));
+    }
+    for t in [
+        r#"{"id":42"#,
+        r#"{"id":"ab"#,
+        r#"{"id"#,
+        "{",
+        r#"{"jsonrpc":"2.0","method":"ping","id":"#,
+        r#"{"jsonrpc":"2.0","method":"ping","id":-"#,
+    ] {
+        bad(&mut cases, t.into(), null(-32700));
+    }
+    // lone surrogates, in values, keys, the method and the tool name
+    for sur in [
+        r"\ud800",
+        r"\udc00",
+        r"\udfff",
+        r"\ud800\u0041",
+        r"\ud800\ud800",
+        r"x\udbff",
+    ] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            call_with(
+                &id,
+                format!(r#"{{"action":"get","key":"{sur}"}}"#).as_bytes(),
+            ),
+            parse(&id),
+        );
+        let id = next_id();
+        bad(
+            &mut cases,
+            call_with(&id, format!(r#"{{"{sur}":1}}"#).as_bytes()),
+            parse(&id),
+        );
+        let id = next_id();
+        bad(
+            &mut cases,
+            req(&id, &format!("ping{sur}"), "{}"),
+            parse(&id),
+        );
+    }
+    let id = next_id();
+    bad(
+        &mut cases,
+        req(&id, "tools/call", r#"{"name":"st\udc00ate"}"#),
+        parse(&id),
+    );
+    bad(
+        &mut cases,
+        r#"{"jsonrpc":"2.0","id":"\ud800","method":"ping"}"#.into(),
+        null(-32700),
+    );
+    // numbers beyond f64
+    for num in [
+        "1e400",
+        "-1e400",
+        "1e309",
+        "2e308",
+        "123e99999",
+        "0.1e99999999999999999999",
+        "-9e999999",
+    ] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            call_with(
+                &id,
+                format!(r#"{{"action":"set","key":"k","value":{num}}}"#).as_bytes(),
+            ),
+            parse(&id),
+        );
+        let id = next_id();
+        bad(
+            &mut cases,
+            req(&id, "ping", &format!(r#"{{"n":[{num}]}}"#)),
+            parse(&id),
+        );
+    }
+    bad(
+        &mut cases,
+        r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#.into(),
+        null(-32700),
+    );
+    bad(
+        &mut cases,
+        r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#.into(),
+        null(-32600),
+    );
+    // invalid UTF-8 inside strings, in the tool name, and between tokens
+    for bytes in [
+        &b"\xff"[..],
+        b"\xfe",
+        b"\xc3\x28",
+        b"\xa0\xa1",
+        b"\xe2\x28\xa1",
+        b"\xf0\x28\x8c\xbc",
+        b"\xed\xa0\x80",
+        b"\xc0\xaf",
+        b"\xf8\x88\x80\x80\x80",
+        b"\x80",
+    ] {
+        let id = next_id();
+        let mut args = br#"{"action":"get","key":"a"#.to_vec();
+        args.extend_from_slice(bytes);
+        args.extend_from_slice(br#"b"}"#);
+        bad(&mut cases, call_with(&id, &args), parse(&id));
+    }
+    for bytes in [&b"\xff\xfe"[..], b"\xc3"] {
+        let id = next_id();
+        let mut l =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"st"#)
+                .into_bytes();
+        l.extend_from_slice(bytes);
+        l.extend_from_slice(br#"ate"}}"#);
+        bad(&mut cases, l, parse(&id));
+        let id = next_id();
+        let mut l = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping","#).into_bytes();
+        l.extend_from_slice(bytes);
+        l.extend_from_slice(br#""params":{}}"#);
+        bad(&mut cases, l, parse(&id));
+    }
+    // nesting deeper than 128 levels: arrays, objects, both, unclosed, with the id before or after
+    for depth in [129, 130, 200, 1_000, 100_000, 1_000_000] {
+        let id = next_id();
+        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        bad(
+            &mut cases,
+            req(&id, "ping", &format!(r#"{{"d":{deep}}}"#)),
+            parse(&id),
+        );
+    }
+    for depth in [129, 1_000, 50_000] {
+        let id = next_id();
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+        bad(
+            &mut cases,
+            format!(r#"{{"jsonrpc":"2.0","method":"ping","params":{deep},"id":{id}}}"#)
+                .into_bytes(),
+            parse(&id),
+        );
+    }
+    let id = next_id();
+    bad(
+        &mut cases,
+        req(
+            &id,
+            "ping",
+            &format!(r#"{{"m":{}}}"#, r#"[{"a":"#.repeat(500)),
+        ),
+        parse(&id),
+    );
+    let id = next_id();
+    bad(
+        &mut cases,
+        call_with(&id, "[".repeat(10_000).as_bytes()),
+        parse(&id),
+    );
+    // byte order marks: one at the start is allowed; elsewhere it is an error
+    let id = next_id();
+    cases.push(Case {
+        line: [b"\xEF\xBB\xBF".as_slice(), &req(&id, "ping", "{}")].concat(),
+        expect: Expect::Result(id),
+        malformed: false,
+    });
+    bad(&mut cases, b"\xEF\xBB\xBFgarbage".to_vec(), null(-32700));
+    let id = next_id();
+    bad(
+        &mut cases,
+        [
+            b"\xEF\xBB\xBF\xEF\xBB\xBF".as_slice(),
+            &req(&id, "ping", "{}"),
+        ]
+        .concat(),
+        null(-32700),
+    );
+    let id = next_id();
+    bad(
+        &mut cases,
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\u{feff}\"method\":\"ping\"}}").into_bytes(),
+        parse(&id),
+    );
+    // NUL bytes
+    let id = next_id();
+    bad(
+        &mut cases,
+        call_with(&id, b"{\"action\":\"get\",\"key\":\"a\x00b\"}"),
+        parse(&id),
+    );
+    let id = next_id();
+    bad(
+        &mut cases,
+        format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\0\"method\":\"ping\"}}").into_bytes(),
+        parse(&id),
+    );
+    bad(&mut cases, b"\x00".to_vec(), null(-32700));
+    bad(&mut cases, b"\x00\x00\x00".to_vec(), null(-32700));
+    bad(
+        &mut cases,
+        b"\x00{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\"}".to_vec(),
+        null(-32700),
+    );
+    // ids of the wrong type, or numbers that are not integers an id can be
+    for id in [
+        "{}",
+        "[]",
+        "[1]",
+        "true",
+        "false",
+        "null",
+        "1.5",
+        "-0.5",
+        r#"{"a":1}"#,
+        "9223372036854775808",
+        "-9223372036854775809",
+        "9007199254740993.0",
+    ] {
+        bad(
+            &mut cases,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#).into_bytes(),
+            null(-32600),
+        );
+    }
+    // batches (not in MCP any more): one error for the whole array
+    for b in [
+        "[]",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+        "[1]",
+        "[[]]",
+        "[{}]",
+        "[null]",
+        "  [ ]  ",
+        r#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"state","arguments":{"action":"set","key":"batch","value":1}}}]"#,
+    ] {
+        bad(&mut cases, b.into(), null(-32600));
+    }
+    bad(
+        &mut cases,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},"#.into(),
+        null(-32700),
+    );
+    bad(&mut cases, r#"[{"id":5"#.into(), null(-32700));
+    // JSON that is not an object
+    for v in [
+        "1",
+        r#""x""#,
+        "null",
+        "true",
+        "false",
+        "-0",
+        "1e5",
+        r#""{\"id\":1}""#,
+    ] {
+        bad(&mut cases, v.into(), null(-32600));
+    }
+    // the envelope: jsonrpc, method, result/error, params
+    for jsonrpc in [
+        None,
+        Some(r#""1.0""#),
+        Some("2.0"),
+        Some(r#""2.0 ""#),
+        Some("null"),
+        Some(r#"["2.0"]"#),
+    ] {
+        let id = next_id();
+        let line = match jsonrpc {
+            Some(v) => format!(r#"{{"jsonrpc":{v},"id":{id},"method":"ping"}}"#),
+            None => format!(r#"{{"id":{id},"method":"ping"}}"#),
+        };
+        bad(&mut cases, line.into_bytes(), Expect::Error(-32600, id));
+    }
+    for method in [
+        None,
+        Some("5"),
+        Some("null"),
+        Some("{}"),
+        Some("[]"),
+        Some("true"),
+    ] {
+        let id = next_id();
+        let line = match method {
+            Some(m) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{m}}}"#),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id}}}"#),
+        };
+        bad(&mut cases, line.into_bytes(), Expect::Error(-32600, id));
+    }
+    for extra in [r#""result":{}"#, r#""error":{"code":1,"message":"x"}"#] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping",{extra}}}"#).into_bytes(),
+            Expect::Error(-32600, id),
+        );
+    }
+    for params in ["[]", r#"["state"]"#, r#""x""#, "5", "true"] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            req(&id, "tools/call", params),
+            Expect::Error(-32602, id),
+        );
+    }
+    // params that do not fit a served method
+    for params in [
+        None,
+        Some("{}"),
+        Some("null"),
+        Some(r#"{"name":5}"#),
+        Some(r#"{"name":null}"#),
+        Some(r#"{"name":{}}"#),
+        Some(r#"{"name":[]}"#),
+        Some(r#"{"name":true}"#),
+        Some(r#"{"name":"state","arguments":"x"}"#),
+        Some(r#"{"name":"state","arguments":[1]}"#),
+        Some(r#"{"name":"state","arguments":5}"#),
+        Some(r#"{"name":"state","arguments":true}"#),
+        Some(r#"{"name":"state","_meta":5}"#),
+    ] {
+        let id = next_id();
+        let line = match params {
+            Some(p) => req(&id, "tools/call", p),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call"}}"#).into_bytes(),
+        };
+        bad(&mut cases, line, Expect::Error(-32602, id));
+    }
+    for params in [
+        None,
+        Some("{}"),
+        Some(r#"{"uri":5}"#),
+        Some(r#"{"uri":null}"#),
+        Some(r#"{"uri":{}}"#),
+        Some(r#"{"uri":[]}"#),
+    ] {
+        let id = next_id();
+        let line = match params {
+            Some(p) => req(&id, "resources/read", p),
+            None => {
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/read"}}"#).into_bytes()
+            }
+        };
+        bad(&mut cases, line, Expect::Error(-32602, id));
+    }
+    for (method, params) in [
+        ("initialize", "{}"),
+        ("initialize", r#"{"protocolVersion":5}"#),
+        ("resources/list", "[]"),
+        ("tools/list", "7"),
+    ] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            req(&id, method, params),
+            Expect::Error(-32602, id),
+        );
+    }
+    // methods this server does not have
+    for method in [
+        "no/such",
+        "",
+        "tools/calls",
+        "TOOLS/CALL",
+        "tools/call ",
+        "rpc.discover",
+        r"\u0000",
+    ] {
+        let id = next_id();
+        cases.push(Case {
+            line: req(&id, method, "{}"),
+            expect: Expect::Error(-32601, id),
+            malformed: false,
+        });
+    }
+    let id = next_id();
+    cases.push(Case {
+        line: req(&id, "prompts/get", r#"{"name":"x"}"#),
+        expect: Expect::Error(-32601, id),
+        malformed: false,
+    });
+    // broken notifications: never answered
+    for note in [
+        &br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{}}}"#[..],
+        br#"{"jsonrpc":"1.0","method":"notifications/initialized"}"#,
+        br#"{"method":5}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized""#,
+        br#"{"jsonrpc":"2.0","method":"notifications/x","params":{"s":"\ud800"}}"#,
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\",\"params\":{\"s\":\"\xff\"}}",
+        br#"{"jsonrpc":"2.0","method":"notifications/x","params":{"n":1e400}}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/progress","params":[1]}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/nope"}"#,
+        br#"{"jsonrpc":"2.0","method":"x/y","params":{}}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#,
+    ] {
+        bad(&mut cases, note.to_vec(), Expect::Nothing);
+    }
+    bad(
+        &mut cases,
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/x","params":{}{}}}"#,
+            "[".repeat(5_000),
+            "]".repeat(5_000)
+        )
+        .into_bytes(),
+        Expect::Nothing,
+    );
+    // responses from the client to nothing it was asked: never answered
+    for resp in [
+        r#"{"jsonrpc":"2.0","id":"r1","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":"r2","error":{"code":1,"message":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":"r3","error":5}"#,
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":"r4","result":{"n":1e400}}"#,
+    ] {
+        bad(&mut cases, resp.into(), Expect::Nothing);
+    }
+    // blank lines
+    for blank in ["", " ", "\t", "\r", "   \t  "] {
+        bad(&mut cases, blank.into(), Expect::Nothing);
+    }
+    // objects with neither an id nor a method
+    for o in [
+        "{}",
+        r#"{"jsonrpc":"2.0"}"#,
+        r#"{"params":{}}"#,
+        r#"{"jsonrpc":"2.0","params":{"id":1}}"#,
+    ] {
+        bad(&mut cases, o.into(), null(-32600));
+    }
+    // something after the object
+    for tail in [
+        " x",
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        ",",
+        "]",
+    ] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            [req(&id, "ping", "{}"), tail.as_bytes().to_vec()].concat(),
+            parse(&id),
+        );
+    }
+    // bad escapes and raw control characters in strings
+    for s in [r"\x", r"\u12", r"\u12G4", r"\'", "\t", "\u{1}", "\u{1f}"] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            call_with(&id, format!(r#"{{"action":"get","key":"{s}"}}"#).as_bytes()),
+            parse(&id),
+        );
+    }
+    // numbers and literals JSON does not have
+    for v in [
+        "01",
+        "+1",
+        ".5",
+        "1.",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "0x10",
+        "1e",
+        "-",
+        "1_000",
+        "tru",
+        "nul",
+        "True",
+        "None",
+        "undefined",
+    ] {
+        let id = next_id();
+        bad(
+            &mut cases,
+            call_with(
+                &id,
+                format!(r#"{{"action":"set","key":"k","value":{v}}}"#).as_bytes(),
+            ),
+            parse(&id),
+        );
+    }
+    // longer than 16 MiB: the id is read from the start of the line when it is there
+    let pad = "x".repeat(17 * 1024 * 1024);
+    let id = next_id();
+    bad(
+        &mut cases,
+        req(&id, "ping", &format!(r#"{{"pad":"{pad}"}}"#)),
+        Expect::Error(-32600, id),
+    );
+    bad(
+        &mut cases,
+        format!(r#"{{"jsonrpc":"2.0","method":"ping","params":{{"pad":"{pad}"}},"id":7}}"#)
+            .into_bytes(),
+        null(-32600),
+    );
+
+    // well-formed requests, some of them odd
+    let good = |cases: &mut Vec<Case>, line: Vec<u8>, id: Value| {
+        cases.push(Case {
+            line,
+            expect: Expect::Result(id),
+            malformed: false,
+        })
+    };
+    let id = next_id();
+    good(
+        &mut cases,
+        req(
+            &id,
+            "ping",
+            &format!(r#"{{"pad":"{}"}}"#, "y".repeat(15 * 1024 * 1024)),
+        ),
+        id,
+    );
+    for (raw, echoed) in [
+        ("0", json!(0)),
+        ("-42", json!(-42)),
+        ("5001.0", json!(5001)),
+        ("7e3", json!(7000)),
+        ("9223372036854775807", json!(i64::MAX)),
+        ("-9223372036854775808", json!(i64::MIN)),
+        (r#""""#, json!("")),
+        (r#""ид-😀""#, json!("ид-😀")),
+        (r#""a\u0062""#, json!("ab")),
+    ] {
+        good(
+            &mut cases,
+            format!(r#"{{"jsonrpc":"2.0","id":{raw},"method":"ping"}}"#).into_bytes(),
+            echoed,
+        );
+    }
+    let long = "L".repeat(10_000);
+    good(
+        &mut cases,
+        format!(r#"{{"jsonrpc":"2.0","id":"{long}","method":"ping"}}"#).into_bytes(),
+        json!(long),
+    );
+    let id = next_id();
+    good(
+        &mut cases,
+        format!("  \t{{ \"jsonrpc\" : \"2.0\" , \"id\" : {id} , \"method\" : \"ping\" }}  \r")
+            .into_bytes(),
+        id,
+    );
+    let id = next_id();
+    good(
+        &mut cases,
+        req(
+            &id,
+            "ping",
+            &format!(r#"{{"d":{}{}}}"#, "[".repeat(100), "]".repeat(100)),
+        ),
+        id,
+    );
+    for value in [
+        "1e-400",
+        "1234567890123456789012345678901234567890",
+        r#""\u0000""#,
+        "\"\u{feff}\"",
+        r#""\ud83d\ude00""#,
+    ] {
+        let id = next_id();
+        good(
+            &mut cases,
+            call_with(
+                &id,
+                format!(r#"{{"action":"set","key":"k","value":{value}}}"#).as_bytes(),
+            ),
+            id,
+        );
+    }
+    for (method, params) in [
+        ("tools/list", "{}"),
+        ("tools/list", "null"),
+        ("resources/templates/list", "{}"),
+        ("resources/list", "{}"),
+        (
+            "tools/call",
+            r#"{"name":"state","arguments":{"action":"get","key":"k"}}"#,
+        ),
+        ("tools/call", r#"{"name":"nope"}"#),
+        ("tools/call", r#"{"name":"help","arguments":null}"#),
+    ] {
+        let id = next_id();
+        good(&mut cases, req(&id, method, params), id);
+    }
+    let id = next_id();
+    cases.push(Case {
+        line: req(&id, "resources/read", r#"{"uri":"artifact://nope"}"#),
+        expect: Expect::Error(-32002, id),
+        malformed: false,
+    });
+    cases
+}
+
+#[test]
+fn every_line_with_an_id_gets_exactly_one_answer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut r = Raw::start(dir.path());
+    r.send(r#"{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#);
+    let init = r
+        .lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("initialize");
+    assert_eq!(init["id"], "init", "{init}");
+    r.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let cases = battery();
+    let malformed = cases.iter().filter(|c| c.malformed).count();
+    assert!(malformed >= 200, "only {malformed} malformed lines");
+
+    // each line is followed by a ping; what the framing answers for the line (an error with a null id
+    // above all) comes before the ping's answer, so it can be told apart from the next line's
+    let mut seen: Vec<(usize, Value)> = Vec::new();
+    let wait = std::time::Duration::from_secs(20);
+    for (i, case) in cases.iter().enumerate() {
+        r.send_bytes(&case.line);
+        let mark = format!("mark-{i}");
+        r.send(&format!(
+            r#"{{"jsonrpc":"2.0","id":"{mark}","method":"ping"}}"#
+        ));
+        loop {
+            let v = r.lines.recv_timeout(wait).unwrap_or_else(|_| {
+                panic!(
+                    "no answer to the ping after line {i}: {:.200}",
+                    String::from_utf8_lossy(&case.line)
+                )
+            });
+            if v["id"] == mark.as_str() {
+                assert!(v["result"].is_object(), "{v}");
+                break;
+            }
+            seen.push((i, v));
+        }
+    }
+    // answers of calls still running arrive by their ids
+    let by_id =
+        |seen: &[(usize, Value)], id: &Value| seen.iter().filter(|(_, v)| v["id"] == *id).count();
+    let until = std::time::Instant::now() + wait;
+    while cases.iter().any(|c| match &c.expect {
+        Expect::Result(id) => by_id(&seen, id) == 0,
+        Expect::Error(_, id) if !id.is_null() => by_id(&seen, id) == 0,
+        _ => false,
+    }) && std::time::Instant::now() < until
+    {
+        if let Ok(v) = r.lines.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.push((usize::MAX, v));
+        }
+    }
+    // still serving: a real call after all that
+    r.send(r#"{"jsonrpc":"2.0","id":"last","method":"tools/call","params":{"name":"state","arguments":{"action":"set","key":"after","value":"still here"}}}"#);
+    let last = r.response_to(&json!("last"));
+    assert_eq!(last["result"]["structuredContent"]["ok"], true, "{last}");
+    // nothing late
+    while let Ok(v) = r.lines.recv_timeout(std::time::Duration::from_millis(300)) {
+        seen.push((usize::MAX, v));
+    }
+
+    for (_, v) in &seen {
+        assert!(
+            v.get("not_json").is_none(),
+            "stdout had a line that is not JSON: {v}"
+        );
+        assert_eq!(v["jsonrpc"], "2.0", "{v}");
+        assert!(
+            v.get("result").is_some() != v.get("error").is_some(),
+            "a response has a result or an error: {v}"
+        );
+    }
+    let mut answered = 0;
+    let mut accounted = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let shown = String::from_utf8_lossy(&case.line[..case.line.len().min(160)]).into_owned();
+        let nulls: Vec<&Value> = seen
+            .iter()
+            .filter(|(at, v)| *at == i && v["id"].is_null())
+            .map(|(_, v)| v)
+            .collect();
+        match &case.expect {
+            Expect::Error(code, id) if id.is_null() => {
+                assert_eq!(nulls.len(), 1, "line {i} `{shown}`: {nulls:?}");
+                assert_eq!(
+                    nulls[0]["error"]["code"], *code,
+                    "line {i} `{shown}`: {}",
+                    nulls[0]
+                );
+                accounted += 1;
+            }
+            Expect::Error(code, id) => {
+                let got: Vec<&Value> = seen
+                    .iter()
+                    .filter(|(_, v)| v["id"] == *id)
+                    .map(|(_, v)| v)
+                    .collect();
+                assert_eq!(got.len(), 1, "line {i} `{shown}`: {got:?}");
+                assert_eq!(
+                    got[0]["error"]["code"], *code,
+                    "line {i} `{shown}`: {}",
+                    got[0]
+                );
+                assert!(nulls.is_empty(), "line {i} `{shown}`: {nulls:?}");
+                accounted += 1;
+            }
+            Expect::Result(id) => {
+                let got: Vec<&Value> = seen
+                    .iter()
+                    .filter(|(_, v)| v["id"] == *id)
+                    .map(|(_, v)| v)
+                    .collect();
+                assert_eq!(got.len(), 1, "line {i} `{shown}`: {got:?}");
+                assert!(
+                    got[0]["result"].is_object(),
+                    "line {i} `{shown}`: {}",
+                    got[0]
+                );
+                assert!(nulls.is_empty(), "line {i} `{shown}`: {nulls:?}");
+                accounted += 1;
+            }
+            Expect::Nothing => {
+                assert!(
+                    nulls.is_empty(),
+                    "line {i} `{shown}` was answered: {nulls:?}"
+                );
+            }
+        }
+        if case.malformed && !matches!(case.expect, Expect::Nothing) {
+            answered += 1;
+        }
+    }
+    // and no answer that no line asked for (the responses' ids "r1"… included)
+    assert_eq!(seen.len(), accounted, "unexpected answers: {seen:?}");
+    assert!(answered >= 150, "{answered} malformed lines answered");
+    drop(r.stdin);
+    assert!(r.child.wait().expect("wait").success());
 }
