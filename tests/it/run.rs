@@ -496,3 +496,62 @@ fn a_finished_command_leaves_no_background_process_behind() {
         "background process {pid} outlived the call"
     );
 }
+
+#[test]
+fn a_process_that_leaves_the_group_cannot_hold_a_call_past_its_timeout() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let pid = dir.path().join("escaped");
+    // `setsid` puts the child in a session of its own, out of the reach of the group kill, and it keeps
+    // the output pipe: only its hold on the pipe gives it away
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - id: hang\n    tool: local\n    timeout_ms: 500\n    args: {{action: exec, command: \"setsid sh -c 'echo $$ > {p}; exec sleep 600' & sleep 600\"}}\n",
+            p = pid.display()
+        ),
+        json!({}),
+    );
+    assert_eq!(step(&o, "hang").status, Status::TimedOut);
+    let pid: i32 = std::fs::read_to_string(&pid)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    let err = step(&o, "hang").error.as_ref().expect("error");
+    assert!(
+        err.message.contains("left the command's process group"),
+        "{}",
+        err.message
+    );
+    let result = err.result.as_ref().expect("result");
+    assert_eq!(result["escaped"][0]["pid"], pid, "{result}");
+    assert_eq!(result["escaped"][0]["command"], "sleep");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!crate::alive(pid), "the escaped process {pid} survived");
+
+    // a finished command whose escaped child holds the output is not held by it either
+    let pid2 = dir.path().join("escaped2");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t2\nsteps:\n  - id: quick\n    tool: local\n    args: {{action: exec, command: \"setsid sh -c 'echo $$ > {p}; exec sleep 600' & while [ ! -s {p} ]; do sleep 0.01; done; echo done\"}}\n",
+            p = pid2.display()
+        ),
+        json!({}),
+    );
+    let s = step(&o, "quick");
+    assert_eq!(
+        s.result.as_ref().map(|r| r["stdout"].clone()),
+        Some(json!("done\n")),
+        "{:?}",
+        s.error
+    );
+    let pid2: i32 = std::fs::read_to_string(&pid2)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("number");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!crate::alive(pid2), "the escaped process {pid2} survived");
+}

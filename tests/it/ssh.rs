@@ -1108,3 +1108,35 @@ fn env_values_travel_on_stdin_never_in_a_command_line() {
     );
     assert_eq!(err_kind(&r), "invalid_args");
 }
+
+#[test]
+fn a_remote_process_that_leaves_the_group_is_found_by_its_output_and_killed() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_with(dir.path(), &json!({"box": target(&s)}), false);
+    let d = dir.path().display();
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "timeout_ms": 1000,
+               "command": format!("setsid sh -c 'echo $$ > {d}/esc.pid; exec sleep 600' & sleep 600")}),
+    );
+    assert_eq!(err_kind(&r), "timeout");
+    let pid = std::fs::read_to_string(dir.path().join("esc.pid")).expect("pid file");
+    let e_ = r.error.as_ref().expect("error");
+    assert!(
+        e_.message.contains("left the command's process group"),
+        "{}",
+        e_.message
+    );
+    let result = e_.result.as_ref().expect("result");
+    assert_eq!(
+        result["escaped"][0]["pid"].to_string(),
+        pid.trim(),
+        "{result}"
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while !dead(&pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dead(&pid), "the escaped process {pid} still runs");
+}

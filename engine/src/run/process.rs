@@ -1,8 +1,10 @@
-//! Running a local process: its own process group (killed whole on timeout or cancel), stdin fed from a
-//! thread, stdout and stderr drained to artifacts past any capture cap (the child never blocks on a full
-//! pipe) with bounded memory whatever the output size.
+//! Running a local process: its own process group (killed whole on timeout or cancel, and any process
+//! that left the group but holds the output killed too), stdin fed from a thread, stdout and stderr
+//! drained to artifacts past any capture cap (the child never blocks on a full pipe) with bounded memory
+//! whatever the output size.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
@@ -120,26 +123,86 @@ impl OutputSink {
     }
 }
 
-/// Reads a pipe to its end into a sink.
-fn drain(mut from: impl Read, name: &'static str, capture: &Capture) -> Drained {
-    let mut sink = OutputSink::new(name, capture);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => sink.push(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    sink.finish()
-}
-
 fn kill_group(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
+/// How long reading may go on after a timeout or cancel killed the group, or after the processes that
+/// still held the output were killed: the bound on what a call adds to its timeout.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// `pipe:[<inode>]`, as `/proc/<pid>/fd/<n>` names the pipe behind `fd`.
+fn pipe_name(fd: &impl AsRawFd) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.display().to_string())
+        .filter(|n| n.starts_with("pipe:"))
+}
+
+/// A process that held a step's output after its group was ended: it left the group (`setsid`, a
+/// double fork), so the group kill missed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escaped {
+    pub pid: i32,
+    pub command: String,
+}
+
+/// The process group of `pid`, from `/proc/<pid>/stat` (the fifth field, after the command in
+/// parentheses).
+fn group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Kills every other process that holds one of `pipes` open (found through `/proc/<pid>/fd`, Linux
+/// only), and says which of them had left the group `pgid`.
+fn kill_holders(pipes: &[String], pgid: i32) -> Vec<Escaped> {
+    if pipes.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let holds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| pipes.iter().any(|p| l.as_os_str() == p.as_str()))
+            });
+        if holds {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if group_of(pid) == Some(pgid) {
+                // a member of the group on its way out, not one that left it
+                continue;
+            }
+            let command = std::fs::read_to_string(entry.path().join("comm"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default();
+            found.push(Escaped { pid, command });
+        }
+    }
+    found
+}
+
 /// Runs a process to completion, timeout or cancellation. Output beyond `cap` is only in the artifacts.
+///
+/// The call returns within its deadline plus [`GRACE`] (twice, at worst) whatever the process's children
+/// do: at the deadline the group is killed; a process that left the group but still holds the output is
+/// found through the output's pipe and killed too, and named in the result (`escaped`). Without a
+/// deadline, background children may hold the output for [`LINGER`] after the command exits.
 pub fn run(
     spec: &ProcessSpec,
     deadline: Option<Instant>,
@@ -171,97 +234,166 @@ pub fn run(
         .hint("check the program name and PATH, and `cwd`")
     })?;
     let pgid = child.id() as i32;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let stdin = child.stdin.take();
-    let (tx, rx) = mpsc::channel::<Drained>();
-    std::thread::scope(|s| {
-        if let (Some(mut w), Some(data)) = (stdin, spec.stdin.as_ref()) {
-            s.spawn(move || {
-                let _ = w.write_all(data);
-                // dropping `w` closes the child's stdin
-            });
-        }
-        if let Some(o) = stdout {
-            let tx = tx.clone();
-            s.spawn(move || {
-                let _ = tx.send(drain(o, "stdout", cap));
-            });
-        }
-        if let Some(e) = stderr {
-            let tx = tx.clone();
-            s.spawn(move || {
-                let _ = tx.send(drain(e, "stderr", cap));
-            });
-        }
-        drop(tx);
-
-        // a waiter thread blocks in wait(); this thread wakes on its message, a cancel or the deadline
-        let (done_tx, done_rx) = mpsc::channel();
-        s.spawn(move || {
-            // wait for the exit without reaping, so the group id cannot be reused yet; then end every
-            // process left in the group (background children of the command): a call leaves nothing behind
-            let _ = waitid(
-                Id::Pid(Pid::from_raw(pgid)),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-            );
-            kill_group(pgid);
-            let _ = done_tx.send(child.wait());
+    let mut streams: Vec<(Option<std::fs::File>, OutputSink)> = Vec::new();
+    let mut pipes = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        pipes.extend(pipe_name(&o));
+        streams.push((
+            Some(std::fs::File::from(std::os::fd::OwnedFd::from(o))),
+            OutputSink::new("stdout", cap),
+        ));
+    }
+    if let Some(e) = child.stderr.take() {
+        pipes.extend(pipe_name(&e));
+        streams.push((
+            Some(std::fs::File::from(std::os::fd::OwnedFd::from(e))),
+            OutputSink::new("stderr", cap),
+        ));
+    }
+    if let (Some(mut w), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
+        // not waited for: it ends when the data is written or the last reader of the pipe is gone
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
         });
-        let mut ended: Option<&'static str> = None;
-        let status = loop {
-            let tick = deadline.map_or(Duration::from_millis(20), |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20))
-            });
-            match done_rx.recv_timeout(tick) {
-                Ok(st) => break st.ok(),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+    }
+    // a waiter thread blocks in wait(); the loop below hears its message
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // wait for the exit without reaping, so the group id cannot be reused yet; then end every
+        // process left in the group (background children of the command): a call leaves nothing behind
+        let _ = waitid(
+            Id::Pid(Pid::from_raw(pgid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        );
+        kill_group(pgid);
+        let _ = done_tx.send(child.wait());
+    });
+    let mut ended: Option<&'static str> = None;
+    let mut status: Option<Option<std::process::ExitStatus>> = None;
+    // once the command is done: when the processes still holding the output are killed, and when
+    // reading stops whatever is left
+    let mut kill_holders_at: Option<Instant> = None;
+    let mut stop_at: Option<Instant> = None;
+    let mut escaped = Vec::new();
+    let mut incomplete = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|&i| streams[i].0.is_some())
+            .collect();
+        if open.is_empty() && status.is_some() {
+            break;
+        }
+        if !open.is_empty() {
+            let mut fds: Vec<PollFd<'_>> = open
+                .iter()
+                .filter_map(|&i| streams[i].0.as_ref())
+                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let _ = poll(&mut fds, PollTimeout::from(20u8));
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            for (k, &i) in open.iter().enumerate() {
+                if !ready[k] {
+                    continue;
+                }
+                let (file, sink) = &mut streams[i];
+                let n = match file.as_mut().map(|f| f.read(&mut buf)) {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    _ => 0,
+                };
+                if n == 0 {
+                    *file = None;
+                } else {
+                    sink.push(&buf[..n]);
+                }
             }
+        } else {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if status.is_none() {
+            match done_rx.try_recv() {
+                Ok(st) => status = Some(st.ok()),
+                Err(mpsc::TryRecvError::Disconnected) => status = Some(None),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+        }
+        let now = Instant::now();
+        if ended.is_none() {
             if cancel.is_cancelled() {
                 ended = Some("cancelled");
-            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            } else if deadline.is_some_and(|d| now >= d) {
                 ended = Some("timeout");
             }
             if ended.is_some() {
                 kill_group(pgid);
-                break done_rx.recv().ok().and_then(Result::ok);
-            }
-        };
-        // the pipes close when every process holding them ends: give background children a moment,
-        // then end the whole group so nothing outlives the call
-        let mut streams: Vec<Drained> = Vec::new();
-        let linger_until = Instant::now() + LINGER;
-        while streams.len() < 2 {
-            let wait = linger_until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(d) => streams.push(d),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    kill_group(pgid);
-                    if let Ok(d) = rx.recv() {
-                        streams.push(d);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // what the group kill missed is found by its hold on the output, a moment later
+                kill_holders_at = Some(now + Duration::from_millis(50));
             }
         }
-        // no unconditional kill here: once the child is reaped and its pipes are closed, its group id may
-        // belong to another process
-        let exit = Exit {
-            code: status.and_then(|s| s.code()),
-            signal: status.and_then(|s| s.signal()).map(Value::from),
-            success: status.is_some_and(|s| s.success()),
-        };
-        outcome(
-            json!({"program": spec.program}),
-            started,
-            &exit,
-            ended,
-            streams,
-            cap,
-        )
-    })
+        if status.is_some() && kill_holders_at.is_none() {
+            // the pipes close when every process holding them ends: background children of a finished
+            // command get a moment (never past the deadline)
+            let linger = deadline.map_or(now + LINGER, |d| (now + LINGER).min(d.max(now)));
+            kill_holders_at = Some(linger);
+        }
+        if kill_holders_at.is_some_and(|t| now >= t) && stop_at.is_none() {
+            if streams.iter().any(|s| s.0.is_some()) {
+                escaped = kill_holders(&pipes, pgid);
+            }
+            stop_at = Some(now + GRACE);
+        }
+        if stop_at.is_some_and(|t| now >= t) {
+            if status.is_none() {
+                // the group was killed: its leader's exit is on its way
+                status = Some(done_rx.recv_timeout(GRACE).ok().and_then(Result::ok));
+            }
+            incomplete = streams.iter().any(|s| s.0.is_some());
+            break;
+        }
+    }
+    let status = status.flatten();
+    let exit = Exit {
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()).map(Value::from),
+        success: status.is_some_and(|s| s.success()),
+    };
+    let drained = streams.into_iter().map(|(_, s)| s.finish()).collect();
+    let mut head = json!({"program": spec.program});
+    if !escaped.is_empty() {
+        head["escaped"] = escaped
+            .iter()
+            .map(|e| json!({"pid": e.pid, "command": e.command}))
+            .collect();
+    }
+    if incomplete {
+        head["output_incomplete"] = true.into();
+    }
+    let result = outcome(head, started, &exit, ended, drained, cap);
+    match (escaped.is_empty(), result) {
+        (false, Err(mut e)) => {
+            e.message.push_str(&escaped_note(&escaped));
+            Err(e)
+        }
+        (_, r) => r,
+    }
+}
+
+/// How a message names the processes that left the group.
+fn escaped_note(escaped: &[Escaped]) -> String {
+    let named: Vec<String> = escaped
+        .iter()
+        .map(|e| format!("{} ({})", e.pid, e.command))
+        .collect();
+    format!(
+        "; {} process(es) that left the command's process group still held its output and were killed: {}",
+        escaped.len(),
+        named.join(", ")
+    )
 }
 
 /// How a process ended, if it did.

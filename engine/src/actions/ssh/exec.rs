@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use ssh2::Channel;
 
 use super::session::{Conn, Limits, Stop};
@@ -144,12 +144,25 @@ fn would_block(e: &std::io::Error) -> bool {
 
 /// Runs a short command whose output is not wanted on a new channel; its exit status.
 pub fn run_quiet(conn: &Conn, limits: Limits<'_>, command: &str) -> Result<Option<i32>, Stop> {
+    run_collect(conn, limits, command).map(|(code, _)| code)
+}
+
+/// Like [`run_quiet`], keeping the first 4 KiB of stdout.
+fn run_collect(
+    conn: &Conn,
+    limits: Limits<'_>,
+    command: &str,
+) -> Result<(Option<i32>, String), Stop> {
     let mut ch = open(conn, limits)?;
     conn.request(limits, || ch.exec(command))?;
     let mut sink = [0u8; 1024];
+    let mut kept = Vec::new();
     while !ch.eof() {
         match ch.read(&mut sink) {
-            Ok(_) => {}
+            Ok(n) => {
+                let room = 4096usize.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&sink[..room]);
+            }
             Err(e) if would_block(&e) => {
                 limits.check()?;
                 conn.wait();
@@ -158,16 +171,26 @@ pub fn run_quiet(conn: &Conn, limits: Limits<'_>, command: &str) -> Result<Optio
         }
     }
     conn.again(limits, || ch.wait_close())?;
-    Ok(ch.exit_status().ok())
+    Ok((
+        ch.exit_status().ok(),
+        String::from_utf8_lossy(&kept).into_owned(),
+    ))
 }
 
-/// Kills a remote process group from a second channel (bounded to a few seconds).
-fn kill_group(conn: &Conn, pgid: u32) {
-    let _ = run_quiet(
-        conn,
-        Limits::cleanup(),
-        &format!("kill -KILL -- -{pgid} 2>/dev/null; kill -KILL {pgid} 2>/dev/null; true"),
+/// Kills a remote process group from a second channel (bounded to a few seconds), and first every
+/// process of the user that left the group but holds the leader's output (Linux `/proc`; shell
+/// builtins only, no process per candidate). Returns the pids of those that had left the group.
+fn kill_group(conn: &Conn, pgid: u32) -> Vec<u32> {
+    let script = format!(
+        "g={pgid}; for p in /proc/[0-9]*; do [ \"$p\" = /proc/$g ] && continue; \
+         {{ [ $p/fd/1 -ef /proc/$g/fd/1 ] || [ $p/fd/2 -ef /proc/$g/fd/2 ]; }} 2>/dev/null || continue; \
+         s=; read -r s < $p/stat 2>/dev/null; kill -KILL ${{p#/proc/}} 2>/dev/null || continue; \
+         set -- ${{s##*) }}; [ \"$3\" = \"$g\" ] || echo ${{p#/proc/}}; done; \
+         kill -KILL -- -$g 2>/dev/null; kill -KILL $g 2>/dev/null; true"
     );
+    run_collect(conn, Limits::cleanup(), &script)
+        .map(|(_, out)| out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Opens a session channel (the caller holds a permit).
@@ -218,6 +241,7 @@ pub fn run(
     let mut ended: Option<&'static str> = None;
     let mut drain_until: Option<Instant> = None;
     let mut failure: Option<std::io::Error> = None;
+    let mut escaped: Vec<u32> = Vec::new();
     loop {
         let mut progressed = false;
         for id in [0, 1] {
@@ -287,13 +311,13 @@ pub fn run(
                 _ => "timeout",
             });
             match pgid.pgid {
-                Some(g) => kill_group(conn, g),
+                Some(g) => escaped = kill_group(conn, g),
                 None => {
                     let _ = ch.close();
                 }
             }
-            // the channel ends once the group is gone; do not wait for it forever
-            drain_until = Some(Instant::now() + Duration::from_secs(5));
+            // the channel ends once the group is gone; a process that still holds it is not waited for
+            drain_until = Some(Instant::now() + GRACE);
         }
         if drain_until.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -313,6 +337,15 @@ pub fn run(
         };
     }
     let streams = vec![out.finish(), err.finish()];
+    let mut head = head;
+    if !escaped.is_empty() {
+        head["escaped"] = escaped.iter().map(|p| json!({"pid": p})).collect();
+    }
+    if ended.is_some() && !ch.eof() {
+        // still held open after the kill and the grace: by a process infra could not see or kill
+        head["output_incomplete"] = true.into();
+        let _ = ch.close();
+    }
     if let Some(e) = failure {
         let result = outcome(head, started, &exit, ended, streams, cap)
             .unwrap_or_else(|e| e.result.unwrap_or(Value::Null));
@@ -323,8 +356,20 @@ pub fn run(
         .hint("the command may still be running on the host; check before running it again")
         .with_result(result));
     }
-    outcome(head, started, &exit, ended, streams, cap)
+    outcome(head, started, &exit, ended, streams, cap).map_err(|mut e| {
+        if !escaped.is_empty() {
+            e.message.push_str(&format!(
+                "; {} process(es) that left the command's process group still held its output and were killed: {}",
+                escaped.len(),
+                escaped.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        e
+    })
 }
+
+/// How long the channel may stay open after a timeout or cancel killed the remote group.
+const GRACE: Duration = Duration::from_millis(750);
 
 #[cfg(test)]
 mod tests {
