@@ -144,10 +144,11 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         "set" => {
             let value = call.args.get("value").cloned().unwrap_or(Value::Null);
             if persistent {
+                // the store outlives the redactor that knows this run's secrets: they are masked first
                 engine
                     .store()
                     .map_err(store_err)?
-                    .state_set(key, &value)
+                    .state_set(key, &engine.redactor().redact_value(&value))
                     .map_err(store_err)?;
             } else {
                 engine.session().set(key, value.clone());
