@@ -105,6 +105,20 @@ fn connect_reaches_every_target() {
     assert_eq!(check(&v, "http api")["ok"], true);
     assert!(!v.to_string().contains(&pg.password));
 
+    // a read-only target whose role the server lets write fails the check, with the reason
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"ro": {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": pg.user, "database": pg.database,
+                                    "password_env": "DB_PASSWORD", "sslmode": "disable", "read_only": true}}})
+        .to_string(),
+    )
+    .expect("targets");
+    let (code, v) = doctor(dir.path(), &["--connect"], &env);
+    assert_eq!(code, Some(1), "{v}");
+    let c = check(&v, "postgres ro");
+    assert_eq!(c["ok"], false);
+    assert!(c.to_string().contains("superuser"), "{c}");
+
     std::fs::write(
         dir.path().join("targets.json"),
         json!({"down": down}).to_string(),
