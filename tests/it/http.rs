@@ -637,6 +637,17 @@ fn a_targets_credentials_go_only_to_its_own_origin() {
             .all(|q| q.header("authorization").is_none() && q.header("x-api-key").is_none()),
         "the other origin saw a credential"
     );
+    // nor does a redirect from its own origin carry them to another
+    let n = other.requests().len();
+    let r = call(
+        &e,
+        json!({"action": "request", "target": "api", "path": format!("/redirect?to={}", url_encode(&other.url("/echo")))}),
+    );
+    assert_eq!(ok(&r)["status"], 200);
+    let q = other.requests()[n..].to_vec();
+    assert_eq!(q.len(), 1);
+    assert!(q[0].header("authorization").is_none());
+    assert!(q[0].header("x-api-key").is_none(), "{:?}", q[0].headers);
     // a path cannot move the request to another origin
     for path in [
         format!("/@127.0.0.1:{port}/echo"),

@@ -289,6 +289,9 @@ struct Prepared {
     /// Whose credentials go with the request: `target`, `call`, `none`, or `withheld` (the target's
     /// were left out because the URL is not the target's origin).
     credentials: &'static str,
+    /// Names of the headers that came from the target: dropped with `Authorization` and `Cookie` when
+    /// a redirect leaves the origin.
+    target_headers: Vec<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ActionError {
@@ -370,6 +373,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let target_headers: Vec<String> = target.headers.keys().cloned().collect();
     if let Some(h) = a.get("headers").and_then(Value::as_object) {
         for (k, v) in h {
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
@@ -418,6 +422,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
                 || call.engine.config().http_deny_private,
         },
         credentials,
+        target_headers,
     })
 }
 
@@ -582,10 +587,17 @@ fn send(
                     body = None;
                 }
                 if next.origin() != origin {
-                    // credentials are for the origin they were given for
+                    // credentials are for the origin they were given for: the target's own headers
+                    // and any credential header go no further
                     headers.retain(|(k, _)| {
-                        !k.eq_ignore_ascii_case("authorization")
-                            && !k.eq_ignore_ascii_case("cookie")
+                        let lower = k.to_ascii_lowercase();
+                        !SECRET_HEADERS.contains(&lower.as_str())
+                            && !lower.contains("token")
+                            && !lower.contains("secret")
+                            && !prepared
+                                .target_headers
+                                .iter()
+                                .any(|t| t.eq_ignore_ascii_case(k))
                     });
                 }
                 url = next;
