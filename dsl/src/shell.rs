@@ -77,14 +77,9 @@ pub fn places(text: &str, offsets: &[usize]) -> Vec<Place> {
                     i = end + 1;
                     continue;
                 }
-                b'$' if b[i + 1..].starts_with(b"((") => {
-                    stack.push(Frame::Arith { depth: 0 });
-                    i += 3;
-                    continue;
-                }
-                b'$' if b.get(i + 1) == Some(&b'(') => {
-                    stack.push(Frame::Words { depth: 0 });
-                    i += 2;
+                b'$' if let Some((frame, len)) = substitution(&b[i..]) => {
+                    stack.push(frame);
+                    i += len;
                     continue;
                 }
                 b'(' if stack.len() > 1 => {
@@ -136,14 +131,9 @@ pub fn places(text: &str, offsets: &[usize]) -> Vec<Place> {
                     stack.pop();
                 }
                 b'`' => stack.push(Frame::Backquote),
-                b'$' if b[i + 1..].starts_with(b"((") => {
-                    stack.push(Frame::Arith { depth: 0 });
-                    i += 3;
-                    continue;
-                }
-                b'$' if b.get(i + 1) == Some(&b'(') => {
-                    stack.push(Frame::Words { depth: 0 });
-                    i += 2;
+                b'$' if let Some((frame, len)) = substitution(&b[i..]) => {
+                    stack.push(frame);
+                    i += len;
                     continue;
                 }
                 _ => {}
@@ -183,6 +173,17 @@ pub fn places(text: &str, offsets: &[usize]) -> Vec<Place> {
     let top = *stack.last().unwrap_or(&Frame::Words { depth: 0 });
     mark(usize::MAX, top.place(), &mut out);
     out
+}
+
+/// A `$((` or `$(` at the start of `b`: the frame it opens and its length.
+fn substitution(b: &[u8]) -> Option<(Frame, usize)> {
+    if b.starts_with(b"$((") {
+        Some((Frame::Arith { depth: 0 }, 3))
+    } else if b.starts_with(b"$(") {
+        Some((Frame::Words { depth: 0 }, 2))
+    } else {
+        None
+    }
 }
 
 fn find_byte(b: &[u8], from: usize, what: u8) -> usize {
