@@ -316,9 +316,9 @@ fn job_runs() -> &'static Mutex<HashMap<String, JobRun>> {
 }
 
 /// The end of every output artifact a running run has written so far (`<step>/stdout`, `<step>/stderr`,
-/// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted.
+/// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted. Each is read through its URI,
+/// like any artifact read, so no link in the run's directory is followed.
 fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value {
-    use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 4096;
     let mut found = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
@@ -328,7 +328,8 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_dir() && depth < 3 {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth < 3 {
                 stack.push((p, depth + 1));
             } else if matches!(
                 p.file_name().and_then(|n| n.to_str()),
@@ -340,20 +341,14 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
         }
     }
     found.sort();
+    let root = &engine.config().artifacts_root;
     let streams: Vec<Value> = found
         .iter()
         .filter_map(|p| {
-            let mut f = std::fs::File::open(p).ok()?;
-            let size = f.metadata().ok()?.len();
-            f.seek(SeekFrom::Start(size.saturating_sub(TAIL))).ok()?;
-            let mut tail = Vec::new();
-            f.take(TAIL).read_to_end(&mut tail).ok()?;
-            let rel = p.strip_prefix(dir).ok()?.to_string_lossy().into_owned();
-            Some(json!({
-                "uri": format!("{uri_base}/{rel}"),
-                "bytes": size,
-                "tail": engine.redactor().redact(&String::from_utf8_lossy(&tail)),
-            }))
+            let rel = p.strip_prefix(dir).ok()?.to_str()?;
+            let uri = format!("{uri_base}/{rel}");
+            let v = artifacts::read(root, &uri, From::Tail, TAIL, engine.redactor()).ok()?;
+            Some(json!({"uri": uri, "bytes": v["total_bytes"], "tail": v["text"]}))
         })
         .collect();
     Value::Array(streams)

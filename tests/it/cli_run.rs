@@ -187,6 +187,45 @@ fn artifact_reads_refuse_paths_outside_the_runs() {
 }
 
 #[test]
+fn artifact_reads_follow_no_link_below_the_root() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("stdout"), "CANARY\n").expect("write");
+    let step = profiles.path().join("runs/rb/r1/s");
+    std::fs::create_dir_all(&step).expect("runs");
+    std::fs::write(step.join("stdout"), "real\n").expect("write");
+    let link = |to: &Path, at: &Path| std::os::unix::fs::symlink(to, at).expect("symlink");
+    link(&step.join("stdout"), &step.join("alias"));
+    link(
+        &profiles.path().join("runs/rb/r1"),
+        &profiles.path().join("runs/rb/r2"),
+    );
+    link(outside.path(), &profiles.path().join("runs/rb/out"));
+    let get = |how: &str, uri: &str| {
+        crate::infra_in(profiles.path(), profiles.path())
+            .args(["artifacts", how, uri])
+            .output()
+            .expect("artifacts")
+    };
+    let plain = get("get", "artifact://runs/rb/r1/s/stdout");
+    assert_eq!(plain.status.code(), Some(0));
+    assert_eq!(plain.stdout, b"real\n");
+    for uri in [
+        "artifact://runs/rb/r1/s/alias",
+        "artifact://runs/rb/r2/s/stdout",
+        "artifact://runs/rb/out/stdout",
+    ] {
+        for how in ["get", "tail"] {
+            let out = get(how, uri);
+            assert_eq!(out.status.code(), Some(2), "{how} {uri}");
+            assert!(out.stdout.is_empty(), "{how} {uri}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("symbolic link"), "{how} {uri}: {err}");
+        }
+    }
+}
+
+#[test]
 fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
     let profiles = tempfile::tempdir().expect("profiles");
     let pidfile = profiles.path().join("child.pid");

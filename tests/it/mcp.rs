@@ -248,6 +248,23 @@ async fn runbooks_help_and_artifacts_as_resources() {
     )
     .await;
     assert_eq!(body(&tail)["result"]["text"], "nfra\n");
+    // a link in an artifact's place is not followed, even to another artifact
+    let rel = link.strip_prefix("artifact://").expect("scheme");
+    let alias = format!("{link}-alias");
+    std::os::unix::fs::symlink(
+        dir.path().join(rel),
+        dir.path().join(format!("{rel}-alias")),
+    )
+    .expect("symlink");
+    let refused = s
+        .client
+        .read_resource(ReadResourceRequestParams::new(alias.clone()))
+        .await
+        .expect_err("a link is refused");
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    let get = call(&s, "artifacts", json!({"action": "get", "uri": alias})).await;
+    assert_eq!(get.is_error, Some(true));
+    assert_eq!(body(&get)["error"]["kind"], "not_found");
     stop(s).await;
 }
 

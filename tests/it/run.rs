@@ -419,6 +419,45 @@ fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
 }
 
 #[test]
+fn stdin_ref_reads_an_artifact_through_no_link() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let first = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: local, args: {action: exec, command: 'echo from the artifact'}}\n",
+        json!({}),
+    );
+    let uri = step(&first, "a").result.as_ref().expect("result")["stdout_uri"]
+        .as_str()
+        .expect("an artifact")
+        .to_owned();
+    let rel = uri.strip_prefix("artifact://").expect("scheme");
+    std::os::unix::fs::symlink(
+        dir.path().join(rel),
+        dir.path().join(format!("{rel}-alias")),
+    )
+    .expect("symlink");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: plain, tool: local, args: {{action: exec, command: cat, stdin_ref: '{uri}'}}}}\n  - {{id: linked, tool: local, args: {{action: exec, command: cat, stdin_ref: '{uri}-alias'}}}}\n"
+        ),
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "plain").result.as_ref().expect("result")["stdout"],
+        "from the artifact\n"
+    );
+    let refused = step(&o, "linked").error.as_ref().expect("refused");
+    assert_eq!(refused.kind, "not_found");
+    assert!(
+        refused.message.contains("symbolic link"),
+        "{}",
+        refused.message
+    );
+}
+
+#[test]
 fn no_action_may_rewrite_the_audit_log() {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine_at(dir.path(), true);

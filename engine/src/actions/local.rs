@@ -266,12 +266,15 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             )
         })?)
     } else if let Some(uri) = call.str_arg("stdin_ref") {
-        let root = &call.engine.config().artifacts_root;
-        let path = crate::record::artifacts::resolve(root, uri)
-            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?;
-        Some(std::fs::read(path).map_err(|e| {
-            super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
-        })?)
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        crate::record::artifacts::open(&call.engine.config().artifacts_root, uri)
+            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
+            })?;
+        Some(bytes)
     } else {
         None
     };
