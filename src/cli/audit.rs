@@ -14,7 +14,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check the hash chain; report the first bad record.
+    /// Check the hash chain and the log's end against the head the store kept; report the first bad
+    /// record, or the records missing from the end.
     Verify {
         #[arg(long)]
         json: bool,
@@ -59,26 +60,32 @@ pub fn run(cmd: Command) -> u8 {
                 FAILED
             }
         },
-        Command::Verify { json } => match audit.verify() {
+        Command::Verify { json } => match super::engine().verify_audit() {
             Ok(v) => {
                 if json {
-                    render::json(&serde_json::json!({
-                        "ok": v.problem.is_none(),
-                        "records": v.records,
-                        "problem": v.problem.as_ref().map(|p| serde_json::json!({"line": p.line, "seq": p.seq, "message": p.message})),
-                    }));
+                    let mut j = serde_json::json!({"ok": v.problem.is_none()});
+                    if let (Some(o), serde_json::Value::Object(rest)) =
+                        (j.as_object_mut(), v.to_json())
+                    {
+                        o.extend(rest);
+                    }
+                    render::json(&j);
                 } else {
-                    match &v.problem {
-                        None => render::out(&format!(
+                    let mut out = match &v.problem {
+                        None => format!(
                             "ok: {} records, chain intact ({})\n",
                             v.records,
                             audit.path().display()
-                        )),
-                        Some(p) => render::out(&format!(
+                        ),
+                        Some(p) => format!(
                             "BROKEN at line {} (record {}): {}\n{} records before it are intact\n",
                             p.line, p.seq, p.message, v.records
-                        )),
+                        ),
+                    };
+                    for n in &v.notes {
+                        out.push_str(&format!("note: {n}\n"));
                     }
+                    render::out(&out);
                 }
                 if v.problem.is_none() { OK } else { FAILED }
             }

@@ -1253,14 +1253,13 @@ fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply
             Ok(v) => ok_reply(format!("{} records", v.len()), json!({"records": v})),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },
-        "verify" => match engine.audit().verify() {
+        "verify" => match engine.verify_audit() {
             Ok(v) => ok_reply(
-                if v.problem.is_none() {
-                    format!("{} records, chain intact", v.records)
-                } else {
-                    "the chain is broken".into()
+                match &v.problem {
+                    None => format!("{} records, chain intact", v.records),
+                    Some(p) => format!("the log is broken at record {}", p.seq),
                 },
-                json!({"intact": v.problem.is_none(), "records": v.records, "problem": v.problem.map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message}))}),
+                v.to_json(),
             ),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },

@@ -169,6 +169,58 @@ fn a_corrupted_audit_record_is_found_by_verify() {
 }
 
 #[test]
+fn verify_reports_a_log_cut_emptied_or_deleted() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    for _ in 0..2 {
+        crate::infra_in(profiles.path(), profiles.path())
+            .args(["run", "hello.world", "--input", "message=hi"])
+            .assert()
+            .code(0);
+    }
+    let verify = |json: bool| {
+        let mut c = crate::infra_in(profiles.path(), profiles.path());
+        c.args(["audit", "verify"]);
+        if json {
+            c.arg("--json");
+        }
+        c.output().expect("verify")
+    };
+    assert_eq!(verify(false).status.code(), Some(0));
+    let path = profiles.path().join("audit.jsonl");
+    let whole = std::fs::read_to_string(&path).expect("audit");
+    let n = whole.lines().count();
+    assert!(n >= 6, "{whole}");
+    let cut: String = whole
+        .lines()
+        .take(n - 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, cut).expect("cut");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("records {} to {n} are missing", n - 1)),
+        "{text}"
+    );
+    let v = stdout_json(&verify(true));
+    assert_eq!(
+        (v["ok"].clone(), v["problem"]["seq"].clone()),
+        (false.into(), (n - 1).into())
+    );
+    std::fs::write(&path, "").expect("empty");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is empty"));
+    std::fs::remove_file(&path).expect("delete");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is missing"));
+    std::fs::write(&path, &whole).expect("restore");
+    assert_eq!(verify(false).status.code(), Some(0));
+}
+
+#[test]
 fn artifact_reads_refuse_paths_outside_the_runs() {
     let profiles = tempfile::tempdir().expect("profiles");
     std::fs::create_dir_all(profiles.path().join("runs")).expect("runs");

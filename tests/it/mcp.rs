@@ -179,6 +179,23 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     }
     let v = call(&s, "audit", json!({"action": "verify"})).await;
     assert_eq!(body(&v)["result"]["intact"], true);
+    // the same check as `infra audit verify`: a log cut at a record boundary is found
+    let log = dir.path().join("audit.jsonl");
+    let whole = std::fs::read_to_string(&log).expect("audit");
+    let n = whole.lines().count();
+    let cut: String = whole
+        .lines()
+        .take(n - 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, cut).expect("cut");
+    let v = call(&s, "audit", json!({"action": "verify"})).await;
+    assert_eq!(body(&v)["result"]["intact"], false);
+    let message = body(&v)["result"]["problem"]["message"].to_string();
+    assert!(
+        message.contains(&format!("record {n} is missing")),
+        "{message}"
+    );
     stop(s).await;
 }
 

@@ -3,10 +3,15 @@
 //! Every record carries `seq` (1, 2, …), `ts` and `prev`, the SHA-256 of the previous line's bytes (64 zeros
 //! for the first). Appends take an exclusive file lock, so two processes on the same directory interleave
 //! whole records and keep the chain. There is no API to rewrite or delete records.
+//!
+//! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one. So
+//! each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a [`HeadKeeper`]
+//! (the store), and [`Audit::verify_with`] compares the log's end with the head kept there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -25,10 +30,53 @@ pub struct AuditError {
     pub source: io::Error,
 }
 
+/// The last record of the log: its `seq`, its `hash` and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+    pub ts: String,
+}
+
+impl Head {
+    pub fn to_json(&self) -> Value {
+        json!({"seq": self.seq, "hash": self.hash, "ts": self.ts})
+    }
+}
+
+/// Keeps the head of the log somewhere besides the log (the store), so a cut or emptied log shows.
+pub trait HeadKeeper: Send + Sync + std::fmt::Debug {
+    /// Called after each record is written (and synced when it was durable), while the log is still
+    /// locked. Best effort: the record is written whether or not this keeps it.
+    fn keep(&self, head: &Head);
+}
+
 /// The audit log of one profiles directory.
 #[derive(Debug, Clone)]
 pub struct Audit {
     path: PathBuf,
+    keeper: Option<Arc<dyn HeadKeeper>>,
+}
+
+/// What the log's end is compared with.
+#[derive(Debug, Clone, Default)]
+pub enum Anchor {
+    /// Nothing to compare with: the chain alone is checked.
+    #[default]
+    None,
+    /// There is no store: the log's end cannot be compared.
+    NoStore,
+    /// The store could not be read.
+    Unreadable(String),
+    /// The store: the head it kept (none before the first append that kept one) and how many runs it
+    /// lists (every run writes audit records).
+    Store { head: Option<Head>, runs: u64 },
+}
+
+/// What [`Audit::verify_with`] checks besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub anchor: Anchor,
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
@@ -98,7 +146,16 @@ fn last_line(f: &mut File) -> io::Result<(Vec<u8>, bool)> {
 
 impl Audit {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Audit { path: path.into() }
+        Audit {
+            path: path.into(),
+            keeper: None,
+        }
+    }
+
+    /// The same log, handing each new head to `keeper`.
+    pub fn with_keeper(mut self, keeper: Arc<dyn HeadKeeper>) -> Self {
+        self.keeper = Some(keeper);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -147,9 +204,10 @@ impl Audit {
                 + 1;
             (seq, sha_hex(&last))
         };
+        let ts = crate::ctx::now_rfc3339();
         let mut rec = Map::new();
         rec.insert("seq".into(), seq.into());
-        rec.insert("ts".into(), crate::ctx::now_rfc3339().into());
+        rec.insert("ts".into(), ts.clone().into());
         rec.insert("prev".into(), prev.into());
         if let Value::Object(o) = bound(fields) {
             for (k, v) in o {
@@ -171,6 +229,14 @@ impl Audit {
         f.write_all(&line).map_err(|e| self.err(e))?;
         if durable {
             f.sync_data().map_err(|e| self.err(e))?;
+        }
+        if let Some(keeper) = &self.keeper {
+            let head = Head {
+                seq,
+                hash: seal,
+                ts,
+            };
+            keeper.keep(&head);
         }
         Ok(seq)
     }
@@ -201,86 +267,204 @@ impl Audit {
     /// Checks the whole chain. Reports the first bad record: unparseable (a torn line after a crash
     /// included), out of sequence, or not chained to the line before it.
     pub fn verify(&self) -> io::Result<Verified> {
+        self.verify_with(&VerifyOptions::default())
+    }
+
+    /// [`verify`](Self::verify), then the log's end against `opts.anchor`: a log that ends before the
+    /// head the store kept was cut (or emptied, or deleted), and so was one whose record at that `seq`
+    /// has another hash (rewritten).
+    pub fn verify_with(&self, opts: &VerifyOptions) -> io::Result<Verified> {
+        let mut found = Verified::default();
         let f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Verified {
-                    records: 0,
-                    problem: None,
-                });
-            }
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let mut reader = BufReader::new(f);
-        let mut prev_hash = GENESIS.to_owned();
-        let mut expect_seq = 1u64;
+        let exists = f.is_some();
         let mut line_no = 0usize;
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let terminated = buf.last() == Some(&b'\n');
-            if terminated {
-                buf.pop();
-            }
-            let problem = |message: String| Verified {
-                records: expect_seq - 1,
-                problem: Some(Problem {
+        if let Some(f) = f {
+            let mut reader = BufReader::new(f);
+            let mut prev_hash = GENESIS.to_owned();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                let expect_seq = found.records + 1;
+                let terminated = buf.last() == Some(&b'\n');
+                if terminated {
+                    buf.pop();
+                }
+                let message = match check_line(&buf, terminated, expect_seq, &prev_hash) {
+                    Ok(head) => match against_anchor(&head, &opts.anchor) {
+                        None => {
+                            prev_hash = sha_hex(&buf);
+                            found.records = expect_seq;
+                            found.last = Some(head);
+                            continue;
+                        }
+                        Some(m) => m,
+                    },
+                    Err(m) => m,
+                };
+                found.problem = Some(Problem {
                     line: line_no,
                     seq: expect_seq,
                     message,
-                }),
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
-                let what = if terminated {
-                    "is not valid JSON"
-                } else {
-                    "is torn (cut off, no newline): the process likely died while writing it"
-                };
-                return Ok(problem(format!("record {expect_seq} {what}")));
-            };
-            if !terminated {
-                return Ok(problem(format!(
-                    "record {expect_seq} is torn (no newline after it)"
-                )));
+                });
+                return Ok(found);
             }
-            if !sealed(&buf) {
-                return Ok(problem(format!(
-                    "record {expect_seq} was changed after it was written (its `hash` does not match its content)"
-                )));
-            }
-            if v.get("seq").and_then(Value::as_u64) != Some(expect_seq) {
-                return Ok(problem(format!(
-                    "record {expect_seq} has seq {}",
-                    v.get("seq").unwrap_or(&Value::Null)
-                )));
-            }
-            if v.get("prev").and_then(Value::as_str) != Some(prev_hash.as_str()) {
-                return Ok(problem(format!(
-                    "record {expect_seq} does not chain to the record before it (prev {} ≠ {prev_hash}): a record was changed, removed or inserted",
-                    v.get("prev").and_then(Value::as_str).unwrap_or("missing")
-                )));
-            }
-            prev_hash = sha_hex(&buf);
-            expect_seq += 1;
         }
-        Ok(Verified {
-            records: expect_seq - 1,
-            problem: None,
-        })
+        self.check_end(&mut found, opts, exists, line_no);
+        Ok(found)
+    }
+
+    /// The log's end against the store's head, after a clean chain of `found.records` records.
+    fn check_end(&self, found: &mut Verified, opts: &VerifyOptions, exists: bool, lines: usize) {
+        let n = found.records;
+        let log = if !exists {
+            format!("the audit log `{}` is missing", self.path.display())
+        } else if n == 0 {
+            format!("the audit log `{}` is empty", self.path.display())
+        } else {
+            format!("the audit log ends at record {n}")
+        };
+        let problem = |message: String| Problem {
+            line: lines + 1,
+            seq: n + 1,
+            message,
+        };
+        match &opts.anchor {
+            Anchor::None => {}
+            Anchor::NoStore => found
+                .notes
+                .push("there is no store, so the log's end was not compared with a kept head".into()),
+            Anchor::Unreadable(e) => found.notes.push(format!(
+                "the store could not be read ({e}), so the log's end was not compared with its head"
+            )),
+            Anchor::Store {
+                head: Some(h), ..
+            } if h.seq > n => {
+                let missing = if h.seq == n + 1 {
+                    format!("record {} is missing", h.seq)
+                } else {
+                    format!("records {} to {} are missing", n + 1, h.seq)
+                };
+                found.problem = Some(problem(format!(
+                    "{log}, but the store's head is record {} (hash {}, written {}): {missing}; the log was cut, emptied or replaced",
+                    h.seq, h.hash, h.ts
+                )));
+            }
+            Anchor::Store {
+                head: Some(h), ..
+            } => {
+                if h.seq < n {
+                    found.notes.push(format!(
+                        "records {} to {n} were written after the head the store kept (record {}): a process stopped before keeping its head, or the store is older than the log",
+                        h.seq + 1,
+                        h.seq
+                    ));
+                }
+            }
+            Anchor::Store { head: None, runs } if *runs > 0 && n == 0 => {
+                found.problem = Some(problem(format!(
+                    "{log}, but the store lists {runs} runs, and every run writes audit records: the log was emptied or deleted"
+                )));
+            }
+            Anchor::Store { head: None, .. } => found.notes.push(
+                "the store keeps no head yet (it does from the next record on), so the log's end was not compared".into(),
+            ),
+        }
+    }
+}
+
+/// One line of the log against the chain so far: its head, or why it is bad.
+fn check_line(
+    buf: &[u8],
+    terminated: bool,
+    expect_seq: u64,
+    prev_hash: &str,
+) -> Result<Head, String> {
+    let Ok(v) = serde_json::from_slice::<Value>(buf) else {
+        let what = if terminated {
+            "is not valid JSON"
+        } else {
+            "is torn (cut off, no newline): the process likely died while writing it"
+        };
+        return Err(format!("record {expect_seq} {what}"));
+    };
+    if !terminated {
+        return Err(format!("record {expect_seq} is torn (no newline after it)"));
+    }
+    if !sealed(buf) {
+        return Err(format!(
+            "record {expect_seq} was changed after it was written (its `hash` does not match its content)"
+        ));
+    }
+    if v.get("seq").and_then(Value::as_u64) != Some(expect_seq) {
+        return Err(format!(
+            "record {expect_seq} has seq {}",
+            v.get("seq").unwrap_or(&Value::Null)
+        ));
+    }
+    if v.get("prev").and_then(Value::as_str) != Some(prev_hash) {
+        return Err(format!(
+            "record {expect_seq} does not chain to the record before it (prev {} ≠ {prev_hash}): a record was changed, removed or inserted",
+            v.get("prev").and_then(Value::as_str).unwrap_or("missing")
+        ));
+    }
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(Head {
+        seq: expect_seq,
+        hash: text("hash"),
+        ts: text("ts"),
+    })
+}
+
+/// Whether a good record contradicts the head the store kept (same `seq`, another hash).
+fn against_anchor(head: &Head, anchor: &Anchor) -> Option<String> {
+    match anchor {
+        Anchor::Store { head: Some(h), .. } if h.seq == head.seq && h.hash != head.hash => {
+            Some(format!(
+                "record {} is not the one the store kept as the head (hash {} ≠ {}, written {}): the log was rewritten",
+                h.seq, head.hash, h.hash, h.ts
+            ))
+        }
+        _ => None,
     }
 }
 
 /// The result of [`Audit::verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verified {
     /// Good records before the first problem (all of them when there is none).
     pub records: u64,
     pub problem: Option<Problem>,
+    /// The last good record.
+    pub last: Option<Head>,
+    /// What could not be checked, or looks odd without being wrong.
+    pub notes: Vec<String>,
+}
+
+impl Verified {
+    /// The report as JSON (`problem` and `last` are `null` when there is none).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "intact": self.problem.is_none(),
+            "records": self.records,
+            "problem": self.problem.as_ref().map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message})),
+            "last": self.last.as_ref().map(Head::to_json),
+            "notes": self.notes,
+        })
+    }
 }
 
 /// The first bad record.
@@ -307,13 +491,9 @@ mod tests {
                 i + 1
             );
         }
-        assert_eq!(
-            a.verify().expect("verify"),
-            Verified {
-                records: 5,
-                problem: None
-            }
-        );
+        let v = a.verify().expect("verify");
+        assert_eq!((v.records, v.problem), (5, None));
+        assert_eq!(v.last.map(|h| h.seq), Some(5));
         let tail = a.tail(2).expect("tail");
         assert_eq!(tail.len(), 2);
         assert_eq!(tail[1]["seq"], 5);
@@ -398,13 +578,8 @@ mod tests {
                 });
             }
         });
-        assert_eq!(
-            Audit::new(&path).verify().expect("verify"),
-            Verified {
-                records: 100,
-                problem: None
-            }
-        );
+        let v = Audit::new(&path).verify().expect("verify");
+        assert_eq!((v.records, v.problem), (100, None));
     }
 
     #[test]
@@ -417,6 +592,151 @@ mod tests {
             Audit::new(&path)
                 .append(&json!({"kind": "call"}), true)
                 .is_err()
+        );
+    }
+
+    /// A log that keeps its head in a real store in the same directory, as the engine's does.
+    fn kept(dir: &Path) -> (Audit, Arc<crate::store::LazyStore>) {
+        let store = Arc::new(crate::store::LazyStore::new(dir.join("store.sqlite3")));
+        let audit = Audit::new(dir.join("audit.jsonl")).with_keeper(store.clone());
+        (audit, store)
+    }
+
+    fn verify_kept(audit: &Audit, store: &crate::store::LazyStore) -> Verified {
+        let s = store.get().expect("store");
+        let anchor = Anchor::Store {
+            head: s.audit_head().expect("head"),
+            runs: s.runs_count().expect("runs"),
+        };
+        audit
+            .verify_with(&VerifyOptions { anchor })
+            .expect("verify")
+    }
+
+    #[test]
+    fn a_tail_cut_at_a_record_boundary_is_reported_with_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..5 {
+            a.append(&json!({"kind": "call", "i": i}), i == 0)
+                .expect("append");
+        }
+        let v = verify_kept(&a, &store);
+        assert_eq!((v.records, v.problem, v.notes.len()), (5, None, 0));
+        let text = std::fs::read_to_string(a.path()).expect("read");
+        let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        std::fs::write(a.path(), kept).expect("cut");
+        // the chain alone cannot tell
+        assert_eq!(a.verify().expect("verify").problem, None);
+        let v = verify_kept(&a, &store);
+        let p = v.problem.expect("a cut tail");
+        assert_eq!((p.line, p.seq, v.records), (4, 4, 3), "{}", p.message);
+        assert!(p.message.contains("ends at record 3"), "{}", p.message);
+        assert!(
+            p.message.contains("records 4 to 5 are missing"),
+            "{}",
+            p.message
+        );
+        // one record cut
+        let text: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(a.path(), text).expect("cut");
+        let p = verify_kept(&a, &store).problem.expect("a cut tail");
+        assert!(p.message.contains("record 5 is missing"), "{}", p.message);
+    }
+
+    #[test]
+    fn an_emptied_or_deleted_log_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for _ in 0..3 {
+            a.append(&json!({"kind": "call"}), false).expect("append");
+        }
+        std::fs::write(a.path(), "").expect("empty");
+        let p = verify_kept(&a, &store).problem.expect("emptied");
+        assert!(p.message.contains("is empty"), "{}", p.message);
+        assert!(
+            p.message.contains("records 1 to 3 are missing"),
+            "{}",
+            p.message
+        );
+        std::fs::remove_file(a.path()).expect("delete");
+        let p = verify_kept(&a, &store).problem.expect("deleted");
+        assert!(p.message.contains("is missing"), "{}", p.message);
+        // a new record in a new log does not move the head back
+        a.append(&json!({"kind": "call"}), false).expect("append");
+        let p = verify_kept(&a, &store).problem.expect("started again");
+        assert!(
+            p.message.contains("records 2 to 3 are missing"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn a_deleted_log_is_reported_when_the_store_lists_runs_but_kept_no_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::store::LazyStore::new(dir.path().join("store.sqlite3"));
+        let a = Audit::new(dir.path().join("audit.jsonl"));
+        let v = verify_kept(&a, &store);
+        assert_eq!(v.problem, None, "no runs, no records: nothing is missing");
+        store
+            .get()
+            .expect("store")
+            .run_started("r1", "call", dir.path(), "2026-01-01T00:00:00Z")
+            .expect("run");
+        let p = verify_kept(&a, &store).problem.expect("deleted");
+        assert!(p.message.contains("is missing"), "{}", p.message);
+        assert!(p.message.contains("lists 1 runs"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_log_rewritten_to_the_same_length_is_reported_at_the_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..3 {
+            a.append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+                .expect("append");
+        }
+        // a whole new chain of three records, written without the store
+        std::fs::remove_file(a.path()).expect("delete");
+        let forger = Audit::new(a.path());
+        for _ in 0..3 {
+            forger
+                .append(&json!({"kind": "call", "tool": "innocent"}), false)
+                .expect("append");
+        }
+        assert_eq!(forger.verify().expect("verify").problem, None);
+        let p = verify_kept(&a, &store).problem.expect("rewritten");
+        assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+        assert!(p.message.contains("rewritten"), "{}", p.message);
+    }
+
+    #[test]
+    fn two_writers_with_their_own_stores_keep_one_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                // each as its own process would: its own log handle and store connection
+                let (a, _store) = kept(dir.path());
+                s.spawn(move || {
+                    for i in 0..25 {
+                        a.append(&json!({"kind": "call", "t": t, "i": i}), i % 5 == 0)
+                            .expect("append");
+                    }
+                });
+            }
+        });
+        let (a, store) = kept(dir.path());
+        let v = verify_kept(&a, &store);
+        assert_eq!(
+            (v.records, v.problem, v.notes.len()),
+            (100, None, 0),
+            "{:?}",
+            v.notes
+        );
+        assert_eq!(
+            store.get().expect("store").audit_head().expect("head"),
+            v.last
         );
     }
 }
