@@ -150,7 +150,7 @@ fn store(e: &engine::run::Engine) -> Check {
 }
 
 fn audit(e: &engine::run::Engine) -> Check {
-    match e.verify_audit() {
+    match e.verify_audit(None) {
         Ok(v) => match v.problem {
             None => Check::pass("audit log", format!("{} records, chain intact", v.records)),
             Some(p) => Check::fail(

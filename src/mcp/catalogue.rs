@@ -247,9 +247,9 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     out.push(meta_tool(
         "audit",
         "Audit log",
-        "The hash-chained record of every call: `tail` (limit), `verify`.",
-        &["tail", "verify"],
-        json!({"limit": {"type": "integer", "minimum": 1}}),
+        "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
+        &["tail", "verify", "checkpoint"],
+        json!({"limit": {"type": "integer", "minimum": 1}, "against": {"type": "string"}}),
         true,
     ));
     out.push(meta_tool(
@@ -1253,17 +1253,38 @@ fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply
             Ok(v) => ok_reply(format!("{} records", v.len()), json!({"records": v})),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },
-        "verify" => match engine.verify_audit() {
-            Ok(v) => ok_reply(
-                match &v.problem {
-                    None => format!("{} records, chain intact", v.records),
-                    Some(p) => format!("the log is broken at record {}", p.seq),
-                },
-                v.to_json(),
+        "checkpoint" => match engine.audit_checkpoint() {
+            Ok(head) => ok_reply(
+                format!("record {}: {}", head.seq, head.checkpoint()),
+                head.to_json(),
             ),
-            Err(e) => Reply::error("failed", e.to_string(), None, None),
+            Err(e) => Reply::error("failed", e, None, None),
         },
+        "verify" => {
+            let against = args.get("against").and_then(Value::as_str);
+            let checkpoint = match against.map(engine::record::audit::Head::parse_checkpoint) {
+                None => None,
+                Some(Ok(h)) => Some(h),
+                Some(Err(e)) => {
+                    return Reply::error("invalid_args", e, None, Some("/against".into()));
+                }
+            };
+            audit_verify(engine, checkpoint)
+        }
         other => unknown_action("audit", other),
+    }
+}
+
+fn audit_verify(engine: &Engine, checkpoint: Option<engine::record::audit::Head>) -> Reply {
+    match engine.verify_audit(checkpoint) {
+        Ok(v) => ok_reply(
+            match &v.problem {
+                None => format!("{} records, chain intact", v.records),
+                Some(p) => format!("the log is broken at record {}", p.seq),
+            },
+            v.to_json(),
+        ),
+        Err(e) => Reply::error("failed", e.to_string(), None, None),
     }
 }
 

@@ -221,6 +221,80 @@ fn verify_reports_a_log_cut_emptied_or_deleted() {
 }
 
 #[test]
+fn a_checkpoint_kept_elsewhere_finds_a_rewritten_history() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let kept = tempfile::tempdir().expect("elsewhere");
+    let infra = || crate::infra_in(profiles.path(), profiles.path());
+    let hello = || {
+        infra()
+            .args(["run", "hello.world", "--input", "message=hi"])
+            .assert()
+            .code(0);
+    };
+    let out = infra()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert_eq!(out.status.code(), Some(1), "an empty log has no head");
+    hello();
+    let out = infra()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert_eq!(out.status.code(), Some(0));
+    let word = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (seq, hash) = word.split_once(':').expect("<seq>:<hash>");
+    assert_eq!(hash.len(), 64, "{word}");
+    let json = stdout_json(
+        &infra()
+            .args(["audit", "checkpoint", "--json"])
+            .output()
+            .expect("json"),
+    );
+    assert_eq!(json["checkpoint"], word.as_str());
+    assert_eq!(json["seq"].to_string(), seq);
+    let file = kept.path().join("checkpoint.json");
+    std::fs::write(&file, json.to_string()).expect("keep");
+    hello();
+    let verify = |against: &str| {
+        infra()
+            .args(["audit", "verify", "--against", against])
+            .output()
+            .expect("verify")
+    };
+    for against in [word.as_str(), file.to_str().expect("utf-8")] {
+        let out = verify(against);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // a new history in place of the old one, store included: the store's head cannot tell
+    std::fs::remove_file(profiles.path().join("audit.jsonl")).expect("log");
+    for f in ["store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm"] {
+        let _ = std::fs::remove_file(profiles.path().join(f));
+    }
+    for _ in 0..3 {
+        hello();
+    }
+    infra().args(["audit", "verify"]).assert().code(0);
+    for against in [word.as_str(), file.to_str().expect("utf-8")] {
+        let out = verify(against);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("record {seq} is not the checkpoint's")),
+            "{text}"
+        );
+    }
+    let out = verify("not-a-checkpoint");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint found"));
+}
+
+#[test]
 fn artifact_reads_refuse_paths_outside_the_runs() {
     let profiles = tempfile::tempdir().expect("profiles");
     std::fs::create_dir_all(profiles.path().join("runs")).expect("runs");

@@ -179,6 +179,24 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     }
     let v = call(&s, "audit", json!({"action": "verify"})).await;
     assert_eq!(body(&v)["result"]["intact"], true);
+    let cp = call(&s, "audit", json!({"action": "checkpoint"})).await;
+    let word = body(&cp)["result"]["checkpoint"]
+        .as_str()
+        .expect("a checkpoint")
+        .to_owned();
+    let v = call(&s, "audit", json!({"action": "verify", "against": word})).await;
+    assert_eq!(body(&v)["result"]["intact"], true, "{:?}", body(&v));
+    let (seq, _) = word.split_once(':').expect("<seq>:<hash>");
+    let forged = format!("{seq}:{}", "0".repeat(64));
+    let v = call(&s, "audit", json!({"action": "verify", "against": forged})).await;
+    assert_eq!(body(&v)["result"]["intact"], false);
+    let v = call(
+        &s,
+        "audit",
+        json!({"action": "verify", "against": "nothing"}),
+    )
+    .await;
+    assert_eq!(body(&v)["error"]["path"], "/against");
     // the same check as `infra audit verify`: a log cut at a record boundary is found
     let log = dir.path().join("audit.jsonl");
     let whole = std::fs::read_to_string(&log).expect("audit");

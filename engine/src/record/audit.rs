@@ -40,7 +40,52 @@ pub struct Head {
 
 impl Head {
     pub fn to_json(&self) -> Value {
-        json!({"seq": self.seq, "hash": self.hash, "ts": self.ts})
+        json!({"seq": self.seq, "hash": self.hash, "ts": self.ts, "checkpoint": self.checkpoint()})
+    }
+
+    /// The head as one word, `<seq>:<hash>`, to keep somewhere infra cannot write and give back to
+    /// `verify` later.
+    pub fn checkpoint(&self) -> String {
+        format!("{}:{}", self.seq, self.hash)
+    }
+
+    /// A checkpoint from text: the JSON `audit checkpoint --json` prints (`seq` and `hash`), or any
+    /// text holding a `<seq>:<hash>` word (what `audit checkpoint` prints, alone or among other words).
+    pub fn parse_checkpoint(text: &str) -> Result<Head, String> {
+        let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        let t = text.trim();
+        if t.starts_with('{') {
+            let v: Value = serde_json::from_str(t).map_err(|e| format!("not a checkpoint: {e}"))?;
+            let seq = v.get("seq").and_then(Value::as_u64);
+            let hash = v.get("hash").and_then(Value::as_str).filter(|h| is_hash(h));
+            return match (seq, hash) {
+                (Some(seq), Some(hash)) if seq > 0 => Ok(Head {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                    ts: v
+                        .get("ts")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                }),
+                _ => {
+                    Err("a JSON checkpoint needs `seq` (from 1) and `hash` (64 hex digits)".into())
+                }
+            };
+        }
+        t.split_whitespace()
+            .find_map(|w| {
+                let (seq, hash) = w.split_once(':')?;
+                let seq = seq.parse::<u64>().ok().filter(|s| *s > 0)?;
+                is_hash(hash).then(|| Head {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                    ts: String::new(),
+                })
+            })
+            .ok_or_else(|| {
+                "no checkpoint found: give `<seq>:<hash>` as `infra audit checkpoint` printed it, or a file holding it".into()
+            })
     }
 }
 
@@ -77,6 +122,9 @@ pub enum Anchor {
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     pub anchor: Anchor,
+    /// A head kept elsewhere (`infra audit checkpoint`): the log must still hold that record, with
+    /// that hash.
+    pub checkpoint: Option<Head>,
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
@@ -299,7 +347,9 @@ impl Audit {
                     buf.pop();
                 }
                 let message = match check_line(&buf, terminated, expect_seq, &prev_hash) {
-                    Ok(head) => match against_anchor(&head, &opts.anchor) {
+                    Ok(head) => match against_anchor(&head, &opts.anchor)
+                        .or_else(|| against_checkpoint(&head, opts.checkpoint.as_ref()))
+                    {
                         None => {
                             prev_hash = sha_hex(&buf);
                             found.records = expect_seq;
@@ -337,6 +387,24 @@ impl Audit {
             seq: n + 1,
             message,
         };
+        if let Some(cp) = &opts.checkpoint {
+            if cp.seq > n {
+                let missing = if cp.seq == n + 1 {
+                    format!("record {} is missing", cp.seq)
+                } else {
+                    format!("records {} to {} are missing", n + 1, cp.seq)
+                };
+                found.problem = Some(problem(format!(
+                    "{log}, before the checkpoint's record {} (hash {}): {missing}; the log was cut, emptied or replaced since the checkpoint",
+                    cp.seq, cp.hash
+                )));
+                return;
+            }
+            found.notes.push(format!(
+                "the checkpoint's record {} is in the log with its hash",
+                cp.seq
+            ));
+        }
         match &opts.anchor {
             Anchor::None => {}
             Anchor::NoStore => found
@@ -427,6 +495,19 @@ fn check_line(
         hash: text("hash"),
         ts: text("ts"),
     })
+}
+
+/// Whether a good record contradicts a checkpoint (same `seq`, another hash).
+fn against_checkpoint(head: &Head, checkpoint: Option<&Head>) -> Option<String> {
+    match checkpoint {
+        Some(cp) if cp.seq == head.seq && !cp.hash.eq_ignore_ascii_case(&head.hash) => {
+            Some(format!(
+                "record {} is not the checkpoint's (hash {} ≠ {}): the log was rewritten since the checkpoint",
+                cp.seq, head.hash, cp.hash
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Whether a good record contradicts the head the store kept (same `seq`, another hash).
@@ -609,7 +690,10 @@ mod tests {
             runs: s.runs_count().expect("runs"),
         };
         audit
-            .verify_with(&VerifyOptions { anchor })
+            .verify_with(&VerifyOptions {
+                anchor,
+                checkpoint: None,
+            })
             .expect("verify")
     }
 
@@ -737,6 +821,98 @@ mod tests {
         assert_eq!(
             store.get().expect("store").audit_head().expect("head"),
             v.last
+        );
+    }
+
+    #[test]
+    fn checkpoints_read_as_a_word_a_line_or_json() {
+        let hash = "ab".repeat(32);
+        let want = Head {
+            seq: 12,
+            hash: hash.clone(),
+            ts: String::new(),
+        };
+        assert_eq!(
+            Head::parse_checkpoint(&format!("12:{hash}\n")),
+            Ok(want.clone())
+        );
+        assert_eq!(
+            Head::parse_checkpoint(&format!(
+                "kept on paper: 12:{} (monday)",
+                hash.to_uppercase()
+            )),
+            Ok(want.clone())
+        );
+        let json = json!({"seq": 12, "hash": hash, "ts": "2026-01-01T00:00:00.000Z"}).to_string();
+        let parsed = Head::parse_checkpoint(&json).expect("json");
+        assert_eq!((parsed.seq, parsed.hash), (12, want.hash.clone()));
+        assert_eq!(
+            Head::parse_checkpoint(&want.checkpoint()).map(|h| h.seq),
+            Ok(12)
+        );
+        for bad in [
+            "",
+            "12",
+            "0:ab",
+            &format!("0:{hash}"),
+            &format!("x:{hash}"),
+            "{\"seq\": 3}",
+        ] {
+            assert!(Head::parse_checkpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_finds_a_history_rewritten_with_its_store() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..3 {
+            a.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append");
+        }
+        let checkpoint = verify_kept(&a, &store).last.expect("a head");
+        assert_eq!(checkpoint.seq, 3);
+        for i in 3..5 {
+            a.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append");
+        }
+        let with = |a: &Audit, cp: &Head| {
+            a.verify_with(&VerifyOptions {
+                anchor: Anchor::None,
+                checkpoint: Some(cp.clone()),
+            })
+            .expect("verify")
+        };
+        let v = with(&a, &checkpoint);
+        assert_eq!(v.problem, None);
+        assert!(
+            v.notes.iter().any(|n| n.contains("record 3 is in the log")),
+            "{:?}",
+            v.notes
+        );
+        // someone who can write both replaces the log and the store with a new, longer history
+        let other = tempfile::tempdir().expect("tmp");
+        let (forged, forged_store) = kept(other.path());
+        for i in 0..6 {
+            forged
+                .append(&json!({"kind": "call", "i": i, "tool": "innocent"}), false)
+                .expect("append");
+        }
+        assert_eq!(verify_kept(&forged, &forged_store).problem, None);
+        let p = with(&forged, &checkpoint).problem.expect("rewritten");
+        assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+        assert!(
+            p.message.contains("rewritten since the checkpoint"),
+            "{}",
+            p.message
+        );
+        // or with a shorter one
+        std::fs::write(forged.path(), "").expect("empty");
+        let p = with(&forged, &checkpoint).problem.expect("cut");
+        assert!(
+            p.message.contains("records 1 to 3 are missing"),
+            "{}",
+            p.message
         );
     }
 }

@@ -277,7 +277,12 @@ impl Engine {
 
     /// Checks the audit log: its chain, and its end against the head the store kept (a log cut back,
     /// emptied or deleted is reported). The store is not created when there is none.
-    pub fn verify_audit(&self) -> std::io::Result<crate::record::audit::Verified> {
+    /// With a `checkpoint` (`infra audit checkpoint`), the log must also still hold that record with
+    /// that hash.
+    pub fn verify_audit(
+        &self,
+        checkpoint: Option<crate::record::audit::Head>,
+    ) -> std::io::Result<crate::record::audit::Verified> {
         use crate::record::audit::{Anchor, VerifyOptions};
         let anchor = if !self.store.path().exists() {
             Anchor::NoStore
@@ -290,7 +295,26 @@ impl Engine {
                 Err(e) => Anchor::Unreadable(e.to_string()),
             }
         };
-        self.audit.verify_with(&VerifyOptions { anchor })
+        self.audit
+            .verify_with(&VerifyOptions { anchor, checkpoint })
+    }
+
+    /// The audit log's head, to keep elsewhere: its last record, once the whole log verifies.
+    pub fn audit_checkpoint(&self) -> Result<crate::record::audit::Head, String> {
+        let v = self.verify_audit(None).map_err(|e| {
+            format!(
+                "cannot read the audit log `{}`: {e}",
+                self.audit.path().display()
+            )
+        })?;
+        if let Some(p) = v.problem {
+            return Err(format!(
+                "the audit log does not verify, so it has no head to keep: record {} (line {}): {}",
+                p.seq, p.line, p.message
+            ));
+        }
+        v.last
+            .ok_or_else(|| "the audit log has no records yet: there is no head to keep".into())
     }
 
     /// Compiles a runbook, checks its inputs and runs it. `Err` carries the diagnostics as text.
