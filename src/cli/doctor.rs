@@ -168,10 +168,15 @@ fn switches(config: &engine::ctx::Config) -> Check {
     Check::pass(
         "switches",
         format!(
-            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}",
+            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_AUDIT_KEY {}",
             on(config.unsafe_local),
             on(config.allow_secret_export),
-            on(config.http_deny_private)
+            on(config.http_deny_private),
+            if config.audit_key.is_some() {
+                "set"
+            } else {
+                "not set"
+            }
         ),
     )
 }

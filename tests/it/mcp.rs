@@ -218,6 +218,49 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_an_audit_key_records_are_sealed_and_the_key_never_shows() {
+    const KEY: &str = "mcp-side-audit-key-9f8e7d6c5b4a";
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start_with(dir.path(), true, &[("INFRA_AUDIT_KEY", KEY)]).await;
+    let mut seen = Vec::new();
+    let r = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": "echo \"key=$INFRA_AUDIT_KEY\"; env"}),
+    )
+    .await;
+    assert_eq!(
+        body(&r)["result"]["stdout"]
+            .as_str()
+            .map(|o| o.starts_with("key=\n")),
+        Some(true)
+    );
+    seen.push(body(&r));
+    let tail = call(&s, "audit", json!({"action": "tail", "limit": 50})).await;
+    let records = body(&tail)["result"]["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !records.is_empty() && records.iter().all(|r| r["mac"].is_string()),
+        "{records:?}"
+    );
+    seen.push(body(&tail));
+    let v = call(&s, "audit", json!({"action": "verify"})).await;
+    assert_eq!(body(&v)["result"]["intact"], true);
+    assert_eq!(body(&v)["result"]["macs"]["checked"], true);
+    seen.push(body(&v));
+    for b in seen {
+        assert!(!b.to_string().contains(KEY), "the key was shown: {b}");
+    }
+    stop(s).await;
+    assert_eq!(
+        crate::files_containing(dir.path(), &[KEY]),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn runbooks_help_and_artifacts_as_resources() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::create_dir(dir.path().join("runbooks")).expect("dir");

@@ -7,6 +7,10 @@
 //! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one. So
 //! each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a [`HeadKeeper`]
 //! (the store), and [`Audit::verify_with`] compares the log's end with the head kept there.
+//!
+//! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
+//! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it, which
+//! cannot be recomputed without the key; `verify` with the key checks every one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -28,6 +32,55 @@ pub struct AuditError {
     pub path: String,
     #[source]
     pub source: io::Error,
+}
+
+/// The key records are sealed with (`INFRA_AUDIT_KEY`). It is never shown: `Debug` prints no byte of it.
+#[derive(Clone)]
+pub struct AuditKey(Arc<[u8]>);
+
+impl AuditKey {
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        AuditKey(Arc::from(secret.as_ref()))
+    }
+
+    /// The key as text, to register with the redactor (it is read from an environment variable).
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    /// The seal of `bytes`, as 64 hex digits.
+    fn seal(&self, bytes: &[u8]) -> String {
+        dsl::analyze::hex(&hmac_sha256(&self.0, bytes))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104): `H((K ^ opad) || H((K ^ ipad) || message))`, with a key longer than the
+/// 64-byte block hashed first.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Compares two seals in time that does not depend on where they first differ.
+fn same_seal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The last record of the log: its `seq`, its `hash` and when it was written.
@@ -101,6 +154,7 @@ pub trait HeadKeeper: Send + Sync + std::fmt::Debug {
 pub struct Audit {
     path: PathBuf,
     keeper: Option<Arc<dyn HeadKeeper>>,
+    key: Option<AuditKey>,
 }
 
 /// What the log's end is compared with.
@@ -146,16 +200,23 @@ fn bound(v: &Value) -> Value {
     }
 }
 
-/// Whether a record's `hash` (its last field) is the SHA-256 of the bytes before it.
-fn sealed(line: &[u8]) -> bool {
-    const KEY: &[u8] = b",\"hash\":\"";
-    let Some(at) = line.windows(KEY.len()).rposition(|w| w == KEY) else {
-        return false;
-    };
+/// A record without its last field when that is `"<name>":"<64 hex digits>"`: the bytes before the
+/// field (with the closing brace), and the field's value.
+fn split_last<'a>(line: &'a [u8], name: &str) -> Option<(Vec<u8>, &'a [u8])> {
+    let key = format!(",\"{name}\":\"");
+    let at = line.windows(key.len()).rposition(|w| w == key.as_bytes())?;
+    let rest = &line[at + key.len()..];
+    if rest.len() != 66 || !rest.ends_with(b"\"}") {
+        return None;
+    }
     let mut head = line[..at].to_vec();
     head.push(b'}');
-    let rest = &line[at + KEY.len()..];
-    rest.len() == 66 && rest.ends_with(b"\"}") && rest[..64] == *sha_hex(&head).as_bytes()
+    Some((head, &rest[..64]))
+}
+
+/// Whether a record's `hash` (its last field) is the SHA-256 of the bytes before it.
+fn sealed(line: &[u8]) -> bool {
+    split_last(line, "hash").is_some_and(|(head, hash)| hash == sha_hex(&head).as_bytes())
 }
 
 /// The last line of a file (without its newline) and whether the file ends with a newline.
@@ -197,7 +258,14 @@ impl Audit {
         Audit {
             path: path.into(),
             keeper: None,
+            key: None,
         }
+    }
+
+    /// The same log, sealing each new record with `key` and checking seals with it.
+    pub fn with_key(mut self, key: Option<AuditKey>) -> Self {
+        self.key = key;
+        self
     }
 
     /// The same log, handing each new head to `keeper`.
@@ -259,13 +327,19 @@ impl Audit {
         rec.insert("prev".into(), prev.into());
         if let Value::Object(o) = bound(fields) {
             for (k, v) in o {
-                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "hash") {
+                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
                     rec.insert(k, v);
                 }
             }
         }
         let mut line =
             serde_json::to_vec(&Value::Object(rec)).map_err(|e| self.err(io::Error::other(e)))?;
+        if let Some(key) = &self.key {
+            // `mac` seals the record's bytes before it (with the closing brace), under the key
+            let mac = key.seal(&line);
+            line.pop();
+            line.extend_from_slice(format!(",\"mac\":\"{mac}\"}}").as_bytes());
+        }
         // seal the record: `hash` is the SHA-256 of the line's bytes before it (with the closing brace)
         let seal = sha_hex(&line);
         line.pop();
@@ -347,7 +421,9 @@ impl Audit {
                     buf.pop();
                 }
                 let message = match check_line(&buf, terminated, expect_seq, &prev_hash) {
-                    Ok(head) => match against_anchor(&head, &opts.anchor)
+                    Ok((head, has_mac)) => match self
+                        .check_mac(&buf, has_mac, expect_seq, &mut found.macs)
+                        .or_else(|| against_anchor(&head, &opts.anchor))
                         .or_else(|| against_checkpoint(&head, opts.checkpoint.as_ref()))
                     {
                         None => {
@@ -372,6 +448,44 @@ impl Audit {
         Ok(found)
     }
 
+    /// A record's `mac`, counted; with the key, checked. Once one record has a `mac`, every later one
+    /// must have one too (a record without it was written without the key, or forged).
+    fn check_mac(&self, line: &[u8], has_mac: bool, seq: u64, macs: &mut Macs) -> Option<String> {
+        let Some(key) = &self.key else {
+            if has_mac {
+                macs.sealed += 1;
+            }
+            return None;
+        };
+        macs.checked = true;
+        if !has_mac {
+            if macs.sealed > 0 {
+                return Some(format!(
+                    "record {seq} has no `mac` although records before it do: it was written without INFRA_AUDIT_KEY, or forged"
+                ));
+            }
+            macs.unsealed += 1;
+            return None;
+        }
+        // the `mac` must be the field just before `hash`, sealing every byte before it
+        let carried = split_last(line, "hash").and_then(|(head, _)| {
+            let (body, mac) = split_last(&head, "mac")?;
+            Some((body, mac.to_vec()))
+        });
+        match carried {
+            Some((body, mac)) if same_seal(key.seal(&body).as_bytes(), &mac) => {
+                macs.sealed += 1;
+                None
+            }
+            Some(_) => Some(format!(
+                "record {seq}'s `mac` does not match its content: it was forged or rewritten (or sealed with another key)"
+            )),
+            None => Some(format!(
+                "record {seq}'s `mac` is not where it is written (just before `hash`): the record was forged"
+            )),
+        }
+    }
+
     /// The log's end against the store's head, after a clean chain of `found.records` records.
     fn check_end(&self, found: &mut Verified, opts: &VerifyOptions, exists: bool, lines: usize) {
         let n = found.records;
@@ -387,6 +501,18 @@ impl Audit {
             seq: n + 1,
             message,
         };
+        let macs = found.macs;
+        if !macs.checked && macs.sealed > 0 {
+            found.notes.push(format!(
+                "{} records carry a `mac`; they were not checked (INFRA_AUDIT_KEY is not set here), so a record forged with a recomputed chain would pass",
+                macs.sealed
+            ));
+        } else if macs.checked && macs.unsealed > 0 {
+            found.notes.push(format!(
+                "records 1 to {} carry no `mac` (written before INFRA_AUDIT_KEY was set); the {} after them are sealed and check",
+                macs.unsealed, macs.sealed
+            ));
+        }
         if let Some(cp) = &opts.checkpoint {
             if cp.seq > n {
                 let missing = if cp.seq == n + 1 {
@@ -449,13 +575,14 @@ impl Audit {
     }
 }
 
-/// One line of the log against the chain so far: its head, or why it is bad.
+/// One line of the log against the chain so far: its head and whether it carries a `mac`, or why it
+/// is bad.
 fn check_line(
     buf: &[u8],
     terminated: bool,
     expect_seq: u64,
     prev_hash: &str,
-) -> Result<Head, String> {
+) -> Result<(Head, bool), String> {
     let Ok(v) = serde_json::from_slice::<Value>(buf) else {
         let what = if terminated {
             "is not valid JSON"
@@ -490,11 +617,12 @@ fn check_line(
             .unwrap_or_default()
             .to_owned()
     };
-    Ok(Head {
+    let head = Head {
         seq: expect_seq,
         hash: text("hash"),
         ts: text("ts"),
-    })
+    };
+    Ok((head, v.get("mac").is_some()))
 }
 
 /// Whether a good record contradicts a checkpoint (same `seq`, another hash).
@@ -531,8 +659,21 @@ pub struct Verified {
     pub problem: Option<Problem>,
     /// The last good record.
     pub last: Option<Head>,
+    /// The records' seals.
+    pub macs: Macs,
     /// What could not be checked, or looks odd without being wrong.
     pub notes: Vec<String>,
+}
+
+/// The seals (`mac`) seen by [`Audit::verify`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Macs {
+    /// Records that carry a `mac` (with the key: that checked).
+    pub sealed: u64,
+    /// Records at the start of the log that carry none (checked with the key only).
+    pub unsealed: u64,
+    /// Whether the key was there to check them.
+    pub checked: bool,
 }
 
 impl Verified {
@@ -543,6 +684,7 @@ impl Verified {
             "records": self.records,
             "problem": self.problem.as_ref().map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message})),
             "last": self.last.as_ref().map(Head::to_json),
+            "macs": {"sealed": self.macs.sealed, "checked": self.macs.checked},
             "notes": self.notes,
         })
     }
@@ -914,5 +1056,139 @@ mod tests {
             "{}",
             p.message
         );
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // test cases 1, 2, 6 (a key longer than the block) and 7
+        let long_key = [0xaau8; 131];
+        let cases: [(&[u8], &[u8], &str); 4] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                &long_key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+            (
+                &long_key,
+                b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+            ),
+        ];
+        for (key, data, want) in cases {
+            assert_eq!(hmac_sha256(key, data).to_vec(), unhex(want));
+        }
+    }
+
+    /// Rewrites record `at` (1-based) with `edit` and recomputes the plain chain from there on (`prev`
+    /// and `hash`), as someone without the key can; each `mac` stays as it was.
+    fn forge(path: &Path, at: usize, edit: impl Fn(&str) -> String) {
+        let text = std::fs::read_to_string(path).expect("read");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[at - 1] = edit(&lines[at - 1]);
+        for i in at - 1..lines.len() {
+            let mut v: Map<String, Value> = serde_json::from_str(&lines[i]).expect("record");
+            if i > 0 {
+                v.insert("prev".into(), sha_hex(lines[i - 1].as_bytes()).into());
+            }
+            v.shift_remove("hash");
+            let mut line = serde_json::to_vec(&Value::Object(v)).expect("json");
+            let seal = sha_hex(&line);
+            line.pop();
+            line.extend_from_slice(format!(",\"hash\":\"{seal}\"}}").as_bytes());
+            lines[i] = String::from_utf8(line).expect("utf-8");
+        }
+        std::fs::write(path, lines.join("\n") + "\n").expect("write");
+    }
+
+    #[test]
+    fn a_forged_record_with_a_recomputed_chain_is_found_with_the_key_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = AuditKey::new("a key kept from the agent, 32 bytes+");
+        let sealed = Audit::new(dir.path().join("audit.jsonl")).with_key(Some(key.clone()));
+        for i in 0..4 {
+            sealed
+                .append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+                .expect("append");
+        }
+        let v = sealed.verify().expect("verify");
+        assert_eq!((v.records, v.problem), (4, None));
+        assert_eq!(
+            v.macs,
+            Macs {
+                sealed: 4,
+                unsealed: 0,
+                checked: true
+            }
+        );
+        let plain = Audit::new(sealed.path());
+        forge(sealed.path(), 2, |l| l.replace("\"t1\"", "\"tX\""));
+        // without the key the chain is whole again, and verify says what it could not check
+        let v = plain.verify().expect("verify");
+        assert_eq!(v.problem, None);
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("4 records carry a `mac`; they were not checked")),
+            "{:?}",
+            v.notes
+        );
+        let p = sealed.verify().expect("verify").problem.expect("forged");
+        assert_eq!((p.line, p.seq), (2, 2), "{}", p.message);
+        assert!(p.message.contains("`mac` does not match"), "{}", p.message);
+        // a seal taken away is missed too
+        forge(sealed.path(), 2, |l| {
+            let mut v: Map<String, Value> = serde_json::from_str(l).expect("record");
+            v.shift_remove("mac");
+            Value::Object(v).to_string()
+        });
+        assert_eq!(plain.verify().expect("verify").problem, None);
+        let p = sealed.verify().expect("verify").problem.expect("unsealed");
+        assert!(p.message.contains("record 2 has no `mac`"), "{}", p.message);
+        // and another key does not check
+        let other = Audit::new(sealed.path()).with_key(Some(AuditKey::new("another key entirely")));
+        let p = other.verify().expect("verify").problem.expect("wrong key");
+        assert_eq!(p.seq, 1, "{}", p.message);
+    }
+
+    #[test]
+    fn records_before_the_key_was_set_are_noted_not_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        Audit::new(&path)
+            .append(&json!({"kind": "call"}), false)
+            .expect("append");
+        let key = AuditKey::new("the key from now on");
+        let sealed = Audit::new(&path).with_key(Some(key));
+        sealed
+            .append(&json!({"kind": "call", "mac": "mine"}), false)
+            .expect("append");
+        let v = sealed.verify().expect("verify");
+        assert_eq!(v.problem, None);
+        assert_eq!((v.macs.unsealed, v.macs.sealed), (1, 1));
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("records 1 to 1 carry no `mac`")),
+            "{:?}",
+            v.notes
+        );
+        assert_eq!(format!("{:?}", sealed.key), "Some(AuditKey(..))");
     }
 }

@@ -189,12 +189,18 @@ struct RunCx<'a> {
 impl Engine {
     pub fn new(config: Config, catalog: Arc<Catalog>) -> Self {
         let store = Arc::new(LazyStore::new(config.store_path()));
-        let audit = Audit::new(config.audit_path()).with_keeper(store.clone());
+        let audit = Audit::new(config.audit_path())
+            .with_keeper(store.clone())
+            .with_key(config.audit_key.clone());
+        let redactor = Arc::new(Redactor::new());
+        if let Some(key) = &config.audit_key {
+            redactor.add(&key.as_text());
+        }
         Engine {
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,
-            redactor: Arc::new(Redactor::new()),
+            redactor,
             session: Session::default(),
             store,
             ssh: actions::ssh::session::Pool::default(),
