@@ -484,6 +484,70 @@ fn no_action_may_rewrite_the_audit_log() {
 }
 
 #[test]
+fn no_action_may_write_infra_records_through_a_hard_link() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let first = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1, scope: persistent}}\n",
+        json!({}),
+    );
+    assert!(first.ok());
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("dir");
+    let audit = e.config().audit_path();
+    let journal = first.dir.join("journal.jsonl");
+    let links = [
+        (audit.clone(), elsewhere.join("log")),
+        (e.config().store_path(), elsewhere.join("db")),
+        (journal.clone(), elsewhere.join("journal")),
+    ];
+    for (file, link) in &links {
+        std::fs::hard_link(file, link).expect("hard link");
+    }
+    let journal_before = std::fs::read(&journal).expect("journal");
+    let write = |path: &Path, append: bool| {
+        let o = run_yaml(
+            &e,
+            &format!(
+                "name: t\nsteps:\n  - {{id: w, tool: local, args: {{action: write, path: '{}', content: '{{\"forged\": 1}}', append: {append}}}}}\n",
+                path.display()
+            ),
+            json!({}),
+        );
+        step(&o, "w").error.as_ref().map(|e| e.kind.clone())
+    };
+    for (_, link) in &links {
+        for append in [true, false] {
+            let before = std::fs::read(&audit).expect("audit");
+            assert_eq!(
+                write(link, append).as_deref(),
+                Some("refused"),
+                "{} append {append}",
+                link.display()
+            );
+            let after = std::fs::read(&audit).expect("audit");
+            assert!(after.starts_with(&before), "the log was only appended to");
+        }
+    }
+    let log = std::fs::read_to_string(&audit).expect("audit");
+    assert!(
+        log.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["seq"].is_u64())),
+        "only records in the log"
+    );
+    assert_eq!(e.verify_audit(None).expect("verify").problem, None);
+    assert_eq!(std::fs::read(&journal).expect("journal"), journal_before);
+    assert_eq!(
+        e.store().expect("store").state_get("a").expect("get"),
+        Some(json!(1))
+    );
+    // a file of one's own is written as before
+    assert_eq!(write(&elsewhere.join("notes"), true), None);
+    assert_eq!(write(&elsewhere.join("notes"), false), None);
+}
+
+#[test]
 fn a_nested_runbook_runs_with_its_own_evidence() {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine_at(dir.path(), false);
