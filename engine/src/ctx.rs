@@ -26,7 +26,13 @@ pub struct Config {
     pub http_deny_private: bool,
     /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
     pub vars: Vars,
+    /// `INFRA_AUDIT_KEY`: seals each audit record with an HMAC (`mac`) and checks the seals in `verify`.
+    /// Never shown, and not passed on to the processes infra starts.
+    pub audit_key: Option<crate::record::audit::AuditKey>,
 }
+
+/// The variable that holds the audit log's key.
+pub const AUDIT_KEY_VAR: &str = "INFRA_AUDIT_KEY";
 
 /// Reads one environment variable at the moment it is needed, so a credential is read only by the call
 /// that uses it and a changed variable is seen by the next call.
@@ -106,6 +112,9 @@ impl Config {
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
             http_deny_private: flag(env, "INFRA_HTTP_DENY_PRIVATE"),
             vars: Vars::none(),
+            audit_key: env(AUDIT_KEY_VAR)
+                .filter(|k| !k.is_empty())
+                .map(crate::record::audit::AuditKey::new),
             profiles_dir,
         }
     }
@@ -122,6 +131,7 @@ impl Config {
             allow_secret_export: false,
             http_deny_private: false,
             vars: Vars::none(),
+            audit_key: None,
         }
     }
 

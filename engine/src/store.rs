@@ -4,13 +4,14 @@
 //! and a CLI) on the same directory see each other's writes and lose none.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::ctx::ProcessRef;
+use crate::record::audit::{Head, HeadKeeper};
 
 /// A store error.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner_start INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE TABLE IF NOT EXISTS audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    ts TEXT NOT NULL
+);
 ";
 
 impl Store {
@@ -305,6 +312,97 @@ pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &Path) -> 
     }
 }
 
+impl Store {
+    /// Keeps the audit log's head: one row, only ever moved forward (a log that was cut, emptied or
+    /// started again from record 1 does not pull it back). The write is not forced to disk: SQLite's
+    /// WAL holds it (other processes see it at once) until the store's next synced write. A power loss
+    /// can so only take the head back, which `verify` reports as records past the head, not missing.
+    pub fn audit_head_keep(&self, head: &Head) -> Result<(), StoreError> {
+        let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
+        self.with(|c| {
+            c.execute_batch("PRAGMA synchronous = NORMAL")?;
+            let kept = c
+                .prepare_cached(
+                    "INSERT INTO audit_head(id, seq, hash, ts) VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts
+                     WHERE excluded.seq > audit_head.seq",
+                )
+                .and_then(|mut st| st.execute(params![seq, head.hash, head.ts]));
+            c.execute_batch("PRAGMA synchronous = FULL")?;
+            kept.map(|_| ())
+        })
+    }
+
+    /// The audit log's head as last kept, if any.
+    pub fn audit_head(&self) -> Result<Option<Head>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT seq, hash, ts FROM audit_head WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Head {
+                        seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        hash: r.get(1)?,
+                        ts: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// How many runs the index lists.
+    pub fn runs_count(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+        })
+    }
+}
+
+/// The store of a profiles directory, opened on first use and shared: the engine's, and the one the
+/// audit log keeps its head in.
+#[derive(Debug)]
+pub struct LazyStore {
+    path: PathBuf,
+    cell: OnceLock<Result<Arc<Store>, StoreError>>,
+}
+
+impl LazyStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LazyStore {
+            path: path.into(),
+            cell: OnceLock::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store, opened (and created) on first use; an error is kept and given again.
+    pub fn get(&self) -> Result<&Store, StoreError> {
+        match self
+            .cell
+            .get_or_init(|| Store::open(&self.path).map(Arc::new))
+        {
+            Ok(s) => Ok(s),
+            Err(e) => Err(StoreError {
+                path: e.path.clone(),
+                message: e.message.clone(),
+            }),
+        }
+    }
+}
+
+impl HeadKeeper for LazyStore {
+    fn keep(&self, head: &Head) {
+        if let Ok(s) = self.get() {
+            let _ = s.audit_head_keep(head);
+        }
+    }
+}
+
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let status: String = r.get(3)?;
     let owner = ProcessRef {
@@ -520,5 +618,29 @@ mod tests {
         });
         let s = Store::open(&path).expect("open");
         assert_eq!(s.state_list("k.", 1000).expect("list").len(), 200);
+    }
+
+    #[test]
+    fn the_audit_head_only_moves_forward() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+        assert_eq!(s.audit_head().expect("head"), None);
+        let head = |seq: u64| Head {
+            seq,
+            hash: format!("h{seq}"),
+            ts: "2026-01-01T00:00:00.000Z".into(),
+        };
+        s.audit_head_keep(&head(5)).expect("keep");
+        s.audit_head_keep(&head(3)).expect("keep");
+        assert_eq!(s.audit_head().expect("head"), Some(head(5)));
+        s.audit_head_keep(&head(6)).expect("keep");
+        assert_eq!(s.audit_head().expect("head"), Some(head(6)));
+        // another connection sees it, and the synchronous setting is back to FULL
+        let again = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+        assert_eq!(again.audit_head().expect("head"), Some(head(6)));
+        let sync: i64 = s
+            .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+            .expect("pragma");
+        assert_eq!(sync, 2);
     }
 }

@@ -150,7 +150,7 @@ fn store(e: &engine::run::Engine) -> Check {
 }
 
 fn audit(e: &engine::run::Engine) -> Check {
-    match e.audit().verify() {
+    match e.verify_audit(None) {
         Ok(v) => match v.problem {
             None => Check::pass("audit log", format!("{} records, chain intact", v.records)),
             Some(p) => Check::fail(
@@ -168,10 +168,15 @@ fn switches(config: &engine::ctx::Config) -> Check {
     Check::pass(
         "switches",
         format!(
-            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}",
+            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_AUDIT_KEY {}",
             on(config.unsafe_local),
             on(config.allow_secret_export),
-            on(config.http_deny_private)
+            on(config.http_deny_private),
+            if config.audit_key.is_some() {
+                "set"
+            } else {
+                "not set"
+            }
         ),
     )
 }

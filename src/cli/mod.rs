@@ -65,7 +65,7 @@ enum Command {
     /// Background jobs (MCP calls with `async: true`): `list`, `status <id>`.
     #[command(subcommand)]
     Jobs(jobs::Command),
-    /// The audit log: `tail`, `verify`.
+    /// The audit log: `tail`, `verify`, `checkpoint`.
     #[command(subcommand)]
     Audit(audit::Command),
     /// Persistent state: `get`, `set`, `list`.

@@ -248,9 +248,9 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     out.push(meta_tool(
         "audit",
         "Audit log",
-        "The hash-chained record of every call: `tail` (limit), `verify`.",
-        &["tail", "verify"],
-        json!({"limit": {"type": "integer", "minimum": 1}}),
+        "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
+        &["tail", "verify", "checkpoint"],
+        json!({"limit": {"type": "integer", "minimum": 1}, "against": {"type": "string"}}),
         true,
     ));
     out.push(meta_tool(
@@ -317,9 +317,9 @@ fn job_runs() -> &'static Mutex<HashMap<String, JobRun>> {
 }
 
 /// The end of every output artifact a running run has written so far (`<step>/stdout`, `<step>/stderr`,
-/// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted.
+/// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted. Each is read through its URI,
+/// like any artifact read, so no link in the run's directory is followed.
 fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value {
-    use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 4096;
     let mut found = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
@@ -329,7 +329,8 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_dir() && depth < 3 {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth < 3 {
                 stack.push((p, depth + 1));
             } else if matches!(
                 p.file_name().and_then(|n| n.to_str()),
@@ -341,20 +342,14 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
         }
     }
     found.sort();
+    let root = &engine.config().artifacts_root;
     let streams: Vec<Value> = found
         .iter()
         .filter_map(|p| {
-            let mut f = std::fs::File::open(p).ok()?;
-            let size = f.metadata().ok()?.len();
-            f.seek(SeekFrom::Start(size.saturating_sub(TAIL))).ok()?;
-            let mut tail = Vec::new();
-            f.take(TAIL).read_to_end(&mut tail).ok()?;
-            let rel = p.strip_prefix(dir).ok()?.to_string_lossy().into_owned();
-            Some(json!({
-                "uri": format!("{uri_base}/{rel}"),
-                "bytes": size,
-                "tail": engine.redactor().redact(&String::from_utf8_lossy(&tail)),
-            }))
+            let rel = p.strip_prefix(dir).ok()?.to_str()?;
+            let uri = format!("{uri_base}/{rel}");
+            let v = artifacts::read(root, &uri, From::Tail, TAIL, engine.redactor()).ok()?;
+            Some(json!({"uri": uri, "bytes": v["total_bytes"], "tail": v["text"]}))
         })
         .collect();
     Value::Array(streams)
@@ -1310,18 +1305,38 @@ fn audit_tool(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply
             Ok(v) => ok_reply(format!("{} records", v.len()), json!({"records": v})),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },
-        "verify" => match engine.audit().verify() {
-            Ok(v) => ok_reply(
-                if v.problem.is_none() {
-                    format!("{} records, chain intact", v.records)
-                } else {
-                    "the chain is broken".into()
-                },
-                json!({"intact": v.problem.is_none(), "records": v.records, "problem": v.problem.map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message}))}),
+        "checkpoint" => match engine.audit_checkpoint() {
+            Ok(head) => ok_reply(
+                format!("record {}: {}", head.seq, head.checkpoint()),
+                head.to_json(),
             ),
-            Err(e) => Reply::error("failed", e.to_string(), None, None),
+            Err(e) => Reply::error("failed", e, None, None),
         },
+        "verify" => {
+            let against = args.get("against").and_then(Value::as_str);
+            let checkpoint = match against.map(engine::record::audit::Head::parse_checkpoint) {
+                None => None,
+                Some(Ok(h)) => Some(h),
+                Some(Err(e)) => {
+                    return Reply::error("invalid_args", e, None, Some("/against".into()));
+                }
+            };
+            audit_verify(engine, checkpoint)
+        }
         other => unknown_action("audit", other),
+    }
+}
+
+fn audit_verify(engine: &Engine, checkpoint: Option<engine::record::audit::Head>) -> Reply {
+    match engine.verify_audit(checkpoint) {
+        Ok(v) => ok_reply(
+            match &v.problem {
+                None => format!("{} records, chain intact", v.records),
+                Some(p) => format!("the log is broken at record {}", p.seq),
+            },
+            v.to_json(),
+        ),
+        Err(e) => Reply::error("failed", e.to_string(), None, None),
     }
 }
 

@@ -169,6 +169,285 @@ fn a_corrupted_audit_record_is_found_by_verify() {
 }
 
 #[test]
+fn verify_reports_a_log_cut_emptied_or_deleted() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    for _ in 0..2 {
+        crate::infra_in(profiles.path(), profiles.path())
+            .args(["run", "hello.world", "--input", "message=hi"])
+            .assert()
+            .code(0);
+    }
+    let verify = |json: bool| {
+        let mut c = crate::infra_in(profiles.path(), profiles.path());
+        c.args(["audit", "verify"]);
+        if json {
+            c.arg("--json");
+        }
+        c.output().expect("verify")
+    };
+    assert_eq!(verify(false).status.code(), Some(0));
+    let path = profiles.path().join("audit.jsonl");
+    let whole = std::fs::read_to_string(&path).expect("audit");
+    let n = whole.lines().count();
+    assert!(n >= 6, "{whole}");
+    let cut: String = whole
+        .lines()
+        .take(n - 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, cut).expect("cut");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("records {} to {n} are missing", n - 1)),
+        "{text}"
+    );
+    let v = stdout_json(&verify(true));
+    assert_eq!(
+        (v["ok"].clone(), v["problem"]["seq"].clone()),
+        (false.into(), (n - 1).into())
+    );
+    std::fs::write(&path, "").expect("empty");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is empty"));
+    std::fs::remove_file(&path).expect("delete");
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is missing"));
+    std::fs::write(&path, &whole).expect("restore");
+    assert_eq!(verify(false).status.code(), Some(0));
+}
+
+#[test]
+fn a_checkpoint_kept_elsewhere_finds_a_rewritten_history() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let kept = tempfile::tempdir().expect("elsewhere");
+    let infra = || crate::infra_in(profiles.path(), profiles.path());
+    let hello = || {
+        infra()
+            .args(["run", "hello.world", "--input", "message=hi"])
+            .assert()
+            .code(0);
+    };
+    let out = infra()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert_eq!(out.status.code(), Some(1), "an empty log has no head");
+    hello();
+    let out = infra()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert_eq!(out.status.code(), Some(0));
+    let word = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (seq, hash) = word.split_once(':').expect("<seq>:<hash>");
+    assert_eq!(hash.len(), 64, "{word}");
+    let json = stdout_json(
+        &infra()
+            .args(["audit", "checkpoint", "--json"])
+            .output()
+            .expect("json"),
+    );
+    assert_eq!(json["checkpoint"], word.as_str());
+    assert_eq!(json["seq"].to_string(), seq);
+    let file = kept.path().join("checkpoint.json");
+    std::fs::write(&file, json.to_string()).expect("keep");
+    hello();
+    let verify = |against: &str| {
+        infra()
+            .args(["audit", "verify", "--against", against])
+            .output()
+            .expect("verify")
+    };
+    for against in [word.as_str(), file.to_str().expect("utf-8")] {
+        let out = verify(against);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // a new history in place of the old one, store included: the store's head cannot tell
+    std::fs::remove_file(profiles.path().join("audit.jsonl")).expect("log");
+    for f in ["store.sqlite3", "store.sqlite3-wal", "store.sqlite3-shm"] {
+        let _ = std::fs::remove_file(profiles.path().join(f));
+    }
+    for _ in 0..3 {
+        hello();
+    }
+    infra().args(["audit", "verify"]).assert().code(0);
+    for against in [word.as_str(), file.to_str().expect("utf-8")] {
+        let out = verify(against);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("record {seq} is not the checkpoint's")),
+            "{text}"
+        );
+    }
+    let out = verify("not-a-checkpoint");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint found"));
+}
+
+/// Rewrites the audit record on `line` (1-based) with `edit` and recomputes the plain chain after it
+/// (`prev` and `hash`, by `sha256sum`), as anyone who can write the file can; `mac` is left as it was.
+fn forge(path: &Path, line: usize, edit: impl Fn(&str) -> String) {
+    let sha = |b: &[u8]| crate::sha256_reader(b);
+    let text = std::fs::read_to_string(path).expect("audit");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[line - 1] = edit(&lines[line - 1]);
+    for i in line - 1..lines.len() {
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&lines[i]).expect("record");
+        if i > 0 {
+            v.insert("prev".into(), sha(lines[i - 1].as_bytes()).into());
+        }
+        v.shift_remove("hash");
+        let body = serde_json::Value::Object(v).to_string();
+        let hash = sha(body.as_bytes());
+        lines[i] = format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]);
+    }
+    std::fs::write(path, lines.join("\n") + "\n").expect("write");
+}
+
+#[test]
+fn with_an_audit_key_a_forged_record_is_found_and_the_key_never_shows() {
+    const KEY: &str = "k3y-only-the-operator-holds-0123456789";
+    let profiles = tempfile::tempdir().expect("profiles");
+    let rb = profiles.path().join("leak.yaml");
+    std::fs::write(
+        &rb,
+        "name: leak\nsteps:\n  - {id: show, tool: local, args: {action: exec, command: 'echo \"key=$INFRA_AUDIT_KEY\"; env'}}\n",
+    )
+    .expect("write");
+    let infra = |key: Option<&str>| {
+        let mut c = crate::infra_in(profiles.path(), profiles.path());
+        if let Some(k) = key {
+            c.env("INFRA_AUDIT_KEY", k);
+        }
+        c
+    };
+    let mut outputs = Vec::new();
+    let run = infra(Some(KEY))
+        .env("INFRA_UNSAFE_LOCAL", "1")
+        .args(["run", "--json"])
+        .arg(&rb)
+        .output()
+        .expect("run");
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        stdout_json(&run)["steps"][0]["result"]["stdout"]
+            .as_str()
+            .map(|s| s.starts_with("key=\n")),
+        Some(true)
+    );
+    outputs.push(run);
+    for _ in 0..2 {
+        outputs.push(
+            infra(Some(KEY))
+                .args(["run", "hello.world", "--input", "message=hi"])
+                .output()
+                .expect("run"),
+        );
+    }
+    let tail = infra(Some(KEY))
+        .args(["audit", "tail", "--json"])
+        .output()
+        .expect("tail");
+    let text = String::from_utf8_lossy(&tail.stdout).into_owned();
+    assert!(text.lines().all(|l| l.contains("\"mac\":\"")), "{text}");
+    outputs.push(tail);
+    let verify = |key: Option<&str>| {
+        infra(key)
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify")
+    };
+    let ok = verify(Some(KEY));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    outputs.push(ok);
+    outputs.push(
+        infra(Some(KEY))
+            .args(["doctor", "--json"])
+            .output()
+            .expect("doctor"),
+    );
+
+    // change a recorded value and recompute the chain, as anyone who can write the file can
+    let log = profiles.path().join("audit.jsonl");
+    let at = std::fs::read_to_string(&log)
+        .expect("audit")
+        .lines()
+        .position(|l| l.contains("\"hi\""))
+        .expect("a record with the message")
+        + 1;
+    forge(&log, at, |l| l.replace("\"hi\"", "\"bye\""));
+    // the store's head no longer matches the last record
+    let caught = verify(None);
+    assert_eq!(caught.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&caught.stdout);
+    assert!(
+        text.contains("is not the one the store kept as the head"),
+        "{text}"
+    );
+    // unless the store is rewritten too
+    let last = std::fs::read_to_string(&log).expect("audit");
+    let last: serde_json::Value =
+        serde_json::from_str(last.lines().last().expect("a record")).expect("json");
+    let st = Std::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('UPDATE audit_head SET hash = ?', (sys.argv[2],)); c.commit()",
+        ])
+        .arg(profiles.path().join("store.sqlite3"))
+        .arg(last["hash"].as_str().expect("hash"))
+        .status()
+        .expect("python3");
+    assert!(st.success());
+    let without = verify(None);
+    assert_eq!(without.status.code(), Some(0), "the plain chain holds");
+    let text = String::from_utf8_lossy(&without.stdout);
+    assert!(
+        text.contains("carry a `mac`; they were not checked"),
+        "{text}"
+    );
+    let with = verify(Some(KEY));
+    assert_eq!(with.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&with.stdout);
+    assert!(text.contains(&format!("BROKEN at line {at}")), "{text}");
+    assert!(text.contains("`mac` does not match"), "{text}");
+    outputs.push(with);
+
+    for out in &outputs {
+        for stream in [&out.stdout, &out.stderr] {
+            assert!(
+                !String::from_utf8_lossy(stream).contains(KEY),
+                "the key was shown"
+            );
+        }
+    }
+    assert_eq!(
+        crate::files_containing(profiles.path(), &[KEY]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn artifact_reads_refuse_paths_outside_the_runs() {
     let profiles = tempfile::tempdir().expect("profiles");
     std::fs::create_dir_all(profiles.path().join("runs")).expect("runs");
@@ -183,6 +462,45 @@ fn artifact_reads_refuse_paths_outside_the_runs() {
             .expect("get");
         assert_eq!(out.status.code(), Some(2), "{bad}");
         assert!(out.stdout.is_empty(), "{bad}");
+    }
+}
+
+#[test]
+fn artifact_reads_follow_no_link_below_the_root() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("stdout"), "CANARY\n").expect("write");
+    let step = profiles.path().join("runs/rb/r1/s");
+    std::fs::create_dir_all(&step).expect("runs");
+    std::fs::write(step.join("stdout"), "real\n").expect("write");
+    let link = |to: &Path, at: &Path| std::os::unix::fs::symlink(to, at).expect("symlink");
+    link(&step.join("stdout"), &step.join("alias"));
+    link(
+        &profiles.path().join("runs/rb/r1"),
+        &profiles.path().join("runs/rb/r2"),
+    );
+    link(outside.path(), &profiles.path().join("runs/rb/out"));
+    let get = |how: &str, uri: &str| {
+        crate::infra_in(profiles.path(), profiles.path())
+            .args(["artifacts", how, uri])
+            .output()
+            .expect("artifacts")
+    };
+    let plain = get("get", "artifact://runs/rb/r1/s/stdout");
+    assert_eq!(plain.status.code(), Some(0));
+    assert_eq!(plain.stdout, b"real\n");
+    for uri in [
+        "artifact://runs/rb/r1/s/alias",
+        "artifact://runs/rb/r2/s/stdout",
+        "artifact://runs/rb/out/stdout",
+    ] {
+        for how in ["get", "tail"] {
+            let out = get(how, uri);
+            assert_eq!(out.status.code(), Some(2), "{how} {uri}");
+            assert!(out.stdout.is_empty(), "{how} {uri}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("symbolic link"), "{how} {uri}: {err}");
+        }
     }
 }
 

@@ -136,6 +136,29 @@ pub fn sha256_file(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// SHA-256 of what a reader yields, streamed through `sha256sum`.
+pub fn sha256_reader(mut r: impl std::io::Read) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::copy(&mut r, &mut stdin).expect("feed sha256sum");
+    drop(stdin);
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An artifact opened the way every front end opens one (no link followed below the root).
+pub fn open_artifact(root: &std::path::Path, uri: &str) -> std::fs::File {
+    engine::record::artifacts::open(root, uri).unwrap_or_else(|e| panic!("{uri}: {e}"))
+}
+
 /// Every file under `dir`.
 pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut all = Vec::new();

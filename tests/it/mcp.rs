@@ -179,7 +179,85 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     }
     let v = call(&s, "audit", json!({"action": "verify"})).await;
     assert_eq!(body(&v)["result"]["intact"], true);
+    let cp = call(&s, "audit", json!({"action": "checkpoint"})).await;
+    let word = body(&cp)["result"]["checkpoint"]
+        .as_str()
+        .expect("a checkpoint")
+        .to_owned();
+    let v = call(&s, "audit", json!({"action": "verify", "against": word})).await;
+    assert_eq!(body(&v)["result"]["intact"], true, "{:?}", body(&v));
+    let (seq, _) = word.split_once(':').expect("<seq>:<hash>");
+    let forged = format!("{seq}:{}", "0".repeat(64));
+    let v = call(&s, "audit", json!({"action": "verify", "against": forged})).await;
+    assert_eq!(body(&v)["result"]["intact"], false);
+    let v = call(
+        &s,
+        "audit",
+        json!({"action": "verify", "against": "nothing"}),
+    )
+    .await;
+    assert_eq!(body(&v)["error"]["path"], "/against");
+    // the same check as `infra audit verify`: a log cut at a record boundary is found
+    let log = dir.path().join("audit.jsonl");
+    let whole = std::fs::read_to_string(&log).expect("audit");
+    let n = whole.lines().count();
+    let cut: String = whole
+        .lines()
+        .take(n - 1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, cut).expect("cut");
+    let v = call(&s, "audit", json!({"action": "verify"})).await;
+    assert_eq!(body(&v)["result"]["intact"], false);
+    let message = body(&v)["result"]["problem"]["message"].to_string();
+    assert!(
+        message.contains(&format!("record {n} is missing")),
+        "{message}"
+    );
     stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_audit_key_records_are_sealed_and_the_key_never_shows() {
+    const KEY: &str = "mcp-side-audit-key-9f8e7d6c5b4a";
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start_with(dir.path(), true, &[("INFRA_AUDIT_KEY", KEY)]).await;
+    let mut seen = Vec::new();
+    let r = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": "echo \"key=$INFRA_AUDIT_KEY\"; env"}),
+    )
+    .await;
+    assert_eq!(
+        body(&r)["result"]["stdout"]
+            .as_str()
+            .map(|o| o.starts_with("key=\n")),
+        Some(true)
+    );
+    seen.push(body(&r));
+    let tail = call(&s, "audit", json!({"action": "tail", "limit": 50})).await;
+    let records = body(&tail)["result"]["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !records.is_empty() && records.iter().all(|r| r["mac"].is_string()),
+        "{records:?}"
+    );
+    seen.push(body(&tail));
+    let v = call(&s, "audit", json!({"action": "verify"})).await;
+    assert_eq!(body(&v)["result"]["intact"], true);
+    assert_eq!(body(&v)["result"]["macs"]["checked"], true);
+    seen.push(body(&v));
+    for b in seen {
+        assert!(!b.to_string().contains(KEY), "the key was shown: {b}");
+    }
+    stop(s).await;
+    assert_eq!(
+        crate::files_containing(dir.path(), &[KEY]),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,6 +326,23 @@ async fn runbooks_help_and_artifacts_as_resources() {
     )
     .await;
     assert_eq!(body(&tail)["result"]["text"], "nfra\n");
+    // a link in an artifact's place is not followed, even to another artifact
+    let rel = link.strip_prefix("artifact://").expect("scheme");
+    let alias = format!("{link}-alias");
+    std::os::unix::fs::symlink(
+        dir.path().join(rel),
+        dir.path().join(format!("{rel}-alias")),
+    )
+    .expect("symlink");
+    let refused = s
+        .client
+        .read_resource(ReadResourceRequestParams::new(alias.clone()))
+        .await
+        .expect_err("a link is refused");
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    let get = call(&s, "artifacts", json!({"action": "get", "uri": alias})).await;
+    assert_eq!(get.is_error, Some(true));
+    assert_eq!(body(&get)["error"]["kind"], "not_found");
     stop(s).await;
 }
 

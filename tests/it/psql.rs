@@ -294,8 +294,10 @@ fn a_million_row_export_matches_psql_byte_for_byte() {
     );
     assert_eq!(v["sha256"], sha256_file(&reference).as_str());
     let uri = v["uri"].as_str().expect("uri");
-    let path = engine::record::artifacts::resolve(dir.path(), uri).expect("resolves");
-    assert_eq!(sha256_file(&path), sha256_file(&reference));
+    assert_eq!(
+        crate::sha256_reader(crate::open_artifact(dir.path(), uri)),
+        sha256_file(&reference)
+    );
 
     // JSON Lines keeps tricky text intact
     pg.psql("create table notes (id int, body text); insert into notes values (1, E'quote \" backslash \\\\ newline \\n tab \\t end'), (2, null)");
@@ -305,13 +307,14 @@ fn a_million_row_export_matches_psql_byte_for_byte() {
     );
     let v = ok(&r);
     assert_eq!(v["rows"], 2);
-    let path = engine::record::artifacts::resolve(dir.path(), v["uri"].as_str().expect("uri"))
-        .expect("resolves");
-    let lines: Vec<Value> = std::fs::read_to_string(path)
-        .expect("read")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let lines: Vec<Value> = std::io::read_to_string(crate::open_artifact(
+        dir.path(),
+        v["uri"].as_str().expect("uri"),
+    ))
+    .expect("read")
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("json line"))
+    .collect();
     assert_eq!(
         lines[0]["body"],
         "quote \" backslash \\ newline \n tab \t end"
@@ -500,13 +503,14 @@ fn large_results_spill_to_an_artifact_and_max_rows_bounds_them() {
         v.to_string().len() < 80 * 1024,
         "the result stays near its budget"
     );
-    let path = engine::record::artifacts::resolve(dir.path(), v["rows_uri"].as_str().expect("uri"))
-        .expect("resolves");
-    let lines: Vec<Value> = std::fs::read_to_string(path)
-        .expect("rows")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let lines: Vec<Value> = std::io::read_to_string(crate::open_artifact(
+        dir.path(),
+        v["rows_uri"].as_str().expect("uri"),
+    ))
+    .expect("rows")
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("json"))
+    .collect();
     assert_eq!(lines.len(), 5000);
     assert_eq!(lines[4999]["n"], 5000);
     assert_eq!(

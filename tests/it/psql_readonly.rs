@@ -168,9 +168,12 @@ fn an_export_query_cannot_close_its_copy() {
         let s = call(&e, json!({"action": "export", "target": "db", "query": q}));
         assert!(s.error.is_none(), "{q}: {:?}", s.error);
         let v = s.result.expect("result");
-        let path = engine::record::artifacts::resolve(dir.path(), v["uri"].as_str().expect("uri"))
-            .expect("resolves");
-        assert_eq!(std::fs::read_to_string(path).expect("read"), want, "{q}");
+        let got = std::io::read_to_string(crate::open_artifact(
+            dir.path(),
+            v["uri"].as_str().expect("uri"),
+        ))
+        .expect("read");
+        assert_eq!(got, want, "{q}");
     }
     // the server is the last word: a statement the lexer takes for a query but the server does not
     let s = call(

@@ -419,6 +419,45 @@ fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
 }
 
 #[test]
+fn stdin_ref_reads_an_artifact_through_no_link() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let first = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: local, args: {action: exec, command: 'echo from the artifact'}}\n",
+        json!({}),
+    );
+    let uri = step(&first, "a").result.as_ref().expect("result")["stdout_uri"]
+        .as_str()
+        .expect("an artifact")
+        .to_owned();
+    let rel = uri.strip_prefix("artifact://").expect("scheme");
+    std::os::unix::fs::symlink(
+        dir.path().join(rel),
+        dir.path().join(format!("{rel}-alias")),
+    )
+    .expect("symlink");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: plain, tool: local, args: {{action: exec, command: cat, stdin_ref: '{uri}'}}}}\n  - {{id: linked, tool: local, args: {{action: exec, command: cat, stdin_ref: '{uri}-alias'}}}}\n"
+        ),
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "plain").result.as_ref().expect("result")["stdout"],
+        "from the artifact\n"
+    );
+    let refused = step(&o, "linked").error.as_ref().expect("refused");
+    assert_eq!(refused.kind, "not_found");
+    assert!(
+        refused.message.contains("symbolic link"),
+        "{}",
+        refused.message
+    );
+}
+
+#[test]
 fn no_action_may_rewrite_the_audit_log() {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine_at(dir.path(), true);
@@ -442,6 +481,70 @@ fn no_action_may_rewrite_the_audit_log() {
         Some("refused")
     );
     assert_eq!(e.audit().verify().expect("verify").problem, None);
+}
+
+#[test]
+fn no_action_may_write_infra_records_through_a_hard_link() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), true);
+    let first = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1, scope: persistent}}\n",
+        json!({}),
+    );
+    assert!(first.ok());
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("dir");
+    let audit = e.config().audit_path();
+    let journal = first.dir.join("journal.jsonl");
+    let links = [
+        (audit.clone(), elsewhere.join("log")),
+        (e.config().store_path(), elsewhere.join("db")),
+        (journal.clone(), elsewhere.join("journal")),
+    ];
+    for (file, link) in &links {
+        std::fs::hard_link(file, link).expect("hard link");
+    }
+    let journal_before = std::fs::read(&journal).expect("journal");
+    let write = |path: &Path, append: bool| {
+        let o = run_yaml(
+            &e,
+            &format!(
+                "name: t\nsteps:\n  - {{id: w, tool: local, args: {{action: write, path: '{}', content: '{{\"forged\": 1}}', append: {append}}}}}\n",
+                path.display()
+            ),
+            json!({}),
+        );
+        step(&o, "w").error.as_ref().map(|e| e.kind.clone())
+    };
+    for (_, link) in &links {
+        for append in [true, false] {
+            let before = std::fs::read(&audit).expect("audit");
+            assert_eq!(
+                write(link, append).as_deref(),
+                Some("refused"),
+                "{} append {append}",
+                link.display()
+            );
+            let after = std::fs::read(&audit).expect("audit");
+            assert!(after.starts_with(&before), "the log was only appended to");
+        }
+    }
+    let log = std::fs::read_to_string(&audit).expect("audit");
+    assert!(
+        log.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["seq"].is_u64())),
+        "only records in the log"
+    );
+    assert_eq!(e.verify_audit(None).expect("verify").problem, None);
+    assert_eq!(std::fs::read(&journal).expect("journal"), journal_before);
+    assert_eq!(
+        e.store().expect("store").state_get("a").expect("get"),
+        Some(json!(1))
+    );
+    // a file of one's own is written as before
+    assert_eq!(write(&elsewhere.join("notes"), true), None);
+    assert_eq!(write(&elsewhere.join("notes"), false), None);
 }
 
 #[test]

@@ -200,11 +200,8 @@ fn a_hundred_megabytes_of_output_stream_to_an_artifact() {
         expect.split_whitespace().next()
     );
     let uri = v["stdout_uri"].as_str().expect("uri");
-    let path = engine::record::artifacts::resolve(dir.path(), uri).expect("resolves");
-    assert_eq!(
-        std::fs::metadata(path).expect("artifact").len(),
-        100_000_000
-    );
+    let file = crate::open_artifact(dir.path(), uri);
+    assert_eq!(file.metadata().expect("artifact").len(), 100_000_000);
 }
 
 #[test]

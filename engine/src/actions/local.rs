@@ -266,12 +266,15 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             )
         })?)
     } else if let Some(uri) = call.str_arg("stdin_ref") {
-        let root = &call.engine.config().artifacts_root;
-        let path = crate::record::artifacts::resolve(root, uri)
-            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?;
-        Some(std::fs::read(path).map_err(|e| {
-            super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
-        })?)
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        crate::record::artifacts::open(&call.engine.config().artifacts_root, uri)
+            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
+            })?;
+        Some(bytes)
     } else {
         None
     };
@@ -353,16 +356,63 @@ fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
     })
 }
 
+/// Whether a file (by its device and inode, so through any hard or symbolic link) is one of infra's
+/// own records: the audit log, the store and its `-wal`, `-shm` and `-journal` files, or, when it has
+/// more than one link, a file under `runs/` (a run's journal or an artifact).
+fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = (meta.dev(), meta.ino());
+    let same = |m: &std::fs::Metadata| (m.dev(), m.ino()) == id;
+    let c = call.engine.config();
+    let store = c.store_path().into_os_string();
+    let mut files = vec![c.audit_path()];
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = store.clone();
+        p.push(suffix);
+        files.push(p.into());
+    }
+    if files
+        .iter()
+        .any(|f| std::fs::metadata(f).is_ok_and(|m| same(&m)))
+    {
+        return true;
+    }
+    if meta.nlink() < 2 {
+        // a file with one name is under `runs/` only by that name, which `protected` checks
+        return false;
+    }
+    // explicit stack, no link followed: an entry's own metadata
+    let mut stack = vec![c.runs_dir()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && m.nlink() > 1 && same(&m) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn refuse_record(path: &str) -> super::ActionError {
+    super::ActionError::new(
+        "refused",
+        format!(
+            "`{path}` is one of infra's own records (audit log, store or run evidence), or a link to one; no action may write it"
+        ),
+    )
+}
+
 fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use std::io::Write;
     let path = call.str_arg("path").unwrap_or_default();
     if protected(call, std::path::Path::new(path)) {
-        return Err(super::ActionError::new(
-            "refused",
-            format!(
-                "`{path}` is one of infra's own records (audit log, store or run evidence); no action may write it"
-            ),
-        ));
+        return Err(refuse_record(path));
     }
     let bytes = match (call.str_arg("content"), call.str_arg("content_base64")) {
         (Some(c), None) => c.as_bytes().to_vec(),
@@ -387,8 +437,19 @@ fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             .append(true)
             .open(p)
             .map_err(|e| io_err("open", path, &e))?;
+        // the file opened, whatever name led to it: a hard link to the audit log is the audit log
+        let meta = f.metadata().map_err(|e| io_err("stat", path, &e))?;
+        if protected_file(call, &meta) {
+            return Err(refuse_record(path));
+        }
         f.write_all(&bytes).map_err(|e| io_err("write", path, &e))?;
     } else {
+        // renaming over a link replaces the link, not the file it shares; refused all the same
+        if let Ok(meta) = std::fs::metadata(p)
+            && protected_file(call, &meta)
+        {
+            return Err(refuse_record(path));
+        }
         // write a sibling and rename it over, so a failure leaves the old file whole
         let tmp = super::temp_sibling(p);
         std::fs::write(&tmp, &bytes).map_err(|e| io_err("write", path, &e))?;

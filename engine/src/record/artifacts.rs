@@ -3,9 +3,12 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -29,6 +32,8 @@ pub enum ArtifactError {
     NotFound(String),
     #[error("`{0}` resolves outside the artifacts directory")]
     Escapes(String),
+    #[error("`{0}` passes through a symbolic link; artifact reads follow none")]
+    Link(String),
     #[error("cannot read `{uri}`: {source}")]
     Io {
         uri: String,
@@ -132,36 +137,132 @@ pub fn write_json(
     w.finish()
 }
 
-/// The file behind an artifact URI, refusing anything that is not plainly inside `<root>/runs`.
-pub fn resolve(root: &Path, uri: &str) -> Result<PathBuf, ArtifactError> {
+/// The path of an artifact URI below the artifacts root (`runs/…`), refusing anything that is not a
+/// plain relative path there.
+fn relative(uri: &str) -> Result<&str, ArtifactError> {
     let rest = uri
         .strip_prefix(SCHEME)
         .ok_or_else(|| ArtifactError::NotArtifact(uri.to_owned()))?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.first() != Some(&"runs") {
+    if rest.split('/').next() != Some("runs") {
         return Err(ArtifactError::NotArtifact(uri.to_owned()));
     }
-    for s in &segments {
-        if s.is_empty() || *s == "." || *s == ".." || s.contains('\\') || s.contains('\0') {
+    for s in rest.split('/') {
+        if s.is_empty() || s == "." || s == ".." || s.contains('\\') || s.contains('\0') {
             return Err(ArtifactError::BadSegment(if s.is_empty() {
                 "//".to_owned()
             } else {
-                (*s).to_owned()
+                s.to_owned()
             }));
         }
     }
-    let runs = root.join("runs");
-    let path = root.join(rest);
-    let canonical_runs = runs
-        .canonicalize()
+    Ok(rest)
+}
+
+/// Opens the artifact a URI names, for reading. The root (`MCP_CONTEXT_REPO_ROOT` or the profiles
+/// directory, as configured) is opened by its path; from there on no symbolic link is followed at any
+/// component, `runs` included, so swapping a directory of `runs/` for a link while a read resolves it
+/// cannot make the read leave the root. Sizes, offsets and tails are then taken from the returned
+/// descriptor, never from the path again.
+pub fn open(root: &Path, uri: &str) -> Result<File, ArtifactError> {
+    open_with(root, uri, true)
+}
+
+/// [`open`], through `openat2` when `kernel` (and the kernel offers it), else by [`walk`].
+fn open_with(root: &Path, uri: &str, kernel: bool) -> Result<File, ArtifactError> {
+    use nix::errno::Errno;
+    let rel = relative(uri)?;
+    let fail = |e: Errno| match e {
+        Errno::ELOOP => ArtifactError::Link(uri.to_owned()),
+        Errno::EXDEV => ArtifactError::Escapes(uri.to_owned()),
+        Errno::ENOENT | Errno::ENOTDIR => ArtifactError::NotFound(uri.to_owned()),
+        other => ArtifactError::Io {
+            uri: uri.to_owned(),
+            source: io::Error::from(other),
+        },
+    };
+    let dir = nix::fcntl::open(root, dir_flags() & !OFlag::O_NOFOLLOW, Mode::empty())
         .map_err(|_| ArtifactError::NotFound(uri.to_owned()))?;
-    let canonical = path
-        .canonicalize()
-        .map_err(|_| ArtifactError::NotFound(uri.to_owned()))?;
-    if !canonical.starts_with(&canonical_runs) {
-        return Err(ArtifactError::Escapes(uri.to_owned()));
+    let fd = match kernel.then(|| beneath(&dir, rel)).flatten() {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return Err(fail(e)),
+        // no openat2 here: the same refusals, one component at a time
+        None => walk(&dir, rel).map_err(fail)?,
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|source| ArtifactError::Io {
+        uri: uri.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(ArtifactError::NotFound(uri.to_owned()));
     }
-    Ok(canonical)
+    Ok(file)
+}
+
+/// Opens a directory on the way: never through a link.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// Opens the file itself: never through a link, and never waiting (a FIFO in its place does not
+/// block the read; it is then refused as not a file).
+fn file_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
+}
+
+/// `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: the kernel resolves the whole path below
+/// `dir` and fails on any link. `None` when this kernel (before 5.6) or a seccomp filter does not
+/// offer the call.
+#[cfg(target_os = "linux")]
+fn beneath(dir: &OwnedFd, rel: &str) -> Option<Result<OwnedFd, nix::errno::Errno>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    let how = OpenHow::new().flags(file_flags()).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    match nix::fcntl::openat2(dir, rel, how) {
+        Err(Errno::ENOSYS | Errno::EPERM | Errno::E2BIG) => None,
+        // the kernel refuses while another process renames under the path; try again once
+        Err(Errno::EAGAIN) => Some(nix::fcntl::openat2(dir, rel, how)),
+        r => Some(r),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn beneath(_dir: &OwnedFd, _rel: &str) -> Option<Result<OwnedFd, nix::errno::Errno>> {
+    None
+}
+
+/// Opens `rel` below `dir` one component at a time with `O_NOFOLLOW`, each directory from the
+/// descriptor of the one before it.
+fn walk(dir: &OwnedFd, rel: &str) -> Result<OwnedFd, nix::errno::Errno> {
+    let mut segments = rel.split('/').peekable();
+    let mut held: Option<OwnedFd> = None;
+    while let Some(seg) = segments.next() {
+        let at = held.as_ref().unwrap_or(dir);
+        if segments.peek().is_none() {
+            return nix::fcntl::openat(at, seg, file_flags(), Mode::empty());
+        }
+        held = Some(
+            nix::fcntl::openat(at, seg, dir_flags(), Mode::empty()).map_err(|e| {
+                // `O_DIRECTORY` answers a link with ENOTDIR; say it was a link
+                let link =
+                    nix::sys::stat::fstatat(at, seg, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| {
+                            let kind = nix::sys::stat::SFlag::S_IFMT.bits() & st.st_mode;
+                            kind == nix::sys::stat::SFlag::S_IFLNK.bits()
+                        });
+                if e == nix::errno::Errno::ENOTDIR && link {
+                    nix::errno::Errno::ELOOP
+                } else {
+                    e
+                }
+            })?,
+        );
+    }
+    Err(nix::errno::Errno::ENOENT)
 }
 
 /// Where a read starts.
@@ -181,15 +282,11 @@ pub fn read(
     max_bytes: u64,
     redactor: &Redactor,
 ) -> Result<Value, ArtifactError> {
-    let path = resolve(root, uri)?;
+    let mut f = open(root, uri)?;
     let io = |source| ArtifactError::Io {
         uri: uri.to_owned(),
         source,
     };
-    if path.is_dir() {
-        return Err(ArtifactError::NotFound(uri.to_owned()));
-    }
-    let mut f = File::open(&path).map_err(io)?;
     let total = f.metadata().map_err(io)?.len();
     let max = max_bytes.clamp(1, MAX_READ);
     let start = match from {
@@ -314,11 +411,138 @@ mod tests {
             &r,
         )
         .expect_err("escape");
-        assert!(
-            matches!(e, ArtifactError::Escapes(_) | ArtifactError::NotFound(_)),
-            "{e}"
-        );
+        assert!(matches!(e, ArtifactError::Link(_)), "{e}");
         let listed = list(dir.path(), 10).expect("list");
         assert_eq!(listed[0]["uri"], a.uri);
+    }
+
+    type Opener = fn(&Path, &str) -> Result<File, ArtifactError>;
+    type ReadAll<'a> = &'a dyn Fn(&Path, &str) -> Result<Vec<u8>, ArtifactError>;
+
+    /// Every way to open: the kernel's `openat2`, and the component walk used where it is missing.
+    fn openers() -> [(&'static str, Opener); 2] {
+        [
+            ("openat2", |root, uri| open_with(root, uri, true)),
+            ("walk", |root, uri| open_with(root, uri, false)),
+        ]
+    }
+
+    #[test]
+    fn links_are_refused_even_when_they_point_inside_the_runs() {
+        let (dir, a) = setup();
+        let run = dir.path().join("runs/rb/2026-01-01T000000Z-abcd1234");
+        std::os::unix::fs::symlink(&run, dir.path().join("runs/rb/alias")).expect("symlink");
+        std::os::unix::fs::symlink(&a.path, run.join("step/copy")).expect("symlink");
+        let r = Redactor::new();
+        for uri in [
+            "artifact://runs/rb/alias/step/stdout",
+            "artifact://runs/rb/2026-01-01T000000Z-abcd1234/step/copy",
+        ] {
+            let e = read(dir.path(), uri, From::Offset(0), 10, &r).expect_err(uri);
+            assert!(matches!(e, ArtifactError::Link(_)), "{uri}: {e}");
+            for (how, opener) in openers() {
+                let e = opener(dir.path(), uri).expect_err(uri);
+                assert!(matches!(e, ArtifactError::Link(_)), "{how} {uri}: {e}");
+            }
+        }
+        // `runs` itself is below the root too
+        let other = tempfile::tempdir().expect("tmp");
+        std::os::unix::fs::symlink(dir.path().join("runs"), other.path().join("runs"))
+            .expect("symlink");
+        for (how, opener) in openers() {
+            let e = opener(other.path(), &a.uri).expect_err("runs as a link");
+            assert!(matches!(e, ArtifactError::Link(_)), "{how}: {e}");
+            assert_eq!(
+                opener(dir.path(), &a.uri)
+                    .map(|f| f.metadata().map(|m| m.len()).ok())
+                    .ok(),
+                Some(Some(a.bytes)),
+                "{how} opens the plain path"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_an_artifact_is_refused_without_waiting() {
+        let (dir, _a) = setup();
+        let fifo = dir
+            .path()
+            .join("runs/rb/2026-01-01T000000Z-abcd1234/step/stderr");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let e = read(
+            dir.path(),
+            "artifact://runs/rb/2026-01-01T000000Z-abcd1234/step/stderr",
+            From::Offset(0),
+            10,
+            &Redactor::new(),
+        )
+        .expect_err("not a file");
+        assert!(matches!(e, ArtifactError::NotFound(_)), "{e}");
+    }
+
+    /// Reads `artifact://runs/rb/x/stdout` thousands of times while another thread keeps swapping
+    /// `runs/rb/x` between a directory and a link to a directory outside the root holding a canary.
+    fn swapped_reads(read_all: ReadAll<'_>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        let rb = root.join("runs/rb");
+        std::fs::create_dir_all(rb.join("real")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(rb.join("real/stdout"), "inside\n").expect("write");
+        std::fs::write(outside.join("stdout"), "CANARY outside the root\n").expect("write");
+        std::os::unix::fs::symlink(&outside, rb.join("link")).expect("symlink");
+        let stop = AtomicBool::new(false);
+        let (mut canary, mut inside, mut other) = (0usize, 0usize, Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (real, link, x) = (rb.join("real"), rb.join("link"), rb.join("x"));
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::rename(&real, &x);
+                    let _ = std::fs::rename(&x, &real);
+                    let _ = std::fs::rename(&link, &x);
+                    let _ = std::fs::rename(&x, &link);
+                }
+            });
+            for _ in 0..5000 {
+                match read_all(&root, "artifact://runs/rb/x/stdout") {
+                    Ok(bytes) if bytes.windows(6).any(|w| w == b"CANARY") => canary += 1,
+                    Ok(bytes) if bytes == b"inside\n" => inside += 1,
+                    Ok(bytes) => other.push(String::from_utf8_lossy(&bytes).into_owned()),
+                    Err(ArtifactError::NotFound(_) | ArtifactError::Link(_)) => {}
+                    Err(e) => other.push(e.to_string()),
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(
+            canary, 0,
+            "reads returned bytes from outside ({inside} inside)"
+        );
+        assert!(other.is_empty(), "{other:?}");
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_never_yields_outside_bytes() {
+        let r = Redactor::new();
+        swapped_reads(&|root, uri| {
+            read(root, uri, From::Offset(0), 1024, &r)
+                .map(|v| v["text"].as_str().unwrap_or_default().as_bytes().to_vec())
+        });
+        swapped_reads(&|root, uri| {
+            let mut bytes = Vec::new();
+            open_with(root, uri, false)?
+                .read_to_end(&mut bytes)
+                .map_err(|source| ArtifactError::Io {
+                    uri: uri.to_owned(),
+                    source,
+                })?;
+            Ok(bytes)
+        });
     }
 }

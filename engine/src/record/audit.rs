@@ -3,10 +3,19 @@
 //! Every record carries `seq` (1, 2, …), `ts` and `prev`, the SHA-256 of the previous line's bytes (64 zeros
 //! for the first). Appends take an exclusive file lock, so two processes on the same directory interleave
 //! whole records and keep the chain. There is no API to rewrite or delete records.
+//!
+//! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one. So
+//! each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a [`HeadKeeper`]
+//! (the store), and [`Audit::verify_with`] compares the log's end with the head kept there.
+//!
+//! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
+//! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it, which
+//! cannot be recomputed without the key; `verify` with the key checks every one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -25,10 +34,151 @@ pub struct AuditError {
     pub source: io::Error,
 }
 
+/// The key records are sealed with (`INFRA_AUDIT_KEY`). It is never shown: `Debug` prints no byte of it.
+#[derive(Clone)]
+pub struct AuditKey(Arc<[u8]>);
+
+impl AuditKey {
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        AuditKey(Arc::from(secret.as_ref()))
+    }
+
+    /// The key as text, to register with the redactor (it is read from an environment variable).
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    /// The seal of `bytes`, as 64 hex digits.
+    fn seal(&self, bytes: &[u8]) -> String {
+        dsl::analyze::hex(&hmac_sha256(&self.0, bytes))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104): `H((K ^ opad) || H((K ^ ipad) || message))`, with a key longer than the
+/// 64-byte block hashed first.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Compares two seals in time that does not depend on where they first differ.
+fn same_seal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The last record of the log: its `seq`, its `hash` and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+    pub ts: String,
+}
+
+impl Head {
+    pub fn to_json(&self) -> Value {
+        json!({"seq": self.seq, "hash": self.hash, "ts": self.ts, "checkpoint": self.checkpoint()})
+    }
+
+    /// The head as one word, `<seq>:<hash>`, to keep somewhere infra cannot write and give back to
+    /// `verify` later.
+    pub fn checkpoint(&self) -> String {
+        format!("{}:{}", self.seq, self.hash)
+    }
+
+    /// A checkpoint from text: the JSON `audit checkpoint --json` prints (`seq` and `hash`), or any
+    /// text holding a `<seq>:<hash>` word (what `audit checkpoint` prints, alone or among other words).
+    pub fn parse_checkpoint(text: &str) -> Result<Head, String> {
+        let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        let t = text.trim();
+        if t.starts_with('{') {
+            let v: Value = serde_json::from_str(t).map_err(|e| format!("not a checkpoint: {e}"))?;
+            let seq = v.get("seq").and_then(Value::as_u64);
+            let hash = v.get("hash").and_then(Value::as_str).filter(|h| is_hash(h));
+            return match (seq, hash) {
+                (Some(seq), Some(hash)) if seq > 0 => Ok(Head {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                    ts: v
+                        .get("ts")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                }),
+                _ => {
+                    Err("a JSON checkpoint needs `seq` (from 1) and `hash` (64 hex digits)".into())
+                }
+            };
+        }
+        t.split_whitespace()
+            .find_map(|w| {
+                let (seq, hash) = w.split_once(':')?;
+                let seq = seq.parse::<u64>().ok().filter(|s| *s > 0)?;
+                is_hash(hash).then(|| Head {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                    ts: String::new(),
+                })
+            })
+            .ok_or_else(|| {
+                "no checkpoint found: give `<seq>:<hash>` as `infra audit checkpoint` printed it, or a file holding it".into()
+            })
+    }
+}
+
+/// Keeps the head of the log somewhere besides the log (the store), so a cut or emptied log shows.
+pub trait HeadKeeper: Send + Sync + std::fmt::Debug {
+    /// Called after each record is written (and synced when it was durable), while the log is still
+    /// locked. Best effort: the record is written whether or not this keeps it.
+    fn keep(&self, head: &Head);
+}
+
 /// The audit log of one profiles directory.
 #[derive(Debug, Clone)]
 pub struct Audit {
     path: PathBuf,
+    keeper: Option<Arc<dyn HeadKeeper>>,
+    key: Option<AuditKey>,
+}
+
+/// What the log's end is compared with.
+#[derive(Debug, Clone, Default)]
+pub enum Anchor {
+    /// Nothing to compare with: the chain alone is checked.
+    #[default]
+    None,
+    /// There is no store: the log's end cannot be compared.
+    NoStore,
+    /// The store could not be read.
+    Unreadable(String),
+    /// The store: the head it kept (none before the first append that kept one) and how many runs it
+    /// lists (every run writes audit records).
+    Store { head: Option<Head>, runs: u64 },
+}
+
+/// What [`Audit::verify_with`] checks besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub anchor: Anchor,
+    /// A head kept elsewhere (`infra audit checkpoint`): the log must still hold that record, with
+    /// that hash.
+    pub checkpoint: Option<Head>,
 }
 
 fn sha_hex(bytes: &[u8]) -> String {
@@ -50,16 +200,23 @@ fn bound(v: &Value) -> Value {
     }
 }
 
-/// Whether a record's `hash` (its last field) is the SHA-256 of the bytes before it.
-fn sealed(line: &[u8]) -> bool {
-    const KEY: &[u8] = b",\"hash\":\"";
-    let Some(at) = line.windows(KEY.len()).rposition(|w| w == KEY) else {
-        return false;
-    };
+/// A record without its last field when that is `"<name>":"<64 hex digits>"`: the bytes before the
+/// field (with the closing brace), and the field's value.
+fn split_last<'a>(line: &'a [u8], name: &str) -> Option<(Vec<u8>, &'a [u8])> {
+    let key = format!(",\"{name}\":\"");
+    let at = line.windows(key.len()).rposition(|w| w == key.as_bytes())?;
+    let rest = &line[at + key.len()..];
+    if rest.len() != 66 || !rest.ends_with(b"\"}") {
+        return None;
+    }
     let mut head = line[..at].to_vec();
     head.push(b'}');
-    let rest = &line[at + KEY.len()..];
-    rest.len() == 66 && rest.ends_with(b"\"}") && rest[..64] == *sha_hex(&head).as_bytes()
+    Some((head, &rest[..64]))
+}
+
+/// Whether a record's `hash` (its last field) is the SHA-256 of the bytes before it.
+fn sealed(line: &[u8]) -> bool {
+    split_last(line, "hash").is_some_and(|(head, hash)| hash == sha_hex(&head).as_bytes())
 }
 
 /// The last line of a file (without its newline) and whether the file ends with a newline.
@@ -98,7 +255,23 @@ fn last_line(f: &mut File) -> io::Result<(Vec<u8>, bool)> {
 
 impl Audit {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Audit { path: path.into() }
+        Audit {
+            path: path.into(),
+            keeper: None,
+            key: None,
+        }
+    }
+
+    /// The same log, sealing each new record with `key` and checking seals with it.
+    pub fn with_key(mut self, key: Option<AuditKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The same log, handing each new head to `keeper`.
+    pub fn with_keeper(mut self, keeper: Arc<dyn HeadKeeper>) -> Self {
+        self.keeper = Some(keeper);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -147,19 +320,26 @@ impl Audit {
                 + 1;
             (seq, sha_hex(&last))
         };
+        let ts = crate::ctx::now_rfc3339();
         let mut rec = Map::new();
         rec.insert("seq".into(), seq.into());
-        rec.insert("ts".into(), crate::ctx::now_rfc3339().into());
+        rec.insert("ts".into(), ts.clone().into());
         rec.insert("prev".into(), prev.into());
         if let Value::Object(o) = bound(fields) {
             for (k, v) in o {
-                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "hash") {
+                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
                     rec.insert(k, v);
                 }
             }
         }
         let mut line =
             serde_json::to_vec(&Value::Object(rec)).map_err(|e| self.err(io::Error::other(e)))?;
+        if let Some(key) = &self.key {
+            // `mac` seals the record's bytes before it (with the closing brace), under the key
+            let mac = key.seal(&line);
+            line.pop();
+            line.extend_from_slice(format!(",\"mac\":\"{mac}\"}}").as_bytes());
+        }
         // seal the record: `hash` is the SHA-256 of the line's bytes before it (with the closing brace)
         let seal = sha_hex(&line);
         line.pop();
@@ -171,6 +351,14 @@ impl Audit {
         f.write_all(&line).map_err(|e| self.err(e))?;
         if durable {
             f.sync_data().map_err(|e| self.err(e))?;
+        }
+        if let Some(keeper) = &self.keeper {
+            let head = Head {
+                seq,
+                hash: seal,
+                ts,
+            };
+            keeper.keep(&head);
         }
         Ok(seq)
     }
@@ -201,86 +389,305 @@ impl Audit {
     /// Checks the whole chain. Reports the first bad record: unparseable (a torn line after a crash
     /// included), out of sequence, or not chained to the line before it.
     pub fn verify(&self) -> io::Result<Verified> {
+        self.verify_with(&VerifyOptions::default())
+    }
+
+    /// [`verify`](Self::verify), then the log's end against `opts.anchor`: a log that ends before the
+    /// head the store kept was cut (or emptied, or deleted), and so was one whose record at that `seq`
+    /// has another hash (rewritten).
+    pub fn verify_with(&self, opts: &VerifyOptions) -> io::Result<Verified> {
+        let mut found = Verified::default();
         let f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Verified {
-                    records: 0,
-                    problem: None,
-                });
-            }
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let mut reader = BufReader::new(f);
-        let mut prev_hash = GENESIS.to_owned();
-        let mut expect_seq = 1u64;
+        let exists = f.is_some();
         let mut line_no = 0usize;
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            line_no += 1;
-            let terminated = buf.last() == Some(&b'\n');
-            if terminated {
-                buf.pop();
-            }
-            let problem = |message: String| Verified {
-                records: expect_seq - 1,
-                problem: Some(Problem {
+        if let Some(f) = f {
+            let mut reader = BufReader::new(f);
+            let mut prev_hash = GENESIS.to_owned();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                let expect_seq = found.records + 1;
+                let terminated = buf.last() == Some(&b'\n');
+                if terminated {
+                    buf.pop();
+                }
+                let message = match check_line(&buf, terminated, expect_seq, &prev_hash) {
+                    Ok((head, has_mac)) => match self
+                        .check_mac(&buf, has_mac, expect_seq, &mut found.macs)
+                        .or_else(|| against_anchor(&head, &opts.anchor))
+                        .or_else(|| against_checkpoint(&head, opts.checkpoint.as_ref()))
+                    {
+                        None => {
+                            prev_hash = sha_hex(&buf);
+                            found.records = expect_seq;
+                            found.last = Some(head);
+                            continue;
+                        }
+                        Some(m) => m,
+                    },
+                    Err(m) => m,
+                };
+                found.problem = Some(Problem {
                     line: line_no,
                     seq: expect_seq,
                     message,
-                }),
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
-                let what = if terminated {
-                    "is not valid JSON"
-                } else {
-                    "is torn (cut off, no newline): the process likely died while writing it"
-                };
-                return Ok(problem(format!("record {expect_seq} {what}")));
-            };
-            if !terminated {
-                return Ok(problem(format!(
-                    "record {expect_seq} is torn (no newline after it)"
-                )));
+                });
+                return Ok(found);
             }
-            if !sealed(&buf) {
-                return Ok(problem(format!(
-                    "record {expect_seq} was changed after it was written (its `hash` does not match its content)"
-                )));
-            }
-            if v.get("seq").and_then(Value::as_u64) != Some(expect_seq) {
-                return Ok(problem(format!(
-                    "record {expect_seq} has seq {}",
-                    v.get("seq").unwrap_or(&Value::Null)
-                )));
-            }
-            if v.get("prev").and_then(Value::as_str) != Some(prev_hash.as_str()) {
-                return Ok(problem(format!(
-                    "record {expect_seq} does not chain to the record before it (prev {} ≠ {prev_hash}): a record was changed, removed or inserted",
-                    v.get("prev").and_then(Value::as_str).unwrap_or("missing")
-                )));
-            }
-            prev_hash = sha_hex(&buf);
-            expect_seq += 1;
         }
-        Ok(Verified {
-            records: expect_seq - 1,
-            problem: None,
-        })
+        self.check_end(&mut found, opts, exists, line_no);
+        Ok(found)
+    }
+
+    /// A record's `mac`, counted; with the key, checked. Once one record has a `mac`, every later one
+    /// must have one too (a record without it was written without the key, or forged).
+    fn check_mac(&self, line: &[u8], has_mac: bool, seq: u64, macs: &mut Macs) -> Option<String> {
+        let Some(key) = &self.key else {
+            if has_mac {
+                macs.sealed += 1;
+            }
+            return None;
+        };
+        macs.checked = true;
+        if !has_mac {
+            if macs.sealed > 0 {
+                return Some(format!(
+                    "record {seq} has no `mac` although records before it do: it was written without INFRA_AUDIT_KEY, or forged"
+                ));
+            }
+            macs.unsealed += 1;
+            return None;
+        }
+        // the `mac` must be the field just before `hash`, sealing every byte before it
+        let carried = split_last(line, "hash").and_then(|(head, _)| {
+            let (body, mac) = split_last(&head, "mac")?;
+            Some((body, mac.to_vec()))
+        });
+        match carried {
+            Some((body, mac)) if same_seal(key.seal(&body).as_bytes(), &mac) => {
+                macs.sealed += 1;
+                None
+            }
+            Some(_) => Some(format!(
+                "record {seq}'s `mac` does not match its content: it was forged or rewritten (or sealed with another key)"
+            )),
+            None => Some(format!(
+                "record {seq}'s `mac` is not where it is written (just before `hash`): the record was forged"
+            )),
+        }
+    }
+
+    /// The log's end against the store's head, after a clean chain of `found.records` records.
+    fn check_end(&self, found: &mut Verified, opts: &VerifyOptions, exists: bool, lines: usize) {
+        let n = found.records;
+        let log = if !exists {
+            format!("the audit log `{}` is missing", self.path.display())
+        } else if n == 0 {
+            format!("the audit log `{}` is empty", self.path.display())
+        } else {
+            format!("the audit log ends at record {n}")
+        };
+        let problem = |message: String| Problem {
+            line: lines + 1,
+            seq: n + 1,
+            message,
+        };
+        let macs = found.macs;
+        if !macs.checked && macs.sealed > 0 {
+            found.notes.push(format!(
+                "{} records carry a `mac`; they were not checked (INFRA_AUDIT_KEY is not set here), so a record forged with a recomputed chain would pass",
+                macs.sealed
+            ));
+        } else if macs.checked && macs.unsealed > 0 {
+            found.notes.push(format!(
+                "records 1 to {} carry no `mac` (written before INFRA_AUDIT_KEY was set); the {} after them are sealed and check",
+                macs.unsealed, macs.sealed
+            ));
+        }
+        if let Some(cp) = &opts.checkpoint {
+            if cp.seq > n {
+                let missing = if cp.seq == n + 1 {
+                    format!("record {} is missing", cp.seq)
+                } else {
+                    format!("records {} to {} are missing", n + 1, cp.seq)
+                };
+                found.problem = Some(problem(format!(
+                    "{log}, before the checkpoint's record {} (hash {}): {missing}; the log was cut, emptied or replaced since the checkpoint",
+                    cp.seq, cp.hash
+                )));
+                return;
+            }
+            found.notes.push(format!(
+                "the checkpoint's record {} is in the log with its hash",
+                cp.seq
+            ));
+        }
+        match &opts.anchor {
+            Anchor::None => {}
+            Anchor::NoStore => found
+                .notes
+                .push("there is no store, so the log's end was not compared with a kept head".into()),
+            Anchor::Unreadable(e) => found.notes.push(format!(
+                "the store could not be read ({e}), so the log's end was not compared with its head"
+            )),
+            Anchor::Store {
+                head: Some(h), ..
+            } if h.seq > n => {
+                let missing = if h.seq == n + 1 {
+                    format!("record {} is missing", h.seq)
+                } else {
+                    format!("records {} to {} are missing", n + 1, h.seq)
+                };
+                found.problem = Some(problem(format!(
+                    "{log}, but the store's head is record {} (hash {}, written {}): {missing}; the log was cut, emptied or replaced",
+                    h.seq, h.hash, h.ts
+                )));
+            }
+            Anchor::Store {
+                head: Some(h), ..
+            } => {
+                if h.seq < n {
+                    found.notes.push(format!(
+                        "records {} to {n} were written after the head the store kept (record {}): a process stopped before keeping its head, or the store is older than the log",
+                        h.seq + 1,
+                        h.seq
+                    ));
+                }
+            }
+            Anchor::Store { head: None, runs } if *runs > 0 && n == 0 => {
+                found.problem = Some(problem(format!(
+                    "{log}, but the store lists {runs} runs, and every run writes audit records: the log was emptied or deleted"
+                )));
+            }
+            Anchor::Store { head: None, .. } => found.notes.push(
+                "the store keeps no head yet (it does from the next record on), so the log's end was not compared".into(),
+            ),
+        }
+    }
+}
+
+/// One line of the log against the chain so far: its head and whether it carries a `mac`, or why it
+/// is bad.
+fn check_line(
+    buf: &[u8],
+    terminated: bool,
+    expect_seq: u64,
+    prev_hash: &str,
+) -> Result<(Head, bool), String> {
+    let Ok(v) = serde_json::from_slice::<Value>(buf) else {
+        let what = if terminated {
+            "is not valid JSON"
+        } else {
+            "is torn (cut off, no newline): the process likely died while writing it"
+        };
+        return Err(format!("record {expect_seq} {what}"));
+    };
+    if !terminated {
+        return Err(format!("record {expect_seq} is torn (no newline after it)"));
+    }
+    if !sealed(buf) {
+        return Err(format!(
+            "record {expect_seq} was changed after it was written (its `hash` does not match its content)"
+        ));
+    }
+    if v.get("seq").and_then(Value::as_u64) != Some(expect_seq) {
+        return Err(format!(
+            "record {expect_seq} has seq {}",
+            v.get("seq").unwrap_or(&Value::Null)
+        ));
+    }
+    if v.get("prev").and_then(Value::as_str) != Some(prev_hash) {
+        return Err(format!(
+            "record {expect_seq} does not chain to the record before it (prev {} ≠ {prev_hash}): a record was changed, removed or inserted",
+            v.get("prev").and_then(Value::as_str).unwrap_or("missing")
+        ));
+    }
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let head = Head {
+        seq: expect_seq,
+        hash: text("hash"),
+        ts: text("ts"),
+    };
+    Ok((head, v.get("mac").is_some()))
+}
+
+/// Whether a good record contradicts a checkpoint (same `seq`, another hash).
+fn against_checkpoint(head: &Head, checkpoint: Option<&Head>) -> Option<String> {
+    match checkpoint {
+        Some(cp) if cp.seq == head.seq && !cp.hash.eq_ignore_ascii_case(&head.hash) => {
+            Some(format!(
+                "record {} is not the checkpoint's (hash {} ≠ {}): the log was rewritten since the checkpoint",
+                cp.seq, head.hash, cp.hash
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a good record contradicts the head the store kept (same `seq`, another hash).
+fn against_anchor(head: &Head, anchor: &Anchor) -> Option<String> {
+    match anchor {
+        Anchor::Store { head: Some(h), .. } if h.seq == head.seq && h.hash != head.hash => {
+            Some(format!(
+                "record {} is not the one the store kept as the head (hash {} ≠ {}, written {}): the log was rewritten",
+                h.seq, head.hash, h.hash, h.ts
+            ))
+        }
+        _ => None,
     }
 }
 
 /// The result of [`Audit::verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verified {
     /// Good records before the first problem (all of them when there is none).
     pub records: u64,
     pub problem: Option<Problem>,
+    /// The last good record.
+    pub last: Option<Head>,
+    /// The records' seals.
+    pub macs: Macs,
+    /// What could not be checked, or looks odd without being wrong.
+    pub notes: Vec<String>,
+}
+
+/// The seals (`mac`) seen by [`Audit::verify`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Macs {
+    /// Records that carry a `mac` (with the key: that checked).
+    pub sealed: u64,
+    /// Records at the start of the log that carry none (checked with the key only).
+    pub unsealed: u64,
+    /// Whether the key was there to check them.
+    pub checked: bool,
+}
+
+impl Verified {
+    /// The report as JSON (`problem` and `last` are `null` when there is none).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "intact": self.problem.is_none(),
+            "records": self.records,
+            "problem": self.problem.as_ref().map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message})),
+            "last": self.last.as_ref().map(Head::to_json),
+            "macs": {"sealed": self.macs.sealed, "checked": self.macs.checked},
+            "notes": self.notes,
+        })
+    }
 }
 
 /// The first bad record.
@@ -307,13 +714,9 @@ mod tests {
                 i + 1
             );
         }
-        assert_eq!(
-            a.verify().expect("verify"),
-            Verified {
-                records: 5,
-                problem: None
-            }
-        );
+        let v = a.verify().expect("verify");
+        assert_eq!((v.records, v.problem), (5, None));
+        assert_eq!(v.last.map(|h| h.seq), Some(5));
         let tail = a.tail(2).expect("tail");
         assert_eq!(tail.len(), 2);
         assert_eq!(tail[1]["seq"], 5);
@@ -398,13 +801,8 @@ mod tests {
                 });
             }
         });
-        assert_eq!(
-            Audit::new(&path).verify().expect("verify"),
-            Verified {
-                records: 100,
-                problem: None
-            }
-        );
+        let v = Audit::new(&path).verify().expect("verify");
+        assert_eq!((v.records, v.problem), (100, None));
     }
 
     #[test]
@@ -418,5 +816,379 @@ mod tests {
                 .append(&json!({"kind": "call"}), true)
                 .is_err()
         );
+    }
+
+    /// A log that keeps its head in a real store in the same directory, as the engine's does.
+    fn kept(dir: &Path) -> (Audit, Arc<crate::store::LazyStore>) {
+        let store = Arc::new(crate::store::LazyStore::new(dir.join("store.sqlite3")));
+        let audit = Audit::new(dir.join("audit.jsonl")).with_keeper(store.clone());
+        (audit, store)
+    }
+
+    fn verify_kept(audit: &Audit, store: &crate::store::LazyStore) -> Verified {
+        let s = store.get().expect("store");
+        let anchor = Anchor::Store {
+            head: s.audit_head().expect("head"),
+            runs: s.runs_count().expect("runs"),
+        };
+        audit
+            .verify_with(&VerifyOptions {
+                anchor,
+                checkpoint: None,
+            })
+            .expect("verify")
+    }
+
+    #[test]
+    fn a_tail_cut_at_a_record_boundary_is_reported_with_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..5 {
+            a.append(&json!({"kind": "call", "i": i}), i == 0)
+                .expect("append");
+        }
+        let v = verify_kept(&a, &store);
+        assert_eq!((v.records, v.problem, v.notes.len()), (5, None, 0));
+        let text = std::fs::read_to_string(a.path()).expect("read");
+        let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+        std::fs::write(a.path(), kept).expect("cut");
+        // the chain alone cannot tell
+        assert_eq!(a.verify().expect("verify").problem, None);
+        let v = verify_kept(&a, &store);
+        let p = v.problem.expect("a cut tail");
+        assert_eq!((p.line, p.seq, v.records), (4, 4, 3), "{}", p.message);
+        assert!(p.message.contains("ends at record 3"), "{}", p.message);
+        assert!(
+            p.message.contains("records 4 to 5 are missing"),
+            "{}",
+            p.message
+        );
+        // one record cut
+        let text: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(a.path(), text).expect("cut");
+        let p = verify_kept(&a, &store).problem.expect("a cut tail");
+        assert!(p.message.contains("record 5 is missing"), "{}", p.message);
+    }
+
+    #[test]
+    fn an_emptied_or_deleted_log_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for _ in 0..3 {
+            a.append(&json!({"kind": "call"}), false).expect("append");
+        }
+        std::fs::write(a.path(), "").expect("empty");
+        let p = verify_kept(&a, &store).problem.expect("emptied");
+        assert!(p.message.contains("is empty"), "{}", p.message);
+        assert!(
+            p.message.contains("records 1 to 3 are missing"),
+            "{}",
+            p.message
+        );
+        std::fs::remove_file(a.path()).expect("delete");
+        let p = verify_kept(&a, &store).problem.expect("deleted");
+        assert!(p.message.contains("is missing"), "{}", p.message);
+        // a new record in a new log does not move the head back
+        a.append(&json!({"kind": "call"}), false).expect("append");
+        let p = verify_kept(&a, &store).problem.expect("started again");
+        assert!(
+            p.message.contains("records 2 to 3 are missing"),
+            "{}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn a_deleted_log_is_reported_when_the_store_lists_runs_but_kept_no_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = crate::store::LazyStore::new(dir.path().join("store.sqlite3"));
+        let a = Audit::new(dir.path().join("audit.jsonl"));
+        let v = verify_kept(&a, &store);
+        assert_eq!(v.problem, None, "no runs, no records: nothing is missing");
+        store
+            .get()
+            .expect("store")
+            .run_started("r1", "call", dir.path(), "2026-01-01T00:00:00Z")
+            .expect("run");
+        let p = verify_kept(&a, &store).problem.expect("deleted");
+        assert!(p.message.contains("is missing"), "{}", p.message);
+        assert!(p.message.contains("lists 1 runs"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_log_rewritten_to_the_same_length_is_reported_at_the_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..3 {
+            a.append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+                .expect("append");
+        }
+        // a whole new chain of three records, written without the store
+        std::fs::remove_file(a.path()).expect("delete");
+        let forger = Audit::new(a.path());
+        for _ in 0..3 {
+            forger
+                .append(&json!({"kind": "call", "tool": "innocent"}), false)
+                .expect("append");
+        }
+        assert_eq!(forger.verify().expect("verify").problem, None);
+        let p = verify_kept(&a, &store).problem.expect("rewritten");
+        assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+        assert!(p.message.contains("rewritten"), "{}", p.message);
+    }
+
+    #[test]
+    fn two_writers_with_their_own_stores_keep_one_head() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                // each as its own process would: its own log handle and store connection
+                let (a, _store) = kept(dir.path());
+                s.spawn(move || {
+                    for i in 0..25 {
+                        a.append(&json!({"kind": "call", "t": t, "i": i}), i % 5 == 0)
+                            .expect("append");
+                    }
+                });
+            }
+        });
+        let (a, store) = kept(dir.path());
+        let v = verify_kept(&a, &store);
+        assert_eq!(
+            (v.records, v.problem, v.notes.len()),
+            (100, None, 0),
+            "{:?}",
+            v.notes
+        );
+        assert_eq!(
+            store.get().expect("store").audit_head().expect("head"),
+            v.last
+        );
+    }
+
+    #[test]
+    fn checkpoints_read_as_a_word_a_line_or_json() {
+        let hash = "ab".repeat(32);
+        let want = Head {
+            seq: 12,
+            hash: hash.clone(),
+            ts: String::new(),
+        };
+        assert_eq!(
+            Head::parse_checkpoint(&format!("12:{hash}\n")),
+            Ok(want.clone())
+        );
+        assert_eq!(
+            Head::parse_checkpoint(&format!(
+                "kept on paper: 12:{} (monday)",
+                hash.to_uppercase()
+            )),
+            Ok(want.clone())
+        );
+        let json = json!({"seq": 12, "hash": hash, "ts": "2026-01-01T00:00:00.000Z"}).to_string();
+        let parsed = Head::parse_checkpoint(&json).expect("json");
+        assert_eq!((parsed.seq, parsed.hash), (12, want.hash.clone()));
+        assert_eq!(
+            Head::parse_checkpoint(&want.checkpoint()).map(|h| h.seq),
+            Ok(12)
+        );
+        for bad in [
+            "",
+            "12",
+            "0:ab",
+            &format!("0:{hash}"),
+            &format!("x:{hash}"),
+            "{\"seq\": 3}",
+        ] {
+            assert!(Head::parse_checkpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_finds_a_history_rewritten_with_its_store() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, store) = kept(dir.path());
+        for i in 0..3 {
+            a.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append");
+        }
+        let checkpoint = verify_kept(&a, &store).last.expect("a head");
+        assert_eq!(checkpoint.seq, 3);
+        for i in 3..5 {
+            a.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append");
+        }
+        let with = |a: &Audit, cp: &Head| {
+            a.verify_with(&VerifyOptions {
+                anchor: Anchor::None,
+                checkpoint: Some(cp.clone()),
+            })
+            .expect("verify")
+        };
+        let v = with(&a, &checkpoint);
+        assert_eq!(v.problem, None);
+        assert!(
+            v.notes.iter().any(|n| n.contains("record 3 is in the log")),
+            "{:?}",
+            v.notes
+        );
+        // someone who can write both replaces the log and the store with a new, longer history
+        let other = tempfile::tempdir().expect("tmp");
+        let (forged, forged_store) = kept(other.path());
+        for i in 0..6 {
+            forged
+                .append(&json!({"kind": "call", "i": i, "tool": "innocent"}), false)
+                .expect("append");
+        }
+        assert_eq!(verify_kept(&forged, &forged_store).problem, None);
+        let p = with(&forged, &checkpoint).problem.expect("rewritten");
+        assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+        assert!(
+            p.message.contains("rewritten since the checkpoint"),
+            "{}",
+            p.message
+        );
+        // or with a shorter one
+        std::fs::write(forged.path(), "").expect("empty");
+        let p = with(&forged, &checkpoint).problem.expect("cut");
+        assert!(
+            p.message.contains("records 1 to 3 are missing"),
+            "{}",
+            p.message
+        );
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc_4231() {
+        // test cases 1, 2, 6 (a key longer than the block) and 7
+        let long_key = [0xaau8; 131];
+        let cases: [(&[u8], &[u8], &str); 4] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                &long_key,
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+            (
+                &long_key,
+                b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+            ),
+        ];
+        for (key, data, want) in cases {
+            assert_eq!(hmac_sha256(key, data).to_vec(), unhex(want));
+        }
+    }
+
+    /// Rewrites record `at` (1-based) with `edit` and recomputes the plain chain from there on (`prev`
+    /// and `hash`), as someone without the key can; each `mac` stays as it was.
+    fn forge(path: &Path, at: usize, edit: impl Fn(&str) -> String) {
+        let text = std::fs::read_to_string(path).expect("read");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[at - 1] = edit(&lines[at - 1]);
+        for i in at - 1..lines.len() {
+            let mut v: Map<String, Value> = serde_json::from_str(&lines[i]).expect("record");
+            if i > 0 {
+                v.insert("prev".into(), sha_hex(lines[i - 1].as_bytes()).into());
+            }
+            v.shift_remove("hash");
+            let mut line = serde_json::to_vec(&Value::Object(v)).expect("json");
+            let seal = sha_hex(&line);
+            line.pop();
+            line.extend_from_slice(format!(",\"hash\":\"{seal}\"}}").as_bytes());
+            lines[i] = String::from_utf8(line).expect("utf-8");
+        }
+        std::fs::write(path, lines.join("\n") + "\n").expect("write");
+    }
+
+    #[test]
+    fn a_forged_record_with_a_recomputed_chain_is_found_with_the_key_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = AuditKey::new("a key kept from the agent, 32 bytes+");
+        let sealed = Audit::new(dir.path().join("audit.jsonl")).with_key(Some(key.clone()));
+        for i in 0..4 {
+            sealed
+                .append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+                .expect("append");
+        }
+        let v = sealed.verify().expect("verify");
+        assert_eq!((v.records, v.problem), (4, None));
+        assert_eq!(
+            v.macs,
+            Macs {
+                sealed: 4,
+                unsealed: 0,
+                checked: true
+            }
+        );
+        let plain = Audit::new(sealed.path());
+        forge(sealed.path(), 2, |l| l.replace("\"t1\"", "\"tX\""));
+        // without the key the chain is whole again, and verify says what it could not check
+        let v = plain.verify().expect("verify");
+        assert_eq!(v.problem, None);
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("4 records carry a `mac`; they were not checked")),
+            "{:?}",
+            v.notes
+        );
+        let p = sealed.verify().expect("verify").problem.expect("forged");
+        assert_eq!((p.line, p.seq), (2, 2), "{}", p.message);
+        assert!(p.message.contains("`mac` does not match"), "{}", p.message);
+        // a seal taken away is missed too
+        forge(sealed.path(), 2, |l| {
+            let mut v: Map<String, Value> = serde_json::from_str(l).expect("record");
+            v.shift_remove("mac");
+            Value::Object(v).to_string()
+        });
+        assert_eq!(plain.verify().expect("verify").problem, None);
+        let p = sealed.verify().expect("verify").problem.expect("unsealed");
+        assert!(p.message.contains("record 2 has no `mac`"), "{}", p.message);
+        // and another key does not check
+        let other = Audit::new(sealed.path()).with_key(Some(AuditKey::new("another key entirely")));
+        let p = other.verify().expect("verify").problem.expect("wrong key");
+        assert_eq!(p.seq, 1, "{}", p.message);
+    }
+
+    #[test]
+    fn records_before_the_key_was_set_are_noted_not_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        Audit::new(&path)
+            .append(&json!({"kind": "call"}), false)
+            .expect("append");
+        let key = AuditKey::new("the key from now on");
+        let sealed = Audit::new(&path).with_key(Some(key));
+        sealed
+            .append(&json!({"kind": "call", "mac": "mine"}), false)
+            .expect("append");
+        let v = sealed.verify().expect("verify");
+        assert_eq!(v.problem, None);
+        assert_eq!((v.macs.unsealed, v.macs.sealed), (1, 1));
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.contains("records 1 to 1 carry no `mac`")),
+            "{:?}",
+            v.notes
+        );
+        assert_eq!(format!("{:?}", sealed.key), "Some(AuditKey(..))");
     }
 }

@@ -8,7 +8,7 @@ pub mod process;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use dsl::template::{Mode, renderer};
@@ -23,7 +23,7 @@ use crate::ctx::{Config, new_id, now_rfc3339, now_stamp};
 use crate::plan::{CompileOptions, Plan, PlanNode};
 use crate::record::evidence::{ErrorInfo, Record, Status};
 use crate::record::{Audit, Journal, Redactor};
-use crate::store::{Store, StoreError};
+use crate::store::{LazyStore, Store, StoreError};
 
 /// In-memory `state` of this process (`scope: session`).
 #[derive(Debug, Default)]
@@ -72,7 +72,7 @@ pub struct Engine {
     audit: Audit,
     redactor: Arc<Redactor>,
     session: Session,
-    store: OnceLock<Result<Arc<Store>, StoreError>>,
+    store: Arc<LazyStore>,
     ssh: actions::ssh::session::Pool,
     http: actions::http::Agents,
     psql: actions::psql::conn::Pool,
@@ -188,14 +188,21 @@ struct RunCx<'a> {
 
 impl Engine {
     pub fn new(config: Config, catalog: Arc<Catalog>) -> Self {
-        let audit = Audit::new(config.audit_path());
+        let store = Arc::new(LazyStore::new(config.store_path()));
+        let audit = Audit::new(config.audit_path())
+            .with_keeper(store.clone())
+            .with_key(config.audit_key.clone());
+        let redactor = Arc::new(Redactor::new());
+        if let Some(key) = &config.audit_key {
+            redactor.add(&key.as_text());
+        }
         Engine {
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,
-            redactor: Arc::new(Redactor::new()),
+            redactor,
             session: Session::default(),
-            store: OnceLock::new(),
+            store,
             ssh: actions::ssh::session::Pool::default(),
             http: actions::http::Agents::default(),
             psql: actions::psql::conn::Pool::default(),
@@ -271,16 +278,49 @@ impl Engine {
 
     /// The store, opened on first use.
     pub fn store(&self) -> Result<&Store, StoreError> {
-        match self
-            .store
-            .get_or_init(|| Store::open(&self.config.store_path()).map(Arc::new))
-        {
-            Ok(s) => Ok(s),
-            Err(e) => Err(StoreError {
-                path: e.path.clone(),
-                message: e.message.clone(),
-            }),
+        self.store.get()
+    }
+
+    /// Checks the audit log: its chain, and its end against the head the store kept (a log cut back,
+    /// emptied or deleted is reported). The store is not created when there is none.
+    /// With a `checkpoint` (`infra audit checkpoint`), the log must also still hold that record with
+    /// that hash.
+    pub fn verify_audit(
+        &self,
+        checkpoint: Option<crate::record::audit::Head>,
+    ) -> std::io::Result<crate::record::audit::Verified> {
+        use crate::record::audit::{Anchor, VerifyOptions};
+        let anchor = if !self.store.path().exists() {
+            Anchor::NoStore
+        } else {
+            let read = self
+                .store()
+                .and_then(|s| Ok((s.audit_head()?, s.runs_count()?)));
+            match read {
+                Ok((head, runs)) => Anchor::Store { head, runs },
+                Err(e) => Anchor::Unreadable(e.to_string()),
+            }
+        };
+        self.audit
+            .verify_with(&VerifyOptions { anchor, checkpoint })
+    }
+
+    /// The audit log's head, to keep elsewhere: its last record, once the whole log verifies.
+    pub fn audit_checkpoint(&self) -> Result<crate::record::audit::Head, String> {
+        let v = self.verify_audit(None).map_err(|e| {
+            format!(
+                "cannot read the audit log `{}`: {e}",
+                self.audit.path().display()
+            )
+        })?;
+        if let Some(p) = v.problem {
+            return Err(format!(
+                "the audit log does not verify, so it has no head to keep: record {} (line {}): {}",
+                p.seq, p.line, p.message
+            ));
         }
+        v.last
+            .ok_or_else(|| "the audit log has no records yet: there is no head to keep".into())
     }
 
     /// Compiles a runbook, checks its inputs and runs it. `Err` carries the diagnostics as text.

@@ -223,6 +223,8 @@ pub fn run(
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    // the audit key seals records; a process that could read it could forge them
+    cmd.env_remove(crate::ctx::AUDIT_KEY_VAR);
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }

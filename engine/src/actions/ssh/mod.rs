@@ -266,11 +266,8 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 }
 
 fn open_artifact(call: &Call<'_>, uri: &str) -> Result<std::fs::File, ActionError> {
-    let root = &call.engine.config().artifacts_root;
-    let path = crate::record::artifacts::resolve(root, uri)
-        .map_err(|e| ActionError::new("not_found", e.to_string()))?;
-    std::fs::File::open(&path)
-        .map_err(|e| ActionError::new("not_found", format!("cannot read `{uri}`: {e}")))
+    crate::record::artifacts::open(&call.engine.config().artifacts_root, uri)
+        .map_err(|e| ActionError::new("not_found", e.to_string()))
 }
 
 fn open_local(path: &str) -> Result<std::fs::File, ActionError> {
