@@ -92,20 +92,20 @@ fn one(what: &str, n: usize) {
         }
         "proc" => {
             // the process layer alone, without the engine around it
-            let cap = engine::run::process::Capture {
+            let cap = engine::exec::process::Capture {
                 dir: dir.path().join("p"),
                 uri_base: "artifact://runs/p".into(),
                 cap: 1 << 20,
                 redactor: Arc::new(engine::record::Redactor::new()),
             };
-            let spec = engine::run::process::ProcessSpec {
+            let spec = engine::exec::process::ProcessSpec {
                 program: "true".into(),
                 ..Default::default()
             };
             let cancel = engine::run::CancelToken::new();
             let t = Instant::now();
             for _ in 0..n {
-                engine::run::process::run(&spec, None, &cancel, &cap).expect("true");
+                engine::exec::process::run(&spec, None, &cancel, &cap).expect("true");
             }
             let d = t.elapsed();
             println!(

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dsl::{Code, Diagnostic, Runbook, SourceFile};
+use dsl::{Diagnostic, Runbook, SourceFile};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::ctx::{io_error, read_source};
 use crate::plan::Resolve;
 
 include!(concat!(env!("OUT_DIR"), "/builtin_runbooks.rs"));
@@ -168,31 +169,6 @@ pub fn is_runbook_file(p: &Path) -> bool {
         p.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml" | "json")
     )
-}
-
-fn io_error(path: &Path, e: &std::io::Error) -> Diagnostic {
-    Diagnostic::error(
-        Code::YamlSyntax,
-        format!("cannot read `{}`: {e}", path.display()),
-    )
-}
-
-/// Reads a runbook file as a source (refusing files above the size limit before reading them whole).
-pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
-    if meta.len() > dsl::parse::MAX_FILE_BYTES as u64 {
-        return Err(Diagnostic::error(
-            Code::InputTooLarge,
-            format!(
-                "`{}` is {} bytes; the limit is {}",
-                path.display(),
-                meta.len(),
-                dsl::parse::MAX_FILE_BYTES
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, &e))?;
-    Ok(SourceFile::new(path.display().to_string(), text))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dsl::{Code, Diagnostic, SourceFile};
+
 /// What this process may do and where it keeps its files.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -252,4 +254,29 @@ mod process_tests {
         let _ = child.wait();
         assert!(!ProcessRef { pid, start: None }.alive());
     }
+}
+
+pub(crate) fn io_error(path: &Path, e: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        Code::YamlSyntax,
+        format!("cannot read `{}`: {e}", path.display()),
+    )
+}
+
+/// Reads a runbook file as a source (refusing files above the size limit before reading them whole).
+pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| io_error(path, &e))?;
+    if meta.len() > dsl::parse::MAX_FILE_BYTES as u64 {
+        return Err(Diagnostic::error(
+            Code::InputTooLarge,
+            format!(
+                "`{}` is {} bytes; the limit is {}",
+                path.display(),
+                meta.len(),
+                dsl::parse::MAX_FILE_BYTES
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, &e))?;
+    Ok(SourceFile::new(path.display().to_string(), text))
 }

@@ -4,6 +4,7 @@
 //! only ever referenced (`key_file`, `password_env`, `passphrase_env`, `token_env`), never inlined, and
 //! [`Target::public`] is what any result may show.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -12,7 +13,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::actions::ActionError;
 use dsl::{Code, Diagnostic, SourceFile};
 
 /// How a host key is trusted.
@@ -79,10 +79,10 @@ pub struct Target {
     pub description: Option<String>,
     /// PostgreSQL: `url`, or `host`, `port`, `user`, `database`, `password_env`, `sslmode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<crate::actions::psql::PgTarget>,
+    pub postgres: Option<PgTarget>,
     /// HTTP: `base_url`, `headers`, credentials by environment variable, egress allowances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<crate::actions::http::HttpTarget>,
+    pub http: Option<HttpTarget>,
 }
 
 impl Target {
@@ -114,6 +114,74 @@ impl Target {
             "description": self.description,
         })
     }
+}
+
+/// A target's `postgres` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgTarget {
+    /// `postgres://user@host:port/db` (keep the password out of it: use `password_env`).
+    pub url: Option<String>,
+    /// The environment variable that holds the whole URL.
+    pub url_env: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+    /// The environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// `disable`, `prefer` (default) or `require`.
+    #[schemars(regex(pattern = "^(disable|prefer|require)$"))]
+    pub sslmode: Option<String>,
+    /// Every query runs in a read-only transaction and writing statements are refused; the target's
+    /// role must be one the server does not let write (checked on each new connection).
+    pub read_only: Option<bool>,
+    #[schemars(range(min = 1))]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// A target's `http` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    /// The URL `path` is joined to.
+    pub base_url: Option<String>,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The environment variable holding a bearer token (`token_env` is the same).
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+    pub basic: Option<Basic>,
+    /// Allow link-local and cloud metadata addresses (refused by default).
+    pub allow_link_local: Option<bool>,
+    /// Refuse loopback addresses.
+    pub deny_loopback: Option<bool>,
+    /// Refuse private ranges.
+    pub deny_private: Option<bool>,
+    /// A PEM file of CA certificates trusted for this target's TLS, besides the system's (a private CA).
+    pub ca_file: Option<String>,
+}
+
+/// Basic authentication, the password from the environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Basic {
+    pub username: String,
+    /// The environment variable that holds the password.
+    pub password_env: String,
+}
+
+/// Why a target cannot be used: the targets file has errors, or there is no such target. Actions turn
+/// it into their own error (`From<TargetError> for ActionError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TargetError {
+    /// `invalid_config` or `not_found`.
+    pub kind: &'static str,
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
 }
 
 /// The JSON Schema of a targets file (`schemas/targets.schema.json`).
@@ -161,7 +229,7 @@ impl Targets {
         for name in ["targets.json", "targets.yaml", "targets.yml"] {
             let path = profiles_dir.join(name);
             if path.is_file() {
-                return match crate::catalog::read_source(&path) {
+                return match crate::ctx::read_source(&path) {
                     Ok(file) => Targets::parse(&file),
                     Err(d) => Targets {
                         targets: IndexMap::new(),
@@ -262,27 +330,29 @@ impl Targets {
 
     /// The targets of a project for an action: an error (located, with how to see every problem) when
     /// the file has any.
-    pub fn load_checked(profiles_dir: &Path) -> Result<Targets, ActionError> {
+    pub fn load_checked(profiles_dir: &Path) -> Result<Targets, TargetError> {
         let t = Targets::load(profiles_dir);
         match t.diagnostics.first() {
             None => Ok(t),
-            Some(d) => Err(ActionError::new(
-                "invalid_config",
-                format!("the targets file has errors: {}", d.message),
-            )
-            .hint(format!(
-                "fix it{}; `infra validate` shows every error",
-                d.location().map(|l| format!(" at {l}")).unwrap_or_default()
-            ))),
+            Some(d) => Err(TargetError {
+                kind: "invalid_config",
+                message: format!("the targets file has errors: {}", d.message),
+                hint: format!(
+                    "fix it{}; `infra validate` shows every error",
+                    d.location().map(|l| format!(" at {l}")).unwrap_or_default()
+                ),
+            }),
         }
     }
 
     /// The named target, or an error that suggests a near name or lists the known ones.
-    pub fn find(&self, name: &str, profiles_dir: &Path) -> Result<&Target, ActionError> {
+    pub fn find(&self, name: &str, profiles_dir: &Path) -> Result<&Target, TargetError> {
         self.targets.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
-            ActionError::new("not_found", format!("no target `{name}`")).hint(
-                match dsl::diagnostic::suggestion(name, known.iter().copied()) {
+            TargetError {
+                kind: "not_found",
+                message: format!("no target `{name}`"),
+                hint: match dsl::diagnostic::suggestion(name, known.iter().copied()) {
                     Some(s) => s,
                     None if known.is_empty() => format!(
                         "define targets in {}",
@@ -290,7 +360,7 @@ impl Targets {
                     ),
                     None => format!("known targets: {}", known.join(", ")),
                 },
-            )
+            }
         })
     }
 

@@ -160,7 +160,7 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
             Some((p, n)) => (p, Some(n)),
             None => (arg, None),
         };
-        let file = engine::catalog::read_source(Path::new(path)).map_err(|d| vec![d])?;
+        let file = engine::ctx::read_source(Path::new(path)).map_err(|d| vec![d])?;
         let stem = Path::new(path).file_stem().and_then(|s| s.to_str());
         let loaded = dsl::load(&file, stem);
         if loaded.has_errors() {

@@ -78,7 +78,7 @@ fn gather_inputs(
 ) -> Result<Map<String, Value>, Vec<Diagnostic>> {
     let mut given = Map::new();
     if let Some(path) = input_file {
-        let file = engine::catalog::read_source(path).map_err(|d| vec![d])?;
+        let file = engine::ctx::read_source(path).map_err(|d| vec![d])?;
         let node = dsl::parse::parse(&file).map_err(|d| vec![d])?;
         match node.to_json() {
             Value::Object(m) => given.extend(m),

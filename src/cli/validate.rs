@@ -53,7 +53,7 @@ pub fn run(args: Args) -> u8 {
     }
     for t in &args.targets {
         if looks_like_path(t) && !t.contains('#') {
-            match engine::catalog::read_source(Path::new(t)) {
+            match engine::ctx::read_source(Path::new(t)) {
                 Ok(file) => {
                     let stem = Path::new(t).file_stem().and_then(|s| s.to_str());
                     let loaded = dsl::load(&file, stem);

@@ -204,7 +204,7 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, super::ActionError> {
 }
 
 fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
-    use crate::run::process::{Capture, ProcessSpec, run, shell};
+    use crate::exec::process::{Capture, ProcessSpec, run, shell};
     let a = call.args;
     let list = |k: &str| -> Vec<String> {
         a.get(k)

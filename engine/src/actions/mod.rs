@@ -3,6 +3,7 @@
 //! MCP tools, `help`, the committed schemas in `schemas/actions/` and plan validation are all generated
 //! from this one table, so an action added here appears everywhere.
 
+pub mod error;
 pub mod http;
 pub mod local;
 pub mod psql;
@@ -19,6 +20,8 @@ use dsl::Effect;
 use dsl::template::Mode;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
+
+pub use error::ActionError;
 
 /// Which top-level argument fields are shell command lines or SQL text, given the arguments.
 pub type ModesFn = fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>;
@@ -130,59 +133,13 @@ pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: 
     s
 }
 
-/// A failed action call: a stable kind, a message, how to fix it, and what the action produced anyway
-/// (e.g. the output of a command that exited non-zero).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionError {
-    /// `invalid_args`, `refused`, `nonzero_exit`, `timeout`, `cancelled`, `not_found`, `failed`, …
-    pub kind: String,
-    pub message: String,
-    pub hint: Option<String>,
-    pub result: Option<Value>,
-}
-
-impl ActionError {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        ActionError {
-            kind: kind.to_owned(),
-            message: message.into(),
-            hint: None,
-            result: None,
-        }
-    }
-
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    pub fn with_result(mut self, result: Value) -> Self {
-        self.result = Some(result);
-        self
-    }
-
-    pub fn to_json(&self) -> Value {
-        let mut v = serde_json::json!({"kind": self.kind, "message": self.message});
-        if let Some(h) = &self.hint {
-            v["hint"] = h.as_str().into();
-        }
-        v
-    }
-}
-
-impl std::fmt::Display for ActionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
 /// One call of one action, as the executor hands it over: rendered arguments and the run's context.
 #[derive(Debug)]
 pub struct Call<'a> {
     pub engine: &'a crate::run::Engine,
     /// Rendered and validated arguments, `action` included.
     pub args: &'a Map<String, Value>,
-    pub cancel: &'a crate::run::CancelToken,
+    pub cancel: &'a crate::exec::CancelToken,
     /// When this attempt must end.
     pub deadline: Option<Instant>,
     /// The step's artifact directory and its URI.

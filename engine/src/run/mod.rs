@@ -2,9 +2,6 @@
 //! `when`, `foreach`, `retry`, timeouts, `continue_on_error`, `finally`, `rollback` and cancellation;
 //! records every transition in the run's evidence journal and every call in the audit log.
 
-pub mod cancel;
-pub mod process;
-
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
@@ -15,7 +12,7 @@ use dsl::template::{Mode, renderer};
 use dsl::{Effect, Flow, Runbook};
 use serde_json::{Map, Value, json};
 
-pub use cancel::CancelToken;
+pub use crate::exec::CancelToken;
 
 use crate::actions::{self, ActionError, Call};
 use crate::catalog::Catalog;

@@ -11,23 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{ActionError, ActionSpec, Call, ToolSpec, args_schema};
 use crate::record::artifacts::ArtifactWriter;
+pub use crate::targets::{Basic, HttpTarget};
 use dsl::Effect;
 use guard::Policy;
-
-/// Basic authentication, the password from the environment.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Basic {
-    pub username: String,
-    /// The environment variable that holds the password.
-    pub password_env: String,
-}
 
 /// Retries of idempotent requests.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -101,29 +93,6 @@ pub struct CheckArgs {
     pub body_contains: Option<String>,
     pub bearer_env: Option<String>,
     pub token_env: Option<String>,
-}
-
-/// A target's `http` section.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpTarget {
-    /// The URL `path` is joined to.
-    pub base_url: Option<String>,
-    /// Headers sent with every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// The environment variable holding a bearer token (`token_env` is the same).
-    pub bearer_env: Option<String>,
-    pub token_env: Option<String>,
-    pub basic: Option<Basic>,
-    /// Allow link-local and cloud metadata addresses (refused by default).
-    pub allow_link_local: Option<bool>,
-    /// Refuse loopback addresses.
-    pub deny_loopback: Option<bool>,
-    /// Refuse private ranges.
-    pub deny_private: Option<bool>,
-    /// A PEM file of CA certificates trusted for this target's TLS, besides the system's (a private CA).
-    pub ca_file: Option<String>,
 }
 
 fn method_of(args: &Map<String, Value>) -> Option<String> {

@@ -10,34 +10,9 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 use postgres_native_tls::MakeTlsConnector;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use crate::actions::{ActionError, Call};
-
-/// A target's `postgres` section.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PgTarget {
-    /// `postgres://user@host:port/db` (keep the password out of it: use `password_env`).
-    pub url: Option<String>,
-    /// The environment variable that holds the whole URL.
-    pub url_env: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub database: Option<String>,
-    /// The environment variable that holds the password.
-    pub password_env: Option<String>,
-    /// `disable`, `prefer` (default) or `require`.
-    #[schemars(regex(pattern = "^(disable|prefer|require)$"))]
-    pub sslmode: Option<String>,
-    /// Every query runs in a read-only transaction and writing statements are refused; the target's
-    /// role must be one the server does not let write (checked on each new connection).
-    pub read_only: Option<bool>,
-    #[schemars(range(min = 1))]
-    pub connect_timeout_ms: Option<u64>,
-}
+pub use crate::targets::PgTarget;
 
 /// Where one call connects, resolved.
 #[derive(Debug)]

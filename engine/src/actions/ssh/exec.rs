@@ -15,7 +15,7 @@ use ssh2::Channel;
 
 use super::session::{Conn, Limits, Stop};
 use crate::actions::ActionError;
-use crate::run::process::{Capture, Exit, OutputSink, outcome};
+use crate::exec::process::{Capture, Exit, OutputSink, outcome};
 
 /// What to run on the remote side.
 pub struct RemoteCommand {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ActionError, ActionSpec, Call, ToolSpec, args_schema};
-use crate::run::process::Capture;
+use crate::exec::process::Capture;
 use dsl::Effect;
 use dsl::template::Mode;
 use exec::RemoteCommand;

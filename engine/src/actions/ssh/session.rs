@@ -19,8 +19,8 @@ use ssh2::{BlockDirections, CheckResult, ErrorCode, HashType, HostKeyType, Sessi
 
 use crate::actions::ActionError;
 use crate::ctx::Config;
+use crate::exec::CancelToken;
 use crate::record::Redactor;
-use crate::run::CancelToken;
 use crate::targets::{HostKeyPolicy, Target};
 
 /// `LIBSSH2_ERROR_EAGAIN`.
