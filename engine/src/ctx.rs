@@ -30,7 +30,7 @@ pub struct Config {
     pub vars: Vars,
     /// `INFRA_AUDIT_KEY`: seals each audit record with an HMAC (`mac`) and checks the seals in `verify`.
     /// Never shown, and not passed on to the processes infra starts.
-    pub audit_key: Option<crate::record::audit::AuditKey>,
+    pub audit_key: Option<AuditKey>,
 }
 
 /// The variable that holds the audit log's key.
@@ -116,7 +116,7 @@ impl Config {
             vars: Vars::none(),
             audit_key: env(AUDIT_KEY_VAR)
                 .filter(|k| !k.is_empty())
-                .map(crate::record::audit::AuditKey::new),
+                .map(AuditKey::new),
             profiles_dir,
         }
     }
@@ -235,24 +235,30 @@ fn proc_stat(pid: i64) -> Option<(char, i64)> {
     Some((state, start))
 }
 
-#[cfg(test)]
-mod process_tests {
-    use super::ProcessRef;
+/// The key audit records are sealed with (`INFRA_AUDIT_KEY`). It is never shown: `Debug` prints no
+/// byte of it.
+#[derive(Clone)]
+pub struct AuditKey(Arc<[u8]>);
 
-    #[test]
-    fn this_process_is_alive_and_a_reused_pid_is_not_it() {
-        let me = ProcessRef::current();
-        assert!(me.start.is_some(), "/proc/self/stat has a start time");
-        assert!(me.alive());
-        let other = ProcessRef {
-            start: me.start.map(|s| s + 1),
-            ..me
-        };
-        assert!(!other.alive(), "same pid, another start time");
-        let mut child = std::process::Command::new("true").spawn().expect("spawn");
-        let pid = i64::from(child.id());
-        let _ = child.wait();
-        assert!(!ProcessRef { pid, start: None }.alive());
+impl AuditKey {
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        AuditKey(Arc::from(secret.as_ref()))
+    }
+
+    /// The key as text, to register with the redactor (it is read from an environment variable).
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.0)
+    }
+
+    /// The key's bytes, for the audit log's seal.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
     }
 }
 
@@ -279,4 +285,25 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| io_error(path, &e))?;
     Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::ProcessRef;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not_it() {
+        let me = ProcessRef::current();
+        assert!(me.start.is_some(), "/proc/self/stat has a start time");
+        assert!(me.alive());
+        let other = ProcessRef {
+            start: me.start.map(|s| s + 1),
+            ..me
+        };
+        assert!(!other.alive(), "same pid, another start time");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = i64::from(child.id());
+        let _ = child.wait();
+        assert!(!ProcessRef { pid, start: None }.alive());
+    }
 }

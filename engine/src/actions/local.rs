@@ -268,7 +268,7 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     } else if let Some(uri) = call.str_arg("stdin_ref") {
         use std::io::Read;
         let mut bytes = Vec::new();
-        crate::record::artifacts::open(&call.engine.config().artifacts_root, uri)
+        crate::record::artifacts::open(&call.host.config().artifacts_root, uri)
             .map_err(|e| super::ActionError::new("not_found", e.to_string()))?
             .read_to_end(&mut bytes)
             .map_err(|e| {
@@ -288,7 +288,7 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             .u64_arg("max_bytes")
             .map_or(CAPTURE_CAP, |m| m as usize)
             .min(16 * CAPTURE_CAP),
-        redactor: call.engine.redactor().clone(),
+        redactor: call.host.redactor().clone(),
     };
     run(&spec, call.deadline, call.cancel, &cap)
 }
@@ -327,7 +327,7 @@ fn read(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         "total_bytes": total,
         "truncated": end < total || offset > 0,
         "next_offset": (end < total).then_some(end),
-        "content": call.engine.redactor().redact(&text),
+        "content": call.host.redactor().redact(&text),
         "ok": true,
     }))
 }
@@ -345,7 +345,7 @@ fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
     let Some(target) = canonical(path) else {
         return false;
     };
-    let c = call.engine.config();
+    let c = call.host.config();
     let guarded = [c.audit_path(), c.store_path(), c.runs_dir()];
     guarded.iter().filter_map(|g| canonical(g)).any(|g| {
         target == g
@@ -363,7 +363,7 @@ fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     let id = (meta.dev(), meta.ino());
     let same = |m: &std::fs::Metadata| (m.dev(), m.ino()) == id;
-    let c = call.engine.config();
+    let c = call.host.config();
     let store = c.store_path().into_os_string();
     let mut files = vec![c.audit_path()];
     for suffix in ["", "-wal", "-shm", "-journal"] {

@@ -4,6 +4,7 @@
 //! from this one table, so an action added here appears everywhere.
 
 pub mod error;
+pub mod host;
 pub mod http;
 pub mod local;
 pub mod psql;
@@ -22,6 +23,7 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 pub use error::ActionError;
+pub use host::{Host, Nested, NestedOutcome, Pools};
 
 /// Which top-level argument fields are shell command lines or SQL text, given the arguments.
 pub type ModesFn = fn(&Map<String, Value>) -> Vec<(&'static str, Mode)>;
@@ -136,7 +138,8 @@ pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: 
 /// One call of one action, as the executor hands it over: rendered arguments and the run's context.
 #[derive(Debug)]
 pub struct Call<'a> {
-    pub engine: &'a crate::run::Engine,
+    /// What the action may use of the engine that runs it.
+    pub host: &'a dyn Host,
     /// Rendered and validated arguments, `action` included.
     pub args: &'a Map<String, Value>,
     pub cancel: &'a crate::exec::CancelToken,

@@ -49,6 +49,10 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
+/// How deep runbooks may nest (`runbook.run` inside `runbook.run` …), checked when a plan is compiled
+/// and again when a nested run starts.
+pub const MAX_NESTING: usize = 8;
+
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     if action != "run" {
         return Err(super::ActionError::new(
@@ -56,37 +60,15 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             format!("runbook has no action `{action}`"),
         ));
     }
-    let engine = call.engine;
-    if call.depth >= crate::plan::compile::MAX_NESTING {
+    if call.depth >= MAX_NESTING {
         return Err(super::ActionError::new(
             "refused",
-            format!(
-                "runbooks nest deeper than {}",
-                crate::plan::compile::MAX_NESTING
-            ),
+            format!("runbooks nest deeper than {MAX_NESTING}"),
         ));
     }
-    let rb = match (call.str_arg("name"), call.args.get("runbook")) {
-        (Some(name), None) => engine
-            .catalog()
-            .get(name)
-            .map(|e| e.runbook.clone())
-            .ok_or_else(|| {
-                super::ActionError::new("not_found", format!("there is no runbook `{name}`"))
-            })?,
-        (None, Some(inline)) => {
-            let text = serde_json::to_string(inline).unwrap_or_default();
-            let file = dsl::SourceFile::new("<inline runbook>", text);
-            let loaded = dsl::load(&file, Some("inline"));
-            if loaded.has_errors() {
-                let msgs: Vec<String> =
-                    loaded.diagnostics.iter().map(ToString::to_string).collect();
-                return Err(super::ActionError::new("invalid_args", msgs.join("; ")));
-            }
-            std::sync::Arc::new(loaded.runbooks.into_iter().next().ok_or_else(|| {
-                super::ActionError::new("invalid_args", "the inline runbook holds no runbook")
-            })?)
-        }
+    let which = match (call.str_arg("name"), call.args.get("runbook")) {
+        (Some(name), None) => super::Nested::Name(name),
+        (None, Some(inline)) => super::Nested::Inline(inline),
         _ => {
             return Err(super::ActionError::new(
                 "invalid_args",
@@ -100,17 +82,18 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let outcome = engine
-        .run_runbook(rb, &given, call.cancel, call.depth + 1)
-        .map_err(|e| super::ActionError::new("invalid_args", e))?;
+    let outcome = call
+        .host
+        .run_nested(which, &given, call.cancel, call.depth + 1)?;
+    let ok = outcome.status == crate::record::evidence::Status::Succeeded;
     let result = serde_json::json!({
         "run_id": outcome.run_id,
         "runbook": outcome.runbook,
         "status": outcome.status,
         "outputs": outcome.outputs,
-        "ok": outcome.ok(),
+        "ok": ok,
     });
-    if outcome.ok() {
+    if ok {
         Ok(result)
     } else {
         Err(super::ActionError::new(

@@ -1,11 +1,54 @@
 //! `state`: small named values, in the session (memory) or persisted in the store.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ActionSpec, ToolSpec, args_schema, no_modes};
 use dsl::Effect;
+
+/// In-memory `state` of this process (`scope: session`).
+#[derive(Debug, Default)]
+pub struct Session {
+    values: Mutex<BTreeMap<String, Value>>,
+}
+
+impl Session {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.map().get(key).cloned()
+    }
+    pub fn set(&self, key: &str, v: Value) {
+        self.map().insert(key.to_owned(), v);
+    }
+    pub fn unset(&self, key: &str) -> bool {
+        self.map().remove(key).is_some()
+    }
+    pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, Value)> {
+        self.map()
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+    /// Every value, as one JSON object (what templates see as `state`).
+    pub fn snapshot(&self) -> Value {
+        Value::Object(
+            self.map()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+}
 
 /// Where a value lives.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -139,31 +182,29 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
     let persistent = scope_is_persistent(call);
     let scope = if persistent { "persistent" } else { "session" };
     let key = call.str_arg("key").unwrap_or_default();
-    let engine = call.engine;
+    let host = call.host;
     match action {
         "set" => {
             let value = call.args.get("value").cloned().unwrap_or(Value::Null);
             if persistent {
                 // the store outlives the redactor that knows this run's secrets: they are masked first
-                engine
-                    .store()
+                host.store()
                     .map_err(store_err)?
-                    .state_set(key, &engine.redactor().redact_value(&value))
+                    .state_set(key, &host.redactor().redact_value(&value))
                     .map_err(store_err)?;
             } else {
-                engine.session().set(key, value.clone());
+                host.session().set(key, value.clone());
             }
             Ok(json!({"key": key, "value": value, "scope": scope, "ok": true}))
         }
         "get" => {
             let value = if persistent {
-                engine
-                    .store()
+                host.store()
                     .map_err(store_err)?
                     .state_get(key)
                     .map_err(store_err)?
             } else {
-                engine.session().get(key)
+                host.session().get(key)
             };
             Ok(
                 json!({"key": key, "found": value.is_some(), "value": value, "scope": scope, "ok": true}),
@@ -171,13 +212,12 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         }
         "unset" => {
             let existed = if persistent {
-                engine
-                    .store()
+                host.store()
                     .map_err(store_err)?
                     .state_unset(key)
                     .map_err(store_err)?
             } else {
-                engine.session().unset(key)
+                host.session().unset(key)
             };
             Ok(json!({"key": key, "existed": existed, "scope": scope, "ok": true}))
         }
@@ -185,13 +225,12 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             let prefix = call.str_arg("prefix").unwrap_or_default();
             let limit = call.u64_arg("limit").unwrap_or(1000) as usize;
             let items = if persistent {
-                engine
-                    .store()
+                host.store()
                     .map_err(store_err)?
                     .state_list(prefix, limit + 1)
                     .map_err(store_err)?
             } else {
-                engine.session().list(prefix, limit + 1)
+                host.session().list(prefix, limit + 1)
             };
             let truncated = items.len() > limit;
             let items: serde_json::Map<String, Value> = items.into_iter().take(limit).collect();

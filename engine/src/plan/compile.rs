@@ -21,7 +21,7 @@ pub trait Resolve {
 const MAX_CYCLE_LABELS: usize = 16;
 
 /// How deep `runbook.run` may nest.
-pub const MAX_NESTING: usize = 8;
+pub use crate::actions::runbook::MAX_NESTING;
 
 /// Options of [`compile`].
 #[derive(Default)]

@@ -34,30 +34,11 @@ pub struct AuditError {
     pub source: io::Error,
 }
 
-/// The key records are sealed with (`INFRA_AUDIT_KEY`). It is never shown: `Debug` prints no byte of it.
-#[derive(Clone)]
-pub struct AuditKey(Arc<[u8]>);
+pub use crate::ctx::AuditKey;
 
-impl AuditKey {
-    pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        AuditKey(Arc::from(secret.as_ref()))
-    }
-
-    /// The key as text, to register with the redactor (it is read from an environment variable).
-    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.0)
-    }
-
-    /// The seal of `bytes`, as 64 hex digits.
-    fn seal(&self, bytes: &[u8]) -> String {
-        dsl::analyze::hex(&hmac_sha256(&self.0, bytes))
-    }
-}
-
-impl std::fmt::Debug for AuditKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditKey(..)")
-    }
+/// The seal of `bytes` under `key`, as 64 hex digits.
+fn seal_with(key: &AuditKey, bytes: &[u8]) -> String {
+    dsl::analyze::hex(&hmac_sha256(key.bytes(), bytes))
 }
 
 /// HMAC-SHA256 (RFC 2104): `H((K ^ opad) || H((K ^ ipad) || message))`, with a key longer than the
@@ -336,7 +317,7 @@ impl Audit {
             serde_json::to_vec(&Value::Object(rec)).map_err(|e| self.err(io::Error::other(e)))?;
         if let Some(key) = &self.key {
             // `mac` seals the record's bytes before it (with the closing brace), under the key
-            let mac = key.seal(&line);
+            let mac = seal_with(key, &line);
             line.pop();
             line.extend_from_slice(format!(",\"mac\":\"{mac}\"}}").as_bytes());
         }
@@ -473,7 +454,7 @@ impl Audit {
             Some((body, mac.to_vec()))
         });
         match carried {
-            Some((body, mac)) if same_seal(key.seal(&body).as_bytes(), &mac) => {
+            Some((body, mac)) if same_seal(seal_with(key, &body).as_bytes(), &mac) => {
                 macs.sealed += 1;
                 None
             }

@@ -3,7 +3,7 @@
 //! records every transition in the run's evidence journal and every call in the audit log.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -14,52 +14,14 @@ use serde_json::{Map, Value, json};
 
 pub use crate::exec::CancelToken;
 
-use crate::actions::{self, ActionError, Call};
+use crate::actions::state::Session;
+use crate::actions::{self, ActionError, Call, Host, Nested, NestedOutcome, Pools};
 use crate::catalog::Catalog;
 use crate::ctx::{Config, new_id, now_rfc3339, now_stamp};
 use crate::plan::{CompileOptions, Plan, PlanNode};
 use crate::record::evidence::{ErrorInfo, Record, Status};
 use crate::record::{Audit, Journal, Redactor};
 use crate::store::{LazyStore, Store, StoreError};
-
-/// In-memory `state` of this process (`scope: session`).
-#[derive(Debug, Default)]
-pub struct Session {
-    values: Mutex<BTreeMap<String, Value>>,
-}
-
-impl Session {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Value>> {
-        self.values
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-    pub fn get(&self, key: &str) -> Option<Value> {
-        self.map().get(key).cloned()
-    }
-    pub fn set(&self, key: &str, v: Value) {
-        self.map().insert(key.to_owned(), v);
-    }
-    pub fn unset(&self, key: &str) -> bool {
-        self.map().remove(key).is_some()
-    }
-    pub fn list(&self, prefix: &str, limit: usize) -> Vec<(String, Value)> {
-        self.map()
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-    fn snapshot(&self) -> Value {
-        Value::Object(
-            self.map()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
-    }
-}
 
 /// One engine per process: configuration, runbooks, the audit log, the store and the redactor.
 #[derive(Debug)]
@@ -70,9 +32,7 @@ pub struct Engine {
     redactor: Arc<Redactor>,
     session: Session,
     store: Arc<LazyStore>,
-    ssh: actions::ssh::session::Pool,
-    http: actions::http::Agents,
-    psql: actions::psql::conn::Pool,
+    pools: Pools,
 }
 
 /// A step of a run, as it ended.
@@ -200,9 +160,7 @@ impl Engine {
             redactor,
             session: Session::default(),
             store,
-            ssh: actions::ssh::session::Pool::default(),
-            http: actions::http::Agents::default(),
-            psql: actions::psql::conn::Pool::default(),
+            pools: Pools::default(),
         }
     }
 
@@ -233,19 +191,9 @@ impl Engine {
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
-    /// SSH sessions, one per target, shared by every call and step of this engine.
-    pub fn ssh_pool(&self) -> &actions::ssh::session::Pool {
-        &self.ssh
-    }
-
-    /// HTTP agents (kept-alive connections), one per egress policy.
-    pub fn http_agents(&self) -> &actions::http::Agents {
-        &self.http
-    }
-
-    /// PostgreSQL clients, pooled per connection.
-    pub fn psql_pool(&self) -> &actions::psql::conn::Pool {
-        &self.psql
+    /// SSH sessions, HTTP agents and PostgreSQL clients, shared by every call and step of this engine.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     pub fn redactor(&self) -> &Arc<Redactor> {
@@ -344,6 +292,37 @@ impl Engine {
                 progress: None,
             },
         ))
+    }
+
+    /// The runbook a nested run names: from the catalog, or given whole.
+    fn nested_runbook(&self, which: Nested<'_>) -> Result<Arc<Runbook>, ActionError> {
+        match which {
+            Nested::Name(name) => self
+                .catalog()
+                .get(name)
+                .map(|e| e.runbook.clone())
+                .ok_or_else(|| {
+                    ActionError::new("not_found", format!("there is no runbook `{name}`"))
+                }),
+            Nested::Inline(inline) => {
+                let text = serde_json::to_string(inline).unwrap_or_default();
+                let file = dsl::SourceFile::new("<inline runbook>", text);
+                let loaded = dsl::load(&file, Some("inline"));
+                if loaded.has_errors() {
+                    let msgs: Vec<String> =
+                        loaded.diagnostics.iter().map(ToString::to_string).collect();
+                    return Err(ActionError::new("invalid_args", msgs.join("; ")));
+                }
+                loaded
+                    .runbooks
+                    .into_iter()
+                    .next()
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        ActionError::new("invalid_args", "the inline runbook holds no runbook")
+                    })
+            }
+        }
     }
 
     /// Records a front end's own call (one that reads infra's own data, or was refused before it could
@@ -1266,7 +1245,7 @@ impl RunCx<'_> {
                 None => step.clone(),
             };
             let call = Call {
-                engine,
+                host: engine,
                 args,
                 cancel,
                 deadline: timeout.map(|t| Instant::now() + Duration::from_millis(t)),
@@ -1427,4 +1406,40 @@ fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
         ),
         other => other.clone(),
     })
+}
+
+impl Host for Engine {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn store(&self) -> Result<&Store, StoreError> {
+        self.store.get()
+    }
+    fn pools(&self) -> &Pools {
+        &self.pools
+    }
+    fn run_nested(
+        &self,
+        runbook: Nested<'_>,
+        input: &Map<String, Value>,
+        cancel: &CancelToken,
+        depth: usize,
+    ) -> Result<NestedOutcome, ActionError> {
+        let rb = self.nested_runbook(runbook)?;
+        let o = self
+            .run_runbook(rb, input, cancel, depth)
+            .map_err(|e| ActionError::new("invalid_args", e))?;
+        Ok(NestedOutcome {
+            run_id: o.run_id,
+            runbook: o.runbook,
+            status: o.status,
+            outputs: o.outputs,
+        })
+    }
 }

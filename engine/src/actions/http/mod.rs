@@ -268,14 +268,14 @@ fn invalid(msg: impl Into<String>) -> ActionError {
 }
 
 fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {
-    super::credential(call.engine.config(), call.engine.redactor(), var, what)
+    super::credential(call.host.config(), call.host.redactor(), var, what)
 }
 
 fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
     let a = call.args;
     let mut target = HttpTarget::default();
     if let Some(name) = call.str_arg("target") {
-        let dir = &call.engine.config().profiles_dir;
+        let dir = &call.host.config().profiles_dir;
         let targets = crate::targets::Targets::load_checked(dir)?;
         let t = targets.find(name, dir)?;
         target = t.http.clone().ok_or_else(|| {
@@ -374,7 +374,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         let pw = env_secret(call, &b.password_env, "password")?;
         let encoded =
             crate::record::redact::base64_padded(format!("{}:{pw}", b.username).as_bytes());
-        call.engine.redactor().add(&encoded);
+        call.host.redactor().add(&encoded);
         headers.push(("Authorization".into(), format!("Basic {encoded}")));
     }
     Ok(Prepared {
@@ -383,12 +383,12 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         ca_file: target
             .ca_file
             .as_deref()
-            .map(|p| call.engine.config().expand_home(p)),
+            .map(|p| call.host.config().expand_home(p)),
         policy: Policy {
             allow_link_local: target.allow_link_local.unwrap_or(false),
             deny_loopback: target.deny_loopback.unwrap_or(false),
             deny_private: target.deny_private.unwrap_or(false)
-                || call.engine.config().http_deny_private,
+                || call.host.config().http_deny_private,
         },
         credentials,
         target_headers,
@@ -663,7 +663,7 @@ fn read_body(
                 &call.dir,
                 &call.uri_base,
                 "body",
-                call.engine.redactor().clone(),
+                call.host.redactor().clone(),
             )
             .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
             // what was kept so far, then this chunk's rest
@@ -721,7 +721,7 @@ fn headers_json(resp: &ureq::Response) -> Value {
 }
 
 fn request(call: &Call<'_>) -> Result<Value, ActionError> {
-    if call.args.contains_key("save_to") && !call.engine.config().unsafe_local {
+    if call.args.contains_key("save_to") && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             "refused",
             "`save_to` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
@@ -733,8 +733,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let prepared = prepare(call)?;
     let body = body_of(call)?;
     let agent = call
-        .engine
-        .http_agents()
+        .host
+        .pools()
+        .http
         .get(prepared.policy, prepared.ca_file.as_deref())?;
     let idempotent = matches!(
         method.as_str(),
@@ -855,8 +856,9 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
     let started = Instant::now();
     let prepared = prepare(call)?;
     let agent = call
-        .engine
-        .http_agents()
+        .host
+        .pools()
+        .http
         .get(prepared.policy, prepared.ca_file.as_deref())?;
     let (resp, url, hops) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
     let status = resp.status();

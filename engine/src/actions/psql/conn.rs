@@ -34,8 +34,8 @@ fn config_err(msg: String) -> ActionError {
 /// The connection of a call: `target`/`profile_name`, else `connection`, else the only target with a
 /// `postgres` section, else `DATABASE_URL`.
 pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
-    let cfg = call.engine.config();
-    let redactor = call.engine.redactor();
+    let cfg = call.host.config();
+    let redactor = call.host.redactor();
     let name = call
         .str_arg("target")
         .or_else(|| call.str_arg("profile_name"));

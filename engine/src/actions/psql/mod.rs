@@ -390,7 +390,7 @@ impl RowSink<'_> {
                 &self.call.dir,
                 &self.call.uri_base,
                 "rows.jsonl",
-                self.call.engine.redactor().clone(),
+                self.call.host.redactor().clone(),
             )
             .map_err(io)?;
             for r in &self.kept {
@@ -417,7 +417,7 @@ fn query(call: &Call<'_>) -> Result<Value, ActionError> {
     let params = params_of(call.args.get("params"));
     let max_rows = call.u64_arg("max_rows").unwrap_or(DEFAULT_MAX_ROWS);
     let started = std::time::Instant::now();
-    let pool = call.engine.psql_pool();
+    let pool = &call.host.pools().psql;
     let (cols, sink, more) = pool.with(call, &r, |client: &mut Client| {
         let mut tx = client
             .build_transaction()
@@ -491,7 +491,7 @@ fn exec(call: &Call<'_>) -> Result<Value, ActionError> {
     refuse_writes(sql, r.read_only)?;
     let params = params_of(call.args.get("params"));
     let started = std::time::Instant::now();
-    let n = call.engine.psql_pool().with(call, &r, |client| {
+    let n = call.host.pools().psql.with(call, &r, |client| {
         let stmt = client
             .prepare(sql)
             .map_err(|e| conn::db_error(&e, "preparing"))?;
@@ -525,7 +525,7 @@ fn transaction(call: &Call<'_>) -> Result<Value, ActionError> {
         refuse_writes(sql, r.read_only)?;
     }
     let started = std::time::Instant::now();
-    let done = call.engine.psql_pool().with(call, &r, |client| {
+    let done = call.host.pools().psql.with(call, &r, |client| {
         let mut tx = client
             .build_transaction()
             .read_only(r.read_only)
@@ -637,7 +637,7 @@ impl CsvCount {
 
 fn export(call: &Call<'_>) -> Result<Value, ActionError> {
     let file_path = call.str_arg("file_path").filter(|p| !p.is_empty());
-    if file_path.is_some() && !call.engine.config().unsafe_local {
+    if file_path.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             "refused",
             "`file_path` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
@@ -699,7 +699,7 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
     let started = std::time::Instant::now();
     // where the bytes go: an artifact, or a sibling of the host file renamed over it at the end
     let tmp = file_path.map(|p| super::temp_sibling(std::path::Path::new(p)));
-    let result = call.engine.psql_pool().with(call, &r, |client| {
+    let result = call.host.pools().psql.with(call, &r, |client| {
         let mut tx = client
             .build_transaction()
             .read_only(true)
@@ -734,7 +734,7 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
                     &call.dir,
                     &call.uri_base,
                     &name,
-                    call.engine.redactor().clone(),
+                    call.host.redactor().clone(),
                 )
                 .map_err(io)?,
             ),
@@ -850,7 +850,7 @@ fn export(call: &Call<'_>) -> Result<Value, ActionError> {
 fn tables(call: &Call<'_>) -> Result<Value, ActionError> {
     let r = conn::resolve(call)?;
     let schema = call.str_arg("schema").map(|s| Value::String(s.to_owned()));
-    let rows = call.engine.psql_pool().with(call, &r, |client| {
+    let rows = call.host.pools().psql.with(call, &r, |client| {
         let rows = client
             .query(
                 "SELECT n.nspname AS schema, c.relname AS name,
@@ -881,7 +881,7 @@ fn describe(call: &Call<'_>) -> Result<Value, ActionError> {
     };
     let r = conn::resolve(call)?;
     let schema_v = schema.map_or(Value::Null, Value::String);
-    let (cols, idx, cons) = call.engine.psql_pool().with(call, &r, |client| {
+    let (cols, idx, cons) = call.host.pools().psql.with(call, &r, |client| {
         let p = [Param(schema_v.clone()), Param(Value::String(name.clone()))];
         let params = refs(&p);
         // the first visible table of that name, like the search path finds it

@@ -247,7 +247,7 @@ const EXEC_CAP: usize = 1024 * 1024;
 const BATCH_CAP: usize = 64 * 1024;
 
 fn refuse_local(call: &Call<'_>, key: &str) -> Result<(), ActionError> {
-    if call.args.contains_key(key) && !call.engine.config().unsafe_local {
+    if call.args.contains_key(key) && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             "refused",
             format!("`{key}` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1"),
@@ -266,7 +266,7 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 }
 
 fn open_artifact(call: &Call<'_>, uri: &str) -> Result<std::fs::File, ActionError> {
-    crate::record::artifacts::open(&call.engine.config().artifacts_root, uri)
+    crate::record::artifacts::open(&call.host.config().artifacts_root, uri)
         .map_err(|e| ActionError::new("not_found", e.to_string()))
 }
 
@@ -361,7 +361,7 @@ fn capture(call: &Call<'_>, default: usize, sub: Option<&str>) -> Capture {
             .u64_arg("max_bytes")
             .map_or(default, |m| m as usize)
             .min(16 * EXEC_CAP),
-        redactor: call.engine.redactor().clone(),
+        redactor: call.host.redactor().clone(),
     }
 }
 
@@ -372,7 +372,7 @@ fn with_channel<T>(
     name: &str,
     f: impl FnOnce(&Conn, ssh2::Channel) -> Result<T, ActionError>,
 ) -> Result<T, ActionError> {
-    let pool = call.engine.ssh_pool();
+    let pool = &call.host.pools().ssh;
     let ep = cx.endpoint(name)?;
     let _permit = pool
         .permit(&ep, cx.limits)
@@ -537,7 +537,7 @@ fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     let name = call.str_arg("target").unwrap_or_default();
     let ep = cx.endpoint(name)?;
     let started = Instant::now();
-    let conn = call.engine.ssh_pool().fresh(cx, &ep)?;
+    let conn = call.host.pools().ssh.fresh(cx, &ep)?;
     let exec_started = Instant::now();
     let code =
         exec::run_quiet(&conn, cx.limits, "true").map_err(|s| s.into_error("running `true`"))?;
@@ -713,7 +713,7 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
                 &call.dir,
                 &call.uri_base,
                 &base,
-                call.engine.redactor().clone(),
+                call.host.redactor().clone(),
             )
             .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
             if let Err(e) = sftp::download(conn, cx.limits, remote, &mut w, max) {
@@ -767,11 +767,11 @@ impl std::io::Write for HashingWriter<'_> {
 }
 
 pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError> {
-    let engine = call.engine;
-    let targets = crate::targets::Targets::load_checked(&engine.config().profiles_dir)?;
+    let host = call.host;
+    let targets = crate::targets::Targets::load_checked(&host.config().profiles_dir)?;
     let cx = Cx {
-        config: engine.config(),
-        redactor: engine.redactor(),
+        config: host.config(),
+        redactor: host.redactor(),
         targets: &targets,
         limits: Limits {
             deadline: call.deadline,
