@@ -12,6 +12,7 @@ pub mod profiles;
 
 pub use catalog::{Catalog, CatalogOptions, Origin};
 pub mod ctx;
+pub mod error;
 pub mod exec;
 pub mod git;
 pub mod record;

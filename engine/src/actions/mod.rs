@@ -3,7 +3,6 @@
 //! MCP tools, `help`, the committed schemas in `schemas/actions/` and plan validation are all generated
 //! from this one table, so an action added here appears everywhere.
 
-pub mod error;
 pub mod host;
 pub mod http;
 pub mod local;
@@ -22,7 +21,7 @@ use dsl::template::Mode;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
-pub use error::ActionError;
+pub use crate::error::ActionError;
 pub use host::{Host, Nested, NestedOutcome, Pools};
 
 /// Which top-level argument fields are shell command lines or SQL text, given the arguments.

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use super::cancel::CancelToken;
-use crate::actions::error::ActionError;
+use crate::error::ActionError;
 use crate::record::Redactor;
 use crate::record::artifacts::{ArtifactRef, ArtifactWriter};
 

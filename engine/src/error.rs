@@ -1,5 +1,5 @@
-//! The error of an action call. It stands apart from the registry so the layers below the actions
-//! (processes, targets) can use it without importing the actions themselves.
+//! The error of an action call. It stands below the actions, so the layers they build on (processes,
+//! targets) can return it without importing the actions themselves.
 
 use serde_json::Value;
 
