@@ -1,0 +1,220 @@
+//! One attempt of one item of one node: the opt-in policy, argument validation, the audit intent, the
+//! action itself, the audit outcome and the evidence record.
+
+use std::time::{Duration, Instant};
+
+use dsl::Effect;
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::actions::{self, ActionError, Call};
+use crate::ctx::now_rfc3339;
+use crate::plan::PlanNode;
+use crate::record::evidence::{ErrorInfo, Record, Status};
+
+impl RunCx<'_> {
+    /// One attempt: policy, argument validation, audit intent, the action, audit outcome, evidence.
+    pub(super) fn attempt(
+        &self,
+        node: &PlanNode,
+        args: &Map<String, Value>,
+        index: Option<usize>,
+        attempt: u32,
+        cancel: &CancelToken,
+    ) -> Result<Value, ActionError> {
+        let engine = self.engine;
+        let spec = node.action;
+        let step = node.step.id.to_string();
+        let started = Instant::now();
+        if let Some(secrets) = spec.secret_args {
+            for s in secrets(args) {
+                engine.redactor.add(&s);
+            }
+        }
+        let shown_args = engine.redactor.redact_value(&Value::Object(args.clone()));
+        let _ = self.journal.append(
+            &Record::NodeStarted {
+                run_id: self.run_id.to_owned(),
+                ts: now_rfc3339(),
+                step: step.clone(),
+                attempt,
+                index,
+                tool: spec.tool.to_owned(),
+                action: spec.name.to_owned(),
+                args: shown_args.clone(),
+            },
+            false,
+        );
+        let audit_base = json!({
+            "run_id": self.run_id, "step": step, "attempt": attempt, "tool": spec.tool, "action": spec.name,
+            "effect": node.effect, "args": shown_args,
+        });
+        let result = (|| {
+            if spec.unsafe_local && !engine.config.unsafe_local {
+                let e = ActionError::new(
+                    "refused",
+                    format!("`{}` is off: local processes and files need INFRA_UNSAFE_LOCAL=1", spec.qualified()),
+                )
+                .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
+                let mut rec = audit_base.clone();
+                rec["kind"] = "refused".into();
+                rec["error"] = engine.redactor.redact_value(&e.to_json());
+                engine
+                    .audit
+                    .append(&rec, true)
+                    .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
+                return Err(e);
+            }
+            let value = Value::Object(args.clone());
+            let errors: Vec<String> = actions::validator(spec)
+                .iter_errors(&value)
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        if e.instance_path().as_str().is_empty() {
+                            "/"
+                        } else {
+                            e.instance_path().as_str()
+                        },
+                        e.masked()
+                    )
+                })
+                .collect();
+            if !errors.is_empty() {
+                let e = ActionError::new(
+                    "invalid_args",
+                    format!(
+                        "rendered arguments of `{}` are invalid: {}",
+                        spec.qualified(),
+                        errors.join("; ")
+                    ),
+                );
+                let mut rec = audit_base.clone();
+                rec["kind"] = "rejected".into();
+                rec["error"] = engine.redactor.redact_value(&e.to_json());
+                engine
+                    .audit
+                    .append(&rec, false)
+                    .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
+                return Err(e);
+            }
+            let mut intent = audit_base.clone();
+            intent["kind"] = "intent".into();
+            engine
+                .audit
+                .append(&intent, node.effect >= Effect::Write)
+                .map_err(|a| {
+                    ActionError::new("audit_unavailable", format!("{a}; the call was refused"))
+                })?;
+            let timeout = node
+                .step
+                .timeout_ms
+                .or_else(|| args.get("timeout_ms").and_then(Value::as_u64));
+            let step_dir_name = match index {
+                Some(i) => format!("{step}/{i}"),
+                None => step.clone(),
+            };
+            let call = Call {
+                host: engine,
+                args,
+                cancel,
+                deadline: timeout.map(|t| Instant::now() + Duration::from_millis(t)),
+                dir: self.dir.join(&step_dir_name),
+                uri_base: format!("{}/{}", self.uri_base, step_dir_name),
+                depth: self.depth,
+            };
+            let r = actions::invoke(spec, &call);
+            let mut outcome = audit_base.clone();
+            outcome["kind"] = "outcome".into();
+            outcome["ok"] = r.is_ok().into();
+            if let Err(e) = &r {
+                outcome["error"] = engine.redactor.redact_value(&e.to_json());
+            }
+            outcome["duration_ms"] = ms(started.elapsed()).into();
+            // the effect happened; a failure to record its outcome is kept in the evidence
+            if let Err(a) = engine.audit.append(&outcome, false) {
+                return Err(ActionError::new(
+                    "audit_incomplete",
+                    format!("the call ran but its outcome could not be audited: {a}"),
+                ));
+            }
+            r
+        })();
+        let (status, error, outputs, artifacts, exit_code) = match &result {
+            Ok(v) => (
+                Status::Succeeded,
+                None,
+                v,
+                artifact_uris(v),
+                v.get("exit_code").and_then(Value::as_i64),
+            ),
+            Err(e) => {
+                let st = match e.kind.as_str() {
+                    "timeout" => Status::TimedOut,
+                    "cancelled" => Status::Cancelled,
+                    "refused" | "audit_unavailable" => Status::Refused,
+                    _ => Status::Failed,
+                };
+                let empty = &Value::Null;
+                let v = e.result.as_ref().unwrap_or(empty);
+                (
+                    st,
+                    Some(ErrorInfo {
+                        kind: e.kind.clone(),
+                        message: engine.redactor.redact(&e.message).into_owned(),
+                    }),
+                    v,
+                    artifact_uris(v),
+                    v.get("exit_code").and_then(Value::as_i64),
+                )
+            }
+        };
+        let _ = self.journal.append(
+            &Record::NodeFinished {
+                run_id: self.run_id.to_owned(),
+                ts: now_rfc3339(),
+                step,
+                attempt,
+                index,
+                status,
+                duration_ms: ms(started.elapsed()),
+                exit_code,
+                outputs: output_summary(outputs),
+                artifacts,
+                error,
+            },
+            false,
+        );
+        result
+    }
+}
+
+/// Byte counts and digests from a result, for the evidence (never the output itself).
+pub(super) fn output_summary(v: &Value) -> Value {
+    let Some(o) = v.as_object() else {
+        return Value::Null;
+    };
+    let kept: Map<String, Value> = o
+        .iter()
+        .filter(|(k, _)| {
+            k.ends_with("_bytes") || k.ends_with("_sha256") || k.ends_with("_truncated")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if kept.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(kept)
+    }
+}
+
+pub(super) fn artifact_uris(v: &Value) -> Vec<String> {
+    v.get("artifacts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.get("uri").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

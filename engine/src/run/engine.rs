@@ -1,0 +1,188 @@
+//! The engine value: one per process, holding the configuration, the catalog, the audit log, the
+//! store, the redactor, session state and the connection pools; and the `Host` actions see of it.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::*;
+use crate::actions::state::Session;
+use crate::actions::{ActionError, Host, Nested, NestedOutcome, Pools};
+use crate::catalog::Catalog;
+use crate::ctx::Config;
+use crate::record::{Audit, Redactor};
+use crate::store::{LazyStore, Store, StoreError};
+
+/// One engine per process: configuration, runbooks, the audit log, the store and the redactor.
+#[derive(Debug)]
+pub struct Engine {
+    pub(super) config: Config,
+    pub(super) catalog: std::sync::RwLock<Arc<Catalog>>,
+    pub(super) audit: Audit,
+    pub(super) redactor: Arc<Redactor>,
+    pub(super) session: Session,
+    pub(super) store: Arc<LazyStore>,
+    pub(super) pools: Pools,
+}
+
+impl Engine {
+    pub fn new(config: Config, catalog: Arc<Catalog>) -> Self {
+        let store = Arc::new(LazyStore::new(config.store_path()));
+        let audit = Audit::new(config.audit_path())
+            .with_keeper(store.clone())
+            .with_key(config.audit_key.clone());
+        let redactor = Arc::new(Redactor::new());
+        if let Some(key) = &config.audit_key {
+            redactor.add(&key.as_text());
+        }
+        Engine {
+            config,
+            catalog: std::sync::RwLock::new(catalog),
+            audit,
+            redactor,
+            session: Session::default(),
+            store,
+            pools: Pools::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The runbooks as of the last load (a snapshot: later reloads do not change it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(
+            &self
+                .catalog
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Reloads the runbooks from the configured places (after a project runbook was written or removed).
+    pub fn reload_catalog(&self) {
+        let fresh = Arc::new(Catalog::load(&crate::catalog::CatalogOptions {
+            profiles_dir: Some(self.config.profiles_dir.clone()),
+            runbooks_path: self.config.runbooks_path.clone(),
+        }));
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    }
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+    /// SSH sessions, HTTP agents and PostgreSQL clients, shared by every call and step of this engine.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Creates the profiles directory with a `.gitignore` for what infra writes there (evidence, audit,
+    /// store), so a project's `.infra/` shows only its runbooks and configuration to git.
+    pub(super) fn prepare_profiles_dir(&self) {
+        let dir = &self.config.profiles_dir;
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() && std::fs::create_dir_all(dir).is_ok() {
+            let _ = std::fs::write(
+                &ignore,
+                "# written by infra: run evidence, the audit log and the store stay out of git
+/runs/
+/audit.jsonl
+/store.sqlite3*
+/.gitignore
+",
+            );
+        }
+    }
+
+    /// The store, opened on first use.
+    pub fn store(&self) -> Result<&Store, StoreError> {
+        self.store.get()
+    }
+
+    /// Checks the audit log: its chain, and its end against the head the store kept (a log cut back,
+    /// emptied or deleted is reported). The store is not created when there is none.
+    /// With a `checkpoint` (`infra audit checkpoint`), the log must also still hold that record with
+    /// that hash.
+    pub fn verify_audit(
+        &self,
+        checkpoint: Option<crate::record::audit::Head>,
+    ) -> std::io::Result<crate::record::audit::Verified> {
+        use crate::record::audit::{Anchor, VerifyOptions};
+        let anchor = if !self.store.path().exists() {
+            Anchor::NoStore
+        } else {
+            let read = self
+                .store()
+                .and_then(|s| Ok((s.audit_head()?, s.runs_count()?)));
+            match read {
+                Ok((head, runs)) => Anchor::Store { head, runs },
+                Err(e) => Anchor::Unreadable(e.to_string()),
+            }
+        };
+        self.audit
+            .verify_with(&VerifyOptions { anchor, checkpoint })
+    }
+
+    /// The audit log's head, to keep elsewhere: its last record, once the whole log verifies.
+    pub fn audit_checkpoint(&self) -> Result<crate::record::audit::Head, String> {
+        let v = self.verify_audit(None).map_err(|e| {
+            format!(
+                "cannot read the audit log `{}`: {e}",
+                self.audit.path().display()
+            )
+        })?;
+        if let Some(p) = v.problem {
+            return Err(format!(
+                "the audit log does not verify, so it has no head to keep: record {} (line {}): {}",
+                p.seq, p.line, p.message
+            ));
+        }
+        v.last
+            .ok_or_else(|| "the audit log has no records yet: there is no head to keep".into())
+    }
+}
+
+impl Host for Engine {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn store(&self) -> Result<&Store, StoreError> {
+        self.store.get()
+    }
+    fn pools(&self) -> &Pools {
+        &self.pools
+    }
+    fn run_nested(
+        &self,
+        runbook: Nested<'_>,
+        input: &Map<String, Value>,
+        cancel: &CancelToken,
+        depth: usize,
+    ) -> Result<NestedOutcome, ActionError> {
+        let rb = self.nested_runbook(runbook)?;
+        let o = self
+            .run_runbook(rb, input, cancel, depth)
+            .map_err(|e| ActionError::new("invalid_args", e))?;
+        Ok(NestedOutcome {
+            run_id: o.run_id,
+            runbook: o.runbook,
+            status: o.status,
+            outputs: o.outputs,
+        })
+    }
+}

@@ -1,0 +1,293 @@
+//! Runs as wholes: ids, directories, the start and finish records, nested runs, and the one-node runs
+//! that record a front end's own calls.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use dsl::{Effect, Runbook};
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::actions::{ActionError, Nested};
+use crate::ctx::{new_id, now_rfc3339, now_stamp};
+use crate::plan::{CompileOptions, Plan};
+use crate::record::Journal;
+use crate::record::evidence::{ErrorInfo, Record, Status};
+
+impl Engine {
+    /// Compiles a runbook, checks its inputs and runs it. `Err` carries the diagnostics as text.
+    pub fn run_runbook(
+        &self,
+        rb: Arc<Runbook>,
+        given: &Map<String, Value>,
+        cancel: &CancelToken,
+        depth: usize,
+    ) -> Result<RunOutcome, String> {
+        let catalog = self.catalog();
+        let opts = CompileOptions {
+            resolver: Some(&*catalog),
+            stack: Vec::new(),
+        };
+        let plan = crate::plan::compile(rb.clone(), &opts).map_err(|d| join(&d))?;
+        let inputs = dsl::resolve_inputs(&rb, given).map_err(|d| join(&d))?;
+        Ok(self.execute(
+            &plan,
+            inputs,
+            &RunOptions {
+                cancel: cancel.clone(),
+                depth,
+                progress: None,
+            },
+        ))
+    }
+
+    /// The runbook a nested run names: from the catalog, or given whole.
+    pub(super) fn nested_runbook(&self, which: Nested<'_>) -> Result<Arc<Runbook>, ActionError> {
+        match which {
+            Nested::Name(name) => self
+                .catalog()
+                .get(name)
+                .map(|e| e.runbook.clone())
+                .ok_or_else(|| {
+                    ActionError::new("not_found", format!("there is no runbook `{name}`"))
+                }),
+            Nested::Inline(inline) => {
+                let text = serde_json::to_string(inline).unwrap_or_default();
+                let file = dsl::SourceFile::new("<inline runbook>", text);
+                let loaded = dsl::load(&file, Some("inline"));
+                if loaded.has_errors() {
+                    let msgs: Vec<String> =
+                        loaded.diagnostics.iter().map(ToString::to_string).collect();
+                    return Err(ActionError::new("invalid_args", msgs.join("; ")));
+                }
+                loaded
+                    .runbooks
+                    .into_iter()
+                    .next()
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        ActionError::new("invalid_args", "the inline runbook holds no runbook")
+                    })
+            }
+        }
+    }
+
+    /// Records a front end's own call (one that reads infra's own data, or was refused before it could
+    /// become a plan) as a one-node run with evidence: its journal and its place in the run index. Returns
+    /// the run id. `result` and `error` are redacted here.
+    pub fn record_call(
+        &self,
+        tool: &str,
+        action: &str,
+        args: &Value,
+        result: &Value,
+        error: Option<ErrorInfo>,
+    ) -> std::io::Result<String> {
+        let run_id = new_id();
+        let rel = format!("runs/call/{}-{}", now_stamp(), &run_id[..8]);
+        let dir = self.config.artifacts_root.join(&rel);
+        self.prepare_profiles_dir();
+        let journal = Journal::create(&dir)?;
+        let ts = now_rfc3339();
+        let args = self.redactor.redact_value(args);
+        let error = error.map(|e| ErrorInfo {
+            message: self.redactor.redact(&e.message).into_owned(),
+            ..e
+        });
+        let status = if error.is_some() {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        };
+        let records = [
+            Record::RunStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                runbook: "call".into(),
+                source: format!("<call {tool}>"),
+                runbook_digest: String::new(),
+                plan_digest: String::new(),
+                inputs: Value::Object(Map::new()),
+                effects: "read".into(),
+            },
+            Record::NodeStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                step: "call".into(),
+                attempt: 1,
+                index: None,
+                tool: tool.into(),
+                action: action.into(),
+                args,
+            },
+            Record::NodeFinished {
+                run_id: run_id.clone(),
+                ts: now_rfc3339(),
+                step: "call".into(),
+                attempt: 1,
+                index: None,
+                status,
+                duration_ms: 0,
+                exit_code: None,
+                outputs: Value::Null,
+                artifacts: Vec::new(),
+                error: error.clone(),
+            },
+            Record::RunFinished {
+                run_id: run_id.clone(),
+                ts: now_rfc3339(),
+                status,
+                duration_ms: 0,
+                outputs: self.redactor.redact_value(result),
+                error,
+            },
+        ];
+        for r in &records {
+            journal.append(r, false)?;
+        }
+        if let Ok(store) = self.store() {
+            let _ = store.run_started(&run_id, "call", &dir, &ts);
+            let word = serde_json::to_value(status).unwrap_or_default();
+            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"));
+        }
+        Ok(run_id)
+    }
+
+    /// Runs a plan with resolved inputs. Never panics on a failing step: failures are in the outcome.
+    pub fn execute(
+        &self,
+        plan: &Plan,
+        inputs: Map<String, Value>,
+        opts: &RunOptions<'_>,
+    ) -> RunOutcome {
+        let started = Instant::now();
+        let rb = plan.runbook();
+        let run_id = new_id();
+        let rel = format!("runs/{}/{}-{}", rb.name, now_stamp(), &run_id[..8]);
+        let dir = self.config.artifacts_root.join(&rel);
+        let uri_base = format!("artifact://{rel}");
+        for (name, input) in &rb.inputs {
+            if input.secret
+                && let Some(v) = inputs.get(name)
+            {
+                self.redactor.add_value(v);
+            }
+        }
+        let inputs = Value::Object(inputs);
+        let shown_inputs = self.redactor.redact_value(&inputs);
+        let ts = now_rfc3339();
+        let mut outcome = RunOutcome {
+            run_id: run_id.clone(),
+            runbook: rb.name.clone(),
+            status: Status::Refused,
+            dir: dir.clone(),
+            uri_base: uri_base.clone(),
+            duration_ms: 0,
+            steps: Vec::new(),
+            outputs: Value::Null,
+            error: None,
+        };
+        let audit_start = json!({
+            "kind": "run_started", "run_id": run_id, "runbook": rb.name, "effects": plan.effects(),
+            "plan_digest": plan.digest(), "inputs": shown_inputs, "depth": opts.depth,
+        });
+        self.prepare_profiles_dir();
+        // a run that can change something has its start and end on disk (fsync'd) before and after the
+        // change; a read-only run's records are written the same way but not forced to disk
+        let durable = plan.effects() >= Effect::Write;
+        if let Err(e) = self.audit.append(&audit_start, durable) {
+            outcome.error = Some(ErrorInfo {
+                kind: "audit_unavailable".into(),
+                message: format!("{e}; nothing was run"),
+            });
+            return outcome;
+        }
+        let journal = match Journal::create(&dir) {
+            Ok(j) => j,
+            Err(e) => {
+                outcome.error = Some(ErrorInfo {
+                    kind: "evidence_unavailable".into(),
+                    message: format!(
+                        "cannot create the run directory `{}`: {e}; nothing was run",
+                        dir.display()
+                    ),
+                });
+                let _ = self.audit.append(
+                    &json!({"kind": "run_finished", "run_id": run_id, "status": "refused"}),
+                    false,
+                );
+                return outcome;
+            }
+        };
+        let _ = journal.append(
+            &Record::RunStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                runbook: rb.name.clone(),
+                source: rb.file.name().to_owned(),
+                runbook_digest: rb.digest.clone(),
+                plan_digest: plan.digest().to_owned(),
+                inputs: shown_inputs,
+                effects: plan.effects().as_str().to_owned(),
+            },
+            durable,
+        );
+        if let Ok(store) = self.store() {
+            let _ = store.run_started(&run_id, &rb.name, &dir, &ts);
+        }
+        if opts.depth == 0
+            && let Some(p) = opts.progress
+        {
+            p(&Progress::RunStarted {
+                run_id: run_id.clone(),
+                dir: dir.clone(),
+                uri_base: uri_base.clone(),
+            });
+        }
+        let cx = RunCx {
+            engine: self,
+            rb,
+            journal: &journal,
+            run_id: &run_id,
+            dir: dir.clone(),
+            uri_base: uri_base.clone(),
+            inputs,
+            run_info: json!({"id": run_id, "runbook": rb.name, "started_at": ts}),
+            depth: opts.depth,
+            progress: opts.progress,
+        };
+        let (status, mut steps, results, error) =
+            schedule::run_all(&cx, plan, schedule::Bounds::of(cx.rb), &opts.cancel);
+        let outputs = cx.outputs(&results);
+        steps.sort_by_key(|s| plan_position(plan, &s.id));
+        outcome.status = status;
+        outcome.steps = steps;
+        outcome.outputs = self.redactor.redact_value(&outputs);
+        let error = error.map(|e| ErrorInfo {
+            message: self.redactor.redact(&e.message).into_owned(),
+            ..e
+        });
+        outcome.error = error.clone();
+        outcome.duration_ms = ms(started.elapsed());
+        let _ = journal.append(
+            &Record::RunFinished {
+                run_id: run_id.clone(),
+                ts: now_rfc3339(),
+                status,
+                duration_ms: outcome.duration_ms,
+                outputs: outcome.outputs.clone(),
+                error,
+            },
+            durable,
+        );
+        let _ = self.audit.append(
+            &json!({"kind": "run_finished", "run_id": run_id, "runbook": rb.name, "status": status}),
+            false,
+        );
+        if let Ok(store) = self.store() {
+            let word = serde_json::to_value(status).unwrap_or_default();
+            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"));
+        }
+        outcome
+    }
+}

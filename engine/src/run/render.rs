@@ -1,0 +1,159 @@
+//! What templates see and make: a node's context, its `when`, `foreach` and arguments rendered, and
+//! the run's outputs.
+
+use std::collections::HashMap;
+
+use dsl::template::{Mode, renderer};
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::actions::ActionError;
+use crate::plan::PlanNode;
+
+impl RunCx<'_> {
+    /// The context templates of `node` see: inputs, run, the results of the steps it references, state.
+    pub(super) fn context(
+        &self,
+        node: &PlanNode,
+        results: &HashMap<String, Value>,
+        item: Option<(&Value, usize)>,
+    ) -> Value {
+        let mut steps = Map::new();
+        for (id, _) in node.step.refs.iter().chain(node.step.needs.iter()) {
+            if let Some(r) = results.get(id.as_str()) {
+                steps.insert(id.to_string(), r.clone());
+            }
+        }
+        let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
+        let uses_state = node
+            .step
+            .templates
+            .iter()
+            .any(|t| t.scan.references.iter().any(|r| r.root == "state"));
+        if uses_state {
+            ctx["state"] = self.engine.session.snapshot();
+        }
+        if let Some((item, index)) = item {
+            ctx["item"] = item.clone();
+            ctx["index"] = index.into();
+        }
+        ctx
+    }
+
+    /// Renders a node's `when`, `foreach` and arguments. `Ok(None)`: `when` is false.
+    pub(super) fn prepare(
+        &self,
+        node: &PlanNode,
+        results: &HashMap<String, Value>,
+    ) -> Result<Option<Prepared>, ActionError> {
+        let base = self.context(node, results, None);
+        let template_err = |e: dsl::template::RenderError| ActionError::new("template", e.message);
+        if let Some(w) = &node.step.when {
+            let v = match w {
+                dsl::raw::BoolOrTemplate::Bool(b) => Value::Bool(*b),
+                dsl::raw::BoolOrTemplate::Template(t) => renderer()
+                    .render(t, Mode::Plain, &base)
+                    .map_err(template_err)?,
+            };
+            if !truthy(&v) {
+                return Ok(None);
+            }
+        }
+        let (items, foreach): (Vec<(Option<usize>, Value)>, bool) = match &node.step.foreach {
+            None => (vec![(None, Value::Null)], false),
+            Some(f) => {
+                let list = match f {
+                    dsl::raw::ListOrTemplate::List(l) => Value::Array(l.clone()),
+                    dsl::raw::ListOrTemplate::Template(t) => renderer()
+                        .render(t, Mode::Plain, &base)
+                        .map_err(template_err)?,
+                };
+                let Value::Array(list) = list else {
+                    return Err(ActionError::new(
+                        "template",
+                        "`foreach` did not render to a list",
+                    ));
+                };
+                (
+                    list.into_iter()
+                        .enumerate()
+                        .map(|(i, v)| (Some(i), v))
+                        .collect(),
+                    true,
+                )
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items {
+            let ctx = match index {
+                Some(i) => self.context(node, results, Some((&item, i))),
+                None => base.clone(),
+            };
+            let args = render_args(node, &ctx)?;
+            out.push((index, item, args));
+        }
+        Ok(Some(Prepared {
+            items: out,
+            foreach,
+        }))
+    }
+
+    /// The runbook's `outputs`, rendered with every step's result.
+    pub(super) fn outputs(&self, results: &HashMap<String, Value>) -> Value {
+        if self.rb.outputs.is_empty() {
+            return Value::Object(Map::new());
+        }
+        let steps: Map<String, Value> = results
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps, "state": self.engine.session.snapshot()});
+        Value::Object(
+            self.rb
+                .outputs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        render_value(v, &ctx).unwrap_or_else(|e| json!({"error": e})),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Renders every template in a node's arguments.
+pub(super) fn render_args(node: &PlanNode, ctx: &Value) -> Result<Map<String, Value>, ActionError> {
+    let (args, failed) = node.render_args(ctx, |_| true);
+    if let Some((t, why)) = failed.first() {
+        return Err(ActionError::new("template", format!("`{}`: {why}", t.text)));
+    }
+    match args {
+        Value::Object(m) => Ok(m),
+        _ => Err(ActionError::new(
+            "invalid_args",
+            "arguments must be a mapping",
+        )),
+    }
+}
+
+/// Renders every string of a value that is a template (outputs).
+pub(super) fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => renderer()
+            .render(s, Mode::Plain, ctx)
+            .map_err(|e| e.message)?,
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_value(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| render_value(x, ctx).map(|r| (k.clone(), r)))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
