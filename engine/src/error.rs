@@ -34,6 +34,18 @@ impl ActionError {
         self
     }
 
+    /// The status a step ends with when its call failed this way: the one mapping from kinds to run
+    /// statuses.
+    pub fn status(&self) -> crate::record::evidence::Status {
+        use crate::record::evidence::Status;
+        match self.kind.as_str() {
+            "timeout" => Status::TimedOut,
+            "cancelled" => Status::Cancelled,
+            "refused" | "audit_unavailable" => Status::Refused,
+            _ => Status::Failed,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::json!({"kind": self.kind, "message": self.message});
         if let Some(h) = &self.hint {

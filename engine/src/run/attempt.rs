@@ -149,12 +149,7 @@ impl RunCx<'_> {
                 v.get("exit_code").and_then(Value::as_i64),
             ),
             Err(e) => {
-                let st = match e.kind.as_str() {
-                    "timeout" => Status::TimedOut,
-                    "cancelled" => Status::Cancelled,
-                    "refused" | "audit_unavailable" => Status::Refused,
-                    _ => Status::Failed,
-                };
+                let st = e.status();
                 let empty = &Value::Null;
                 let v = e.result.as_ref().unwrap_or(empty);
                 (

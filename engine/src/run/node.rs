@@ -146,13 +146,9 @@ impl RunCx<'_> {
         } else {
             results.into_iter().next()
         };
-        let status = match first_error.as_ref().map(|e| e.kind.as_str()) {
-            None => Status::Succeeded,
-            Some("timeout") => Status::TimedOut,
-            Some("cancelled") => Status::Cancelled,
-            Some("refused" | "audit_unavailable") => Status::Refused,
-            Some(_) => Status::Failed,
-        };
+        let status = first_error
+            .as_ref()
+            .map_or(Status::Succeeded, ActionError::status);
         let duration_ms = ms(started.elapsed());
         if let Some(p) = self.progress {
             p(&Progress::Finished {
