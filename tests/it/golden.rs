@@ -13,7 +13,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
             matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "json")
-            )
+            ) && !p.to_string_lossy().ends_with(".plan.json")
         })
         .collect();
     v.sort();
@@ -158,4 +158,50 @@ fn templated_args_are_checked_only_where_literal() {
     assert!(paths.contains(&"/steps/1/args/colour"), "{paths:?}");
     // `limit` is a template: its type is only known once rendered
     assert!(!paths.contains(&"/steps/1/args/limit"), "{paths:?}");
+}
+
+/// The compiled plan of each runbook of every `ok` file, pinned as `<file>.plan.json` (runbook name →
+/// `Plan::to_json`): a change in what `compile` produces shows as a diff. `UPDATE_EXPECT=1` rewrites them.
+#[test]
+fn every_ok_file_compiles_to_its_pinned_plan() {
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let catalog = engine::Catalog::builtin();
+    let opts = engine::CompileOptions {
+        resolver: Some(&catalog),
+        stack: Vec::new(),
+    };
+    let mut mismatches = Vec::new();
+    for path in files(&data_dir().join("ok")) {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let rel = path
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let loaded = dsl::load(
+            &dsl::SourceFile::new(rel, text),
+            path.file_stem().and_then(|s| s.to_str()),
+        );
+        let mut plans = serde_json::Map::new();
+        for rb in loaded.runbooks {
+            let name = rb.name.clone();
+            let plan = engine::compile(std::sync::Arc::new(rb), &opts)
+                .unwrap_or_else(|d| panic!("{}: {d:?}", path.display()));
+            plans.insert(name, plan.to_json());
+        }
+        let rendered = serde_json::to_string_pretty(&plans).expect("json") + "\n";
+        let expect = path.with_extension("plan.json");
+        match std::fs::read_to_string(&expect) {
+            Ok(old) if !update => {
+                if old != rendered {
+                    mismatches.push(expect.display().to_string());
+                }
+            }
+            _ => std::fs::write(&expect, &rendered).expect("write expectation"),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "compiled plans changed (UPDATE_EXPECT=1 to accept): {mismatches:?}"
+    );
 }
