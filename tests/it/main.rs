@@ -6,6 +6,7 @@
 
 mod cli;
 mod cli_run;
+mod docs;
 mod doctor;
 mod golden;
 mod http;
