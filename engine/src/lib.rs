@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec;
 pub mod git;
 pub mod record;
+pub mod request;
 pub mod run;
 pub mod store;
 pub mod targets;

@@ -155,61 +155,12 @@ fn looks_like_path(arg: &str) -> bool {
 
 /// A runbook chosen on the command line, by name or by `path[#name]`.
 pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
-    if looks_like_path(arg) {
-        let (path, pick) = match arg.split_once('#') {
-            Some((p, n)) => (p, Some(n)),
-            None => (arg, None),
-        };
-        let file = engine::ctx::read_source(Path::new(path)).map_err(|d| vec![d])?;
-        let stem = Path::new(path).file_stem().and_then(|s| s.to_str());
-        let loaded = dsl::load(&file, stem);
-        if loaded.has_errors() {
-            return Err(loaded.diagnostics);
-        }
-        let names: Vec<String> = loaded.runbooks.iter().map(|r| r.name.clone()).collect();
-        let chosen = match pick {
-            Some(n) => loaded.runbooks.into_iter().find(|r| r.name == n),
-            None if names.len() == 1 => loaded.runbooks.into_iter().next(),
-            None => {
-                return Err(vec![
-                    Diagnostic::error(
-                        Code::UnknownRunbook,
-                        format!("`{path}` holds {} runbooks", names.len()),
-                    )
-                    .help(format!(
-                        "pick one with `{path}#<name>`: {}",
-                        names.join(", ")
-                    )),
-                ]);
-            }
-        };
-        return chosen.map(Arc::new).ok_or_else(|| {
-            vec![
-                Diagnostic::error(
-                    Code::UnknownRunbook,
-                    format!("`{path}` has no runbook `{}`", pick.unwrap_or_default()),
-                )
-                .help_opt(dsl::diagnostic::suggestion(
-                    pick.unwrap_or_default(),
-                    names.iter().map(String::as_str),
-                )),
-            ]
-        });
-    }
-    match catalog.get(arg) {
-        Some(e) => Ok(e.runbook.clone()),
-        None => {
-            let help = dsl::diagnostic::suggestion(arg, catalog.names())
-                .unwrap_or_else(|| "`infra list` shows the runbooks there are".to_owned());
-            let mut diags = vec![
-                Diagnostic::error(Code::UnknownRunbook, format!("there is no runbook `{arg}`"))
-                    .help(help),
-            ];
-            // a project file with errors may be where it was meant to be
-            diags.extend(catalog.diagnostics().iter().cloned());
-            Err(diags)
-        }
-    }
+    let which = if looks_like_path(arg) {
+        engine::request::Which::File(arg)
+    } else {
+        engine::request::Which::Name(arg)
+    };
+    engine::request::find(catalog, which)
 }
 
 /// Prints diagnostics for a failed lookup or compile and returns the exit status: `USAGE` when the

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dsl::{Code, Diagnostic};
-use engine::{Catalog, CompileOptions};
+use engine::Catalog;
 use serde_json::{Map, Value};
 
 use super::{OK, USAGE, catalog_options, find_runbook, report};
@@ -39,11 +39,7 @@ pub fn prepare(catalog: &Catalog, t: &Target) -> Result<(engine::Plan, Map<Strin
         render::diagnostics(&d);
         USAGE
     })?;
-    let opts = CompileOptions {
-        resolver: Some(catalog),
-        stack: Vec::new(),
-    };
-    let plan = engine::compile(rb.clone(), &opts).map_err(|d| report(&d))?;
+    let plan = engine::request::compile(catalog, &rb).map_err(|d| report(&d))?;
     render::diagnostics(plan.warnings());
     let inputs = dsl::resolve_inputs(&rb, &given).map_err(|d| {
         render::diagnostics(&d);

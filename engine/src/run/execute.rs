@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::actions::{ActionError, Nested};
 use crate::ctx::{new_id, now_rfc3339, now_stamp};
-use crate::plan::{CompileOptions, Plan};
+use crate::plan::Plan;
 use crate::record::Journal;
 use crate::record::evidence::{ErrorInfo, Record, Status};
 
@@ -23,13 +23,8 @@ impl Engine {
         cancel: &CancelToken,
         depth: usize,
     ) -> Result<RunOutcome, String> {
-        let catalog = self.catalog();
-        let opts = CompileOptions {
-            resolver: Some(&*catalog),
-            stack: Vec::new(),
-        };
-        let plan = crate::plan::compile(rb.clone(), &opts).map_err(|d| join(&d))?;
-        let inputs = dsl::resolve_inputs(&rb, given).map_err(|d| join(&d))?;
+        let (plan, inputs) =
+            crate::request::prepare(&self.catalog(), &rb, given).map_err(|d| join(&d))?;
         Ok(self.execute(
             &plan,
             inputs,
@@ -43,33 +38,28 @@ impl Engine {
 
     /// The runbook a nested run names: from the catalog, or given whole.
     pub(super) fn nested_runbook(&self, which: Nested<'_>) -> Result<Arc<Runbook>, ActionError> {
-        match which {
-            Nested::Name(name) => self
-                .catalog()
-                .get(name)
-                .map(|e| e.runbook.clone())
-                .ok_or_else(|| {
-                    ActionError::new("not_found", format!("there is no runbook `{name}`"))
-                }),
-            Nested::Inline(inline) => {
-                let text = serde_json::to_string(inline).unwrap_or_default();
-                let file = dsl::SourceFile::new("<inline runbook>", text);
-                let loaded = dsl::load(&file, Some("inline"));
-                if loaded.has_errors() {
-                    let msgs: Vec<String> =
-                        loaded.diagnostics.iter().map(ToString::to_string).collect();
-                    return Err(ActionError::new("invalid_args", msgs.join("; ")));
+        let which = match which {
+            Nested::Name(n) => crate::request::Which::Name(n),
+            Nested::Inline(v) => crate::request::Which::Inline(v),
+        };
+        crate::request::find(&self.catalog(), which).map_err(|d| {
+            match d.first() {
+                // the name alone, as a nested call has always said it
+                Some(first)
+                    if first.code == dsl::Code::UnknownRunbook
+                        && matches!(which, crate::request::Which::Name(_)) =>
+                {
+                    ActionError::new("not_found", first.message.clone())
                 }
-                loaded
-                    .runbooks
-                    .into_iter()
-                    .next()
-                    .map(Arc::new)
-                    .ok_or_else(|| {
-                        ActionError::new("invalid_args", "the inline runbook holds no runbook")
-                    })
+                _ => ActionError::new(
+                    "invalid_args",
+                    d.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             }
-        }
+        })
     }
 
     /// Records a front end's own call (one that reads infra's own data, or was refused before it could
