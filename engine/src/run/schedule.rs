@@ -411,6 +411,8 @@ mod tests {
             node: &PlanNode,
             _: &HashMap<String, Value>,
         ) -> Result<Option<()>, ActionError> {
+            // the scheduler prepares a node right before it starts it, on its own thread
+            self.say(format!("ready {}", node.step.id));
             Ok(match &node.step.when {
                 Some(dsl::raw::BoolOrTemplate::Bool(false)) => None,
                 _ => Some(()),
@@ -428,7 +430,11 @@ mod tests {
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.peak.fetch_max(now, Ordering::SeqCst);
             self.say(format!("start {id}"));
-            std::thread::sleep(self.hold);
+            // wait (a while at most) for company, so a bound above one is reached whatever the timing
+            let until = std::time::Instant::now() + self.hold;
+            while self.peak.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if self.cancels == Some(id.as_str()) {
                 cancel.cancel();
             }
@@ -464,7 +470,10 @@ mod tests {
         assert_eq!(status, Status::Succeeded);
         assert_eq!(
             f.log(),
-            ["start a", "end a", "start b", "end b", "start c", "end c"]
+            [
+                "ready a", "start a", "end a", "ready b", "start b", "end b", "ready c", "start c",
+                "end c"
+            ]
         );
         assert_eq!(f.peak.load(Ordering::SeqCst), 1);
         assert_eq!(outcomes.len(), 3);
@@ -482,7 +491,7 @@ mod tests {
             ])
         ));
         let f = Fake {
-            hold: Duration::from_millis(30),
+            hold: Duration::from_secs(2),
             ..Fake::default()
         };
         let (status, ..) = run_all(&f, &p, bounds(2), &CancelToken::new());
@@ -494,7 +503,7 @@ mod tests {
             assert!(at(need) < at("start d"), "{log:?}");
         }
         // ready steps start in plan order
-        assert!(at("start a") < at("start b") && at("start b") < at("start c"));
+        assert!(at("ready a") < at("ready b") && at("ready b") < at("ready c"));
     }
 
     #[test]
@@ -567,6 +576,15 @@ mod tests {
         let f = Fake::default();
         let (status, ..) = run_all(&f, &p, bounds(1), &CancelToken::new());
         assert_eq!(status, Status::Succeeded);
-        assert_eq!(f.log(), ["skip a (`when` was false)", "start b", "end b"]);
+        assert_eq!(
+            f.log(),
+            [
+                "ready a",
+                "skip a (`when` was false)",
+                "ready b",
+                "start b",
+                "end b"
+            ]
+        );
     }
 }

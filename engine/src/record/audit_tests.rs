@@ -1,0 +1,491 @@
+//! Tests of the audit log: the chain, the head kept in the store, checkpoints and seals.
+use super::*;
+
+#[test]
+fn records_chain_and_verify() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = Audit::new(dir.path().join("audit.jsonl"));
+    for i in 0..5 {
+        assert_eq!(
+            a.append(&json!({"kind": "call", "i": i}), i % 2 == 0)
+                .expect("append"),
+            i + 1
+        );
+    }
+    let v = a.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (5, None));
+    assert_eq!(v.last.map(|h| h.seq), Some(5));
+    let tail = a.tail(2).expect("tail");
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[1]["seq"], 5);
+}
+
+#[test]
+fn an_edited_record_is_found() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path);
+    for i in 0..4 {
+        a.append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+            .expect("append");
+    }
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("\"t1\"", "\"tX\"");
+    std::fs::write(&path, text).expect("write");
+    let v = a.verify().expect("verify");
+    let p = v.problem.expect("problem");
+    assert_eq!((p.line, p.seq, v.records), (2, 2, 1), "{}", p.message);
+    assert!(p.message.contains("changed"), "{}", p.message);
+}
+
+#[test]
+fn a_removed_record_breaks_the_chain_where_it_was() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path);
+    for i in 0..4 {
+        a.append(&json!({"kind": "call", "i": i}), false)
+            .expect("append");
+    }
+    let text = std::fs::read_to_string(&path).expect("read");
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&path, kept.join("\n") + "\n").expect("write");
+    let p = a.verify().expect("verify").problem.expect("problem");
+    assert_eq!((p.line, p.seq), (2, 2), "{}", p.message);
+}
+
+#[test]
+fn a_torn_last_line_is_reported_and_appends_go_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path);
+    a.append(&json!({"kind": "call"}), false).expect("append");
+    let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+    f.write_all(b"{\"seq\":2,\"ts\":\"x\",\"pr").expect("torn");
+    drop(f);
+    let p = a.verify().expect("verify").problem.expect("torn");
+    assert_eq!(p.line, 2);
+    assert!(p.message.contains("torn"), "{}", p.message);
+    a.append(&json!({"kind": "call"}), false)
+        .expect("append after a crash");
+    assert_eq!(
+        a.verify()
+            .expect("verify")
+            .problem
+            .expect("still reported")
+            .line,
+        2
+    );
+}
+
+#[test]
+fn two_writers_keep_one_chain() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let a = Audit::new(&path);
+            s.spawn(move || {
+                for i in 0..25 {
+                    a.append(&json!({"kind": "call", "t": t, "i": i}), false)
+                        .expect("append");
+                }
+            });
+        }
+    });
+    let v = Audit::new(&path).verify().expect("verify");
+    assert_eq!((v.records, v.problem), (100, None));
+}
+
+#[test]
+fn an_unwritable_log_is_an_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // a directory where the file should be
+    let path = dir.path().join("audit.jsonl");
+    std::fs::create_dir(&path).expect("dir");
+    assert!(
+        Audit::new(&path)
+            .append(&json!({"kind": "call"}), true)
+            .is_err()
+    );
+}
+
+/// A log that keeps its head in a real store in the same directory, as the engine's does.
+fn kept(dir: &Path) -> (Audit, Arc<crate::store::LazyStore>) {
+    let store = Arc::new(crate::store::LazyStore::new(dir.join("store.sqlite3")));
+    let audit = Audit::new(dir.join("audit.jsonl")).with_keeper(store.clone());
+    (audit, store)
+}
+
+fn verify_kept(audit: &Audit, store: &crate::store::LazyStore) -> Verified {
+    let s = store.get().expect("store");
+    let anchor = Anchor::Store {
+        head: s.audit_head().expect("head"),
+        runs: s.runs_count().expect("runs"),
+    };
+    audit
+        .verify_with(&VerifyOptions {
+            anchor,
+            checkpoint: None,
+        })
+        .expect("verify")
+}
+
+#[test]
+fn a_tail_cut_at_a_record_boundary_is_reported_with_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    for i in 0..5 {
+        a.append(&json!({"kind": "call", "i": i}), i == 0)
+            .expect("append");
+    }
+    let v = verify_kept(&a, &store);
+    assert_eq!((v.records, v.problem, v.notes.len()), (5, None, 0));
+    let text = std::fs::read_to_string(a.path()).expect("read");
+    let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(a.path(), kept).expect("cut");
+    // the chain alone cannot tell
+    assert_eq!(a.verify().expect("verify").problem, None);
+    let v = verify_kept(&a, &store);
+    let p = v.problem.expect("a cut tail");
+    assert_eq!((p.line, p.seq, v.records), (4, 4, 3), "{}", p.message);
+    assert!(p.message.contains("ends at record 3"), "{}", p.message);
+    assert!(
+        p.message.contains("records 4 to 5 are missing"),
+        "{}",
+        p.message
+    );
+    // one record cut
+    let text: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(a.path(), text).expect("cut");
+    let p = verify_kept(&a, &store).problem.expect("a cut tail");
+    assert!(p.message.contains("record 5 is missing"), "{}", p.message);
+}
+
+#[test]
+fn an_emptied_or_deleted_log_is_reported() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    for _ in 0..3 {
+        a.append(&json!({"kind": "call"}), false).expect("append");
+    }
+    std::fs::write(a.path(), "").expect("empty");
+    let p = verify_kept(&a, &store).problem.expect("emptied");
+    assert!(p.message.contains("is empty"), "{}", p.message);
+    assert!(
+        p.message.contains("records 1 to 3 are missing"),
+        "{}",
+        p.message
+    );
+    std::fs::remove_file(a.path()).expect("delete");
+    let p = verify_kept(&a, &store).problem.expect("deleted");
+    assert!(p.message.contains("is missing"), "{}", p.message);
+    // a new record in a new log does not move the head back
+    a.append(&json!({"kind": "call"}), false).expect("append");
+    let p = verify_kept(&a, &store).problem.expect("started again");
+    assert!(
+        p.message.contains("records 2 to 3 are missing"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn a_deleted_log_is_reported_when_the_store_lists_runs_but_kept_no_head() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = crate::store::LazyStore::new(dir.path().join("store.sqlite3"));
+    let a = Audit::new(dir.path().join("audit.jsonl"));
+    let v = verify_kept(&a, &store);
+    assert_eq!(v.problem, None, "no runs, no records: nothing is missing");
+    store
+        .get()
+        .expect("store")
+        .run_started("r1", "call", dir.path(), "2026-01-01T00:00:00Z")
+        .expect("run");
+    let p = verify_kept(&a, &store).problem.expect("deleted");
+    assert!(p.message.contains("is missing"), "{}", p.message);
+    assert!(p.message.contains("lists 1 runs"), "{}", p.message);
+}
+
+#[test]
+fn a_log_rewritten_to_the_same_length_is_reported_at_the_head() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    for i in 0..3 {
+        a.append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+            .expect("append");
+    }
+    // a whole new chain of three records, written without the store
+    std::fs::remove_file(a.path()).expect("delete");
+    let forger = Audit::new(a.path());
+    for _ in 0..3 {
+        forger
+            .append(&json!({"kind": "call", "tool": "innocent"}), false)
+            .expect("append");
+    }
+    assert_eq!(forger.verify().expect("verify").problem, None);
+    let p = verify_kept(&a, &store).problem.expect("rewritten");
+    assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+    assert!(p.message.contains("rewritten"), "{}", p.message);
+}
+
+#[test]
+fn two_writers_with_their_own_stores_keep_one_head() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            // each as its own process would: its own log handle and store connection
+            let (a, _store) = kept(dir.path());
+            s.spawn(move || {
+                for i in 0..25 {
+                    a.append(&json!({"kind": "call", "t": t, "i": i}), i % 5 == 0)
+                        .expect("append");
+                }
+            });
+        }
+    });
+    let (a, store) = kept(dir.path());
+    let v = verify_kept(&a, &store);
+    assert_eq!(
+        (v.records, v.problem, v.notes.len()),
+        (100, None, 0),
+        "{:?}",
+        v.notes
+    );
+    assert_eq!(
+        store.get().expect("store").audit_head().expect("head"),
+        v.last
+    );
+}
+
+#[test]
+fn checkpoints_read_as_a_word_a_line_or_json() {
+    let hash = "ab".repeat(32);
+    let want = Head {
+        seq: 12,
+        hash: hash.clone(),
+        ts: String::new(),
+    };
+    assert_eq!(
+        Head::parse_checkpoint(&format!("12:{hash}\n")),
+        Ok(want.clone())
+    );
+    assert_eq!(
+        Head::parse_checkpoint(&format!(
+            "kept on paper: 12:{} (monday)",
+            hash.to_uppercase()
+        )),
+        Ok(want.clone())
+    );
+    let json = json!({"seq": 12, "hash": hash, "ts": "2026-01-01T00:00:00.000Z"}).to_string();
+    let parsed = Head::parse_checkpoint(&json).expect("json");
+    assert_eq!((parsed.seq, parsed.hash), (12, want.hash.clone()));
+    assert_eq!(
+        Head::parse_checkpoint(&want.checkpoint()).map(|h| h.seq),
+        Ok(12)
+    );
+    for bad in [
+        "",
+        "12",
+        "0:ab",
+        &format!("0:{hash}"),
+        &format!("x:{hash}"),
+        "{\"seq\": 3}",
+    ] {
+        assert!(Head::parse_checkpoint(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_checkpoint_finds_a_history_rewritten_with_its_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    for i in 0..3 {
+        a.append(&json!({"kind": "call", "i": i}), false)
+            .expect("append");
+    }
+    let checkpoint = verify_kept(&a, &store).last.expect("a head");
+    assert_eq!(checkpoint.seq, 3);
+    for i in 3..5 {
+        a.append(&json!({"kind": "call", "i": i}), false)
+            .expect("append");
+    }
+    let with = |a: &Audit, cp: &Head| {
+        a.verify_with(&VerifyOptions {
+            anchor: Anchor::None,
+            checkpoint: Some(cp.clone()),
+        })
+        .expect("verify")
+    };
+    let v = with(&a, &checkpoint);
+    assert_eq!(v.problem, None);
+    assert!(
+        v.notes.iter().any(|n| n.contains("record 3 is in the log")),
+        "{:?}",
+        v.notes
+    );
+    // someone who can write both replaces the log and the store with a new, longer history
+    let other = tempfile::tempdir().expect("tmp");
+    let (forged, forged_store) = kept(other.path());
+    for i in 0..6 {
+        forged
+            .append(&json!({"kind": "call", "i": i, "tool": "innocent"}), false)
+            .expect("append");
+    }
+    assert_eq!(verify_kept(&forged, &forged_store).problem, None);
+    let p = with(&forged, &checkpoint).problem.expect("rewritten");
+    assert_eq!((p.line, p.seq), (3, 3), "{}", p.message);
+    assert!(
+        p.message.contains("rewritten since the checkpoint"),
+        "{}",
+        p.message
+    );
+    // or with a shorter one
+    std::fs::write(forged.path(), "").expect("empty");
+    let p = with(&forged, &checkpoint).problem.expect("cut");
+    assert!(
+        p.message.contains("records 1 to 3 are missing"),
+        "{}",
+        p.message
+    );
+}
+
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn hmac_sha256_matches_rfc_4231() {
+    // test cases 1, 2, 6 (a key longer than the block) and 7
+    let long_key = [0xaau8; 131];
+    let cases: [(&[u8], &[u8], &str); 4] = [
+        (
+            &[0x0b; 20],
+            b"Hi There",
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        ),
+        (
+            b"Jefe",
+            b"what do ya want for nothing?",
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        ),
+        (
+            &long_key,
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+        (
+            &long_key,
+            b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+        ),
+    ];
+    for (key, data, want) in cases {
+        assert_eq!(hmac_sha256(key, data).to_vec(), unhex(want));
+    }
+}
+
+/// Rewrites record `at` (1-based) with `edit` and recomputes the plain chain from there on (`prev`
+/// and `hash`), as someone without the key can; each `mac` stays as it was.
+fn forge(path: &Path, at: usize, edit: impl Fn(&str) -> String) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[at - 1] = edit(&lines[at - 1]);
+    for i in at - 1..lines.len() {
+        let mut v: Map<String, Value> = serde_json::from_str(&lines[i]).expect("record");
+        if i > 0 {
+            v.insert("prev".into(), sha_hex(lines[i - 1].as_bytes()).into());
+        }
+        v.shift_remove("hash");
+        let mut line = serde_json::to_vec(&Value::Object(v)).expect("json");
+        let seal = sha_hex(&line);
+        line.pop();
+        line.extend_from_slice(format!(",\"hash\":\"{seal}\"}}").as_bytes());
+        lines[i] = String::from_utf8(line).expect("utf-8");
+    }
+    std::fs::write(path, lines.join("\n") + "\n").expect("write");
+}
+
+#[test]
+fn a_forged_record_with_a_recomputed_chain_is_found_with_the_key_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = AuditKey::new("a key kept from the agent, 32 bytes+");
+    let sealed = Audit::new(dir.path().join("audit.jsonl")).with_key(Some(key.clone()));
+    for i in 0..4 {
+        sealed
+            .append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+            .expect("append");
+    }
+    let v = sealed.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (4, None));
+    assert_eq!(
+        v.macs,
+        Macs {
+            sealed: 4,
+            unsealed: 0,
+            checked: true
+        }
+    );
+    let plain = Audit::new(sealed.path());
+    forge(sealed.path(), 2, |l| l.replace("\"t1\"", "\"tX\""));
+    // without the key the chain is whole again, and verify says what it could not check
+    let v = plain.verify().expect("verify");
+    assert_eq!(v.problem, None);
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("4 records carry a `mac`; they were not checked")),
+        "{:?}",
+        v.notes
+    );
+    let p = sealed.verify().expect("verify").problem.expect("forged");
+    assert_eq!((p.line, p.seq), (2, 2), "{}", p.message);
+    assert!(p.message.contains("`mac` does not match"), "{}", p.message);
+    // a seal taken away is missed too
+    forge(sealed.path(), 2, |l| {
+        let mut v: Map<String, Value> = serde_json::from_str(l).expect("record");
+        v.shift_remove("mac");
+        Value::Object(v).to_string()
+    });
+    assert_eq!(plain.verify().expect("verify").problem, None);
+    let p = sealed.verify().expect("verify").problem.expect("unsealed");
+    assert!(p.message.contains("record 2 has no `mac`"), "{}", p.message);
+    // and another key does not check
+    let other = Audit::new(sealed.path()).with_key(Some(AuditKey::new("another key entirely")));
+    let p = other.verify().expect("verify").problem.expect("wrong key");
+    assert_eq!(p.seq, 1, "{}", p.message);
+}
+
+#[test]
+fn records_before_the_key_was_set_are_noted_not_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    Audit::new(&path)
+        .append(&json!({"kind": "call"}), false)
+        .expect("append");
+    let key = AuditKey::new("the key from now on");
+    let sealed = Audit::new(&path).with_key(Some(key));
+    sealed
+        .append(&json!({"kind": "call", "mac": "mine"}), false)
+        .expect("append");
+    let v = sealed.verify().expect("verify");
+    assert_eq!(v.problem, None);
+    assert_eq!((v.macs.unsealed, v.macs.sealed), (1, 1));
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("records 1 to 1 carry no `mac`")),
+        "{:?}",
+        v.notes
+    );
+    assert_eq!(format!("{:?}", sealed.key), "Some(AuditKey(..))");
+}
