@@ -1,7 +1,17 @@
 //! The MCP front end: an rmcp stdio server over the engine. This file is the only one that knows rmcp;
-//! `catalogue` builds tools and runs calls with plain data, so an SDK upgrade touches this file alone.
+//! the other modules list tools and run calls with plain data, so an SDK upgrade touches this file alone.
+//! `listing` says which tools there are, `catalogue::call` runs a call (front-end tools in `tools/`, the
+//! registry's in `registry`), `reply` is what a call answers, `jobs` what runs in the background, and
+//! `wire` what a line of the protocol is.
 
+mod budget;
 mod catalogue;
+mod jobs;
+mod listing;
+mod registry;
+mod reply;
+mod schema;
+mod tools;
 mod wire;
 
 use std::collections::HashMap;
@@ -100,8 +110,8 @@ impl Server {
     }
 
     fn tool_list(&self) -> Vec<Tool> {
-        let output = Arc::new(object(catalogue::output_schema()));
-        catalogue::tools(&self.engine)
+        let output = Arc::new(object(reply::output_schema()));
+        listing::tools(&self.engine)
             .into_iter()
             .map(|t| {
                 Tool::new(t.name, t.description, object(t.input_schema))
