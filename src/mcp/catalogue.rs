@@ -47,20 +47,14 @@ impl CallCx<'_> {
     }
 }
 
-/// The jobs this process runs.
-fn jobs() -> &'static Arc<Jobs> {
-    static J: OnceLock<Arc<Jobs>> = OnceLock::new();
-    J.get_or_init(Arc::default)
-}
-
-/// Cancels every job this process runs and waits up to `grace` for them to record how they ended.
-pub fn cancel_all_jobs(grace: std::time::Duration) {
-    jobs().cancel_all(grace);
-}
-
 /// Starts a call in the background (`async: true`) and returns its job id at once. The job lives in the
 /// store, so `jobs` (here or in another process) sees it.
-fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> Reply {
+fn start_job(
+    engine: &Arc<Engine>,
+    jobs: &Arc<Jobs>,
+    name: &str,
+    mut args: Map<String, Value>,
+) -> Reply {
     args.shift_remove("async");
     let (tool, _) = canonical(name);
     let action = args
@@ -68,10 +62,11 @@ fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> 
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let (engine2, name2) = (Arc::clone(engine), name.to_owned());
-    jobs().start(engine, tool, &action, move |cancel, progress| {
+    let (engine2, jobs2, name2) = (Arc::clone(engine), Arc::clone(jobs), name.to_owned());
+    jobs.start(engine, tool, &action, move |cancel, progress| {
         call(
             &engine2,
+            &jobs2,
             &name2,
             args,
             &CallCx {
@@ -82,10 +77,16 @@ fn start_job(engine: &Arc<Engine>, name: &str, mut args: Map<String, Value>) -> 
     })
 }
 
-/// Runs one call. Blocking: call it off the async runtime.
-pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &CallCx<'_>) -> Reply {
+/// Runs one call; `jobs` are the jobs this server runs. Blocking: call it off the async runtime.
+pub fn call(
+    engine: &Arc<Engine>,
+    jobs: &Arc<Jobs>,
+    name: &str,
+    args: Map<String, Value>,
+    cx: &CallCx<'_>,
+) -> Reply {
     if args.get("async").and_then(Value::as_bool) == Some(true) {
-        return start_job(engine, name, args);
+        return start_job(engine, jobs, name, args);
     }
     let mut args = args;
     args.shift_remove("async");
@@ -102,7 +103,7 @@ pub fn call(engine: &Arc<Engine>, name: &str, args: Map<String, Value>, cx: &Cal
         "help" => tools::help::call(engine, &listing::tools(engine), &args),
         "runbook" => tools::runbook::call(engine, &action, &args, &cx.options()),
         "evidence" => tools::evidence::call(engine, &action, &args),
-        "jobs" => tools::jobs::call(engine, jobs(), &action, &args),
+        "jobs" => tools::jobs::call(engine, jobs, &action, &args),
         "context" => tools::context::call(engine, &action, &args),
         "artifacts" => tools::artifacts::call(engine, &action, &args),
         "audit" => tools::audit::call(engine, &action, &args),
