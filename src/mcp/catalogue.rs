@@ -2,13 +2,14 @@
 //!
 //! `call` starts a job for `async: true` (`jobs::Jobs::start`, which makes the same call without
 //! `async` on a thread of its own); otherwise it makes the name canonical (`mcp_*` aliases and `job`;
-//! `normalized` in the reply), checks a front-end tool's arguments against its input schema, and hands
-//! the call to that tool (`tools::*`) or to `registry::call`. Every reply then goes through `finish`: the
+//! `normalized` in the reply), reads a front-end tool's arguments into its parameters (`schema::parse`,
+//! which refuses arguments that do not fit the tool's listed schema) and hands them to that tool
+//! (`tools::*`), or hands the call to `registry::call`. Every reply then goes through `finish`: the
 //! alias note; for a call that did not become a run, its result cut to the budget, a one-node run
 //! recorded by `Engine::record_call` (its `run_id` goes into the reply) and a `call` or `rejected` audit
 //! record; then the whole body is redacted.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use engine::actions;
 use engine::run::{CancelToken, Engine, Progress, RunOptions};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 use super::budget::cut_front_end;
 use super::jobs::Jobs;
 use super::reply::Reply;
+use super::schema::parse;
 use super::{listing, registry, tools};
 
 /// Original names that mean a front-end tool.
@@ -90,27 +92,28 @@ pub fn call(
     }
     let mut args = args;
     args.shift_remove("async");
+    let args = Value::Object(args);
     let (tool, aliased) = canonical(name);
-    if let Some(bad) = check_front_end_args(engine, tool, &args) {
-        return finish(engine, tool, "", &Value::Object(args), bad, aliased, name);
-    }
-    let action = args
-        .get("action")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let reply = match tool {
-        "help" => tools::help::call(engine, &listing::tools(engine), &args),
-        "runbook" => tools::runbook::call(engine, &action, &args, &cx.options()),
-        "evidence" => tools::evidence::call(engine, &action, &args),
-        "jobs" => tools::jobs::call(engine, jobs, &action, &args),
-        "context" => tools::context::call(engine, &action, &args),
-        "artifacts" => tools::artifacts::call(engine, &action, &args),
-        "audit" => tools::audit::call(engine, &action, &args),
-        _ if actions::find_tool(tool).is_some() => {
-            registry::call(engine, tool, args.clone(), &cx.options())
+    // a front-end tool's arguments are read into its parameters, or refused
+    let front_end = match tool {
+        "help" => {
+            Some(parse(&args).map(|p| tools::help::call(engine, &listing::tools(engine), &p)))
         }
-        _ => {
+        "runbook" => Some(parse(&args).map(|p| tools::runbook::call(engine, &p, &cx.options()))),
+        "evidence" => Some(parse(&args).map(|p| tools::evidence::call(engine, &p))),
+        "jobs" => Some(parse(&args).map(|p| tools::jobs::call(engine, jobs, &p))),
+        "context" => Some(parse(&args).map(|p| tools::context::call(engine, &p))),
+        "artifacts" => Some(parse(&args).map(|p| tools::artifacts::call(engine, &p))),
+        "audit" => Some(parse(&args).map(|p| tools::audit::call(engine, &p))),
+        _ => None,
+    };
+    let reply = match front_end {
+        Some(Ok(reply)) => reply,
+        Some(Err(refused)) => return finish(engine, tool, "", &args, refused, aliased, name),
+        None if actions::find_tool(tool).is_some() => {
+            registry::call(engine, tool, &args, &cx.options())
+        }
+        None => {
             let mut names: Vec<String> =
                 listing::tools(engine).into_iter().map(|t| t.name).collect();
             names.sort();
@@ -125,15 +128,8 @@ pub fn call(
             )
         }
     };
-    finish(
-        engine,
-        tool,
-        &action,
-        &Value::Object(args),
-        reply,
-        aliased,
-        name,
-    )
+    let action = args.get("action").and_then(Value::as_str).unwrap_or("");
+    finish(engine, tool, action, &args, reply, aliased, name)
 }
 
 /// Notes an alias, records and audits a call that did not become a run, and masks secrets.
@@ -222,55 +218,4 @@ fn recorded_runbook_args(engine: &Engine, args: &Value) -> Value {
         }
     }
     recorded
-}
-
-/// The front end's own tools are checked against their input schemas (the registry's tools are checked by
-/// the engine against each action's schema).
-fn check_front_end_args(engine: &Engine, tool: &str, args: &Map<String, Value>) -> Option<Reply> {
-    static V: OnceLock<Vec<(String, jsonschema::Validator)>> = OnceLock::new();
-    let all = V.get_or_init(|| {
-        listing::tools(engine)
-            .into_iter()
-            .filter(|t| t.name == "runbook" || actions::find_tool(&t.name).is_none())
-            .filter_map(|t| {
-                jsonschema::draft202012::new(&t.input_schema)
-                    .ok()
-                    .map(|v| (t.name, v))
-            })
-            .collect()
-    });
-    let (_, v) = all.iter().find(|(n, _)| n == tool)?;
-    let value = Value::Object(args.clone());
-    let e = v.iter_errors(&value).next()?;
-    let path = e.instance_path().as_str().to_owned();
-    let path = if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path
-    };
-    if path == "/action"
-        && let jsonschema::error::ValidationErrorKind::Enum { options } = e.kind()
-    {
-        let given = args.get("action").and_then(Value::as_str).unwrap_or("");
-        let names: Vec<&str> = options
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let hint = dsl::diagnostic::suggestion(given, names.iter().copied())
-            .unwrap_or_else(|| format!("`{tool}` has actions: {}", names.join(", ")));
-        return Some(Reply::error(
-            "unknown_action",
-            format!("`{tool}` has no action `{given}`"),
-            Some(hint),
-            Some(path),
-        ));
-    }
-    Some(Reply::error(
-        "invalid_args",
-        format!("{}: {}", path, e.masked()),
-        Some(format!(
-            "`help {{tool: \"{tool}\"}}` shows what `{tool}` takes"
-        )),
-        Some(path),
-    ))
 }

@@ -6,13 +6,17 @@
 //! ([`registry_tool`]) is a flat object with the `action` enum, `async` and the union of its actions'
 //! properties, each kept small (`schema::compact`), with no top-level `oneOf` (many clients reject it);
 //! its annotations come from its actions' effects. The registry's own `runbook` tool is replaced by the
-//! front end's. The whole listing stays under 16 KiB (a test holds it there), so descriptions are short.
+//! front end's. A front-end tool ([`front_end`]) has its title, description and annotations here and its
+//! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
+//! The whole listing stays under 16 KiB (a test holds it there), so descriptions are short and
+//! properties carry none.
 
 use engine::actions::{self, ToolSpec};
 use engine::run::Engine;
 use serde_json::{Map, Value, json};
 
-use super::schema::{ToolDesc, compact};
+use super::schema::{ToolDesc, ToolParams, compact, input_schema};
+use super::tools::{artifacts, audit, context, evidence, help, jobs, runbook};
 
 /// A tool made from the registry: a flat object with the `action` enum and the union of its actions'
 /// properties (no top-level `oneOf`: many clients reject it). Each call is validated against its action's
@@ -74,28 +78,13 @@ fn first_sentence(d: &str) -> &str {
     d[..cut].trim_end_matches('.')
 }
 
-fn meta_tool(
-    name: &str,
-    title: &str,
-    description: &str,
-    actions: &[&str],
-    props: Value,
-    read_only: bool,
-) -> ToolDesc {
-    let mut p = props.as_object().cloned().unwrap_or_default();
-    let mut required = Vec::new();
-    if !actions.is_empty() {
-        let mut with_action = Map::new();
-        with_action.insert("action".into(), json!({"type": "string", "enum": actions}));
-        with_action.extend(p);
-        p = with_action;
-        required.push("action");
-    }
+/// A front-end tool, its input schema generated from its parameters struct `P`.
+fn front_end<P: ToolParams>(title: &str, description: &str, read_only: bool) -> ToolDesc {
     ToolDesc {
-        name: name.into(),
+        name: P::TOOL.into(),
         title: title.into(),
         description: description.into(),
-        input_schema: json!({"type": "object", "properties": p, "required": required}),
+        input_schema: input_schema::<P>(),
         read_only,
         destructive: false,
         idempotent: read_only,
@@ -106,32 +95,14 @@ fn meta_tool(
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
 pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
-        meta_tool(
-            "help",
+        front_end::<help::Params>(
             "Help",
             "Searches tools, actions and runbooks by `query`; with `tool` (and `action`), returns that action's schema and an example. Cheap, read-only.",
-            &[],
-            json!({"query": {"type": "string"}, "tool": {"type": "string"}, "action": {"type": "string"}}),
             true,
         ),
-        meta_tool(
-            "runbook",
+        front_end::<runbook::Params>(
             "Runbooks",
             "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file; a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
-            &[
-                "list", "get", "run", "plan", "validate", "graph", "upsert", "delete",
-            ],
-            json!({
-                "name": {"type": "string"},
-                "runbook": {"type": "object", "description": "An inline runbook (the same keys as a runbook file)."},
-                "input": {"type": "object"},
-                "query": {"type": "string"},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "limit": {"type": "integer", "minimum": 1},
-                "dry_run": {"type": "boolean"},
-                "override": {"type": "boolean", "description": "`upsert` of a built-in's name: replace the built-in with this project runbook."},
-                "async": {"type": "boolean", "description": "`run` as a job: returns its `job_id` at once."}
-            }),
             false,
         ),
     ];
@@ -141,44 +112,29 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         }
         out.push(registry_tool(t));
     }
-    out.push(meta_tool(
-        "artifacts",
+    out.push(front_end::<artifacts::Params>(
         "Artifacts",
         "Run outputs by `artifact://` URI: `list` (limit), `get` (offset, max_bytes), `head`, `tail`. Reads are bounded.",
-        &["list", "get", "head", "tail"],
-        json!({"uri": {"type": "string"}, "offset": {"type": "integer", "minimum": 0}, "max_bytes": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
         true,
     ));
-    out.push(meta_tool(
-        "jobs",
+    out.push(front_end::<jobs::Params>(
         "Jobs",
         "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`. Jobs live in the store: the CLI sees them too.",
-        &["list", "status", "wait", "logs", "cancel"],
-        json!({"job_id": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
         false,
     ));
-    out.push(meta_tool(
-        "audit",
+    out.push(front_end::<audit::Params>(
         "Audit log",
         "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
-        &["tail", "verify", "checkpoint"],
-        json!({"limit": {"type": "integer", "minimum": 1}, "against": {"type": "string"}}),
         true,
     ));
-    out.push(meta_tool(
-        "evidence",
+    out.push(front_end::<evidence::Params>(
         "Evidence",
         "Recorded runs: `list` (limit, runbook), `get` (run_id): the run's journal, and whether it finished or was interrupted.",
-        &["list", "get"],
-        json!({"run_id": {"type": "string"}, "runbook": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}}),
         true,
     ));
-    out.push(meta_tool(
-        "context",
+    out.push(front_end::<context::Params>(
         "Project context",
         "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory). `targets`: the project's targets (names, hosts, labels; never credentials).",
-        &["get", "targets"],
-        json!({"path": {"type": "string"}}),
         true,
     ));
     // `local` goes last, as the spec's order has it

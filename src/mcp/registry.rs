@@ -11,17 +11,8 @@ use super::budget::budget;
 use super::reply::Reply;
 
 /// Runs `tool` with `args` as a one-step plan.
-pub fn call(
-    engine: &Engine,
-    tool: &str,
-    args: Map<String, Value>,
-    options: &RunOptions<'_>,
-) -> Reply {
-    let plan = match engine::compile_call(
-        tool,
-        &Value::Object(args),
-        &engine::CompileOptions::default(),
-    ) {
+pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>) -> Reply {
+    let plan = match engine::compile_call(tool, args, &engine::CompileOptions::default()) {
         Ok(p) => p,
         Err(d) => return Reply::diagnostics(&d, "/steps/0/args"),
     };

@@ -48,16 +48,6 @@ impl Reply {
         }
     }
 
-    /// An action a front-end tool does not have (its schema check normally answers first).
-    pub fn unknown_action(tool: &str, action: &str) -> Self {
-        Reply::error(
-            "unknown_action",
-            format!("`{tool}` has no action `{action}`"),
-            None,
-            Some("/action".into()),
-        )
-    }
-
     /// The first error of `diags` as the reply's error (its path without the prefix `strip`), with every
     /// diagnostic under `error.diagnostics`.
     pub fn diagnostics(diags: &[dsl::Diagnostic], strip: &str) -> Self {

@@ -4,18 +4,52 @@
 
 use engine::record::artifacts::{self, From};
 use engine::run::Engine;
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `artifacts` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// The artifact (`get`, `head`, `tail`).
+    #[serde(default)]
+    pub uri: String,
+    /// `get`, `head`: the first byte to read (0 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub offset: Option<u64>,
+    /// How many bytes to read (4 KiB by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u64>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+}
+
+/// What `artifacts` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Get,
+    Head,
+    Tail,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "artifacts";
+}
 
 /// Runs one `artifacts` action.
-pub fn call(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
+pub fn call(engine: &Engine, p: &Params) -> Reply {
     let root = &engine.config().artifacts_root;
-    let uri = args.get("uri").and_then(Value::as_str).unwrap_or("");
-    let max = args
-        .get("max_bytes")
-        .and_then(Value::as_u64)
-        .unwrap_or(4096);
+    let uri = p.uri.as_str();
+    let max = p.max_bytes.unwrap_or(4096);
     let read = |from: From| match artifacts::read(root, uri, from, max, engine.redactor()) {
         Ok(v) => {
             let mut r = Reply::ok(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
@@ -29,18 +63,12 @@ pub fn call(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
             Some("/uri".into()),
         ),
     };
-    match action {
-        "list" => match artifacts::list(
-            root,
-            args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize,
-        ) {
+    match p.action {
+        Action::List => match artifacts::list(root, p.limit.unwrap_or(20) as usize) {
             Ok(v) => Reply::ok(format!("{} artifacts", v.len()), json!({"artifacts": v})),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },
-        "get" | "head" => read(From::Offset(
-            args.get("offset").and_then(Value::as_u64).unwrap_or(0),
-        )),
-        "tail" => read(From::Tail),
-        other => Reply::unknown_action("artifacts", other),
+        Action::Get | Action::Head => read(From::Offset(p.offset.unwrap_or(0))),
+        Action::Tail => read(From::Tail),
     }
 }

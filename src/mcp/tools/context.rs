@@ -3,41 +3,67 @@
 //! stack of directories (4 levels, 20,000 entries, hidden directories, `target` and `node_modules`
 //! skipped). `targets`: the project's targets as results may show them, never a credential.
 
+use std::path::{Path, PathBuf};
+
 use engine::run::Engine;
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::mcp::reply::Reply;
+use crate::mcp::schema::ToolParams;
 
-/// What kind of project the working directory is: git, Kubernetes manifests, Flux or Argo CD markers.
-pub fn call(engine: &Engine, action: &str, args: &Map<String, Value>) -> Reply {
-    if action == "targets" {
-        let t = engine::targets::Targets::load(&engine.config().profiles_dir);
-        if !t.diagnostics.is_empty() {
-            let mut r = Reply::diagnostics(&t.diagnostics, "");
-            r.body["error"]["hint"] =
-                "fix the targets file (`targets.json` or `targets.yaml` in the profiles directory)"
-                    .into();
-            return r;
-        }
-        let list = t.public();
-        return Reply::ok(format!("{} targets", list.len()), json!({"targets": list}));
+/// What `context` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// `get`: where to look (the working directory by default).
+    pub path: Option<String>,
+}
+
+/// What `context` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Get,
+    Targets,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "context";
+}
+
+/// Runs one `context` action.
+pub fn call(engine: &Engine, p: &Params) -> Reply {
+    match p.action {
+        Action::Get => project(engine, Path::new(p.path.as_deref().unwrap_or("."))),
+        Action::Targets => targets(engine),
     }
-    if action != "get" {
-        return Reply::error(
-            "unknown_action",
-            format!("`context` has no action `{action}`"),
-            Some("use `get`".into()),
-            Some("/action".into()),
-        );
+}
+
+/// The project's targets as results may show them.
+fn targets(engine: &Engine) -> Reply {
+    let t = engine::targets::Targets::load(&engine.config().profiles_dir);
+    if !t.diagnostics.is_empty() {
+        let mut r = Reply::diagnostics(&t.diagnostics, "");
+        r.body["error"]["hint"] =
+            "fix the targets file (`targets.json` or `targets.yaml` in the profiles directory)"
+                .into();
+        return r;
     }
-    let path = std::path::PathBuf::from(args.get("path").and_then(Value::as_str).unwrap_or("."));
-    let repo = engine::git::status(&path)
+    let list = t.public();
+    Reply::ok(format!("{} targets", list.len()), json!({"targets": list}))
+}
+
+/// What kind of project `path` is in: git, Kubernetes manifests, Flux or Argo CD markers, languages.
+fn project(engine: &Engine, path: &Path) -> Reply {
+    let repo = engine::git::status(path)
         .ok()
         .map(|s| json!({"root": s["root"], "branch": s["branch"], "clean": s["clean"]}));
     let root = repo
         .as_ref()
-        .and_then(|r| r["root"].as_str().map(std::path::PathBuf::from))
-        .unwrap_or_else(|| path.clone());
+        .and_then(|r| r["root"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| path.to_path_buf());
     let mut markers = Vec::new();
     let mut stack = vec![(root.clone(), 0usize)];
     let mut seen = 0usize;

@@ -9,10 +9,27 @@
 
 use engine::actions;
 use engine::run::Engine;
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::mcp::reply::Reply;
-use crate::mcp::schema::ToolDesc;
+use crate::mcp::schema::{ToolDesc, ToolParams};
+
+/// What `help` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    /// Words to look for.
+    pub query: Option<String>,
+    /// A tool of the registry: its actions, or with `action`, one action.
+    pub tool: Option<String>,
+    /// An action of `tool`: its schema and an example.
+    pub action: Option<String>,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "help";
+}
 
 /// How many of the query words `q` occur in `fields` (case-insensitive).
 pub fn matches_query(q: &[String], fields: &[&str]) -> usize {
@@ -22,9 +39,8 @@ pub fn matches_query(q: &[String], fields: &[&str]) -> usize {
 
 /// Searches `listed` (the tool listing), the registry's actions, the catalog's runbooks and the targets
 /// by `query`; with `tool` (and `action`), answers that action's schema and an example.
-pub fn call(engine: &Engine, listed: &[ToolDesc], args: &Map<String, Value>) -> Reply {
-    let s = |k: &str| args.get(k).and_then(Value::as_str);
-    if let Some(tool) = s("tool") {
+pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
+    if let Some(tool) = p.tool.as_deref() {
         let Some(t) = actions::find_tool(tool) else {
             return Reply::error(
                 "unknown_tool",
@@ -33,7 +49,7 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], args: &Map<String, Value>) -> 
                 None,
             );
         };
-        let body = match s("action") {
+        let body = match p.action.as_deref() {
             Some(a) => match t.actions.iter().find(|x| x.name == a) {
                 Some(spec) => {
                     json!({"tool": t.name, "action": a, "description": spec.description, "effects": spec.effect, "schema": spec.schema(), "example": {"tool": t.name, "args": (spec.example)()}})
@@ -53,7 +69,9 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], args: &Map<String, Value>) -> 
         };
         return Reply::ok(format!("help for `{tool}`"), body);
     }
-    let q: Vec<String> = s("query")
+    let q: Vec<String> = p
+        .query
+        .as_deref()
         .unwrap_or("")
         .to_lowercase()
         .split_whitespace()

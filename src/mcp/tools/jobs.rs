@@ -3,13 +3,50 @@
 //! here, also the end of each output artifact written so far), `cancel` (only a job this process runs;
 //! one of another process is refused with a hint).
 
+use std::time::{Duration, Instant};
+
 use engine::record::artifacts::{self, From};
 use engine::run::Engine;
-use serde_json::{Map, Value, json};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::evidence;
 use crate::mcp::jobs::Jobs;
 use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `jobs` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// The job (all but `list`).
+    #[serde(default)]
+    pub job_id: String,
+    /// `wait`: how long, in milliseconds (30 s by default, at most 300 s).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: Option<u64>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+}
+
+/// What `jobs` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Status,
+    Wait,
+    Logs,
+    Cancel,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "jobs";
+}
 
 /// The end of every output artifact a running run has written so far (`<step>/stdout`, `<step>/stderr`,
 /// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted. Each is read through its URI,
@@ -51,12 +88,12 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
 }
 
 /// Runs one `jobs` action; `jobs` holds what this process knows of the jobs it runs.
-pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value>) -> Reply {
+pub fn call(engine: &Engine, jobs: &Jobs, p: &Params) -> Reply {
     let store = match engine.store() {
         Ok(s) => s,
         Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
     };
-    let id = args.get("job_id").and_then(Value::as_str).unwrap_or("");
+    let id = p.job_id.as_str();
     let get = || match store.job(id) {
         Ok(Some(j)) => Ok(j),
         Ok(None) => Err(Reply::error(
@@ -67,31 +104,24 @@ pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value
         )),
         Err(e) => Err(Reply::error("store_unavailable", e.to_string(), None, None)),
     };
-    match action {
-        "list" => {
-            match store.jobs(args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize) {
-                Ok(j) => Reply::ok(format!("{} jobs", j.len()), json!({"jobs": j})),
-                Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
-            }
-        }
-        "status" => match get() {
+    match p.action {
+        Action::List => match store.jobs(p.limit.unwrap_or(20) as usize) {
+            Ok(j) => Reply::ok(format!("{} jobs", j.len()), json!({"jobs": j})),
+            Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+        },
+        Action::Status => match get() {
             Ok(j) => Reply::ok(
                 format!("job {id} {}", j["status"].as_str().unwrap_or("")),
                 j,
             ),
             Err(r) => r,
         },
-        "wait" => {
-            let limit = std::time::Duration::from_millis(
-                args.get("timeout_ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(30_000)
-                    .min(300_000),
-            );
-            let until = std::time::Instant::now() + limit;
+        Action::Wait => {
+            let limit = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(300_000));
+            let until = Instant::now() + limit;
             loop {
                 match get() {
-                    Ok(j) if j["status"] != "running" || std::time::Instant::now() >= until => {
+                    Ok(j) if j["status"] != "running" || Instant::now() >= until => {
                         let done = j["status"] != "running";
                         let mut r = Reply::ok(
                             format!("job {id} {}", j["status"].as_str().unwrap_or("")),
@@ -104,12 +134,12 @@ pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value
                         }
                         return r;
                     }
-                    Ok(_) => std::thread::sleep(std::time::Duration::from_millis(25)),
+                    Ok(_) => std::thread::sleep(Duration::from_millis(25)),
                     Err(r) => return r,
                 }
             }
         }
-        "logs" => match get() {
+        Action::Logs => match get() {
             Ok(j) => {
                 let live = jobs.run_of(id);
                 let run_id = j["result"]["run_id"]
@@ -118,9 +148,7 @@ pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value
                     .or_else(|| live.as_ref().map(|r| r.run_id.clone()));
                 match run_id {
                     Some(run) => {
-                        let mut a = Map::new();
-                        a.insert("run_id".into(), run.into());
-                        let mut reply = evidence::call(engine, "get", &a);
+                        let mut reply = evidence::get(engine, &run);
                         // a running job also shows the end of its output so far
                         if let Some(r) = &live
                             && !reply.is_error
@@ -140,7 +168,7 @@ pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value
             }
             Err(r) => r,
         },
-        "cancel" => match get() {
+        Action::Cancel => match get() {
             Ok(j) if j["status"] != "running" => Reply::ok(
                 format!(
                     "job {id} already ended: {}",
@@ -160,6 +188,5 @@ pub fn call(engine: &Engine, jobs: &Jobs, action: &str, args: &Map<String, Value
             ),
             Err(r) => r,
         },
-        other => Reply::unknown_action("jobs", other),
     }
 }

@@ -1,5 +1,8 @@
-//! The front end's own tools, one file each. Each answers a call with a `Reply` in plain data; the
-//! dispatcher (`catalogue::call`) checks the arguments first, then records and audits the call.
+//! The front end's own tools, one file each. Each has a `Params` struct (`#[derive(Deserialize,
+//! JsonSchema)]`, with an `Action` enum when it has actions), which is its listed input schema, and a
+//! `call` that answers with a `Reply` in plain data. The dispatcher (`catalogue::call`) reads the
+//! arguments into `Params` (`schema::parse`, which refuses those that do not fit), then records and
+//! audits the call.
 
 pub mod artifacts;
 pub mod audit;

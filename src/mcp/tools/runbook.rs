@@ -10,18 +10,70 @@
 use std::sync::Arc;
 
 use engine::run::{Engine, RunOptions};
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::help::matches_query;
 use crate::mcp::budget::budget;
 use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `runbook` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// A runbook of the catalog (`upsert`, `delete`: of the project).
+    pub name: Option<String>,
+    /// An inline runbook (the same keys as a runbook file).
+    pub runbook: Option<Map<String, Value>>,
+    /// The runbook's inputs (`plan`, `run`).
+    pub input: Option<Map<String, Value>>,
+    /// `list`: words to look for in names, descriptions and tags.
+    pub query: Option<String>,
+    /// `list`: only runbooks with all of these tags.
+    pub tags: Option<Vec<String>>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+    /// `run`: render the plan instead, running nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `upsert` of a built-in's name: replace the built-in with this project runbook.
+    #[serde(default, rename = "override")]
+    pub override_builtin: bool,
+    /// `run` as a job: returns its `job_id` at once. `catalogue::call` takes it before the parameters
+    /// are read, as it does for every tool.
+    #[serde(default, rename = "async")]
+    #[expect(
+        dead_code,
+        reason = "listed; taken off the arguments before they are read"
+    )]
+    pub in_background: bool,
+}
+
+/// What `runbook` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Get,
+    Run,
+    Plan,
+    Validate,
+    Graph,
+    Upsert,
+    Delete,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "runbook";
+}
 
 /// The runbook a call names (`name`, from the catalog) or gives inline (`runbook`, loaded from its JSON).
-fn find_or_inline(engine: &Engine, args: &Map<String, Value>) -> Result<Arc<dsl::Runbook>, Reply> {
-    match (
-        args.get("name").and_then(Value::as_str),
-        args.get("runbook"),
-    ) {
+fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Reply> {
+    match (p.name.as_deref(), p.runbook.as_ref()) {
         (Some(name), None) => engine
             .catalog()
             .get(name)
@@ -66,33 +118,24 @@ fn find_or_inline(engine: &Engine, args: &Map<String, Value>) -> Result<Arc<dsl:
 }
 
 /// Runs one `runbook` action; `options` (the call's cancel token and progress) are used by `run`.
-pub fn call(
-    engine: &Engine,
-    action: &str,
-    args: &Map<String, Value>,
-    options: &RunOptions<'_>,
-) -> Reply {
+pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
     let catalog = engine.catalog();
     let opts = engine::CompileOptions {
         resolver: Some(&*catalog),
         stack: Vec::new(),
     };
-    match action {
-        "list" => {
-            let q: Vec<String> = args
-                .get("query")
-                .and_then(Value::as_str)
+    match p.action {
+        Action::List => {
+            let q: Vec<String> = p
+                .query
+                .as_deref()
                 .unwrap_or("")
                 .to_lowercase()
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
-            let tags: Vec<&str> = args
-                .get("tags")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(20) as usize;
+            let tags = p.tags.as_deref().unwrap_or_default();
+            let limit = p.limit.unwrap_or(20) as usize;
             let mut items = Vec::new();
             for e in engine.catalog().entries() {
                 let rb = &e.runbook;
@@ -121,12 +164,12 @@ pub fn call(
                 json!({"runbooks": items, "total": total}),
             )
         }
-        "get" => match find_or_inline(engine, args) {
+        Action::Get => match find_or_inline(engine, p) {
             Ok(rb) => {
                 let mut body = json!({"name": rb.name, "source": rb.file.name(), "digest": rb.digest, "runbook": rb.raw, "input_schema": rb.input_schema()});
                 // a runbook from the catalog says where it came from and what it replaced
                 let catalog = engine.catalog();
-                if args.get("runbook").is_none()
+                if p.runbook.is_none()
                     && let Some(e) = catalog.get(&rb.name)
                 {
                     body["origin"] = json!(e.origin);
@@ -146,7 +189,7 @@ pub fn call(
             }
             Err(r) => r,
         },
-        "validate" => match find_or_inline(engine, args) {
+        Action::Validate => match find_or_inline(engine, p) {
             Ok(rb) => match engine::compile(rb.clone(), &opts) {
                 Ok(p) => Reply::ok(
                     format!("`{}` is valid", rb.name),
@@ -160,8 +203,8 @@ pub fn call(
             },
             Err(r) => r,
         },
-        "plan" | "graph" | "run" => {
-            let rb = match find_or_inline(engine, args) {
+        Action::Plan | Action::Graph | Action::Run => {
+            let rb = match find_or_inline(engine, p) {
                 Ok(rb) => rb,
                 Err(r) => return r,
             };
@@ -169,22 +212,18 @@ pub fn call(
                 Ok(p) => p,
                 Err(d) => return Reply::diagnostics(&d, ""),
             };
-            if action == "graph" {
+            if p.action == Action::Graph {
                 return Reply::ok(
                     format!("graph of `{}`", rb.name),
                     json!({"mermaid": plan.to_mermaid()}),
                 );
             }
-            let given = args
-                .get("input")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let given = p.input.clone().unwrap_or_default();
             let inputs = match dsl::resolve_inputs(&rb, &given) {
                 Ok(i) => i,
                 Err(d) => return Reply::diagnostics(&d, ""),
             };
-            if action == "plan" || args.get("dry_run").and_then(Value::as_bool) == Some(true) {
+            if p.action == Action::Plan || p.dry_run {
                 return match plan.render(&inputs) {
                     Ok(r) => Reply::ok(
                         format!("plan of `{}`, effects {}", rb.name, plan.effects()),
@@ -218,14 +257,8 @@ pub fn call(
                 links,
             }
         }
-        "upsert" => upsert(engine, args),
-        "delete" => delete(engine, args),
-        other => Reply::error(
-            "unknown_action",
-            format!("`runbook` has no action `{other}`"),
-            dsl::diagnostic::suggestion(other, ["list", "get", "run", "plan", "validate", "graph"]),
-            Some("/action".into()),
-        ),
+        Action::Upsert => upsert(engine, p),
+        Action::Delete => delete(engine, p),
     }
 }
 
@@ -239,8 +272,8 @@ fn project_runbooks_dir(engine: &Engine) -> std::path::PathBuf {
 
 /// Checks a runbook completely (load, compile), then saves it as `<name>.json` among the project's
 /// runbooks, through a temporary file and a rename; a built-in's name needs `override: true`.
-fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
-    let Some(name) = args.get("name").and_then(Value::as_str) else {
+fn upsert(engine: &Engine, p: &Params) -> Reply {
+    let Some(name) = p.name.as_deref() else {
         return Reply::error(
             "invalid_args",
             "`upsert` needs `name`",
@@ -248,7 +281,7 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
             Some("/name".into()),
         );
     };
-    let Some(Value::Object(body)) = args.get("runbook") else {
+    let Some(body) = &p.runbook else {
         return Reply::error(
             "invalid_args",
             "`upsert` needs `runbook` (an object)",
@@ -257,7 +290,7 @@ fn upsert(engine: &Engine, args: &Map<String, Value>) -> Reply {
         );
     };
     let replaces_builtin = engine.catalog().is_builtin_name(name);
-    if replaces_builtin && args.get("override").and_then(Value::as_bool) != Some(true) {
+    if replaces_builtin && !p.override_builtin {
         return Reply::error(
             "refused",
             format!(
@@ -366,8 +399,8 @@ fn intent(engine: &Engine, action: &str, name: &str, path: &std::path::Path) -> 
 }
 
 /// Deletes a project runbook that is alone in its own file; a built-in it replaced is used again.
-fn delete(engine: &Engine, args: &Map<String, Value>) -> Reply {
-    let Some(name) = args.get("name").and_then(Value::as_str) else {
+fn delete(engine: &Engine, p: &Params) -> Reply {
+    let Some(name) = p.name.as_deref() else {
         return Reply::error(
             "invalid_args",
             "`delete` needs `name`",
