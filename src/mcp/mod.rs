@@ -515,7 +515,8 @@ fn framing() -> (Stdio, tokio::task::JoinHandle<()>) {
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
-pub fn serve(engine: Engine) -> u8 {
+/// `false` when the server could not start or the session ended otherwise (said on stderr).
+pub fn serve(engine: Engine) -> bool {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -523,7 +524,7 @@ pub fn serve(engine: Engine) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             crate::render::err(&format!("error: cannot start the runtime: {e}\n"));
-            return crate::cli::FAILED;
+            return false;
         }
     };
     rt.block_on(async move {
@@ -534,7 +535,7 @@ pub fn serve(engine: Engine) -> u8 {
         let running = match server.serve(transport).await {
             Ok(r) => r,
             // a client that connects and closes at once (a probe) is not an error
-            Err(_) => return crate::cli::OK,
+            Err(_) => return true,
         };
         let ended = running.waiting().await;
         // everything rmcp wrote reaches stdout before the process ends
@@ -542,14 +543,14 @@ pub fn serve(engine: Engine) -> u8 {
         // jobs still running die with the server, processes included
         let _ = tokio::task::spawn_blocking(move || jobs.cancel_all(Duration::from_secs(3))).await;
         match ended {
-            Ok(QuitReason::Closed | QuitReason::Cancelled) => crate::cli::OK,
+            Ok(QuitReason::Closed | QuitReason::Cancelled) => true,
             Ok(other) => {
                 crate::render::err(&format!("mcp: the session ended: {other:?}\n"));
-                crate::cli::FAILED
+                false
             }
             Err(e) => {
                 crate::render::err(&format!("mcp: {e}\n"));
-                crate::cli::FAILED
+                false
             }
         }
     })
