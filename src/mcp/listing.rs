@@ -144,3 +144,24 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every front-end tool's listed schema compiles, so `schema::parse` checks its calls against it.
+    #[test]
+    fn front_end_schemas_compile() {
+        for s in [
+            input_schema::<help::Params>(),
+            input_schema::<runbook::Params>(),
+            input_schema::<artifacts::Params>(),
+            input_schema::<jobs::Params>(),
+            input_schema::<audit::Params>(),
+            input_schema::<evidence::Params>(),
+            input_schema::<context::Params>(),
+        ] {
+            assert!(jsonschema::draft202012::new(&s).is_ok(), "{s}");
+        }
+    }
+}
