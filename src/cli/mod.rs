@@ -102,10 +102,10 @@ pub fn main() -> ExitCode {
                 );
                 OK
             } else {
-                crate::mcp::serve(engine())
+                mcp()
             }
         }
-        Some(Command::Mcp) => crate::mcp::serve(engine()),
+        Some(Command::Mcp) => mcp(),
         Some(Command::Validate(a)) => validate::run(a),
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Graph(a)) => graph::run(a),
@@ -161,6 +161,15 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
         engine::request::Which::Name(arg)
     };
     engine::request::find(catalog, which)
+}
+
+/// `infra mcp`: serves MCP on stdio until the client closes it.
+fn mcp() -> u8 {
+    if crate::mcp::serve(engine()) {
+        OK
+    } else {
+        FAILED
+    }
 }
 
 /// Prints diagnostics for a failed lookup or compile and returns the exit status: `USAGE` when the

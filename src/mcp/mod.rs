@@ -1,15 +1,26 @@
 //! The MCP front end: an rmcp stdio server over the engine. This file is the only one that knows rmcp;
-//! `catalogue` builds tools and runs calls with plain data, so an SDK upgrade touches this file alone.
+//! the other modules list tools and run calls with plain data, so an SDK upgrade touches this file alone.
+//! `listing` says which tools there are, `catalogue::call` runs a call (front-end tools in `tools/`, the
+//! registry's in `registry`), `reply` is what a call answers, `jobs` what runs in the background, and
+//! `wire` what a line of the protocol is.
 
+mod budget;
 mod catalogue;
+mod jobs;
+mod listing;
+mod registry;
+mod reply;
+mod schema;
+mod tools;
 mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use engine::run::{CancelToken, Engine, Progress};
+use jobs::Jobs;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ClientRequest,
     ContentBlock, Implementation, JsonRpcMessage, ListResourceTemplatesResult, ListResourcesResult,
@@ -21,37 +32,52 @@ use rmcp::service::{QuitReason, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value};
 
-/// Cancel tokens of the calls in flight, so a terminating signal can stop their processes first.
-fn inflight() -> &'static Mutex<HashMap<u64, CancelToken>> {
-    static M: OnceLock<Mutex<HashMap<u64, CancelToken>>> = OnceLock::new();
-    M.get_or_init(Mutex::default)
+/// The cancel tokens of the calls in flight, so a terminating signal can stop their processes first.
+#[derive(Debug, Default)]
+struct Calls {
+    next: AtomicU64,
+    tokens: Mutex<HashMap<u64, CancelToken>>,
 }
 
-/// A call's entry in [`inflight`], removed when the call ends.
-struct Tracked(u64);
-
-impl Tracked {
-    fn new(token: &CancelToken) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut m) = inflight().lock() {
-            m.insert(id, token.clone());
-        }
-        Tracked(id)
+impl Calls {
+    fn tokens(&self) -> MutexGuard<'_, HashMap<u64, CancelToken>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Keeps `token` until the returned guard is dropped, when the call ends.
+    fn track(self: &Arc<Self>, token: &CancelToken) -> Tracked {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.tokens().insert(id, token.clone());
+        Tracked {
+            calls: Arc::clone(self),
+            id,
+        }
+    }
+
+    fn cancel_all(&self) {
+        self.tokens().values().for_each(CancelToken::cancel);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tokens().is_empty()
+    }
+}
+
+/// A call's entry in [`Calls`], removed when the call ends.
+struct Tracked {
+    calls: Arc<Calls>,
+    id: u64,
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Ok(mut m) = inflight().lock() {
-            m.remove(&self.0);
-        }
+        self.calls.tokens().remove(&self.id);
     }
 }
 
 /// On SIGTERM or SIGINT: cancel every call and job (their process groups are killed), give them a moment to
 /// record how they ended, then exit. Clients that close a session often follow up with SIGTERM.
-async fn stop_on_signal() {
+async fn stop_on_signal(calls: Arc<Calls>, jobs: Arc<Jobs>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -63,15 +89,11 @@ async fn stop_on_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    if let Ok(m) = inflight().lock() {
-        m.values().for_each(CancelToken::cancel);
-    }
-    let _ = tokio::task::spawn_blocking(|| {
-        catalogue::cancel_all_jobs(Duration::from_millis(1500));
+    calls.cancel_all();
+    let _ = tokio::task::spawn_blocking(move || {
+        jobs.cancel_all(Duration::from_millis(1500));
         let until = std::time::Instant::now() + Duration::from_millis(1500);
-        while std::time::Instant::now() < until
-            && inflight().lock().map(|m| !m.is_empty()).unwrap_or(false)
-        {
+        while std::time::Instant::now() < until && !calls.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
         }
     })
@@ -79,10 +101,12 @@ async fn stop_on_signal() {
     std::process::exit(143);
 }
 
-/// The server: one engine shared by concurrent calls.
+/// The server: one engine shared by concurrent calls, the jobs it runs, and the calls in flight.
 #[derive(Debug, Clone)]
 pub struct Server {
     engine: Arc<Engine>,
+    jobs: Arc<Jobs>,
+    calls: Arc<Calls>,
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -96,12 +120,14 @@ impl Server {
     pub fn new(engine: Engine) -> Self {
         Server {
             engine: Arc::new(engine),
+            jobs: Arc::default(),
+            calls: Arc::default(),
         }
     }
 
     fn tool_list(&self) -> Vec<Tool> {
-        let output = Arc::new(object(catalogue::output_schema()));
-        catalogue::tools(&self.engine)
+        let output = Arc::new(object(reply::output_schema()));
+        listing::tools(&self.engine)
             .into_iter()
             .map(|t| {
                 Tool::new(t.name, t.description, object(t.input_schema))
@@ -145,8 +171,8 @@ impl ServerHandler for Server {
         let name = req.name.to_string();
         let args = req.arguments.unwrap_or_default();
         let cancel = CancelToken::new();
-        let tracked = Tracked::new(&cancel);
-        let engine = Arc::clone(&self.engine);
+        let tracked = self.calls.track(&cancel);
+        let (engine, jobs) = (Arc::clone(&self.engine), Arc::clone(&self.jobs));
         let token = cancel.clone();
         // per-step progress, when the client sent a progress token; sends never wait on a closed client
         let progress_token = cx.meta.get_progress_token();
@@ -184,7 +210,7 @@ impl ServerHandler for Server {
                 cancel: token,
                 progress: if wants_progress { Some(&send) } else { None },
             };
-            catalogue::call(&engine, &name, args, &call_cx)
+            catalogue::call(&engine, &jobs, &name, args, &call_cx)
         });
         let ct = cx.ct.clone();
         let watcher = tokio::spawn(async move {
@@ -489,7 +515,8 @@ fn framing() -> (Stdio, tokio::task::JoinHandle<()>) {
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
-pub fn serve(engine: Engine) -> u8 {
+/// `false` when the server could not start or the session ended otherwise (said on stderr).
+pub fn serve(engine: Engine) -> bool {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -497,32 +524,33 @@ pub fn serve(engine: Engine) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             crate::render::err(&format!("error: cannot start the runtime: {e}\n"));
-            return crate::cli::FAILED;
+            return false;
         }
     };
     rt.block_on(async move {
-        tokio::spawn(stop_on_signal());
+        let server = Server::new(engine);
+        let jobs = Arc::clone(&server.jobs);
+        tokio::spawn(stop_on_signal(Arc::clone(&server.calls), Arc::clone(&jobs)));
         let (transport, writer) = framing();
-        let running = match Server::new(engine).serve(transport).await {
+        let running = match server.serve(transport).await {
             Ok(r) => r,
             // a client that connects and closes at once (a probe) is not an error
-            Err(_) => return crate::cli::OK,
+            Err(_) => return true,
         };
         let ended = running.waiting().await;
         // everything rmcp wrote reaches stdout before the process ends
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         // jobs still running die with the server, processes included
-        let _ = tokio::task::spawn_blocking(|| catalogue::cancel_all_jobs(Duration::from_secs(3)))
-            .await;
+        let _ = tokio::task::spawn_blocking(move || jobs.cancel_all(Duration::from_secs(3))).await;
         match ended {
-            Ok(QuitReason::Closed | QuitReason::Cancelled) => crate::cli::OK,
+            Ok(QuitReason::Closed | QuitReason::Cancelled) => true,
             Ok(other) => {
                 crate::render::err(&format!("mcp: the session ended: {other:?}\n"));
-                crate::cli::FAILED
+                false
             }
             Err(e) => {
                 crate::render::err(&format!("mcp: {e}\n"));
-                crate::cli::FAILED
+                false
             }
         }
     })

@@ -1,0 +1,167 @@
+//! The tool listing (`tools/list`): which tools there are, in a fixed order, with their descriptions,
+//! input schemas and annotations.
+//!
+//! The order is `help` and `runbook`, then one tool per registry tool, then `artifacts`, `jobs`, `audit`,
+//! `evidence`, `context`, and `local` last (listed only with `INFRA_UNSAFE_LOCAL=1`). A registry tool
+//! ([`registry_tool`]) is a flat object with the `action` enum, `async` and the union of its actions'
+//! properties, each kept small (`schema::compact`), with no top-level `oneOf` (many clients reject it);
+//! its annotations come from its actions' effects. The registry's own `runbook` tool is replaced by the
+//! front end's. A front-end tool ([`front_end`]) has its title, description and annotations here and its
+//! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
+//! The whole listing stays under 16 KiB (a test holds it there), so descriptions are short and
+//! properties carry none.
+
+use engine::actions::{self, ToolSpec};
+use engine::run::Engine;
+use serde_json::{Map, Value, json};
+
+use super::schema::{ToolDesc, ToolParams, compact, input_schema};
+use super::tools::{artifacts, audit, context, evidence, help, jobs, runbook};
+
+/// A tool made from the registry: a flat object with the `action` enum and the union of its actions'
+/// properties (no top-level `oneOf`: many clients reject it). Each call is validated against its action's
+/// own schema by the engine.
+fn registry_tool(t: &ToolSpec) -> ToolDesc {
+    let mut props = Map::new();
+    let names: Vec<&str> = t.actions.iter().map(|a| a.name).collect();
+    props.insert("action".into(), json!({"type": "string", "enum": names}));
+    props.insert("async".into(), json!({"type": "boolean"}));
+    for a in &t.actions {
+        if let Some(p) = a.schema().get("properties").and_then(Value::as_object) {
+            for (k, v) in p {
+                if k != "action" && !props.contains_key(k) {
+                    props.insert(k.clone(), compact(v));
+                }
+            }
+        }
+    }
+    let read_only = t.actions.iter().all(|a| a.effect == dsl::Effect::Read);
+    let lines: Vec<String> = t
+        .actions
+        .iter()
+        .map(|a| {
+            // an action whose effect depends on its arguments says so, with its worst
+            let effect = match a.classify {
+                Some(_) => format!("{} at most, by its arguments", a.effect),
+                None => a.effect.to_string(),
+            };
+            format!("`{}`: {} ({effect})", a.name, first_sentence(a.description))
+        })
+        .collect();
+    ToolDesc {
+        name: t.name.into(),
+        title: t.title.into(),
+        description: format!(
+            "{} Actions: {}. `help` with `tool` and `action` gives the exact arguments and an example.",
+            t.description,
+            lines.join("; ")
+        ),
+        input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
+        read_only,
+        destructive: t
+            .actions
+            .iter()
+            .any(|a| a.effect == dsl::Effect::Destructive),
+        idempotent: read_only,
+        open_world: t.open_world,
+    }
+}
+
+/// A description's first sentence (up to its first `. `, `(` or `:` after some words).
+fn first_sentence(d: &str) -> &str {
+    let cut = [". ", " (", ": ", "; "]
+        .iter()
+        .filter_map(|p| d.find(p))
+        .filter(|i| *i >= 12)
+        .min()
+        .unwrap_or(d.len());
+    d[..cut].trim_end_matches('.')
+}
+
+/// A front-end tool, its input schema generated from its parameters struct `P`.
+fn front_end<P: ToolParams>(title: &str, description: &str, read_only: bool) -> ToolDesc {
+    ToolDesc {
+        name: P::TOOL.into(),
+        title: title.into(),
+        description: description.into(),
+        input_schema: input_schema::<P>(),
+        read_only,
+        destructive: false,
+        idempotent: read_only,
+        open_world: false,
+    }
+}
+
+/// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
+pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
+    let mut out = vec![
+        front_end::<help::Params>(
+            "Help",
+            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`), returns that action's schema and an example. Cheap, read-only.",
+            true,
+        ),
+        front_end::<runbook::Params>(
+            "Runbooks",
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file; a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
+            false,
+        ),
+    ];
+    for t in actions::registry() {
+        if t.name == "runbook" || (t.name == "local" && !engine.config().unsafe_local) {
+            continue;
+        }
+        out.push(registry_tool(t));
+    }
+    out.push(front_end::<artifacts::Params>(
+        "Artifacts",
+        "Run outputs by `artifact://` URI: `list` (limit), `get` (offset, max_bytes), `head`, `tail`. Reads are bounded.",
+        true,
+    ));
+    out.push(front_end::<jobs::Params>(
+        "Jobs",
+        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`. Jobs live in the store: the CLI sees them too.",
+        false,
+    ));
+    out.push(front_end::<audit::Params>(
+        "Audit log",
+        "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
+        true,
+    ));
+    out.push(front_end::<evidence::Params>(
+        "Evidence",
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): the run's journal, and whether it finished or was interrupted.",
+        true,
+    ));
+    out.push(front_end::<context::Params>(
+        "Project context",
+        "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory). `targets`: the project's targets (names, hosts, labels; never credentials).",
+        true,
+    ));
+    // `local` goes last, as the spec's order has it
+    if let Some(pos) = out.iter().position(|t| t.name == "local") {
+        let l = out.remove(pos);
+        out.push(l);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every front-end tool's listed schema compiles, so `schema::parse` checks its calls against it.
+    #[test]
+    fn front_end_schemas_compile() {
+        for s in [
+            input_schema::<help::Params>(),
+            input_schema::<runbook::Params>(),
+            input_schema::<artifacts::Params>(),
+            input_schema::<jobs::Params>(),
+            input_schema::<audit::Params>(),
+            input_schema::<evidence::Params>(),
+            input_schema::<context::Params>(),
+        ] {
+            assert!(jsonschema::draft202012::new(&s).is_ok(), "{s}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `artifacts`: run outputs by `artifact://` URI: `list` (the newest first), `get` and `head` (from an
+//! offset), `tail` (the end). Every read is bounded (`max_bytes`, 4 KiB by default, at most
+//! `artifacts::MAX_READ`), redacted, and goes through the URI, so no link in a run's directory is followed.
+
+use engine::record::artifacts::{self, From};
+use engine::run::Engine;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `artifacts` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// The artifact (`get`, `head`, `tail`).
+    #[serde(default)]
+    pub uri: String,
+    /// `get`, `head`: the first byte to read (0 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub offset: Option<u64>,
+    /// How many bytes to read (4 KiB by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u64>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+}
+
+/// What `artifacts` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Get,
+    Head,
+    Tail,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "artifacts";
+}
+
+/// Runs one `artifacts` action.
+pub fn call(engine: &Engine, p: &Params) -> Reply {
+    let root = &engine.config().artifacts_root;
+    let uri = p.uri.as_str();
+    let max = p.max_bytes.unwrap_or(4096);
+    let read = |from: From| match artifacts::read(root, uri, from, max, engine.redactor()) {
+        Ok(v) => {
+            let mut r = Reply::ok(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
+            r.links.push(uri.to_owned());
+            r
+        }
+        Err(e) => Reply::error(
+            "not_found",
+            e.to_string(),
+            Some("`artifacts {action: list}` shows the URIs".into()),
+            Some("/uri".into()),
+        ),
+    };
+    match p.action {
+        Action::List => match artifacts::list(root, p.limit.unwrap_or(20) as usize) {
+            Ok(v) => Reply::ok(format!("{} artifacts", v.len()), json!({"artifacts": v})),
+            Err(e) => Reply::error("failed", e.to_string(), None, None),
+        },
+        Action::Get | Action::Head => read(From::Offset(p.offset.unwrap_or(0))),
+        Action::Tail => read(From::Tail),
+    }
+}

@@ -1,0 +1,111 @@
+//! `evidence`: recorded runs: `list` (the store's run index, newest first, optionally of one runbook) and
+//! `get` (a run by id or unique prefix: its journal, read back, and its state as the store decides it,
+//! the same word `infra runs` shows: finished, running or interrupted). Run directories are not shown.
+//! `jobs logs` answers with [`get`] too.
+
+use engine::run::Engine;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `evidence` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// `get`: the run's id, or a unique prefix of it.
+    #[serde(default)]
+    pub run_id: String,
+    /// `list`: only runs of this runbook.
+    pub runbook: Option<String>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+}
+
+/// What `evidence` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Get,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "evidence";
+}
+
+/// Runs one `evidence` action.
+pub fn call(engine: &Engine, p: &Params) -> Reply {
+    match p.action {
+        Action::List => list(engine, p.limit.unwrap_or(20) as usize, p.runbook.as_deref()),
+        Action::Get => get(engine, &p.run_id),
+    }
+}
+
+/// The newest `limit` runs (of `runbook` only, when given).
+fn list(engine: &Engine, limit: usize, runbook: Option<&str>) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    match store.runs(if runbook.is_some() { 1000 } else { limit }) {
+        Ok(mut runs) => {
+            if let Some(rb) = runbook {
+                runs.retain(|r| r["runbook"] == rb);
+                runs.truncate(limit);
+            }
+            for r in &mut runs {
+                if let Some(o) = r.as_object_mut() {
+                    o.shift_remove("dir");
+                }
+            }
+            Reply::ok(format!("{} runs", runs.len()), json!({"runs": runs}))
+        }
+        Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+    }
+}
+
+/// Run `id` (or the one run its id starts with): its journal and its state.
+pub fn get(engine: &Engine, id: &str) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    let Ok(Some(run)) = store.run(id) else {
+        return Reply::error(
+            "not_found",
+            format!("no run `{id}` (or the prefix is not unique)"),
+            Some("`evidence {action: list}` shows run ids".into()),
+            Some("/run_id".into()),
+        );
+    };
+    let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
+    match engine::record::evidence::read(&dir.join("journal.jsonl")) {
+        Ok(back) => {
+            // the store decides a run's state (the same word `infra runs` shows)
+            let mut run = run;
+            let state = run["state"].clone();
+            if let Some(o) = run.as_object_mut() {
+                o.shift_remove("dir");
+            }
+            Reply::ok(
+                format!(
+                    "{} records, {}",
+                    back.records.len(),
+                    state.as_str().unwrap_or("")
+                ),
+                json!({"run": run, "state": state, "torn": back.torn, "records": back.records}),
+            )
+        }
+        Err(e) => Reply::error(
+            "not_found",
+            format!("cannot read the journal: {e}"),
+            None,
+            None,
+        ),
+    }
+}

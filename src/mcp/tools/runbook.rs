@@ -1,0 +1,468 @@
+//! `runbook`: the catalog's runbooks and inline ones: `list`, `get`, `validate`, `plan`, `graph`, `run`,
+//! and `upsert` and `delete` of project runbook files.
+//!
+//! `plan` and `run` take the catalog's runbook or an inline one (loaded from its JSON by `dsl::load`),
+//! compile it with the catalog as resolver and resolve its inputs; `plan` (or `run` with `dry_run`)
+//! renders it, `run` executes it with the call's cancel token and progress, and its result is budgeted
+//! like a registry call's. `upsert` and `delete` write only after an fsync'd audit `intent` (refused if
+//! it cannot be written), then reload the engine's catalog.
+
+use std::sync::Arc;
+
+use engine::run::{Engine, RunOptions};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::help::matches_query;
+use crate::mcp::budget::budget;
+use crate::mcp::reply::Reply;
+use crate::mcp::schema::{ToolParams, opt_u64};
+
+/// What `runbook` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Params {
+    pub action: Action,
+    /// A runbook of the catalog (`upsert`, `delete`: of the project).
+    pub name: Option<String>,
+    /// An inline runbook (the same keys as a runbook file).
+    pub runbook: Option<Map<String, Value>>,
+    /// The runbook's inputs (`plan`, `run`).
+    pub input: Option<Map<String, Value>>,
+    /// `list`: words to look for in names, descriptions and tags.
+    pub query: Option<String>,
+    /// `list`: only runbooks with all of these tags.
+    pub tags: Option<Vec<String>>,
+    /// `list`: at most this many (20 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
+    /// `run`: render the plan instead, running nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `upsert` of a built-in's name: replace the built-in with this project runbook.
+    #[serde(default, rename = "override")]
+    pub override_builtin: bool,
+    /// `run` as a job: returns its `job_id` at once. `catalogue::call` takes it before the parameters
+    /// are read, as it does for every tool.
+    #[serde(default, rename = "async")]
+    #[expect(
+        dead_code,
+        reason = "listed; taken off the arguments before they are read"
+    )]
+    pub in_background: bool,
+}
+
+/// What `runbook` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    List,
+    Get,
+    Run,
+    Plan,
+    Validate,
+    Graph,
+    Upsert,
+    Delete,
+}
+
+impl ToolParams for Params {
+    const TOOL: &'static str = "runbook";
+}
+
+/// The runbook a call names (`name`, from the catalog) or gives inline (`runbook`, loaded from its JSON).
+fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Reply> {
+    match (p.name.as_deref(), p.runbook.as_ref()) {
+        (Some(name), None) => engine
+            .catalog()
+            .get(name)
+            .map(|e| e.runbook.clone())
+            .ok_or_else(|| {
+                Reply::error(
+                    "not_found",
+                    format!("there is no runbook `{name}`"),
+                    dsl::diagnostic::suggestion(name, engine.catalog().names())
+                        .or(Some("`runbook {action: list}` shows them".into())),
+                    Some("/name".into()),
+                )
+            }),
+        (name, Some(inline)) => {
+            let text = serde_json::to_string_pretty(inline).unwrap_or_default();
+            let file = dsl::SourceFile::new("<inline runbook>", text);
+            let loaded = dsl::load(&file, Some(name.unwrap_or("inline")));
+            if loaded.has_errors() {
+                return Err(Reply::diagnostics(&loaded.diagnostics, ""));
+            }
+            loaded
+                .runbooks
+                .into_iter()
+                .next()
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    Reply::error(
+                        "invalid_args",
+                        "the inline runbook is empty",
+                        None,
+                        Some("/runbook".into()),
+                    )
+                })
+        }
+        _ => Err(Reply::error(
+            "invalid_args",
+            "give `name` or an inline `runbook`",
+            None,
+            Some("/name".into()),
+        )),
+    }
+}
+
+/// Runs one `runbook` action; `options` (the call's cancel token and progress) are used by `run`.
+pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
+    let catalog = engine.catalog();
+    let opts = engine::CompileOptions {
+        resolver: Some(&*catalog),
+        stack: Vec::new(),
+    };
+    match p.action {
+        Action::List => {
+            let q: Vec<String> = p
+                .query
+                .as_deref()
+                .unwrap_or("")
+                .to_lowercase()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            let tags = p.tags.as_deref().unwrap_or_default();
+            let limit = p.limit.unwrap_or(20) as usize;
+            let mut items = Vec::new();
+            for e in engine.catalog().entries() {
+                let rb = &e.runbook;
+                let t = rb.tags.join(" ");
+                if (!q.is_empty()
+                    && matches_query(&q, &[&rb.name, rb.description.as_deref().unwrap_or(""), &t])
+                        == 0)
+                    || !tags.iter().all(|x| rb.tags.iter().any(|y| y == x))
+                {
+                    continue;
+                }
+                let effects = rb
+                    .effects
+                    .map(|(e, _)| e)
+                    .or_else(|| engine::compile(rb.clone(), &opts).ok().map(|p| p.effects()));
+                let mut item = json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin, "effects": effects, "digest": rb.digest});
+                if let Some(o) = e.overrides {
+                    item["overrides"] = json!(o);
+                }
+                items.push(item);
+            }
+            let total = items.len();
+            items.truncate(limit);
+            Reply::ok(
+                format!("{} of {total} runbooks", items.len()),
+                json!({"runbooks": items, "total": total}),
+            )
+        }
+        Action::Get => match find_or_inline(engine, p) {
+            Ok(rb) => {
+                let mut body = json!({"name": rb.name, "source": rb.file.name(), "digest": rb.digest, "runbook": rb.raw, "input_schema": rb.input_schema()});
+                // a runbook from the catalog says where it came from and what it replaced
+                let catalog = engine.catalog();
+                if p.runbook.is_none()
+                    && let Some(e) = catalog.get(&rb.name)
+                {
+                    body["origin"] = json!(e.origin);
+                    if let Some(o) = e.overrides {
+                        body["overrides"] = json!(o);
+                    }
+                }
+                let summary = match body.get("overrides") {
+                    Some(o) => format!(
+                        "runbook `{}` (overrides the {} one)",
+                        rb.name,
+                        o.as_str().unwrap_or("")
+                    ),
+                    None => format!("runbook `{}`", rb.name),
+                };
+                Reply::ok(summary, body)
+            }
+            Err(r) => r,
+        },
+        Action::Validate => match find_or_inline(engine, p) {
+            Ok(rb) => match engine::compile(rb.clone(), &opts) {
+                Ok(p) => Reply::ok(
+                    format!("`{}` is valid", rb.name),
+                    json!({"valid": true, "effects": p.effects(), "diagnostics": p.warnings().iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>()}),
+                ),
+                Err(d) => {
+                    let mut r = Reply::diagnostics(&d, "");
+                    r.body["result"] = json!({"valid": false, "diagnostics": d.iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>()});
+                    r
+                }
+            },
+            Err(r) => r,
+        },
+        Action::Plan | Action::Graph | Action::Run => {
+            let rb = match find_or_inline(engine, p) {
+                Ok(rb) => rb,
+                Err(r) => return r,
+            };
+            let plan = match engine::compile(rb.clone(), &opts) {
+                Ok(p) => p,
+                Err(d) => return Reply::diagnostics(&d, ""),
+            };
+            if p.action == Action::Graph {
+                return Reply::ok(
+                    format!("graph of `{}`", rb.name),
+                    json!({"mermaid": plan.to_mermaid()}),
+                );
+            }
+            let given = p.input.clone().unwrap_or_default();
+            let inputs = match dsl::resolve_inputs(&rb, &given) {
+                Ok(i) => i,
+                Err(d) => return Reply::diagnostics(&d, ""),
+            };
+            if p.action == Action::Plan || p.dry_run {
+                return match plan.render(&inputs) {
+                    Ok(r) => Reply::ok(
+                        format!("plan of `{}`, effects {}", rb.name, plan.effects()),
+                        r.json,
+                    ),
+                    Err(d) => Reply::diagnostics(&d, ""),
+                };
+            }
+            let outcome = engine.execute(&plan, inputs, options);
+            let steps: Vec<Value> = outcome
+                .steps
+                .iter()
+                .map(|s| json!({"id": s.id, "status": s.status, "duration_ms": s.duration_ms, "error": s.error.as_ref().map(|e| e.to_json()), "reason": s.reason}))
+                .collect();
+            let ok = outcome.ok();
+            let mut body = json!({
+                "ok": ok, "effects": plan.effects(),
+                "summary": format!("{} {:?} in {} ms", rb.name, outcome.status, outcome.duration_ms).to_lowercase(),
+                "result": {"status": outcome.status, "outputs": outcome.outputs, "steps": steps, "evidence": outcome.uri_base},
+                "run_id": outcome.run_id,
+            });
+            if let Some(e) = &outcome.error {
+                body["error"] = json!({"kind": e.kind, "message": e.message});
+            }
+            let mut links = Vec::new();
+            budget(engine, &outcome, &mut body, &mut links);
+            body["artifacts"] = links.iter().cloned().map(Value::String).collect();
+            Reply {
+                body,
+                is_error: !ok,
+                links,
+            }
+        }
+        Action::Upsert => upsert(engine, p),
+        Action::Delete => delete(engine, p),
+    }
+}
+
+/// Where `runbook upsert` writes: `MCP_RUNBOOKS_PATH` when it is a directory, else `<profiles>/runbooks`.
+fn project_runbooks_dir(engine: &Engine) -> std::path::PathBuf {
+    match &engine.config().runbooks_path {
+        Some(p) if p.is_dir() => p.clone(),
+        _ => engine.config().profiles_dir.join("runbooks"),
+    }
+}
+
+/// Checks a runbook completely (load, compile), then saves it as `<name>.json` among the project's
+/// runbooks, through a temporary file and a rename; a built-in's name needs `override: true`.
+fn upsert(engine: &Engine, p: &Params) -> Reply {
+    let Some(name) = p.name.as_deref() else {
+        return Reply::error(
+            "invalid_args",
+            "`upsert` needs `name`",
+            None,
+            Some("/name".into()),
+        );
+    };
+    let Some(body) = &p.runbook else {
+        return Reply::error(
+            "invalid_args",
+            "`upsert` needs `runbook` (an object)",
+            None,
+            Some("/runbook".into()),
+        );
+    };
+    let replaces_builtin = engine.catalog().is_builtin_name(name);
+    if replaces_builtin && !p.override_builtin {
+        return Reply::error(
+            "refused",
+            format!(
+                "`{name}` is a built-in runbook; saving this one would replace it for every run of `{name}`, and nothing was written"
+            ),
+            Some(format!(
+                "to replace the built-in, call `upsert` again with `override: true` (`delete` of `{name}` restores it); otherwise choose another name"
+            )),
+            Some("/name".into()),
+        );
+    }
+    let mut body = body.clone();
+    body.shift_remove("name");
+    let mut doc = Map::new();
+    doc.insert("name".into(), name.into());
+    doc.extend(body);
+    let text = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default() + "\n";
+    // check everything before anything is written
+    let file = dsl::SourceFile::new(format!("<upsert {name}>"), text.clone());
+    let loaded = dsl::load(&file, Some(name));
+    if loaded.has_errors() {
+        return Reply::diagnostics(&loaded.diagnostics, "");
+    }
+    let Some(rb) = loaded.runbooks.into_iter().next() else {
+        return Reply::error(
+            "invalid_args",
+            "the runbook is empty",
+            None,
+            Some("/runbook".into()),
+        );
+    };
+    let catalog = engine.catalog();
+    let opts = engine::CompileOptions {
+        resolver: Some(&*catalog),
+        stack: Vec::new(),
+    };
+    let plan = match engine::compile(Arc::new(rb), &opts) {
+        Ok(p) => p,
+        Err(d) => return Reply::diagnostics(&d, ""),
+    };
+    if engine
+        .config()
+        .runbooks_path
+        .as_ref()
+        .is_some_and(|p| !p.is_dir())
+    {
+        return Reply::error(
+            "refused",
+            "MCP_RUNBOOKS_PATH names a file: runbooks are read only from it, so an upserted runbook would not be found",
+            Some("point MCP_RUNBOOKS_PATH at a directory, or unset it".into()),
+            None,
+        );
+    }
+    let dir = project_runbooks_dir(engine);
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.json.infra-tmp"));
+    if let Some(refused) = intent(engine, "upsert", name, &path) {
+        return refused;
+    }
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, &text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Reply::error(
+            "failed",
+            format!("cannot write `{}`: {e}", path.display()),
+            None,
+            None,
+        );
+    }
+    engine.reload_catalog();
+    let mut r = Reply::ok(
+        format!(
+            "runbook `{name}` saved ({} steps, effects {})",
+            plan.len(),
+            plan.effects()
+        ),
+        json!({"name": name, "path": path, "effects": plan.effects(), "digest": plan.runbook().digest}),
+    );
+    if replaces_builtin {
+        r.body["result"]["overrides"] = "builtin".into();
+        r.body["summary"] = format!(
+            "{}; it overrides the built-in `{name}`",
+            r.body["summary"].as_str().unwrap_or("")
+        )
+        .into();
+    }
+    r.body["effects"] = "write".into();
+    r
+}
+
+/// The audit intent of a front-end write (a project runbook file), fsync'd before the write; `Some` is the
+/// refusal when it cannot be written.
+fn intent(engine: &Engine, action: &str, name: &str, path: &std::path::Path) -> Option<Reply> {
+    let rec = json!({"kind": "intent", "tool": "runbook", "action": action, "front_end": "mcp",
+        "effect": "write", "args": {"name": name, "path": path}});
+    engine.audit().append(&rec, true).err().map(|e| {
+        Reply::error(
+            "audit_unavailable",
+            format!("{e}; nothing was written"),
+            None,
+            None,
+        )
+    })
+}
+
+/// Deletes a project runbook that is alone in its own file; a built-in it replaced is used again.
+fn delete(engine: &Engine, p: &Params) -> Reply {
+    let Some(name) = p.name.as_deref() else {
+        return Reply::error(
+            "invalid_args",
+            "`delete` needs `name`",
+            None,
+            Some("/name".into()),
+        );
+    };
+    let catalog = engine.catalog();
+    let Some(entry) = catalog.get(name) else {
+        return Reply::error(
+            "not_found",
+            format!("there is no runbook `{name}`"),
+            None,
+            Some("/name".into()),
+        );
+    };
+    if entry.origin == engine::Origin::Builtin {
+        return Reply::error(
+            "refused",
+            format!("`{name}` is built in; only project runbooks can be deleted"),
+            None,
+            Some("/name".into()),
+        );
+    }
+    let path = std::path::PathBuf::from(entry.runbook.file.name());
+    let own_file = path.file_stem().and_then(|s| s.to_str()) == Some(name)
+        && path
+            .parent()
+            .is_some_and(|p| p == project_runbooks_dir(engine));
+    if !own_file {
+        return Reply::error(
+            "refused",
+            format!(
+                "`{name}` lives in `{}` with other runbooks; edit that file instead",
+                path.display()
+            ),
+            None,
+            Some("/name".into()),
+        );
+    }
+    if let Some(refused) = intent(engine, "delete", name, &path) {
+        return refused;
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        return Reply::error(
+            "failed",
+            format!("cannot delete `{}`: {e}", path.display()),
+            None,
+            None,
+        );
+    }
+    let restores = entry.overrides;
+    engine.reload_catalog();
+    let mut r = Reply::ok(
+        format!("runbook `{name}` deleted"),
+        json!({"name": name, "path": path}),
+    );
+    if restores == Some(engine::Origin::Builtin) {
+        r.body["result"]["restores"] = "builtin".into();
+        r.body["summary"] =
+            format!("runbook `{name}` deleted; the built-in `{name}` is used again").into();
+    }
+    r.body["effects"] = "write".into();
+    r
+}
