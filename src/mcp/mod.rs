@@ -145,14 +145,33 @@ impl Server {
     }
 }
 
+/// What the server tells a client it is for, from the registry, so it names what this build has.
+fn instructions() -> String {
+    let tools: Vec<&str> = engine::actions::registry()
+        .iter()
+        .filter(|t| t.name != "local")
+        .map(|t| t.name)
+        .collect();
+    format!(
+        "One audited engine for infrastructure: {}. Every call is compiled into a checked plan, run by \
+         one engine and recorded (evidence, audit). Start with `help {{query}}` or `runbook {{action: list}}`; \
+         see a runbook's effects with `runbook {{action: plan}}` before running it.",
+        tools.join(", ")
+    )
+}
+
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
-            .with_server_info(Implementation::new("infra", env!("CARGO_PKG_VERSION")).with_title("infra"))
-            .with_instructions(
-                "One audited engine for SSH-free local work so far: runbooks, state, git repositories, artifacts, \
-                 audit. Start with `help {query}` or `runbook {action: list}`.",
-            )
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("infra", env!("CARGO_PKG_VERSION")).with_title("infra"),
+        )
+        .with_instructions(instructions())
     }
 
     async fn list_tools(
@@ -560,6 +579,19 @@ pub fn serve(engine: Engine) -> bool {
 mod tests {
     use super::*;
     use rmcp::model::CallToolRequestParams;
+
+    #[test]
+    fn the_instructions_name_every_registered_tool_but_local() {
+        let text = instructions();
+        for t in engine::actions::registry() {
+            assert_eq!(
+                text.contains(t.name),
+                t.name != "local",
+                "{}: {text}",
+                t.name
+            );
+        }
+    }
 
     /// The framing's idea of a valid id is rmcp's, so what it lets through rmcp answers with that id.
     #[test]

@@ -431,8 +431,8 @@ mod tests {
             self.peak.fetch_max(now, Ordering::SeqCst);
             self.say(format!("start {id}"));
             // wait (a while at most) for company, so a bound above one is reached whatever the timing
-            let until = std::time::Instant::now() + self.hold;
-            while self.peak.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+            let until = Instant::now() + self.hold;
+            while self.peak.load(Ordering::SeqCst) < 2 && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(1));
             }
             if self.cancels == Some(id.as_str()) {

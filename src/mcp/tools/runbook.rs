@@ -120,10 +120,6 @@ fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Repl
 /// Runs one `runbook` action; `options` (the call's cancel token and progress) are used by `run`.
 pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
     let catalog = engine.catalog();
-    let opts = engine::CompileOptions {
-        resolver: Some(&*catalog),
-        stack: Vec::new(),
-    };
     match p.action {
         Action::List => {
             let q: Vec<String> = p
@@ -147,10 +143,11 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 {
                     continue;
                 }
-                let effects = rb
-                    .effects
-                    .map(|(e, _)| e)
-                    .or_else(|| engine::compile(rb.clone(), &opts).ok().map(|p| p.effects()));
+                let effects = rb.effects.map(|(e, _)| e).or_else(|| {
+                    engine::request::compile(&catalog, &rb)
+                        .ok()
+                        .map(|p| p.effects())
+                });
                 let mut item = json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin, "effects": effects, "digest": rb.digest});
                 if let Some(o) = e.overrides {
                     item["overrides"] = json!(o);
@@ -190,7 +187,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
             Err(r) => r,
         },
         Action::Validate => match find_or_inline(engine, p) {
-            Ok(rb) => match engine::compile(rb.clone(), &opts) {
+            Ok(rb) => match engine::request::compile(&catalog, &rb) {
                 Ok(p) => Reply::ok(
                     format!("`{}` is valid", rb.name),
                     json!({"valid": true, "effects": p.effects(), "diagnostics": p.warnings().iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>()}),
@@ -208,7 +205,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 Ok(rb) => rb,
                 Err(r) => return r,
             };
-            let plan = match engine::compile(rb.clone(), &opts) {
+            let plan = match engine::request::compile(&catalog, &rb) {
                 Ok(p) => p,
                 Err(d) => return Reply::diagnostics(&d, ""),
             };
