@@ -144,7 +144,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                     continue;
                 }
                 let effects = rb.effects.map(|(e, _)| e).or_else(|| {
-                    engine::request::compile(&catalog, &rb)
+                    engine::request::compile(&catalog, rb)
                         .ok()
                         .map(|p| p.effects())
                 });
