@@ -314,8 +314,13 @@ pub fn run(
                     sink.push(&buf[..n]);
                 }
             }
-        } else {
-            std::thread::sleep(Duration::from_millis(5));
+        } else if status.is_none() {
+            // the output is closed: wait for the exit itself (or the next tick)
+            match done_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(st) => status = Some(st.ok()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => status = Some(None),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         }
         if status.is_none() {
             match done_rx.try_recv() {
