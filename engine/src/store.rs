@@ -1,7 +1,20 @@
-//! The embedded store: persistent state and the run index, in `store.sqlite3` in the profiles directory.
+//! The embedded store: `store.sqlite3` in the profiles directory.
 //!
-//! SQLite in WAL mode with `synchronous=FULL` and a busy timeout, so two `infra` processes (an MCP server
-//! and a CLI) on the same directory see each other's writes and lose none.
+//! SQLite in WAL mode with `synchronous=FULL` and a 10 s busy timeout, one connection behind a
+//! mutex, so two `infra` processes (an MCP server and a CLI) on the same directory see each other's
+//! writes and lose none (`two_connections_lose_no_writes`). Tables: `state` (the persistent scope,
+//! stored redacted by the caller), `runs` (the run index: id, runbook, directory, times, status,
+//! owner pid and start time), `jobs` (id, tool, action, status, owner, times, result) and
+//! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward, written with
+//! `synchronous=NORMAL`, the next synced write carrying it). Columns added later are added to older
+//! stores on open (`add_column`).
+//!
+//! `run_status` is the one place a run's status is decided, for `infra runs` and MCP `evidence`
+//! alike: a `running` row stays `running` while its owner lives (`ctx::ProcessRef::alive`:
+//! `/proc/<pid>` exists, is not a zombie, and started when the recorded process did; Linux only);
+//! once it is gone, the journal's `run_finished` status, else `interrupted`, never written back. A
+//! `running` job whose owner is gone reads back as `interrupted` the same way. `LazyStore` opens
+//! the store on first use and is shared by the engine and its audit log (`HeadKeeper`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};

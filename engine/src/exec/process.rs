@@ -1,7 +1,23 @@
-//! Running a local process: its own process group (killed whole on timeout or cancel, and any process
-//! that left the group but holds the output killed too), stdin fed from a thread, stdout and stderr
-//! drained to artifacts past any capture cap (the child never blocks on a full pipe) with bounded memory
-//! whatever the output size.
+//! Running a local process: its own process group (killed whole on timeout or cancel, and any
+//! process that left the group but holds the output killed too), stdin fed from a thread, stdout
+//! and stderr drained to artifacts past any capture cap (the child never blocks on a full pipe)
+//! with bounded memory whatever the output size.
+//!
+//! `OutputSink` is one output stream: the first `cap` bytes kept, every byte streamed to an
+//! artifact created on the first byte. `outcome` is the result of any process, local or remote
+//! (`ssh` uses it too): `exit_code`, `signal`, `stdout`, `*_truncated`, `*_bytes`, `*_sha256`,
+//! `*_uri`, and the error for a timeout, cancel or failure.
+//!
+//! `run(spec, deadline, cancel, capture)`: the child in its own process group (`process_group(0)`),
+//! stdin fed by a detached thread, stdout and stderr read on the calling thread with `poll` (short
+//! ticks for cancel and deadline), and a waiter that waits for the exit without reaping (`waitid`
+//! with `WNOWAIT`, so the group id cannot be reused), kills what is left of the group (background
+//! children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
+//! the pipes get up to `LINGER` (2 s, never past the deadline). Then `kill_holders` kills every
+//! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
+//! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
+//! is left (`output_incomplete`). A process that left the group and let go of the output is not
+//! seen.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};

@@ -1,5 +1,18 @@
 //! Artifacts: large outputs streamed to files in a run's directory, with their SHA-256, named
-//! `artifact://runs/<runbook>/<stamp>-<short id>/<step>/<name>`; and bounded, contained reads of them.
+//! `artifact://runs/<runbook>/<stamp>-<short id>/<step>/<name>`; and bounded, contained reads of
+//! them.
+//!
+//! `ArtifactWriter` redacts through a `StreamRedactor`, hashes and counts what it writes; the
+//! caller creates it on the first byte, so an empty stream leaves no file. `write_json` writes a
+//! whole value (an MCP result over its budget) the same way.
+//!
+//! Every artifact read goes through `open` (`artifacts get|tail`, `resources/read`, `jobs logs`,
+//! `stdin_ref`): empty, `.`, `..`, backslash or NUL segments are refused; the root is opened by its
+//! path, then `runs/…` below it by `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or,
+//! where the kernel lacks it, by `walk`, one `openat(O_NOFOLLOW)` per component. A link is
+//! `ArtifactError::Link`, anything but a regular file is not found, and `O_NONBLOCK` keeps a FIFO
+//! from hanging. `read` takes an offset or a tail from that descriptor, at most `MAX_READ` (1 MiB).
+//! `list` walks `runs/` with an explicit stack, newest first.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -1,16 +1,30 @@
 //! The audit log: `audit.jsonl` in the profiles directory, one JSON record per line, hash-chained.
 //!
-//! Every record carries `seq` (1, 2, …), `ts` and `prev`, the SHA-256 of the previous line's bytes (64 zeros
-//! for the first). Appends take an exclusive file lock, so two processes on the same directory interleave
-//! whole records and keep the chain. There is no API to rewrite or delete records.
+//! Every record carries `seq` (1, 2, …), `ts` and `prev`, the SHA-256 of the previous line's bytes
+//! (64 zeros for the first). Appends take an exclusive file lock, so two processes on the same
+//! directory interleave whole records and keep the chain. There is no API to rewrite or delete
+//! records.
 //!
-//! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one. So
-//! each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a [`HeadKeeper`]
-//! (the store), and [`Audit::verify_with`] compares the log's end with the head kept there.
+//! `append(fields, durable)` opens the file, takes the lock, reads the last line backwards
+//! (`last_line`) and writes one line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays
+//! at 100 items: `bound`), with a key a `mac`, and last `hash`, the SHA-256 of the line before it
+//! (`sealed`, `split_last`). `durable` fsyncs. After a torn last line it starts a new line and
+//! leaves the torn one for `verify`.
+//!
+//! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one.
+//! So each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a
+//! [`HeadKeeper`] (the store), still under the lock, and [`Audit::verify_with`] compares the log's
+//! end with the head kept there (the `Anchor`: a head past the log's end, or runs listed with an
+//! empty or missing log, are problems naming the records missing) and with a checkpoint, the
+//! `<seq>:<hash>` word of `Head::checkpoint`/`parse_checkpoint`. It reports the first bad record:
+//! unparseable, torn, seal broken, out of sequence, not chained, a `mac` that does not match or is
+//! missing after sealed records, a hash that differs from the head or checkpoint at its `seq`.
+//! `Verified` has `records`, `problem`, `last`, `macs` and `notes` (what was not checked).
 //!
 //! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
-//! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it, which
-//! cannot be recomputed without the key; `verify` with the key checks every one.
+//! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it
+//! (`hmac_sha256`, RFC 2104 over sha2, tested against RFC 4231), which cannot be recomputed without
+//! the key; `verify` with the key checks every one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};

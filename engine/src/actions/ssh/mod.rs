@@ -1,5 +1,16 @@
 //! `ssh`: commands and file transfers on the targets of `targets.json|yaml`, over one pooled,
 //! host-key-checked session per target.
+//!
+//! `exec` and `batch` write, `upload` writes, `health`, `info` and `download` read. `invoke` loads
+//! the targets for each call and builds a `session::Cx`. `with_channel` takes a permit, the pooled
+//! session and a channel; a session that fails to open a channel, or does not answer within the
+//! target's connect timeout (a peer gone silent), is discarded and replaced once, before any
+//! command is sent. `batch` runs a bounded pool of threads over the targets, with per-target
+//! artifacts under the step's directory. `health` uses a fresh, unpooled connection; `info` runs
+//! `INFO_SCRIPT` in one round trip, typed by `parse_info`. Arguments naming host paths
+//! (`stdin_file`, `local_path`) are refused without `INFRA_UNSAFE_LOCAL=1` before anything connects
+//! (`refuse_local`). A download into an artifact is redacted like every artifact, so its `sha256`
+//! is that of what was stored.
 
 pub mod exec;
 pub mod session;

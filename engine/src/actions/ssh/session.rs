@@ -1,10 +1,31 @@
-//! SSH connections: connect (directly or through a bastion), check the host key, authenticate, and keep
-//! one session per target in a pool, shared by every call and step, with a per-target channel limit.
+//! SSH connections: connect (directly or through a bastion), check the host key, authenticate, and
+//! keep one session per target in a pool, shared by every call and step, with a per-target channel
+//! limit.
 //!
-//! `ssh2` is blocking by default and one session's calls share one lock, so a session is switched to
-//! non-blocking mode once authenticated: every operation is retried on `EAGAIN` after waiting on the
-//! socket for a short tick, so many channels progress side by side, and a deadline or a cancel is seen
-//! within one tick. All of this runs on the engine's step threads, never on an async runtime.
+//! `Pool` holds, per target name, one `Conn` keyed by the target's settings (an edited target gets
+//! a new session) and a counting permit of the target's `max_sessions` channels
+//! (`CHANNELS_PER_TARGET`, 8, by default). The limit is per process. `connect`: TCP through
+//! `ctx::connect_tcp`, or through the `jump` target's pooled session (a `direct-tcpip` channel
+//! pumped to a socket pair by two threads: `tunnel`); then handshake, `check_host_key`,
+//! `authenticate`, all blocking and bounded by the connect timeout (15 s by default).
+//!
+//! `check_host_key` runs before any credential is offered or command sent: a pinned `fingerprint`,
+//! else the known_hosts files (`strict`: unknown is refused with the fingerprint and an
+//! `ssh-keyscan` hint; `accept_new`: the line is appended, without a lock, to
+//! `<profiles>/known_hosts` or the target's file; a mismatch is always refused). `authenticate`
+//! tries agent, key file, password, registering passphrase and password with the redactor as they
+//! are read.
+//!
+//! `ssh2` is blocking by default and one session's calls share one lock, so a session is switched
+//! to non-blocking mode once authenticated: every operation is retried on `EAGAIN` (`Conn::again`,
+//! `again_io`) after `wait` polls a duplicate of the socket for at most 10 ms, then checks cancel
+//! and deadline (`Limits`; `Limits::cleanup` gives a few seconds no cancel cuts short, for killing,
+//! closing and removing). libssh2 takes a reply off the wire before checking which channel it is
+//! for, so every request that waits for a reply (channel open, `exec`, `pty`, `sftp`,
+//! `direct-tcpip`) goes through `Conn::request`, which holds the session's request lock; reads and
+//! writes on open channels run side by side. `Stop` says why an operation stopped;
+//! `Stop::into_error` makes the `timeout`, `cancelled` and `ssh_failed` errors. All of this runs on
+//! the engine's step threads, never on an async runtime.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
