@@ -1,4 +1,28 @@
 //! Compilation: a checked runbook (or one tool call) into a sealed [`Plan`].
+//!
+//! For every step, rollbacks included: `resolve_step` looks up the tool (name or alias) and action
+//! (`unknown-tool`, `unknown-action`); `check_args` validates the arguments against the action's
+//! schema through `dsl::schema::check_value`, skipping errors at or below a templated value;
+//! `check_modes` applies the template modes (`| raw` last in a shell field: `unsafe-interpolation`
+//! warning; an interpolation inside the author's quotes: `quoted-interpolation`; in a SQL field
+//! anything not ending in `| ident`: `sql-interpolation`). The effect is the action's, or what
+//! `ActionSpec::classify` makes of the literal arguments (templated ones count as the highest),
+//! raised never lowered by the step's `effects`; `runbook.run` takes the nested plan's effect
+//! (`nested_effect`, through `Resolve`; recursion or nesting past `MAX_NESTING` is
+//! `dependency-cycle`; an unknown or templated name is `destructive`). Above a declared `effects:`
+//! ceiling: `effect-exceeds-declared`; without one the runbook's effect is the highest of its nodes
+//! and rollbacks.
+//!
+//! `build_graph` puts nodes in runbook order (main, then `finally`); edges: with `flow: sequence`
+//! each main step after the one before, every main step before the first `finally` step and
+//! `finally` steps in order, `needs`, and template references to `steps.<id>`. Rollbacks hang off
+//! their step and are not graph nodes. `topological_order` is Kahn's algorithm with a min-heap on
+//! node index (ties go by runbook position), `None` on a cycle; only then `report_cycles` runs
+//! `kosaraju_scc` and gives one `dependency-cycle` per component, with a shortest cycle path and
+//! carets at the first 16 steps. Nothing recurses per step (petgraph's `tarjan_scc` and
+//! `is_cyclic_directed` do). `compile_call` builds a one-step runbook (`name: call`, step `call`)
+//! as JSON text and compiles it through `dsl::load`. The seal: `plan_digest`, SHA-256 of the
+//! runbook's content digest and each node's id, action, effect and dependencies.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,12 @@
-//! A plan shown with its inputs: arguments rendered where only inputs decide them, fully validated, and a
-//! content digest. Nothing runs.
+//! A plan shown with its inputs: arguments rendered where only inputs decide them, fully validated,
+//! and a content digest. Nothing runs.
+//!
+//! Only templates whose references are all `input` or `run` are rendered; the others stay templates
+//! and the node says `rendered: false`. Secret inputs are replaced by `secret_placeholder`
+//! (`[secret:<name>]`) before rendering, so the rendered arguments and digest do not depend on
+//! them. Each field is rendered in its mode; in `Plain` mode a string that is exactly one `{{ expr
+//! }}` keeps its type. Fully rendered arguments are validated against the action schema again. Any
+//! render error gets the code `undefined-variable`.
 
 use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};

@@ -1,5 +1,17 @@
-//! One attempt of one item of one node: the opt-in policy, argument validation, the audit intent, the
-//! action itself, the audit outcome and the evidence record.
+//! One attempt of one item of one node: the opt-in policy, argument validation, the audit intent,
+//! the action itself, the audit outcome and the evidence record.
+//!
+//! In order: credential arguments (`ActionSpec::secret_args`) join the redactor; journal
+//! `node_started` (arguments redacted); a `local` action without `INFRA_UNSAFE_LOCAL` is refused
+//! (audit `refused`, fsync'd); the rendered arguments are validated against the action's schema
+//! again (audit `rejected` on error); audit `intent`, fsync'd when the node's effect is `write` or
+//! above (if it cannot be written the call is refused); `actions::invoke` with a deadline from the
+//! step's `timeout_ms` (or the call's `timeout_ms` argument) and the step's artifact directory and
+//! URI (`<step>` or `<step>/<index>`); audit `outcome` (unwritable: `audit_incomplete`, the action
+//! did run); journal `node_finished` with status, duration, exit code, only the
+//! `*_bytes`/`*_sha256`/`*_truncated` fields of the result, the artifact URIs and the redacted
+//! error. Every attempt writes the same artifact names, so a retry overwrites the previous
+//! attempt's artifacts.
 
 use std::time::{Duration, Instant};
 

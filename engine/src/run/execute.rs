@@ -1,5 +1,21 @@
-//! Runs as wholes: ids, directories, the start and finish records, nested runs, and the one-node runs
-//! that record a front end's own calls.
+//! Runs as wholes: ids, directories, the start and finish records, nested runs, and the one-node
+//! runs that record a front end's own calls.
+//!
+//! `execute` starts a run: the values of `secret` inputs join the redactor; a run id (`new_id`) and
+//! the run directory `<artifacts root>/runs/<runbook>/<stamp>-<first 8 of the id>`, whose
+//! `artifact://` URI is the base of every artifact of the run; the profiles directory's
+//! `.gitignore`; an audit `run_started`, fsync'd when the plan can write (unwritable: the run ends
+//! `refused` with `audit_unavailable` and nothing runs); the journal (if the directory cannot be
+//! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index.
+//! Then the scheduler (`schedule.rs`). At the end: `finally` steps with a fresh cancel token (a
+//! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
+//! steps that succeeded, newest completion first; `outputs` rendered and redacted; journal and
+//! audit `run_finished`; the store's index. The journal and index are best effort once the run has
+//! started; the audit log fails closed.
+//!
+//! `run_runbook` (compile + inputs + execute) and `nested_runbook` serve `runbook.run`, one level
+//! deeper; the nested run gets the cancel token but not the deadline. `record_call` records a front
+//! end's own call as a finished one-node run under `runs/call/`.
 
 use std::sync::Arc;
 use std::time::Instant;

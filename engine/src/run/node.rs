@@ -1,5 +1,12 @@
 //! One node of a run: skipped or failed before it started, or run with its `foreach` fan-out (up to
 //! `max_parallel` items at once) and each item's retries.
+//!
+//! Items run in parallel when `max_parallel` is above 1, else in order, stopping at the first
+//! failure. `attempts` applies the retry policy: `delay_ms`, multiplied by `backoff` after each
+//! attempt, capped by `max_delay_ms`, times 0.5–1.5 with `jitter`; `until` rendered over `result`
+//! (false: `until_not_met`, retried); `on` says which failures are retried (by default `error` and
+//! `timeout`; `nonzero_exit` only when listed; `refused`, `cancelled`, `invalid_args`, `template`
+//! and `audit_unavailable` never).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,5 +1,11 @@
 //! What templates see and make: a node's context, its `when`, `foreach` and arguments rendered, and
 //! the run's outputs.
+//!
+//! `context` holds `input`, `run`, the results of the steps the node references (whole, never
+//! redacted or cut), `state` (the session) when a template reads it, and `item`/`index`. `prepare`
+//! renders `when` (false: `node_skipped`), `foreach` and the arguments; a render error fails the
+//! step before any call, with a `rejected` audit record (best effort) and its journal entry.
+//! `outputs` are rendered with every result, then redacted.
 
 use std::collections::HashMap;
 
