@@ -1,4 +1,17 @@
 //! Analysis: ids, `needs`, inputs and template references of a runbook whose shape is valid.
+//!
+//! Checks the name pattern; inputs (the list form means required strings; each spec's constraints
+//! must compile as a schema and its default fit); step ids unique across `steps`, `finally` and
+//! rollbacks (a rollback's id defaults to `<step>-rollback`); `needs`; and every template in
+//! `args`, `when`, `foreach`, `retry.until` and `outputs`. Each template is scanned
+//! (`template::scan`) and syntax-checked by Tera (`Renderer::check`) unless every block is a plain
+//! path with no-argument filters (`Scan::simple`), which the scanner has checked completely. A
+//! reference's root must be `input`, `steps`, `state`, `run` or `target` (plus `item`/`index` under
+//! `foreach`, `result` in `retry.until`): `undefined-variable`; `input.<name>` must be declared:
+//! `undefined-input`; `steps.<id>` and `needs` must name a step: `unknown-step` (from a template it
+//! points at the whole string). Produces a `Runbook` only when there are no errors, so a shape
+//! error hides analysis errors. Also the runbook digest and `sub_span` (a byte range inside a
+//! template string to a span in the file).
 
 use std::collections::HashMap;
 use std::sync::Arc;

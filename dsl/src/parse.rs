@@ -1,7 +1,20 @@
-//! Parse YAML or JSON text into a spanned tree ([`Node`]): every value and every mapping key knows where it
-//! was written, so later stages (schema, analysis, compilation) can point at the exact YAML node.
+//! Parse YAML or JSON text into a spanned tree ([`Node`]): every value and every mapping key knows
+//! where it was written, so later stages (schema, analysis, compilation) can point at the exact
+//! YAML node.
 //!
 //! JSON is parsed as YAML (flow style), so both forms get the same locations and the same limits.
+//!
+//! The tree is built straight from the events of granit-parser (the parser under serde-saphyr, used
+//! through its re-export), each event carrying its byte span, by `Builder`, an explicit stack:
+//! nothing recurses per level. serde-saphyr replaces serde_yaml (archived, RUSTSEC-2024-0320);
+//! going through serde with a `Spanned<T>` on every node was 2.5× slower, and building the tree
+//! here keeps duplicate keys (`Builder::place`), the alias and node budgets (an alias bomb stops
+//! before it expands), `<<` merge keys (`apply_merges`) and the YAML 1.2 core schema
+//! (`resolve_plain`: only `true`/`false` are booleans; `yes`, `on` and `0777` stay strings or
+//! decimal) in one file. Syntax errors, duplicate keys, a second document and exceeded budgets
+//! become one diagnostic (`yaml-syntax`, `duplicate-key`, `input-too-large`) and stop the file.
+//! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
+//! since its own span is only its first token.
 
 use std::collections::HashMap;
 

@@ -1,8 +1,21 @@
-//! Templates: a static scan (what a template references, how each interpolation ends) and rendering with
-//! Tera in three modes (plain, shell, SQL).
+//! Templates: a static scan (what a template references, how each interpolation ends) and rendering
+//! with Tera in three modes (plain, shell, SQL).
 //!
-//! Tera does not expose its syntax tree, so the references the compiler needs (`input.x`, `steps.y`) come
-//! from a small scanner over the template's tags. Tera stays the authority for syntax and rendering.
+//! Tera does not expose its syntax tree (its one analysis, `Tera::get_template_variables`, gives
+//! top-level names without positions), so the references the compiler needs (`input.x`, `steps.y`)
+//! come from a small scanner over the template's tags. Tera 2 stays the authority for syntax and
+//! rendering: errors carry byte ranges, undefined variables fail, and `set_escape_fn` with
+//! `render_str_to` gives one escape function per mode, writing into the `Bounded` writer.
+//!
+//! Shell mode: the escape function (and the `quote` filter) writes a NUL-delimited marker per value
+//! (`write_shell_marker`); `place_shell_values` then finds each marker's place in the rendered
+//! command with `shell::places` and refuses the render if one stands inside quotes, backquotes,
+//! `$'…'`, `$((…))` or a here-document, else replaces it with the value POSIX-quoted (`'…'`, with
+//! `'` written `'\''`). `| raw` opts out (an `unsafe-interpolation` warning at compile time, found
+//! by `last_top_level_filter`); `raw` and `ident` values are not escaped again. SQL mode: only `|
+//! ident` (`"…"`, `"` doubled) may interpolate; `refuse_sql` fails anything else. `Renderer::check`
+//! renders against an empty context to catch unknown filters; loops over constant ranges run in
+//! full (output is bounded, iterations are not).
 
 use std::io;
 

@@ -1,4 +1,14 @@
 //! `local`: processes and files on the infra host. Refused unless `INFRA_UNSAFE_LOCAL=1`.
+//!
+//! The opt-in is enforced per attempt at run time (`local` steps still compile and plan).
+//! `exec_modes` makes `command` a shell field unless `args`/`argv` is given; `exec` builds a
+//! `ProcessSpec` (`stdin`, `stdin_base64`, `stdin_file`, or `stdin_ref`, a contained artifact read)
+//! and calls `exec::process::run`; children inherit infra's whole environment plus the step's
+//! `env`. `write` replaces a file through a sibling and a rename. `protected` refuses infra's own
+//! records by path (audit log, store, `runs/`), and `protected_file` by device and inode (the audit
+//! log, the store and its `-wal`/`-shm`/`-journal`, and, for a file with more than one link, any
+//! file under `runs/`, which costs a walk), so a hard link is refused; an append checks the
+//! descriptor it opened. `local.exec` is a shell and cannot be confined.
 
 use std::collections::BTreeMap;
 
