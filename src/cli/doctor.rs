@@ -1,7 +1,8 @@
-//! `infra doctor [--connect] [--json]`: can infra work here? The profiles directory, runbooks, targets,
-//! store and audit log are checked without touching anything remote; `--connect` also reaches every
-//! target (SSH health, `select 1`, an HTTP check of the base URL) through the engine, so those calls are
-//! audited like any other.
+//! `infra doctor [--connect] [--json]`: can infra work here? The profiles directory, runbooks,
+//! targets, store and audit log are checked without touching anything remote; `--connect` also
+//! reaches every target (SSH health, a read-only `select version()`, an HTTP check of the base URL
+//! accepting a status from 200 to 499) through the engine, so those calls are audited like any
+//! other. Exit 1 when any check fails.
 
 use serde_json::{Value, json};
 

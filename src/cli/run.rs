@@ -1,4 +1,8 @@
 //! `infra run <runbook> [--input k=v …] [--input-file f] [--json] [--dry-run]`.
+//!
+//! A Ctrl-C handler cancels the run's token (a second Ctrl-C exits with 130); progress lines go to
+//! stderr when it is a terminal and `--json` is off; the summary (or JSON) has every step result
+//! and error redacted through `Engine::redactor`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;

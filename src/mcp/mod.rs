@@ -1,8 +1,31 @@
-//! The MCP front end: an rmcp stdio server over the engine. This file is the only one that knows rmcp;
-//! the other modules list tools and run calls with plain data, so an SDK upgrade touches this file alone.
-//! `listing` says which tools there are, `catalogue::call` runs a call (front-end tools in `tools/`, the
-//! registry's in `registry`), `reply` is what a call answers, `jobs` what runs in the background, and
-//! `wire` what a line of the protocol is.
+//! The MCP front end: an rmcp stdio server over the engine. This file is the only one that knows
+//! rmcp (pinned `=3.11.0`, `server` and `transport-io` only) and tokio; the other modules list
+//! tools and run calls with plain data, so an SDK upgrade touches this file alone. `listing` says
+//! which tools there are, `catalogue::call` runs a call (front-end tools in `tools/`, the
+//! registry's in `registry`), `reply` is what a call answers, `jobs` what runs in the background,
+//! and `wire` what a line of the protocol is.
+//!
+//! `Server` (one `Arc<Engine>`, its `Jobs` and its `Calls` in flight) implements `ServerHandler`.
+//! `list_tools` turns `listing::tools` into rmcp `Tool`s. `call_tool` runs `catalogue::call` on a
+//! blocking thread (`spawn_blocking`) with a fresh `CancelToken`, a watcher task that cancels it on
+//! `notifications/cancelled`, and, with a progress token, a forwarder that sends each engine
+//! `Progress` as `notifications/progress` from an unbounded channel, each send under a 1 s timeout;
+//! the `Reply` becomes a `CallToolResult` with a `resource_link` per artifact URI. `list_resources`
+//! (the newest 100 artifacts), `list_resource_templates` and `read_resource` (the first MiB,
+//! redacted) expose artifacts as resources. rmcp settles the protocol revision (an `initialize`
+//! handshake for 2024-11-05 to 2025-11-25; `server/discover` and per-request `_meta` for
+//! 2026-07-28) and answers `ping` and unknown methods itself.
+//!
+//! `framing` is rmcp's transport: a reader task splits stdin into lines with bounded memory (a line
+//! over `MAX_LINE` keeps only its first 64 KiB, to find its id), `wire::classify` decides what each
+//! is, and `typed` turns what passes into rmcp's message (answering `-32602` when a served method's
+//! params do not fit, where rmcp would answer `-32601`); faults are answered by the framing. One
+//! writer task owns stdout and writes whole lines; both queues hold 64 lines, so a client that does
+//! not read stalls the reader. `stop_on_signal` cancels every call (`Tracked` in `Calls`) and job
+//! on SIGTERM or SIGINT, gives them up to 1.5 s each to record how they ended, and exits with 143.
+//! `serve` serves until stdin closes, waits up to 2 s for the writer, then cancels the jobs left
+//! (`Jobs::cancel_all`). A client that closes at once exits 0; a session that ends otherwise is
+//! reported on stderr, status 1.
 
 mod budget;
 mod catalogue;

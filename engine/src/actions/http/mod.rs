@@ -1,7 +1,18 @@
-//! `http`: requests and health checks, through the egress guard. Redirects are followed here, one hop at
-//! a time, so every hop's address is checked again; idempotent requests are retried on connect errors,
-//! 408, 429 and 5xx, honouring `Retry-After`; bodies stream into the result up to a budget and into an
-//! artifact past it.
+//! `http`: requests and health checks, through the egress guard. Redirects are followed here, one
+//! hop at a time, so every hop's address is checked again; idempotent requests are retried on
+//! connect errors, 408, 429 and 5xx, honouring `Retry-After`; bodies stream into the result up to a
+//! budget and into an artifact past it.
+//!
+//! `Agents` keeps one ureq agent per egress policy and trusted `ca_file` (kept-alive connections,
+//! redirects off, native-tls with a target's private CA added to the system's). ureq 2 is used for
+//! its stable `Resolver` hook (the guard resolves and checks the addresses ureq connects to) and
+//! native-tls for one TLS stack shared with ssh2. `prepare` builds the URL (or a target's
+//! `base_url` + `path`), query, headers and credentials from `Vars`, registered with the redactor;
+//! a target's headers and credentials are dropped unless the URL has its `base_url`'s origin.
+//! `request` retries with a doubling delay bounded by the deadline; `timeout_ms` bounds each
+//! attempt's connection and transfer through ureq's overall timeout, and a cancel is seen between
+//! body chunks and retries, not during connect or while waiting for headers. `save_to` (a host
+//! file) needs `INFRA_UNSAFE_LOCAL=1`.
 
 pub mod guard;
 mod transfer;

@@ -1,7 +1,19 @@
-//! PostgreSQL connections: where a call connects (a target's `postgres` section, a `connection` URL,
-//! `DATABASE_URL`), pooled clients per connection, and calls bounded on the server: `statement_timeout`
-//! for the deadline, and a cancel request when the deadline passes or the call is cancelled, so the
-//! backend stops working too.
+//! PostgreSQL connections: where a call connects (a target's `postgres` section, a `connection`
+//! URL, `DATABASE_URL`), pooled clients per connection, and calls bounded on the server:
+//! `statement_timeout` for the deadline, and a cancel request when the deadline passes or the call
+//! is cancelled, so the backend stops working too.
+//!
+//! `resolve` picks the target or `profile_name`, `connection`, the only target with a section, then
+//! `DATABASE_URL`; passwords join the redactor, and the pool key holds no secret. `Pool` keeps idle
+//! clients per key; a pooled client that fails its first statement is replaced. `Pool::with` sets
+//! `statement_timeout` to the time left, runs the work while a watcher thread sends a cancel
+//! request on cancel or half a second past the deadline, maps SQLSTATE 57014 to
+//! `timeout`/`cancelled`, resets the session (`RESET_SESSION`) and pools the client again only if
+//! it was not interrupted. `check_read_only_role` reads a `read_only` target's role powers from the
+//! catalogs on each new connection and refuses a role that could change what a read-only
+//! transaction does not protect; it does not see the role's own other sessions. `db_error` keeps
+//! SQLSTATE, detail and hint (class 28: `auth_failed`; 08 and 57P: `connect_failed`; 25006:
+//! `refused`). The client runs on the engine's step threads only.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,5 +1,14 @@
-//! What an SQL text is: how many statements, and the effect of each. A small lexer skips strings,
-//! quoted identifiers, dollar quotes and comments, so a `;` or a keyword inside them counts for nothing.
+//! What an SQL text is: how many statements, and the effect of each. A small lexer skips strings
+//! (`'…'`, `E'…'`), quoted identifiers, dollar quotes and comments, so a `;` or a keyword inside
+//! them counts for nothing.
+//!
+//! `classify` gives each statement's effect and why: writable CTEs, `SELECT … INTO`/`FOR UPDATE`,
+//! `EXPLAIN ANALYZE` of a write, `DELETE`/`UPDATE` without `WHERE`, `ALTER … DROP`, `COPY …
+//! PROGRAM`, calls of the side-effecting built-ins in `SIDE_EFFECTS`; unknown statements are
+//! destructive. It is lexical, not a parse: a user function that calls a side-effecting built-in
+//! reads as `read`, so a read-only call also runs in a read-only transaction, and a read-only
+//! target's role is checked. `enclosable` says whether a query may be put inside `COPY (…)` for an
+//! export.
 
 use dsl::Effect;
 
