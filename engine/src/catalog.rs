@@ -1,8 +1,11 @@
 //! The runbook catalog: built-in runbooks (embedded) and the project's, found by name.
 //!
 //! Later sources override earlier ones by name: built-in, then `<profiles>/runbooks.json`, then
-//! `<profiles>/runbooks/*.{yaml,yml,json}` (or `MCP_RUNBOOKS_PATH`, a file or a directory). An entry that
-//! replaced another says so (`Entry::overrides`), so listings can show it.
+//! `<profiles>/runbooks/*.{yaml,yml,json}` (or `MCP_RUNBOOKS_PATH`, a file or a directory). An
+//! entry that replaced another says so (`Entry::overrides`: `builtin` when it shadows a built-in,
+//! even through another project runbook), so listings can show it. `is_builtin_name` is what
+//! `runbook upsert` checks: a built-in's name needs `override: true` there, while a project file
+//! written by hand is only marked. `Catalog` implements `Resolve` for nested runbooks.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

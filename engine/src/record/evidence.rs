@@ -1,6 +1,11 @@
-//! The evidence journal of one run: `journal.jsonl` in the run directory, one JSON record per transition,
-//! appended (never rewritten): O(1) per transition whatever the run's size. Record shapes are
-//! [`Record`]; their JSON Schema is `schemas/evidence.schema.json`.
+//! The evidence journal of one run: `journal.jsonl` in the run directory, one JSON record per
+//! transition, appended (never rewritten): O(1) per transition whatever the run's size. Record
+//! shapes are [`Record`]; their JSON Schema is `schemas/evidence.schema.json`.
+//!
+//! Records: `run_started`, `node_started` and `node_finished` per attempt (digests and byte counts,
+//! not output), `node_skipped`, `run_finished`. `Journal` appends one whole line per write under a
+//! mutex and is created with `create_new`, so a run directory is never reused; `read` reads one
+//! back and flags a torn last line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
