@@ -9,6 +9,7 @@
 //! recorded by `Engine::record_call` (its `run_id` goes into the reply) and a `call` or `rejected` audit
 //! record; then the whole body is redacted.
 
+use engine::record::{AuditKind, AuditRecord};
 use std::sync::Arc;
 
 use engine::actions;
@@ -173,15 +174,23 @@ fn finish(
                 );
             }
         }
-        let rec = json!({
-            "kind": if reply.is_error { "rejected" } else { "call" },
-            "tool": tool, "action": action, "front_end": "mcp", "run_id": reply.body["run_id"],
-            "error": reply.body.get("error").cloned().unwrap_or(Value::Null),
-        });
-        if let Err(e) = engine
-            .audit()
-            .append(&engine.redactor().redact_value(&rec), false)
-        {
+        let rec = AuditRecord {
+            tool: Some(tool.to_owned()),
+            action: Some(action.to_owned()),
+            front_end: Some("mcp".into()),
+            run_id: reply.body["run_id"].as_str().map(str::to_owned),
+            error: Some(
+                engine
+                    .redactor()
+                    .redact_value(reply.body.get("error").unwrap_or(&Value::Null)),
+            ),
+            ..AuditRecord::new(if reply.is_error {
+                AuditKind::Rejected
+            } else {
+                AuditKind::Call
+            })
+        };
+        if let Err(e) = engine.audit().record(&rec, false) {
             return Reply::error(
                 "audit_unavailable",
                 format!("{e}; the call was refused"),

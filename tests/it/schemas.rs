@@ -25,6 +25,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         pretty(&engine::record::evidence::schema()),
     );
     m.insert(
+        schemas_dir().join("audit.schema.json"),
+        pretty(&engine::record::audit_record::schema()),
+    );
+    m.insert(
         schemas_dir().join("targets.schema.json"),
         pretty(&engine::targets::schema()),
     );
@@ -123,4 +127,51 @@ fn a_single_call_is_a_one_node_plan_through_the_same_compiler() {
     let err = engine::compile_call("nope", &serde_json::json!({"action": "x"}), &opts)
         .expect_err("no tool");
     assert_eq!(err[0].code, dsl::Code::UnknownTool);
+}
+
+/// Every record a run writes to the audit log is a line the committed audit schema accepts: starts and
+/// ends, intents and outcomes, a refusal and a rejection.
+#[test]
+fn audit_lines_match_the_audit_schema() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine::run::Engine::new(
+        engine::ctx::Config::at(dir.path()),
+        std::sync::Arc::new(engine::Catalog::builtin()),
+    );
+    let file = dsl::SourceFile::new(
+        "a.yaml",
+        "name: a\nsteps:\n  - {id: set, tool: state, args: {action: set, key: k, value: 1}}\n  - {id: off, tool: local, continue_on_error: true, args: {action: exec, command: 'true'}}\n  - {id: bad, tool: state, continue_on_error: true, foreach: '{{ 5 }}', args: {action: get, key: k}}\n",
+    );
+    let loaded = dsl::load(&file, None);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let rb = std::sync::Arc::new(loaded.runbooks.into_iter().next().expect("runbook"));
+    let plan = engine::compile(rb, &engine::CompileOptions::default()).expect("compiles");
+    let _ = e.execute(
+        &plan,
+        serde_json::Map::new(),
+        &engine::run::RunOptions::default(),
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(schemas_dir().join("audit.schema.json")).expect("schema"),
+    )
+    .expect("json");
+    let v = jsonschema::draft202012::new(&schema).expect("valid schema");
+    let log = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit log");
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let errors: Vec<String> = v.iter_errors(&rec).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}: {errors:?}");
+        kinds.insert(rec["kind"].as_str().unwrap_or_default().to_owned());
+    }
+    for k in [
+        "run_started",
+        "intent",
+        "outcome",
+        "refused",
+        "rejected",
+        "run_finished",
+    ] {
+        assert!(kinds.contains(k), "no `{k}` record in {kinds:?}");
+    }
 }

@@ -281,6 +281,11 @@ impl Audit {
     }
 
     /// Appends one record (an object; `seq`, `ts` and `prev` are added). `durable` records are fsync'd
+    /// Appends a typed record (see [`AuditRecord`](super::AuditRecord)); `durable` as in `append`.
+    pub fn record(&self, record: &super::AuditRecord, durable: bool) -> Result<u64, AuditError> {
+        self.append(&record.to_value(), durable)
+    }
+
     /// before this returns (intents of side effects). Returns the record's `seq`.
     pub fn append(&self, fields: &Value, durable: bool) -> Result<u64, AuditError> {
         if let Some(dir) = self.path.parent() {

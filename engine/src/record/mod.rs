@@ -3,9 +3,11 @@
 
 pub mod artifacts;
 pub mod audit;
+pub mod audit_record;
 pub mod evidence;
 pub mod redact;
 
 pub use audit::{Audit, AuditError};
+pub use audit_record::{AuditKind, AuditRecord};
 pub use evidence::Journal;
 pub use redact::Redactor;

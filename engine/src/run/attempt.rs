@@ -16,13 +16,14 @@
 use std::time::{Duration, Instant};
 
 use dsl::Effect;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::*;
 use crate::actions::{self, ActionError, Call};
 use crate::ctx::now_rfc3339;
 use crate::plan::PlanNode;
 use crate::record::evidence::{ErrorInfo, Record, Status};
+use crate::record::{AuditKind, AuditRecord};
 
 impl RunCx<'_> {
     /// One attempt: policy, argument validation, audit intent, the action, audit outcome, evidence.
@@ -57,10 +58,16 @@ impl RunCx<'_> {
             },
             false,
         );
-        let audit_base = json!({
-            "run_id": self.run_id, "step": step, "attempt": attempt, "tool": spec.tool, "action": spec.name,
-            "effect": node.effect, "args": shown_args,
-        });
+        let audit_base = AuditRecord {
+            run_id: Some(self.run_id.to_owned()),
+            step: Some(step.clone()),
+            attempt: Some(attempt),
+            tool: Some(spec.tool.to_owned()),
+            action: Some(spec.name.to_owned()),
+            effect: Some(node.effect.to_string()),
+            args: Some(shown_args.clone()),
+            ..AuditRecord::new(AuditKind::Intent)
+        };
         let result = (|| {
             if spec.unsafe_local && !engine.config.unsafe_local {
                 let e = ActionError::new(
@@ -68,12 +75,11 @@ impl RunCx<'_> {
                     format!("`{}` is off: local processes and files need INFRA_UNSAFE_LOCAL=1", spec.qualified()),
                 )
                 .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
-                let mut rec = audit_base.clone();
-                rec["kind"] = "refused".into();
-                rec["error"] = engine.redactor.redact_value(&e.to_json());
+                let mut rec = audit_base.as_kind(AuditKind::Refused);
+                rec.error = Some(engine.redactor.redact_value(&e.to_json()));
                 engine
                     .audit
-                    .append(&rec, true)
+                    .record(&rec, true)
                     .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
                 return Err(e);
             }
@@ -101,20 +107,17 @@ impl RunCx<'_> {
                         errors.join("; ")
                     ),
                 );
-                let mut rec = audit_base.clone();
-                rec["kind"] = "rejected".into();
-                rec["error"] = engine.redactor.redact_value(&e.to_json());
+                let mut rec = audit_base.as_kind(AuditKind::Rejected);
+                rec.error = Some(engine.redactor.redact_value(&e.to_json()));
                 engine
                     .audit
-                    .append(&rec, false)
+                    .record(&rec, false)
                     .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
                 return Err(e);
             }
-            let mut intent = audit_base.clone();
-            intent["kind"] = "intent".into();
             engine
                 .audit
-                .append(&intent, node.effect >= Effect::Write)
+                .record(&audit_base, node.effect >= Effect::Write)
                 .map_err(|a| {
                     ActionError::new("audit_unavailable", format!("{a}; the call was refused"))
                 })?;
@@ -136,15 +139,14 @@ impl RunCx<'_> {
                 depth: self.depth,
             };
             let r = actions::invoke(spec, &call);
-            let mut outcome = audit_base.clone();
-            outcome["kind"] = "outcome".into();
-            outcome["ok"] = r.is_ok().into();
+            let mut outcome = audit_base.as_kind(AuditKind::Outcome);
+            outcome.ok = Some(r.is_ok());
             if let Err(e) = &r {
-                outcome["error"] = engine.redactor.redact_value(&e.to_json());
+                outcome.error = Some(engine.redactor.redact_value(&e.to_json()));
             }
-            outcome["duration_ms"] = ms(started.elapsed()).into();
+            outcome.duration_ms = Some(ms(started.elapsed()));
             // the effect happened; a failure to record its outcome is kept in the evidence
-            if let Err(a) = engine.audit.append(&outcome, false) {
+            if let Err(a) = engine.audit.record(&outcome, false) {
                 return Err(ActionError::new(
                     "audit_incomplete",
                     format!("the call ran but its outcome could not be audited: {a}"),

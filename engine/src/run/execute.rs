@@ -29,6 +29,7 @@ use crate::ctx::{new_id, now_rfc3339, now_stamp};
 use crate::plan::Plan;
 use crate::record::Journal;
 use crate::record::evidence::{ErrorInfo, Record, Status};
+use crate::record::{AuditKind, AuditRecord};
 
 impl Engine {
     /// Compiles a runbook, checks its inputs and runs it. `Err` carries the diagnostics as text.
@@ -193,15 +194,20 @@ impl Engine {
             outputs: Value::Null,
             error: None,
         };
-        let audit_start = json!({
-            "kind": "run_started", "run_id": run_id, "runbook": rb.name, "effects": plan.effects(),
-            "plan_digest": plan.digest(), "inputs": shown_inputs, "depth": opts.depth,
-        });
+        let audit_start = AuditRecord {
+            run_id: Some(run_id.clone()),
+            runbook: Some(rb.name.clone()),
+            effects: Some(plan.effects().to_string()),
+            plan_digest: Some(plan.digest().to_owned()),
+            inputs: Some(shown_inputs.clone()),
+            depth: Some(opts.depth),
+            ..AuditRecord::new(AuditKind::RunStarted)
+        };
         self.prepare_profiles_dir();
         // a run that can change something has its start and end on disk (fsync'd) before and after the
         // change; a read-only run's records are written the same way but not forced to disk
         let durable = plan.effects() >= Effect::Write;
-        if let Err(e) = self.audit.append(&audit_start, durable) {
+        if let Err(e) = self.audit.record(&audit_start, durable) {
             outcome.error = Some(ErrorInfo {
                 kind: "audit_unavailable".into(),
                 message: format!("{e}; nothing was run"),
@@ -218,8 +224,12 @@ impl Engine {
                         dir.display()
                     ),
                 });
-                let _ = self.audit.append(
-                    &json!({"kind": "run_finished", "run_id": run_id, "status": "refused"}),
+                let _ = self.audit.record(
+                    &AuditRecord {
+                        run_id: Some(run_id.clone()),
+                        status: Some("refused".into()),
+                        ..AuditRecord::new(AuditKind::RunFinished)
+                    },
                     false,
                 );
                 return outcome;
@@ -286,8 +296,15 @@ impl Engine {
             },
             durable,
         );
-        let _ = self.audit.append(
-            &json!({"kind": "run_finished", "run_id": run_id, "runbook": rb.name, "status": status}),
+        let _ = self.audit.record(
+            &AuditRecord {
+                run_id: Some(run_id.clone()),
+                runbook: Some(rb.name.clone()),
+                status: serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                ..AuditRecord::new(AuditKind::RunFinished)
+            },
             false,
         );
         if let Ok(store) = self.store() {

@@ -20,6 +20,7 @@ use crate::actions::ActionError;
 use crate::ctx::{new_id, now_rfc3339};
 use crate::plan::PlanNode;
 use crate::record::evidence::{ErrorInfo, Record, Status};
+use crate::record::{AuditKind, AuditRecord};
 
 impl RunCx<'_> {
     pub(super) fn skip(&self, node: &PlanNode, reason: String) -> StepOutcome {
@@ -46,11 +47,15 @@ impl RunCx<'_> {
     pub(super) fn failed_before_start(&self, node: &PlanNode, e: ActionError) -> StepOutcome {
         let shown = self.engine.redactor.redact_value(&e.to_json());
         // the journal below keeps it too; a failure to audit it cannot make this step fail harder
-        let _ = self.engine.audit.append(
-            &json!({
-                "kind": "rejected", "run_id": self.run_id, "step": node.step.id, "tool": node.action.tool,
-                "action": node.action.name, "error": shown,
-            }),
+        let _ = self.engine.audit.record(
+            &AuditRecord {
+                run_id: Some(self.run_id.to_owned()),
+                step: Some(node.step.id.to_string()),
+                tool: Some(node.action.tool.to_owned()),
+                action: Some(node.action.name.to_owned()),
+                error: Some(shown),
+                ..AuditRecord::new(AuditKind::Rejected)
+            },
             false,
         );
         let _ = self.journal.append(

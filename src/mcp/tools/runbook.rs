@@ -383,9 +383,15 @@ fn upsert(engine: &Engine, p: &Params) -> Reply {
 /// The audit intent of a front-end write (a project runbook file), fsync'd before the write; `Some` is the
 /// refusal when it cannot be written.
 fn intent(engine: &Engine, action: &str, name: &str, path: &std::path::Path) -> Option<Reply> {
-    let rec = json!({"kind": "intent", "tool": "runbook", "action": action, "front_end": "mcp",
-        "effect": "write", "args": {"name": name, "path": path}});
-    engine.audit().append(&rec, true).err().map(|e| {
+    let rec = engine::record::AuditRecord {
+        tool: Some("runbook".into()),
+        action: Some(action.to_owned()),
+        front_end: Some("mcp".into()),
+        effect: Some("write".into()),
+        args: Some(json!({"name": name, "path": path})),
+        ..engine::record::AuditRecord::new(engine::record::AuditKind::Intent)
+    };
+    engine.audit().record(&rec, true).err().map(|e| {
         Reply::error(
             "audit_unavailable",
             format!("{e}; nothing was written"),
