@@ -174,6 +174,103 @@ pub fn is_runbook_file(p: &Path) -> bool {
     )
 }
 
+/// Where project runbooks are written: `MCP_RUNBOOKS_PATH` when it is a directory, else
+/// `<profiles>/runbooks`.
+pub fn project_dir(config: &crate::ctx::Config) -> PathBuf {
+    match &config.runbooks_path {
+        Some(p) if p.is_dir() => p.clone(),
+        _ => config.profiles_dir.join("runbooks"),
+    }
+}
+
+/// Why a project runbook file was not written or removed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// `MCP_RUNBOOKS_PATH` names a file: the catalog would not read a runbook written elsewhere.
+    #[error(
+        "MCP_RUNBOOKS_PATH names a file: runbooks are read only from it, so an upserted runbook would not be found"
+    )]
+    RunbooksPathIsAFile,
+    /// The audit intent could not be written first.
+    #[error("{0}")]
+    Audit(crate::record::AuditError),
+    #[error("cannot {what} `{}`: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The fsync'd audit intent of a write to a project runbook file, before the write.
+fn write_intent(
+    audit: &crate::record::Audit,
+    action: &str,
+    name: &str,
+    path: &Path,
+    front_end: &str,
+) -> Result<(), WriteError> {
+    let rec = crate::record::AuditRecord {
+        tool: Some("runbook".into()),
+        action: Some(action.to_owned()),
+        front_end: Some(front_end.to_owned()),
+        effect: Some("write".into()),
+        args: Some(serde_json::json!({"name": name, "path": path})),
+        ..crate::record::AuditRecord::new(crate::record::AuditKind::Intent)
+    };
+    audit
+        .record(&rec, true)
+        .map(|_| ())
+        .map_err(WriteError::Audit)
+}
+
+/// Saves `text` (an already checked runbook) as `<name>.json` among the project's runbooks: the audit
+/// intent first, then a temporary file renamed over the old one, so a failure leaves nothing half
+/// written. Returns the file's path.
+pub fn save_project_runbook(
+    config: &crate::ctx::Config,
+    audit: &crate::record::Audit,
+    name: &str,
+    text: &str,
+    front_end: &str,
+) -> Result<PathBuf, WriteError> {
+    if config.runbooks_path.as_ref().is_some_and(|p| !p.is_dir()) {
+        return Err(WriteError::RunbooksPathIsAFile);
+    }
+    let dir = project_dir(config);
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.json.infra-tmp"));
+    write_intent(audit, "upsert", name, &path, front_end)?;
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, text))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(WriteError::Io {
+            what: "write",
+            path,
+            source,
+        });
+    }
+    Ok(path)
+}
+
+/// Removes the project runbook file `path` (the caller checked it is `name`'s own), after its audit
+/// intent.
+pub fn delete_project_runbook(
+    audit: &crate::record::Audit,
+    name: &str,
+    path: &Path,
+    front_end: &str,
+) -> Result<(), WriteError> {
+    write_intent(audit, "delete", name, path, front_end)?;
+    std::fs::remove_file(path).map_err(|source| WriteError::Io {
+        what: "delete",
+        path: path.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,31 @@ impl Engine {
         )
     }
 
+    /// Saves a checked runbook among the project's runbooks (audited first) and reloads the catalog.
+    pub fn save_runbook(
+        &self,
+        name: &str,
+        text: &str,
+        front_end: &str,
+    ) -> Result<PathBuf, crate::catalog::WriteError> {
+        let path =
+            crate::catalog::save_project_runbook(&self.config, &self.audit, name, text, front_end)?;
+        self.reload_catalog();
+        Ok(path)
+    }
+
+    /// Removes a project runbook's own file (audited first) and reloads the catalog.
+    pub fn delete_runbook(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        front_end: &str,
+    ) -> Result<(), crate::catalog::WriteError> {
+        crate::catalog::delete_project_runbook(&self.audit, name, path, front_end)?;
+        self.reload_catalog();
+        Ok(())
+    }
+
     /// Reloads the runbooks from the configured places (after a project runbook was written or removed).
     pub fn reload_catalog(&self) {
         let fresh = Arc::new(Catalog::load(&crate::catalog::CatalogOptions {

@@ -259,14 +259,6 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
     }
 }
 
-/// Where `runbook upsert` writes: `MCP_RUNBOOKS_PATH` when it is a directory, else `<profiles>/runbooks`.
-fn project_runbooks_dir(engine: &Engine) -> std::path::PathBuf {
-    match &engine.config().runbooks_path {
-        Some(p) if p.is_dir() => p.clone(),
-        _ => engine.config().profiles_dir.join("runbooks"),
-    }
-}
-
 /// Checks a runbook completely (load, compile), then saves it as `<name>.json` among the project's
 /// runbooks, through a temporary file and a rename; a built-in's name needs `override: true`.
 fn upsert(engine: &Engine, p: &Params) -> Reply {
@@ -328,38 +320,10 @@ fn upsert(engine: &Engine, p: &Params) -> Reply {
         Ok(p) => p,
         Err(d) => return Reply::diagnostics(&d, ""),
     };
-    if engine
-        .config()
-        .runbooks_path
-        .as_ref()
-        .is_some_and(|p| !p.is_dir())
-    {
-        return Reply::error(
-            "refused",
-            "MCP_RUNBOOKS_PATH names a file: runbooks are read only from it, so an upserted runbook would not be found",
-            Some("point MCP_RUNBOOKS_PATH at a directory, or unset it".into()),
-            None,
-        );
-    }
-    let dir = project_runbooks_dir(engine);
-    let path = dir.join(format!("{name}.json"));
-    let tmp = dir.join(format!(".{name}.json.infra-tmp"));
-    if let Some(refused) = intent(engine, "upsert", name, &path) {
-        return refused;
-    }
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&tmp, &text))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Reply::error(
-            "failed",
-            format!("cannot write `{}`: {e}", path.display()),
-            None,
-            None,
-        );
-    }
-    engine.reload_catalog();
+    let path = match engine.save_runbook(name, &text, "mcp") {
+        Ok(path) => path,
+        Err(e) => return write_refused(e),
+    };
     let mut r = Reply::ok(
         format!(
             "runbook `{name}` saved ({} steps, effects {})",
@@ -380,25 +344,24 @@ fn upsert(engine: &Engine, p: &Params) -> Reply {
     r
 }
 
-/// The audit intent of a front-end write (a project runbook file), fsync'd before the write; `Some` is the
-/// refusal when it cannot be written.
-fn intent(engine: &Engine, action: &str, name: &str, path: &std::path::Path) -> Option<Reply> {
-    let rec = engine::record::AuditRecord {
-        tool: Some("runbook".into()),
-        action: Some(action.to_owned()),
-        front_end: Some("mcp".into()),
-        effect: Some("write".into()),
-        args: Some(json!({"name": name, "path": path})),
-        ..engine::record::AuditRecord::new(engine::record::AuditKind::Intent)
-    };
-    engine.audit().record(&rec, true).err().map(|e| {
-        Reply::error(
+/// A project runbook file that was not written or removed, as a reply; nothing was changed.
+fn write_refused(e: engine::catalog::WriteError) -> Reply {
+    use engine::catalog::WriteError;
+    match e {
+        WriteError::RunbooksPathIsAFile => Reply::error(
+            "refused",
+            e.to_string(),
+            Some("point MCP_RUNBOOKS_PATH at a directory, or unset it".into()),
+            None,
+        ),
+        WriteError::Audit(a) => Reply::error(
             "audit_unavailable",
-            format!("{e}; nothing was written"),
+            format!("{a}; nothing was written"),
             None,
             None,
-        )
-    })
+        ),
+        WriteError::Io { .. } => Reply::error("failed", e.to_string(), None, None),
+    }
 }
 
 /// Deletes a project runbook that is alone in its own file; a built-in it replaced is used again.
@@ -432,7 +395,7 @@ fn delete(engine: &Engine, p: &Params) -> Reply {
     let own_file = path.file_stem().and_then(|s| s.to_str()) == Some(name)
         && path
             .parent()
-            .is_some_and(|p| p == project_runbooks_dir(engine));
+            .is_some_and(|p| p == engine::catalog::project_dir(engine.config()));
     if !own_file {
         return Reply::error(
             "refused",
@@ -444,19 +407,10 @@ fn delete(engine: &Engine, p: &Params) -> Reply {
             Some("/name".into()),
         );
     }
-    if let Some(refused) = intent(engine, "delete", name, &path) {
-        return refused;
-    }
-    if let Err(e) = std::fs::remove_file(&path) {
-        return Reply::error(
-            "failed",
-            format!("cannot delete `{}`: {e}", path.display()),
-            None,
-            None,
-        );
-    }
     let restores = entry.overrides;
-    engine.reload_catalog();
+    if let Err(e) = engine.delete_runbook(name, &path, "mcp") {
+        return write_refused(e);
+    }
     let mut r = Reply::ok(
         format!("runbook `{name}` deleted"),
         json!({"name": name, "path": path}),
