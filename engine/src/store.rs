@@ -91,18 +91,22 @@ impl Store {
         let conn = Connection::open(path).map_err(|e| err(&e))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| err(&e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
-        // stores made before runs and jobs named their owner's start time (and runs their owner)
-        for (table, column) in [
-            ("runs", "owner_pid"),
-            ("runs", "owner_start"),
-            ("jobs", "owner_start"),
-        ] {
-            add_column(&conn, table, column).map_err(|e| err(&e))?;
+        // switching a new file to WAL, or creating its tables, while another process does the same can
+        // answer "database is locked" at once (SQLite does not wait for those locks): try again, bounded
+        let started = std::time::Instant::now();
+        loop {
+            match init(&conn) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(err(&e)),
+            }
         }
         Ok(Store {
             path: path.to_owned(),
@@ -235,6 +239,22 @@ impl Store {
             None
         })
     }
+}
+
+/// Puts a store's file in WAL mode and makes its tables, adding the columns older versions lacked.
+fn init(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    // stores made before runs and jobs named their owner's start time (and runs their owner)
+    for (table, column) in [
+        ("runs", "owner_pid"),
+        ("runs", "owner_start"),
+        ("jobs", "owner_start"),
+    ] {
+        add_column(conn, table, column)?;
+    }
+    Ok(())
 }
 
 /// Adds a nullable INTEGER column to a table made by an older version, when it is missing.
