@@ -31,6 +31,16 @@ impl ToolParams for Params {
     const TOOL: &'static str = "help";
 }
 
+/// The words of a search query, lower-cased (none for no query).
+pub fn query_words(query: Option<&str>) -> Vec<String> {
+    query
+        .unwrap_or("")
+        .to_lowercase()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// How many of the query words `q` occur in `fields` (case-insensitive).
 pub fn matches_query(q: &[String], fields: &[&str]) -> usize {
     let hay = fields.join(" ").to_lowercase();
@@ -69,14 +79,7 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
         };
         return Reply::ok(format!("help for `{tool}`"), body);
     }
-    let q: Vec<String> = p
-        .query
-        .as_deref()
-        .unwrap_or("")
-        .to_lowercase()
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let q = query_words(p.query.as_deref());
     let mut found_tools = Vec::new();
     for t in listed {
         let n = matches_query(&q, &[&t.name, &t.title, &t.description]);

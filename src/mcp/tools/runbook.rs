@@ -122,14 +122,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
     let catalog = engine.catalog();
     match p.action {
         Action::List => {
-            let q: Vec<String> = p
-                .query
-                .as_deref()
-                .unwrap_or("")
-                .to_lowercase()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
+            let q = super::help::query_words(p.query.as_deref());
             let tags = p.tags.as_deref().unwrap_or_default();
             let limit = p.limit.unwrap_or(20) as usize;
             let mut items = Vec::new();

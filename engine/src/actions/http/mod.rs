@@ -135,12 +135,17 @@ const SECRET_HEADERS: &[&str] = &[
     "x-auth-token",
 ];
 
+/// Whether a header of this name carries a credential (any case).
+fn is_credential_header(name: &str) -> bool {
+    let k = name.to_ascii_lowercase();
+    SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret")
+}
+
 fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(h) = args.get("headers").and_then(Value::as_object) {
         for (k, v) in h {
-            let k = k.to_ascii_lowercase();
-            if (SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret"))
+            if is_credential_header(k)
                 && let Some(v) = v.as_str()
             {
                 out.push(v.to_owned());

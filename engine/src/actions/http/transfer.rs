@@ -175,10 +175,7 @@ pub(super) fn send(
                     // credentials are for the origin they were given for: the target's own headers
                     // and any credential header go no further
                     headers.retain(|(k, _)| {
-                        let lower = k.to_ascii_lowercase();
-                        !SECRET_HEADERS.contains(&lower.as_str())
-                            && !lower.contains("token")
-                            && !lower.contains("secret")
+                        !is_credential_header(k)
                             && !prepared
                                 .target_headers
                                 .iter()
