@@ -177,8 +177,8 @@ pub struct Basic {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TargetError {
-    /// `invalid_config` or `not_found`.
-    pub kind: &'static str,
+    /// `InvalidConfig` or `NotFound`.
+    pub kind: crate::error::ErrorKind,
     pub message: String,
     /// How to fix it.
     pub hint: String,
@@ -335,7 +335,7 @@ impl Targets {
         match t.diagnostics.first() {
             None => Ok(t),
             Some(d) => Err(TargetError {
-                kind: "invalid_config",
+                kind: crate::error::ErrorKind::InvalidConfig,
                 message: format!("the targets file has errors: {}", d.message),
                 hint: format!(
                     "fix it{}; `infra validate` shows every error",
@@ -350,7 +350,7 @@ impl Targets {
         self.targets.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
             TargetError {
-                kind: "not_found",
+                kind: crate::error::ErrorKind::NotFound,
                 message: format!("no target `{name}`"),
                 hint: match dsl::diagnostic::suggestion(name, known.iter().copied()) {
                     Some(s) => s,

@@ -4,6 +4,7 @@
 //! accepting a status from 200 to 499) through the engine, so those calls are audited like any
 //! other. Exit 1 when any check fails.
 
+use engine::error::ErrorKind;
 use serde_json::{Value, json};
 
 use super::{FAILED, OK, engine};
@@ -208,7 +209,7 @@ fn probe(
         Some(s) => {
             let err = s
                 .error
-                .unwrap_or_else(|| engine::actions::ActionError::new("failed", ""));
+                .unwrap_or_else(|| engine::actions::ActionError::new(ErrorKind::Failed, ""));
             Err((
                 e.redactor()
                     .redact(&format!("{}: {}", err.kind, err.message))

@@ -31,7 +31,7 @@ fn err(s: &StepOutcome) -> (String, Value) {
         .error
         .as_ref()
         .unwrap_or_else(|| panic!("expected an error, got {:?}", s.result));
-    (e.kind.clone(), e.result.clone().unwrap_or(Value::Null))
+    (e.kind.to_string(), e.result.clone().unwrap_or(Value::Null))
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

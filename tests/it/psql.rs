@@ -46,7 +46,7 @@ fn ok(s: &StepOutcome) -> &Value {
 fn kind(s: &StepOutcome) -> String {
     s.error
         .as_ref()
-        .map(|e| e.kind.clone())
+        .map(|e| e.kind.to_string())
         .unwrap_or_else(|| panic!("expected an error, got {:?}", s.result))
 }
 

@@ -42,7 +42,7 @@ fn error(s: &StepOutcome) -> (String, String) {
         .error
         .as_ref()
         .unwrap_or_else(|| panic!("expected an error, got {:?}", s.result));
-    (e.kind.clone(), e.message.clone())
+    (e.kind.to_string(), e.message.clone())
 }
 
 /// A path the server's own user can create, so a program or file write that got through would show.

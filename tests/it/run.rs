@@ -515,7 +515,7 @@ fn no_action_may_write_infra_records_through_a_hard_link() {
             ),
             json!({}),
         );
-        step(&o, "w").error.as_ref().map(|e| e.kind.clone())
+        step(&o, "w").error.as_ref().map(|e| e.kind.to_string())
     };
     for (_, link) in &links {
         for append in [true, false] {

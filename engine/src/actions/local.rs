@@ -10,6 +10,7 @@
 //! file under `runs/`, which costs a walk), so a hard link is refused; an append checks the
 //! descriptor it opened. `local.exec` is a shell and cannot be confined.
 
+use crate::error::ErrorKind;
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
@@ -193,7 +194,7 @@ fn decode_base64(s: &str) -> Result<Vec<u8>, super::ActionError> {
             b'/' | b'_' => 63,
             _ => {
                 return Err(super::ActionError::new(
-                    "invalid_args",
+                    ErrorKind::InvalidArgs,
                     "`stdin_base64`/`content_base64` is not base64",
                 ));
             }
@@ -232,8 +233,10 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             .filter_map(|x| x.as_str().map(str::to_owned))
             .collect();
         let Some((program, rest)) = argv.split_first() else {
-            return Err(super::ActionError::new("invalid_args", "`argv` is empty")
-                .hint("give the program and its arguments"));
+            return Err(
+                super::ActionError::new(ErrorKind::InvalidArgs, "`argv` is empty")
+                    .hint("give the program and its arguments"),
+            );
         };
         ProcessSpec {
             program: program.clone(),
@@ -252,7 +255,7 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         }
     } else {
         return Err(super::ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "give `command` (a shell line, or a program with `args`) or `argv`",
         ));
     };
@@ -271,7 +274,7 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     } else if let Some(path) = call.str_arg("stdin_file") {
         Some(std::fs::read(path).map_err(|e| {
             super::ActionError::new(
-                "not_found",
+                ErrorKind::NotFound,
                 format!("cannot read `stdin_file` `{path}`: {e}"),
             )
         })?)
@@ -279,10 +282,10 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         use std::io::Read;
         let mut bytes = Vec::new();
         crate::record::artifacts::open(&call.host.config().artifacts_root, uri)
-            .map_err(|e| super::ActionError::new("not_found", e.to_string()))?
+            .map_err(|e| super::ActionError::new(ErrorKind::NotFound, e.to_string()))?
             .read_to_end(&mut bytes)
             .map_err(|e| {
-                super::ActionError::new("not_found", format!("cannot read `{uri}`: {e}"))
+                super::ActionError::new(ErrorKind::NotFound, format!("cannot read `{uri}`: {e}"))
             })?;
         Some(bytes)
     } else {
@@ -305,9 +308,9 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
 
 fn io_err(what: &str, path: &str, e: &std::io::Error) -> super::ActionError {
     let kind = if e.kind() == std::io::ErrorKind::NotFound {
-        "not_found"
+        ErrorKind::NotFound
     } else {
-        "failed"
+        ErrorKind::Failed
     };
     super::ActionError::new(kind, format!("cannot {what} `{path}`: {e}"))
 }
@@ -411,7 +414,7 @@ fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
 
 fn refuse_record(path: &str) -> super::ActionError {
     super::ActionError::new(
-        "refused",
+        ErrorKind::Refused,
         format!(
             "`{path}` is one of infra's own records (audit log, store or run evidence), or a link to one; no action may write it"
         ),
@@ -429,7 +432,7 @@ fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         (None, Some(b)) => decode_base64(b)?,
         _ => {
             return Err(super::ActionError::new(
-                "invalid_args",
+                ErrorKind::InvalidArgs,
                 "give exactly one of `content` and `content_base64`",
             ));
         }
@@ -536,7 +539,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         "list" => list(call),
         "stat" => stat(call),
         other => Err(super::ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("local has no action `{other}`"),
         )),
     }

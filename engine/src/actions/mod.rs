@@ -21,7 +21,7 @@ use dsl::template::Mode;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
-pub use crate::error::ActionError;
+pub use crate::error::{ActionError, ErrorKind};
 pub use host::{Host, Nested, NestedOutcome, Pools};
 
 /// Which top-level argument fields are shell command lines or SQL text, given the arguments.
@@ -175,7 +175,7 @@ pub(crate) fn credential(
 ) -> Result<String, ActionError> {
     let v = config.vars.get(var).ok_or_else(|| {
         ActionError::new(
-            "invalid_config",
+            ErrorKind::InvalidConfig,
             format!("the {what} variable `{var}` is not set"),
         )
         .hint(format!("export {var} in the environment infra runs in"))
@@ -203,7 +203,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "http" => http::invoke(spec.name, call),
         "psql" => psql::invoke(spec.name, call),
         other => Err(ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("tool `{other}` has no implementation in this build"),
         )),
     }

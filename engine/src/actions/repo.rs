@@ -1,5 +1,6 @@
 //! `repo`: read-only views of a git repository (no opt-in needed).
 
+use crate::error::ErrorKind;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -149,7 +150,7 @@ pub(super) fn invoke(
         ),
         other => {
             return Err(super::ActionError::new(
-                "not_available",
+                ErrorKind::NotAvailable,
                 format!("repo has no action `{other}`"),
             ));
         }
@@ -161,9 +162,11 @@ pub(super) fn invoke(
         })
         .map_err(|e| match e {
             crate::git::GitError::NotARepo { .. } => {
-                super::ActionError::new("not_found", e.to_string())
+                super::ActionError::new(ErrorKind::NotFound, e.to_string())
                     .hint("pass `repo_path` inside a git work tree")
             }
-            crate::git::GitError::Git(_) => super::ActionError::new("failed", e.to_string()),
+            crate::git::GitError::Git(_) => {
+                super::ActionError::new(ErrorKind::Failed, e.to_string())
+            }
         })
 }

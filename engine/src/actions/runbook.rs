@@ -1,5 +1,6 @@
 //! `runbook`: the nested run of another runbook (`runbook.run`).
 
+use crate::error::ErrorKind;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -56,13 +57,13 @@ pub const MAX_NESTING: usize = 8;
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     if action != "run" {
         return Err(super::ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("runbook has no action `{action}`"),
         ));
     }
     if call.depth >= MAX_NESTING {
         return Err(super::ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             format!("runbooks nest deeper than {MAX_NESTING}"),
         ));
     }
@@ -71,7 +72,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         (None, Some(inline)) => super::Nested::Inline(inline),
         _ => {
             return Err(super::ActionError::new(
-                "invalid_args",
+                ErrorKind::InvalidArgs,
                 "give exactly one of `name` and `runbook`",
             ));
         }
@@ -97,7 +98,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         Ok(result)
     } else {
         Err(super::ActionError::new(
-            "failed",
+            ErrorKind::Failed,
             format!(
                 "nested runbook `{}` ended {:?}",
                 outcome.runbook, outcome.status

@@ -1,5 +1,6 @@
 //! `state`: small named values, in the session (memory) or persisted in the store.
 
+use crate::error::ErrorKind;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -175,7 +176,7 @@ fn scope_is_persistent(call: &super::Call<'_>) -> bool {
 }
 
 fn store_err(e: crate::store::StoreError) -> super::ActionError {
-    super::ActionError::new("store_unavailable", e.to_string())
+    super::ActionError::new(ErrorKind::StoreUnavailable, e.to_string())
 }
 
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
@@ -239,7 +240,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             )
         }
         other => Err(super::ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("state has no action `{other}`"),
         )),
     }

@@ -19,6 +19,7 @@
 //! is left (`output_incomplete`). A process that left the group and let go of the output is not
 //! seen.
 
+use crate::error::ErrorKind;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -246,7 +247,7 @@ pub fn run(
     }
     let mut child = cmd.spawn().map_err(|e| {
         ActionError::new(
-            "spawn_failed",
+            ErrorKind::SpawnFailed,
             format!("cannot start `{}`: {e}", spec.program),
         )
         .hint("check the program name and PATH, and `cwd`")
@@ -470,13 +471,13 @@ pub fn outcome(
     result["ok"] = ok.into();
     match ended {
         Some("timeout") => Err(ActionError::new(
-            "timeout",
+            ErrorKind::Timeout,
             "the command ran past its timeout; its process group was killed",
         )
         .hint("raise `timeout_ms`, or make the command finish sooner")
         .with_result(result)),
         Some(_) => Err(ActionError::new(
-            "cancelled",
+            ErrorKind::Cancelled,
             "the command was cancelled; its process group was killed",
         )
         .with_result(result)),
@@ -489,7 +490,7 @@ pub fn outcome(
                     exit.code.map_or("unknown".to_owned(), |c| c.to_string())
                 ),
             };
-            Err(ActionError::new("nonzero_exit", msg).with_result(result))
+            Err(ActionError::new(ErrorKind::NonzeroExit, msg).with_result(result))
         }
     }
 }

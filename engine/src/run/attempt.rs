@@ -13,6 +13,7 @@
 //! error. Every attempt writes the same artifact names, so a retry overwrites the previous
 //! attempt's artifacts.
 
+use crate::error::ErrorKind;
 use std::time::{Duration, Instant};
 
 use dsl::Effect;
@@ -71,7 +72,7 @@ impl RunCx<'_> {
         let result = (|| {
             if spec.unsafe_local && !engine.config.unsafe_local {
                 let e = ActionError::new(
-                    "refused",
+                    ErrorKind::Refused,
                     format!("`{}` is off: local processes and files need INFRA_UNSAFE_LOCAL=1", spec.qualified()),
                 )
                 .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
@@ -80,7 +81,7 @@ impl RunCx<'_> {
                 engine
                     .audit
                     .record(&rec, true)
-                    .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
+                    .map_err(|a| ActionError::new(ErrorKind::AuditUnavailable, a.to_string()))?;
                 return Err(e);
             }
             let value = Value::Object(args.clone());
@@ -100,7 +101,7 @@ impl RunCx<'_> {
                 .collect();
             if !errors.is_empty() {
                 let e = ActionError::new(
-                    "invalid_args",
+                    ErrorKind::InvalidArgs,
                     format!(
                         "rendered arguments of `{}` are invalid: {}",
                         spec.qualified(),
@@ -112,14 +113,17 @@ impl RunCx<'_> {
                 engine
                     .audit
                     .record(&rec, false)
-                    .map_err(|a| ActionError::new("audit_unavailable", a.to_string()))?;
+                    .map_err(|a| ActionError::new(ErrorKind::AuditUnavailable, a.to_string()))?;
                 return Err(e);
             }
             engine
                 .audit
                 .record(&audit_base, node.effect >= Effect::Write)
                 .map_err(|a| {
-                    ActionError::new("audit_unavailable", format!("{a}; the call was refused"))
+                    ActionError::new(
+                        ErrorKind::AuditUnavailable,
+                        format!("{a}; the call was refused"),
+                    )
                 })?;
             let timeout = node
                 .step
@@ -148,7 +152,7 @@ impl RunCx<'_> {
             // the effect happened; a failure to record its outcome is kept in the evidence
             if let Err(a) = engine.audit.record(&outcome, false) {
                 return Err(ActionError::new(
-                    "audit_incomplete",
+                    ErrorKind::AuditIncomplete,
                     format!("the call ran but its outcome could not be audited: {a}"),
                 ));
             }
@@ -169,7 +173,7 @@ impl RunCx<'_> {
                 (
                     st,
                     Some(ErrorInfo {
-                        kind: e.kind.clone(),
+                        kind: e.kind.to_string(),
                         message: engine.redactor.redact(&e.message).into_owned(),
                     }),
                     v,

@@ -1,6 +1,7 @@
 //! The engine value: one per process, holding the configuration, the catalog, the audit log, the
 //! store, the redactor, session state and the connection pools; and the `Host` actions see of it.
 
+use crate::error::ErrorKind;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -202,7 +203,7 @@ impl Host for Engine {
         let rb = self.nested_runbook(runbook)?;
         let o = self
             .run_runbook(rb, input, cancel, depth)
-            .map_err(|e| ActionError::new("invalid_args", e))?;
+            .map_err(|e| ActionError::new(ErrorKind::InvalidArgs, e))?;
         Ok(NestedOutcome {
             run_id: o.run_id,
             runbook: o.runbook,

@@ -17,6 +17,7 @@
 //! deeper; the nested run gets the cancel token but not the deadline. `record_call` records a front
 //! end's own call as a finished one-node run under `runs/call/`.
 
+use crate::error::ErrorKind;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,10 +67,10 @@ impl Engine {
                     if first.code == dsl::Code::UnknownRunbook
                         && matches!(which, crate::request::Which::Name(_)) =>
                 {
-                    ActionError::new("not_found", first.message.clone())
+                    ActionError::new(ErrorKind::NotFound, first.message.clone())
                 }
                 _ => ActionError::new(
-                    "invalid_args",
+                    ErrorKind::InvalidArgs,
                     d.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()

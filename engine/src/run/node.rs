@@ -8,6 +8,7 @@
 //! `timeout`; `nonzero_exit` only when listed; `refused`, `cancelled`, `invalid_args`, `template`
 //! and `audit_unavailable` never).
 
+use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ impl RunCx<'_> {
                 outputs: Value::Null,
                 artifacts: Vec::new(),
                 error: Some(ErrorInfo {
-                    kind: e.kind.clone(),
+                    kind: e.kind.to_string(),
                     message: self.engine.redactor.redact(&e.message).into_owned(),
                 }),
             },
@@ -207,23 +208,30 @@ impl RunCx<'_> {
                     Ok(t) if truthy(&t) => {}
                     Ok(_) => {
                         r = Err(ActionError::new(
-                            "until_not_met",
+                            ErrorKind::UntilNotMet,
                             format!("`until` stayed false after {attempt} attempt(s)"),
                         )
                         .with_result(v.clone()));
                     }
-                    Err(e) => return (Err(ActionError::new("template", e.message)), attempt),
+                    Err(e) => {
+                        return (
+                            Err(ActionError::new(ErrorKind::Template, e.message)),
+                            attempt,
+                        );
+                    }
                 }
             }
             let retryable = match &r {
                 Ok(_) => false,
-                Err(e) => match e.kind.as_str() {
-                    "until_not_met" => true,
-                    "timeout" => on.contains(&dsl::raw::RetryOn::Timeout),
-                    "nonzero_exit" => on.contains(&dsl::raw::RetryOn::NonzeroExit),
-                    "refused" | "cancelled" | "audit_unavailable" | "invalid_args" | "template" => {
-                        false
-                    }
+                Err(e) => match e.kind {
+                    ErrorKind::UntilNotMet => true,
+                    ErrorKind::Timeout => on.contains(&dsl::raw::RetryOn::Timeout),
+                    ErrorKind::NonzeroExit => on.contains(&dsl::raw::RetryOn::NonzeroExit),
+                    ErrorKind::Refused
+                    | ErrorKind::Cancelled
+                    | ErrorKind::AuditUnavailable
+                    | ErrorKind::InvalidArgs
+                    | ErrorKind::Template => false,
                     _ => on.contains(&dsl::raw::RetryOn::Error),
                 },
             };

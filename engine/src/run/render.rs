@@ -7,6 +7,7 @@
 //! step before any call, with a `rejected` audit record (best effort) and its journal entry.
 //! `outputs` are rendered with every result, then redacted.
 
+use crate::error::ErrorKind;
 use std::collections::HashMap;
 
 use dsl::template::{Mode, renderer};
@@ -53,7 +54,8 @@ impl RunCx<'_> {
         results: &HashMap<String, Value>,
     ) -> Result<Option<Prepared>, ActionError> {
         let base = self.context(node, results, None);
-        let template_err = |e: dsl::template::RenderError| ActionError::new("template", e.message);
+        let template_err =
+            |e: dsl::template::RenderError| ActionError::new(ErrorKind::Template, e.message);
         if let Some(w) = &node.step.when {
             let v = match w {
                 dsl::raw::BoolOrTemplate::Bool(b) => Value::Bool(*b),
@@ -76,7 +78,7 @@ impl RunCx<'_> {
                 };
                 let Value::Array(list) = list else {
                     return Err(ActionError::new(
-                        "template",
+                        ErrorKind::Template,
                         "`foreach` did not render to a list",
                     ));
                 };
@@ -133,12 +135,15 @@ impl RunCx<'_> {
 pub(super) fn render_args(node: &PlanNode, ctx: &Value) -> Result<Map<String, Value>, ActionError> {
     let (args, failed) = node.render_args(ctx, |_| true);
     if let Some((t, why)) = failed.first() {
-        return Err(ActionError::new("template", format!("`{}`: {why}", t.text)));
+        return Err(ActionError::new(
+            ErrorKind::Template,
+            format!("`{}`: {why}", t.text),
+        ));
     }
     match args {
         Value::Object(m) => Ok(m),
         _ => Err(ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "arguments must be a mapping",
         )),
     }

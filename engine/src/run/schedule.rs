@@ -249,7 +249,7 @@ pub(super) fn run_all<V: Visit>(
                             kind: o
                                 .error
                                 .as_ref()
-                                .map_or("step_failed".into(), |e| e.kind.clone()),
+                                .map_or("step_failed".into(), |e| e.kind.to_string()),
                             message: format!(
                                 "step `{}` {}: {}",
                                 node.step.id,
@@ -356,6 +356,7 @@ pub(super) fn run_all<V: Visit>(
 
 #[cfg(test)]
 mod tests {
+    use crate::error::ErrorKind;
     use std::sync::Arc;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -400,7 +401,7 @@ mod tests {
             duration_ms: 0,
             result: Some(Value::Null),
             error: (status != Status::Succeeded && status != Status::Skipped)
-                .then(|| ActionError::new("failed", "it failed")),
+                .then(|| ActionError::new(ErrorKind::Failed, "it failed")),
             reason: None,
         }
     }

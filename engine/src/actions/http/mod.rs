@@ -17,6 +17,7 @@
 pub mod guard;
 mod transfer;
 
+use crate::error::ErrorKind;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -234,13 +235,13 @@ impl Agents {
         if let Some(path) = ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 ActionError::new(
-                    "invalid_config",
+                    ErrorKind::InvalidConfig,
                     format!("cannot read `ca_file` {}: {e}", path.display()),
                 )
             })?;
             let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
                 ActionError::new(
-                    "invalid_config",
+                    ErrorKind::InvalidConfig,
                     format!("`ca_file` {} is not a PEM certificate: {e}", path.display()),
                 )
             })?;
@@ -248,7 +249,7 @@ impl Agents {
         }
         let tls = builder
             .build()
-            .map_err(|e| ActionError::new("failed", format!("TLS setup failed: {e}")))?;
+            .map_err(|e| ActionError::new(ErrorKind::Failed, format!("TLS setup failed: {e}")))?;
         let agent = ureq::AgentBuilder::new()
             .redirects(0)
             .resolver(guard::Guarded(policy))
@@ -281,7 +282,7 @@ struct Prepared {
 }
 
 fn invalid(msg: impl Into<String>) -> ActionError {
-    ActionError::new("invalid_args", msg)
+    ActionError::new(ErrorKind::InvalidArgs, msg)
 }
 
 fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {
@@ -297,7 +298,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         let t = targets.find(name, dir)?;
         target = t.http.clone().ok_or_else(|| {
             ActionError::new(
-                "invalid_config",
+                ErrorKind::InvalidConfig,
                 format!("target `{name}` has no `http` section"),
             )
             .hint("add `http: {base_url: …}` to the target")
@@ -323,7 +324,7 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         .map_err(|e| invalid(format!("`{url_text}` is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             format!(
                 "{}: scheme `{}` is not http or https",
                 guard::REFUSED,
@@ -433,7 +434,7 @@ fn headers_json(resp: &ureq::Response) -> Value {
 fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     if call.args.contains_key("save_to") && !call.host.config().unsafe_local {
         return Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             "`save_to` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
         )
         .hint("leave it out: a large body goes to an artifact"));
@@ -486,12 +487,16 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
                 );
                 w
             }
-            Err(e) if !last && matches!(e.kind.as_str(), "connect_failed" | "http_failed") => delay,
+            Err(e)
+                if !last && matches!(e.kind, ErrorKind::ConnectFailed | ErrorKind::HttpFailed) =>
+            {
+                delay
+            }
             Err(e) => return Err(e),
         };
         if call.deadline.is_some_and(|d| Instant::now() + wait >= d) {
             return Err(ActionError::new(
-                "timeout",
+                ErrorKind::Timeout,
                 format!(
                     "{}: no success before the timeout ({attempt} attempts)",
                     prepared.url
@@ -500,7 +505,10 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
         }
         waited.push(wait.as_millis() as u64);
         if !call.cancel.sleep(wait) {
-            return Err(ActionError::new("cancelled", "the request was cancelled"));
+            return Err(ActionError::new(
+                ErrorKind::Cancelled,
+                "the request was cancelled",
+            ));
         }
         delay = delay.saturating_mul(2);
     };
@@ -554,11 +562,12 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     if ok {
         Ok(out)
     } else {
-        Err(
-            ActionError::new("unexpected_status", format!("{url} answered {status}"))
-                .hint("see `body`; set `expect_status` if this status is expected")
-                .with_result(out),
+        Err(ActionError::new(
+            ErrorKind::UnexpectedStatus,
+            format!("{url} answered {status}"),
         )
+        .hint("see `body`; set `expect_status` if this status is expected")
+        .with_result(out))
     }
 }
 
@@ -599,7 +608,7 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
         } else {
             format!("status {status} is not the expected one")
         };
-        Err(ActionError::new("check_failed", format!("{url}: {why}")).with_result(out))
+        Err(ActionError::new(ErrorKind::CheckFailed, format!("{url}: {why}")).with_result(out))
     }
 }
 
@@ -608,7 +617,7 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         "request" => request(call),
         "check" => check(call),
         other => Err(ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("http has no action `{other}`"),
         )),
     }

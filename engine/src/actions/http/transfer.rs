@@ -3,6 +3,7 @@
 //! the response body read to its end or to `max_bytes` (the first `INLINE` bytes in memory, all of it
 //! in an artifact or a host file past that).
 
+use crate::error::ErrorKind;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -64,22 +65,22 @@ pub(super) fn transport_error(e: &ureq::Transport, url: &url::Url) -> ActionErro
             .find(guard::REFUSED)
             .map_or(text.as_str(), |i| &text[i..])
             .to_owned();
-        return ActionError::new("refused", format!("{url}: {why}"))
+        return ActionError::new(ErrorKind::Refused, format!("{url}: {why}"))
             .hint("nothing was sent; an operator can allow the range on a target");
     }
     if text.contains("timed out") || text.contains("WouldBlock") {
-        return ActionError::new("timeout", format!("{url}: timed out"))
+        return ActionError::new(ErrorKind::Timeout, format!("{url}: timed out"))
             .hint("raise `timeout_ms`, or check that the server answers");
     }
     if text.contains("certificate") || text.contains("handshake") {
-        return ActionError::new("tls_failed", format!("{url}: {text}")).hint(
+        return ActionError::new(ErrorKind::TlsFailed, format!("{url}: {text}")).hint(
             "for a private CA, set `ca_file` on the target (a PEM file of the CA certificates)",
         );
     }
     let kind = match e.kind() {
-        ureq::ErrorKind::Dns => "dns_failed",
-        ureq::ErrorKind::ConnectionFailed => "connect_failed",
-        _ => "http_failed",
+        ureq::ErrorKind::Dns => ErrorKind::DnsFailed,
+        ureq::ErrorKind::ConnectionFailed => ErrorKind::ConnectFailed,
+        _ => ErrorKind::HttpFailed,
     };
     ActionError::new(kind, format!("{url}: {text}"))
 }
@@ -115,7 +116,10 @@ pub(super) fn send(
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ActionError::new("timeout", format!("{url}: timed out")));
+                return Err(ActionError::new(
+                    ErrorKind::Timeout,
+                    format!("{url}: timed out"),
+                ));
             }
             req = req.timeout(left);
         }
@@ -142,16 +146,19 @@ pub(super) fn send(
             (301 | 302 | 303 | 307 | 308, Some(loc)) => {
                 if hops.len() >= MAX_REDIRECTS {
                     return Err(ActionError::new(
-                        "too_many_redirects",
+                        ErrorKind::TooManyRedirects,
                         format!("{url}: more than {MAX_REDIRECTS} redirects"),
                     ));
                 }
                 let next = url.join(&loc).map_err(|e| {
-                    ActionError::new("http_failed", format!("{url}: bad Location `{loc}`: {e}"))
+                    ActionError::new(
+                        ErrorKind::HttpFailed,
+                        format!("{url}: bad Location `{loc}`: {e}"),
+                    )
                 })?;
                 if !matches!(next.scheme(), "http" | "https") {
                     return Err(ActionError::new(
-                        "refused",
+                        ErrorKind::Refused,
                         format!(
                             "{url}: redirect to `{next}`: {}: scheme `{}` is not http or https",
                             guard::REFUSED,
@@ -212,8 +219,9 @@ pub(super) fn read_body(
     let mut file: Option<(std::fs::File, std::path::PathBuf)> = None;
     if let Some(path) = save_to {
         let tmp = crate::actions::temp_sibling(std::path::Path::new(path));
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| ActionError::new("failed", format!("cannot write `{path}`: {e}")))?;
+        let f = std::fs::File::create(&tmp).map_err(|e| {
+            ActionError::new(ErrorKind::Failed, format!("cannot write `{path}`: {e}"))
+        })?;
         file = Some((f, tmp));
     }
     let mut buf = vec![0u8; 64 * 1024];
@@ -226,7 +234,7 @@ pub(super) fn read_body(
     loop {
         if call.cancel.is_cancelled() {
             return Err(ActionError::new(
-                "cancelled",
+                ErrorKind::Cancelled,
                 failed("the request was cancelled".into(), &file),
             ));
         }
@@ -239,9 +247,9 @@ pub(super) fn read_body(
                     e.kind(),
                     std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
                 ) {
-                    "timeout"
+                    ErrorKind::Timeout
                 } else {
-                    "http_failed"
+                    ErrorKind::HttpFailed
                 };
                 return Err(ActionError::new(
                     kind,
@@ -253,7 +261,7 @@ pub(super) fn read_body(
         bytes += n as u64;
         if bytes > max_bytes {
             return Err(ActionError::new(
-                "too_large",
+                ErrorKind::TooLarge,
                 failed(
                     format!("the response body is larger than `max_bytes` ({max_bytes})"),
                     &file,
@@ -264,7 +272,10 @@ pub(super) fn read_body(
         hasher.update(chunk);
         if let Some((f, _)) = &mut file {
             f.write_all(chunk).map_err(|e| {
-                ActionError::new("failed", failed(format!("writing the body: {e}"), &file))
+                ActionError::new(
+                    ErrorKind::Failed,
+                    failed(format!("writing the body: {e}"), &file),
+                )
             })?;
         }
         if kept.len() < INLINE {
@@ -278,17 +289,22 @@ pub(super) fn read_body(
                 "body",
                 call.host.redactor().clone(),
             )
-            .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
+            .map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("cannot make the artifact: {e}"))
+            })?;
             // what was kept so far, then this chunk's rest
             let before = (bytes - n as u64) as usize;
             let w_res = w
                 .write_all(&kept[..before.min(kept.len())])
                 .and_then(|()| w.write_all(chunk));
-            w_res.map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?;
+            w_res.map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("writing the artifact: {e}"))
+            })?;
             spill = Some(w);
         } else if let Some(w) = &mut spill {
-            w.write_all(chunk)
-                .map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?;
+            w.write_all(chunk).map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("writing the artifact: {e}"))
+            })?;
         }
     }
     if let Some((f, tmp)) = file {
@@ -297,14 +313,13 @@ pub(super) fn read_body(
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
-                ActionError::new("failed", format!("cannot write `{path}`: {e}"))
+                ActionError::new(ErrorKind::Failed, format!("cannot write `{path}`: {e}"))
             })?;
     }
     let artifact = match spill {
-        Some(w) => Some(
-            w.finish()
-                .map_err(|e| ActionError::new("failed", format!("writing the artifact: {e}")))?,
-        ),
+        Some(w) => Some(w.finish().map_err(|e| {
+            ActionError::new(ErrorKind::Failed, format!("writing the artifact: {e}"))
+        })?),
         None => None,
     };
     Ok(Body {

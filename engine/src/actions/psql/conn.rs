@@ -15,6 +15,7 @@
 //! SQLSTATE, detail and hint (class 28: `auth_failed`; 08 and 57P: `connect_failed`; 25006:
 //! `refused`). The client runs on the engine's step threads only.
 
+use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -40,7 +41,7 @@ pub struct Resolved {
 }
 
 fn config_err(msg: String) -> ActionError {
-    ActionError::new("invalid_config", msg)
+    ActionError::new(ErrorKind::InvalidConfig, msg)
 }
 
 /// The connection of a call: `target`/`profile_name`, else `connection`, else the only target with a
@@ -238,7 +239,7 @@ fn check_read_only_role(c: &mut Client, label: &str) -> Result<(), ActionError> 
         return Ok(());
     }
     Err(ActionError::new(
-        "refused",
+        ErrorKind::Refused,
         format!(
             "the target is read-only, but the server lets its role `{name}` ({label}) write: {}; nothing was run",
             why.join("; ")
@@ -255,7 +256,7 @@ const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET
 
 fn tls() -> Result<MakeTlsConnector, ActionError> {
     let c = native_tls::TlsConnector::new()
-        .map_err(|e| ActionError::new("failed", format!("TLS setup failed: {e}")))?;
+        .map_err(|e| ActionError::new(ErrorKind::Failed, format!("TLS setup failed: {e}")))?;
     Ok(MakeTlsConnector::new(c))
 }
 
@@ -269,14 +270,14 @@ pub fn db_error(e: &postgres::Error, what: &str) -> ActionError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         let kind = if is_auth(code) {
-            "auth_failed"
+            ErrorKind::AuthFailed
         } else if code.starts_with("08") || code.starts_with("57P") {
             // connection exceptions, and the server shutting down
-            "connect_failed"
+            ErrorKind::ConnectFailed
         } else if code == "25006" {
-            "refused"
+            ErrorKind::Refused
         } else {
-            "sql_error"
+            ErrorKind::SqlError
         };
         let mut err = ActionError::new(kind, format!("{what}: {} (SQLSTATE {code})", db.message()));
         let mut hint = Vec::new();
@@ -293,11 +294,11 @@ pub fn db_error(e: &postgres::Error, what: &str) -> ActionError {
     }
     let text = e.to_string();
     let kind = if e.is_closed() || text.contains("connect") || text.contains("Connection refused") {
-        "connect_failed"
+        ErrorKind::ConnectFailed
     } else if text.contains("timed out") {
-        "timeout"
+        ErrorKind::Timeout
     } else {
-        "db_failed"
+        ErrorKind::DbFailed
     };
     ActionError::new(kind, format!("{what}: {text}"))
 }
@@ -358,8 +359,8 @@ impl Pool {
     fn connect(&self, r: &Resolved) -> Result<Client, ActionError> {
         r.config.connect(tls()?).map_err(|e| {
             let mut err = db_error(&e, &format!("cannot connect to {}", r.label));
-            if err.kind == "db_failed" {
-                err.kind = "connect_failed".into();
+            if err.kind == ErrorKind::DbFailed {
+                err.kind = ErrorKind::ConnectFailed;
             }
             if err.hint.is_none() {
                 err = err
@@ -436,13 +437,13 @@ impl Pool {
             // the server's "canceling statement due to statement timeout/user request" (57014)
             if e.message.contains("57014") || interrupted >= 2 {
                 if interrupted == 3 || (call.cancel.is_cancelled() && interrupted != 2) {
-                    e.kind = "cancelled".into();
+                    e.kind = ErrorKind::Cancelled;
                     e.message = format!(
                         "cancelled; the server stopped the statement ({})",
                         e.message
                     );
                 } else {
-                    e.kind = "timeout".into();
+                    e.kind = ErrorKind::Timeout;
                     e.message = format!(
                         "the statement ran past its timeout and the server stopped it ({})",
                         e.message

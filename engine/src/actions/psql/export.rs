@@ -1,6 +1,7 @@
 //! `psql.export`: a table or one whole query streamed out with `COPY … TO STDOUT` as CSV or JSON Lines,
 //! into an artifact or a host file (through a temporary sibling renamed over it), with its digest.
 
+use crate::error::ErrorKind;
 use std::io::{Read, Write};
 
 use serde_json::{Value, json};
@@ -69,7 +70,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
     let file_path = call.str_arg("file_path").filter(|p| !p.is_empty());
     if file_path.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             "`file_path` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
         )
         .hint("leave it out to export into an artifact"));
@@ -94,7 +95,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
                 Ok((Effect::Read, _)) => {}
                 Ok((e, why)) => {
                     return Err(ActionError::new(
-                        "refused",
+                        ErrorKind::Refused,
                         format!(
                             "an export runs a read-only query, and this one is `{e}` ({why}); nothing was sent"
                         ),
@@ -104,7 +105,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
             }
             sql::enclosable(q).map_err(|e| {
                 ActionError::new(
-                    "refused",
+                    ErrorKind::Refused,
                     format!("`query` must be one whole query ({e}); nothing was sent"),
                 )
                 .hint(
@@ -145,7 +146,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
             })?;
             if stmt.columns().is_empty() {
                 return Err(ActionError::new(
-                    "refused",
+                    ErrorKind::Refused,
                     "`query` returns no rows, so there is nothing to export; nothing was run",
                 ));
             }
@@ -153,7 +154,9 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         let mut reader = tx
             .copy_out(copy.as_str())
             .map_err(|e| conn::db_error(&e, "starting the export"))?;
-        let io = |e: std::io::Error| ActionError::new("failed", format!("writing the export: {e}"));
+        let io = |e: std::io::Error| {
+            ActionError::new(ErrorKind::Failed, format!("writing the export: {e}"))
+        };
         let mut to = match &tmp {
             Some(t) => ExportSink::File(std::io::BufWriter::with_capacity(
                 256 * 1024,
@@ -183,7 +186,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
             let mut n = 0;
             while n < buf.len() {
                 let got = reader.read(&mut buf[n..]).map_err(|e| {
-                    ActionError::new("db_failed", format!("reading the export: {e}"))
+                    ActionError::new(ErrorKind::DbFailed, format!("reading the export: {e}"))
                 })?;
                 if got == 0 {
                     ended = true;
@@ -262,7 +265,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         (Some(p), Some(t), _) => {
             std::fs::rename(t, p).map_err(|e| {
                 let _ = std::fs::remove_file(t);
-                ActionError::new("failed", format!("cannot write `{p}`: {e}"))
+                ActionError::new(ErrorKind::Failed, format!("cannot write `{p}`: {e}"))
             })?;
             out["file_path"] = p.into();
             out["artifacts"] = json!([]);

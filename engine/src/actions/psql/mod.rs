@@ -8,6 +8,7 @@ mod export;
 pub mod sql;
 pub mod values;
 
+use crate::error::ErrorKind;
 use std::io::Write;
 
 use postgres::Client;
@@ -283,7 +284,7 @@ const DEFAULT_MAX_ROWS: u64 = 10_000;
 const BATCH: i32 = 1000;
 
 fn invalid(msg: impl Into<String>) -> ActionError {
-    ActionError::new("invalid_args", msg)
+    ActionError::new(ErrorKind::InvalidArgs, msg)
 }
 
 /// `sql` as one statement, or why not.
@@ -292,7 +293,7 @@ fn one_statement(sql: &str) -> Result<(), ActionError> {
         Ok(1) => Ok(()),
         Ok(0) => Err(invalid("`sql` holds no statement")),
         Ok(n) => Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             format!("`sql` holds {n} statements; one call runs one statement"),
         )
         .hint("use `transaction` for several statements; nothing was sent")),
@@ -308,7 +309,7 @@ fn refuse_writes(sql: &str, read_only: bool) -> Result<(), ActionError> {
     match sql::classify(sql) {
         Ok((Effect::Read, _)) => Ok(()),
         Ok((e, why)) => Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             format!("this call is read-only and the statement is `{e}` ({why}); nothing was sent"),
         )
         .hint("run it without `read_only` (and on a target that is not read-only)")),
@@ -354,7 +355,7 @@ fn row_json(row: &postgres::Row) -> Result<Value, ActionError> {
     for (i, c) in row.columns().iter().enumerate() {
         let cell: Cell = row.try_get(i).map_err(|e| {
             ActionError::new(
-                "db_failed",
+                ErrorKind::DbFailed,
                 format!("cannot read column `{}`: {e}", c.name()),
             )
         })?;
@@ -376,7 +377,9 @@ impl RowSink<'_> {
     fn push(&mut self, v: Value) -> Result<(), ActionError> {
         let line = v.to_string();
         self.rows += 1;
-        let io = |e: std::io::Error| ActionError::new("failed", format!("writing the rows: {e}"));
+        let io = |e: std::io::Error| {
+            ActionError::new(ErrorKind::Failed, format!("writing the rows: {e}"))
+        };
         if let Some(w) = &mut self.spill {
             return w
                 .write_all(line.as_bytes())
@@ -473,9 +476,9 @@ fn query(call: &Call<'_>) -> Result<Value, ActionError> {
     out["rows"] = Value::Array(sink.kept);
     match sink.spill {
         Some(w) => {
-            let a = w
-                .finish()
-                .map_err(|e| ActionError::new("failed", format!("writing the rows: {e}")))?;
+            let a = w.finish().map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("writing the rows: {e}"))
+            })?;
             out["rows_uri"] = a.uri.clone().into();
             out["artifacts"] = json!([a.to_json()]);
         }
@@ -657,10 +660,11 @@ fn describe(call: &Call<'_>) -> Result<Value, ActionError> {
         Ok((all(cols)?, all(idx)?, all(cons)?))
     })?;
     if cols.is_empty() {
-        return Err(
-            ActionError::new("not_found", format!("no table `{table}` in {}", r.label))
-                .hint("`psql {action: tables}` lists them"),
-        );
+        return Err(ActionError::new(
+            ErrorKind::NotFound,
+            format!("no table `{table}` in {}", r.label),
+        )
+        .hint("`psql {action: tables}` lists them"));
     }
     Ok(json!({
         "table": table,
@@ -681,7 +685,7 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         "tables" => tables(call),
         "describe" => describe(call),
         other => Err(ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("psql has no action `{other}`"),
         )),
     }

@@ -7,6 +7,7 @@
 //! then `exec`s `/bin/sh -c <command>` in the same process; on timeout or cancel a second channel runs
 //! `kill -KILL -- -<pgid>`, which ends the command and everything it started.
 
+use crate::error::ErrorKind;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -350,7 +351,7 @@ pub fn run(
         let result = outcome(head, started, &exit, ended, streams, cap)
             .unwrap_or_else(|e| e.result.unwrap_or(Value::Null));
         return Err(ActionError::new(
-            "ssh_failed",
+            ErrorKind::SshFailed,
             format!("the connection failed while the command ran: {e}"),
         )
         .hint("the command may still be running on the host; check before running it again")

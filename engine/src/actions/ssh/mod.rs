@@ -16,6 +16,7 @@ pub mod exec;
 pub mod session;
 pub mod sftp;
 
+use crate::error::ErrorKind;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Instant;
@@ -260,7 +261,7 @@ const BATCH_CAP: usize = 64 * 1024;
 fn refuse_local(call: &Call<'_>, key: &str) -> Result<(), ActionError> {
     if call.args.contains_key(key) && !call.host.config().unsafe_local {
         return Err(ActionError::new(
-            "refused",
+            ErrorKind::Refused,
             format!("`{key}` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1"),
         )
         .hint("use an artifact instead, or start infra with INFRA_UNSAFE_LOCAL=1"));
@@ -278,12 +279,12 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 
 fn open_artifact(call: &Call<'_>, uri: &str) -> Result<std::fs::File, ActionError> {
     crate::record::artifacts::open(&call.host.config().artifacts_root, uri)
-        .map_err(|e| ActionError::new("not_found", e.to_string()))
+        .map_err(|e| ActionError::new(ErrorKind::NotFound, e.to_string()))
 }
 
 fn open_local(path: &str) -> Result<std::fs::File, ActionError> {
     std::fs::File::open(path)
-        .map_err(|e| ActionError::new("not_found", format!("cannot read `{path}`: {e}")))
+        .map_err(|e| ActionError::new(ErrorKind::NotFound, format!("cannot read `{path}`: {e}")))
 }
 
 /// The command line and its settings, from `command`, `command` + `args`, or `argv`.
@@ -291,7 +292,7 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
     let a = call.args;
     let line = if let Some(argv) = strings(a.get("argv")) {
         if argv.is_empty() {
-            return Err(ActionError::new("invalid_args", "`argv` is empty")
+            return Err(ActionError::new(ErrorKind::InvalidArgs, "`argv` is empty")
                 .hint("give the program and its arguments"));
         }
         exec::join_argv(&argv)
@@ -306,7 +307,7 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
         }
     } else {
         return Err(ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "give `command` (a shell line, or a program with `args`) or `argv`",
         ));
     };
@@ -315,7 +316,7 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
         for (k, v) in map {
             if !exec::valid_env_name(k) {
                 return Err(ActionError::new(
-                    "invalid_args",
+                    ErrorKind::InvalidArgs,
                     format!("`env` key `{k}` is not a variable name"),
                 )
                 .hint("use letters, digits and `_`, not starting with a digit"));
@@ -323,7 +324,7 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
             let v = v.as_str().unwrap_or_default();
             if v.contains('\0') {
                 return Err(ActionError::new(
-                    "invalid_args",
+                    ErrorKind::InvalidArgs,
                     format!("`env` value of `{k}` holds a NUL byte, which no environment can hold"),
                 ));
             }
@@ -332,7 +333,7 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
     }
     if !env.is_empty() && call.bool_arg("pty").unwrap_or(false) {
         return Err(ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "`env` with `pty: true`: the values travel on standard input, which a terminal would echo back",
         )
         .hint("drop `pty`, or set the variables in the command itself"));
@@ -461,7 +462,7 @@ fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         }
         if names.is_empty() {
             return Err(ActionError::new(
-                "not_found",
+                ErrorKind::NotFound,
                 format!("no target has the label `{label}`"),
             )
             .hint("`context {action: targets}` lists targets and their labels"));
@@ -469,7 +470,7 @@ fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     }
     if names.is_empty() {
         return Err(ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "give `targets` (names) or `label`",
         ));
     }
@@ -531,7 +532,7 @@ fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         Ok(out)
     } else {
         Err(ActionError::new(
-            "partial_failure",
+            ErrorKind::PartialFailure,
             format!(
                 "{} of {} targets failed: {}",
                 failed.len(),
@@ -562,10 +563,11 @@ fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     if code == Some(0) {
         Ok(out)
     } else {
-        Err(
-            ActionError::new("nonzero_exit", "`true` did not succeed on the target")
-                .with_result(out),
+        Err(ActionError::new(
+            ErrorKind::NonzeroExit,
+            "`true` did not succeed on the target",
         )
+        .with_result(out))
     }
 }
 
@@ -650,7 +652,7 @@ fn upload(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         .collect();
     if given.len() != 1 {
         return Err(ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             "give exactly one of `content`, `content_base64`, `artifact` and `local_path`",
         ));
     }
@@ -696,20 +698,21 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         let p = std::path::Path::new(local);
         let tmp = super::temp_sibling(p);
         let r = with_conn(call, cx, name, |conn| {
-            let mut f = std::fs::File::create(&tmp)
-                .map_err(|e| ActionError::new("failed", format!("cannot write `{local}`: {e}")))?;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("cannot write `{local}`: {e}"))
+            })?;
             let mut w = HashingWriter::new(&mut f);
             let bytes = sftp::download(conn, cx.limits, remote, &mut w, max)?;
             let sha = w.finish();
             f.sync_all()
-                .map_err(|e| ActionError::new("failed", e.to_string()))?;
+                .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
             Ok(json!({"local_path": local, "bytes": bytes, "sha256": sha}))
         });
         match r {
             Ok(v) => {
                 std::fs::rename(&tmp, p).map_err(|e| {
                     let _ = std::fs::remove_file(&tmp);
-                    ActionError::new("failed", format!("cannot replace `{local}`: {e}"))
+                    ActionError::new(ErrorKind::Failed, format!("cannot replace `{local}`: {e}"))
                 })?;
                 v
             }
@@ -726,15 +729,18 @@ fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
                 &base,
                 call.host.redactor().clone(),
             )
-            .map_err(|e| ActionError::new("failed", format!("cannot make the artifact: {e}")))?;
+            .map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("cannot make the artifact: {e}"))
+            })?;
             if let Err(e) = sftp::download(conn, cx.limits, remote, &mut w, max) {
                 // nothing half-written is left behind
                 drop(w);
                 let _ = std::fs::remove_file(call.dir.join(&base));
                 return Err(e);
             }
-            w.finish()
-                .map_err(|e| ActionError::new("failed", format!("cannot write the artifact: {e}")))
+            w.finish().map_err(|e| {
+                ActionError::new(ErrorKind::Failed, format!("cannot write the artifact: {e}"))
+            })
         })?;
         json!({"uri": a.uri, "bytes": a.bytes, "sha256": a.sha256, "artifacts": [a.to_json()]})
     };
@@ -797,7 +803,7 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         "upload" => upload(call, &cx),
         "download" => download(call, &cx),
         other => Err(ActionError::new(
-            "not_available",
+            ErrorKind::NotAvailable,
             format!("ssh has no action `{other}`"),
         )),
     }

@@ -27,6 +27,7 @@
 //! `Stop::into_error` makes the `timeout`, `cancelled` and `ssh_failed` errors. All of this runs on
 //! the engine's step threads, never on an async runtime.
 
+use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -67,14 +68,14 @@ impl Stop {
     /// The action error for this stop, `what` saying what was being done.
     pub fn into_error(self, what: &str) -> ActionError {
         match self {
-            Stop::Timeout => ActionError::new("timeout", format!("{what}: timed out"))
+            Stop::Timeout => ActionError::new(ErrorKind::Timeout, format!("{what}: timed out"))
                 .hint("raise `timeout_ms`, or check that the host answers"),
-            Stop::Cancelled => ActionError::new("cancelled", format!("{what}: cancelled")),
+            Stop::Cancelled => ActionError::new(ErrorKind::Cancelled, format!("{what}: cancelled")),
             Stop::Ssh(e) => ActionError::new(
-                "ssh_failed",
+                ErrorKind::SshFailed,
                 format!("{what}: {} ({})", e.message(), e.code()),
             ),
-            Stop::Io(e) => ActionError::new("ssh_failed", format!("{what}: {e}")),
+            Stop::Io(e) => ActionError::new(ErrorKind::SshFailed, format!("{what}: {e}")),
         }
     }
 }
@@ -267,7 +268,7 @@ fn known_hosts_name(host: &str, port: u16) -> String {
     }
 }
 
-fn refused(kind: &str, message: String, hint: String) -> ActionError {
+fn refused(kind: ErrorKind, message: String, hint: String) -> ActionError {
     ActionError::new(kind, message).hint(hint)
 }
 
@@ -300,7 +301,7 @@ fn check_host_key(
 ) -> Result<(String, &'static str), ActionError> {
     let (key, ktype) = session
         .host_key()
-        .ok_or_else(|| ActionError::new("ssh_failed", "the server sent no host key"))?;
+        .ok_or_else(|| ActionError::new(ErrorKind::SshFailed, "the server sent no host key"))?;
     let fingerprint = format!(
         "SHA256:{}",
         crate::record::redact::base64(
@@ -314,7 +315,7 @@ fn check_host_key(
     if let Some(pin) = &t.fingerprint {
         if pin.trim_end_matches('=') != fingerprint {
             return Err(refused(
-                "host_key_mismatch",
+                ErrorKind::HostKeyMismatch,
                 format!(
                     "target `{name}`: the host key of {host}:{port} is {fingerprint}, not the pinned {pin}; nothing was sent"
                 ),
@@ -326,13 +327,13 @@ fn check_host_key(
     let (files, own) = known_hosts_files(config, t);
     let mut kh = session
         .known_hosts()
-        .map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
+        .map_err(|e| ActionError::new(ErrorKind::SshFailed, e.message().to_owned()))?;
     for f in &files {
         if f.is_file() {
             kh.read_file(f, ssh2::KnownHostFileKind::OpenSSH)
                 .map_err(|e| {
                     ActionError::new(
-                        "invalid_config",
+                        ErrorKind::InvalidConfig,
                         format!("cannot read known_hosts `{}`: {}", f.display(), e.message()),
                     )
                 })?;
@@ -342,7 +343,7 @@ fn check_host_key(
     match kh.check_port(host, port, key) {
         CheckResult::Match => Ok((fingerprint, type_name)),
         CheckResult::Mismatch => Err(refused(
-            "host_key_changed",
+            ErrorKind::HostKeyChanged,
             format!(
                 "target `{name}`: the host key of {host}:{port} has changed (now {type_name} {fingerprint}); nothing was sent"
             ),
@@ -356,14 +357,14 @@ fn check_host_key(
             );
             append_line(&own, &line).map_err(|e| {
                 ActionError::new(
-                    "failed",
+                    ErrorKind::Failed,
                     format!("cannot record the new host key in `{}`: {e}", own.display()),
                 )
             })?;
             Ok((fingerprint, type_name))
         }
         CheckResult::NotFound => Err(refused(
-            "host_key_unknown",
+            ErrorKind::HostKeyUnknown,
             format!(
                 "target `{name}`: {host}:{port} is not in known_hosts ({}); its key is {type_name} {fingerprint}; nothing was sent",
                 files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -374,7 +375,7 @@ fn check_host_key(
             ),
         )),
         CheckResult::Failure => Err(ActionError::new(
-            "ssh_failed",
+            ErrorKind::SshFailed,
             format!("target `{name}`: the host key check failed"),
         )),
     }
@@ -458,7 +459,7 @@ fn authenticate(
                 "fix `key_file` in targets"
             };
             return Err(ActionError::new(
-                "invalid_config",
+                ErrorKind::InvalidConfig,
                 format!("target `{name}`: the key file `{key}` does not exist"),
             )
             .hint(hint));
@@ -484,13 +485,13 @@ fn authenticate(
     }
     if tried.is_empty() {
         return Err(ActionError::new(
-            "invalid_config",
+            ErrorKind::InvalidConfig,
             format!("target `{name}` has no credentials"),
         )
         .hint("set `key_file`, `password_env` or `agent: true` in targets"));
     }
     Err(ActionError::new(
-        "auth_failed",
+        ErrorKind::AuthFailed,
         format!(
             "target `{name}`: {user}@{} refused {} authentication{}",
             t.host.as_deref().unwrap_or_default(),
@@ -518,7 +519,7 @@ fn tunnel(
         .request(limits, || via.session.channel_direct_tcpip(host, port, None))
         .map_err(|s| match s {
             Stop::Ssh(e) => ActionError::new(
-                "connect_failed",
+                ErrorKind::ConnectFailed,
                 format!(
                     "the bastion could not reach {host}:{port}: {}",
                     e.message()
@@ -527,11 +528,12 @@ fn tunnel(
             .hint("check the target's host and port as seen from the bastion, and that it allows TCP forwarding"),
             s => s.into_error("opening the tunnel"),
         })?;
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| ActionError::new("failed", format!("cannot make a socket pair: {e}")))?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+        ActionError::new(ErrorKind::Failed, format!("cannot make a socket pair: {e}"))
+    })?;
     let mut to_local = ours
         .try_clone()
-        .map_err(|e| ActionError::new("failed", e.to_string()))?;
+        .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
     let mut from_local = ours;
     // channel → local
     {
@@ -584,8 +586,11 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
     let t = &ep.target;
     let name = &ep.name;
     let host = t.host.clone().ok_or_else(|| {
-        ActionError::new("invalid_config", format!("target `{name}` has no `host`"))
-            .hint("set `host` for this target in targets")
+        ActionError::new(
+            ErrorKind::InvalidConfig,
+            format!("target `{name}` has no `host`"),
+        )
+        .hint("set `host` for this target in targets")
     })?;
     let port = t.port.unwrap_or(22);
     let user = t
@@ -594,20 +599,20 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
         .or_else(|| cx.config.vars.get("USER"))
         .ok_or_else(|| {
             ActionError::new(
-                "invalid_config",
+                ErrorKind::InvalidConfig,
                 format!("target `{name}` has no `username`"),
             )
         })?;
     let timeout = t
         .connect_timeout_ms
         .map_or(CONNECT_TIMEOUT, Duration::from_millis);
-    let mut session =
-        Session::new().map_err(|e| ActionError::new("ssh_failed", e.message().to_owned()))?;
+    let mut session = Session::new()
+        .map_err(|e| ActionError::new(ErrorKind::SshFailed, e.message().to_owned()))?;
     let (socket, via) = match &t.jump {
         Some(j) => {
             if depth > 4 {
                 return Err(ActionError::new(
-                    "invalid_config",
+                    ErrorKind::InvalidConfig,
                     format!("target `{name}`: jump hosts nest too deep (a loop?)"),
                 ));
             }
@@ -616,16 +621,16 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
             let stream = tunnel(&via, &host, port, cx.limits)?;
             let fd = stream
                 .try_clone()
-                .map_err(|e| ActionError::new("failed", e.to_string()))?;
+                .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
             session.set_tcp_stream(stream);
             (OwnedFd::from(fd), Some(via))
         }
         None => {
             let stream = crate::ctx::connect_tcp(&host, port, timeout).map_err(|e| {
                 let kind = if e.kind() == std::io::ErrorKind::TimedOut {
-                    "timeout"
+                    ErrorKind::Timeout
                 } else {
-                    "connect_failed"
+                    ErrorKind::ConnectFailed
                 };
                 ActionError::new(
                     kind,
@@ -636,7 +641,7 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
             let _ = stream.set_nodelay(true);
             let fd = stream
                 .try_clone()
-                .map_err(|e| ActionError::new("failed", e.to_string()))?;
+                .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
             session.set_tcp_stream(stream);
             (OwnedFd::from(fd), None)
         }
@@ -646,7 +651,7 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
     session.set_timeout(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
     session.handshake().map_err(|e| {
         ActionError::new(
-            "connect_failed",
+            ErrorKind::ConnectFailed,
             format!(
                 "target `{name}`: SSH handshake with {host}:{port} failed: {}",
                 e.message()

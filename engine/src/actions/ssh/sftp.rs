@@ -2,6 +2,7 @@
 //! destination and renamed over it, so a failed transfer never leaves a half-written file; a download
 //! streams into an artifact (or a host file, written the same way) with its SHA-256.
 
+use crate::error::ErrorKind;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -24,9 +25,9 @@ fn remote_err(what: &str, path: &str, s: Stop) -> ActionError {
         Stop::Ssh(e) => {
             // LIBSSH2_FX_NO_SUCH_FILE (2), LIBSSH2_FX_PERMISSION_DENIED (3)
             let kind = match e.code() {
-                ssh2::ErrorCode::SFTP(2) => "not_found",
-                ssh2::ErrorCode::SFTP(3) => "refused",
-                _ => "ssh_failed",
+                ssh2::ErrorCode::SFTP(2) => ErrorKind::NotFound,
+                ssh2::ErrorCode::SFTP(3) => ErrorKind::Refused,
+                _ => ErrorKind::SshFailed,
             };
             ActionError::new(
                 kind,
@@ -49,7 +50,7 @@ pub fn upload(
     let dst = Path::new(remote_path);
     let name = dst.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         ActionError::new(
-            "invalid_args",
+            ErrorKind::InvalidArgs,
             format!("`remote_path` `{remote_path}` names no file"),
         )
     })?;
@@ -76,7 +77,7 @@ pub fn upload(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(ActionError::new(
-                        "failed",
+                        ErrorKind::Failed,
                         format!("cannot read the upload's source: {e}"),
                     ));
                 }
@@ -141,13 +142,14 @@ pub fn download(
         bytes += n as u64;
         if bytes > max_bytes {
             return Err(ActionError::new(
-                "too_large",
+                ErrorKind::TooLarge,
                 format!("remote `{remote_path}` is larger than `max_bytes` ({max_bytes})"),
             )
             .hint("raise `max_bytes`"));
         }
-        to.write_all(&buf[..n])
-            .map_err(|e| ActionError::new("failed", format!("cannot write the download: {e}")))?;
+        to.write_all(&buf[..n]).map_err(|e| {
+            ActionError::new(ErrorKind::Failed, format!("cannot write the download: {e}"))
+        })?;
     }
     let _ = conn.again(limits, || file.close());
     Ok(bytes)
