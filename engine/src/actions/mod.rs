@@ -134,6 +134,26 @@ pub(crate) fn args_schema<T: JsonSchema>(tool: &str, action: &str, description: 
     s
 }
 
+/// Arguments as an action's own type. `action` and the common `timeout_ms` are the executor's and are
+/// left out; everything else must fit `T`, whose schema is the one the call was validated against, so a
+/// mismatch here means the schema and the type drifted apart.
+pub fn parse_args<T: serde::de::DeserializeOwned>(
+    args: &Map<String, Value>,
+) -> Result<T, ActionError> {
+    let fields = args
+        .iter()
+        .filter(|(k, _)| k.as_str() != "action" && k.as_str() != "timeout_ms")
+        .map(|(k, v)| (k.as_str(), v));
+    let de = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields);
+    T::deserialize(de).map_err(|e| {
+        let action = args.get("action").and_then(Value::as_str).unwrap_or("?");
+        ActionError::new(
+            ErrorKind::InvalidArgs,
+            format!("arguments of `{action}`: {e}"),
+        )
+    })
+}
+
 /// One call of one action, as the executor hands it over: rendered arguments and the run's context.
 #[derive(Debug)]
 pub struct Call<'a> {
@@ -152,6 +172,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// The arguments as the action's own type (see [`parse_args`]).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ActionError> {
+        parse_args(self.args)
+    }
+
     pub fn str_arg(&self, key: &str) -> Option<&str> {
         self.args.get(key).and_then(Value::as_str)
     }

@@ -171,8 +171,11 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
-fn scope_is_persistent(call: &super::Call<'_>) -> bool {
-    call.str_arg("scope") == Some("persistent")
+fn scope_name(scope: &Option<Scope>) -> (bool, &'static str) {
+    match scope {
+        Some(Scope::Persistent) => (true, "persistent"),
+        _ => (false, "session"),
+    }
 }
 
 fn store_err(e: crate::store::StoreError) -> super::ActionError {
@@ -180,58 +183,66 @@ fn store_err(e: crate::store::StoreError) -> super::ActionError {
 }
 
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
-    let persistent = scope_is_persistent(call);
-    let scope = if persistent { "persistent" } else { "session" };
-    let key = call.str_arg("key").unwrap_or_default();
     let host = call.host;
     match action {
         "set" => {
-            let value = call.args.get("value").cloned().unwrap_or(Value::Null);
+            let SetArgs { key, value, scope } = call.parse()?;
+            let (persistent, scope) = scope_name(&scope);
             if persistent {
                 // the store outlives the redactor that knows this run's secrets: they are masked first
                 host.store()
                     .map_err(store_err)?
-                    .state_set(key, &host.redactor().redact_value(&value))
+                    .state_set(&key, &host.redactor().redact_value(&value))
                     .map_err(store_err)?;
             } else {
-                host.session().set(key, value.clone());
+                host.session().set(&key, value.clone());
             }
             Ok(json!({"key": key, "value": value, "scope": scope, "ok": true}))
         }
         "get" => {
+            let KeyArgs { key, scope } = call.parse()?;
+            let (persistent, scope) = scope_name(&scope);
             let value = if persistent {
                 host.store()
                     .map_err(store_err)?
-                    .state_get(key)
+                    .state_get(&key)
                     .map_err(store_err)?
             } else {
-                host.session().get(key)
+                host.session().get(&key)
             };
             Ok(
                 json!({"key": key, "found": value.is_some(), "value": value, "scope": scope, "ok": true}),
             )
         }
         "unset" => {
+            let KeyArgs { key, scope } = call.parse()?;
+            let (persistent, scope) = scope_name(&scope);
             let existed = if persistent {
                 host.store()
                     .map_err(store_err)?
-                    .state_unset(key)
+                    .state_unset(&key)
                     .map_err(store_err)?
             } else {
-                host.session().unset(key)
+                host.session().unset(&key)
             };
             Ok(json!({"key": key, "existed": existed, "scope": scope, "ok": true}))
         }
         "list" => {
-            let prefix = call.str_arg("prefix").unwrap_or_default();
-            let limit = call.u64_arg("limit").unwrap_or(1000) as usize;
+            let ListArgs {
+                prefix,
+                scope,
+                limit,
+            } = call.parse()?;
+            let (persistent, scope) = scope_name(&scope);
+            let prefix = prefix.unwrap_or_default();
+            let limit = limit.unwrap_or(1000) as usize;
             let items = if persistent {
                 host.store()
                     .map_err(store_err)?
-                    .state_list(prefix, limit + 1)
+                    .state_list(&prefix, limit + 1)
                     .map_err(store_err)?
             } else {
-                host.session().list(prefix, limit + 1)
+                host.session().list(&prefix, limit + 1)
             };
             let truncated = items.len() > limit;
             let items: serde_json::Map<String, Value> = items.into_iter().take(limit).collect();
@@ -243,5 +254,29 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             ErrorKind::NotAvailable,
             format!("state has no action `{other}`"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::parse_args;
+
+    #[test]
+    fn examples_parse_into_their_types() {
+        for a in &tool().actions {
+            let ex = (a.example)();
+            let args = ex.as_object().expect("an object");
+            let parsed = match a.name {
+                "set" => parse_args::<SetArgs>(args).map(drop),
+                "list" => parse_args::<ListArgs>(args).map(drop),
+                _ => parse_args::<KeyArgs>(args).map(drop),
+            };
+            assert!(parsed.is_ok(), "{}: {parsed:?}", a.name);
+        }
+        let bad = json!({"action": "get", "key": "k", "nope": 1});
+        let e = parse_args::<KeyArgs>(bad.as_object().unwrap()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgs);
+        assert!(e.message.contains("nope"), "{}", e.message);
     }
 }
