@@ -275,7 +275,7 @@ mod tests {
             assert!(parsed.is_ok(), "{}: {parsed:?}", a.name);
         }
         let bad = json!({"action": "get", "key": "k", "nope": 1});
-        let e = parse_args::<KeyArgs>(bad.as_object().unwrap()).unwrap_err();
+        let e = parse_args::<KeyArgs>(bad.as_object().expect("object")).expect_err("unknown field");
         assert_eq!(e.kind, ErrorKind::InvalidArgs);
         assert!(e.message.contains("nope"), "{}", e.message);
     }
