@@ -243,7 +243,7 @@ mod tests {
             let n = k.as_str();
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
             assert!(seen.insert(n), "{n} twice");
-            assert_eq!(serde_json::to_value(k).unwrap(), n);
+            assert_eq!(serde_json::to_value(k).expect("serialises"), n);
         }
         // `as_str` is an exhaustive match; this one counts the variants so `ALL` cannot miss one.
         let count = |k: ErrorKind| match k {
