@@ -19,8 +19,8 @@ pub enum Which<'a> {
     Name(&'a str),
     /// A runbook file, `path` or `path#name` (the file may hold several).
     File(&'a str),
-    /// A runbook given whole (a JSON object).
-    Inline(&'a Value),
+    /// A runbook given whole (a JSON object), with the name it takes when it has none of its own.
+    Inline(&'a Value, Option<&'a str>),
 }
 
 /// The runbook a request names, or why there is none (`unknown-runbook`, or the file's diagnostics).
@@ -28,7 +28,7 @@ pub fn find(catalog: &Catalog, which: Which<'_>) -> Result<Arc<Runbook>, Vec<Dia
     match which {
         Which::Name(name) => by_name(catalog, name),
         Which::File(arg) => in_file(arg),
-        Which::Inline(v) => inline(v),
+        Which::Inline(v, name) => inline(v, name.unwrap_or("inline")),
     }
 }
 
@@ -94,10 +94,11 @@ fn in_file(arg: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
     })
 }
 
-fn inline(v: &Value) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
-    let text = serde_json::to_string(v).unwrap_or_default();
+fn inline(v: &Value, name: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
+    // pretty, so a diagnostic's line and column point at one field
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
     let file = dsl::SourceFile::new("<inline runbook>", text);
-    let loaded = dsl::load(&file, Some("inline"));
+    let loaded = dsl::load(&file, Some(name));
     if loaded.has_errors() {
         return Err(loaded.diagnostics);
     }

@@ -575,6 +575,37 @@ fn a_nested_runbook_runs_with_its_own_evidence() {
 }
 
 #[test]
+fn a_nested_dry_run_renders_the_plan_and_runs_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), false);
+    let o = run_yaml(
+        &e,
+        "name: outer\nsteps:\n  - {id: inner, tool: runbook, args: {action: run, name: hello.world, input: {message: dry}, dry_run: true}}\n",
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    let r = step(&o, "inner").result.as_ref().expect("result");
+    assert_eq!(r["dry_run"], true);
+    assert!(r["plan"]["digest"].is_string(), "{r}");
+    assert!(r.get("run_id").is_none(), "nothing ran: {r}");
+    assert_eq!(
+        e.session().get("hello"),
+        None,
+        "the nested step did not run"
+    );
+    // the same checks as a real run: a bad input is refused
+    let o = run_yaml(
+        &e,
+        "name: outer\nsteps:\n  - {id: inner, tool: runbook, args: {action: run, name: hello.world, input: {nope: 1}, dry_run: true}}\n",
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "inner").error.as_ref().map(|e| e.kind),
+        Some(engine::actions::ErrorKind::InvalidArgs)
+    );
+}
+
+#[test]
 fn a_finished_command_leaves_no_background_process_behind() {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine_at(dir.path(), true);

@@ -59,4 +59,11 @@ pub trait Host: Send + Sync + std::fmt::Debug {
         cancel: &CancelToken,
         depth: usize,
     ) -> Result<NestedOutcome, ActionError>;
+    /// Finds and checks a runbook as `run_nested` would, and renders its plan for these inputs without
+    /// running anything (`runbook.run` with `dry_run`).
+    fn plan_nested(
+        &self,
+        runbook: Nested<'_>,
+        input: &Map<String, Value>,
+    ) -> Result<Value, ActionError>;
 }

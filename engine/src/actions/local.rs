@@ -216,22 +216,8 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, super::ActionError> {
 
 fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use crate::exec::process::{Capture, ProcessSpec, run, shell};
-    let a = call.args;
-    let list = |k: &str| -> Vec<String> {
-        a.get(k)
-            .and_then(Value::as_array)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut spec = if let Some(argv) = a.get("argv").and_then(Value::as_array) {
-        let argv: Vec<String> = argv
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect();
+    let a: ExecArgs = call.parse()?;
+    let mut spec = if let Some(argv) = a.argv {
         let Some((program, rest)) = argv.split_first() else {
             return Err(
                 super::ActionError::new(ErrorKind::InvalidArgs, "`argv` is empty")
@@ -243,15 +229,14 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             args: rest.to_vec(),
             ..ProcessSpec::default()
         }
-    } else if let Some(command) = call.str_arg("command") {
-        if a.contains_key("args") {
-            ProcessSpec {
-                program: command.to_owned(),
-                args: list("args"),
+    } else if let Some(command) = a.command {
+        match a.args {
+            Some(args) => ProcessSpec {
+                program: command,
+                args,
                 ..ProcessSpec::default()
-            }
-        } else {
-            shell(command)
+            },
+            None => shell(&command),
         }
     } else {
         return Err(super::ActionError::new(
@@ -259,26 +244,23 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
             "give `command` (a shell line, or a program with `args`) or `argv`",
         ));
     };
-    spec.cwd = call.str_arg("cwd").map(std::path::PathBuf::from);
-    if let Some(env) = a.get("env").and_then(Value::as_object) {
-        spec.env = env
-            .iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-            .collect();
+    spec.cwd = a.cwd.map(std::path::PathBuf::from);
+    if let Some(env) = a.env {
+        spec.env = env.into_iter().collect();
     }
-    let stdin_eof = call.bool_arg("stdin_eof").unwrap_or(true);
-    spec.stdin = if let Some(s) = call.str_arg("stdin") {
-        Some(s.as_bytes().to_vec())
-    } else if let Some(b) = call.str_arg("stdin_base64") {
+    let stdin_eof = a.stdin_eof.unwrap_or(true);
+    spec.stdin = if let Some(s) = a.stdin {
+        Some(s.into_bytes())
+    } else if let Some(b) = &a.stdin_base64 {
         Some(decode_base64(b)?)
-    } else if let Some(path) = call.str_arg("stdin_file") {
+    } else if let Some(path) = &a.stdin_file {
         Some(std::fs::read(path).map_err(|e| {
             super::ActionError::new(
                 ErrorKind::NotFound,
                 format!("cannot read `stdin_file` `{path}`: {e}"),
             )
         })?)
-    } else if let Some(uri) = call.str_arg("stdin_ref") {
+    } else if let Some(uri) = &a.stdin_ref {
         use std::io::Read;
         let mut bytes = Vec::new();
         crate::record::artifacts::open(&call.host.config().artifacts_root, uri)
@@ -297,8 +279,8 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     let cap = Capture {
         dir: call.dir.clone(),
         uri_base: call.uri_base.clone(),
-        cap: call
-            .u64_arg("max_bytes")
+        cap: a
+            .max_bytes
             .map_or(CAPTURE_CAP, |m| m as usize)
             .min(16 * CAPTURE_CAP),
         redactor: call.host.redactor().clone(),
@@ -317,14 +299,16 @@ fn io_err(what: &str, path: &str, e: &std::io::Error) -> super::ActionError {
 
 fn read(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use std::io::{Read, Seek, SeekFrom};
-    let path = call.str_arg("path").unwrap_or_default();
+    let ReadArgs {
+        path,
+        offset,
+        max_bytes,
+    } = call.parse()?;
+    let path = path.as_str();
     let mut f = std::fs::File::open(path).map_err(|e| io_err("open", path, &e))?;
     let total = f.metadata().map_err(|e| io_err("stat", path, &e))?.len();
-    let offset = call.u64_arg("offset").unwrap_or(0).min(total);
-    let max = call
-        .u64_arg("max_bytes")
-        .unwrap_or(64 * 1024)
-        .clamp(1, MAX_READ);
+    let offset = offset.unwrap_or(0).min(total);
+    let max = max_bytes.unwrap_or(64 * 1024).clamp(1, MAX_READ);
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| io_err("seek", path, &e))?;
     let mut buf = Vec::new();
@@ -423,13 +407,20 @@ fn refuse_record(path: &str) -> super::ActionError {
 
 fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use std::io::Write;
-    let path = call.str_arg("path").unwrap_or_default();
+    let WriteArgs {
+        path,
+        content,
+        content_base64,
+        append,
+        create_dirs,
+    } = call.parse()?;
+    let path = path.as_str();
     if protected(call, std::path::Path::new(path)) {
         return Err(refuse_record(path));
     }
-    let bytes = match (call.str_arg("content"), call.str_arg("content_base64")) {
-        (Some(c), None) => c.as_bytes().to_vec(),
-        (None, Some(b)) => decode_base64(b)?,
+    let bytes = match (content, content_base64) {
+        (Some(c), None) => c.into_bytes(),
+        (None, Some(b)) => decode_base64(&b)?,
         _ => {
             return Err(super::ActionError::new(
                 ErrorKind::InvalidArgs,
@@ -438,12 +429,12 @@ fn write(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         }
     };
     let p = std::path::Path::new(path);
-    if call.bool_arg("create_dirs").unwrap_or(false)
+    if create_dirs.unwrap_or(false)
         && let Some(parent) = p.parent()
     {
         std::fs::create_dir_all(parent).map_err(|e| io_err("create the directory of", path, &e))?;
     }
-    let append = call.bool_arg("append").unwrap_or(false);
+    let append = append.unwrap_or(false);
     if append {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -487,7 +478,8 @@ fn file_type(m: &std::fs::Metadata) -> &'static str {
 }
 
 fn list(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
-    let path = call.str_arg("path").unwrap_or_default();
+    let PathArgs { path } = call.parse()?;
+    let path = path.as_str();
     let mut entries: Vec<Value> = Vec::new();
     let mut total = 0usize;
     for e in std::fs::read_dir(path)
@@ -513,7 +505,8 @@ fn list(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
 
 fn stat(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     use std::os::unix::fs::MetadataExt;
-    let path = call.str_arg("path").unwrap_or_default();
+    let PathArgs { path } = call.parse()?;
+    let path = path.as_str();
     let m = std::fs::symlink_metadata(path).map_err(|e| io_err("stat", path, &e))?;
     let time = |t: std::io::Result<std::time::SystemTime>| {
         t.ok().map(|t| {

@@ -321,3 +321,48 @@ pub fn tool_names() -> Vec<&'static str> {
     v.extend(registry().iter().flat_map(|t| t.aliases.iter().copied()));
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example of `tool` parses into the type `parse` picks for its action.
+    fn examples_parse(
+        tool: ToolSpec,
+        parse: fn(&str, &Map<String, Value>) -> Result<(), ActionError>,
+    ) {
+        for a in &tool.actions {
+            let ex = (a.example)();
+            let r = parse(a.name, ex.as_object().expect("an object"));
+            assert!(r.is_ok(), "{}.{}: {r:?}", tool.name, a.name);
+        }
+    }
+
+    #[test]
+    fn local_repo_and_runbook_examples_parse_into_their_types() {
+        examples_parse(local::tool(), |action, args| match action {
+            "exec" => parse_args::<local::ExecArgs>(args).map(drop),
+            "read" => parse_args::<local::ReadArgs>(args).map(drop),
+            "write" => parse_args::<local::WriteArgs>(args).map(drop),
+            _ => parse_args::<local::PathArgs>(args).map(drop),
+        });
+        examples_parse(repo::tool(), |action, args| match action {
+            "snapshot" => parse_args::<repo::SnapshotArgs>(args).map(drop),
+            "status" => parse_args::<repo::StatusArgs>(args).map(drop),
+            "log" => parse_args::<repo::LogArgs>(args).map(drop),
+            _ => parse_args::<repo::DiffArgs>(args).map(drop),
+        });
+        examples_parse(runbook::tool(), |_, args| {
+            parse_args::<runbook::RunArgs>(args).map(drop)
+        });
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_invalid_args_naming_the_action() {
+        let args = serde_json::json!({"action": "read", "path": 7});
+        let e = parse_args::<local::ReadArgs>(args.as_object().expect("object"))
+            .expect_err("a number is not a path");
+        assert_eq!(e.kind, ErrorKind::InvalidArgs);
+        assert!(e.message.contains("`read`"), "{}", e.message);
+    }
+}

@@ -136,18 +136,33 @@ pub(super) fn invoke(
     action: &str,
     call: &super::Call<'_>,
 ) -> Result<serde_json::Value, super::ActionError> {
-    let path = std::path::Path::new(call.str_arg("repo_path").unwrap_or("."));
-    let limit = |d: u64| call.u64_arg("limit").unwrap_or(d) as usize;
+    let at = |p: &str| std::path::PathBuf::from(p);
     let result = match action {
-        "snapshot" => crate::git::snapshot(path, limit(10)),
-        "status" => crate::git::status(path),
-        "log" => crate::git::log(path, limit(20), call.str_arg("rev")),
-        "diff" => crate::git::diff(
-            path,
-            call.bool_arg("staged").unwrap_or(false),
-            call.bool_arg("stat_only").unwrap_or(false),
-            call.u64_arg("max_bytes").unwrap_or(256 * 1024) as usize,
-        ),
+        "snapshot" => {
+            let a: SnapshotArgs = call.parse()?;
+            crate::git::snapshot(&at(&a.repo_path), a.limit.map_or(10, |l| l as usize))
+        }
+        "status" => {
+            let a: StatusArgs = call.parse()?;
+            crate::git::status(&at(&a.repo_path))
+        }
+        "log" => {
+            let a: LogArgs = call.parse()?;
+            crate::git::log(
+                &at(&a.repo_path),
+                a.limit.map_or(20, |l| l as usize),
+                a.rev.as_deref(),
+            )
+        }
+        "diff" => {
+            let a: DiffArgs = call.parse()?;
+            crate::git::diff(
+                &at(&a.repo_path),
+                a.staged.unwrap_or(false),
+                a.stat_only.unwrap_or(false),
+                a.max_bytes.map_or(256 * 1024, |m| m as usize),
+            )
+        }
         other => {
             return Err(super::ActionError::new(
                 ErrorKind::NotAvailable,

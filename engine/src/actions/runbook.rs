@@ -67,7 +67,13 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             format!("runbooks nest deeper than {MAX_NESTING}"),
         ));
     }
-    let which = match (call.str_arg("name"), call.args.get("runbook")) {
+    let RunArgs {
+        name,
+        runbook,
+        input,
+        dry_run,
+    } = call.parse()?;
+    let which = match (&name, &runbook) {
         (Some(name), None) => super::Nested::Name(name),
         (None, Some(inline)) => super::Nested::Inline(inline),
         _ => {
@@ -77,12 +83,11 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             ));
         }
     };
-    let given = call
-        .args
-        .get("input")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let given = input.unwrap_or_default();
+    if dry_run == Some(true) {
+        let plan = call.host.plan_nested(which, &given)?;
+        return Ok(serde_json::json!({"dry_run": true, "plan": plan, "ok": true}));
+    }
     let outcome = call
         .host
         .run_nested(which, &given, call.cancel, call.depth + 1)?;

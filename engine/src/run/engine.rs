@@ -211,4 +211,16 @@ impl Host for Engine {
             outputs: o.outputs,
         })
     }
+
+    fn plan_nested(
+        &self,
+        runbook: Nested<'_>,
+        input: &Map<String, Value>,
+    ) -> Result<Value, ActionError> {
+        let rb = self.nested_runbook(runbook)?;
+        let rendered = crate::request::prepare(&self.catalog(), &rb, input)
+            .and_then(|(plan, inputs)| plan.render(&inputs))
+            .map_err(|d| ActionError::new(ErrorKind::InvalidArgs, join(&d)))?;
+        Ok(rendered.json)
+    }
 }

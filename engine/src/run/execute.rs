@@ -58,7 +58,7 @@ impl Engine {
     pub(super) fn nested_runbook(&self, which: Nested<'_>) -> Result<Arc<Runbook>, ActionError> {
         let which = match which {
             Nested::Name(n) => crate::request::Which::Name(n),
-            Nested::Inline(v) => crate::request::Which::Inline(v),
+            Nested::Inline(v) => crate::request::Which::Inline(v, None),
         };
         crate::request::find(&self.catalog(), which).map_err(|d| {
             match d.first() {

@@ -73,48 +73,33 @@ impl ToolParams for Params {
 
 /// The runbook a call names (`name`, from the catalog) or gives inline (`runbook`, loaded from its JSON).
 fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Reply> {
-    match (p.name.as_deref(), p.runbook.as_ref()) {
-        (Some(name), None) => engine
-            .catalog()
-            .get(name)
-            .map(|e| e.runbook.clone())
-            .ok_or_else(|| {
-                Reply::error(
-                    "not_found",
-                    format!("there is no runbook `{name}`"),
-                    dsl::diagnostic::suggestion(name, engine.catalog().names())
-                        .or(Some("`runbook {action: list}` shows them".into())),
-                    Some("/name".into()),
-                )
-            }),
-        (name, Some(inline)) => {
-            let text = serde_json::to_string_pretty(inline).unwrap_or_default();
-            let file = dsl::SourceFile::new("<inline runbook>", text);
-            let loaded = dsl::load(&file, Some(name.unwrap_or("inline")));
-            if loaded.has_errors() {
-                return Err(Reply::diagnostics(&loaded.diagnostics, ""));
-            }
-            loaded
-                .runbooks
-                .into_iter()
-                .next()
-                .map(Arc::new)
-                .ok_or_else(|| {
-                    Reply::error(
-                        "invalid_args",
-                        "the inline runbook is empty",
-                        None,
-                        Some("/runbook".into()),
-                    )
-                })
+    use engine::request::Which;
+    let inline = p.runbook.clone().map(Value::Object);
+    let which = match (p.name.as_deref(), inline.as_ref()) {
+        (Some(name), None) => Which::Name(name),
+        (name, Some(inline)) => Which::Inline(inline, name),
+        _ => {
+            return Err(Reply::error(
+                "invalid_args",
+                "give `name` or an inline `runbook`",
+                None,
+                Some("/name".into()),
+            ));
         }
-        _ => Err(Reply::error(
-            "invalid_args",
-            "give `name` or an inline `runbook`",
-            None,
-            Some("/name".into()),
-        )),
-    }
+    };
+    engine::request::find(&engine.catalog(), which).map_err(|d| match (which, d.first()) {
+        // an unknown name is the call's own mistake, pointed at its `name`
+        (Which::Name(name), Some(first)) if first.code == dsl::Code::UnknownRunbook => {
+            Reply::error(
+                "not_found",
+                first.message.clone(),
+                dsl::diagnostic::suggestion(name, engine.catalog().names())
+                    .or(Some("`runbook {action: list}` shows them".into())),
+                Some("/name".into()),
+            )
+        }
+        _ => Reply::diagnostics(&d, ""),
+    })
 }
 
 /// Runs one `runbook` action; `options` (the call's cancel token and progress) are used by `run`.
