@@ -4,24 +4,25 @@
 //! compared with `<code>.stderr` (written when missing, or regenerated with `UPDATE_EXPECT=1`).
 //! `tests/data/ok/*` must load and compile with no error.
 
-mod cli;
+mod cli_doctor;
+mod cli_plan;
 mod cli_run;
 mod docs;
-mod doctor;
+mod engine_runs;
 mod golden;
 mod http;
 mod limits;
 mod mcp;
+mod project;
 mod psql;
 mod psql_readonly;
-mod run;
 mod schemas;
 mod shell_quoting;
 mod ssh;
-mod sshd_support;
 #[path = "../support/mod.rs"]
 pub mod support;
-mod support_smoke;
+mod support_services;
+mod support_sshd;
 
 use std::path::PathBuf;
 

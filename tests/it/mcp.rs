@@ -8,7 +8,9 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ReadResourceRequestPara
 use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 
-struct Session {
+use crate::project::Project;
+
+pub(crate) struct Session {
     client: RunningService<RoleClient, ()>,
     child: tokio::process::Child,
 }
@@ -17,7 +19,11 @@ async fn start(profiles: &Path, unsafe_local: bool) -> Session {
     start_with(profiles, unsafe_local, &[]).await
 }
 
-async fn start_with(profiles: &Path, unsafe_local: bool, env: &[(&str, &str)]) -> Session {
+pub(crate) async fn start_with(
+    profiles: &Path,
+    unsafe_local: bool,
+    env: &[(&str, &str)],
+) -> Session {
     let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("infra"));
     cmd.env_clear()
         .env("MCP_PROFILES_DIR", profiles)
@@ -73,8 +79,8 @@ async fn stop(s: Session) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(dir.path(), false).await;
+    let p = Project::new();
+    let s = p.mcp().await;
     let info = s.client.peer_info().expect("server info");
     assert_eq!(
         info.server_info.as_ref().map(|i| i.name.as_str()),
@@ -114,7 +120,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
     );
     stop(s).await;
 
-    let s = start(dir.path(), true).await;
+    let s = start(p.path(), true).await;
     let tools = s.client.list_all_tools().await.expect("tools/list");
     assert_eq!(tools.last().map(|t| t.name.as_ref()), Some("local"));
     stop(s).await;
@@ -122,8 +128,8 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(dir.path(), false).await;
+    let p = Project::new();
+    let s = p.mcp().await;
     let r = call(
         &s,
         "state",
@@ -155,7 +161,7 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     assert_eq!(body(&ev)["result"]["state"], "finished");
     assert_eq!(body(&ev)["result"]["records"][3]["status"], "failed");
     // local is not listed, and a call to it is refused (and audited), nothing spawned
-    let marker = dir.path().join("spawned");
+    let marker = p.path().join("spawned");
     let r = call(
         &s,
         "local",
@@ -198,7 +204,7 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     .await;
     assert_eq!(body(&v)["error"]["path"], "/against");
     // the same check as `infra audit verify`: a log cut at a record boundary is found
-    let log = dir.path().join("audit.jsonl");
+    let log = p.path().join("audit.jsonl");
     let whole = std::fs::read_to_string(&log).expect("audit");
     let n = whole.lines().count();
     let cut: String = whole
@@ -220,8 +226,8 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_an_audit_key_records_are_sealed_and_the_key_never_shows() {
     const KEY: &str = "mcp-side-audit-key-9f8e7d6c5b4a";
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start_with(dir.path(), true, &[("INFRA_AUDIT_KEY", KEY)]).await;
+    let p = Project::new().unsafe_local().env("INFRA_AUDIT_KEY", KEY);
+    let s = p.mcp().await;
     let mut seen = Vec::new();
     let r = call(
         &s,
@@ -255,21 +261,18 @@ async fn with_an_audit_key_records_are_sealed_and_the_key_never_shows() {
     }
     stop(s).await;
     assert_eq!(
-        crate::files_containing(dir.path(), &[KEY]),
+        crate::files_containing(p.path(), &[KEY]),
         Vec::<String>::new()
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runbooks_help_and_artifacts_as_resources() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir(dir.path().join("runbooks")).expect("dir");
-    std::fs::write(
-        dir.path().join("runbooks/deploy.staging.yaml"),
+    let p = Project::new().unsafe_local().runbook(
+        "deploy.staging",
         "description: Deploy a service to staging.\ntags: [deploy]\ninputs: [service]\nsteps:\n  - {id: mark, tool: state, args: {action: set, key: deployed, value: '{{ input.service }}'}}\n",
-    )
-    .expect("write");
-    let s = start(dir.path(), true).await;
+    );
+    let s = p.mcp().await;
     let h = call(&s, "help", json!({"query": "deploy runbook"})).await;
     assert_eq!(body(&h)["result"]["runbooks"][0]["name"], "deploy.staging");
     let l = call(
@@ -329,11 +332,8 @@ async fn runbooks_help_and_artifacts_as_resources() {
     // a link in an artifact's place is not followed, even to another artifact
     let rel = link.strip_prefix("artifact://").expect("scheme");
     let alias = format!("{link}-alias");
-    std::os::unix::fs::symlink(
-        dir.path().join(rel),
-        dir.path().join(format!("{rel}-alias")),
-    )
-    .expect("symlink");
+    std::os::unix::fs::symlink(p.path().join(rel), p.path().join(format!("{rel}-alias")))
+        .expect("symlink");
     let refused = s
         .client
         .read_resource(ReadResourceRequestParams::new(alias.clone()))
@@ -500,8 +500,8 @@ async fn upsert_then_run_with_progress_then_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(dir.path(), true).await;
+    let p = Project::new().unsafe_local();
+    let s = p.mcp().await;
     let quick = call(
         &s,
         "state",
@@ -521,7 +521,7 @@ async fn async_calls_become_jobs_that_can_be_waited_for_and_cancelled() {
     assert_eq!(body(&waited)["result"]["status"], "succeeded");
     assert_eq!(body(&waited)["result"]["result"]["result"]["value"], 3);
 
-    let pidfile = dir.path().join("pid");
+    let pidfile = p.path().join("pid");
     let slow = call(
         &s,
         "local",
@@ -727,9 +727,9 @@ fn the_newest_protocol_is_served_without_a_handshake() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_do_not_outlive_the_server() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(dir.path(), true).await;
-    let pidfile = dir.path().join("pid");
+    let p = Project::new().unsafe_local();
+    let s = p.mcp().await;
+    let pidfile = p.path().join("pid");
     let r = call(
         &s,
         "local",
@@ -825,13 +825,8 @@ async fn targets_are_listed_without_credentials() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process() {
     let sshd = crate::support::sshd::Sshd::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        dir.path().join("targets.json"),
-        json!({"prod": crate::ssh::target(&sshd)}).to_string(),
-    )
-    .expect("targets");
-    let s = start(dir.path(), false).await;
+    let p = Project::new().targets(&json!({"prod": crate::ssh::target(&sshd)}));
+    let s = p.mcp().await;
     let tools = s.client.list_all_tools().await.expect("tools/list");
     let ssh = tools.iter().find(|t| t.name == "ssh").expect("ssh listed");
     let hints = ssh.annotations.as_ref().expect("annotations");
@@ -861,7 +856,7 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
     assert_eq!(r.is_error, Some(true));
     assert_eq!(body(&r)["error"]["kind"], "nonzero_exit");
 
-    let pidfile = dir.path().join("remote.pid");
+    let pidfile = p.path().join("remote.pid");
     let job = call(
         &s,
         "ssh",
@@ -927,16 +922,12 @@ async fn ssh_over_mcp_runs_commands_and_a_cancelled_job_stops_the_remote_process
 async fn http_and_psql_over_mcp() {
     let srv = crate::support::http::HttpServer::start();
     let pg = crate::support::postgres::Postgres::start();
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        dir.path().join("targets.json"),
-        json!({"db": {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": pg.user,
+    let p = Project::new()
+        .targets(&json!({"db": {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": pg.user,
                                    "database": pg.database, "password_env": "DB_PASSWORD", "sslmode": "disable"}},
-               "api": {"http": {"base_url": srv.url("/")}}})
-        .to_string(),
-    )
-    .expect("targets");
-    let s = start_with(dir.path(), false, &[("DB_PASSWORD", pg.password.as_str())]).await;
+               "api": {"http": {"base_url": srv.url("/")}}}))
+        .env("DB_PASSWORD", &pg.password);
+    let s = p.mcp().await;
     let tools = s.client.list_all_tools().await.expect("tools/list");
     for name in ["http", "psql"] {
         let t = tools.iter().find(|t| t.name == name).expect("listed");
@@ -990,15 +981,12 @@ async fn http_and_psql_over_mcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
-    std::fs::write(
-        dir.path().join("runbooks/with.secret.yaml"),
+    let p = Project::new().runbook(
+        "with.secret",
         "name: with.secret\ninputs:\n  token: {type: string, secret: true, pattern: '^[a-z]+$'}\n  who: {type: string}\nsteps:\n  - id: s\n    tool: state\n    args: {action: set, key: who, value: '{{ input.who }}'}\n",
-    )
-    .expect("write");
+    );
     let canary = "Sekret-Canary-4d3c2b1a";
-    let s = start(dir.path(), false).await;
+    let s = p.mcp().await;
     let calls = [
         // a value its pattern refuses, a missing input, a misspelt name, an unknown runbook, inline
         json!({"action": "run", "name": "with.secret", "input": {"token": canary, "who": "x"}}),
@@ -1021,15 +1009,15 @@ async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
     .await;
     assert_eq!(r.is_error, Some(true));
     stop(s).await;
-    let leaks = crate::files_containing(dir.path(), &[canary]);
+    let leaks = crate::files_containing(p.path(), &[canary]);
     assert!(leaks.is_empty(), "the secret was written to {leaks:?}");
     assert!(
-        !crate::files_containing(dir.path().join("runs").as_path(), &["visible-name"]).is_empty(),
+        !crate::files_containing(p.path().join("runs").as_path(), &["visible-name"]).is_empty(),
         "a public input is kept in the record"
     );
 
     // the CLI's refusal does not print it either
-    let out = crate::infra_in(dir.path(), dir.path())
+    let out = crate::infra_in(p.path(), p.path())
         .args(["run", "with.secret", "--input"])
         .arg(format!("token={canary}"))
         .output()
@@ -1041,7 +1029,7 @@ async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains(canary), "{all}");
-    assert!(crate::files_containing(dir.path(), &[canary]).is_empty());
+    assert!(crate::files_containing(p.path(), &[canary]).is_empty());
 }
 
 /// Audit records, parsed.
@@ -1055,8 +1043,8 @@ fn audit_records(profiles: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upserting_a_builtin_name_needs_override_and_is_marked_everywhere() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(dir.path(), false).await;
+    let p = Project::new();
+    let s = p.mcp().await;
     let tools = s.client.list_all_tools().await.expect("tools/list");
     let rb = tools.iter().find(|t| t.name == "runbook").expect("runbook");
     assert_eq!(rb.input_schema["properties"]["override"]["type"], "boolean");
@@ -1092,10 +1080,10 @@ async fn upserting_a_builtin_name_needs_override_and_is_marked_everywhere() {
         "{err}"
     );
     assert!(
-        crate::files_under(&dir.path().join("runbooks")).is_empty(),
+        crate::files_under(&p.path().join("runbooks")).is_empty(),
         "nothing is written"
     );
-    let audit = audit_records(dir.path());
+    let audit = audit_records(p.path());
     assert!(
         audit.iter().any(|r| r["kind"] == "rejected"
             && r["tool"] == "runbook"
@@ -1135,7 +1123,7 @@ async fn upserting_a_builtin_name_needs_override_and_is_marked_everywhere() {
     .await;
     assert_eq!(saved.is_error, Some(false), "{:?}", body(&saved));
     assert_eq!(body(&saved)["result"]["overrides"], "builtin");
-    assert!(dir.path().join("runbooks/ssh.health.json").exists());
+    assert!(p.path().join("runbooks/ssh.health.json").exists());
     let list = call(
         &s,
         "runbook",

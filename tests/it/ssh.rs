@@ -873,15 +873,20 @@ fn an_agent_holds_the_key() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("ssh-agent");
+    // the socket's file appears when it is bound, a moment before the agent listens: ask until it
+    // answers
     let until = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < until {
+    let added = loop {
+        let out = std::process::Command::new("ssh-add")
+            .arg(&s.key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .expect("ssh-add");
+        if out.status.success() || Instant::now() >= until {
+            break out;
+        }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let added = std::process::Command::new("ssh-add")
-        .arg(&s.key)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .expect("ssh-add");
+    };
     let mut t = target(&s);
     t.as_object_mut().expect("obj").remove("key_file");
     t["agent"] = json!(true);

@@ -3,16 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use engine::ctx::Config;
 use engine::record::evidence::{self, Record, Status};
 use engine::run::{CancelToken, Engine, RunOptions, RunOutcome};
 use serde_json::{Map, Value, json};
 
-fn engine_at(dir: &Path, unsafe_local: bool) -> Engine {
-    let mut c = Config::at(dir);
-    c.unsafe_local = unsafe_local;
-    Engine::new(c, Arc::new(engine::Catalog::builtin()))
-}
+use crate::project::Project;
 
 fn run_yaml(engine: &Engine, yaml: &str, inputs: Value) -> RunOutcome {
     run_with(engine, yaml, inputs, &CancelToken::new())
@@ -52,8 +47,8 @@ fn journal(o: &RunOutcome) -> Vec<Record> {
 
 #[test]
 fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let o = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n  - {id: b, tool: local, args: {action: exec, command: 'exit 3'}}\n  - {id: c, tool: state, args: {action: set, key: c, value: 1}}\n",
@@ -91,9 +86,9 @@ fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
 
 #[test]
 fn retries_run_out_and_until_is_checked() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
-    let counter = dir.path().join("count");
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let counter = p.path().join("count");
     let o = run_yaml(
         &e,
         &format!(
@@ -127,9 +122,9 @@ fn retries_run_out_and_until_is_checked() {
 
 #[test]
 fn rollbacks_run_newest_first_for_the_steps_that_succeeded() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
-    let log = dir.path().join("log");
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let log = p.path().join("log");
     let yaml = format!(
         "name: t\nsteps:\n  - id: one\n    tool: local\n    args: {{action: exec, command: 'echo do1 >> {l}'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo1 >> {l}'}}}}\n  - id: two\n    tool: local\n    args: {{action: exec, command: 'echo do2 >> {l}'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo2 >> {l}'}}}}\n  - id: three\n    tool: local\n    args: {{action: exec, command: 'exit 1'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo undo3 >> {l}'}}}}\nfinally:\n  - id: always\n    tool: local\n    args: {{action: exec, command: 'echo finally >> {l}'}}\n",
         l = log.display()
@@ -146,9 +141,9 @@ fn rollbacks_run_newest_first_for_the_steps_that_succeeded() {
 
 #[test]
 fn a_timeout_kills_the_whole_process_group() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
-    let pids = dir.path().join("pids");
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let pids = p.path().join("pids");
     let o = run_yaml(
         &e,
         &format!(
@@ -173,8 +168,8 @@ fn a_timeout_kills_the_whole_process_group() {
 
 #[test]
 fn cancel_stops_a_parallel_run_promptly() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let cancel = CancelToken::new();
     let c2 = cancel.clone();
     let t = std::thread::spawn(move || {
@@ -197,9 +192,9 @@ fn cancel_stops_a_parallel_run_promptly() {
 
 #[test]
 fn local_actions_without_the_opt_in_are_refused_audited_and_never_spawned() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), false);
-    let marker = dir.path().join("spawned");
+    let p = Project::new();
+    let e = p.engine();
+    let marker = p.path().join("spawned");
     let o = run_yaml(
         &e,
         &format!(
@@ -229,9 +224,9 @@ fn local_actions_without_the_opt_in_are_refused_audited_and_never_spawned() {
 
 #[test]
 fn an_unwritable_audit_log_refuses_the_run() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir(dir.path().join("audit.jsonl")).expect("a directory in its place");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    std::fs::create_dir(p.path().join("audit.jsonl")).expect("a directory in its place");
+    let e = p.engine();
     let o = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n",
@@ -248,8 +243,8 @@ fn an_unwritable_audit_log_refuses_the_run() {
 
 #[test]
 fn secrets_never_reach_results_evidence_audit_or_artifacts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let secret = "s3cr3t-T0ken-value";
     let o = run_yaml(
         &e,
@@ -296,8 +291,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn evidence_is_one_record_per_transition_and_matches_its_schema() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let o = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n  - {id: b, tool: local, args: {action: exec, command: 'echo hi'}}\n  - {id: c, tool: state, when: false, args: {action: set, key: c, value: 1}}\n",
@@ -372,9 +367,8 @@ fn evidence_is_one_record_per_transition_and_matches_its_schema() {
 
 #[test]
 fn persistent_state_is_shared_between_engines() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let a = engine_at(dir.path(), false);
-    let b = engine_at(dir.path(), false);
+    let p = Project::new();
+    let (a, b) = (p.engine(), p.engine());
     let o = run_yaml(
         &a,
         "name: t\nsteps:\n  - {id: s, tool: state, args: {action: set, key: shared, value: {n: 1}, scope: persistent}}\n",
@@ -392,8 +386,8 @@ fn persistent_state_is_shared_between_engines() {
 
 #[test]
 fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     // 1 GiB through the pipe: the result keeps 1 MiB, the artifact has all of it
     let o = run_yaml(
         &e,
@@ -420,8 +414,8 @@ fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
 
 #[test]
 fn stdin_ref_reads_an_artifact_through_no_link() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let first = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: local, args: {action: exec, command: 'echo from the artifact'}}\n",
@@ -432,11 +426,8 @@ fn stdin_ref_reads_an_artifact_through_no_link() {
         .expect("an artifact")
         .to_owned();
     let rel = uri.strip_prefix("artifact://").expect("scheme");
-    std::os::unix::fs::symlink(
-        dir.path().join(rel),
-        dir.path().join(format!("{rel}-alias")),
-    )
-    .expect("symlink");
+    std::os::unix::fs::symlink(p.path().join(rel), p.path().join(format!("{rel}-alias")))
+        .expect("symlink");
     let o = run_yaml(
         &e,
         &format!(
@@ -459,8 +450,8 @@ fn stdin_ref_reads_an_artifact_through_no_link() {
 
 #[test]
 fn no_action_may_rewrite_the_audit_log() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let first = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1}}\n",
@@ -485,15 +476,15 @@ fn no_action_may_rewrite_the_audit_log() {
 
 #[test]
 fn no_action_may_write_infra_records_through_a_hard_link() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
     let first = run_yaml(
         &e,
         "name: t\nsteps:\n  - {id: a, tool: state, args: {action: set, key: a, value: 1, scope: persistent}}\n",
         json!({}),
     );
     assert!(first.ok());
-    let elsewhere = dir.path().join("elsewhere");
+    let elsewhere = p.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("dir");
     let audit = e.config().audit_path();
     let journal = first.dir.join("journal.jsonl");
@@ -549,8 +540,8 @@ fn no_action_may_write_infra_records_through_a_hard_link() {
 
 #[test]
 fn a_nested_runbook_runs_with_its_own_evidence() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), false);
+    let p = Project::new();
+    let e = p.engine();
     let o = run_yaml(
         &e,
         "name: outer\nsteps:\n  - {id: inner, tool: runbook, args: {action: run, name: hello.world, input: {message: nested}}}\noutputs:\n  inner_status: '{{ steps.inner.status }}'\n",
@@ -576,8 +567,8 @@ fn a_nested_runbook_runs_with_its_own_evidence() {
 
 #[test]
 fn a_nested_dry_run_renders_the_plan_and_runs_nothing() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), false);
+    let p = Project::new();
+    let e = p.engine();
     let o = run_yaml(
         &e,
         "name: outer\nsteps:\n  - {id: inner, tool: runbook, args: {action: run, name: hello.world, input: {message: dry}, dry_run: true}}\n",
@@ -607,9 +598,9 @@ fn a_nested_dry_run_renders_the_plan_and_runs_nothing() {
 
 #[test]
 fn a_finished_command_leaves_no_background_process_behind() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
-    let pid = dir.path().join("pid");
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let pid = p.path().join("pid");
     let o = run_yaml(
         &e,
         &format!(
@@ -633,9 +624,9 @@ fn a_finished_command_leaves_no_background_process_behind() {
 
 #[test]
 fn a_process_that_leaves_the_group_cannot_hold_a_call_past_its_timeout() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let e = engine_at(dir.path(), true);
-    let pid = dir.path().join("escaped");
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let pid = p.path().join("escaped");
     // `setsid` puts the child in a session of its own, out of the reach of the group kill, and it keeps
     // the output pipe: only its hold on the pipe gives it away
     let o = run_yaml(
@@ -665,7 +656,7 @@ fn a_process_that_leaves_the_group_cannot_hold_a_call_past_its_timeout() {
     assert!(!crate::alive(pid), "the escaped process {pid} survived");
 
     // a finished command whose escaped child holds the output is not held by it either
-    let pid2 = dir.path().join("escaped2");
+    let pid2 = p.path().join("escaped2");
     let o = run_yaml(
         &e,
         &format!(

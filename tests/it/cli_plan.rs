@@ -1,23 +1,20 @@
-use std::path::Path;
+//! `infra validate`, `plan`, `graph` and `list` through the binary: exit codes, diagnostics, rendered
+//! plans and the runbook listing.
 
-use assert_cmd::Command;
-
+use crate::project::Project;
 use crate::{data_dir, stdout_json};
-
-fn infra(profiles: &Path) -> Command {
-    crate::infra_in(profiles, profiles)
-}
 
 #[test]
 fn validate_exit_codes_follow_the_result() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    infra(tmp.path()).arg("validate").assert().code(0);
-    infra(tmp.path())
+    let p = Project::new();
+    p.infra().arg("validate").assert().code(0);
+    p.infra()
         .arg("validate")
         .arg(data_dir().join("ok/everything.yaml"))
         .assert()
         .code(0);
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .arg("validate")
         .arg(data_dir().join("err/unknown-key.yaml"))
         .output()
@@ -31,11 +28,11 @@ fn validate_exit_codes_follow_the_result() {
     assert!(err.contains("unknown-key.yaml:2:1"), "{err}");
     assert!(err.contains("help: did you mean `description`?"), "{err}");
     assert!(err.contains('^'), "carets: {err}");
-    infra(tmp.path())
+    p.infra()
         .args(["validate", "no.such.runbook"])
         .assert()
         .code(2);
-    infra(tmp.path())
+    p.infra()
         .args(["validate", "/nonexistent/x.yaml"])
         .assert()
         .code(2);
@@ -43,8 +40,9 @@ fn validate_exit_codes_follow_the_result() {
 
 #[test]
 fn validate_json_carries_the_same_diagnostics() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let out = infra(tmp.path())
+    let p = Project::new();
+    let out = p
+        .infra()
         .args(["validate", "--format", "json"])
         .arg(data_dir().join("err/dependency-cycle.yaml"))
         .output()
@@ -68,15 +66,14 @@ fn validate_json_carries_the_same_diagnostics() {
 
 #[test]
 fn plan_renders_shell_commands_quoted_and_runs_nothing() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let rb = tmp.path().join("greet.yaml");
-    std::fs::write(
-        &rb,
+    let p = Project::new().file(
+        "greet.yaml",
         "name: greet\ninputs: [who]\nsteps:\n  - id: say\n    tool: local\n    args: { action: exec, command: \"echo hello {{ input.who }} > /dev/null\" }\n",
-    )
-    .expect("write");
+    );
+    let rb = p.path().join("greet.yaml");
     let hostile = "x'; touch pwned; echo '$(id)";
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .arg("plan")
         .arg(&rb)
         .args(["--json", "--input"])
@@ -110,10 +107,11 @@ fn plan_renders_shell_commands_quoted_and_runs_nothing() {
     assert_eq!(String::from_utf8_lossy(&echoed.stdout), hostile);
     assert!(v["digest"].as_str().is_some_and(|d| d.len() == 64));
     assert_eq!(v["effects"], "write");
-    assert!(!tmp.path().join("pwned").exists());
+    assert!(!p.path().join("pwned").exists());
 
     // the same inputs give the same digest; other inputs another
-    let again = infra(tmp.path())
+    let again = p
+        .infra()
         .arg("plan")
         .arg(&rb)
         .args(["--json", "--input"])
@@ -121,7 +119,8 @@ fn plan_renders_shell_commands_quoted_and_runs_nothing() {
         .output()
         .expect("run");
     assert_eq!(stdout_json(&again)["digest"], v["digest"]);
-    let other = infra(tmp.path())
+    let other = p
+        .infra()
         .arg("plan")
         .arg(&rb)
         .args(["--json", "--input", "who=bob"])
@@ -132,25 +131,29 @@ fn plan_renders_shell_commands_quoted_and_runs_nothing() {
 
 #[test]
 fn plan_refuses_bad_inputs_with_usage_status() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let out = infra(tmp.path())
+    let p = Project::new();
+    let out = p
+        .infra()
         .args(["plan", "repo.snapshot", "--input", "limit=0"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("input `limit`"));
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .args(["plan", "hello.world"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing input `message`"));
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .args(["plan", "hello.world", "--input", "mesage=x"])
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `message`?"));
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .args(["plan", "repo.snapshto"])
         .output()
         .expect("run");
@@ -160,8 +163,9 @@ fn plan_refuses_bad_inputs_with_usage_status() {
 
 #[test]
 fn plan_shows_order_dependencies_and_secrets_as_placeholders() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let out = infra(tmp.path())
+    let p = Project::new();
+    let out = p
+        .infra()
         .arg("plan")
         .arg(data_dir().join("ok/everything.yaml"))
         .args(["--json", "--input", "token=hunter2", "--input", "count=4"])
@@ -194,15 +198,17 @@ fn plan_shows_order_dependencies_and_secrets_as_placeholders() {
 
 #[test]
 fn graph_draws_mermaid_and_dot() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let out = infra(tmp.path())
+    let p = Project::new();
+    let out = p
+        .infra()
         .args(["graph", "repo.snapshot"])
         .output()
         .expect("run");
     let m = String::from_utf8_lossy(&out.stdout);
     assert!(m.starts_with("flowchart TD"), "{m}");
     assert!(m.contains("status<br/>repo.status"), "{m}");
-    let out = infra(tmp.path())
+    let out = p
+        .infra()
         .args(["graph", "--format", "dot"])
         .arg(data_dir().join("ok/everything.yaml"))
         .output()
@@ -215,22 +221,16 @@ fn graph_draws_mermaid_and_dot() {
 
 #[test]
 fn list_shows_builtin_and_project_runbooks() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::copy(
-        data_dir().join("ok/runbooks.json"),
-        tmp.path().join("runbooks.json"),
-    )
-    .expect("copy");
-    std::fs::create_dir(tmp.path().join("runbooks")).expect("dir");
-    std::fs::write(
-        tmp.path().join("runbooks/deploy.staging.yaml"),
-        "description: Deploy to staging.\ntags: [deploy]\ninputs: [service]\nsteps:\n  - id: mark\n    tool: state\n    args: { action: set, key: deployed, value: \"{{ input.service }}\" }\n",
-    )
-    .expect("write");
-    let out = infra(tmp.path())
-        .args(["list", "--json"])
-        .output()
-        .expect("run");
+    let p = Project::new()
+        .file(
+            "runbooks.json",
+            &std::fs::read_to_string(data_dir().join("ok/runbooks.json")).expect("read"),
+        )
+        .runbook(
+            "deploy.staging",
+            "description: Deploy to staging.\ntags: [deploy]\ninputs: [service]\nsteps:\n  - id: mark\n    tool: state\n    args: { action: set, key: deployed, value: \"{{ input.service }}\" }\n",
+        );
+    let out = p.infra().args(["list", "--json"]).output().expect("run");
     assert_eq!(out.status.code(), Some(0));
     let v = stdout_json(&out);
     let rows = v["runbooks"].as_array().expect("rows");
@@ -249,7 +249,7 @@ fn list_shows_builtin_and_project_runbooks() {
     assert!(find("repo.snapshot")["overrides"].is_null());
     assert_eq!(find("deploy.staging")["tags"][0], "deploy");
     assert_eq!(find("gitops.k8s.diff")["effects"], "write");
-    let human = infra(tmp.path()).arg("list").output().expect("run");
+    let human = p.infra().arg("list").output().expect("run");
     let t = String::from_utf8_lossy(&human.stdout);
     assert!(
         t.lines().next().is_some_and(|l| l.starts_with("NAME")),
