@@ -423,17 +423,31 @@ pub fn render(d: &Diagnostic, opts: RenderOptions) -> String {
     let title = level.primary_title(d.message.as_str()).id(d.code.as_str());
     let mut group: Group<'_> = match (&d.file, d.span) {
         (Some(file), Some(span)) => {
-            let text = file.text();
+            // only the lines the annotations cover, so a file with thousands of diagnostics is not
+            // laid out once per diagnostic
+            let lo = d
+                .labels
+                .iter()
+                .map(|l| l.span.start)
+                .fold(span.start, usize::min);
+            let hi = d
+                .labels
+                .iter()
+                .map(|l| l.span.end)
+                .fold(span.end, usize::max);
+            let (window, first_line) = file.lines_around(lo, hi);
+            let text = &file.text()[window.clone()];
             let clamp = |s: Span| {
-                let end = s.end.min(text.len());
-                let start = s.start.min(end);
-                start..end
+                let end = s.end.clamp(window.start, window.end) - window.start;
+                let start = s.start.clamp(window.start, window.end) - window.start;
+                start.min(end)..end
             };
             let mut primary = AnnotationKind::Primary.span(clamp(span));
             if let Some(label) = &d.label {
                 primary = primary.label(label.as_str());
             }
             let snippet = Snippet::source(text)
+                .line_start(first_line)
                 .path(file.name())
                 .annotation(primary)
                 .annotations(d.labels.iter().map(|l| {

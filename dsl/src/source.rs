@@ -111,6 +111,22 @@ impl SourceFile {
             .map_or(start + line_end, |(i, _)| start + i)
     }
 
+    /// The whole lines that hold `[start, end)`: their byte range and the one-based number of the
+    /// first. What a snippet shows of a large file, so showing one costs its lines, not the file.
+    pub fn lines_around(&self, start: usize, end: usize) -> (std::ops::Range<usize>, usize) {
+        let text = &self.inner.text;
+        let starts = &self.inner.line_starts;
+        let end = end.min(text.len());
+        let start = start.min(end);
+        let first = match starts.binary_search(&start) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let from = starts[first];
+        let to = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+        (from..to, first + 1)
+    }
+
     /// Whether two handles point at the same file.
     pub fn same(&self, other: &SourceFile) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -136,5 +152,14 @@ mod tests {
         assert_eq!(f.line_col(5), LineCol { line: 2, col: 2 });
         assert_eq!(f.offset_of(1, 1), 5);
         assert_eq!(f.offset_of(9, 0), f.text().len());
+    }
+
+    #[test]
+    fn lines_around_are_whole_lines() {
+        let f = SourceFile::new("x", "ab\ncd\nef");
+        assert_eq!(f.lines_around(4, 5), (3..6, 2));
+        assert_eq!(f.lines_around(1, 4), (0..6, 1));
+        assert_eq!(f.lines_around(7, 8), (6..8, 3));
+        assert_eq!(f.lines_around(99, 99), (6..8, 3));
     }
 }

@@ -276,7 +276,13 @@ impl Engine {
         let (status, mut steps, results, error) =
             schedule::run_all(&cx, plan, schedule::Bounds::of(cx.rb), &opts.cancel);
         let outputs = cx.outputs(&results);
-        steps.sort_by_key(|s| plan_position(plan, &s.id));
+        // the plan's order: positions looked up once, not scanned per comparison
+        let position: std::collections::HashMap<&str, usize> = plan
+            .nodes()
+            .enumerate()
+            .map(|(i, n)| (n.step.id.as_str(), i))
+            .collect();
+        steps.sort_by_cached_key(|s| position.get(s.id.as_str()).copied().unwrap_or(usize::MAX));
         outcome.status = status;
         outcome.steps = steps;
         outcome.outputs = self.redactor.redact_value(&outputs);

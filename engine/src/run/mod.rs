@@ -19,7 +19,6 @@ pub use crate::exec::CancelToken;
 pub use engine::Engine;
 
 use crate::actions::ActionError;
-use crate::plan::Plan;
 use crate::record::Journal;
 use crate::record::evidence::{ErrorInfo, Status};
 
@@ -129,12 +128,6 @@ struct RunCx<'a> {
     run_info: Value,
     depth: usize,
     progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
-}
-
-fn plan_position(plan: &Plan, id: &str) -> usize {
-    plan.nodes()
-        .position(|n| n.step.id.as_str() == id)
-        .unwrap_or(usize::MAX)
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {
