@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
 use serde_json::Value;
 
 /// What a masked secret is replaced with.
@@ -23,7 +25,39 @@ pub const MIN_SECRET_LEN: usize = 4;
 /// Known secrets and their encoded forms. Cheap to share: wrap it in an `Arc`.
 #[derive(Debug, Default)]
 pub struct Redactor {
-    forms: RwLock<Vec<String>>,
+    known: RwLock<Known>,
+}
+
+/// The forms, and the automaton that finds them (none while there are no forms).
+#[derive(Debug, Default)]
+struct Known {
+    forms: Vec<String>,
+    longest: usize,
+    automaton: Option<AhoCorasick>,
+}
+
+impl Known {
+    /// Every match, leftmost-longest, as byte ranges.
+    fn matches<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = std::ops::Range<usize>> + 'h {
+        self.automaton
+            .iter()
+            .flat_map(move |a| a.find_iter(hay).map(|m| m.range()))
+    }
+
+    /// `hay` with every match replaced by the mask, or `None` when nothing matched.
+    fn masked(&self, hay: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut at = 0;
+        for m in self.matches(hay) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(hay.len()));
+            o.extend_from_slice(&hay[at..m.start]);
+            o.extend_from_slice(MASK.as_bytes());
+            at = m.end;
+        }
+        let mut o = out?;
+        o.extend_from_slice(&hay[at..]);
+        Some(o)
+    }
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -151,16 +185,24 @@ impl Redactor {
                 self.add(line.trim_end_matches('\r'));
             }
         }
-        let Ok(mut all) = self.forms.write() else {
+        let Ok(mut known) = self.known.write() else {
             return;
         };
+        let before = known.forms.len();
         for f in forms {
-            if !all.contains(&f) {
-                all.push(f);
+            if !known.forms.contains(&f) {
+                known.forms.push(f);
             }
         }
-        // longest first, so a form inside another is not masked half-way
-        all.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        if known.forms.len() == before {
+            return;
+        }
+        known.longest = known.forms.iter().map(String::len).max().unwrap_or(0);
+        // leftmost-longest: of the forms starting at one place, the longest is masked whole
+        known.automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&known.forms)
+            .ok();
     }
 
     /// Registers every string in a JSON value as a secret.
@@ -175,45 +217,38 @@ impl Redactor {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.forms.read().map(|f| f.is_empty()).unwrap_or(true)
+        self.known
+            .read()
+            .map(|k| k.forms.is_empty())
+            .unwrap_or(true)
     }
 
     /// The longest form, in bytes (a streaming writer holds back this many bytes minus one).
     pub fn longest(&self) -> usize {
-        self.forms
-            .read()
-            .ok()
-            .and_then(|f| f.first().map(String::len))
-            .unwrap_or(0)
+        self.known.read().map(|k| k.longest).unwrap_or(0)
     }
 
     /// Masks every known secret in `s`.
     pub fn redact<'a>(&self, s: &'a str) -> Cow<'a, str> {
-        let Ok(forms) = self.forms.read() else {
+        let Ok(known) = self.known.read() else {
             return Cow::Owned(MASK.to_owned());
         };
-        let mut out = Cow::Borrowed(s);
-        for f in forms.iter() {
-            if out.contains(f.as_str()) {
-                out = Cow::Owned(out.replace(f.as_str(), MASK));
-            }
+        match known.masked(s.as_bytes()) {
+            // every form is valid UTF-8 and so is the mask: replacing whole forms keeps the text valid
+            Some(bytes) => Cow::Owned(
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            None => Cow::Borrowed(s),
         }
-        out
     }
 
     /// Masks every known secret in raw bytes (which need not be UTF-8: binary output stays intact).
     pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        let Ok(forms) = self.forms.read() else {
+        let Ok(known) = self.known.read() else {
             return MASK.as_bytes().to_vec();
         };
-        let mut out = bytes.to_vec();
-        for f in forms.iter() {
-            let needle = f.as_bytes();
-            if out.windows(needle.len()).any(|w| w == needle) {
-                out = replace_bytes(&out, needle, MASK.as_bytes());
-            }
-        }
-        out
+        known.masked(bytes).unwrap_or_else(|| bytes.to_vec())
     }
 
     /// Masks every known secret in every string (and object key) of a JSON value.
@@ -237,21 +272,6 @@ impl Redactor {
     }
 }
 
-fn replace_bytes(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// Redacts a byte stream written in pieces: a secret split across two writes is still masked, because the
 /// last `longest - 1` bytes are held back until more arrive or the stream ends.
 #[derive(Debug)]
@@ -268,21 +288,36 @@ impl StreamRedactor {
         }
     }
 
-    /// Takes more bytes; returns the bytes that are safe to emit now.
+    /// Takes more bytes; returns the bytes that are safe to emit now. A form is found whole once all
+    /// its bytes are here; the last `longest − 1` bytes wait, since a form may start among them.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
-        let hold = self.redactor.longest().saturating_sub(1);
-        if hold == 0 {
+        let Ok(known) = self.redactor.known.read() else {
+            return MASK.as_bytes().to_vec();
+        };
+        let hold = known.longest.saturating_sub(1);
+        if hold == 0 && self.pending.is_empty() {
             return bytes.to_vec();
         }
         self.pending.extend_from_slice(bytes);
         if self.pending.len() <= hold {
             return Vec::new();
         }
-        let mut masked = self.redactor.redact_bytes(&self.pending);
-        // keep the tail (which may be the start of a secret) for the next round
-        let keep = masked.split_off(masked.len().saturating_sub(hold));
-        self.pending = keep;
-        masked
+        // every form starting before `safe` ends inside what is here, so it is found now
+        let safe = self.pending.len() - hold;
+        let mut out = Vec::with_capacity(self.pending.len());
+        let mut at = 0;
+        for m in known.matches(&self.pending) {
+            if m.start >= safe {
+                break;
+            }
+            out.extend_from_slice(&self.pending[at..m.start]);
+            out.extend_from_slice(MASK.as_bytes());
+            at = m.end;
+        }
+        let cut = safe.max(at);
+        out.extend_from_slice(&self.pending[at..cut]);
+        self.pending.drain(..cut);
+        out
     }
 
     /// The rest, at the end of the stream.
@@ -370,6 +405,60 @@ mod tests {
         }
         out.extend(s.finish());
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_stream_cut_anywhere_masks_what_the_whole_text_masks() {
+        let r = Arc::new(Redactor::new());
+        // secrets that overlap, nest and share prefixes, in several encodings
+        for s in [
+            "abcd-secret",
+            "abcd-secret-longer",
+            "cd-se",
+            "zzzz",
+            "p@ss w/rd",
+        ] {
+            r.add(s);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let pieces = [
+            "abcd-secret",
+            "abcd-secret-longer",
+            "cd-se",
+            "zzzz",
+            "zzz",
+            "p%40ss+w%2Frd",
+            "YWJjZC1zZWNyZXQ",
+            "x",
+            "\n",
+            "abcd-",
+            "é",
+            "\0",
+        ];
+        for _ in 0..300 {
+            let mut text = Vec::new();
+            for _ in 0..next(40) {
+                text.extend_from_slice(pieces[next(pieces.len())].as_bytes());
+            }
+            let whole = r.redact_bytes(&text);
+            let mut s = StreamRedactor::new(r.clone());
+            let mut out = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let n = 1 + next(24);
+                let end = (at + n).min(text.len());
+                out.extend(s.push(&text[at..end]));
+                at = end;
+            }
+            out.extend(s.finish());
+            assert_eq!(out, whole, "{}", String::from_utf8_lossy(&text));
+        }
     }
 
     #[test]
