@@ -1,253 +1,42 @@
 //! `ssh`: commands and file transfers on the targets of `targets.json|yaml`, over one pooled,
 //! host-key-checked session per target.
 //!
-//! `exec` and `batch` write, `upload` writes, `health`, `info` and `download` read. `invoke` loads
-//! the targets for each call and builds a `session::Cx`. `with_channel` takes a permit, the pooled
-//! session and a channel; a session that fails to open a channel, or does not answer within the
-//! target's connect timeout (a peer gone silent), is discarded and replaced once, before any
-//! command is sent. `batch` runs a bounded pool of threads over the targets, with per-target
-//! artifacts under the step's directory. `health` uses a fresh, unpooled connection; `info` runs
-//! `INFO_SCRIPT` in one round trip, typed by `parse_info`. Arguments naming host paths
-//! (`stdin_file`, `local_path`) are refused without `INFRA_UNSAFE_LOCAL=1` before anything connects
-//! (`refuse_local`). A download into an artifact is redacted like every artifact, so its `sha256`
-//! is that of what was stored.
+//! `exec` and `batch` write, `upload` writes, `health`, `info` and `download` read. The argument
+//! types and the action specs are in `args.rs`. `invoke` loads the targets for each call, builds a
+//! `session::Cx` and parses the arguments into the action's type, which is all the action reads.
+//! `with_channel` takes a permit, the pooled session and a channel; a session that fails to open a
+//! channel, or does not answer within the target's connect timeout (a peer gone silent), is
+//! discarded and replaced once, before any command is sent. `remote_command` makes the command
+//! line, environment and standard input of `exec` and `batch`; `batch` (`batch.rs`) runs a bounded
+//! pool of threads over the targets, with per-target artifacts under the step's directory.
+//! `health` uses a fresh, unpooled connection; `info` runs `INFO_SCRIPT` in one round trip, typed
+//! by `parse_info`. Arguments naming host paths (`stdin_file`, `local_path`) are refused without
+//! `INFRA_UNSAFE_LOCAL=1` before anything connects (`refuse_local`). A download into an artifact
+//! is redacted like every artifact, so its `sha256` is that of what was stored.
 
+mod args;
+mod auth;
+mod batch;
 pub mod exec;
 pub mod session;
 pub mod sftp;
 
+pub use args::{BatchArgs, DownloadArgs, ExecArgs, TargetArgs, UploadArgs};
+
 use crate::error::ErrorKind;
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::time::Instant;
 
-use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{ActionError, ActionSpec, Call, ToolSpec, args_schema};
+use super::{ActionError, Call, ToolSpec};
 use crate::exec::process::Capture;
-use dsl::Effect;
-use dsl::template::Mode;
+use args::{CommandArgs, Source};
 use exec::RemoteCommand;
 use session::{Conn, Cx, Limits, Stop};
 
-/// Run a command on a target: `command` is a shell line (run by `/bin/sh -c`); `argv` (or `command` with
-/// `args`) is joined with each argument quoted.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecArgs {
-    /// The target's name in targets.json|yaml.
-    pub target: String,
-    /// A shell command line, or the program when `args` is given.
-    pub command: Option<String>,
-    /// Arguments of `command`, each passed as one word.
-    pub args: Option<Vec<String>>,
-    /// Program and arguments, each passed as one word.
-    pub argv: Option<Vec<String>>,
-    /// Remote working directory.
-    pub cwd: Option<String>,
-    /// Environment variables for the command.
-    pub env: Option<BTreeMap<String, String>>,
-    /// Allocate a pseudo-terminal (off by default; stderr then arrives on stdout).
-    pub pty: Option<bool>,
-    /// Text written to standard input.
-    pub stdin: Option<String>,
-    /// Bytes (base64) written to standard input.
-    pub stdin_base64: Option<String>,
-    /// An artifact (`artifact://…`) streamed to standard input.
-    pub stdin_ref: Option<String>,
-    /// A file on the infra host streamed to standard input (needs INFRA_UNSAFE_LOCAL=1).
-    pub stdin_file: Option<String>,
-    /// Close standard input after writing (default true).
-    pub stdin_eof: Option<bool>,
-    /// Largest output kept in the result, per stream, in bytes (the rest is in artifacts).
-    #[schemars(range(min = 1))]
-    pub max_bytes: Option<u64>,
-}
-
-/// One command on several targets.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchArgs {
-    /// Target names.
-    pub targets: Option<Vec<String>>,
-    /// Every target with this label.
-    pub label: Option<String>,
-    pub command: Option<String>,
-    pub args: Option<Vec<String>>,
-    pub argv: Option<Vec<String>>,
-    pub cwd: Option<String>,
-    pub env: Option<BTreeMap<String, String>>,
-    pub stdin: Option<String>,
-    /// Targets worked on at once (default 4).
-    #[schemars(range(min = 1, max = 32))]
-    pub parallel: Option<u32>,
-    /// Largest output kept in the result, per target and stream (default 64 KiB).
-    #[schemars(range(min = 1))]
-    pub max_bytes: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TargetArgs {
-    /// The target's name in targets.json|yaml.
-    pub target: String,
-}
-
-/// Send a file to a target. The source is one of `content`, `content_base64`, `artifact`, or
-/// `local_path` (needs INFRA_UNSAFE_LOCAL=1).
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UploadArgs {
-    pub target: String,
-    /// Where the file goes on the target (replaced whole, never half-written).
-    pub remote_path: String,
-    pub content: Option<String>,
-    pub content_base64: Option<String>,
-    /// An artifact (`artifact://…`) to send.
-    pub artifact: Option<String>,
-    /// A file on the infra host to send (needs INFRA_UNSAFE_LOCAL=1).
-    pub local_path: Option<String>,
-    /// File mode, e.g. 420 (0644, the default).
-    #[schemars(range(min = 0, max = 4095))]
-    pub mode: Option<u32>,
-}
-
-/// Fetch a file from a target into an artifact, or to `local_path` (needs INFRA_UNSAFE_LOCAL=1).
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadArgs {
-    pub target: String,
-    pub remote_path: String,
-    /// A file on the infra host to write (needs INFRA_UNSAFE_LOCAL=1).
-    pub local_path: Option<String>,
-    /// Refuse files larger than this (default 1 GiB).
-    #[schemars(range(min = 1))]
-    pub max_bytes: Option<u64>,
-}
-
-fn exec_modes(args: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
-    if args.contains_key("args") || args.contains_key("argv") {
-        Vec::new()
-    } else {
-        vec![("command", Mode::Shell)]
-    }
-}
-
 pub(super) fn tool() -> ToolSpec {
-    let a = |name, title, description, effect, schema_fn: fn() -> Value, example: fn() -> Value| {
-        ActionSpec {
-            tool: "ssh",
-            name,
-            title,
-            description,
-            effect,
-            unsafe_local: false,
-            schema_fn,
-            modes: super::no_modes,
-            classify: None,
-            secret_args: None,
-            example,
-        }
-    };
-    let mut exec = a(
-        "exec",
-        "Run a command on a target",
-        "Runs a command on a target over its pooled SSH session; output streamed to artifacts; timeout or cancel kills the remote process group.",
-        Effect::Write,
-        || {
-            args_schema::<ExecArgs>(
-                "ssh",
-                "exec",
-                "Runs a command on a target over its pooled SSH session; output streamed to artifacts; timeout or cancel kills the remote process group.",
-            )
-        },
-        || json!({"action": "exec", "target": "prod", "command": "uptime"}),
-    );
-    exec.modes = exec_modes;
-    let mut batch = a(
-        "batch",
-        "Run a command on many targets",
-        "Runs one command on several targets (by name or label), a bounded number at once; one result per target.",
-        Effect::Write,
-        || {
-            args_schema::<BatchArgs>(
-                "ssh",
-                "batch",
-                "Runs one command on several targets (by name or label), a bounded number at once; one result per target.",
-            )
-        },
-        || json!({"action": "batch", "label": "web", "command": "uptime", "parallel": 4}),
-    );
-    batch.modes = exec_modes;
-    ToolSpec {
-        name: "ssh",
-        title: "SSH",
-        description: "Commands and SFTP transfers on the targets of targets.json|yaml: one host-key-checked session per target, reused across calls.",
-        aliases: &["mcp_ssh_manager"],
-        open_world: true,
-        actions: vec![
-            exec,
-            batch,
-            a(
-                "health",
-                "Check a target",
-                "Connects afresh, authenticates, runs `true`; reports latency and the host key fingerprint.",
-                Effect::Read,
-                || {
-                    args_schema::<TargetArgs>(
-                        "ssh",
-                        "health",
-                        "Connects afresh, authenticates, runs `true`; reports latency and the host key fingerprint.",
-                    )
-                },
-                || json!({"action": "health", "target": "prod"}),
-            ),
-            a(
-                "info",
-                "Describe a target",
-                "OS, kernel, uptime, load, memory and disk of a target, in one round trip.",
-                Effect::Read,
-                || {
-                    args_schema::<TargetArgs>(
-                        "ssh",
-                        "info",
-                        "OS, kernel, uptime, load, memory and disk of a target, in one round trip.",
-                    )
-                },
-                || json!({"action": "info", "target": "prod"}),
-            ),
-            a(
-                "upload",
-                "Upload a file",
-                "Sends content, an artifact, or a host file (with INFRA_UNSAFE_LOCAL=1) to a target over SFTP; replaced whole, with its SHA-256.",
-                Effect::Write,
-                || {
-                    args_schema::<UploadArgs>(
-                        "ssh",
-                        "upload",
-                        "Sends content, an artifact, or a host file (with INFRA_UNSAFE_LOCAL=1) to a target over SFTP; replaced whole, with its SHA-256.",
-                    )
-                },
-                || json!({"action": "upload", "target": "prod", "remote_path": "/tmp/motd", "content": "hello\n"}),
-            ),
-            a(
-                "download",
-                "Download a file",
-                "Fetches a file from a target over SFTP into an artifact (or, with INFRA_UNSAFE_LOCAL=1, a host file), with its SHA-256.",
-                Effect::Read,
-                || {
-                    args_schema::<DownloadArgs>(
-                        "ssh",
-                        "download",
-                        "Fetches a file from a target over SFTP into an artifact (or, with INFRA_UNSAFE_LOCAL=1, a host file), with its SHA-256.",
-                    )
-                },
-                || json!({"action": "download", "target": "prod", "remote_path": "/etc/os-release"}),
-            ),
-        ],
-    }
+    args::tool()
 }
 
 /// How long a pooled session may take to open a channel before it is taken for dead (a target's
@@ -258,8 +47,9 @@ const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 const EXEC_CAP: usize = 1024 * 1024;
 const BATCH_CAP: usize = 64 * 1024;
 
-fn refuse_local(call: &Call<'_>, key: &str) -> Result<(), ActionError> {
-    if call.args.contains_key(key) && !call.host.config().unsafe_local {
+/// Refuses an argument naming a path on the infra host (`key`, given as `path`) without the opt-in.
+fn refuse_local(call: &Call<'_>, key: &str, path: Option<&str>) -> Result<(), ActionError> {
+    if path.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             ErrorKind::Refused,
             format!("`{key}` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1"),
@@ -267,14 +57,6 @@ fn refuse_local(call: &Call<'_>, key: &str) -> Result<(), ActionError> {
         .hint("use an artifact instead, or start infra with INFRA_UNSAFE_LOCAL=1"));
     }
     Ok(())
-}
-
-fn strings(v: Option<&Value>) -> Option<Vec<String>> {
-    v.and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect()
-    })
 }
 
 fn open_artifact(call: &Call<'_>, uri: &str) -> Result<std::fs::File, ActionError> {
@@ -288,19 +70,18 @@ fn open_local(path: &str) -> Result<std::fs::File, ActionError> {
 }
 
 /// The command line and its settings, from `command`, `command` + `args`, or `argv`.
-fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
-    let a = call.args;
-    let line = if let Some(argv) = strings(a.get("argv")) {
+fn remote_command(call: &Call<'_>, a: &CommandArgs<'_>) -> Result<RemoteCommand, ActionError> {
+    let line = if let Some(argv) = a.argv {
         if argv.is_empty() {
             return Err(ActionError::new(ErrorKind::InvalidArgs, "`argv` is empty")
                 .hint("give the program and its arguments"));
         }
-        exec::join_argv(&argv)
-    } else if let Some(command) = call.str_arg("command") {
-        match strings(a.get("args")) {
+        exec::join_argv(argv)
+    } else if let Some(command) = a.command {
+        match a.args {
             Some(args) => {
                 let mut argv = vec![command.to_owned()];
-                argv.extend(args);
+                argv.extend_from_slice(args);
                 exec::join_argv(&argv)
             }
             None => command.to_owned(),
@@ -312,56 +93,51 @@ fn remote_command(call: &Call<'_>) -> Result<RemoteCommand, ActionError> {
         ));
     };
     let mut env = Vec::new();
-    if let Some(map) = a.get("env").and_then(Value::as_object) {
-        for (k, v) in map {
-            if !exec::valid_env_name(k) {
-                return Err(ActionError::new(
-                    ErrorKind::InvalidArgs,
-                    format!("`env` key `{k}` is not a variable name"),
-                )
-                .hint("use letters, digits and `_`, not starting with a digit"));
-            }
-            let v = v.as_str().unwrap_or_default();
-            if v.contains('\0') {
-                return Err(ActionError::new(
-                    ErrorKind::InvalidArgs,
-                    format!("`env` value of `{k}` holds a NUL byte, which no environment can hold"),
-                ));
-            }
-            env.push((k.clone(), v.to_owned()));
+    for (k, v) in a.env.into_iter().flatten() {
+        if !exec::valid_env_name(k) {
+            return Err(ActionError::new(
+                ErrorKind::InvalidArgs,
+                format!("`env` key `{k}` is not a variable name"),
+            )
+            .hint("use letters, digits and `_`, not starting with a digit"));
         }
+        if v.contains('\0') {
+            return Err(ActionError::new(
+                ErrorKind::InvalidArgs,
+                format!("`env` value of `{k}` holds a NUL byte, which no environment can hold"),
+            ));
+        }
+        env.push((k.clone(), v.clone()));
     }
-    if !env.is_empty() && call.bool_arg("pty").unwrap_or(false) {
+    if !env.is_empty() && a.pty {
         return Err(ActionError::new(
             ErrorKind::InvalidArgs,
             "`env` with `pty: true`: the values travel on standard input, which a terminal would echo back",
         )
         .hint("drop `pty`, or set the variables in the command itself"));
     }
-    let stdin: Option<Box<dyn Read + Send>> = if let Some(s) = call.str_arg("stdin") {
-        Some(Box::new(std::io::Cursor::new(s.as_bytes().to_vec())))
-    } else if let Some(b) = call.str_arg("stdin_base64") {
-        Some(Box::new(std::io::Cursor::new(super::local::base64_decode(
-            b,
-        )?)))
-    } else if let Some(uri) = call.str_arg("stdin_ref") {
-        Some(Box::new(open_artifact(call, uri)?))
-    } else if let Some(path) = call.str_arg("stdin_file") {
-        Some(Box::new(open_local(path)?))
-    } else {
-        None
+    let stdin: Option<Box<dyn Read + Send>> = match a.stdin {
+        Some(Source::Text(s)) => Some(Box::new(std::io::Cursor::new(s.as_bytes().to_vec()))),
+        Some(Source::Base64(b)) => Some(Box::new(std::io::Cursor::new(
+            super::local::base64_decode(b)?,
+        ))),
+        Some(Source::Artifact(uri)) => Some(Box::new(open_artifact(call, uri)?)),
+        Some(Source::HostFile(path)) => Some(Box::new(open_local(path)?)),
+        None => None,
     };
     Ok(RemoteCommand {
         line,
-        cwd: call.str_arg("cwd").map(str::to_owned),
+        cwd: a.cwd.map(str::to_owned),
         env,
-        pty: call.bool_arg("pty").unwrap_or(false),
+        pty: a.pty,
         stdin,
-        stdin_eof: call.bool_arg("stdin_eof").unwrap_or(true),
+        stdin_eof: a.stdin_eof,
     })
 }
 
-fn capture(call: &Call<'_>, default: usize, sub: Option<&str>) -> Capture {
+/// Where a command's output goes: the step's directory (or `sub` in it), at most `max_bytes` (else
+/// `default`) of each stream in the result.
+fn capture(call: &Call<'_>, max_bytes: Option<u64>, default: usize, sub: Option<&str>) -> Capture {
     let (dir, uri_base) = match sub {
         Some(s) => (call.dir.join(s), format!("{}/{s}", call.uri_base)),
         None => (call.dir.clone(), call.uri_base.clone()),
@@ -369,10 +145,7 @@ fn capture(call: &Call<'_>, default: usize, sub: Option<&str>) -> Capture {
     Capture {
         dir,
         uri_base,
-        cap: call
-            .u64_arg("max_bytes")
-            .map_or(default, |m| m as usize)
-            .min(16 * EXEC_CAP),
+        cap: max_bytes.map_or(default, |m| m as usize).min(16 * EXEC_CAP),
         redactor: call.host.redactor().clone(),
     }
 }
@@ -444,109 +217,22 @@ fn run_on(
     })
 }
 
-fn exec_action(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    refuse_local(call, "stdin_file")?;
-    let name = call.str_arg("target").unwrap_or_default();
+fn exec_action(call: &Call<'_>, cx: &Cx<'_>, args: &ExecArgs) -> Result<Value, ActionError> {
+    refuse_local(call, "stdin_file", args.stdin_file.as_deref())?;
+    let name = args.target.as_str();
     cx.endpoint(name)?;
-    let cmd = remote_command(call)?;
-    run_on(call, cx, name, cmd, &capture(call, EXEC_CAP, None))
+    let cmd = remote_command(call, &args.command_args())?;
+    run_on(
+        call,
+        cx,
+        name,
+        cmd,
+        &capture(call, args.max_bytes, EXEC_CAP, None),
+    )
 }
 
-fn batch(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    let mut names: Vec<String> = strings(call.args.get("targets")).unwrap_or_default();
-    if let Some(label) = call.str_arg("label") {
-        for (n, t) in &cx.targets.targets {
-            if t.labels.iter().any(|l| l == label) && !names.contains(n) {
-                names.push(n.clone());
-            }
-        }
-        if names.is_empty() {
-            return Err(ActionError::new(
-                ErrorKind::NotFound,
-                format!("no target has the label `{label}`"),
-            )
-            .hint("`context {action: targets}` lists targets and their labels"));
-        }
-    }
-    if names.is_empty() {
-        return Err(ActionError::new(
-            ErrorKind::InvalidArgs,
-            "give `targets` (names) or `label`",
-        ));
-    }
-    for n in &names {
-        cx.endpoint(n)?;
-    }
-    remote_command(call)?;
-    let parallel = call.u64_arg("parallel").unwrap_or(4).clamp(1, 32) as usize;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<Value>>> =
-        std::sync::Mutex::new(vec![None; names.len()]);
-    std::thread::scope(|s| {
-        for _ in 0..parallel.min(names.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(name) = names.get(i) else { break };
-                    let cap = capture(call, BATCH_CAP, Some(name));
-                    let r = remote_command(call).and_then(|cmd| run_on(call, cx, name, cmd, &cap));
-                    let v = match r {
-                        Ok(v) => v,
-                        Err(e) => {
-                            let mut v = e.result.clone().unwrap_or_else(|| json!({}));
-                            v["target"] = name.as_str().into();
-                            v["ok"] = false.into();
-                            v["error"] = e.to_json();
-                            v
-                        }
-                    };
-                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(v);
-                }
-            });
-        }
-    });
-    let results: Vec<Value> = results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .collect();
-    let failed: Vec<&str> = results
-        .iter()
-        .filter(|r| r["ok"] != true)
-        .filter_map(|r| r["target"].as_str())
-        .collect();
-    let artifacts: Vec<Value> = results
-        .iter()
-        .flat_map(|r| r["artifacts"].as_array().cloned().unwrap_or_default())
-        .collect();
-    let out = json!({
-        "targets": names,
-        "succeeded": results.len() - failed.len(),
-        "failed": failed,
-        "results": results,
-        "artifacts": artifacts,
-        "ok": failed.is_empty(),
-    });
-    if failed.is_empty() {
-        Ok(out)
-    } else {
-        Err(ActionError::new(
-            ErrorKind::PartialFailure,
-            format!(
-                "{} of {} targets failed: {}",
-                failed.len(),
-                names.len(),
-                failed.join(", ")
-            ),
-        )
-        .hint("see `results` for each target's error and output")
-        .with_result(out))
-    }
-}
-
-fn health(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    let name = call.str_arg("target").unwrap_or_default();
+fn health(call: &Call<'_>, cx: &Cx<'_>, args: &TargetArgs) -> Result<Value, ActionError> {
+    let name = args.target.as_str();
     let ep = cx.endpoint(name)?;
     let started = Instant::now();
     let conn = call.host.pools().ssh.fresh(cx, &ep)?;
@@ -620,8 +306,8 @@ pub fn parse_info(text: &str) -> Value {
     v
 }
 
-fn info(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    let name = call.str_arg("target").unwrap_or_default();
+fn info(call: &Call<'_>, cx: &Cx<'_>, args: &TargetArgs) -> Result<Value, ActionError> {
+    let name = args.target.as_str();
     cx.endpoint(name)?;
     let cmd = RemoteCommand {
         line: INFO_SCRIPT.into(),
@@ -631,7 +317,7 @@ fn info(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
         stdin: None,
         stdin_eof: true,
     };
-    let r = run_on(call, cx, name, cmd, &capture(call, 64 * 1024, None))?;
+    let r = run_on(call, cx, name, cmd, &capture(call, None, 64 * 1024, None))?;
     let mut out = parse_info(r["stdout"].as_str().unwrap_or_default());
     out["target"] = name.into();
     out["duration_ms"] = r["duration_ms"].clone();
@@ -639,40 +325,32 @@ fn info(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     Ok(out)
 }
 
-fn upload(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    refuse_local(call, "local_path")?;
-    let name = call.str_arg("target").unwrap_or_default();
+fn upload(call: &Call<'_>, cx: &Cx<'_>, args: &UploadArgs) -> Result<Value, ActionError> {
+    refuse_local(call, "local_path", args.local_path.as_deref())?;
+    let name = args.target.as_str();
     cx.endpoint(name)?;
-    let remote = call.str_arg("remote_path").unwrap_or_default();
-    let sources = ["content", "content_base64", "artifact", "local_path"];
-    let given: Vec<&str> = sources
-        .iter()
-        .copied()
-        .filter(|k| call.args.contains_key(*k))
-        .collect();
-    if given.len() != 1 {
+    let remote = args.remote_path.as_str();
+    let mut given = [
+        args.content.as_deref().map(Source::Text),
+        args.content_base64.as_deref().map(Source::Base64),
+        args.artifact.as_deref().map(Source::Artifact),
+        args.local_path.as_deref().map(Source::HostFile),
+    ]
+    .into_iter()
+    .flatten();
+    let (Some(given), None) = (given.next(), given.next()) else {
         return Err(ActionError::new(
             ErrorKind::InvalidArgs,
             "give exactly one of `content`, `content_base64`, `artifact` and `local_path`",
         ));
-    }
-    let mode = call.u64_arg("mode").unwrap_or(0o644) as i32;
+    };
+    let mode = args.mode.unwrap_or(0o644) as i32;
     let source = || -> Result<Box<dyn Read>, ActionError> {
-        Ok(match given[0] {
-            "content" => Box::new(std::io::Cursor::new(
-                call.str_arg("content")
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .to_vec(),
-            )),
-            "content_base64" => Box::new(std::io::Cursor::new(super::local::base64_decode(
-                call.str_arg("content_base64").unwrap_or_default(),
-            )?)),
-            "artifact" => Box::new(open_artifact(
-                call,
-                call.str_arg("artifact").unwrap_or_default(),
-            )?),
-            _ => Box::new(open_local(call.str_arg("local_path").unwrap_or_default())?),
+        Ok(match given {
+            Source::Text(s) => Box::new(std::io::Cursor::new(s.as_bytes().to_vec())),
+            Source::Base64(b) => Box::new(std::io::Cursor::new(super::local::base64_decode(b)?)),
+            Source::Artifact(uri) => Box::new(open_artifact(call, uri)?),
+            Source::HostFile(path) => Box::new(open_local(path)?),
         })
     };
     let mut out = with_conn(call, cx, name, |conn| {
@@ -682,19 +360,19 @@ fn upload(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
     Ok(out)
 }
 
-fn download(call: &Call<'_>, cx: &Cx<'_>) -> Result<Value, ActionError> {
-    refuse_local(call, "local_path")?;
-    let name = call.str_arg("target").unwrap_or_default();
+fn download(call: &Call<'_>, cx: &Cx<'_>, args: &DownloadArgs) -> Result<Value, ActionError> {
+    refuse_local(call, "local_path", args.local_path.as_deref())?;
+    let name = args.target.as_str();
     cx.endpoint(name)?;
-    let remote = call.str_arg("remote_path").unwrap_or_default();
-    let max = call.u64_arg("max_bytes").unwrap_or(1 << 30);
+    let remote = args.remote_path.as_str();
+    let max = args.max_bytes.unwrap_or(1 << 30);
     let base = std::path::Path::new(remote)
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.starts_with('.'))
         .unwrap_or("download")
         .to_owned();
-    let mut out = if let Some(local) = call.str_arg("local_path") {
+    let mut out = if let Some(local) = args.local_path.as_deref() {
         let p = std::path::Path::new(local);
         let tmp = super::temp_sibling(p);
         let r = with_conn(call, cx, name, |conn| {
@@ -796,12 +474,12 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         },
     };
     match action {
-        "exec" => exec_action(call, &cx),
-        "batch" => batch(call, &cx),
-        "health" => health(call, &cx),
-        "info" => info(call, &cx),
-        "upload" => upload(call, &cx),
-        "download" => download(call, &cx),
+        "exec" => exec_action(call, &cx, &call.parse()?),
+        "batch" => batch::batch(call, &cx, &call.parse()?),
+        "health" => health(call, &cx, &call.parse()?),
+        "info" => info(call, &cx, &call.parse()?),
+        "upload" => upload(call, &cx, &call.parse()?),
+        "download" => download(call, &cx, &call.parse()?),
         other => Err(ActionError::new(
             ErrorKind::NotAvailable,
             format!("ssh has no action `{other}`"),
