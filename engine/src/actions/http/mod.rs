@@ -18,11 +18,12 @@ pub mod guard;
 mod transfer;
 
 use crate::error::ErrorKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -54,6 +55,21 @@ pub enum Expect {
     Any(Vec<u16>),
 }
 
+/// Names and values in the order given (headers, query parameters, form fields).
+pub type Pairs = IndexMap<String, String>;
+
+/// A field that counts as given even when it is `null` (`Some(null)`), as opposed to left out (`None`,
+/// by `#[serde(default)]`): a given body, `basic` or `save_to` matters even when it is `null` (an empty
+/// body is sent, the target's `basic` is not used, a host path needs INFRA_UNSAFE_LOCAL=1).
+/// (`#[schemars(skip_serializing_if)]` on such a field keeps a `"default": null` out of its schema.)
+fn given<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// Send an HTTP request: `url`, or a target's `base_url` with `path`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,21 +83,31 @@ pub struct RequestArgs {
     pub target: Option<String>,
     pub path: Option<String>,
     /// Request headers.
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<Pairs>,
     /// Query parameters, added to the URL.
-    pub query: Option<BTreeMap<String, String>>,
+    pub query: Option<Pairs>,
     /// A JSON body (sent with `Content-Type: application/json`).
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<Value>", skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
     /// A text body.
-    pub body: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>", skip_serializing_if = "Option::is_none")]
+    pub body: Option<Option<String>>,
     /// A binary body, base64.
-    pub body_base64: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>", skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<Option<String>>,
     /// A form body (`application/x-www-form-urlencoded`).
-    pub form: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<Pairs>", skip_serializing_if = "Option::is_none")]
+    pub form: Option<Option<Pairs>>,
     /// The environment variable holding a bearer token (`token_env` is the same).
     pub bearer_env: Option<String>,
     pub token_env: Option<String>,
-    pub basic: Option<Basic>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<Basic>", skip_serializing_if = "Option::is_none")]
+    pub basic: Option<Option<Basic>>,
     pub retry: Option<Retry>,
     /// Status codes that count as success (default: below 400).
     pub expect_status: Option<Expect>,
@@ -89,7 +115,9 @@ pub struct RequestArgs {
     #[schemars(range(min = 1))]
     pub max_bytes: Option<u64>,
     /// Write the body to this file on the infra host (needs INFRA_UNSAFE_LOCAL=1).
-    pub save_to: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    #[schemars(with = "Option<String>", skip_serializing_if = "Option::is_none")]
+    pub save_to: Option<Option<String>>,
 }
 
 /// Check an endpoint: status (and optionally the body), with the latency.
@@ -99,7 +127,7 @@ pub struct CheckArgs {
     pub url: Option<String>,
     pub target: Option<String>,
     pub path: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
+    pub headers: Option<Pairs>,
     /// Status codes that count as healthy (default 200–399).
     pub expect_status: Option<Expect>,
     /// Text the body must contain.
@@ -289,10 +317,52 @@ fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionEr
     super::credential(call.host.config(), call.host.redactor(), var, what)
 }
 
-fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
-    let a = call.args;
+/// Where a request goes and with which credentials: what `prepare` reads of the `request` and `check`
+/// arguments.
+#[derive(Debug, Clone, Copy)]
+struct Endpoint<'a> {
+    url: Option<&'a str>,
+    target: Option<&'a str>,
+    path: Option<&'a str>,
+    headers: Option<&'a Pairs>,
+    query: Option<&'a Pairs>,
+    /// `bearer_env`, else `token_env`.
+    bearer_env: Option<&'a str>,
+    /// `basic` as given (`Some(None)`: given as `null`).
+    basic: Option<Option<&'a Basic>>,
+}
+
+impl RequestArgs {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.url.as_deref(),
+            target: self.target.as_deref(),
+            path: self.path.as_deref(),
+            headers: self.headers.as_ref(),
+            query: self.query.as_ref(),
+            bearer_env: self.bearer_env.as_deref().or(self.token_env.as_deref()),
+            basic: self.basic.as_ref().map(Option::as_ref),
+        }
+    }
+}
+
+impl CheckArgs {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.url.as_deref(),
+            target: self.target.as_deref(),
+            path: self.path.as_deref(),
+            headers: self.headers.as_ref(),
+            query: None,
+            bearer_env: self.bearer_env.as_deref().or(self.token_env.as_deref()),
+            basic: None,
+        }
+    }
+}
+
+fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
     let mut target = HttpTarget::default();
-    if let Some(name) = call.str_arg("target") {
+    if let Some(name) = at.target {
         let dir = &call.host.config().profiles_dir;
         let targets = crate::targets::Targets::load_checked(dir)?;
         let t = targets.find(name, dir)?;
@@ -304,10 +374,10 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
             .hint("add `http: {base_url: …}` to the target")
         })?;
     }
-    let url_text = match (call.str_arg("url"), &target.base_url) {
+    let url_text = match (at.url, &target.base_url) {
         (Some(u), _) => u.to_owned(),
         (None, Some(base)) => {
-            let path = call.str_arg("path").unwrap_or("");
+            let path = at.path.unwrap_or("");
             format!(
                 "{}/{}",
                 base.trim_end_matches('/'),
@@ -332,10 +402,10 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
             ),
         ));
     }
-    if let Some(q) = a.get("query").and_then(Value::as_object) {
+    if let Some(q) = at.query {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in q {
-            pairs.append_pair(k, v.as_str().unwrap_or_default());
+            pairs.append_pair(k, v);
         }
     }
     // a target's headers and credentials belong to its own origin (scheme, host, port of base_url)
@@ -361,19 +431,16 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let target_headers: Vec<String> = target.headers.keys().cloned().collect();
-    if let Some(h) = a.get("headers").and_then(Value::as_object) {
+    if let Some(h) = at.headers {
         for (k, v) in h {
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
-            headers.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+            headers.push((k.clone(), v.clone()));
         }
     }
-    let call_bearer = call
-        .str_arg("bearer_env")
-        .or_else(|| call.str_arg("token_env"))
-        .map(str::to_owned);
+    let call_bearer = at.bearer_env.map(str::to_owned);
     let credentials = if withheld {
         "withheld"
-    } else if call_bearer.is_some() || a.contains_key("basic") {
+    } else if call_bearer.is_some() || at.basic.is_some() {
         "call"
     } else if target_has_credentials {
         "target"
@@ -381,8 +448,8 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
         "none"
     };
     let bearer = call_bearer.or_else(|| target.bearer_env.clone().or(target.token_env.clone()));
-    let basic: Option<Basic> = match a.get("basic") {
-        Some(b) => serde_json::from_value(b.clone()).ok(),
+    let basic: Option<Basic> = match at.basic {
+        Some(b) => b.cloned(),
         None => target.basic.clone(),
     };
     if let Some(var) = bearer {
@@ -413,11 +480,11 @@ fn prepare(call: &Call<'_>) -> Result<Prepared, ActionError> {
     })
 }
 
-fn expected(expect: Option<&Value>, status: u16, default: fn(u16) -> bool) -> bool {
+fn expected(expect: Option<&Expect>, status: u16, default: fn(u16) -> bool) -> bool {
     match expect {
-        Some(Value::Number(n)) => n.as_u64() == Some(u64::from(status)),
-        Some(Value::Array(a)) => a.iter().any(|v| v.as_u64() == Some(u64::from(status))),
-        _ => default(status),
+        Some(Expect::One(s)) => *s == status,
+        Some(Expect::Any(a)) => a.contains(&status),
+        None => default(status),
     }
 }
 
@@ -432,7 +499,8 @@ fn headers_json(resp: &ureq::Response) -> Value {
 }
 
 fn request(call: &Call<'_>) -> Result<Value, ActionError> {
-    if call.args.contains_key("save_to") && !call.host.config().unsafe_local {
+    let args: RequestArgs = call.parse()?;
+    if args.save_to.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             ErrorKind::Refused,
             "`save_to` names a path on the infra host, which needs INFRA_UNSAFE_LOCAL=1",
@@ -440,9 +508,12 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
         .hint("leave it out: a large body goes to an artifact"));
     }
     let started = Instant::now();
-    let method = method_of(call.args).unwrap_or_else(|| "GET".into());
-    let prepared = prepare(call)?;
-    let body = body_of(call)?;
+    let method = args
+        .method
+        .as_deref()
+        .map_or_else(|| "GET".into(), str::to_ascii_uppercase);
+    let prepared = prepare(call, args.endpoint())?;
+    let body = body_of(&args)?;
     let agent = call
         .host
         .pools()
@@ -452,18 +523,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
         method.as_str(),
         "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
     );
-    let retry = call.args.get("retry");
-    let attempts = retry
-        .and_then(|r| r.get("attempts"))
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .clamp(1, 10) as u32;
-    let mut delay = Duration::from_millis(
-        retry
-            .and_then(|r| r.get("delay_ms"))
-            .and_then(Value::as_u64)
-            .unwrap_or(200),
-    );
+    let retry = args.retry.as_ref();
+    let attempts = retry.and_then(|r| r.attempts).unwrap_or(1).clamp(1, 10);
+    let mut delay = Duration::from_millis(retry.and_then(|r| r.delay_ms).unwrap_or(200));
     let mut attempt = 0u32;
     let mut waited = Vec::new();
     let (resp, url, hops) = loop {
@@ -515,8 +577,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let status = resp.status();
     let content_type = resp.header("content-type").unwrap_or("").to_owned();
     let headers = headers_json(&resp);
-    let max = call.u64_arg("max_bytes").unwrap_or(DEFAULT_MAX);
-    let b = read_body(call, resp, max, call.str_arg("save_to")).inspect_err(|_| {
+    let max = args.max_bytes.unwrap_or(DEFAULT_MAX);
+    let save_to = args.save_to.as_ref().and_then(Option::as_deref);
+    let b = read_body(call, resp, max, save_to).inspect_err(|_| {
         // nothing half-written is left behind
         let _ = std::fs::remove_file(call.dir.join("body"));
     })?;
@@ -545,10 +608,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     {
         out["json"] = v;
     }
-    if call.str_arg("save_to").is_none() {
-        out["body"] = String::from_utf8_lossy(&b.kept).into_owned().into();
-    } else {
-        out["saved_to"] = call.str_arg("save_to").into();
+    match save_to {
+        None => out["body"] = String::from_utf8_lossy(&b.kept).into_owned().into(),
+        Some(p) => out["saved_to"] = p.into(),
     }
     match &b.artifact {
         Some(a) => {
@@ -557,7 +619,7 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
         }
         None => out["artifacts"] = json!([]),
     }
-    let ok = expected(call.args.get("expect_status"), status, |s| s < 400);
+    let ok = expected(args.expect_status.as_ref(), status, |s| s < 400);
     out["ok"] = ok.into();
     if ok {
         Ok(out)
@@ -572,8 +634,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
 }
 
 fn check(call: &Call<'_>) -> Result<Value, ActionError> {
+    let args: CheckArgs = call.parse()?;
     let started = Instant::now();
-    let prepared = prepare(call)?;
+    let prepared = prepare(call, args.endpoint())?;
     let agent = call
         .host
         .pools()
@@ -583,11 +646,12 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
     let status = resp.status();
     let latency = started.elapsed().as_millis() as u64;
     let b = read_body(call, resp, 16 * 1024 * 1024, None)?;
-    let status_ok = expected(call.args.get("expect_status"), status, |s| {
+    let status_ok = expected(args.expect_status.as_ref(), status, |s| {
         (200..400).contains(&s)
     });
-    let matched = call
-        .str_arg("body_contains")
+    let matched = args
+        .body_contains
+        .as_deref()
         .map(|needle| String::from_utf8_lossy(&b.kept).contains(needle));
     let ok = status_ok && matched != Some(false);
     let out = json!({
@@ -645,5 +709,44 @@ mod tests {
         );
         // a templated method is unknown until rendered
         assert_eq!(classify_request(&m(json!({"method": null}))), None);
+    }
+
+    #[test]
+    fn examples_parse_into_their_types() {
+        use crate::actions::parse_args;
+        for a in &tool().actions {
+            let ex = (a.example)();
+            let args = ex.as_object().expect("an object");
+            let parsed = match a.name {
+                "request" => parse_args::<RequestArgs>(args).map(drop),
+                "check" => parse_args::<CheckArgs>(args).map(drop),
+                other => panic!("no argument type for http.{other}"),
+            };
+            assert!(parsed.is_ok(), "{}: {parsed:?}", a.name);
+        }
+        let m = |v: Value| v.as_object().cloned().expect("object");
+        // a field given as `null` is told from one left out; maps keep their order
+        let r: RequestArgs = parse_args(&m(json!({"action": "request", "timeout_ms": 5,
+            "json": null, "basic": null, "save_to": null, "query": {"z": "1", "a": "2"},
+            "expect_status": [200, 204]})))
+        .expect("parses");
+        assert_eq!(r.json, Some(Value::Null));
+        assert!(matches!(r.basic, Some(None)) && r.save_to == Some(None));
+        assert!(r.body.is_none() && r.form.is_none() && r.body_base64.is_none());
+        let keys: Vec<&str> = r.query.iter().flatten().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["z", "a"]);
+        assert!(expected(r.expect_status.as_ref(), 204, |_| false));
+        assert!(!expected(r.expect_status.as_ref(), 201, |_| true));
+        assert_eq!(
+            body_of(&r).expect("one body"),
+            Some((b"null".to_vec(), Some("application/json")))
+        );
+        let two = m(json!({"action": "request", "body": null, "form": {"a": "1"}}));
+        let e = body_of(&parse_args(&two).expect("parses")).expect_err("two bodies");
+        assert_eq!(e.message, "give one body, not body and form");
+        let e = parse_args::<CheckArgs>(&m(json!({"action": "check", "method": "GET"})))
+            .expect_err("unknown field");
+        assert_eq!(e.kind, ErrorKind::InvalidArgs);
+        assert!(e.message.contains("method"), "{}", e.message);
     }
 }

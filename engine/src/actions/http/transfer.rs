@@ -16,44 +16,50 @@ use crate::actions::{ActionError, Call};
 /// A request body and its content type, if the body sets one.
 pub(super) type Payload = (Vec<u8>, Option<&'static str>);
 
-pub(super) fn body_of(call: &Call<'_>) -> Result<Option<Payload>, ActionError> {
-    let a = call.args;
-    let given: Vec<&str> = ["json", "body", "body_base64", "form"]
-        .into_iter()
-        .filter(|k| a.contains_key(*k))
-        .collect();
+/// The request body of a call: at most one of `json`, `body`, `body_base64` and `form`; one given as
+/// `null` is still the body (`null`, or empty).
+pub(super) fn body_of(args: &RequestArgs) -> Result<Option<Payload>, ActionError> {
+    let given: Vec<&str> = [
+        ("json", args.json.is_some()),
+        ("body", args.body.is_some()),
+        ("body_base64", args.body_base64.is_some()),
+        ("form", args.form.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, is)| is.then_some(k))
+    .collect();
     if given.len() > 1 {
         return Err(invalid(format!(
             "give one body, not {}",
             given.join(" and ")
         )));
     }
-    Ok(match given.first().copied() {
-        Some("json") => Some((
-            serde_json::to_vec(&a["json"]).unwrap_or_default(),
+    Ok(if let Some(json) = &args.json {
+        Some((
+            serde_json::to_vec(json).unwrap_or_default(),
             Some("application/json"),
-        )),
-        Some("body") => Some((
-            call.str_arg("body").unwrap_or_default().as_bytes().to_vec(),
+        ))
+    } else if let Some(body) = &args.body {
+        Some((
+            body.as_deref().unwrap_or_default().as_bytes().to_vec(),
             None,
-        )),
-        Some("body_base64") => Some((
-            crate::actions::local::base64_decode(call.str_arg("body_base64").unwrap_or_default())?,
+        ))
+    } else if let Some(b64) = &args.body_base64 {
+        Some((
+            crate::actions::local::base64_decode(b64.as_deref().unwrap_or_default())?,
             None,
-        )),
-        Some(_) => {
-            let mut ser = url::form_urlencoded::Serializer::new(String::new());
-            if let Some(f) = a.get("form").and_then(Value::as_object) {
-                for (k, v) in f {
-                    ser.append_pair(k, v.as_str().unwrap_or_default());
-                }
-            }
-            Some((
-                ser.finish().into_bytes(),
-                Some("application/x-www-form-urlencoded"),
-            ))
+        ))
+    } else if let Some(form) = &args.form {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form.iter().flatten() {
+            ser.append_pair(k, v);
         }
-        None => None,
+        Some((
+            ser.finish().into_bytes(),
+            Some("application/x-www-form-urlencoded"),
+        ))
+    } else {
+        None
     })
 }
 

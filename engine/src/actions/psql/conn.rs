@@ -44,24 +44,47 @@ fn config_err(msg: String) -> ActionError {
     ActionError::new(ErrorKind::InvalidConfig, msg)
 }
 
+/// Where a call asks to connect, from its arguments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Where<'a> {
+    /// `target`, else `profile_name`.
+    pub target: Option<&'a str>,
+    /// A connection URL.
+    pub connection: Option<&'a str>,
+    /// The call asks for a read-only transaction.
+    pub read_only: bool,
+}
+
+impl<'a> Where<'a> {
+    pub fn new(
+        target: &'a Option<String>,
+        profile_name: &'a Option<String>,
+        connection: &'a Option<String>,
+        read_only: Option<bool>,
+    ) -> Self {
+        Where {
+            target: target.as_deref().or(profile_name.as_deref()),
+            connection: connection.as_deref(),
+            read_only: read_only.unwrap_or(false),
+        }
+    }
+}
+
 /// The connection of a call: `target`/`profile_name`, else `connection`, else the only target with a
 /// `postgres` section, else `DATABASE_URL`.
-pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
+pub fn resolve(call: &Call<'_>, at: Where<'_>) -> Result<Resolved, ActionError> {
     let cfg = call.host.config();
     let redactor = call.host.redactor();
-    let name = call
-        .str_arg("target")
-        .or_else(|| call.str_arg("profile_name"));
     let mut section: Option<(String, PgTarget)> = None;
     let targets = crate::targets::Targets::load_checked(&cfg.profiles_dir)?;
-    if let Some(name) = name {
+    if let Some(name) = at.target {
         let t = targets.find(name, &cfg.profiles_dir)?;
         let pg = t
             .postgres
             .clone()
             .ok_or_else(|| config_err(format!("target `{name}` has no `postgres` section")))?;
         section = Some((name.to_owned(), pg));
-    } else if call.str_arg("connection").is_none() {
+    } else if at.connection.is_none() {
         let with: Vec<(&String, &PgTarget)> = targets
             .targets
             .iter()
@@ -71,7 +94,7 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
             section = Some(((*n).clone(), (*p).clone()));
         }
     }
-    let (key_name, url, pg) = match (&section, call.str_arg("connection")) {
+    let (key_name, url, pg) = match (&section, at.connection) {
         (Some((n, pg)), _) => {
             let url = match (&pg.url, &pg.url_env) {
                 (Some(u), _) => Some(u.clone()),
@@ -148,7 +171,7 @@ pub fn resolve(call: &Call<'_>) -> Result<Resolved, ActionError> {
         config.get_ports().first().copied().unwrap_or(5432),
         config.get_dbname().unwrap_or("?")
     );
-    let read_only = pg.read_only.unwrap_or(false) || call.bool_arg("read_only").unwrap_or(false);
+    let read_only = pg.read_only.unwrap_or(false) || at.read_only;
     // the key holds no secret: the settings' shape and a digest of the URL and password
     let digest = {
         use sha2::{Digest, Sha256};

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{conn, invalid, one_statement, qualified, sql};
+use super::{ExportArgs, conn, invalid, one_statement, qualified, sql};
 use crate::actions::{ActionError, Call};
 use crate::record::artifacts::ArtifactWriter;
 use dsl::Effect;
@@ -66,8 +66,19 @@ impl CsvCount {
     }
 }
 
-pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
-    let file_path = call.str_arg("file_path").filter(|p| !p.is_empty());
+pub(super) fn export(call: &Call<'_>, args: ExportArgs) -> Result<Value, ActionError> {
+    let ExportArgs {
+        table,
+        query,
+        format,
+        csv_header,
+        header,
+        file_path,
+        target,
+        profile_name,
+        connection,
+    } = args;
+    let file_path = file_path.as_deref().filter(|p| !p.is_empty());
     if file_path.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             ErrorKind::Refused,
@@ -75,16 +86,13 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         )
         .hint("leave it out to export into an artifact"));
     }
-    let format = match call.str_arg("format").unwrap_or("csv") {
+    let format = match format.as_deref().unwrap_or("csv") {
         "jsonl" | "json" => "jsonl",
         _ => "csv",
     };
-    let header = call
-        .bool_arg("csv_header")
-        .or_else(|| call.bool_arg("header"))
-        .unwrap_or(true);
-    let mut query = None;
-    let source = match (call.str_arg("table"), call.str_arg("query")) {
+    let header = csv_header.or(header).unwrap_or(true);
+    let mut whole_query = None;
+    let source = match (table.as_deref(), query.as_deref()) {
         (Some(t), None) => format!("TABLE {}", qualified(t)?),
         (None, Some(q)) => {
             one_statement(q)?;
@@ -112,7 +120,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
                     "give one SELECT, VALUES, TABLE or WITH … SELECT, with its parentheses closed",
                 )
             })?;
-            query = Some(q);
+            whole_query = Some(q);
             q.to_owned()
         }
         _ => return Err(invalid("give exactly one of `table` and `query`")),
@@ -125,7 +133,10 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
         ),
         _ => format!("COPY (SELECT row_to_json(t) FROM (\n{source}\n) t) TO STDOUT"),
     };
-    let r = conn::resolve(call)?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, None),
+    )?;
     let name = format!("export.{format}");
     let started = std::time::Instant::now();
     // where the bytes go: an artifact, or a sibling of the host file renamed over it at the end
@@ -136,7 +147,7 @@ pub(super) fn export(call: &Call<'_>) -> Result<Value, ActionError> {
             .read_only(true)
             .start()
             .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
-        if let Some(q) = query {
+        if let Some(q) = whole_query {
             // the server parses the query alone first (the extended protocol takes one statement and
             // runs nothing): only a whole query that returns rows goes inside the COPY
             let stmt = tx.prepare(q).map_err(|e| {

@@ -317,10 +317,8 @@ fn refuse_writes(sql: &str, read_only: bool) -> Result<(), ActionError> {
     }
 }
 
-fn params_of(v: Option<&Value>) -> Vec<Param> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().cloned().map(Param).collect())
-        .unwrap_or_default()
+fn params_of(v: Option<&[Value]>) -> Vec<Param> {
+    v.unwrap_or_default().iter().cloned().map(Param).collect()
 }
 
 fn refs(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
@@ -413,12 +411,24 @@ impl RowSink<'_> {
 }
 
 fn query(call: &Call<'_>) -> Result<Value, ActionError> {
-    let sql = call.str_arg("sql").unwrap_or_default();
+    let QueryArgs {
+        sql,
+        params,
+        target,
+        profile_name,
+        connection,
+        read_only,
+        max_rows,
+    } = call.parse()?;
+    let sql = sql.as_str();
     one_statement(sql)?;
-    let r = conn::resolve(call)?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, read_only),
+    )?;
     refuse_writes(sql, r.read_only)?;
-    let params = params_of(call.args.get("params"));
-    let max_rows = call.u64_arg("max_rows").unwrap_or(DEFAULT_MAX_ROWS);
+    let params = params_of(params.as_deref());
+    let max_rows = max_rows.unwrap_or(DEFAULT_MAX_ROWS);
     let started = std::time::Instant::now();
     let pool = &call.host.pools().psql;
     let (cols, sink, more) = pool.with(call, &r, |client: &mut Client| {
@@ -488,11 +498,22 @@ fn query(call: &Call<'_>) -> Result<Value, ActionError> {
 }
 
 fn exec(call: &Call<'_>) -> Result<Value, ActionError> {
-    let sql = call.str_arg("sql").unwrap_or_default();
+    let ExecArgs {
+        sql,
+        params,
+        target,
+        profile_name,
+        connection,
+        read_only,
+    } = call.parse()?;
+    let sql = sql.as_str();
     one_statement(sql)?;
-    let r = conn::resolve(call)?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, read_only),
+    )?;
     refuse_writes(sql, r.read_only)?;
-    let params = params_of(call.args.get("params"));
+    let params = params_of(params.as_deref());
     let started = std::time::Instant::now();
     let n = call.host.pools().psql.with(call, &r, |client| {
         let stmt = client
@@ -512,15 +533,19 @@ fn exec(call: &Call<'_>) -> Result<Value, ActionError> {
 }
 
 fn transaction(call: &Call<'_>) -> Result<Value, ActionError> {
-    let statements = call
-        .args
-        .get("statements")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let r = conn::resolve(call)?;
+    let TransactionArgs {
+        statements,
+        target,
+        profile_name,
+        connection,
+        read_only,
+    } = call.parse()?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, read_only),
+    )?;
     for (i, s) in statements.iter().enumerate() {
-        let sql = s.get("sql").and_then(Value::as_str).unwrap_or_default();
+        let sql = s.sql.as_str();
         one_statement(sql).map_err(|mut e| {
             e.message = format!("statement {i}: {}", e.message);
             e
@@ -536,8 +561,8 @@ fn transaction(call: &Call<'_>) -> Result<Value, ActionError> {
             .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
         let mut done = Vec::new();
         for (i, s) in statements.iter().enumerate() {
-            let sql = s.get("sql").and_then(Value::as_str).unwrap_or_default();
-            let params = params_of(s.get("params"));
+            let sql = s.sql.as_str();
+            let params = params_of(s.params.as_deref());
             let step = (|| {
                 let stmt = tx.prepare(sql).map_err(|e| conn::db_error(&e, "preparing"))?;
                 check_param_count(&stmt, params.len())?;
@@ -585,8 +610,17 @@ fn qualified(table: &str) -> Result<String, ActionError> {
 }
 
 fn tables(call: &Call<'_>) -> Result<Value, ActionError> {
-    let r = conn::resolve(call)?;
-    let schema = call.str_arg("schema").map(|s| Value::String(s.to_owned()));
+    let TablesArgs {
+        schema,
+        target,
+        profile_name,
+        connection,
+    } = call.parse()?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, None),
+    )?;
+    let schema = schema.map(Value::String);
     let rows = call.host.pools().psql.with(call, &r, |client| {
         let rows = client
             .query(
@@ -611,12 +645,20 @@ fn tables(call: &Call<'_>) -> Result<Value, ActionError> {
 }
 
 fn describe(call: &Call<'_>) -> Result<Value, ActionError> {
-    let table = call.str_arg("table").unwrap_or_default();
+    let DescribeArgs {
+        table,
+        target,
+        profile_name,
+        connection,
+    } = call.parse()?;
     let (schema, name) = match table.split_once('.') {
         Some((s, n)) => (Some(s.to_owned()), n.to_owned()),
-        None => (None, table.to_owned()),
+        None => (None, table.clone()),
     };
-    let r = conn::resolve(call)?;
+    let r = conn::resolve(
+        call,
+        conn::Where::new(&target, &profile_name, &connection, None),
+    )?;
     let schema_v = schema.map_or(Value::Null, Value::String);
     let (cols, idx, cons) = call.host.pools().psql.with(call, &r, |client| {
         let p = [Param(schema_v.clone()), Param(Value::String(name.clone()))];
@@ -681,7 +723,7 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         "query" => query(call),
         "exec" => exec(call),
         "transaction" => transaction(call),
-        "export" => export::export(call),
+        "export" => export::export(call, call.parse()?),
         "tables" => tables(call),
         "describe" => describe(call),
         other => Err(ActionError::new(
@@ -712,5 +754,39 @@ mod tests {
             Some("\"public\".\"my\"\"t\"")
         );
         assert!(qualified("a.b.c").is_err());
+    }
+
+    #[test]
+    fn examples_parse_into_their_types() {
+        use crate::actions::parse_args;
+        for a in &tool().actions {
+            let ex = (a.example)();
+            let args = ex.as_object().expect("an object");
+            let parsed = match a.name {
+                "query" => parse_args::<QueryArgs>(args).map(drop),
+                "exec" => parse_args::<ExecArgs>(args).map(drop),
+                "transaction" => parse_args::<TransactionArgs>(args).map(drop),
+                "export" => parse_args::<ExportArgs>(args).map(drop),
+                "tables" => parse_args::<TablesArgs>(args).map(drop),
+                "describe" => parse_args::<DescribeArgs>(args).map(drop),
+                other => panic!("no argument type for psql.{other}"),
+            };
+            assert!(parsed.is_ok(), "{}: {parsed:?}", a.name);
+        }
+        let m = |v: Value| v.as_object().cloned().expect("object");
+        let t: TransactionArgs = parse_args(&m(json!({"action": "transaction", "timeout_ms": 5,
+            "statements": [{"sql": "select $1", "params": [1]}], "profile_name": "db"})))
+        .expect("parses");
+        assert_eq!(t.statements[0].sql, "select $1");
+        let at = conn::Where::new(&t.target, &t.profile_name, &t.connection, t.read_only);
+        assert_eq!(
+            (at.target, at.connection, at.read_only),
+            (Some("db"), None, false)
+        );
+        let e =
+            parse_args::<QueryArgs>(&m(json!({"action": "query", "sql": "select 1", "rows": 1})))
+                .expect_err("unknown field");
+        assert_eq!(e.kind, ErrorKind::InvalidArgs);
+        assert!(e.message.contains("rows"), "{}", e.message);
     }
 }
