@@ -176,18 +176,6 @@ impl Call<'_> {
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ActionError> {
         parse_args(self.args)
     }
-
-    pub fn str_arg(&self, key: &str) -> Option<&str> {
-        self.args.get(key).and_then(Value::as_str)
-    }
-
-    pub fn u64_arg(&self, key: &str) -> Option<u64> {
-        self.args.get(key).and_then(Value::as_u64)
-    }
-
-    pub fn bool_arg(&self, key: &str) -> Option<bool> {
-        self.args.get(key).and_then(Value::as_bool)
-    }
 }
 
 /// A credential from the environment variable a target or call names (`password_env`, `bearer_env`, …),
