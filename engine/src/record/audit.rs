@@ -5,8 +5,10 @@
 //! directory interleave whole records and keep the chain. There is no API to rewrite or delete
 //! records.
 //!
-//! `append(fields, durable)` opens the file, takes the lock, reads the last line backwards
-//! (`last_line`) and writes one line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays
+//! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when
+//! the path names another file), reads the last line backwards (`last_line`) unless the file has the
+//! length this process left it with (then the remembered `seq` and hash are the head), and writes one
+//! line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays
 //! at 100 items: `bound`), with a key a `mac`, and last `hash`, the SHA-256 of the line before it
 //! (`sealed`, `split_last`). `durable` fsyncs. After a torn last line it starts a new line and
 //! leaves the torn one for `verify`.
@@ -28,8 +30,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -150,6 +153,21 @@ pub struct Audit {
     path: PathBuf,
     keeper: Option<Arc<dyn HeadKeeper>>,
     key: Option<AuditKey>,
+    /// The file kept open between appends, and the end it had after this process's last append.
+    open: Arc<Mutex<Option<OpenLog>>>,
+}
+
+/// The log as this process last left it: the open file, which file that is, and its last record.
+#[derive(Debug)]
+struct OpenLog {
+    file: File,
+    /// Device and inode: a log renamed or replaced under its path is opened again.
+    id: (u64, u64),
+    /// Its length after this process's last append; any other length means another writer.
+    len: u64,
+    seq: u64,
+    /// The SHA-256 of the last record's line: the next record's `prev`.
+    prev: String,
 }
 
 /// What the log's end is compared with.
@@ -254,6 +272,7 @@ impl Audit {
             path: path.into(),
             keeper: None,
             key: None,
+            open: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -287,38 +306,74 @@ impl Audit {
     }
 
     /// before this returns (intents of side effects). Returns the record's `seq`.
+    ///
+    /// The file stays open between appends and the last record's `seq` and hash are remembered, so an
+    /// append is a lock, a stat, a write and an unlock. The file is opened again when the path names
+    /// another file (renamed, replaced, deleted) and its last line read again when its length is not
+    /// the one this process left (another process appended, or it was cut).
     pub fn append(&self, fields: &Value, durable: bool) -> Result<u64, AuditError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| self.err(io::Error::other("the audit log's lock was poisoned")))?;
+        let at_path = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if open.as_ref().is_none_or(|o| Some(o.id) != at_path) {
+            *open = None;
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .map_err(|e| self.err(e))?;
+            let m = file.metadata().map_err(|e| self.err(e))?;
+            *open = Some(OpenLog {
+                file,
+                id: (m.dev(), m.ino()),
+                // no length is `u64::MAX`: the first append reads the last line
+                len: u64::MAX,
+                seq: 0,
+                prev: String::new(),
+            });
         }
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&self.path)
-            .map_err(|e| self.err(e))?;
-        f.lock().map_err(|e| self.err(e))?;
-        let result = self.append_locked(&mut f, fields, durable);
-        let _ = f.unlock();
+        let Some(log) = open.as_mut() else {
+            return Err(self.err(io::Error::other("the audit log is not open")));
+        };
+        log.file.lock().map_err(|e| self.err(e))?;
+        let result = self.append_locked(log, fields, durable);
+        let _ = log.file.unlock();
+        if result.is_err() {
+            // whatever happened, the next append starts from the file, not from memory
+            *open = None;
+        }
         result
     }
 
     fn append_locked(
         &self,
-        f: &mut File,
+        log: &mut OpenLog,
         fields: &Value,
         durable: bool,
     ) -> Result<u64, AuditError> {
-        let (last, terminated) = last_line(f).map_err(|e| self.err(e))?;
-        let (seq, prev) = if last.is_empty() {
-            (1, GENESIS.to_owned())
+        let len = log.file.metadata().map_err(|e| self.err(e))?.len();
+        let (seq, prev, terminated) = if len == log.len {
+            (log.seq + 1, std::mem::take(&mut log.prev), true)
         } else {
-            let seq = serde_json::from_slice::<Value>(&last)
-                .ok()
-                .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                .unwrap_or(0)
-                + 1;
-            (seq, sha_hex(&last))
+            let (last, terminated) = last_line(&mut log.file).map_err(|e| self.err(e))?;
+            if last.is_empty() {
+                (1, GENESIS.to_owned(), terminated)
+            } else {
+                let seq = serde_json::from_slice::<Value>(&last)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                    .unwrap_or(0)
+                    + 1;
+                (seq, sha_hex(&last), terminated)
+            }
         };
         let ts = crate::ctx::now_rfc3339();
         let mut rec = Map::new();
@@ -348,10 +403,15 @@ impl Audit {
             // a torn record from a crash stays where it is (verify reports it); start on a new line
             line.insert(0, b'\n');
         }
-        f.write_all(&line).map_err(|e| self.err(e))?;
+        log.file.write_all(&line).map_err(|e| self.err(e))?;
         if durable {
-            f.sync_data().map_err(|e| self.err(e))?;
+            log.file.sync_data().map_err(|e| self.err(e))?;
         }
+        log.len = len + line.len() as u64;
+        log.seq = seq;
+        // the next record's `prev`: the hash of this line's bytes, as `last_line` would read them
+        let written = line.strip_prefix(b"\n").unwrap_or(&line);
+        log.prev = sha_hex(written.strip_suffix(b"\n").unwrap_or(written));
         if let Some(keeper) = &self.keeper {
             let head = Head {
                 seq,

@@ -489,3 +489,43 @@ fn records_before_the_key_was_set_are_noted_not_refused() {
     );
     assert_eq!(format!("{:?}", sealed.key), "Some(AuditKey(..))");
 }
+
+#[test]
+fn appenders_that_keep_the_file_open_see_each_other_and_a_replaced_log() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    // two appenders on one path, as two processes would be
+    let (a, b) = (Audit::new(&path), Audit::new(&path));
+    for i in 0..6 {
+        let who = if i % 3 == 0 { &b } else { &a };
+        assert_eq!(
+            who.append(&json!({"kind": "call", "i": i}), false)
+                .expect("append"),
+            i + 1
+        );
+    }
+    let v = a.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (6, None));
+    // the log renamed away and a new one started elsewhere under its name: a new chain there
+    std::fs::rename(&path, dir.path().join("old.jsonl")).expect("rename");
+    assert_eq!(
+        a.append(&json!({"kind": "call"}), false).expect("append"),
+        1
+    );
+    assert_eq!(
+        b.append(&json!({"kind": "call"}), false).expect("append"),
+        2
+    );
+    let v = b.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (2, None));
+    // cut back by someone else: the next record follows what is there, so only the cut shows
+    let text = std::fs::read_to_string(&path).expect("read");
+    let first = text.lines().next().expect("a line").to_owned() + "\n";
+    std::fs::write(&path, &first).expect("cut");
+    assert_eq!(
+        a.append(&json!({"kind": "call"}), false).expect("append"),
+        2
+    );
+    let v = a.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (2, None));
+}
