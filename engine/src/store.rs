@@ -5,8 +5,10 @@
 //! writes and lose none (`two_connections_lose_no_writes`). Tables: `state` (the persistent scope,
 //! stored redacted by the caller), `runs` (the run index: id, runbook, directory, times, status,
 //! owner pid and start time), `jobs` (id, tool, action, status, owner, times, result) and
-//! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward, written with
-//! `synchronous=NORMAL`, the next synced write carrying it). Columns added later are added to older
+//! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward). Writes that need
+//! not survive a power loss (the audit head; the run index of runs that change nothing) go through
+//! `with_sync(false, …)`: `synchronous=NORMAL`, left in the WAL (other processes see them, a crash
+//! keeps them), the next synced write carrying them. Columns added later are added to older
 //! stores on open (`add_column`).
 //!
 //! `run_status` is the one place a run's status is decided, for `infra runs` and MCP `evidence`
@@ -188,27 +190,45 @@ impl Store {
         runbook: &str,
         dir: &Path,
         started_at: &str,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let dir = dir.display().to_string();
         let me = ProcessRef::current();
-        self.with(|c| {
-            c.execute(
+        self.with_sync(durable, |c| {
+            c.prepare_cached(
                 "INSERT INTO runs(id, runbook, dir, started_at, status, owner_pid, owner_start) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-                params![id, runbook, dir, started_at, me.pid, me.start],
-            )
+            )?
+            .execute(params![id, runbook, dir, started_at, me.pid, me.start])
             .map(|_| ())
         })
     }
 
     /// Records how a run ended.
-    pub fn run_finished(&self, id: &str, status: &str) -> Result<(), StoreError> {
+    pub fn run_finished(&self, id: &str, status: &str, durable: bool) -> Result<(), StoreError> {
         let now = crate::ctx::now_rfc3339();
+        self.with_sync(durable, |c| {
+            c.prepare_cached("UPDATE runs SET finished_at = ?2, status = ?3 WHERE id = ?1")?
+                .execute(params![id, now, status])
+                .map(|_| ())
+        })
+    }
+
+    /// Runs `f` with the store's writes forced to disk (`durable`), or left in the WAL, which other
+    /// processes see at once and a process crash keeps; only a power loss can take them back, and the
+    /// next synced write carries them.
+    fn with_sync<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        if durable {
+            return self.with(f);
+        }
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET finished_at = ?2, status = ?3 WHERE id = ?1",
-                params![id, now, status],
-            )
-            .map(|_| ())
+            c.execute_batch("PRAGMA synchronous = NORMAL")?;
+            let r = f(c);
+            c.execute_batch("PRAGMA synchronous = FULL")?;
+            r
         })
     }
 
@@ -352,17 +372,14 @@ impl Store {
     /// can so only take the head back, which `verify` reports as records past the head, not missing.
     pub fn audit_head_keep(&self, head: &Head) -> Result<(), StoreError> {
         let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
-        self.with(|c| {
-            c.execute_batch("PRAGMA synchronous = NORMAL")?;
-            let kept = c
-                .prepare_cached(
-                    "INSERT INTO audit_head(id, seq, hash, ts) VALUES (1, ?1, ?2, ?3)
-                     ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts
-                     WHERE excluded.seq > audit_head.seq",
-                )
-                .and_then(|mut st| st.execute(params![seq, head.hash, head.ts]));
-            c.execute_batch("PRAGMA synchronous = FULL")?;
-            kept.map(|_| ())
+        self.with_sync(false, |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_head(id, seq, hash, ts) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts
+                 WHERE excluded.seq > audit_head.seq",
+            )?
+            .execute(params![seq, head.hash, head.ts])
+            .map(|_| ())
         })
     }
 
@@ -546,7 +563,7 @@ mod tests {
         let started = |id: &str| {
             let run_dir = dir.path().join(id);
             let journal = Journal::create(&run_dir).expect("journal");
-            s.run_started(id, "rb", &run_dir, "2026-01-01T00:00:00.000Z")
+            s.run_started(id, "rb", &run_dir, "2026-01-01T00:00:00.000Z", true)
                 .expect("row");
             journal
         };
@@ -577,7 +594,7 @@ mod tests {
         finished(&lost, Status::Failed);
         let done = started("done");
         finished(&done, Status::Succeeded);
-        s.run_finished("done", "succeeded").expect("finish");
+        s.run_finished("done", "succeeded", true).expect("finish");
         s.with(|c| {
             c.execute(
                 "UPDATE runs SET owner_start = -1 WHERE id IN ('killed', 'lost')",
@@ -622,7 +639,7 @@ mod tests {
             s.run("old").expect("read").expect("row")["status"],
             "interrupted"
         );
-        s.run_started("new", "rb", dir.path(), "2026-01-01")
+        s.run_started("new", "rb", dir.path(), "2026-01-01", false)
             .expect("insert");
         assert_eq!(
             s.run("new").expect("read").expect("row")["status"],

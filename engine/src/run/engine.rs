@@ -123,6 +123,7 @@ impl Engine {
 /runs/
 /audit.jsonl
 /store.sqlite3*
+/.infra-cache/
 /.gitignore
 ",
             );

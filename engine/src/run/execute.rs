@@ -154,9 +154,9 @@ impl Engine {
             journal.append(r, false)?;
         }
         if let Ok(store) = self.store() {
-            let _ = store.run_started(&run_id, "call", &dir, &ts);
+            let _ = store.run_started(&run_id, "call", &dir, &ts, false);
             let word = serde_json::to_value(status).unwrap_or_default();
-            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"));
+            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"), false);
         }
         Ok(run_id)
     }
@@ -250,7 +250,7 @@ impl Engine {
             durable,
         );
         if let Ok(store) = self.store() {
-            let _ = store.run_started(&run_id, &rb.name, &dir, &ts);
+            let _ = store.run_started(&run_id, &rb.name, &dir, &ts, durable);
         }
         if opts.depth == 0
             && let Some(p) = opts.progress
@@ -316,7 +316,7 @@ impl Engine {
         );
         if let Ok(store) = self.store() {
             let word = serde_json::to_value(status).unwrap_or_default();
-            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"));
+            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"), durable);
         }
         outcome
     }

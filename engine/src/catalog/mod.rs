@@ -6,9 +6,16 @@
 //! even through another project runbook), so listings can show it. `is_builtin_name` is what
 //! `runbook upsert` checks: a built-in's name needs `override: true` there, while a project file
 //! written by hand is only marked. `Catalog` implements `Resolve` for nested runbooks.
+//!
+//! Project files are parsed lazily: `index` (a cache under the profiles directory) says which names
+//! a file defines as long as the file is unchanged, so `get` parses only the file of the runbook
+//! asked for, once (`Slot::entry`, `LazyFile::loaded`); `entries` (list, validate) parses them all.
+//! Files the index does not know, or knew with errors, are parsed at load.
+
+mod index;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dsl::{Diagnostic, Runbook, SourceFile};
 use indexmap::IndexMap;
@@ -49,8 +56,43 @@ pub struct CatalogOptions {
 /// All runbooks known to this process, and the problems found loading them.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    entries: IndexMap<String, Entry>,
+    entries: IndexMap<String, Slot>,
+    files: Vec<LazyFile>,
     diagnostics: Vec<Diagnostic>,
+}
+
+/// One name: where it came from and its entry, loaded now or on first use.
+#[derive(Debug)]
+struct Slot {
+    origin: Origin,
+    overrides: Option<Origin>,
+    /// The lazy file that defines it (none: `entry` was set at load).
+    file: Option<usize>,
+    entry: OnceLock<Option<Entry>>,
+}
+
+/// A project file the index vouched for, parsed on first use.
+#[derive(Debug)]
+struct LazyFile {
+    path: PathBuf,
+    stem: Option<String>,
+    loaded: OnceLock<Vec<Arc<Runbook>>>,
+}
+
+impl LazyFile {
+    fn runbooks(&self) -> &[Arc<Runbook>] {
+        self.loaded.get_or_init(|| match read_source(&self.path) {
+            Ok(file) => {
+                let loaded = dsl::load(&file, self.stem.as_deref());
+                if loaded.has_errors() {
+                    Vec::new()
+                } else {
+                    loaded.runbooks.into_iter().map(Arc::new).collect()
+                }
+            }
+            Err(_) => Vec::new(),
+        })
+    }
 }
 
 impl Catalog {
@@ -72,13 +114,15 @@ impl Catalog {
             (None, Some(dir)) => vec![dir.join("runbooks.json"), dir.join("runbooks")],
             (None, None) => Vec::new(),
         };
+        let mut index = index::Index::open(opts.profiles_dir.as_deref());
         for src in sources {
-            c.add_path(&src);
+            c.add_path(&src, &mut index);
         }
+        index.save();
         c
     }
 
-    fn add_path(&mut self, path: &Path) {
+    fn add_path(&mut self, path: &Path, index: &mut index::Index) {
         if path.is_dir() {
             let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
                 Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
@@ -90,45 +134,110 @@ impl Catalog {
             files.retain(|p| is_runbook_file(p));
             files.sort();
             for f in files {
-                self.add_file_path(&f);
+                self.add_file_path(&f, index);
             }
         } else if path.is_file() {
-            self.add_file_path(path);
+            self.add_file_path(path, index);
         }
     }
 
-    fn add_file_path(&mut self, path: &Path) {
+    fn add_file_path(&mut self, path: &Path, index: &mut index::Index) {
+        let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+        let stamp = index::Stamp::of(path);
+        if let Some(names) = stamp.and_then(|st| index.lookup(path, st)) {
+            let file = self.files.len();
+            self.files.push(LazyFile {
+                path: path.to_owned(),
+                stem,
+                loaded: OnceLock::new(),
+            });
+            for name in names {
+                self.insert(name, Origin::Project, Some(file), None);
+            }
+            return;
+        }
         match read_source(path) {
             Ok(file) => {
-                let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
-                self.add_file(&file, stem.as_deref(), Origin::Project);
+                let before = self.diagnostics.len();
+                let names = self.add_file(&file, stem.as_deref(), Origin::Project);
+                if let Some(stamp) = stamp {
+                    let has_errors = self.diagnostics[before..].iter().any(Diagnostic::is_error);
+                    index.learn(
+                        path,
+                        index::FileNames {
+                            stamp,
+                            names,
+                            has_errors,
+                        },
+                    );
+                }
             }
             Err(d) => self.diagnostics.push(d),
         }
     }
 
     /// Loads the runbooks of one file; a later runbook overrides an earlier one of the same name.
-    pub fn add_file(&mut self, file: &SourceFile, stem: Option<&str>, origin: Origin) {
+    /// Returns their names.
+    pub fn add_file(
+        &mut self,
+        file: &SourceFile,
+        stem: Option<&str>,
+        origin: Origin,
+    ) -> Vec<String> {
         let loaded = dsl::load(file, stem);
         self.diagnostics.extend(loaded.diagnostics);
+        let mut names = Vec::with_capacity(loaded.runbooks.len());
         for rb in loaded.runbooks {
-            let overrides = self
-                .entries
-                .get(&rb.name)
-                .map(|old| old.overrides.unwrap_or(old.origin));
-            self.entries.insert(
-                rb.name.clone(),
-                Entry {
-                    runbook: Arc::new(rb),
-                    origin,
-                    overrides,
-                },
-            );
+            names.push(rb.name.clone());
+            self.insert(rb.name.clone(), origin, None, Some(Arc::new(rb)));
         }
+        names
     }
 
+    fn insert(
+        &mut self,
+        name: String,
+        origin: Origin,
+        file: Option<usize>,
+        runbook: Option<Arc<Runbook>>,
+    ) {
+        let overrides = self
+            .entries
+            .get(&name)
+            .map(|old| old.overrides.unwrap_or(old.origin));
+        let entry = OnceLock::new();
+        if let Some(runbook) = runbook {
+            let _ = entry.set(Some(Entry {
+                runbook,
+                origin,
+                overrides,
+            }));
+        }
+        self.entries.insert(
+            name,
+            Slot {
+                origin,
+                overrides,
+                file,
+                entry,
+            },
+        );
+    }
+
+    /// The runbook of this name, its file parsed now if it was not yet.
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.get(name)
+        let slot = self.entries.get(name)?;
+        slot.entry
+            .get_or_init(|| {
+                let file = &self.files[slot.file?];
+                let runbook = file.runbooks().iter().find(|r| r.name == name)?.clone();
+                Some(Entry {
+                    runbook,
+                    origin: slot.origin,
+                    overrides: slot.overrides,
+                })
+            })
+            .as_ref()
     }
 
     /// Whether a built-in runbook has this name (whether or not a project runbook replaces it).
@@ -138,9 +247,9 @@ impl Catalog {
             .is_some_and(|e| e.origin == Origin::Builtin || e.overrides == Some(Origin::Builtin))
     }
 
-    /// Entries sorted by name.
+    /// Entries sorted by name (every file parsed).
     pub fn entries(&self) -> Vec<&Entry> {
-        let mut v: Vec<&Entry> = self.entries.values().collect();
+        let mut v: Vec<&Entry> = self.entries.keys().filter_map(|n| self.get(n)).collect();
         v.sort_by(|a, b| a.runbook.name.cmp(&b.runbook.name));
         v
     }
@@ -153,6 +262,14 @@ impl Catalog {
     /// Names, for suggestions.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// How many project files the index vouched for are not parsed yet.
+    pub fn unparsed_files(&self) -> usize {
+        self.files
+            .iter()
+            .filter(|f| f.loaded.get().is_none())
+            .count()
     }
 }
 
@@ -313,5 +430,65 @@ mod tests {
         let health = c.get("ssh.health").expect("ssh.health");
         assert_eq!((health.origin, health.overrides), (Origin::Builtin, None));
         assert!(c.is_builtin_name("ssh.health"));
+    }
+
+    #[test]
+    fn project_files_are_parsed_when_a_runbook_of_theirs_is_needed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let step = r#"{"id": "s", "tool": "state", "args": {"action": "get", "key": "k"}}"#;
+        let rbs = dir.path().join("runbooks");
+        std::fs::create_dir(&rbs).expect("dir");
+        for name in ["aaa", "bbb", "ccc"] {
+            std::fs::write(
+                rbs.join(format!("{name}.json")),
+                format!(r#"{{"steps": [{step}]}}"#),
+            )
+            .expect("write");
+        }
+        std::fs::write(rbs.join("broken.yaml"), "steps: [").expect("write");
+        let opts = CatalogOptions {
+            profiles_dir: Some(dir.path().to_owned()),
+            runbooks_path: None,
+        };
+        // the first load parses everything and remembers who defines what
+        let first = Catalog::load(&opts);
+        assert_eq!(first.unparsed_files(), 0);
+        assert!(dir.path().join(".infra-cache/catalog.json").is_file());
+        // the next parses nothing it need not, but the file with errors, which it shows
+        let c = Catalog::load(&opts);
+        assert_eq!(c.unparsed_files(), 3);
+        assert!(
+            c.diagnostics().iter().any(|d| d.is_error()),
+            "the broken file's errors"
+        );
+        assert_eq!(c.get("bbb").expect("bbb").runbook.name, "bbb");
+        assert_eq!(c.unparsed_files(), 2);
+        assert!(c.get("nope").is_none());
+        assert_eq!(
+            c.entries()
+                .iter()
+                .filter(|e| e.origin == Origin::Project)
+                .count(),
+            3
+        );
+        assert_eq!(c.unparsed_files(), 0);
+        // a changed file is read again: same length, another name inside
+        std::fs::write(
+            rbs.join("ccc.json"),
+            format!(r#"{{"name": "ddd", "steps": [{step}]}}"#),
+        )
+        .expect("rewrite");
+        let c = Catalog::load(&opts);
+        assert!(c.get("ccc").is_none());
+        assert_eq!(c.get("ddd").expect("ddd").runbook.name, "ddd");
+        // a removed file is gone, whatever the index said
+        std::fs::remove_file(rbs.join("aaa.json")).expect("rm");
+        let c = Catalog::load(&opts);
+        assert!(c.get("aaa").is_none());
+        assert!(c.names().all(|n| n != "aaa"));
+        // an index that is garbage is rebuilt
+        std::fs::write(dir.path().join(".infra-cache/catalog.json"), "{").expect("garbage");
+        let c = Catalog::load(&opts);
+        assert_eq!(c.get("bbb").expect("bbb").runbook.name, "bbb");
     }
 }
