@@ -1,5 +1,6 @@
-//! Engine overhead: chains of `state.set` nodes, a chain of `local.exec true` against spawning `true`
-//! directly, and peak memory while capturing 1 GiB of stdout. Run with `cargo bench --bench engine`.
+//! Engine overhead: chains of `state.set` nodes (10 to 100,000), a chain of `local.exec true` against
+//! spawning `true` directly, and time and peak memory while capturing 1 GiB of stdout, with no
+//! secret known and with 20. Run with `cargo bench --bench engine`.
 //!
 //! Each measurement runs in its own child process (this binary with `--one …`) so peak RSS is its own.
 
@@ -114,13 +115,18 @@ fn one(what: &str, n: usize) {
                 d.as_secs_f64() * 1e3 / n as f64
             );
         }
-        "gib" => {
+        "gib" | "gib-secrets" => {
+            // with `n` > 1 (gib-secrets), that many secrets are known, none in the output
+            for i in 0..if what == "gib" { 0 } else { n } {
+                e.redactor().add(&format!("s3cr3t-token-{i:02}-Zq8x/+ %!"));
+            }
             let d = run(
                 &e,
                 "name: bench\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'head -c 1073741824 /dev/zero'}}\n",
             );
             println!(
-                "1 GiB on stdout: {:8.1} ms ({:.0} MiB/s)  peak RSS {:>7} KiB",
+                "1 GiB on stdout, {} secret(s) known: {:8.1} ms ({:.0} MiB/s)  peak RSS {:>7} KiB",
+                if what == "gib" { 0 } else { n },
                 d.as_secs_f64() * 1e3,
                 1024.0 / d.as_secs_f64(),
                 peak_rss_kib()
@@ -137,13 +143,14 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("exe");
-    let mut runs: Vec<(&str, usize)> = [10, 100, 1_000, 10_000]
+    let mut runs: Vec<(&str, usize)> = [10, 100, 1_000, 10_000, 100_000]
         .into_iter()
         .map(|n| ("state", n))
         .collect();
     runs.push(("exec", 1_000));
     runs.push(("proc", 1_000));
     runs.push(("gib", 1));
+    runs.push(("gib-secrets", 20));
     for (what, n) in runs {
         let st = std::process::Command::new(&exe)
             .args(["--one", what, &n.to_string()])

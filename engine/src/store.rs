@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
@@ -95,7 +95,7 @@ impl Store {
             .map_err(|e| err(&e))?;
         // switching a new file to WAL, or creating its tables, while another process does the same can
         // answer "database is locked" at once (SQLite does not wait for those locks): try again, bounded
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         loop {
             match init(&conn) {
                 Ok(()) => break,
@@ -416,13 +416,28 @@ impl Store {
 pub struct LazyStore {
     path: PathBuf,
     cell: OnceLock<Result<Arc<Store>, StoreError>>,
+    /// The audit head not yet written (group commit), and when one last was.
+    head: Mutex<PendingHead>,
+    /// How long a head may wait (`HEAD_INTERVAL`).
+    interval: Duration,
 }
+
+#[derive(Debug, Default)]
+struct PendingHead {
+    head: Option<Head>,
+    written: Option<Instant>,
+}
+
+/// The longest an audit head of a record that changed nothing waits before it is written to the store.
+pub const HEAD_INTERVAL: Duration = Duration::from_millis(50);
 
 impl LazyStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         LazyStore {
             path: path.into(),
             cell: OnceLock::new(),
+            head: Mutex::new(PendingHead::default()),
+            interval: HEAD_INTERVAL,
         }
     }
 
@@ -445,11 +460,41 @@ impl LazyStore {
     }
 }
 
+impl LazyStore {
+    /// Writes the audit head that is waiting, if one is.
+    pub fn flush_head(&self) {
+        let Ok(mut p) = self.head.lock() else { return };
+        if let Some(h) = p.head.take() {
+            if let Ok(s) = self.get() {
+                let _ = s.audit_head_keep(&h);
+            }
+            p.written = Some(Instant::now());
+        }
+    }
+}
+
+/// Heads of durable records (intents, writes' starts and ends) are written at once; the others at
+/// most `HEAD_INTERVAL` apart, the last when the store is dropped or `flush_head` is called. A head
+/// that lags only lets `verify` see records past it, never a false alarm.
 impl HeadKeeper for LazyStore {
-    fn keep(&self, head: &Head) {
+    fn keep(&self, head: &Head, durable: bool) {
+        let Ok(mut p) = self.head.lock() else { return };
+        let due = durable || p.written.is_none_or(|t| t.elapsed() >= self.interval);
+        if !due {
+            p.head = Some(head.clone());
+            return;
+        }
+        p.head = None;
+        p.written = Some(Instant::now());
         if let Ok(s) = self.get() {
             let _ = s.audit_head_keep(head);
         }
+    }
+}
+
+impl Drop for LazyStore {
+    fn drop(&mut self) {
+        self.flush_head();
     }
 }
 
@@ -692,5 +737,51 @@ mod tests {
             .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
             .expect("pragma");
         assert_eq!(sync, 2);
+    }
+
+    #[test]
+    fn heads_of_records_that_change_nothing_are_kept_in_groups_and_at_drop() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("store.sqlite3");
+        let head = |seq: u64| Head {
+            seq,
+            hash: format!("h{seq}"),
+            ts: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let kept = || {
+            Store::open(&path)
+                .expect("open")
+                .audit_head()
+                .expect("head")
+        };
+        // an interval no test outlasts, then none at all
+        let mut lazy = LazyStore::new(&path);
+        lazy.interval = Duration::from_secs(3600);
+        lazy.keep(&head(1), false);
+        assert_eq!(kept(), Some(head(1)), "the first is written at once");
+        lazy.keep(&head(2), false);
+        assert_eq!(kept(), Some(head(1)), "the next waits for its group");
+        lazy.keep(&head(3), true);
+        assert_eq!(
+            kept(),
+            Some(head(3)),
+            "a durable record's head is written at once"
+        );
+        lazy.keep(&head(4), false);
+        lazy.flush_head();
+        assert_eq!(kept(), Some(head(4)), "flush writes what waits");
+        lazy.keep(&head(5), false);
+        drop(lazy);
+        assert_eq!(kept(), Some(head(5)), "and so does dropping the store");
+        let mut eager = LazyStore::new(&path);
+        eager.interval = Duration::ZERO;
+        eager.keep(&head(6), false);
+        eager.keep(&head(7), false);
+        assert_eq!(
+            kept(),
+            Some(head(7)),
+            "past the interval the group is written"
+        );
+        drop(eager);
     }
 }

@@ -15,7 +15,8 @@
 //!
 //! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one.
 //! So each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a
-//! [`HeadKeeper`] (the store), still under the lock, and [`Audit::verify_with`] compares the log's
+//! [`HeadKeeper`] (the store: durable records' heads at once, the others at most 50 ms apart and
+//! when it is dropped or flushed), still under the lock, and [`Audit::verify_with`] compares the log's
 //! end with the head kept there (the `Anchor`: a head past the log's end, or runs listed with an
 //! empty or missing log, are problems naming the records missing) and with a checkpoint, the
 //! `<seq>:<hash>` word of `Head::checkpoint`/`parse_checkpoint`. It reports the first bad record:
@@ -142,9 +143,10 @@ impl Head {
 
 /// Keeps the head of the log somewhere besides the log (the store), so a cut or emptied log shows.
 pub trait HeadKeeper: Send + Sync + std::fmt::Debug {
-    /// Called after each record is written (and synced when it was durable), while the log is still
-    /// locked. Best effort: the record is written whether or not this keeps it.
-    fn keep(&self, head: &Head);
+    /// Called after each record is written (and synced when it was `durable`), while the log is
+    /// still locked. Best effort: the record is written whether or not this keeps it; a keeper may
+    /// keep the heads of records that are not durable later, in groups.
+    fn keep(&self, head: &Head, durable: bool);
 }
 
 /// The audit log of one profiles directory.
@@ -418,7 +420,7 @@ impl Audit {
                 hash: seal,
                 ts,
             };
-            keeper.keep(&head);
+            keeper.keep(&head, durable);
         }
         Ok(seq)
     }

@@ -124,6 +124,8 @@ fn kept(dir: &Path) -> (Audit, Arc<crate::store::LazyStore>) {
 }
 
 fn verify_kept(audit: &Audit, store: &crate::store::LazyStore) -> Verified {
+    // as the engine does before it verifies: the head waiting in this process is written
+    store.flush_head();
     let s = store.get().expect("store");
     let anchor = Anchor::Store {
         head: s.audit_head().expect("head"),
@@ -258,6 +260,7 @@ fn two_writers_with_their_own_stores_keep_one_head() {
         "{:?}",
         v.notes
     );
+    store.flush_head();
     assert_eq!(
         store.get().expect("store").audit_head().expect("head"),
         v.last

@@ -144,6 +144,7 @@ impl Engine {
         checkpoint: Option<crate::record::audit::Head>,
     ) -> std::io::Result<crate::record::audit::Verified> {
         use crate::record::audit::{Anchor, VerifyOptions};
+        self.store.flush_head();
         let anchor = if !self.store.path().exists() {
             Anchor::NoStore
         } else {
