@@ -559,7 +559,9 @@ fn framing() -> (Stdio, tokio::task::JoinHandle<()>) {
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
 /// `false` when the server could not start or the session ended otherwise (said on stderr).
 pub fn serve(engine: Engine) -> bool {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // one thread for the protocol (reading, rmcp, writing: light work, no hand-offs between workers);
+    // the engine's blocking work runs on the blocking pool
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
