@@ -6,6 +6,7 @@ pub mod audit;
 pub mod audit_record;
 pub mod evidence;
 pub mod redact;
+mod scan;
 
 pub use audit::{Audit, AuditError};
 pub use audit_record::{AuditKind, AuditRecord};

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use super::scan::Scanner;
 
 use serde_json::Value;
 
@@ -28,20 +28,18 @@ pub struct Redactor {
     known: RwLock<Known>,
 }
 
-/// The forms, and the automaton that finds them (none while there are no forms).
+/// The forms, and the scanner that finds them (none while there are no forms).
 #[derive(Debug, Default)]
 struct Known {
     forms: Vec<String>,
     longest: usize,
-    automaton: Option<AhoCorasick>,
+    scanner: Option<Scanner>,
 }
 
 impl Known {
     /// Every match, leftmost-longest, as byte ranges.
     fn matches<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = std::ops::Range<usize>> + 'h {
-        self.automaton
-            .iter()
-            .flat_map(move |a| a.find_iter(hay).map(|m| m.range()))
+        self.scanner.iter().flat_map(move |s| s.find_iter(hay))
     }
 
     /// `hay` with every match replaced by the mask, or `None` when nothing matched.
@@ -199,18 +197,7 @@ impl Redactor {
         }
         known.longest = known.forms.iter().map(String::len).max().unwrap_or(0);
         // leftmost-longest: of the forms starting at one place, the longest is masked whole
-        // a DFA: one table step per byte whatever the number of forms (20 secrets make ~300); the
-        // forms are short, so the table stays small
-        known.automaton = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&known.forms)
-            .or_else(|_| {
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&known.forms)
-            })
-            .ok();
+        known.scanner = Scanner::new(&known.forms);
     }
 
     /// Registers every string in a JSON value as a secret.
