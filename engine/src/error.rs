@@ -1,5 +1,6 @@
 //! The error of an action call. It stands below the actions, so the layers they build on (processes,
-//! targets) can return it without importing the actions themselves.
+//! targets) can return it without importing the actions themselves; it imports none of them (the
+//! conversion from a target's error is in `targets`).
 
 use serde_json::Value;
 
@@ -223,12 +224,6 @@ impl ActionError {
 impl std::fmt::Display for ActionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
-impl From<crate::targets::TargetError> for ActionError {
-    fn from(e: crate::targets::TargetError) -> Self {
-        ActionError::new(e.kind, e.message).hint(e.hint)
     }
 }
 

@@ -184,6 +184,12 @@ pub struct TargetError {
     pub hint: String,
 }
 
+impl From<TargetError> for crate::error::ActionError {
+    fn from(e: TargetError) -> Self {
+        crate::error::ActionError::new(e.kind, e.message).hint(e.hint)
+    }
+}
+
 /// The JSON Schema of a targets file (`schemas/targets.schema.json`).
 pub fn schema() -> Value {
     let mut s = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())

@@ -13,11 +13,17 @@ use std::path::PathBuf;
 
 use ssh2::{CheckResult, HashType, HostKeyType, Session};
 
-use super::session::Endpoint;
 use crate::actions::ActionError;
 use crate::ctx::Config;
 use crate::record::Redactor;
 use crate::targets::{HostKeyPolicy, Target};
+
+/// A target chosen for connecting: its name and settings.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub target: Target,
+}
 
 fn key_type_name(t: HostKeyType) -> &'static str {
     match t {

@@ -32,6 +32,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde_json::{Value, json};
 use ssh2::{BlockDirections, ErrorCode, Session};
 
+pub use super::auth::Endpoint;
 use super::auth::{authenticate, check_host_key};
 use crate::actions::ActionError;
 use crate::ctx::Config;
@@ -232,13 +233,6 @@ impl Conn {
             "server": self.banner,
         })
     }
-}
-
-/// A target chosen for connecting: its name and settings.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub name: String,
-    pub target: Target,
 }
 
 /// What a pooled connection is keyed by: the settings that make it (a changed target gets a new one).
