@@ -1,4 +1,5 @@
-//! Engine overhead: chains of `state.set` nodes (10 to 100,000), a chain of `local.exec true` against
+//! Engine overhead: chains of `state.set` (writes: an fsync'd intent each) and `state.get` nodes (10
+//! to 100,000), a chain of `local.exec true` against
 //! spawning `true` directly, and time and peak memory while capturing 1 GiB of stdout, with no
 //! secret known and with 20. Run with `cargo bench --bench engine`.
 //!
@@ -51,16 +52,15 @@ fn one(what: &str, n: usize) {
     let dir = tempfile::tempdir().expect("tmp");
     let e = engine(dir.path());
     match what {
-        "state" => {
-            let d = run(
-                &e,
-                &chain(
-                    n,
-                    "tool: state, args: {action: set, key: \"k{i}\", value: {i}}",
-                ),
-            );
+        "state" | "state-get" => {
+            let (action, step) = if what == "state" {
+                ("set", "tool: state, args: {action: set, key: \"k{i}\", value: {i}}")
+            } else {
+                ("get", "tool: state, args: {action: get, key: \"k{i}\"}")
+            };
+            let d = run(&e, &chain(n, step));
             println!(
-                "state.set chain {n:>6} nodes: {:9.2} ms  {:6.3} ms/node  peak RSS {:>7} KiB",
+                "state.{action} chain {n:>6} nodes: {:9.2} ms  {:6.3} ms/node  peak RSS {:>7} KiB",
                 d.as_secs_f64() * 1e3,
                 d.as_secs_f64() * 1e3 / n as f64,
                 peak_rss_kib()
@@ -145,7 +145,7 @@ fn main() {
     let exe = std::env::current_exe().expect("exe");
     let mut runs: Vec<(&str, usize)> = [10, 100, 1_000, 10_000, 100_000]
         .into_iter()
-        .map(|n| ("state", n))
+        .flat_map(|n| [("state", n), ("state-get", n)])
         .collect();
     runs.push(("exec", 1_000));
     runs.push(("proc", 1_000));
