@@ -54,7 +54,10 @@ fn one(what: &str, n: usize) {
     match what {
         "state" | "state-get" => {
             let (action, step) = if what == "state" {
-                ("set", "tool: state, args: {action: set, key: \"k{i}\", value: {i}}")
+                (
+                    "set",
+                    "tool: state, args: {action: set, key: \"k{i}\", value: {i}}",
+                )
             } else {
                 ("get", "tool: state, args: {action: get, key: \"k{i}\"}")
             };

@@ -466,93 +466,103 @@ impl rmcp::transport::Transport<RoleServer> for Stdio {
     }
 }
 
-/// The stdio between the client and rmcp. The reader takes stdin one line at a time with bounded memory
+/// The stdio between the client and rmcp. The reader thread takes stdin one line at a time with bounded memory
 /// (a line over [`MAX_LINE`] keeps only its first [`wire::KEPT_PREFIX`] bytes, to find its id) and
 /// classifies it (`wire::classify`, then `typed`): a message goes to rmcp, a fault is answered here, so
-/// every line with an id gets exactly one answer. One writer task owns stdout and writes whole lines, from
-/// rmcp and from the reader alike, so they never interleave; the channels are bounded, so a client that
+/// every line with an id gets exactly one answer. One writer thread owns stdout and writes whole lines,
+/// from rmcp and from the reader alike, so they never interleave; the channels are bounded, so a client that
 /// does not read its answers stops the reader rather than growing a buffer.
-fn framing() -> (Stdio, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+fn framing() -> (Stdio, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
     let (msg_tx, incoming) = tokio::sync::mpsc::channel::<ClientJsonRpcMessage>(64);
     let (outgoing, mut lines) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let faults = outgoing.clone();
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        let mut line: Vec<u8> = Vec::new();
-        let mut oversized = false;
-        loop {
-            let buf = match stdin.fill_buf().await {
-                Ok([]) | Err(_) => break,
-                Ok(b) => b,
-            };
-            let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], true),
-                None => (buf, false),
-            };
-            let used = chunk.len() + usize::from(end);
-            if oversized {
-                let room = wire::KEPT_PREFIX.saturating_sub(line.len());
-                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
-            } else if line.len() + chunk.len() > MAX_LINE {
-                oversized = true;
-                line.truncate(wire::KEPT_PREFIX);
-                line.shrink_to_fit();
-                let room = wire::KEPT_PREFIX.saturating_sub(line.len());
-                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
-            } else {
-                line.extend_from_slice(chunk);
-            }
-            stdin.consume(used);
-            if !end {
-                continue;
-            }
-            let verdict = if oversized {
-                wire::oversized(&line, MAX_LINE)
-            } else {
-                wire::classify(&line)
-            };
-            line.clear();
-            oversized = false;
-            let answer = match verdict {
-                wire::Verdict::Ignore => None,
-                wire::Verdict::Answer(fault) => Some(fault),
-                wire::Verdict::Pass { message, id } => match typed(message, id) {
-                    Ok(Some(m)) => {
-                        if msg_tx.send(m).await.is_err() {
-                            break;
+    // plain threads own the two pipes: a blocking read or write there costs no hand-off through the
+    // runtime's blocking pool, only the channel's wake-up
+    let _reader = std::thread::Builder::new()
+        .name("mcp-stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut stdin = stdin.lock();
+            let mut line: Vec<u8> = Vec::new();
+            let mut oversized = false;
+            loop {
+                let buf = match stdin.fill_buf() {
+                    Ok([]) | Err(_) => break,
+                    Ok(b) => b,
+                };
+                let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&buf[..i], true),
+                    None => (buf, false),
+                };
+                let used = chunk.len() + usize::from(end);
+                if oversized {
+                    let room = wire::KEPT_PREFIX.saturating_sub(line.len());
+                    line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                } else if line.len() + chunk.len() > MAX_LINE {
+                    oversized = true;
+                    line.truncate(wire::KEPT_PREFIX);
+                    line.shrink_to_fit();
+                    let room = wire::KEPT_PREFIX.saturating_sub(line.len());
+                    line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                } else {
+                    line.extend_from_slice(chunk);
+                }
+                stdin.consume(used);
+                if !end {
+                    continue;
+                }
+                let verdict = if oversized {
+                    wire::oversized(&line, MAX_LINE)
+                } else {
+                    wire::classify(&line)
+                };
+                line.clear();
+                oversized = false;
+                let answer = match verdict {
+                    wire::Verdict::Ignore => None,
+                    wire::Verdict::Answer(fault) => Some(fault),
+                    wire::Verdict::Pass { message, id } => match typed(message, id) {
+                        Ok(Some(m)) => {
+                            if msg_tx.blocking_send(m).is_err() {
+                                break;
+                            }
+                            None
                         }
-                        None
+                        Ok(None) => None,
+                        Err(fault) => Some(fault),
+                    },
+                };
+                if let Some(fault) = answer
+                    && faults.blocking_send(fault.to_line()).is_err()
+                {
+                    break;
+                }
+            }
+            // stdin closed (a last line without its newline is incomplete and dropped): rmcp sees the
+            // end when this thread's senders are gone
+        });
+    let writer = std::thread::Builder::new()
+        .name("mcp-stdout".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            while let Some(first) = lines.blocking_recv() {
+                if out.write_all(&first).is_err() {
+                    return;
+                }
+                // write what else is ready, then flush once
+                while let Ok(next) = lines.try_recv() {
+                    if out.write_all(&next).is_err() {
+                        return;
                     }
-                    Ok(None) => None,
-                    Err(fault) => Some(fault),
-                },
-            };
-            if let Some(fault) = answer
-                && faults.send(fault.to_line()).await.is_err()
-            {
-                break;
-            }
-        }
-        // stdin closed (a last line without its newline is incomplete and dropped): rmcp sees the end
-    });
-    let writer = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
-        while let Some(first) = lines.recv().await {
-            if out.write_all(&first).await.is_err() {
-                return;
-            }
-            // write what else is ready, then flush once
-            while let Ok(next) = lines.try_recv() {
-                if out.write_all(&next).await.is_err() {
+                }
+                if out.flush().is_err() {
                     return;
                 }
             }
-            if out.flush().await.is_err() {
-                return;
-            }
-        }
-    });
+        })
+        .unwrap_or_else(|_| std::thread::spawn(|| ()));
     (Stdio { incoming, outgoing }, writer)
 }
 
@@ -583,7 +593,11 @@ pub fn serve(engine: Engine) -> bool {
         };
         let ended = running.waiting().await;
         // everything rmcp wrote reaches stdout before the process ends
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await;
         // jobs still running die with the server, processes included
         let _ = tokio::task::spawn_blocking(move || jobs.cancel_all(Duration::from_secs(3))).await;
         match ended {
