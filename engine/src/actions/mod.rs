@@ -310,21 +310,22 @@ pub fn tool_names() -> Vec<&'static str> {
     v
 }
 
+/// Every example of `tool` parses into the type `parse` picks for its action (a test helper).
+#[cfg(test)]
+pub(crate) fn examples_parse(
+    tool: ToolSpec,
+    parse: fn(&str, &Map<String, Value>) -> Result<(), ActionError>,
+) {
+    for a in &tool.actions {
+        let ex = (a.example)();
+        let r = parse(a.name, ex.as_object().expect("an object"));
+        assert!(r.is_ok(), "{}.{}: {r:?}", tool.name, a.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every example of `tool` parses into the type `parse` picks for its action.
-    fn examples_parse(
-        tool: ToolSpec,
-        parse: fn(&str, &Map<String, Value>) -> Result<(), ActionError>,
-    ) {
-        for a in &tool.actions {
-            let ex = (a.example)();
-            let r = parse(a.name, ex.as_object().expect("an object"));
-            assert!(r.is_ok(), "{}.{}: {r:?}", tool.name, a.name);
-        }
-    }
 
     #[test]
     fn local_repo_and_runbook_examples_parse_into_their_types() {
