@@ -10,9 +10,9 @@
 //!
 //! `run(spec, deadline, cancel, capture)`: the child in its own process group (`process_group(0)`),
 //! stdin fed by a detached thread, stdout and stderr read on the calling thread with `poll` (short
-//! ticks for cancel and deadline), and a waiter that waits for the exit without reaping (`waitid`
-//! with `WNOWAIT`, so the group id cannot be reused), kills what is left of the group (background
-//! children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
+//! ticks for cancel and deadline), and `ExitWatch`, which hears the exit without reaping (a pidfd
+//! polled on the same thread; a `waitid` thread where pidfds are missing), kills what is left of
+//! the group (background children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
 //! the pipes get up to `LINGER` (2 s, never past the deadline). Then `kill_holders` kills every
 //! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
 //! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
@@ -275,18 +275,7 @@ pub fn run(
             let _ = w.write_all(&data);
         });
     }
-    // a waiter thread blocks in wait(); the loop below hears its message
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // wait for the exit without reaping, so the group id cannot be reused yet; then end every
-        // process left in the group (background children of the command): a call leaves nothing behind
-        let _ = waitid(
-            Id::Pid(Pid::from_raw(pgid)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        );
-        kill_group(pgid);
-        let _ = done_tx.send(child.wait());
-    });
+    let mut exit_watch = ExitWatch::new(child, pgid);
     let mut ended: Option<&'static str> = None;
     let mut status: Option<Option<std::process::ExitStatus>> = None;
     // once the command is done: when the processes still holding the output are killed, and when
@@ -333,18 +322,10 @@ pub fn run(
             }
         } else if status.is_none() {
             // the output is closed: wait for the exit itself (or the next tick)
-            match done_rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(st) => status = Some(st.ok()),
-                Err(mpsc::RecvTimeoutError::Disconnected) => status = Some(None),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
+            status = exit_watch.status(Duration::from_millis(20));
         }
         if status.is_none() {
-            match done_rx.try_recv() {
-                Ok(st) => status = Some(st.ok()),
-                Err(mpsc::TryRecvError::Disconnected) => status = Some(None),
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
+            status = exit_watch.status(Duration::ZERO);
         }
         let now = Instant::now();
         if ended.is_none() {
@@ -374,7 +355,7 @@ pub fn run(
         if stop_at.is_some_and(|t| now >= t) {
             if status.is_none() {
                 // the group was killed: its leader's exit is on its way
-                status = Some(done_rx.recv_timeout(GRACE).ok().and_then(Result::ok));
+                status = Some(exit_watch.status(GRACE).flatten());
             }
             incomplete = streams.iter().any(|s| s.0.is_some());
             break;
@@ -404,6 +385,65 @@ pub fn run(
             Err(e)
         }
         (_, r) => r,
+    }
+}
+
+/// Hears a child's exit. It waits for the exit without reaping (`waitid` with `WNOWAIT`), so the
+/// group id cannot be reused yet, ends every process left in the group (background children of the
+/// command: a call leaves nothing behind), then reaps. With a pidfd (Linux 5.3+) the exit is polled
+/// on the calling thread; without one, a waiter thread blocks in `waitid` and sends the status.
+enum ExitWatch {
+    Pidfd {
+        fd: std::os::fd::OwnedFd,
+        child: std::process::Child,
+        pgid: i32,
+    },
+    Thread(mpsc::Receiver<std::io::Result<std::process::ExitStatus>>),
+}
+
+impl ExitWatch {
+    fn new(child: std::process::Child, pgid: i32) -> ExitWatch {
+        let pid = rustix::process::Pid::from_child(&child);
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => ExitWatch::Pidfd { fd, child, pgid },
+            Err(_) => ExitWatch::thread(child, pgid),
+        }
+    }
+
+    fn thread(mut child: std::process::Child, pgid: i32) -> ExitWatch {
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = waitid(
+                Id::Pid(Pid::from_raw(pgid)),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            );
+            kill_group(pgid);
+            let _ = done_tx.send(child.wait());
+        });
+        ExitWatch::Thread(done_rx)
+    }
+
+    /// The exit status once the child has exited (waiting up to `wait` for it): `Some(None)` when
+    /// it is gone but its status could not be read.
+    fn status(&mut self, wait: Duration) -> Option<Option<std::process::ExitStatus>> {
+        match self {
+            ExitWatch::Thread(rx) => match rx.recv_timeout(wait) {
+                Ok(st) => Some(st.ok()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(None),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+            },
+            ExitWatch::Pidfd { fd, child, pgid } => {
+                let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+                if fds[0].revents().is_none_or(|r| r.is_empty()) {
+                    return None;
+                }
+                // exited: not reaped yet, so the group id is still ours while the group is ended
+                kill_group(*pgid);
+                Some(child.wait().ok())
+            }
+        }
     }
 }
 
@@ -501,5 +541,74 @@ pub fn shell(line: &str) -> ProcessSpec {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), line.into()],
         ..ProcessSpec::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell in its own group that leaves a background child behind and exits 3.
+    fn leaver(pidfile: &std::path::Path) -> (std::process::Child, i32) {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 1000 & echo $! > {}; exit 3",
+                pidfile.display()
+            ))
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let pgid = child.id() as i32;
+        (child, pgid)
+    }
+
+    fn gone(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[test]
+    fn both_watchers_give_the_status_and_end_the_group() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for (k, threaded) in [false, true].into_iter().enumerate() {
+            let pidfile = dir.path().join(format!("bg{k}"));
+            let (child, pgid) = leaver(&pidfile);
+            // a pidfd where the kernel has them, and the waiter thread either way
+            let mut w = if threaded {
+                ExitWatch::thread(child, pgid)
+            } else {
+                ExitWatch::new(child, pgid)
+            };
+            let mut status = None;
+            for _ in 0..500 {
+                status = w.status(Duration::from_millis(20));
+                if status.is_some() {
+                    break;
+                }
+            }
+            let code = status.flatten().and_then(|s| s.code());
+            assert_eq!(code, Some(3), "threaded: {threaded}");
+            let bg = std::fs::read_to_string(&pidfile).expect("pid");
+            let bg = bg.trim();
+            for _ in 0..100 {
+                if gone(bg) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                gone(bg),
+                "the background child {bg} was ended (threaded: {threaded})"
+            );
+        }
     }
 }
