@@ -69,6 +69,26 @@ fn one(what: &str, n: usize) {
                 peak_rss_kib()
             );
         }
+        "calls" => {
+            // what one MCP call costs the engine: a one-node run of `state get`, `n` times
+            let plan = engine::compile_call(
+                "state",
+                &serde_json::json!({"action": "get", "key": "k"}),
+                &engine::CompileOptions::default(),
+            )
+            .expect("compiles");
+            let t = Instant::now();
+            for _ in 0..n {
+                let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+                assert!(o.ok(), "{:?}", o.error);
+            }
+            let d = t.elapsed();
+            println!(
+                "one-node state.get runs ×{n}: {:8.1} ms ({:.3} ms per run, run directory, journal, audit and index each)",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64
+            );
+        }
         "exec" => {
             let t = Instant::now();
             for _ in 0..n {
@@ -150,6 +170,7 @@ fn main() {
         .into_iter()
         .flat_map(|n| [("state", n), ("state-get", n)])
         .collect();
+    runs.push(("calls", 1_000));
     runs.push(("exec", 1_000));
     runs.push(("proc", 1_000));
     runs.push(("gib", 1));
