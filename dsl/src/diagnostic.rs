@@ -37,6 +37,10 @@ pub enum Code {
     EffectExceedsDeclared,
     UnknownRunbook,
     InvalidInput,
+    /// A runbook file named on the command line or in a catalog is not there.
+    FileNotFound,
+    /// A runbook file is there but cannot be read (permissions, a directory, …).
+    FileUnreadable,
 }
 
 impl Code {
@@ -62,6 +66,8 @@ impl Code {
         Code::EffectExceedsDeclared,
         Code::UnknownRunbook,
         Code::InvalidInput,
+        Code::FileNotFound,
+        Code::FileUnreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +93,8 @@ impl Code {
             Code::EffectExceedsDeclared => "effect-exceeds-declared",
             Code::UnknownRunbook => "unknown-runbook",
             Code::InvalidInput => "invalid-input",
+            Code::FileNotFound => "file-not-found",
+            Code::FileUnreadable => "file-unreadable",
         }
     }
 }

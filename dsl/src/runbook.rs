@@ -60,10 +60,10 @@ impl Input {
             s["pattern"] = p.as_str().into();
         }
         if let Some(m) = self.minimum {
-            s["minimum"] = m.into();
+            s["minimum"] = bound(m);
         }
         if let Some(m) = self.maximum {
-            s["maximum"] = m.into();
+            s["maximum"] = bound(m);
         }
         if let Some(d) = &self.default {
             s["default"] = d.clone();
@@ -197,5 +197,14 @@ impl Runbook {
     /// All steps: main, then finally.
     pub fn all_steps(&self) -> impl Iterator<Item = &Arc<Step>> {
         self.steps.iter().chain(self.finally.iter())
+    }
+}
+
+/// A bound as JSON: a whole number as an integer, so messages say `1`, not `1.0`.
+fn bound(m: f64) -> Value {
+    if m.fract() == 0.0 && m.abs() < 9.0e15 {
+        Value::from(m as i64)
+    } else {
+        m.into()
     }
 }

@@ -278,8 +278,15 @@ impl std::fmt::Debug for AuditKey {
 }
 
 pub(crate) fn io_error(path: &Path, e: &std::io::Error) -> Diagnostic {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return Diagnostic::error(
+            Code::FileNotFound,
+            format!("there is no file `{}`", path.display()),
+        )
+        .help("check the path; runbooks by name are listed by `infra list`");
+    }
     Diagnostic::error(
-        Code::YamlSyntax,
+        Code::FileUnreadable,
         format!("cannot read `{}`: {e}", path.display()),
     )
 }

@@ -36,6 +36,17 @@ fn validate_exit_codes_follow_the_result() {
         .args(["validate", "/nonexistent/x.yaml"])
         .assert()
         .code(2);
+    let missing = p
+        .infra()
+        .args(["validate", "--format", "json", "/nonexistent/x.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        stdout_json(&missing)["diagnostics"][0]["code"],
+        "file-not-found",
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }
 
 #[test]
@@ -138,7 +149,10 @@ fn plan_refuses_bad_inputs_with_usage_status() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("input `limit`"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input `limit`"), "{err}");
+    assert!(err.contains("minimum of 1"), "{err}");
+    assert!(!err.contains("1.0"), "a whole bound is shown whole: {err}");
     let out = p
         .infra()
         .args(["plan", "hello.world"])

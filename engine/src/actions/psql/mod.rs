@@ -117,8 +117,24 @@ pub struct DescribeArgs {
     pub connection: Option<String>,
 }
 
-fn sql_modes(_: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
-    vec![("sql", Mode::Sql), ("query", Mode::Sql)]
+/// `sql` and `query` are SQL text: no value may be interpolated into them (`| ident` aside). One case
+/// is the caller's statement, not interpolation: a read-only call (`read_only: true`, written as is)
+/// whose field is one whole `{{ expression }}`. The server holds such a call read-only whatever the
+/// statement says (a read-only role and transaction), so the value is passed as the statement.
+fn sql_modes(args: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
+    let read_only = args.get("read_only") == Some(&Value::Bool(true));
+    ["sql", "query"]
+        .into_iter()
+        .filter(|f| {
+            let whole = args
+                .get(*f)
+                .and_then(Value::as_str)
+                .and_then(|t| dsl::template::scan(t).ok())
+                .is_some_and(|s| s.single_expression.is_some());
+            !(read_only && whole)
+        })
+        .map(|f| (f, Mode::Sql))
+        .collect()
 }
 
 /// The effect of a statement argument: what it says; a read-only call only reads.
@@ -754,6 +770,37 @@ mod tests {
             Some("\"public\".\"my\"\"t\"")
         );
         assert!(qualified("a.b.c").is_err());
+    }
+
+    #[test]
+    fn only_a_read_only_call_may_take_its_whole_statement_from_a_value() {
+        let m = |v: Value| v.as_object().cloned().expect("object");
+        let sql_fields = |v: Value| -> Vec<&'static str> {
+            sql_modes(&m(v)).into_iter().map(|(f, _)| f).collect()
+        };
+        // the caller's whole statement, on a read-only call: passed as the statement
+        assert_eq!(
+            sql_fields(json!({"sql": "{{ input.sql }}", "read_only": true})),
+            ["query"]
+        );
+        // not read-only, or read-only only when rendered: SQL text, no value may go in
+        assert_eq!(
+            sql_fields(json!({"sql": "{{ input.sql }}"})),
+            ["sql", "query"]
+        );
+        assert_eq!(
+            sql_fields(json!({"sql": "{{ input.sql }}", "read_only": "{{ input.ro }}"})),
+            ["sql", "query"]
+        );
+        // a value inside statement text stays interpolation, read-only or not
+        assert_eq!(
+            sql_fields(json!({"sql": "select {{ input.c }}", "read_only": true})),
+            ["sql", "query"]
+        );
+        assert_eq!(
+            sql_fields(json!({"sql": "{{ input.a }}{{ input.b }}", "read_only": true})),
+            ["sql", "query"]
+        );
     }
 
     #[test]
