@@ -46,6 +46,42 @@ fn journal(o: &RunOutcome) -> Vec<Record> {
 }
 
 #[test]
+fn a_step_may_accept_other_exit_codes_and_always_reports_its_own() {
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: diff, tool: local, args: {action: exec, command: 'exit 1', ok_exit_codes: [0, 1]}}\n  - {id: after, tool: local, args: {action: exec, command: 'echo {{ steps.diff.exit_code }}'}}\n",
+        json!({}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    assert_eq!(
+        step(&o, "diff").result.as_ref().expect("result")["exit_code"],
+        1
+    );
+    assert_eq!(
+        step(&o, "after").result.as_ref().expect("result")["stdout"],
+        "1\n"
+    );
+    // the listed codes replace 0; a plain failure says how to accept a status
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: a, tool: local, continue_on_error: true, args: {action: exec, command: 'true', ok_exit_codes: [1]}}\n  - {id: b, tool: local, continue_on_error: true, args: {action: exec, command: 'exit 2'}}\n",
+        json!({}),
+    );
+    let a = step(&o, "a").error.as_ref().expect("refused status 0");
+    assert_eq!(a.kind, engine::actions::ErrorKind::NonzeroExit);
+    assert!(a.message.contains("ok_exit_codes"), "{}", a.message);
+    let b = step(&o, "b").error.as_ref().expect("status 2");
+    assert!(
+        b.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("ok_exit_codes")),
+        "{b:?}"
+    );
+}
+
+#[test]
 fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
     let p = Project::new().unsafe_local();
     let e = p.engine();

@@ -51,6 +51,10 @@ pub struct ExecArgs {
     /// Largest output kept in the result, per stream, in bytes.
     #[schemars(range(min = 1))]
     pub max_bytes: Option<u64>,
+    /// Exit codes that count as success (default `[0]`): e.g. `[0, 1]` for `diff` or `grep`. The
+    /// result always carries `exit_code`.
+    #[schemars(length(min = 1, max = 256))]
+    pub ok_exit_codes: Option<Vec<i32>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -245,6 +249,7 @@ fn exec(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
         ));
     };
     spec.cwd = a.cwd.map(std::path::PathBuf::from);
+    spec.ok_exit_codes = a.ok_exit_codes.unwrap_or_default();
     if let Some(env) = a.env {
         spec.env = env.into_iter().collect();
     }

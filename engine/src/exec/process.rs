@@ -48,6 +48,8 @@ pub struct ProcessSpec {
     pub cwd: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
+    /// Exit codes that count as success (none given: only 0).
+    pub ok_exit_codes: Vec<i32>,
 }
 
 /// Where and how much to keep.
@@ -365,7 +367,6 @@ pub fn run(
     let exit = Exit {
         code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()).map(Value::from),
-        success: status.is_some_and(|s| s.success()),
     };
     let drained = streams.into_iter().map(|(_, s)| s.finish()).collect();
     let mut head = json!({"program": spec.program});
@@ -378,7 +379,15 @@ pub fn run(
     if incomplete {
         head["output_incomplete"] = true.into();
     }
-    let result = outcome(head, started, &exit, ended, drained, cap);
+    let result = outcome(
+        head,
+        started,
+        &exit,
+        &spec.ok_exit_codes,
+        ended,
+        drained,
+        cap,
+    );
     match (escaped.is_empty(), result) {
         (false, Err(mut e)) => {
             e.message.push_str(&escaped_note(&escaped));
@@ -466,7 +475,20 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The signal that killed it: a number locally, a name (`KILL`) remotely.
     pub signal: Option<Value>,
-    pub success: bool,
+}
+
+impl Exit {
+    /// Whether it exited (no signal) with an accepted code: one of `ok_codes`, or 0 when none given.
+    pub fn accepted(&self, ok_codes: &[i32]) -> bool {
+        self.signal.is_none()
+            && self.code.is_some_and(|c| {
+                if ok_codes.is_empty() {
+                    c == 0
+                } else {
+                    ok_codes.contains(&c)
+                }
+            })
+    }
 }
 
 /// The result of a process run: `head` (what ran) with its exit, timing and captured streams; an error
@@ -475,6 +497,7 @@ pub fn outcome(
     head: Value,
     started: Instant,
     exit: &Exit,
+    ok_codes: &[i32],
     ended: Option<&'static str>,
     streams: Vec<Drained>,
     cap: &Capture,
@@ -507,7 +530,7 @@ pub fn outcome(
         }
     }
     result["artifacts"] = Value::Array(artifacts);
-    let ok = exit.success && ended.is_none();
+    let ok = exit.accepted(ok_codes) && ended.is_none();
     result["ok"] = ok.into();
     match ended {
         Some("timeout") => Err(ActionError::new(
@@ -526,11 +549,21 @@ pub fn outcome(
             let msg = match &exit.signal {
                 Some(sig) => format!("the command was killed by signal {sig}"),
                 None => format!(
-                    "the command exited with status {}",
-                    exit.code.map_or("unknown".to_owned(), |c| c.to_string())
+                    "the command exited with status {}{}",
+                    exit.code.map_or("unknown".to_owned(), |c| c.to_string()),
+                    if ok_codes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", not one of `ok_exit_codes` {ok_codes:?}")
+                    }
                 ),
             };
-            Err(ActionError::new(ErrorKind::NonzeroExit, msg).with_result(result))
+            let e = ActionError::new(ErrorKind::NonzeroExit, msg).with_result(result);
+            Err(if ok_codes.is_empty() {
+                e.hint("a command whose non-zero status means something else (`grep`, `diff`) can list it in `ok_exit_codes`")
+            } else {
+                e
+            })
         }
     }
 }

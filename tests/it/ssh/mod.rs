@@ -105,6 +105,17 @@ fn exec_exit_codes_env_cwd_and_stdin() {
         .expect("result");
     assert_eq!(v["exit_code"], 7);
     assert_eq!(v["stderr"], "bad\n");
+    // a status the call accepts is a success, and still reported
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": "exit 7", "ok_exit_codes": [0, 7]}),
+    );
+    assert_eq!(ok(&r)["exit_code"], 7);
+    let r = call(
+        &e,
+        json!({"action": "exec", "target": "box", "command": "true", "ok_exit_codes": [1]}),
+    );
+    assert_eq!(err_kind(&r), "nonzero_exit", "only the listed codes count");
 
     let r = call(
         &e,

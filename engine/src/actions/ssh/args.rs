@@ -47,6 +47,10 @@ pub struct ExecArgs {
     /// Largest output kept in the result, per stream, in bytes (the rest is in artifacts).
     #[schemars(range(min = 1))]
     pub max_bytes: Option<u64>,
+    /// Exit codes that count as success (default `[0]`): e.g. `[0, 1]` for `diff` or `grep`. The
+    /// result always carries `exit_code`.
+    #[schemars(length(min = 1, max = 256))]
+    pub ok_exit_codes: Option<Vec<i32>>,
 }
 
 /// One command on several targets.
@@ -63,6 +67,10 @@ pub struct BatchArgs {
     pub cwd: Option<String>,
     pub env: Option<IndexMap<String, String>>,
     pub stdin: Option<String>,
+    /// Exit codes that count as success (default `[0]`): e.g. `[0, 1]` for `diff` or `grep`. The
+    /// result always carries `exit_code`.
+    #[schemars(length(min = 1, max = 256))]
+    pub ok_exit_codes: Option<Vec<i32>>,
     /// Targets worked on at once (default 4).
     #[schemars(range(min = 1, max = 32))]
     pub parallel: Option<u32>,
@@ -133,6 +141,7 @@ pub(super) struct CommandArgs<'a> {
     pub pty: bool,
     pub stdin: Option<Source<'a>>,
     pub stdin_eof: bool,
+    pub ok_exit_codes: &'a [i32],
 }
 
 impl ExecArgs {
@@ -156,6 +165,7 @@ impl ExecArgs {
             pty: self.pty.unwrap_or(false),
             stdin,
             stdin_eof: self.stdin_eof.unwrap_or(true),
+            ok_exit_codes: self.ok_exit_codes.as_deref().unwrap_or_default(),
         }
     }
 }
@@ -171,6 +181,7 @@ impl BatchArgs {
             pty: false,
             stdin: self.stdin.as_deref().map(Source::Text),
             stdin_eof: true,
+            ok_exit_codes: self.ok_exit_codes.as_deref().unwrap_or_default(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct RemoteCommand {
     pub stdin: Option<Box<dyn Read + Send>>,
     /// Close standard input after `stdin` (or at once when there is none).
     pub stdin_eof: bool,
+    /// Exit codes that count as success (none given: only 0).
+    pub ok_exit_codes: Vec<i32>,
 }
 
 impl std::fmt::Debug for RemoteCommand {
@@ -209,6 +211,7 @@ pub fn run(
     head: Value,
 ) -> Result<Value, ActionError> {
     let started = Instant::now();
+    let ok_codes = std::mem::take(&mut cmd.ok_exit_codes);
     let script = wrap(&cmd);
     if !cmd.env.is_empty() {
         // the values go first on standard input, ahead of the command's own
@@ -332,7 +335,6 @@ pub fn run(
         let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
         let code = ch.exit_status().ok();
         exit = Exit {
-            success: signal.is_none() && code == Some(0),
             code: if signal.is_some() { None } else { code },
             signal: signal.map(Value::from),
         };
@@ -348,7 +350,7 @@ pub fn run(
         let _ = ch.close();
     }
     if let Some(e) = failure {
-        let result = outcome(head, started, &exit, ended, streams, cap)
+        let result = outcome(head, started, &exit, &ok_codes, ended, streams, cap)
             .unwrap_or_else(|e| e.result.unwrap_or(Value::Null));
         return Err(ActionError::new(
             ErrorKind::SshFailed,
@@ -357,7 +359,7 @@ pub fn run(
         .hint("the command may still be running on the host; check before running it again")
         .with_result(result));
     }
-    outcome(head, started, &exit, ended, streams, cap).map_err(|mut e| {
+    outcome(head, started, &exit, &ok_codes, ended, streams, cap).map_err(|mut e| {
         if !escaped.is_empty() {
             e.message.push_str(&format!(
                 "; {} process(es) that left the command's process group still held its output and were killed: {}",
@@ -398,6 +400,7 @@ mod tests {
             pty: false,
             stdin: None,
             stdin_eof: true,
+            ok_exit_codes: Vec::new(),
         };
         assert_eq!(
             wrap(&cmd),

@@ -132,6 +132,7 @@ fn remote_command(call: &Call<'_>, a: &CommandArgs<'_>) -> Result<RemoteCommand,
         pty: a.pty,
         stdin,
         stdin_eof: a.stdin_eof,
+        ok_exit_codes: a.ok_exit_codes.to_vec(),
     })
 }
 
@@ -316,6 +317,7 @@ fn info(call: &Call<'_>, cx: &Cx<'_>, args: &TargetArgs) -> Result<Value, Action
         pty: false,
         stdin: None,
         stdin_eof: true,
+        ok_exit_codes: Vec::new(),
     };
     let r = run_on(call, cx, name, cmd, &capture(call, None, 64 * 1024, None))?;
     let mut out = parse_info(r["stdout"].as_str().unwrap_or_default());
