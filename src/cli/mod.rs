@@ -28,6 +28,8 @@ pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 /// Exit status: bad usage or input.
 pub const USAGE: u8 = 2;
+/// Stopped by Ctrl-C (128 + SIGINT, the shell's convention).
+pub const INTERRUPTED: u8 = 130;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,7 +46,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve MCP on stdin/stdout (what `infra` with no arguments does when stdin is not a terminal).
+    /// Serve MCP on stdin/stdout (what `infra` with no arguments does when stdin speaks JSON-RPC).
     Mcp,
     /// Check runbook files or named runbooks; with none, every runbook infra can find.
     Validate(validate::Args),
@@ -101,8 +103,15 @@ pub fn main() -> ExitCode {
                      Try `infra list`, `infra validate`, `infra plan <runbook>` or `infra --help`.\n",
                 );
                 OK
-            } else {
+            } else if stdin_speaks_json_rpc() {
                 mcp()
+            } else {
+                render::err(
+                    "infra: standard input is not JSON-RPC, so there is no MCP client to serve.\n\
+                     Name a command (`infra list`, `infra run <runbook>`, `infra --help`), or start the \
+                     server with `infra mcp`.\n",
+                );
+                USAGE
             }
         }
         Some(Command::Mcp) => mcp(),
@@ -119,6 +128,29 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor(a)) => doctor::run(a),
     };
     ExitCode::from(code)
+}
+
+/// Whether what waits on standard input looks like an MCP client: its first byte past blank space opens
+/// a JSON object or array, or the input is already closed (a probe). The bytes stay buffered for the
+/// server to read.
+fn stdin_speaks_json_rpc() -> bool {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let mut lock = stdin.lock();
+    loop {
+        let buf = match lock.fill_buf() {
+            Ok(b) => b,
+            Err(_) => return true,
+        };
+        let Some(&first) = buf.first() else {
+            return true;
+        };
+        match first {
+            b' ' | b'\t' | b'\r' | b'\n' => lock.consume(1),
+            b'{' | b'[' => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// This process's configuration, from its environment and working directory (read once, here).

@@ -11,7 +11,7 @@ use engine::record::evidence::Status;
 use engine::run::{CancelToken, Progress, RunOptions};
 use serde_json::json;
 
-use super::{FAILED, OK, engine, report};
+use super::{FAILED, INTERRUPTED, OK, engine, report};
 use crate::render;
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +59,7 @@ pub fn run(args: Args) -> u8 {
         // a second Ctrl-C while stopping falls through to the default (the process ends)
         let _ = ctrlc::set_handler(move || {
             if c.is_cancelled() {
-                std::process::exit(130);
+                std::process::exit(i32::from(INTERRUPTED));
             }
             c.cancel();
         });
@@ -170,5 +170,10 @@ pub fn run(args: Args) -> u8 {
             render::err(&format!("error: {}\n", redactor.redact(&e.message)));
         }
     }
-    if outcome.ok() { OK } else { FAILED }
+    match outcome.status {
+        // stopped by Ctrl-C (the only cancel here): the shell convention for SIGINT
+        Status::Cancelled => INTERRUPTED,
+        _ if outcome.ok() => OK,
+        _ => FAILED,
+    }
 }

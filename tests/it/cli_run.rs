@@ -566,3 +566,65 @@ fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
     assert!(text.contains("interrupted"), "{text}");
     assert!(text.contains("wait attempt 1 started"), "{text}");
 }
+
+#[test]
+fn ctrl_c_stops_a_run_and_exits_130() {
+    let p = crate::project::Project::new().unsafe_local();
+    let pidfile = p.path().join("child.pid");
+    let p = p.file(
+        "slow.yaml",
+        &format!(
+            "name: slow\nsteps:\n  - {{id: wait, tool: local, args: {{action: exec, command: 'echo $$ > {}; exec sleep 30'}}}}\n",
+            pidfile.display()
+        ),
+    );
+    let mut child = p
+        .command()
+        .arg("run")
+        .arg(p.path().join("slow.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while !pidfile.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pidfile.exists(), "the step started");
+    let st = Std::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let sleeper = std::fs::read_to_string(&pidfile).expect("pid");
+    assert!(
+        !crate::alive(sleeper.trim()),
+        "the step's process was stopped"
+    );
+}
+
+#[test]
+fn no_command_and_a_stdin_that_is_not_json_rpc_is_a_usage_error() {
+    let p = crate::project::Project::new();
+    let out = p.infra().write_stdin("list\n").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no MCP server answered");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("infra mcp"), "{err}");
+    // a JSON-RPC client is served, blank lines before its first message or not
+    let out = p
+        .infra()
+        .write_stdin(
+            "\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"t\",\"version\":\"1\"}}}\n",
+        )
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let first = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        first.contains("\"id\":1") && first.contains("serverInfo"),
+        "{first}"
+    );
+}

@@ -80,6 +80,18 @@ impl Project {
         c
     }
 
+    /// The same, as a plain `std::process::Command`, for a test that spawns it and acts while it runs.
+    pub fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("infra"));
+        c.env_clear()
+            .env("MCP_PROFILES_DIR", self.path())
+            .env("NO_COLOR", "1")
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.path());
+        c
+    }
+
     /// The engine as the binary would build it here: the configuration from this project's
     /// environment, the catalog with the project's runbooks.
     pub fn engine(&self) -> engine::run::Engine {
