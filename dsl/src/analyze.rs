@@ -35,8 +35,8 @@ static NULL_NODE: Node = Node {
     value: crate::parse::NodeValue::Null,
 };
 
-/// Template variables every template may read.
-const ROOTS: &[&str] = &["input", "steps", "state", "run", "target"];
+/// Template variables every template may read (`target` too, in a step with a `target` argument).
+const ROOTS: &[&str] = &["input", "steps", "state", "run"];
 
 /// Where a runbook was found in its file.
 #[derive(Debug)]
@@ -339,6 +339,10 @@ impl Cx<'_> {
         if foreach {
             extra.extend(["item", "index"]);
         }
+        if raw.args.0.contains_key("target") {
+            // the step's resolved target (its public view), which the executor provides
+            extra.push("target");
+        }
         let mut templates = Vec::new();
         let args_node = node.and_then(|n| n.get("args")).unwrap_or(&NULL_NODE);
         for (k, v) in &raw.args.0 {
@@ -538,6 +542,7 @@ impl Cx<'_> {
                     " (`item` and `index` exist only in a step with `foreach`)".to_owned()
                 }
                 "result" => " (`result` exists only in `retry.until`)".to_owned(),
+                "target" => " (`target` exists only in a step with a `target` argument)".to_owned(),
                 _ => String::new(),
             };
             self.diags.push(

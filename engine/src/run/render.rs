@@ -2,7 +2,8 @@
 //! the run's outputs.
 //!
 //! `context` holds `input`, `run`, the results of the steps the node references (whole, never
-//! redacted or cut), `state` (the session) when a template reads it, and `item`/`index`. `prepare`
+//! redacted or cut), `state` (the session) when a template reads it, `item`/`index`, and `target`
+//! (the public view of the step's target) when a template reads it. `prepare`
 //! renders `when` (false: `node_skipped`), `foreach` and the arguments; a render error fails the
 //! step before any call, with a `rejected` audit record (best effort) and its journal entry.
 //! `outputs` are rendered with every result, then redacted.
@@ -44,7 +45,33 @@ impl RunCx<'_> {
             ctx["item"] = item.clone();
             ctx["index"] = index.into();
         }
+        let uses_target = node.step.templates.iter().any(|t| {
+            t.at != "/args/target" && t.scan.references.iter().any(|r| r.root == "target")
+        });
+        if uses_target && let Some(target) = self.target_of(node, &ctx) {
+            ctx["target"] = target;
+        }
         ctx
+    }
+
+    /// The public view of the target a step's `target` argument names (rendered first when it is a
+    /// template): name, host, port, user, labels, auth kinds; never a credential. `None` when it
+    /// names no target, and a template reading `target` then fails naming it.
+    fn target_of(&self, node: &PlanNode, ctx: &Value) -> Option<Value> {
+        let name = match node.step.args.get("target")? {
+            Value::String(t) if dsl::template::is_template(t) => {
+                match renderer().render(t, Mode::Plain, ctx).ok()? {
+                    Value::String(s) => s,
+                    _ => return None,
+                }
+            }
+            Value::String(t) => t.clone(),
+            _ => return None,
+        };
+        let targets =
+            crate::targets::Targets::load_checked(&self.engine.config.profiles_dir).ok()?;
+        let t = targets.find(&name, &self.engine.config.profiles_dir).ok()?;
+        Some(t.public(&name))
     }
 
     /// Renders a node's `when`, `foreach` and arguments. `Ok(None)`: `when` is false.

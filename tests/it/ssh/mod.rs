@@ -431,3 +431,48 @@ fn sftp_round_trip_keeps_every_byte() {
     assert_eq!(ok(&r)["sha256"], made["stdout_sha256"]);
     assert_eq!(std::fs::metadata(&local).expect("local").len(), 3_000_000);
 }
+
+#[test]
+fn a_step_reads_its_target_without_credentials() {
+    let s = Sshd::start();
+    let p = crate::project::Project::new()
+        .targets(&json!({"box": target(&s)}))
+        .file(
+            "who.yaml",
+            "name: who\ninputs: [t]\nsteps:\n  - {id: say, tool: ssh, args: {action: exec, target: '{{ input.t }}', command: 'echo {{ target.name }}:{{ target.port }}:{{ target.username }}'}}\noutputs:\n  said: '{{ steps.say.stdout }}'\n",
+        );
+    let out = p
+        .infra()
+        .args(["run", "who.yaml", "--json", "--input", "t=box"])
+        .output()
+        .expect("run");
+    let v = crate::stdout_json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        v["outputs"]["said"],
+        format!("box:{}:{}\n", s.port, s.user),
+        "{v}"
+    );
+    let text = v.to_string();
+    assert!(
+        !text.contains(&s.key.display().to_string()),
+        "no key path: {text}"
+    );
+    // a step with no target has none: validate says so, as the run would
+    let bad = p.file(
+        "none.yaml",
+        "name: none\nsteps:\n  - {id: a, tool: state, args: {action: set, key: k, value: '{{ target.name }}'}}\n",
+    );
+    let out = bad
+        .infra()
+        .args(["validate", "none.yaml"])
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("undefined-variable")
+            && err.contains("`target` exists only in a step with a `target` argument"),
+        "{err}"
+    );
+}
