@@ -17,6 +17,9 @@ pub struct Args {
     /// `human` (default) or `json`.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// The same as `--format json`, as every other command takes it.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -86,7 +89,7 @@ pub fn run(args: Args) -> u8 {
     all.extend(diags);
     let diags = all.into_sorted();
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    match args.format {
+    match if args.json { Format::Json } else { args.format } {
         Format::Json => render::json(&json!({
             "ok": errors == 0,
             "errors": errors,

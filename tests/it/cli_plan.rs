@@ -38,7 +38,7 @@ fn validate_exit_codes_follow_the_result() {
         .code(2);
     let missing = p
         .infra()
-        .args(["validate", "--format", "json", "/nonexistent/x.yaml"])
+        .args(["validate", "--json", "/nonexistent/x.yaml"])
         .output()
         .expect("run");
     assert_eq!(
