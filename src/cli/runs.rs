@@ -1,7 +1,7 @@
 //! `infra runs list|show`, `infra artifacts list|get|tail`.
 
 use engine::record::artifacts::{self, From};
-use engine::record::evidence::{self, Record};
+use engine::record::evidence::{self, Record, Status};
 
 use super::{FAILED, OK, USAGE, config, engine};
 use crate::render;
@@ -142,7 +142,8 @@ pub fn run(cmd: Command) -> u8 {
                             error,
                             ..
                         } => format!(
-                            "{ts}  {step} {status:?} in {duration_ms} ms{}\n",
+                            "{ts}  {step} {} in {duration_ms} ms{}\n",
+                            word(status),
                             error
                                 .as_ref()
                                 .map(|e| format!(" — {}: {}", e.kind, e.message))
@@ -155,8 +156,20 @@ pub fn run(cmd: Command) -> u8 {
                             ts,
                             status,
                             duration_ms,
+                            outputs,
                             ..
-                        } => format!("{ts}  finished {status:?} in {duration_ms} ms\n"),
+                        } => {
+                            let mut line =
+                                format!("{ts}  finished {} in {duration_ms} ms\n", word(status));
+                            // whole values here: the run's summary points at this for the rest
+                            if let Some(o) = outputs.as_object().filter(|o| !o.is_empty()) {
+                                line.push_str("outputs:\n");
+                                for (k, v) in o {
+                                    line.push_str(&format!("  {k}: {v}\n"));
+                                }
+                            }
+                            line
+                        }
                     });
                 }
                 render::out(&out);
@@ -197,4 +210,12 @@ pub fn artifacts(cmd: ArtifactsCommand) -> u8 {
             USAGE
         }
     }
+}
+
+/// A status as JSON and `runs list` write it (`succeeded`, `timed_out`, …).
+fn word(status: &Status) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -628,3 +628,27 @@ fn no_command_and_a_stdin_that_is_not_json_rpc_is_a_usage_error() {
         "{first}"
     );
 }
+
+#[test]
+fn runs_show_prints_the_outputs_and_lower_case_statuses() {
+    let p = crate::project::Project::new().runbook(
+        "greet",
+        "inputs: [who]\nsteps:\n  - {id: s, tool: state, args: {action: set, key: g, value: 'hello {{ input.who }}'}}\noutputs:\n  said: '{{ steps.s.value }}'\n",
+    );
+    let out = p
+        .infra()
+        .args(["run", "greet", "--json", "--input", "who=world"])
+        .output()
+        .expect("run");
+    let id = stdout_json(&out)["run_id"].as_str().expect("id").to_owned();
+    let show = p
+        .infra()
+        .args(["runs", "show", &id])
+        .output()
+        .expect("show");
+    assert_eq!(show.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains("outputs:\n  said: \"hello world\""), "{text}");
+    assert!(text.contains("s succeeded in"), "{text}");
+    assert!(text.contains("finished succeeded in"), "{text}");
+}
