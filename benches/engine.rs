@@ -55,8 +55,9 @@ fn one(what: &str, n: usize) {
         "state" | "state-get" => {
             let (action, step) = if what == "state" {
                 (
+                    // the session scope: the engine's own cost, not the store's
                     "set",
-                    "tool: state, args: {action: set, key: \"k{i}\", value: {i}}",
+                    "tool: state, args: {action: set, key: \"k{i}\", value: {i}, scope: session}",
                 )
             } else {
                 ("get", "tool: state, args: {action: get, key: \"k{i}\"}")

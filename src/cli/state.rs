@@ -1,4 +1,5 @@
-//! `infra state get|set|list` (the persistent scope, shared with the MCP server).
+//! `infra state get|set|list|unset` (the persistent scope, shared with the MCP server and runbooks; a
+//! CLI process has no session of its own to speak of).
 
 use super::{FAILED, OK, USAGE, engine};
 use crate::render;
@@ -14,6 +15,8 @@ pub enum Command {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Remove a value.
+    Unset { key: String },
 }
 
 pub fn run(cmd: Command) -> u8 {
@@ -27,6 +30,9 @@ pub fn run(cmd: Command) -> u8 {
         }),
         Command::List { prefix } => {
             serde_json::json!({"action": "list", "prefix": prefix, "scope": "persistent"})
+        }
+        Command::Unset { key } => {
+            serde_json::json!({"action": "unset", "key": key, "scope": "persistent"})
         }
     };
     let engine = engine();
@@ -46,9 +52,19 @@ pub fn run(cmd: Command) -> u8 {
         Some(r) if outcome.ok() => {
             let shown = engine.redactor().redact_value(&r);
             match cmd {
+                Command::Get { key } if shown["found"] != true => {
+                    render::err(&format!(
+                        "error: no value `{key}`; `infra state list` shows the keys there are\n"
+                    ));
+                    return FAILED;
+                }
                 Command::Get { .. } => render::json(&shown["value"]),
                 Command::Set { .. } => {}
                 Command::List { .. } => render::json(&shown["items"]),
+                Command::Unset { key } if shown["existed"] != true => {
+                    render::err(&format!("no value `{key}` to remove\n"));
+                }
+                Command::Unset { .. } => {}
             }
             OK
         }

@@ -652,3 +652,39 @@ fn runs_show_prints_the_outputs_and_lower_case_statuses() {
     assert!(text.contains("s succeeded in"), "{text}");
     assert!(text.contains("finished succeeded in"), "{text}");
 }
+
+#[test]
+fn a_value_a_runbook_sets_is_what_the_cli_reads_and_a_missing_one_exits_1() {
+    let p = crate::project::Project::new();
+    let run = p
+        .infra()
+        .args(["run", "hello.world", "--input", "message=hi"])
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(0));
+    let got = p
+        .infra()
+        .args(["state", "get", "hello"])
+        .output()
+        .expect("get");
+    assert_eq!(got.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"hi\"");
+    let gone = p
+        .infra()
+        .args(["state", "unset", "hello"])
+        .output()
+        .expect("unset");
+    assert_eq!(gone.status.code(), Some(0));
+    let missing = p
+        .infra()
+        .args(["state", "get", "hello"])
+        .output()
+        .expect("get");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no value `hello`"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

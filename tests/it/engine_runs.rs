@@ -32,6 +32,13 @@ fn run_with(engine: &Engine, yaml: &str, inputs: Value, cancel: &CancelToken) ->
     )
 }
 
+/// A state value as `state get` sees it by default: the session first, then the store.
+fn state_of(e: &Engine, key: &str) -> Option<Value> {
+    e.session()
+        .get(key)
+        .or_else(|| e.store().ok()?.state_get(key).ok()?)
+}
+
 fn step<'a>(o: &'a RunOutcome, id: &str) -> &'a engine::run::StepOutcome {
     o.steps
         .iter()
@@ -103,7 +110,7 @@ fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
         Some(json!(3))
     );
     assert_eq!(step(&o, "c").status, Status::Skipped);
-    assert!(e.session().get("c").is_none());
+    assert!(state_of(&e, "c").is_none());
 
     let o = run_yaml(
         &e,
@@ -112,7 +119,7 @@ fn a_failed_step_stops_the_run_and_continue_on_error_does_not() {
     );
     assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
     assert_eq!(step(&o, "b").status, Status::Failed);
-    assert_eq!(e.session().get("c"), Some(json!(2)));
+    assert_eq!(state_of(&e, "c"), Some(json!(2)));
     assert_eq!(
         step(&o, "d").status,
         Status::Skipped,
@@ -273,7 +280,7 @@ fn an_unwritable_audit_log_refuses_the_run() {
         o.error.as_ref().map(|e| e.kind.as_str()),
         Some("audit_unavailable")
     );
-    assert!(e.session().get("a").is_none(), "nothing ran");
+    assert!(state_of(&e, "a").is_none(), "nothing ran");
     assert!(o.steps.is_empty());
 }
 
@@ -399,6 +406,69 @@ fn evidence_is_one_record_per_transition_and_matches_its_schema() {
     )
     .expect("artifact");
     assert_eq!(text["text"], "hi\n");
+}
+
+#[test]
+fn state_sets_persist_and_reads_look_at_the_session_then_the_store() {
+    let p = Project::new();
+    let (a, b) = (p.engine(), p.engine());
+    // no scope: persistent, so another engine (another process) sees it, through `get` and templates
+    let o = run_yaml(
+        &a,
+        "name: t\nsteps:\n  - {id: s, tool: state, args: {action: set, key: k, value: kept}}\n",
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "s").result.as_ref().expect("r")["scope"],
+        "persistent"
+    );
+    let o = run_yaml(
+        &b,
+        "name: t\nsteps:\n  - {id: g, tool: state, args: {action: get, key: k}}\noutputs:\n  seen: '{{ state.k }}'\n",
+        json!({}),
+    );
+    let g = step(&o, "g").result.as_ref().expect("r");
+    assert_eq!(
+        (g["value"].clone(), g["scope"].clone()),
+        (json!("kept"), json!("persistent"))
+    );
+    assert_eq!(o.outputs["seen"], "kept", "templates see the store too");
+    // a session value of the same key answers first, and says so; `list` shows the session's
+    let o = run_yaml(
+        &b,
+        "name: t\nsteps:\n  - {id: s, tool: state, args: {action: set, key: k, value: mine, scope: session}}\n  - {id: g, tool: state, args: {action: get, key: k}}\n  - {id: p, tool: state, args: {action: get, key: k, scope: persistent}}\n  - {id: l, tool: state, args: {action: list}}\noutputs:\n  seen: '{{ state.k }}'\n",
+        json!({}),
+    );
+    let r = |id: &str| step(&o, id).result.clone().expect("r");
+    assert_eq!(
+        (r("g")["value"].clone(), r("g")["scope"].clone()),
+        (json!("mine"), json!("session"))
+    );
+    assert_eq!(r("p")["value"], "kept");
+    assert_eq!(r("l")["items"]["k"], "mine");
+    assert_eq!(o.outputs["seen"], "mine");
+    // `unset` with no scope removes it everywhere, and says where from
+    let o = run_yaml(
+        &b,
+        "name: t\nsteps:\n  - {id: u, tool: state, args: {action: unset, key: k}}\n  - {id: g, tool: state, args: {action: get, key: k}}\n",
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "u").result.as_ref().expect("r")["removed_from"],
+        json!(["session", "persistent"])
+    );
+    assert_eq!(step(&o, "g").result.as_ref().expect("r")["found"], false);
+    assert_eq!(state_of(&a, "k"), None);
+    // `any` cannot be where a value is written
+    let o = run_yaml(
+        &a,
+        "name: t\nsteps:\n  - {id: s, tool: state, continue_on_error: true, args: {action: set, key: k, value: 1, scope: '{{ \"any\" }}'}}\n",
+        json!({}),
+    );
+    assert_eq!(
+        step(&o, "s").error.as_ref().map(|e| e.kind),
+        Some(engine::actions::ErrorKind::InvalidArgs)
+    );
 }
 
 #[test]
@@ -585,7 +655,7 @@ fn a_nested_runbook_runs_with_its_own_evidence() {
     );
     assert!(o.ok(), "{:?}", o.error);
     assert_eq!(o.outputs["inner_status"], "succeeded");
-    assert_eq!(e.session().get("hello"), Some(json!("nested")));
+    assert_eq!(state_of(&e, "hello"), Some(json!("nested")));
     let inner_id = step(&o, "inner")
         .result
         .as_ref()
@@ -615,11 +685,7 @@ fn a_nested_dry_run_renders_the_plan_and_runs_nothing() {
     assert_eq!(r["dry_run"], true);
     assert!(r["plan"]["digest"].is_string(), "{r}");
     assert!(r.get("run_id").is_none(), "nothing ran: {r}");
-    assert_eq!(
-        e.session().get("hello"),
-        None,
-        "the nested step did not run"
-    );
+    assert_eq!(state_of(&e, "hello"), None, "the nested step did not run");
     // the same checks as a real run: a bad input is refused
     let o = run_yaml(
         &e,

@@ -493,12 +493,18 @@ async def test_runbook_run_deploy_staging(tmp_path: Path, era: str) -> None:
 async def test_state_set_get_list_unset(tmp_path: Path, era: str) -> None:
     value = {"replicas": 3, "tags": ["a", "b"], "note": "ünïcode"}
     async with connect(tmp_path, era) as c:
+        # the original's defaults: `set` persists, `get` looks at the session, then the store
         s = await c.ok("state", {"action": "set", "key": "cfg", "value": value})
         assert s["effects"] == "write"
-        assert s["result"]["scope"] == "session"
+        assert s["result"]["scope"] == "persistent"
         got = await c.ok("state", {"action": "get", "key": "cfg"})
         assert got["effects"] == "read"
         assert got["result"]["found"] is True and got["result"]["value"] == value
+        assert got["result"]["scope"] == "persistent"
+        await c.ok("state", {"action": "set", "key": "cfg", "value": "mine", "scope": "session"})
+        mine = await c.ok("state", {"action": "get", "key": "cfg"})
+        assert mine["result"]["value"] == "mine" and mine["result"]["scope"] == "session"
+        await c.ok("state", {"action": "unset", "key": "cfg", "scope": "session"})
         listed = await c.ok("state", {"action": "list"})
         assert listed["result"]["items"] == {"cfg": value}
         await c.ok("state", {"action": "set", "key": "kept", "value": 42, "scope": "persistent"})

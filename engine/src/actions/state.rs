@@ -1,4 +1,9 @@
 //! `state`: small named values, in the session (memory) or persisted in the store.
+//!
+//! The original's defaults: `set` writes `persistent` (the store, across processes); `get`, `list`
+//! and `unset` look at `any` scope, the session first, then the store. Each result says which scope
+//! answered (`get`) or was touched (`set`, `unset`). Templates see the same `any` view as `state`
+//! (`Session::with_persistent`).
 
 use crate::error::ErrorKind;
 use std::collections::BTreeMap;
@@ -51,14 +56,26 @@ impl Session {
     }
 }
 
-/// Where a value lives.
-#[derive(Debug, Deserialize, JsonSchema)]
+/// Where a value is written.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// In memory, for this server process.
     Session,
     /// In the store, across processes and restarts.
     Persistent,
+}
+
+/// Where a value is looked for.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadScope {
+    /// In memory, for this server process.
+    Session,
+    /// In the store, across processes and restarts.
+    Persistent,
+    /// The session first, then the store.
+    Any,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -69,7 +86,7 @@ pub struct SetArgs {
     pub key: String,
     /// Any JSON value.
     pub value: Value,
-    /// `session` (default) or `persistent`.
+    /// `persistent` (default) or `session`.
     pub scope: Option<Scope>,
 }
 
@@ -79,8 +96,8 @@ pub struct KeyArgs {
     /// The key.
     #[schemars(length(min = 1, max = 256))]
     pub key: String,
-    /// `session` (default) or `persistent`.
-    pub scope: Option<Scope>,
+    /// `any` (default: the session, then the store), `session` or `persistent`.
+    pub scope: Option<ReadScope>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -88,8 +105,8 @@ pub struct KeyArgs {
 pub struct ListArgs {
     /// Only keys starting with this.
     pub prefix: Option<String>,
-    /// `session` (default) or `persistent`.
-    pub scope: Option<Scope>,
+    /// `any` (default: both, the session's value where a key is in both), `session` or `persistent`.
+    pub scope: Option<ReadScope>,
     /// At most this many keys.
     #[schemars(range(min = 1, max = 10000))]
     pub limit: Option<u32>,
@@ -171,61 +188,83 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
-fn scope_name(scope: &Option<Scope>) -> (bool, &'static str) {
-    match scope {
-        Some(Scope::Persistent) => (true, "persistent"),
-        _ => (false, "session"),
-    }
-}
-
 fn store_err(e: crate::store::StoreError) -> super::ActionError {
     super::ActionError::new(ErrorKind::StoreUnavailable, e.to_string())
 }
 
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     let host = call.host;
+    let store = || host.store().map_err(store_err);
+    let looks = |scope: Option<ReadScope>| -> (bool, bool) {
+        match scope.unwrap_or(ReadScope::Any) {
+            ReadScope::Session => (true, false),
+            ReadScope::Persistent => (false, true),
+            ReadScope::Any => (true, true),
+        }
+    };
+    let asked = |scope: Option<ReadScope>| match scope.unwrap_or(ReadScope::Any) {
+        ReadScope::Session => "session",
+        ReadScope::Persistent => "persistent",
+        ReadScope::Any => "any",
+    };
     match action {
         "set" => {
             let SetArgs { key, value, scope } = call.parse()?;
-            let (persistent, scope) = scope_name(&scope);
-            if persistent {
-                // the store outlives the redactor that knows this run's secrets: they are masked first
-                host.store()
-                    .map_err(store_err)?
-                    .state_set(&key, &host.redactor().redact_value(&value))
-                    .map_err(store_err)?;
-            } else {
-                host.session().set(&key, value.clone());
-            }
+            let scope = match scope.unwrap_or(Scope::Persistent) {
+                Scope::Persistent => {
+                    // the store outlives the redactor that knows this run's secrets: they are masked
+                    // first
+                    store()?
+                        .state_set(&key, &host.redactor().redact_value(&value))
+                        .map_err(store_err)?;
+                    "persistent"
+                }
+                Scope::Session => {
+                    host.session().set(&key, value.clone());
+                    "session"
+                }
+            };
             Ok(json!({"key": key, "value": value, "scope": scope, "ok": true}))
         }
         "get" => {
             let KeyArgs { key, scope } = call.parse()?;
-            let (persistent, scope) = scope_name(&scope);
-            let value = if persistent {
-                host.store()
-                    .map_err(store_err)?
-                    .state_get(&key)
-                    .map_err(store_err)?
-            } else {
-                host.session().get(&key)
-            };
-            Ok(
-                json!({"key": key, "found": value.is_some(), "value": value, "scope": scope, "ok": true}),
-            )
+            let (in_session, in_store) = looks(scope);
+            let mut found = None;
+            if in_session && let Some(v) = host.session().get(&key) {
+                found = Some((v, "session"));
+            }
+            if found.is_none()
+                && in_store
+                && let Some(v) = store()?.state_get(&key).map_err(store_err)?
+            {
+                found = Some((v, "persistent"));
+            }
+            Ok(match found {
+                Some((value, from)) => {
+                    json!({"key": key, "found": true, "value": value, "scope": from, "ok": true})
+                }
+                None => {
+                    json!({"key": key, "found": false, "value": null, "scope": asked(scope), "ok": true})
+                }
+            })
         }
         "unset" => {
             let KeyArgs { key, scope } = call.parse()?;
-            let (persistent, scope) = scope_name(&scope);
-            let existed = if persistent {
-                host.store()
-                    .map_err(store_err)?
-                    .state_unset(&key)
-                    .map_err(store_err)?
-            } else {
-                host.session().unset(&key)
-            };
-            Ok(json!({"key": key, "existed": existed, "scope": scope, "ok": true}))
+            let (in_session, in_store) = looks(scope);
+            let mut removed = Vec::new();
+            if in_session && host.session().unset(&key) {
+                removed.push("session");
+            }
+            if in_store && store()?.state_unset(&key).map_err(store_err)? {
+                removed.push("persistent");
+            }
+            Ok(json!({
+                "key": key,
+                "existed": !removed.is_empty(),
+                "removed_from": removed,
+                "scope": asked(scope),
+                "ok": true,
+            }))
         }
         "list" => {
             let ListArgs {
@@ -233,21 +272,21 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
                 scope,
                 limit,
             } = call.parse()?;
-            let (persistent, scope) = scope_name(&scope);
+            let (in_session, in_store) = looks(scope);
             let prefix = prefix.unwrap_or_default();
             let limit = limit.unwrap_or(1000) as usize;
-            let items = if persistent {
-                host.store()
-                    .map_err(store_err)?
-                    .state_list(&prefix, limit + 1)
-                    .map_err(store_err)?
-            } else {
-                host.session().list(&prefix, limit + 1)
-            };
+            let mut items: BTreeMap<String, Value> = BTreeMap::new();
+            if in_store {
+                items.extend(store()?.state_list(&prefix, limit + 1).map_err(store_err)?);
+            }
+            if in_session {
+                // where a key is in both, the session's value is the one `get` gives
+                items.extend(host.session().list(&prefix, limit + 1));
+            }
             let truncated = items.len() > limit;
             let items: serde_json::Map<String, Value> = items.into_iter().take(limit).collect();
             Ok(
-                json!({"items": items, "count": items.len(), "truncated": truncated, "scope": scope, "ok": true}),
+                json!({"items": items, "count": items.len(), "truncated": truncated, "scope": asked(scope), "ok": true}),
             )
         }
         other => Err(super::ActionError::new(

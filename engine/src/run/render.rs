@@ -2,7 +2,8 @@
 //! the run's outputs.
 //!
 //! `context` holds `input`, `run`, the results of the steps the node references (whole, never
-//! redacted or cut), `state` (the session) when a template reads it, `item`/`index`, and `target`
+//! redacted or cut), `state` (the persistent values overlaid by the session's) when a template reads
+//! it, `item`/`index`, and `target`
 //! (the public view of the step's target) when a template reads it. `prepare`
 //! renders `when` (false: `node_skipped`), `foreach` and the arguments; a render error fails the
 //! step before any call, with a `rejected` audit record (best effort) and its journal entry.
@@ -17,6 +18,9 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::actions::ActionError;
 use crate::plan::PlanNode;
+
+/// The most persistent keys a template's `state` holds.
+const STATE_VIEW_KEYS: usize = 10_000;
 
 impl RunCx<'_> {
     /// The context templates of `node` see: inputs, run, the results of the steps it references, state.
@@ -39,7 +43,7 @@ impl RunCx<'_> {
             .iter()
             .any(|t| t.scan.references.iter().any(|r| r.root == "state"));
         if uses_state {
-            ctx["state"] = self.engine.session.snapshot();
+            ctx["state"] = self.state_view();
         }
         if let Some((item, index)) = item {
             ctx["item"] = item.clone();
@@ -52,6 +56,21 @@ impl RunCx<'_> {
             ctx["target"] = target;
         }
         ctx
+    }
+
+    /// What templates see as `state`: the `any` view of `state get`, persistent values overlaid by the
+    /// session's (at most `STATE_VIEW_KEYS` persistent keys).
+    fn state_view(&self) -> Value {
+        let mut all = Map::new();
+        if let Ok(store) = self.engine.store()
+            && let Ok(kept) = store.state_list("", STATE_VIEW_KEYS)
+        {
+            all.extend(kept);
+        }
+        if let Value::Object(session) = self.engine.session.snapshot() {
+            all.extend(session);
+        }
+        Value::Object(all)
     }
 
     /// The public view of the target a step's `target` argument names (rendered first when it is a
@@ -142,7 +161,10 @@ impl RunCx<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps, "state": self.engine.session.snapshot()});
+        let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
+        if self.rb.outputs.values().any(reads_state) {
+            ctx["state"] = self.state_view();
+        }
         Value::Object(
             self.rb
                 .outputs
@@ -194,4 +216,16 @@ pub(super) fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
         ),
         other => other.clone(),
     })
+}
+
+/// Whether a value holds a template that reads `state`.
+fn reads_state(v: &Value) -> bool {
+    match v {
+        Value::String(t) => {
+            dsl::template::scan(t).is_ok_and(|s| s.references.iter().any(|r| r.root == "state"))
+        }
+        Value::Array(a) => a.iter().any(reads_state),
+        Value::Object(o) => o.values().any(reads_state),
+        _ => false,
+    }
 }
