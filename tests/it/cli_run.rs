@@ -669,6 +669,19 @@ fn a_value_a_runbook_sets_is_what_the_cli_reads_and_a_missing_one_exits_1() {
         .expect("get");
     assert_eq!(got.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"hi\"");
+    // the CLI's call is a run named after what it did
+    let runs = p
+        .infra()
+        .args(["runs", "list", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        stdout_json(&runs)
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["runbook"] == "state.get")),
+        "{}",
+        String::from_utf8_lossy(&runs.stdout)
+    );
     let gone = p
         .infra()
         .args(["state", "unset", "hello"])

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 /// Files and folders infra writes in a profiles directory or a run, named in the docs.
 const RUNTIME: &[&str] = &[
     "runs/",
-    "runs/call/",
     "audit.jsonl",
     "store.sqlite3",
     "journal.jsonl",

@@ -532,7 +532,7 @@ async def test_artifacts_list_get_tail(tmp_path: Path, era: str) -> None:
         assert body["result"]["stdout"] == expected
         uri = body["result"]["stdout_uri"]
         assert uri in body["artifacts"]
-        assert re.fullmatch(r"artifact://runs/call/\d{4}-\d\d-\d\dT\d{6}Z-[0-9a-f]{8}/call/stdout", uri), uri
+        assert re.fullmatch(r"artifact://runs/local\.exec/\d{4}-\d\d-\d\dT\d{6}Z-[0-9a-f]{8}/call/stdout", uri), uri
 
         listed = await c.ok("mcp_artifacts", {"action": "list", "limit": 10})
         assert "`mcp_artifacts` is `artifacts`" == listed["normalized"]

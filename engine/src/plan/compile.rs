@@ -161,14 +161,25 @@ fn plan_digest(plan: &Plan) -> String {
 }
 
 /// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it
-/// becomes a one-step runbook named `call`, then a one-node plan.
+/// becomes a one-step runbook named after what it does (`state.get`; `call` when the action is
+/// missing or malformed), then a one-node plan.
 pub fn compile_call(
     tool: &str,
     args: &Value,
     opts: &CompileOptions<'_>,
 ) -> Result<Plan, Vec<Diagnostic>> {
+    let name = match args.get("action").and_then(Value::as_str) {
+        Some(a)
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            format!("{}.{a}", actions::canonical_tool(tool))
+        }
+        _ => "call".to_owned(),
+    };
     let doc = serde_json::json!({
-        "name": "call",
+        "name": name,
         "steps": [{ "id": "call", "tool": tool, "args": args }],
     });
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();

@@ -15,7 +15,7 @@
 //!
 //! `run_runbook` (compile + inputs + execute) and `nested_runbook` serve `runbook.run`, one level
 //! deeper; the nested run gets the cancel token but not the deadline. `record_call` records a front
-//! end's own call as a finished one-node run under `runs/call/`.
+//! end's own call as a finished one-node run under `runs/<tool>.<action>/`.
 
 use crate::error::ErrorKind;
 use std::sync::Arc;
@@ -92,7 +92,8 @@ impl Engine {
         error: Option<ErrorInfo>,
     ) -> std::io::Result<String> {
         let run_id = new_id();
-        let rel = format!("runs/call/{}-{}", now_stamp(), &run_id[..8]);
+        let name = format!("{tool}.{action}");
+        let rel = format!("runs/{name}/{}-{}", now_stamp(), &run_id[..8]);
         let dir = self.config.artifacts_root.join(&rel);
         self.prepare_profiles_dir();
         let journal = Journal::create(&dir)?;
@@ -111,7 +112,7 @@ impl Engine {
             Record::RunStarted {
                 run_id: run_id.clone(),
                 ts: ts.clone(),
-                runbook: "call".into(),
+                runbook: name.clone(),
                 source: format!("<call {tool}>"),
                 runbook_digest: String::new(),
                 plan_digest: String::new(),
@@ -154,7 +155,7 @@ impl Engine {
             journal.append(r, false)?;
         }
         if let Ok(store) = self.store() {
-            let _ = store.run_started(&run_id, "call", &dir, &ts, false);
+            let _ = store.run_started(&run_id, &name, &dir, &ts, false);
             let word = serde_json::to_value(status).unwrap_or_default();
             let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"), false);
         }

@@ -49,7 +49,7 @@ async fn runbooks_help_and_artifacts_as_resources() {
         .iter()
         .find_map(|c| c.as_resource_link().map(|l| l.uri.clone()))
         .expect("a resource_link");
-    assert!(link.starts_with("artifact://runs/call/"), "{link}");
+    assert!(link.starts_with("artifact://runs/local.exec/"), "{link}");
     let read = s
         .client
         .read_resource(ReadResourceRequestParams::new(link.clone()))
@@ -535,7 +535,12 @@ async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
     assert_eq!(body(&got)["result"]["state"], "interrupted");
     assert_eq!(body(&got)["result"]["run"]["status"], "interrupted");
     // the MCP server's own calls finished, and say so
-    let ev = call(&s, "evidence", json!({"action": "list", "runbook": "call"})).await;
+    let ev = call(
+        &s,
+        "evidence",
+        json!({"action": "list", "runbook": "evidence.get"}),
+    )
+    .await;
     assert_eq!(body(&ev)["result"]["runs"][0]["state"], "finished");
     stop(s).await;
 }

@@ -405,7 +405,7 @@ fn sftp_round_trip_keeps_every_byte() {
         json!({"action": "download", "target": "box", "remote_path": remote, "max_bytes": 1000}),
     );
     assert_eq!(err_kind(&r), "too_large");
-    let runs = dir.path().join("runs/call");
+    let runs = dir.path().join("runs/ssh.download");
     let partial = crate::files_under(&runs)
         .into_iter()
         .filter(|f| f.ends_with("/copy.bin"))
