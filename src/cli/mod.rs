@@ -34,7 +34,7 @@ pub const INTERRUPTED: u8 = 130;
 #[derive(Parser, Debug)]
 #[command(
     name = "infra",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("INFRA_COMMIT"), ")"),
     about = "One deterministic, audited engine for agents and humans acting on infrastructure.",
     long_about = "With no arguments, infra serves MCP on stdio (for agents). The subcommands are for people.\n\
                   Runbooks are found by name (built-in and the project's profiles directory) or by path."

@@ -285,3 +285,23 @@ fn list_shows_builtin_and_project_runbooks() {
         .expect("listed");
     assert!(!deploy.contains('*'), "{t}");
 }
+
+#[test]
+fn the_version_names_the_commit() {
+    let p = Project::new();
+    let out = p.infra().arg("--version").output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        text.trim(),
+        format!("infra {} ({head})", env!("CARGO_PKG_VERSION"))
+    );
+}
