@@ -422,6 +422,27 @@ async def test_help_finds_deploy_runbook(tmp_path: Path, era: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_broken_project_runbook_is_listed_with_its_errors(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    (profiles / "runbooks").mkdir(parents=True)
+    (profiles / "runbooks" / "broken.yaml").write_text("description: typo below\nstpes: []\n")
+    async with connect(tmp_path) as c:
+        listed = await c.ok("runbook", {"action": "list", "limit": 100})
+        item = next(r for r in listed["result"]["runbooks"] if r["name"] == "broken")
+        assert item["broken"] is True and item["file"].endswith("broken.yaml"), item
+        codes = {d["code"] for d in item["diagnostics"]}
+        assert "unknown-key" in codes, item
+        assert all(d.get("line") for d in item["diagnostics"]), item
+        # get, validate and run by name name the error and where it is, not "there is no runbook"
+        for action in ["get", "validate", "run"]:
+            res, body = await c.call("runbook", {"action": action, "name": "broken"})
+            assert res.is_error is True, body
+            assert "broken.yaml" in body["error"]["message"], body
+            assert "there is no runbook" not in body["error"]["message"], body
+            assert any(d["code"] == "unknown-key" and d.get("line") == 2 for d in body["error"]["diagnostics"]), body
+
+
+@pytest.mark.anyio
 async def test_runbook_list_query_and_limit(tmp_path: Path) -> None:
     async with connect(tmp_path) as c:
         body = await c.ok("runbook", {"action": "list", "query": "repo", "limit": 5})

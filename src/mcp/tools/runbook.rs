@@ -90,6 +90,19 @@ fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Repl
     engine::request::find(&engine.catalog(), which).map_err(|d| match (which, d.first()) {
         // an unknown name is the call's own mistake, pointed at its `name`
         (Which::Name(name), Some(first)) if first.code == dsl::Code::UnknownRunbook => {
+            if let Some((_, file, diags)) = broken(&engine.catalog())
+                .into_iter()
+                .find(|(n, _, _)| n == name)
+            {
+                // the runbook is there but does not load: say where and why
+                let mut r = Reply::diagnostics(&diags, "");
+                r.body["error"]["message"] = format!(
+                    "runbook `{name}` in `{file}` has errors: {}",
+                    diags[0].message
+                )
+                .into();
+                return r;
+            }
             Reply::error(
                 "not_found",
                 first.message.clone(),
@@ -100,6 +113,29 @@ fn find_or_inline(engine: &Engine, p: &Params) -> Result<Arc<dsl::Runbook>, Repl
         }
         _ => Reply::diagnostics(&d, ""),
     })
+}
+
+/// Project runbook files that did not load, by the name their file gives (`deploy` for
+/// `runbooks/deploy.yaml`), with their file and diagnostics: a broken runbook is shown, not dropped.
+fn broken(catalog: &engine::Catalog) -> Vec<(String, String, Vec<dsl::Diagnostic>)> {
+    let mut out: Vec<(String, String, Vec<dsl::Diagnostic>)> = Vec::new();
+    for d in catalog.diagnostics().iter().filter(|d| d.is_error()) {
+        let Some(file) = d.file.as_ref().map(dsl::SourceFile::name) else {
+            continue;
+        };
+        match out.iter_mut().find(|(_, f, _)| f == file) {
+            Some((_, _, ds)) => ds.push(d.clone()),
+            None => {
+                let name = std::path::Path::new(file)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or(file)
+                    .to_owned();
+                out.push((name, file.to_owned(), vec![d.clone()]));
+            }
+        }
+    }
+    out
 }
 
 /// Runs one `runbook` action; `options` (the call's cancel token and progress) are used by `run`.
@@ -131,6 +167,17 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                     item["overrides"] = json!(o);
                 }
                 items.push(item);
+            }
+            if tags.is_empty() {
+                for (name, file, diags) in broken(&catalog) {
+                    if q.is_empty() || matches_query(&q, &[&name, &file]) > 0 {
+                        items.push(json!({
+                            "name": name, "description": null, "tags": [], "source": "project",
+                            "effects": null, "file": file, "broken": true,
+                            "diagnostics": diags.iter().map(dsl::Diagnostic::to_json).collect::<Vec<_>>(),
+                        }));
+                    }
+                }
             }
             let total = items.len();
             items.truncate(limit);
