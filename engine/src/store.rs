@@ -359,10 +359,7 @@ pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &Path) -> 
                 _ => None,
             })
         });
-    match finished.map(serde_json::to_value) {
-        Some(Ok(Value::String(word))) => word,
-        _ => "interrupted".to_owned(),
-    }
+    finished.map_or("interrupted", |s| s.as_str()).to_owned()
 }
 
 impl Store {

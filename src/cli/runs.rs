@@ -1,7 +1,7 @@
 //! `infra runs list|show`, `infra artifacts list|get|tail`.
 
 use engine::record::artifacts::{self, From};
-use engine::record::evidence::{self, Record, Status};
+use engine::record::evidence::{self, Record};
 
 use super::{FAILED, OK, USAGE, config, engine};
 use crate::render;
@@ -143,7 +143,7 @@ pub fn run(cmd: Command) -> u8 {
                             ..
                         } => format!(
                             "{ts}  {step} {} in {duration_ms} ms{}\n",
-                            word(status),
+                            status.as_str(),
                             error
                                 .as_ref()
                                 .map(|e| format!(" — {}: {}", e.kind, e.message))
@@ -160,7 +160,7 @@ pub fn run(cmd: Command) -> u8 {
                             ..
                         } => {
                             let mut line =
-                                format!("{ts}  finished {} in {duration_ms} ms\n", word(status));
+                                format!("{ts}  finished {} in {duration_ms} ms\n", status.as_str());
                             // whole values here: the run's summary points at this for the rest
                             if let Some(o) = outputs.as_object().filter(|o| !o.is_empty()) {
                                 line.push_str("outputs:\n");
@@ -210,12 +210,4 @@ pub fn artifacts(cmd: ArtifactsCommand) -> u8 {
             USAGE
         }
     }
-}
-
-/// A status as JSON and `runs list` write it (`succeeded`, `timed_out`, …).
-fn word(status: &Status) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }

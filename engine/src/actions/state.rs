@@ -78,6 +78,25 @@ pub enum ReadScope {
     Any,
 }
 
+impl ReadScope {
+    /// Whether it looks in the session, and in the store.
+    fn looks(self) -> (bool, bool) {
+        match self {
+            ReadScope::Session => (true, false),
+            ReadScope::Persistent => (false, true),
+            ReadScope::Any => (true, true),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ReadScope::Session => "session",
+            ReadScope::Persistent => "persistent",
+            ReadScope::Any => "any",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetArgs {
@@ -195,18 +214,6 @@ fn store_err(e: crate::store::StoreError) -> super::ActionError {
 pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     let host = call.host;
     let store = || host.store().map_err(store_err);
-    let looks = |scope: Option<ReadScope>| -> (bool, bool) {
-        match scope.unwrap_or(ReadScope::Any) {
-            ReadScope::Session => (true, false),
-            ReadScope::Persistent => (false, true),
-            ReadScope::Any => (true, true),
-        }
-    };
-    let asked = |scope: Option<ReadScope>| match scope.unwrap_or(ReadScope::Any) {
-        ReadScope::Session => "session",
-        ReadScope::Persistent => "persistent",
-        ReadScope::Any => "any",
-    };
     match action {
         "set" => {
             let SetArgs { key, value, scope } = call.parse()?;
@@ -228,7 +235,8 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
         }
         "get" => {
             let KeyArgs { key, scope } = call.parse()?;
-            let (in_session, in_store) = looks(scope);
+            let scope = scope.unwrap_or(ReadScope::Any);
+            let (in_session, in_store) = scope.looks();
             let mut found = None;
             if in_session && let Some(v) = host.session().get(&key) {
                 found = Some((v, "session"));
@@ -244,13 +252,14 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
                     json!({"key": key, "found": true, "value": value, "scope": from, "ok": true})
                 }
                 None => {
-                    json!({"key": key, "found": false, "value": null, "scope": asked(scope), "ok": true})
+                    json!({"key": key, "found": false, "value": null, "scope": scope.name(), "ok": true})
                 }
             })
         }
         "unset" => {
             let KeyArgs { key, scope } = call.parse()?;
-            let (in_session, in_store) = looks(scope);
+            let scope = scope.unwrap_or(ReadScope::Any);
+            let (in_session, in_store) = scope.looks();
             let mut removed = Vec::new();
             if in_session && host.session().unset(&key) {
                 removed.push("session");
@@ -262,7 +271,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
                 "key": key,
                 "existed": !removed.is_empty(),
                 "removed_from": removed,
-                "scope": asked(scope),
+                "scope": scope.name(),
                 "ok": true,
             }))
         }
@@ -272,7 +281,8 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
                 scope,
                 limit,
             } = call.parse()?;
-            let (in_session, in_store) = looks(scope);
+            let scope = scope.unwrap_or(ReadScope::Any);
+            let (in_session, in_store) = scope.looks();
             let prefix = prefix.unwrap_or_default();
             let limit = limit.unwrap_or(1000) as usize;
             let mut items: BTreeMap<String, Value> = BTreeMap::new();
@@ -286,7 +296,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
             let truncated = items.len() > limit;
             let items: serde_json::Map<String, Value> = items.into_iter().take(limit).collect();
             Ok(
-                json!({"items": items, "count": items.len(), "truncated": truncated, "scope": asked(scope), "ok": true}),
+                json!({"items": items, "count": items.len(), "truncated": truncated, "scope": scope.name(), "ok": true}),
             )
         }
         other => Err(super::ActionError::new(

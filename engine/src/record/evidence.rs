@@ -28,6 +28,20 @@ pub enum Status {
     Refused,
 }
 
+impl Status {
+    /// The word records and results carry (`succeeded`, `timed_out`, …), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Cancelled => "cancelled",
+            Status::TimedOut => "timed_out",
+            Status::Refused => "refused",
+        }
+    }
+}
+
 /// A failure, as recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorInfo {
@@ -205,4 +219,23 @@ pub fn read(path: &Path) -> io::Result<ReadBack> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_word_is_the_one_serde_writes() {
+        for s in [
+            Status::Succeeded,
+            Status::Failed,
+            Status::Skipped,
+            Status::Cancelled,
+            Status::TimedOut,
+            Status::Refused,
+        ] {
+            assert_eq!(serde_json::to_value(s).expect("json"), s.as_str());
+        }
+    }
 }

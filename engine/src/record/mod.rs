@@ -12,3 +12,14 @@ pub use audit::{Audit, AuditError};
 pub use audit_record::{AuditKind, AuditRecord};
 pub use evidence::Journal;
 pub use redact::Redactor;
+
+/// A repeatable stream of numbers below the `n` asked for each time (xorshift; tests only).
+#[cfg(test)]
+pub(crate) fn below(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}

@@ -415,13 +415,7 @@ mod tests {
         ] {
             r.add(s);
         }
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = crate::record::below(0x2545_f491_4f6c_dd1du64);
         let pieces = [
             "abcd-secret",
             "abcd-secret-longer",

@@ -156,8 +156,7 @@ impl Engine {
         }
         if let Ok(store) = self.store() {
             let _ = store.run_started(&run_id, &name, &dir, &ts, false);
-            let word = serde_json::to_value(status).unwrap_or_default();
-            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"), false);
+            let _ = store.run_finished(&run_id, status.as_str(), false);
         }
         Ok(run_id)
     }
@@ -308,16 +307,13 @@ impl Engine {
             &AuditRecord {
                 run_id: Some(run_id.clone()),
                 runbook: Some(rb.name.clone()),
-                status: serde_json::to_value(status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned)),
+                status: Some(status.as_str().to_owned()),
                 ..AuditRecord::new(AuditKind::RunFinished)
             },
             false,
         );
         if let Ok(store) = self.store() {
-            let word = serde_json::to_value(status).unwrap_or_default();
-            let _ = store.run_finished(&run_id, word.as_str().unwrap_or("unknown"), durable);
+            let _ = store.run_finished(&run_id, status.as_str(), durable);
         }
         outcome
     }

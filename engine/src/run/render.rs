@@ -37,12 +37,7 @@ impl RunCx<'_> {
             }
         }
         let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
-        let uses_state = node
-            .step
-            .templates
-            .iter()
-            .any(|t| t.scan.references.iter().any(|r| r.root == "state"));
-        if uses_state {
+        if reads(&node.step.templates, "state") {
             ctx["state"] = self.state_view();
         }
         if let Some((item, index)) = item {
@@ -162,7 +157,7 @@ impl RunCx<'_> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
-        if self.rb.outputs.values().any(reads_state) {
+        if reads(&self.rb.output_templates, "state") {
             ctx["state"] = self.state_view();
         }
         Value::Object(
@@ -218,14 +213,9 @@ pub(super) fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
     })
 }
 
-/// Whether a value holds a template that reads `state`.
-fn reads_state(v: &Value) -> bool {
-    match v {
-        Value::String(t) => {
-            dsl::template::scan(t).is_ok_and(|s| s.references.iter().any(|r| r.root == "state"))
-        }
-        Value::Array(a) => a.iter().any(reads_state),
-        Value::Object(o) => o.values().any(reads_state),
-        _ => false,
-    }
+/// Whether any of these templates (scanned when the runbook was loaded) reads `root`.
+fn reads(templates: &[dsl::TemplateUse], root: &str) -> bool {
+    templates
+        .iter()
+        .any(|t| t.scan.references.iter().any(|r| r.root == root))
 }
