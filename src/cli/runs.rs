@@ -1,9 +1,9 @@
 //! `infra runs list|show`, `infra artifacts list|get|tail`.
 
-use engine::record::artifacts::{self, From};
-use engine::record::evidence::{self, Record};
+use engine::record::artifacts::From;
+use engine::record::evidence::Record;
 
-use super::{FAILED, OK, USAGE, config, engine};
+use super::{FAILED, OK, USAGE, engine};
 use crate::render;
 
 #[derive(clap::Subcommand, Debug)]
@@ -29,6 +29,12 @@ pub enum ArtifactsCommand {
     List {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// Only runs of this runbook (or single calls named so, e.g. `state.get`).
+        #[arg(long)]
+        runbook: Option<String>,
+        /// Only the run with this id (or id prefix).
+        #[arg(long)]
+        run: Option<String>,
     },
     /// Read an artifact (bounded).
     Get {
@@ -88,13 +94,13 @@ pub fn run(cmd: Command) -> u8 {
                 ));
                 return USAGE;
             };
-            let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
-            let back = match evidence::read(&dir.join("journal.jsonl")) {
+            let at = engine::store::JournalAt::of(&run);
+            let back = match at.read() {
                 Ok(b) => b,
                 Err(e) => {
                     render::err(&format!(
-                        "error: cannot read the journal in `{}`: {e}\n",
-                        dir.display()
+                        "error: cannot read the journal `{}`: {e}\n",
+                        at.path.display()
                     ));
                     return FAILED;
                 }
@@ -180,22 +186,32 @@ pub fn run(cmd: Command) -> u8 {
 }
 
 pub fn artifacts(cmd: ArtifactsCommand) -> u8 {
-    let root = config().artifacts_root;
-    let redactor = engine::record::Redactor::new();
+    let engine = engine();
     let result = match cmd {
-        ArtifactsCommand::List { limit } => artifacts::list(&root, limit)
+        ArtifactsCommand::List {
+            limit,
+            runbook,
+            run,
+        } => engine
+            .list_artifacts(
+                engine::run::ArtifactFilter {
+                    runbook: runbook.as_deref(),
+                    run: run.as_deref(),
+                },
+                limit,
+            )
             .map(serde_json::Value::Array)
             .map_err(|e| e.to_string()),
         ArtifactsCommand::Get {
             uri,
             offset,
             max_bytes,
-        } => artifacts::read(&root, &uri, From::Offset(offset), max_bytes, &redactor)
+        } => engine
+            .read_artifact(&uri, From::Offset(offset), max_bytes)
             .map_err(|e| e.to_string()),
-        ArtifactsCommand::Tail { uri, max_bytes } => {
-            artifacts::read(&root, &uri, From::Tail, max_bytes, &redactor)
-                .map_err(|e| e.to_string())
-        }
+        ArtifactsCommand::Tail { uri, max_bytes } => engine
+            .read_artifact(&uri, From::Tail, max_bytes)
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(v) => {

@@ -287,11 +287,13 @@ impl ServerHandler for Server {
         _req: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let root = self.engine.config().artifacts_root.clone();
-        let list = tokio::task::spawn_blocking(move || engine::record::artifacts::list(&root, 100))
-            .await
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let engine = Arc::clone(&self.engine);
+        let list = tokio::task::spawn_blocking(move || {
+            engine.list_artifacts(engine::run::ArtifactFilter::default(), 100)
+        })
+        .await
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let items = list
             .into_iter()
             .filter_map(|a| {
@@ -309,13 +311,13 @@ impl ServerHandler for Server {
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new(
-                "artifact://runs/{runbook}/{run}/{step}/{name}",
-                "run artifact",
-            )
-            .with_description(
-                "An output of a run step (first MiB; use the `artifacts` tool for ranges).",
+            ResourceTemplate::new("artifact://runs/{runbook}/{run}", "run").with_description(
+                "What a run holds (the `evidence` URI it returned): its status, journal and artifacts, as JSON.",
             ),
+            ResourceTemplate::new("artifact://runs/{runbook}/{run}/{+path}", "run file")
+                .with_description(
+                    "A file of a run: `journal.jsonl` (its records) or a step's output such as `<step>/stdout` (first MiB; use the `artifacts` tool for ranges).",
+                ),
         ]))
     }
 
@@ -327,14 +329,13 @@ impl ServerHandler for Server {
         let engine = Arc::clone(&self.engine);
         let uri = req.uri.to_string();
         let read = tokio::task::spawn_blocking(move || {
-            engine::record::artifacts::read(
-                &engine.config().artifacts_root,
-                &uri,
-                engine::record::artifacts::From::Offset(0),
-                engine::record::artifacts::MAX_READ,
-                engine.redactor(),
-            )
-            .map(|v| (uri, v))
+            engine
+                .read_artifact(
+                    &uri,
+                    engine::record::artifacts::From::Offset(0),
+                    engine::record::artifacts::MAX_READ,
+                )
+                .map(|v| (uri, v))
         })
         .await
         .map_err(|e| McpError::internal_error(e.to_string(), None))?;

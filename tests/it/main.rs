@@ -5,6 +5,7 @@
 //! `tests/data/ok/*` must load and compile with no error.
 
 mod cli_doctor;
+mod cli_evidence;
 mod cli_plan;
 mod cli_run;
 mod docs;

@@ -773,6 +773,44 @@ async def test_artifact_read_as_resource(tmp_path: Path, era: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_runs_evidence_reads_where_it_is_named(tmp_path: Path) -> None:
+    async with connect(tmp_path, "modern") as c:
+        body = await c.ok("runbook", {"action": "run", "name": "hello.world", "input": {"message": "hi"}})
+        evidence = body["result"]["evidence"]
+        run_id = body["run_id"]
+        assert re.fullmatch(r"artifact://runs/hello\.world/\d{4}-\d\d-\d\dT\d{6}Z-[0-9a-f]{8}", evidence), evidence
+
+        # the run's URI lists what it holds, as a resource and through the tool
+        read = await c.session.read_resource(evidence)
+        listing = json.loads(read.contents[0].text)
+        assert listing["run_id"] == run_id and listing["status"] == "succeeded"
+        assert listing["journal"] == evidence + "/journal.jsonl"
+        got = await c.ok("artifacts", {"action": "get", "uri": evidence, "max_bytes": 65536})
+        assert json.loads(got["result"]["text"]) == listing
+
+        # its journal is an artifact: its records, one per line
+        journal = await c.session.read_resource(listing["journal"])
+        records = [json.loads(line) for line in journal.contents[0].text.splitlines()]
+        assert records[0]["event"] == "run_started" and records[-1]["event"] == "run_finished"
+        assert {r["run_id"] for r in records} == {run_id}
+
+        # a single call's journal reads the same way, though it has no directory of its own
+        state = await c.ok("state", {"action": "get", "key": "hello"})
+        call = await c.ok("artifacts", {"action": "list", "run": state["run_id"]})
+        [entry] = call["result"]["artifacts"]
+        assert entry["uri"].endswith("/journal.jsonl") and entry["runbook"] == "state.get"
+        lines = (await c.session.read_resource(entry["uri"])).contents[0].text.splitlines()
+        assert [json.loads(line)["event"] for line in lines] == [
+            "run_started", "node_started", "node_finished", "run_finished"]
+
+        # the list filters by runbook
+        listed = await c.ok("artifacts", {"action": "list", "runbook": "hello.world"})
+        uris = [a["uri"] for a in listed["result"]["artifacts"]]
+        assert uris and uris[0] == listing["journal"], uris
+        assert all(u.startswith(evidence) for u in uris)
+
+
+@pytest.mark.anyio
 async def test_large_result_is_cut_with_a_link(tmp_path: Path) -> None:
     expected = "".join(f"{i}\n" for i in range(1, 20001))  # 108894 bytes
     async with connect(tmp_path, "legacy", unsafe_local=True) as c:

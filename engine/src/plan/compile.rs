@@ -134,6 +134,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         effects,
         digest: String::new(),
         warnings: diags,
+        call: false,
     };
     plan.digest = plan_digest(&plan);
     Ok(plan)
@@ -189,7 +190,9 @@ pub fn compile_call(
         return Err(loaded.diagnostics);
     }
     let rb = loaded.runbooks.into_iter().next().ok_or_else(Vec::new)?;
-    compile(Arc::new(rb), opts)
+    let mut plan = compile(Arc::new(rb), opts)?;
+    plan.call = true;
+    Ok(plan)
 }
 
 fn resolve_step(

@@ -86,6 +86,8 @@ pub struct Plan {
     effects: Effect,
     digest: String,
     warnings: Vec<dsl::Diagnostic>,
+    /// Made by `compile_call`: one action called on its own, not a runbook.
+    call: bool,
 }
 
 impl Plan {
@@ -121,6 +123,12 @@ impl Plan {
             .collect();
         deps.sort();
         deps.into_iter().map(|d| &self.graph[d].step.id).collect()
+    }
+
+    /// Whether this is a single call (`compile_call`) rather than a runbook's plan. A call's records go
+    /// to its process's calls journal, and it has a directory only if it writes an artifact.
+    pub fn is_call(&self) -> bool {
+        self.call
     }
 
     /// The highest effect of any node (rollbacks included).

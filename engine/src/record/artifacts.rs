@@ -152,7 +152,7 @@ pub fn write_json(
 
 /// The path of an artifact URI below the artifacts root (`runs/…`), refusing anything that is not a
 /// plain relative path there.
-fn relative(uri: &str) -> Result<&str, ArtifactError> {
+pub fn relative(uri: &str) -> Result<&str, ArtifactError> {
     let rest = uri
         .strip_prefix(SCHEME)
         .ok_or_else(|| ArtifactError::NotArtifact(uri.to_owned()))?;
@@ -301,18 +301,44 @@ pub fn read(
         source,
     };
     let total = f.metadata().map_err(io)?.len();
+    let (start, max) = window(total, from, max_bytes);
+    f.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut buf = Vec::with_capacity(max.min(total - start) as usize);
+    f.take(max).read_to_end(&mut buf).map_err(io)?;
+    Ok(envelope(uri, start, &buf, total, redactor))
+}
+
+/// Where a bounded read of `total` bytes starts, and how much it may take.
+fn window(total: u64, from: From, max_bytes: u64) -> (u64, u64) {
     let max = max_bytes.clamp(1, MAX_READ);
     let start = match from {
         From::Offset(o) => o.min(total),
         From::Tail => total.saturating_sub(max),
     };
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let mut buf = Vec::with_capacity(max.min(total - start) as usize);
-    f.take(max).read_to_end(&mut buf).map_err(io)?;
-    let text = String::from_utf8_lossy(&buf);
+    (start, max)
+}
+
+/// A bounded read of a text made on request (a run's listing, or a journal kept with others), in the
+/// shape [`read`] gives.
+pub fn read_text(uri: &str, text: &[u8], from: From, max_bytes: u64, redactor: &Redactor) -> Value {
+    let total = text.len() as u64;
+    let (start, max) = window(total, from, max_bytes);
+    let end = (start + max).min(total);
+    envelope(
+        uri,
+        start,
+        &text[start as usize..end as usize],
+        total,
+        redactor,
+    )
+}
+
+/// What a read returns: the bytes read from `start` as (redacted) text, and where the rest is.
+fn envelope(uri: &str, start: u64, buf: &[u8], total: u64, redactor: &Redactor) -> Value {
+    let text = String::from_utf8_lossy(buf);
     let text = redactor.redact(&text).into_owned();
     let end = start + buf.len() as u64;
-    Ok(json!({
+    json!({
         "uri": uri,
         "offset": start,
         "bytes": buf.len(),
@@ -320,7 +346,7 @@ pub fn read(
         "truncated": start > 0 || end < total,
         "next_offset": (end < total).then_some(end),
         "text": text,
-    }))
+    })
 }
 
 /// Artifacts under `<root>/runs`, newest first.
@@ -336,7 +362,10 @@ pub fn list(root: &Path, limit: usize) -> io::Result<Vec<Value>> {
             let Ok(meta) = e.metadata() else { continue };
             let path = e.path();
             if meta.is_dir() {
-                stack.push(path);
+                // a dot directory is infra's own (`runs/.calls/`, the journals of single calls)
+                if !e.file_name().to_string_lossy().starts_with('.') {
+                    stack.push(path);
+                }
             } else if meta.is_file() && path.file_name().is_some_and(|n| n != "journal.jsonl") {
                 let rel = path
                     .strip_prefix(root)

@@ -208,7 +208,14 @@ fn a_deleted_log_is_reported_when_the_store_lists_runs_but_kept_no_head() {
     store
         .get()
         .expect("store")
-        .run_started("r1", "call", dir.path(), "2026-01-01T00:00:00Z", false)
+        .run_started(
+            "r1",
+            "call",
+            dir.path(),
+            None,
+            "2026-01-01T00:00:00Z",
+            false,
+        )
         .expect("run");
     let p = verify_kept(&a, &store).problem.expect("deleted");
     assert!(p.message.contains("is missing"), "{}", p.message);

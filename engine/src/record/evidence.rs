@@ -6,11 +6,18 @@
 //! not output), `node_skipped`, `run_finished`. `Journal` appends one whole line per write under a
 //! mutex and is created with `create_new`, so a run directory is never reused; `read` reads one
 //! back and flags a torn last line.
+//!
+//! A single call (one action, or a front end's own call) has no directory of its own unless it
+//! writes an artifact: its records go to its process's calls journal (`SessionJournal`,
+//! `runs/.calls/<stamp>-<id>.jsonl`), one file per process, shared by every call it makes, so a
+//! cheap call costs a few appends and no `mkdir`. Every record names its run, and the run index
+//! keeps where the run's first record starts ([`Journal::start`]), so [`read_run`] reads one run
+//! back from there, whichever journal holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -123,6 +130,19 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The run the record belongs to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            Record::RunStarted { run_id, .. }
+            | Record::NodeStarted { run_id, .. }
+            | Record::NodeFinished { run_id, .. }
+            | Record::NodeSkipped { run_id, .. }
+            | Record::RunFinished { run_id, .. } => run_id,
+        }
+    }
+}
+
 /// The JSON Schema of journal records.
 pub fn schema() -> Value {
     let mut s = schemars::SchemaGenerator::new(schemars::generate::SchemaSettings::draft2020_12())
@@ -143,11 +163,29 @@ pub fn schema() -> Value {
     s
 }
 
-/// An open journal.
+/// The file under a journal and where it ends (only this process appends to it).
+#[derive(Debug)]
+struct Tail {
+    file: File,
+    end: u64,
+}
+
+impl Tail {
+    fn open(path: &Path) -> io::Result<Tail> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(path)?;
+        Ok(Tail { file, end: 0 })
+    }
+}
+
+/// An open journal: a run's own `journal.jsonl`, or its place in a calls journal.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    tail: Arc<Mutex<Tail>>,
+    start: u64,
 }
 
 impl Journal {
@@ -155,13 +193,10 @@ impl Journal {
     pub fn create(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal.jsonl");
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
         Ok(Journal {
+            tail: Arc::new(Mutex::new(Tail::open(&path)?)),
             path,
-            file: Mutex::new(file),
+            start: 0,
         })
     }
 
@@ -169,19 +204,63 @@ impl Journal {
         &self.path
     }
 
+    /// The byte offset of the journal where this run's records start: 0 for a journal of its own.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
     /// Appends one record (one `write` of one whole line). `durable` records are fsync'd.
     pub fn append(&self, r: &Record, durable: bool) -> io::Result<()> {
         let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
         line.push(b'\n');
-        let f = self
-            .file
+        let mut t = self
+            .tail
             .lock()
             .map_err(|_| io::Error::other("journal lock poisoned"))?;
-        (&*f).write_all(&line)?;
+        (&t.file).write_all(&line)?;
+        t.end += line.len() as u64;
         if durable {
-            f.sync_data()?;
+            t.file.sync_data()?;
         }
         Ok(())
+    }
+}
+
+/// One process's journal of single calls: `<dir>/<stamp>-<short id>.jsonl`, made on the first call.
+#[derive(Debug, Clone)]
+pub struct SessionJournal {
+    path: PathBuf,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl SessionJournal {
+    /// Creates a new calls journal in `dir` (which is created).
+    pub fn create(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let id = crate::ctx::new_id();
+        let path = dir.join(format!("{}-{}.jsonl", crate::ctx::now_stamp(), &id[..8]));
+        Ok(SessionJournal {
+            tail: Arc::new(Mutex::new(Tail::open(&path)?)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A journal for one more run, whose records start at the current end.
+    pub fn journal(&self) -> io::Result<Journal> {
+        let start = self
+            .tail
+            .lock()
+            .map_err(|_| io::Error::other("journal lock poisoned"))?
+            .end;
+        Ok(Journal {
+            path: self.path.clone(),
+            tail: Arc::clone(&self.tail),
+            start,
+        })
     }
 }
 
@@ -203,7 +282,20 @@ impl ReadBack {
 
 /// Reads a journal; a damaged line stops the read and is reported as torn.
 pub fn read(path: &Path) -> io::Result<ReadBack> {
-    let f = File::open(path)?;
+    read_from(path, 0, None)
+}
+
+/// Reads the records of run `run_id` from its journal, starting at byte `start` (where the run index
+/// says its first record is) and ending with its `run_finished`. Records of other runs sharing the
+/// journal are passed over; a damaged line stops the read and is reported as torn.
+pub fn read_run(path: &Path, start: u64, run_id: &str) -> io::Result<ReadBack> {
+    read_from(path, start, Some(run_id))
+}
+
+fn read_from(path: &Path, start: u64, run_id: Option<&str>) -> io::Result<ReadBack> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(start))?;
     let mut out = ReadBack::default();
     for line in BufReader::new(f).split(b'\n') {
         let line = line?;
@@ -211,7 +303,14 @@ pub fn read(path: &Path) -> io::Result<ReadBack> {
             continue;
         }
         match serde_json::from_slice::<Record>(&line) {
-            Ok(r) => out.records.push(r),
+            Ok(r) if run_id.is_some_and(|id| id != r.run_id()) => {}
+            Ok(r) => {
+                let end = run_id.is_some() && matches!(r, Record::RunFinished { .. });
+                out.records.push(r);
+                if end {
+                    break;
+                }
+            }
             Err(_) => {
                 out.torn = true;
                 break;
@@ -224,6 +323,93 @@ pub fn read(path: &Path) -> io::Result<ReadBack> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finished(run_id: &str, status: Status) -> Record {
+        Record::RunFinished {
+            run_id: run_id.into(),
+            ts: "t".into(),
+            status,
+            duration_ms: 1,
+            outputs: Value::Null,
+            error: None,
+        }
+    }
+
+    fn skipped(run_id: &str, step: &str) -> Record {
+        Record::NodeSkipped {
+            run_id: run_id.into(),
+            ts: "t".into(),
+            step: step.into(),
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn runs_sharing_a_calls_journal_read_back_apart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let calls = SessionJournal::create(&dir.path().join("runs/.calls")).expect("create");
+        // an earlier run, then two that interleave, then one that never finishes
+        let first = calls.journal().expect("journal");
+        first.append(&skipped("one", "a"), false).expect("append");
+        first
+            .append(&finished("one", Status::Succeeded), false)
+            .expect("append");
+        let (a, b) = (calls.journal().expect("a"), calls.journal().expect("b"));
+        assert!(
+            a.start() > 0 && a.start() == b.start(),
+            "both start at the end"
+        );
+        a.append(&skipped("two", "x"), false).expect("append");
+        b.append(&skipped("three", "y"), true).expect("append");
+        a.append(&finished("two", Status::Failed), false)
+            .expect("append");
+        b.append(&finished("three", Status::Succeeded), false)
+            .expect("append");
+        let open = calls.journal().expect("open");
+        open.append(&skipped("four", "z"), false).expect("append");
+        // a later call of another run after this one's end is not read
+        calls
+            .journal()
+            .expect("five")
+            .append(&finished("five", Status::Failed), false)
+            .expect("append");
+        let steps = |back: &ReadBack| -> Vec<String> {
+            back.records
+                .iter()
+                .map(|r| match r {
+                    Record::NodeSkipped { step, .. } => step.clone(),
+                    Record::RunFinished { status, .. } => status.as_str().to_owned(),
+                    _ => "?".into(),
+                })
+                .collect()
+        };
+        let path = calls.path();
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("jsonl"));
+        let two = read_run(path, a.start(), "two").expect("two");
+        assert_eq!(steps(&two), ["x", "failed"]);
+        assert!(two.finished() && !two.torn);
+        let three = read_run(path, b.start(), "three").expect("three");
+        assert_eq!(steps(&three), ["y", "succeeded"]);
+        assert_eq!(
+            steps(&read_run(path, 0, "one").expect("one")),
+            ["a", "succeeded"]
+        );
+        let four = read_run(path, open.start(), "four").expect("four");
+        assert_eq!(steps(&four), ["z"]);
+        assert!(!four.finished());
+        // the process died mid-write: the torn line is reported to the run that was still going
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(b"{\"event\":\"node_sk"))
+            .expect("tear");
+        let torn = read_run(path, open.start(), "four").expect("four");
+        assert!(torn.torn && !torn.finished());
+        assert!(!read_run(path, a.start(), "two").expect("two").torn);
+        // each process has its own calls journal
+        let other = SessionJournal::create(&dir.path().join("runs/.calls")).expect("again");
+        assert_ne!(other.path(), calls.path());
+    }
 
     #[test]
     fn a_status_word_is_the_one_serde_writes() {

@@ -11,7 +11,8 @@ use crate::actions::state::Session;
 use crate::actions::{ActionError, Host, Nested, NestedOutcome, Pools};
 use crate::catalog::Catalog;
 use crate::ctx::Config;
-use crate::record::{Audit, Redactor};
+use crate::record::evidence::SessionJournal;
+use crate::record::{Audit, Journal, Redactor};
 use crate::store::{LazyStore, Store, StoreError};
 
 /// One engine per process: configuration, runbooks, the audit log, the store and the redactor.
@@ -24,6 +25,8 @@ pub struct Engine {
     pub(super) session: Session,
     pub(super) store: Arc<LazyStore>,
     pub(super) pools: Pools,
+    /// This process's journal of single calls, made on the first one.
+    calls: std::sync::Mutex<Option<SessionJournal>>,
 }
 
 impl Engine {
@@ -44,6 +47,24 @@ impl Engine {
             session: Session::default(),
             store,
             pools: Pools::default(),
+            calls: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A journal for one single call: its place at the end of this process's calls journal
+    /// (`runs/.calls/`), which the first call creates.
+    pub(super) fn call_journal(&self) -> std::io::Result<Journal> {
+        let mut calls = self
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if calls.is_none() {
+            let dir = self.config.artifacts_root.join("runs/.calls");
+            *calls = Some(SessionJournal::create(&dir)?);
+        }
+        match calls.as_ref() {
+            Some(c) => c.journal(),
+            None => Err(std::io::Error::other("no calls journal")),
         }
     }
 

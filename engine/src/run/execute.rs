@@ -96,7 +96,7 @@ impl Engine {
         let rel = format!("runs/{name}/{}-{}", now_stamp(), &run_id[..8]);
         let dir = self.config.artifacts_root.join(&rel);
         self.prepare_profiles_dir();
-        let journal = Journal::create(&dir)?;
+        let journal = self.call_journal()?;
         let ts = now_rfc3339();
         let args = self.redactor.redact_value(args);
         let error = error.map(|e| ErrorInfo {
@@ -155,7 +155,7 @@ impl Engine {
             journal.append(r, false)?;
         }
         if let Ok(store) = self.store() {
-            let _ = store.run_started(&run_id, &name, &dir, &ts, false);
+            let _ = store.run_started(&run_id, &name, &dir, Some(&journal), &ts, false);
             let _ = store.run_finished(&run_id, status.as_str(), false);
         }
         Ok(run_id)
@@ -215,14 +215,24 @@ impl Engine {
             });
             return outcome;
         }
-        let journal = match Journal::create(&dir) {
+        let journal = if plan.is_call() {
+            self.call_journal()
+        } else {
+            Journal::create(&dir)
+        };
+        let journal = match journal {
             Ok(j) => j,
             Err(e) => {
                 outcome.error = Some(ErrorInfo {
                     kind: "evidence_unavailable".into(),
                     message: format!(
-                        "cannot create the run directory `{}`: {e}; nothing was run",
-                        dir.display()
+                        "cannot create the run's journal in `{}`: {e}; nothing was run",
+                        if plan.is_call() {
+                            self.config.artifacts_root.join("runs/.calls")
+                        } else {
+                            dir.clone()
+                        }
+                        .display()
                     ),
                 });
                 let _ = self.audit.record(
@@ -250,7 +260,8 @@ impl Engine {
             durable,
         );
         if let Ok(store) = self.store() {
-            let _ = store.run_started(&run_id, &rb.name, &dir, &ts, durable);
+            let shared = plan.is_call().then_some(&journal);
+            let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
         }
         if opts.depth == 0
             && let Some(p) = opts.progress

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dsl::Runbook;
 use serde_json::{Map, Value};
 
+mod artifacts;
 mod attempt;
 mod engine;
 mod execute;
@@ -16,6 +17,7 @@ mod render;
 mod schedule;
 
 pub use crate::exec::CancelToken;
+pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 
 use crate::actions::ActionError;

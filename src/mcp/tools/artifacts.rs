@@ -1,9 +1,11 @@
-//! `artifacts`: run outputs by `artifact://` URI: `list` (the newest first), `get` and `head` (from an
-//! offset), `tail` (the end). Every read is bounded (`max_bytes`, 4 KiB by default, at most
-//! `artifacts::MAX_READ`), redacted, and goes through the URI, so no link in a run's directory is followed.
+//! `artifacts`: run outputs by `artifact://` URI: `list` (the newest run first, each run's journal then
+//! its files; `runbook` and `run` filter), `get` and `head` (from an offset), `tail` (the end). A run's
+//! URI reads as what it holds, and its `journal.jsonl` as its records (`Engine::read_artifact`). Every
+//! read is bounded (`max_bytes`, 4 KiB by default, at most `artifacts::MAX_READ`), redacted, and goes
+//! through the URI, so no link in a run's directory is followed.
 
-use engine::record::artifacts::{self, From};
-use engine::run::Engine;
+use engine::record::artifacts::From;
+use engine::run::{ArtifactFilter, Engine};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +31,12 @@ pub struct Params {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(range(min = 1))]
     pub limit: Option<u64>,
+    /// `list`: only runs of this runbook (or single calls named so, e.g. `state.get`).
+    #[serde(default)]
+    pub runbook: Option<String>,
+    /// `list`: only the run with this id (or id prefix).
+    #[serde(default)]
+    pub run: Option<String>,
 }
 
 /// What `artifacts` does.
@@ -47,10 +55,9 @@ impl ToolParams for Params {
 
 /// Runs one `artifacts` action.
 pub fn call(engine: &Engine, p: &Params) -> Reply {
-    let root = &engine.config().artifacts_root;
     let uri = p.uri.as_str();
     let max = p.max_bytes.unwrap_or(4096);
-    let read = |from: From| match artifacts::read(root, uri, from, max, engine.redactor()) {
+    let read = |from: From| match engine.read_artifact(uri, from, max) {
         Ok(v) => {
             let mut r = Reply::ok(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
             r.links.push(uri.to_owned());
@@ -64,7 +71,13 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
         ),
     };
     match p.action {
-        Action::List => match artifacts::list(root, p.limit.unwrap_or(20) as usize) {
+        Action::List => match engine.list_artifacts(
+            ArtifactFilter {
+                runbook: p.runbook.as_deref(),
+                run: p.run.as_deref(),
+            },
+            p.limit.unwrap_or(20) as usize,
+        ) {
             Ok(v) => Reply::ok(format!("{} artifacts", v.len()), json!({"artifacts": v})),
             Err(e) => Reply::error("failed", e.to_string(), None, None),
         },

@@ -6,7 +6,7 @@
 use engine::run::Engine;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::mcp::reply::Reply;
 use crate::mcp::schema::{ToolParams, opt_u64};
@@ -58,14 +58,19 @@ fn list(engine: &Engine, limit: usize, runbook: Option<&str>) -> Reply {
                 runs.retain(|r| r["runbook"] == rb);
                 runs.truncate(limit);
             }
-            for r in &mut runs {
-                if let Some(o) = r.as_object_mut() {
-                    o.shift_remove("dir");
-                }
-            }
+            runs.iter_mut().for_each(hide_paths);
             Reply::ok(format!("{} runs", runs.len()), json!({"runs": runs}))
         }
         Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+    }
+}
+
+/// Takes the host paths out of a run's row: results name runs by id and artifacts by URI.
+fn hide_paths(run: &mut Value) {
+    if let Some(o) = run.as_object_mut() {
+        for k in ["dir", "journal", "journal_offset"] {
+            o.shift_remove(k);
+        }
     }
 }
 
@@ -83,15 +88,12 @@ pub fn get(engine: &Engine, id: &str) -> Reply {
             Some("/run_id".into()),
         );
     };
-    let dir = std::path::PathBuf::from(run["dir"].as_str().unwrap_or_default());
-    match engine::record::evidence::read(&dir.join("journal.jsonl")) {
+    match engine::store::JournalAt::of(&run).read() {
         Ok(back) => {
             // the store decides a run's state (the same word `infra runs` shows)
             let mut run = run;
             let state = run["state"].clone();
-            if let Some(o) = run.as_object_mut() {
-                o.shift_remove("dir");
-            }
+            hide_paths(&mut run);
             Reply::ok(
                 format!(
                     "{} records, {}",

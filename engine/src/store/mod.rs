@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::ctx::ProcessRef;
 use crate::record::audit::{Head, HeadKeeper};
+use crate::record::evidence::{Journal, ReadBack};
 
 /// A store error.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,9 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     status TEXT NOT NULL,
     owner_pid INTEGER,
-    owner_start INTEGER
+    owner_start INTEGER,
+    journal TEXT,
+    journal_offset INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -183,22 +186,31 @@ impl Store {
             .collect())
     }
 
-    /// Records that a run started, in this process.
+    /// Records that a run started, in this process: its directory, and the journal that holds its
+    /// records (`None`: `journal.jsonl` in its directory) with the offset of its first record.
     pub fn run_started(
         &self,
         id: &str,
         runbook: &str,
         dir: &Path,
+        journal: Option<&Journal>,
         started_at: &str,
         durable: bool,
     ) -> Result<(), StoreError> {
         let dir = dir.display().to_string();
         let me = ProcessRef::current();
+        let (path, start) = match journal {
+            Some(j) => (
+                Some(j.path().display().to_string()),
+                Some(i64::try_from(j.start()).unwrap_or(i64::MAX)),
+            ),
+            None => (None, None),
+        };
         self.with_sync(durable, |c| {
             c.prepare_cached(
-                "INSERT INTO runs(id, runbook, dir, started_at, status, owner_pid, owner_start) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                "INSERT INTO runs(id, runbook, dir, started_at, status, owner_pid, owner_start, journal, journal_offset) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![id, runbook, dir, started_at, me.pid, me.start])
+            .execute(params![id, runbook, dir, started_at, me.pid, me.start, path, start])
             .map(|_| ())
         })
     }
@@ -244,6 +256,47 @@ impl Store {
         Ok(rows.into_iter().map(RunRow::into_json).collect())
     }
 
+    /// Recent runs of `runbook` (any, when `None`) whose id starts with `id_prefix` (any, when empty),
+    /// newest first.
+    pub fn runs_of(
+        &self,
+        runbook: Option<&str>,
+        id_prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows: Vec<RunRow> = self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR runbook = ?1)
+                 AND substr(id, 1, length(?2)) = ?2 ORDER BY started_at DESC, id LIMIT ?3"
+            ))?;
+            let rows = st.query_map(params![runbook, id_prefix, limit as i64], RunRow::read)?;
+            rows.collect()
+        })?;
+        Ok(rows.into_iter().map(RunRow::into_json).collect())
+    }
+
+    /// The run whose directory is `runs/<runbook>/<name>` (`name` is `<stamp>-<first 8 of the id>`),
+    /// whatever root it was recorded under.
+    pub fn run_named(&self, runbook: &str, name: &str) -> Result<Option<Value>, StoreError> {
+        let Some((_, prefix)) = name.rsplit_once('-') else {
+            return Ok(None);
+        };
+        let tail = format!("/runs/{runbook}/{name}");
+        let mut found: Vec<RunRow> = self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, length(?1)) = ?1
+                 AND runbook = ?2 AND substr(dir, length(dir) - length(?3) + 1) = ?3 LIMIT 2"
+            ))?;
+            let rows = st.query_map(params![prefix, runbook, tail], RunRow::read)?;
+            rows.collect()
+        })?;
+        Ok(if found.len() == 1 {
+            found.pop().map(RunRow::into_json)
+        } else {
+            None
+        })
+    }
+
     /// One run by id or unique id prefix, with its status and state as [`run_status`] decides them.
     pub fn run(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let mut found: Vec<RunRow> = self.with(|c| {
@@ -266,19 +319,22 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;
-    // stores made before runs and jobs named their owner's start time (and runs their owner)
-    for (table, column) in [
-        ("runs", "owner_pid"),
-        ("runs", "owner_start"),
-        ("jobs", "owner_start"),
+    // stores made before runs and jobs named their owner's start time (and runs their owner), and
+    // before runs could share a journal
+    for (table, column, kind) in [
+        ("runs", "owner_pid", "INTEGER"),
+        ("runs", "owner_start", "INTEGER"),
+        ("jobs", "owner_start", "INTEGER"),
+        ("runs", "journal", "TEXT"),
+        ("runs", "journal_offset", "INTEGER"),
     ] {
-        add_column(conn, table, column)?;
+        add_column(conn, table, column, kind)?;
     }
     Ok(())
 }
 
-/// Adds a nullable INTEGER column to a table made by an older version, when it is missing.
-fn add_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
+/// Adds a nullable column to a table made by an older version, when it is missing.
+fn add_column(c: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
     let mut st = c.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
     let names = st.query_map([], |r| r.get::<_, String>(0))?;
     for n in names {
@@ -286,11 +342,10 @@ fn add_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<()>
             return Ok(());
         }
     }
-    c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))
+    c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 }
 
-const RUN_COLUMNS: &str =
-    "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start";
+const RUN_COLUMNS: &str = "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset";
 
 /// A row of the run index, as stored.
 struct RunRow {
@@ -301,6 +356,8 @@ struct RunRow {
     finished_at: Option<String>,
     status: String,
     owner: Option<ProcessRef>,
+    journal: Option<String>,
+    journal_offset: Option<i64>,
 }
 
 impl RunRow {
@@ -316,21 +373,28 @@ impl RunRow {
                 pid,
                 start: r.get(7).ok().flatten(),
             }),
+            journal: r.get(8)?,
+            journal_offset: r.get(9)?,
         })
     }
 
     fn into_json(self) -> Value {
-        let status = run_status(
-            &self.status,
-            self.owner.as_ref(),
-            &Path::new(&self.dir).join("journal.jsonl"),
-        );
+        let shared = self.journal.as_ref().map(|j| {
+            (
+                j.clone(),
+                self.journal_offset
+                    .and_then(|o| u64::try_from(o).ok())
+                    .unwrap_or(0),
+            )
+        });
+        let at = JournalAt::new(&self.id, &self.dir, shared.clone());
+        let status = run_status(&self.status, self.owner.as_ref(), &at);
         let state = match status.as_str() {
             "running" => "running",
             "interrupted" => "interrupted",
             _ => "finished",
         };
-        json!({
+        let mut v = json!({
             "id": self.id,
             "runbook": self.runbook,
             "dir": self.dir,
@@ -338,7 +402,53 @@ impl RunRow {
             "finished_at": self.finished_at,
             "status": status,
             "state": state,
-        })
+        });
+        if let (Some((journal, offset)), Some(o)) = (shared, v.as_object_mut()) {
+            o.insert("journal".into(), journal.into());
+            o.insert("journal_offset".into(), offset.into());
+        }
+        v
+    }
+}
+
+/// Where a run's records are: `journal.jsonl` in its directory, or its part of a calls journal
+/// (the file, the offset of its first record, and its id to tell its records from the others').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalAt {
+    pub path: PathBuf,
+    pub shared: Option<(u64, String)>,
+}
+
+impl JournalAt {
+    fn new(id: &str, dir: &str, shared: Option<(String, u64)>) -> JournalAt {
+        match shared {
+            Some((path, start)) => JournalAt {
+                path: PathBuf::from(path),
+                shared: Some((start, id.to_owned())),
+            },
+            None => JournalAt {
+                path: Path::new(dir).join("journal.jsonl"),
+                shared: None,
+            },
+        }
+    }
+
+    /// Where the records of a run of the index are, from its row as [`Store::run`] gives it.
+    pub fn of(run: &Value) -> JournalAt {
+        let s = |k: &str| run.get(k).and_then(Value::as_str).unwrap_or_default();
+        let shared = run
+            .get("journal")
+            .and_then(Value::as_str)
+            .map(|j| (j.to_owned(), run["journal_offset"].as_u64().unwrap_or(0)));
+        JournalAt::new(s("id"), s("dir"), shared)
+    }
+
+    /// The run's records.
+    pub fn read(&self) -> std::io::Result<ReadBack> {
+        match &self.shared {
+            Some((start, id)) => crate::record::evidence::read_run(&self.path, *start, id),
+            None => crate::record::evidence::read(&self.path),
+        }
     }
 }
 
@@ -347,18 +457,16 @@ impl RunRow {
 /// gone, the journal decides: its `run_finished` record's status (the index missed the end), or
 /// `interrupted` when it has none (the process was killed mid-run). A row without an owner (made by an
 /// older version) is decided by its journal alone. Nothing is written back.
-pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &Path) -> String {
+pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &JournalAt) -> String {
     if indexed != "running" || owner.is_some_and(ProcessRef::alive) {
         return indexed.to_owned();
     }
-    let finished = crate::record::evidence::read(journal)
-        .ok()
-        .and_then(|back| {
-            back.records.into_iter().rev().find_map(|r| match r {
-                crate::record::evidence::Record::RunFinished { status, .. } => Some(status),
-                _ => None,
-            })
-        });
+    let finished = journal.read().ok().and_then(|back| {
+        back.records.into_iter().rev().find_map(|r| match r {
+            crate::record::evidence::Record::RunFinished { status, .. } => Some(status),
+            _ => None,
+        })
+    });
     finished.map_or("interrupted", |s| s.as_str()).to_owned()
 }
 
@@ -576,209 +684,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_round_trips_and_lists_by_prefix() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
-        s.state_set("deploy.a", &json!({"n": 1})).expect("set");
-        s.state_set("deploy.b", &json!("x")).expect("set");
-        s.state_set("other", &json!(true)).expect("set");
-        assert_eq!(s.state_get("deploy.a").expect("get"), Some(json!({"n": 1})));
-        let l = s.state_list("deploy.", 10).expect("list");
-        assert_eq!(
-            l.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["deploy.a", "deploy.b"]
-        );
-        assert!(s.state_unset("deploy.a").expect("unset"));
-        assert!(!s.state_unset("deploy.a").expect("unset twice"));
-        assert_eq!(s.state_get("deploy.a").expect("get"), None);
-    }
-
-    #[test]
-    fn a_running_run_whose_process_is_gone_is_decided_by_its_journal() {
-        use crate::record::evidence::{Journal, Record, Status};
-        let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
-        let started = |id: &str| {
-            let run_dir = dir.path().join(id);
-            let journal = Journal::create(&run_dir).expect("journal");
-            s.run_started(id, "rb", &run_dir, "2026-01-01T00:00:00.000Z", true)
-                .expect("row");
-            journal
-        };
-        let finished = |j: &Journal, status| {
-            j.append(
-                &Record::RunFinished {
-                    run_id: "x".into(),
-                    ts: "t".into(),
-                    status,
-                    duration_ms: 1,
-                    outputs: Value::Null,
-                    error: None,
-                },
-                false,
-            )
-            .expect("append")
-        };
-        let state = |id: &str| {
-            let r = s.run(id).expect("read").expect("row");
-            (r["status"].clone(), r["state"].clone())
-        };
-        // this process runs it: running, whatever the journal says so far
-        let _live = started("live");
-        assert_eq!(state("live"), (json!("running"), json!("running")));
-        // another process ran them and is gone (a start time no process has)
-        let killed = started("killed");
-        let lost = started("lost");
-        finished(&lost, Status::Failed);
-        let done = started("done");
-        finished(&done, Status::Succeeded);
-        s.run_finished("done", "succeeded", true).expect("finish");
-        s.with(|c| {
-            c.execute(
-                "UPDATE runs SET owner_start = -1 WHERE id IN ('killed', 'lost')",
-                [],
-            )
-        })
-        .expect("update");
-        drop(killed);
-        assert_eq!(
-            state("killed"),
-            (json!("interrupted"), json!("interrupted"))
-        );
-        assert_eq!(state("lost"), (json!("failed"), json!("finished")));
-        assert_eq!(state("done"), (json!("succeeded"), json!("finished")));
-        // a row from before owners were recorded: the journal alone
-        s.with(|c| c.execute("UPDATE runs SET owner_pid = NULL WHERE id = 'live'", []))
-            .expect("update");
-        assert_eq!(state("live"), (json!("interrupted"), json!("interrupted")));
-        let listed: Vec<Value> = s.runs(10).expect("runs");
-        assert_eq!(listed.len(), 4);
-        assert!(listed.iter().all(|r| r.get("state").is_some()));
-    }
-
-    #[test]
-    fn a_store_made_before_owners_were_recorded_is_upgraded() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("store.sqlite3");
-        {
-            let c = Connection::open(&path).expect("open");
-            c.execute_batch(
-                "CREATE TABLE runs (id TEXT PRIMARY KEY NOT NULL, runbook TEXT NOT NULL, dir TEXT NOT NULL,
-                   started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL);
-                 INSERT INTO runs VALUES ('old', 'rb', '/nonexistent', '2020-01-01', NULL, 'running');
-                 CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, tool TEXT NOT NULL, action TEXT NOT NULL,
-                   status TEXT NOT NULL, owner_pid INTEGER NOT NULL, created_at TEXT NOT NULL,
-                   finished_at TEXT, result TEXT);",
-            )
-            .expect("old schema");
-        }
-        let s = Store::open(&path).expect("upgrade");
-        assert_eq!(
-            s.run("old").expect("read").expect("row")["status"],
-            "interrupted"
-        );
-        s.run_started("new", "rb", dir.path(), "2026-01-01", false)
-            .expect("insert");
-        assert_eq!(
-            s.run("new").expect("read").expect("row")["status"],
-            "running"
-        );
-        s.job_started("j", "state", "get").expect("job");
-        assert_eq!(s.job("j").expect("read").expect("row")["status"], "running");
-        drop(s);
-        Store::open(&path).expect("opens again");
-    }
-
-    #[test]
-    fn two_connections_lose_no_writes() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("store.sqlite3");
-        std::thread::scope(|sc| {
-            for t in 0..2 {
-                let path = path.clone();
-                sc.spawn(move || {
-                    let s = Store::open(&path).expect("open");
-                    for i in 0..100 {
-                        s.state_set(&format!("k.{t}.{i}"), &json!(i)).expect("set");
-                    }
-                });
-            }
-        });
-        let s = Store::open(&path).expect("open");
-        assert_eq!(s.state_list("k.", 1000).expect("list").len(), 200);
-    }
-
-    #[test]
-    fn the_audit_head_only_moves_forward() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
-        assert_eq!(s.audit_head().expect("head"), None);
-        let head = |seq: u64| Head {
-            seq,
-            hash: format!("h{seq}"),
-            ts: "2026-01-01T00:00:00.000Z".into(),
-        };
-        s.audit_head_keep(&head(5)).expect("keep");
-        s.audit_head_keep(&head(3)).expect("keep");
-        assert_eq!(s.audit_head().expect("head"), Some(head(5)));
-        s.audit_head_keep(&head(6)).expect("keep");
-        assert_eq!(s.audit_head().expect("head"), Some(head(6)));
-        // another connection sees it, and the synchronous setting is back to FULL
-        let again = Store::open(&dir.path().join("store.sqlite3")).expect("open");
-        assert_eq!(again.audit_head().expect("head"), Some(head(6)));
-        let sync: i64 = s
-            .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
-            .expect("pragma");
-        assert_eq!(sync, 2);
-    }
-
-    #[test]
-    fn heads_of_records_that_change_nothing_are_kept_in_groups_and_at_drop() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("store.sqlite3");
-        let head = |seq: u64| Head {
-            seq,
-            hash: format!("h{seq}"),
-            ts: "2026-01-01T00:00:00.000Z".into(),
-        };
-        let kept = || {
-            Store::open(&path)
-                .expect("open")
-                .audit_head()
-                .expect("head")
-        };
-        // an interval no test outlasts, then none at all
-        let mut lazy = LazyStore::new(&path);
-        lazy.interval = Duration::from_secs(3600);
-        lazy.keep(&head(1), false);
-        assert_eq!(kept(), Some(head(1)), "the first is written at once");
-        lazy.keep(&head(2), false);
-        assert_eq!(kept(), Some(head(1)), "the next waits for its group");
-        lazy.keep(&head(3), true);
-        assert_eq!(
-            kept(),
-            Some(head(3)),
-            "a durable record's head is written at once"
-        );
-        lazy.keep(&head(4), false);
-        lazy.flush_head();
-        assert_eq!(kept(), Some(head(4)), "flush writes what waits");
-        lazy.keep(&head(5), false);
-        drop(lazy);
-        assert_eq!(kept(), Some(head(5)), "and so does dropping the store");
-        let mut eager = LazyStore::new(&path);
-        eager.interval = Duration::ZERO;
-        eager.keep(&head(6), false);
-        eager.keep(&head(7), false);
-        assert_eq!(
-            kept(),
-            Some(head(7)),
-            "past the interval the group is written"
-        );
-        drop(eager);
-    }
-}
+mod tests;
