@@ -10,12 +10,10 @@ use dsl::diagnostic::{RenderOptions, render_all};
 /// `--color`: when to colour the output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
-    /// On a terminal, unless `NO_COLOR` is set (or always when `CLICOLOR_FORCE` is set).
+    // (no doc comments here: `--help` then lists the values on one line)
     #[default]
     Auto,
-    /// Always (even piped, and whatever `NO_COLOR` says).
     Always,
-    /// Never.
     Never,
 }
 

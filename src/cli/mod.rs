@@ -84,7 +84,7 @@ enum Command {
     /// The audit log: `tail`, `verify`, `checkpoint`.
     #[command(subcommand)]
     Audit(audit::Command),
-    /// Persistent state: `get`, `set`, `list`.
+    /// Persistent state: `get`, `set`, `list`, `unset`.
     #[command(subcommand)]
     State(state::Command),
     /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
