@@ -10,10 +10,10 @@ use crate::render;
 pub enum Command {
     /// The last records.
     Tail {
-        /// How many.
+        /// How many records to show.
         #[arg(short = 'n', long, default_value_t = 20)]
-        n: usize,
-        /// One JSON record per line.
+        limit: usize,
+        /// Print JSON on stdout: one record per line (JSON Lines), as the log holds them.
         #[arg(long)]
         json: bool,
     },
@@ -24,12 +24,14 @@ pub enum Command {
         /// `infra audit checkpoint` printed, or a file holding it (or its `--json` form).
         #[arg(long, value_name = "CHECKPOINT")]
         against: Option<String>,
+        /// Print JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print the log's head (`<seq>:<hash>`) to keep where infra cannot write; `verify --against`
     /// checks it later.
     Checkpoint {
+        /// Print JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -41,7 +43,7 @@ const MAX_CHECKPOINT_FILE: u64 = 64 * 1024;
 pub fn run(cmd: Command) -> u8 {
     let audit = Audit::new(config().audit_path());
     match cmd {
-        Command::Tail { n, json } => match audit.tail(n) {
+        Command::Tail { limit, json } => match audit.tail(limit) {
             Ok(records) => {
                 let mut out = String::new();
                 for r in records {
@@ -113,7 +115,7 @@ fn checkpoint(audit: &Audit, json: bool) -> u8 {
                 render::json(&head.to_json());
             } else {
                 render::out(&format!("{}\n", head.checkpoint()));
-                render::err(&format!(
+                render::note(&format!(
                     "record {} of `{}`, written {}: keep this line where infra cannot write, and check it later with `infra audit verify --against {}`\n",
                     head.seq,
                     audit.path().display(),

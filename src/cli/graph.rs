@@ -8,8 +8,10 @@ use crate::render;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum GraphFormat {
+    /// Mermaid `flowchart` text (renders in GitHub and GitLab Markdown).
     #[default]
     Mermaid,
+    /// Graphviz DOT (`infra graph rb --format dot | dot -Tsvg`).
     Dot,
 }
 
@@ -17,6 +19,7 @@ pub enum GraphFormat {
 pub struct Args {
     /// A runbook name, or a file (`path[#name]`).
     runbook: String,
+    /// The drawing language.
     #[arg(long, value_enum, default_value_t)]
     format: GraphFormat,
 }

@@ -9,9 +9,26 @@ use crate::render;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// JSON instead of a table.
+    /// Print JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// How many runbooks to show (all when not given).
+    #[arg(short = 'n', long)]
+    limit: Option<usize>,
+}
+
+/// The width a column may not take more of on a terminal (the description takes what is left).
+const TAGS_MAX: usize = 24;
+
+/// `text` cut to `width` characters, an ellipsis marking the cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    text.chars().take(width - 1).collect::<String>() + "…"
 }
 
 pub fn run(args: Args) -> u8 {
@@ -23,6 +40,7 @@ pub fn run(args: Args) -> u8 {
     let rows: Vec<serde_json::Value> = catalog
         .entries()
         .into_iter()
+        .take(args.limit.unwrap_or(usize::MAX))
         .map(|e| {
             let rb = &e.runbook;
             let compiled = engine::compile(rb.clone(), &opts);
@@ -49,40 +67,67 @@ pub fn run(args: Args) -> u8 {
         );
         return OK;
     }
-    let width = rows
+    // on a terminal every line fits its width; piped, lines are whole (for grep and scripts)
+    let term = render::stdout_width();
+    let name_w = rows
         .iter()
         .filter_map(|r| r["name"].as_str())
-        .map(str::len)
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
-    let mut out = format!(
-        "{:width$}  {:8}  {:11}  {:20}  DESCRIPTION\n",
-        "NAME", "SOURCE", "EFFECTS", "TAGS"
-    );
-    for r in &rows {
-        let tags: Vec<&str> = r["tags"]
+    let tags_of = |r: &serde_json::Value| -> String {
+        r["tags"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|t| t.as_str())
-            .collect();
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let tags_w = rows
+        .iter()
+        .map(|r| tags_of(r).chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, if term.is_some() { TAGS_MAX } else { usize::MAX });
+    let line = |name: &str, source: &str, effects: &str, tags: &str, desc: &str| {
+        let head = format!(
+            "{:name_w$}  {:8}  {:11}  {:tags_w$}  ",
+            name,
+            source,
+            effects,
+            fit(tags, tags_w)
+        );
+        let whole = match term {
+            // the description takes what is left of the width
+            Some(w) => {
+                let left = w.saturating_sub(head.chars().count());
+                fit(&(head + &fit(desc, left)), w)
+            }
+            None => head + desc,
+        };
+        whole.trim_end().to_owned() + "\n"
+    };
+    let mut out = line("NAME", "SOURCE", "EFFECTS", "TAGS", "DESCRIPTION");
+    for r in &rows {
         let effects = r["effects"].as_str().unwrap_or("(invalid)");
-        let mut desc = r["description"].as_str().unwrap_or("").replace('\n', " ");
-        if desc.chars().count() > 70 {
-            desc = desc.chars().take(69).collect::<String>() + "…";
-        }
+        let desc = r["description"]
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut source = r["source"].as_str().unwrap_or("").to_owned();
         if r["overrides"] == "builtin" {
             source.push('*');
         }
-        out.push_str(&format!(
-            "{:width$}  {:8}  {:11}  {:20}  {}\n",
+        out.push_str(&line(
             r["name"].as_str().unwrap_or(""),
-            source,
+            &source,
             effects,
-            tags.join(","),
-            desc
+            &tags_of(r),
+            &desc,
         ));
     }
     if rows.iter().any(|r| r["overrides"] == "builtin") {
@@ -90,7 +135,7 @@ pub fn run(args: Args) -> u8 {
     }
     render::out(&out);
     if !catalog.diagnostics().is_empty() {
-        render::err(&format!(
+        render::note(&format!(
             "{} problem(s) in project runbook files; run `infra validate` to see them\n",
             catalog.diagnostics().len()
         ));

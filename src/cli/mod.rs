@@ -1,10 +1,14 @@
 //! The command line: argument parsing and one module per subcommand.
 
+mod artifacts;
 mod audit;
 mod doctor;
 mod graph;
+mod ids;
 mod jobs;
 mod list;
+mod logs;
+mod manual;
 mod plan;
 mod run;
 mod runs;
@@ -42,6 +46,16 @@ pub const INTERRUPTED: u8 = 130;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// When to colour the output: `auto` (a terminal, unless `NO_COLOR` is set; `CLICOLOR_FORCE=1`
+    /// forces it), `always` or `never`.
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    color: render::ColorChoice,
+    /// Print results and errors only: no progress lines, no hints.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more detail: a run's id and evidence as it starts, longer output of failing steps.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -58,31 +72,42 @@ enum Command {
     List(list::Args),
     /// Run a runbook: live progress on stderr, a summary at the end.
     Run(run::Args),
-    /// Recorded runs: `list`, `show <id>`.
+    /// Recorded runs: `list`, `show <id>`, `logs <id>`.
     #[command(subcommand)]
     Runs(runs::Command),
     /// Artifacts of runs: `list`, `get <uri>`, `tail <uri>`.
     #[command(subcommand)]
-    Artifacts(runs::ArtifactsCommand),
+    Artifacts(artifacts::Command),
     /// Background jobs (MCP calls with `async: true`): `list`, `status <id>`.
     #[command(subcommand)]
     Jobs(jobs::Command),
     /// The audit log: `tail`, `verify`, `checkpoint`.
     #[command(subcommand)]
     Audit(audit::Command),
-    /// Persistent state: `get`, `set`, `list`.
+    /// Persistent state: `get`, `set`, `list`, `unset`.
     #[command(subcommand)]
     State(state::Command),
     /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
     /// `--connect` also reaches every target.
     Doctor(doctor::Args),
+    /// Print a shell completion script (e.g. `infra completions bash > ~/.local/share/bash-completion/completions/infra`).
+    Completions(manual::CompletionsArgs),
+    /// Print the manual page (roff; `infra man | man -l -`), or write one page per command with `--out-dir`.
+    Man(manual::ManArgs),
+}
+
+/// The clap definition of the whole command line (for completions, the manual and the help test).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Output format of checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Text for people.
     #[default]
     Human,
+    /// JSON on stdout.
     Json,
 }
 
@@ -95,6 +120,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let verbosity = if cli.quiet {
+        render::Verbosity::Quiet
+    } else if cli.verbose {
+        render::Verbosity::Verbose
+    } else {
+        render::Verbosity::Normal
+    };
+    render::init(cli.color, verbosity);
     let code = match cli.command {
         None => {
             if std::io::stdin().is_terminal() {
@@ -121,11 +154,13 @@ pub fn main() -> ExitCode {
         Some(Command::List(a)) => list::run(a),
         Some(Command::Run(a)) => run::run(a),
         Some(Command::Runs(c)) => runs::run(c),
-        Some(Command::Artifacts(c)) => runs::artifacts(c),
+        Some(Command::Artifacts(c)) => artifacts::run(c),
         Some(Command::Audit(c)) => audit::run(c),
         Some(Command::Jobs(c)) => jobs::run(c),
         Some(Command::State(c)) => state::run(c),
         Some(Command::Doctor(a)) => doctor::run(a),
+        Some(Command::Completions(a)) => manual::completions(a),
+        Some(Command::Man(a)) => manual::man(a),
     };
     ExitCode::from(code)
 }
@@ -214,5 +249,37 @@ pub fn report(diags: &[Diagnostic]) -> u8 {
         USAGE
     } else {
         FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every argument and subcommand says what it is for in `--help` (and so in the manual and the
+    /// completions).
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cmd = super::command();
+        cmd.clone().debug_assert();
+        walk(&cmd, "infra", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -1,8 +1,10 @@
 //! `infra run <runbook> [--input k=v …] [--input-file f] [--json] [--dry-run]`.
 //!
-//! A Ctrl-C handler cancels the run's token (a second Ctrl-C exits with 130); progress lines go to
-//! stderr when it is a terminal and `--json` is off; the summary (or JSON) has every step result
-//! and error redacted through `Engine::redactor`.
+//! A Ctrl-C handler cancels the run's token (a second Ctrl-C exits with 130). Progress goes to stderr
+//! unless `--json` or `-q`: short coloured lines on a terminal, else one plain line per step start and
+//! end, each naming the runbook (CI logs, `| tee`). The summary (or JSON) has every step result and
+//! error redacted through `Engine::redactor`; a failed step's last lines of stderr and stdout (read
+//! from its artifacts, redacted when they were written) follow its line.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -26,15 +28,54 @@ pub struct Args {
     dry_run: bool,
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Succeeded => "ok",
-        Status::Failed => "FAILED",
-        Status::Skipped => "skipped",
-        Status::Cancelled => "cancelled",
-        Status::TimedOut => "TIMED OUT",
-        Status::Refused => "REFUSED",
+/// Lines of a failing step's output shown in the summary (more with `-v`).
+const TAIL_LINES: usize = 20;
+const TAIL_LINES_VERBOSE: usize = 100;
+/// The most bytes read from the end of an output to find those lines.
+const TAIL_BYTES: u64 = 16 * 1024;
+
+/// A status padded to its column, then coloured (escape codes do not count towards the width).
+fn status_cell(s: Status, width: usize) -> String {
+    let padded = format!("{:width$}", s.as_str());
+    let word = render::status(s, render::Stream::Out);
+    padded.replacen(s.as_str(), &word, 1)
+}
+
+/// How progress is shown on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    /// None (`-q`, `--json`).
+    Off,
+    /// A terminal: short lines, coloured.
+    Terminal,
+    /// A file, a pipe or a CI log: one plain line per event, each naming the runbook.
+    Plain,
+}
+
+/// The last `n` lines of a step's `stdout` or `stderr` artifact (redacted as every artifact is), when
+/// it wrote any.
+fn output_tail(uri_base: &str, step: &str, stream: &str, n: usize) -> Option<Vec<String>> {
+    let root = super::config().artifacts_root;
+    let uri = format!("{uri_base}/{step}/{stream}");
+    let read = engine::record::artifacts::read(
+        &root,
+        &uri,
+        engine::record::artifacts::From::Tail,
+        TAIL_BYTES,
+        &engine::record::Redactor::new(),
+    )
+    .ok()?;
+    let text = read["text"].as_str()?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    // a cut first line is not a line
+    if read["truncated"] == true && lines.len() > 1 {
+        lines.remove(0);
     }
+    let lines: Vec<String> = lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+    (!lines.is_empty()).then_some(lines)
 }
 
 pub fn run(args: Args) -> u8 {
@@ -64,28 +105,63 @@ pub fn run(args: Args) -> u8 {
             c.cancel();
         });
     }
-    let live = std::io::stderr().is_terminal() && !args.json;
-    let progress = |p: &Progress| match p {
-        Progress::RunStarted { .. } => {}
-        Progress::Started { step } => render::err(&format!("  … {step}\n")),
-        Progress::Finished {
-            step,
-            status,
-            duration_ms,
-            error,
-        } => {
+    let live = if args.json || render::quiet() {
+        Live::Off
+    } else if std::io::stderr().is_terminal() {
+        Live::Terminal
+    } else {
+        Live::Plain
+    };
+    let name = rb.name.clone();
+    let redactor = Arc::clone(engine.redactor());
+    let progress = |p: &Progress| match (p, live) {
+        (_, Live::Off) => {}
+        (
+            Progress::RunStarted {
+                run_id, uri_base, ..
+            },
+            _,
+        ) => {
+            if render::verbose() {
+                render::err(&format!("run {run_id}: evidence in {uri_base}\n"));
+            }
+        }
+        (Progress::Started { step }, Live::Terminal) => render::err(&format!("  … {step}\n")),
+        (Progress::Started { step }, _) => render::err(&format!("[{name}] {step} started\n")),
+        (
+            Progress::Finished {
+                step,
+                status,
+                duration_ms,
+                error,
+            },
+            _,
+        ) => {
             let tail = error
                 .as_deref()
-                .map(|e| format!(" — {e}"))
+                .map(|e| format!(" — {}", redactor.redact(e)))
                 .unwrap_or_default();
-            render::err(&format!(
-                "  {} {step} ({duration_ms} ms){tail}\n",
-                status_word(*status)
-            ));
+            if live == Live::Terminal {
+                render::err(&format!(
+                    "  {} {step} ({duration_ms} ms){tail}\n",
+                    render::status(*status, render::Stream::Err)
+                ));
+            } else {
+                render::err(&format!(
+                    "[{name}] {step} {} in {duration_ms} ms{tail}\n",
+                    status.as_str()
+                ));
+            }
         }
     };
-    if live {
-        render::err(&format!("run {} ({} steps)\n", rb.name, plan.len()));
+    match live {
+        Live::Off => {}
+        Live::Terminal => render::err(&format!("run {} ({} steps)\n", rb.name, plan.len())),
+        Live::Plain => render::err(&format!(
+            "[{}] run started: {} steps\n",
+            rb.name,
+            plan.len()
+        )),
     }
     let outcome = engine.execute(
         &plan,
@@ -93,10 +169,13 @@ pub fn run(args: Args) -> u8 {
         &RunOptions {
             cancel,
             depth: 0,
-            progress: if live { Some(&progress) } else { None },
+            progress: if live == Live::Off {
+                None
+            } else {
+                Some(&progress)
+            },
         },
     );
-    let redactor = Arc::clone(engine.redactor());
     if args.json {
         let steps: Vec<serde_json::Value> = outcome
             .steps
@@ -130,17 +209,36 @@ pub fn run(args: Args) -> u8 {
                 _ => String::new(),
             };
             out.push_str(&format!(
-                "{:10} {:24} {:>7} ms{}\n",
-                status_word(s.status),
+                "{} {:24} {:>7} ms{}\n",
+                status_cell(s.status, 10),
                 s.id,
                 s.duration_ms,
                 note
             ));
+            if matches!(s.status, Status::Failed | Status::TimedOut) {
+                let n = if render::verbose() {
+                    TAIL_LINES_VERBOSE
+                } else {
+                    TAIL_LINES
+                };
+                for stream in ["stderr", "stdout"] {
+                    if let Some(lines) = output_tail(&outcome.uri_base, &s.id, stream, n) {
+                        out.push_str(&format!(
+                            "           {stream}, last {} line{}:\n",
+                            lines.len(),
+                            if lines.len() == 1 { "" } else { "s" }
+                        ));
+                        for l in lines {
+                            out.push_str(&format!("           | {}\n", redactor.redact(&l)));
+                        }
+                    }
+                }
+            }
         }
         out.push_str(&format!(
             "\n{} {} in {} ms — run {}\n",
             rb.name,
-            status_word(outcome.status),
+            render::status(outcome.status, render::Stream::Out),
             outcome.duration_ms,
             outcome.run_id
         ));
@@ -165,6 +263,12 @@ pub fn run(args: Args) -> u8 {
             }
         }
         out.push_str(&format!("evidence: {}\n", outcome.uri_base));
+        if !outcome.ok() && outcome.steps.iter().any(|s| s.status == Status::Failed) {
+            out.push_str(&format!(
+                "logs: `infra runs logs {}`\n",
+                &outcome.run_id[..8.min(outcome.run_id.len())]
+            ));
+        }
         render::out(&out);
         if let Some(e) = &outcome.error {
             render::err(&format!("error: {}\n", redactor.redact(&e.message)));

@@ -1,7 +1,7 @@
-//! `infra runs list|show`, `infra artifacts list|get|tail`.
+//! `infra runs list|show|logs`.
 
-use engine::record::artifacts::From;
 use engine::record::evidence::Record;
+use engine::store::IdKind;
 
 use super::{FAILED, OK, USAGE, engine};
 use crate::render;
@@ -10,46 +10,35 @@ use crate::render;
 pub enum Command {
     /// Recent runs, newest first.
     List {
+        /// How many to show.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// One run's journal (by id or id prefix).
+    /// One run's journal: every step's start and end, errors and outputs.
     Show {
+        /// The run's id, or any unique prefix of it (`infra runs list` shows them).
         id: String,
+        /// Print JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// A run's step output (stdout and stderr), as `tail` shows several files.
+    Logs(super::logs::Args),
 }
 
-#[derive(clap::Subcommand, Debug)]
-pub enum ArtifactsCommand {
-    /// Artifacts, newest first.
-    List {
-        #[arg(short = 'n', long, default_value_t = 20)]
-        limit: usize,
-        /// Only runs of this runbook (or single calls named so, e.g. `state.get`).
-        #[arg(long)]
-        runbook: Option<String>,
-        /// Only the run with this id (or id prefix).
-        #[arg(long)]
-        run: Option<String>,
-    },
-    /// Read an artifact (bounded).
-    Get {
-        uri: String,
-        #[arg(long, default_value_t = 0)]
-        offset: u64,
-        #[arg(long, default_value_t = 65536)]
-        max_bytes: u64,
-    },
-    /// The end of an artifact.
-    Tail {
-        uri: String,
-        #[arg(long, default_value_t = 4096)]
-        max_bytes: u64,
-    },
+/// A run's row as the CLI shows it in JSON: its id under `run_id`, the key `infra run --json` and
+/// MCP results use.
+pub fn run_json(row: serde_json::Value) -> serde_json::Value {
+    match row {
+        serde_json::Value::Object(o) => o
+            .into_iter()
+            .map(|(k, v)| (if k == "id" { "run_id".to_owned() } else { k }, v))
+            .collect(),
+        other => other,
+    }
 }
 
 pub fn run(cmd: Command) -> u8 {
@@ -65,13 +54,15 @@ pub fn run(cmd: Command) -> u8 {
         Command::List { limit, json } => match store.runs(limit) {
             Ok(runs) => {
                 if json {
-                    render::json(&serde_json::Value::Array(runs));
+                    render::json(&serde_json::Value::Array(
+                        runs.into_iter().map(run_json).collect(),
+                    ));
                 } else {
                     let mut out = String::new();
                     for r in runs {
                         let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
                         out.push_str(&format!(
-                            "{}  {:24}  {:10}  {}\n",
+                            "{}  {:24}  {:11}  {}\n",
                             &s("id")[..8.min(s("id").len())],
                             s("runbook"),
                             s("status"),
@@ -87,12 +78,22 @@ pub fn run(cmd: Command) -> u8 {
                 FAILED
             }
         },
+        Command::Logs(args) => super::logs::run(store, args),
         Command::Show { id, json } => {
-            let Ok(Some(run)) = store.run(&id) else {
-                render::err(&format!(
-                    "error: no run `{id}` (or the prefix is not unique); see `infra runs list`\n"
-                ));
-                return USAGE;
+            let run = match super::ids::resolve(store, IdKind::Run, &id).map(|id| store.run(&id)) {
+                Ok(Ok(Some(run))) => run,
+                Ok(Ok(None)) => {
+                    render::err(&format!("error: the run `{id}` is gone from the store\n"));
+                    return FAILED;
+                }
+                Ok(Err(e)) => {
+                    render::err(&format!("error: cannot read the store: {e}\n"));
+                    return FAILED;
+                }
+                Err(msg) => {
+                    render::err(&format!("error: {msg}\n"));
+                    return USAGE;
+                }
             };
             let at = engine::store::JournalAt::of(&run);
             let back = match at.read() {
@@ -114,7 +115,7 @@ pub fn run(cmd: Command) -> u8 {
             };
             if json {
                 render::json(&serde_json::json!({
-                    "run": run, "state": state,
+                    "run": run_json(run), "state": state,
                     "torn": back.torn, "records": back.records,
                 }));
             } else {
@@ -181,49 +182,6 @@ pub fn run(cmd: Command) -> u8 {
                 render::out(&out);
             }
             OK
-        }
-    }
-}
-
-pub fn artifacts(cmd: ArtifactsCommand) -> u8 {
-    let engine = engine();
-    let result = match cmd {
-        ArtifactsCommand::List {
-            limit,
-            runbook,
-            run,
-        } => engine
-            .list_artifacts(
-                engine::run::ArtifactFilter {
-                    runbook: runbook.as_deref(),
-                    run: run.as_deref(),
-                },
-                limit,
-            )
-            .map(serde_json::Value::Array)
-            .map_err(|e| e.to_string()),
-        ArtifactsCommand::Get {
-            uri,
-            offset,
-            max_bytes,
-        } => engine
-            .read_artifact(&uri, From::Offset(offset), max_bytes)
-            .map_err(|e| e.to_string()),
-        ArtifactsCommand::Tail { uri, max_bytes } => engine
-            .read_artifact(&uri, From::Tail, max_bytes)
-            .map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(v) => {
-            match v.get("text").and_then(|t| t.as_str()) {
-                Some(text) => render::out(text),
-                None => render::json(&v),
-            }
-            OK
-        }
-        Err(e) => {
-            render::err(&format!("error: {e}\n"));
-            USAGE
         }
     }
 }

@@ -6,32 +6,64 @@ use crate::render;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Print a value.
-    Get { key: String },
+    /// Print a value (a string as it is, anything else as JSON).
+    Get {
+        /// The key.
+        key: String,
+        /// Print the result as JSON on stdout (the value, and the scope that answered).
+        #[arg(long)]
+        json: bool,
+    },
     /// Store a value (read as YAML: `3`, `true`, `[a, b]`, or a string).
-    Set { key: String, value: String },
-    /// List keys and values by prefix.
+    Set {
+        /// The key.
+        key: String,
+        /// The value, read as YAML.
+        value: String,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys and values by prefix, in key order.
     List {
+        /// Only keys starting with this.
         #[arg(default_value = "")]
         prefix: String,
+        /// How many to show (1000 when not given).
+        #[arg(short = 'n', long)]
+        limit: Option<u32>,
+        /// Print JSON on stdout (an object of keys and values) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a value.
-    Unset { key: String },
+    Unset {
+        /// The key.
+        key: String,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: Command) -> u8 {
     let call = match &cmd {
-        Command::Get { key } => {
+        Command::Get { key, .. } => {
             serde_json::json!({"action": "get", "key": key, "scope": "persistent"})
         }
-        Command::Set { key, value } => serde_json::json!({
+        Command::Set { key, value, .. } => serde_json::json!({
             "action": "set", "key": key, "scope": "persistent",
             "value": dsl::coerce_input(dsl::InputType::Object, value),
         }),
-        Command::List { prefix } => {
-            serde_json::json!({"action": "list", "prefix": prefix, "scope": "persistent"})
+        Command::List { prefix, limit, .. } => {
+            let mut c =
+                serde_json::json!({"action": "list", "prefix": prefix, "scope": "persistent"});
+            if let Some(n) = limit {
+                c["limit"] = (*n).into();
+            }
+            c
         }
-        Command::Unset { key } => {
+        Command::Unset { key, .. } => {
             serde_json::json!({"action": "unset", "key": key, "scope": "persistent"})
         }
     };
@@ -52,17 +84,33 @@ pub fn run(cmd: Command) -> u8 {
         Some(r) if outcome.ok() => {
             let shown = engine.redactor().redact_value(&r);
             match cmd {
-                Command::Get { key } if shown["found"] != true => {
+                Command::Get { key, .. } if shown["found"] != true => {
                     render::err(&format!(
                         "error: no value `{key}`; `infra state list` shows the keys there are\n"
                     ));
                     return FAILED;
                 }
-                Command::Get { .. } => render::json(&shown["value"]),
+                Command::Get { json: true, .. }
+                | Command::Set { json: true, .. }
+                | Command::Unset { json: true, .. }
+                | Command::List { json: true, .. } => render::json(&shown),
+                Command::Get { .. } => render::out(&scalar(&shown["value"])),
                 Command::Set { .. } => {}
-                Command::List { .. } => render::json(&shown["items"]),
-                Command::Unset { key } if shown["existed"] != true => {
-                    render::err(&format!("no value `{key}` to remove\n"));
+                Command::List { .. } => {
+                    let mut out = String::new();
+                    for (k, v) in shown["items"].as_object().into_iter().flatten() {
+                        out.push_str(&format!("{k} = {v}\n"));
+                    }
+                    render::out(&out);
+                    if shown["truncated"] == true {
+                        render::note(&format!(
+                            "… more keys than the {} shown; `-n` shows more, a longer prefix fewer\n",
+                            shown["count"]
+                        ));
+                    }
+                }
+                Command::Unset { key, .. } if shown["existed"] != true => {
+                    render::note(&format!("no value `{key}` to remove\n"));
                 }
                 Command::Unset { .. } => {}
             }
@@ -79,4 +127,16 @@ pub fn run(cmd: Command) -> u8 {
             FAILED
         }
     }
+}
+
+/// A value for a person: a string as it is, anything else as pretty JSON; one final newline.
+fn scalar(v: &serde_json::Value) -> String {
+    let mut text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
 }

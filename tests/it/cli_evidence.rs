@@ -65,7 +65,7 @@ fn single_calls_share_one_journal_and_read_back_by_their_uris() {
         .filter(|r| r["runbook"] == "state.get")
         .collect();
     assert_eq!(gets.len(), 3, "{listed}");
-    let id = gets[0]["id"].as_str().expect("id");
+    let id = gets[0]["run_id"].as_str().expect("id");
     // the run reads back whole from the shared journal: its own records, in order
     let shown = json_of(&p, &["runs", "show", &id[..10], "--json"]);
     let events: Vec<&str> = shown["records"]
@@ -96,7 +96,15 @@ fn single_calls_share_one_journal_and_read_back_by_their_uris() {
     // the calls are found by runbook, and their journals read as artifacts
     let arts = json_of(
         &p,
-        &["artifacts", "list", "--runbook", "state.get", "-n", "10"],
+        &[
+            "artifacts",
+            "list",
+            "--runbook",
+            "state.get",
+            "-n",
+            "10",
+            "--json",
+        ],
     );
     let uris: Vec<&str> = arts
         .as_array()
@@ -198,7 +206,7 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
     );
 
     // by runbook: this run's journal first, then its files; the other runbook's are not there
-    let by_runbook = json_of(&p, &["artifacts", "list", "--runbook", "two"]);
+    let by_runbook = json_of(&p, &["artifacts", "list", "--runbook", "two", "--json"]);
     let uris: Vec<&str> = by_runbook
         .as_array()
         .expect("list")
@@ -208,10 +216,10 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
     assert_eq!(uris[0], format!("{evidence}/journal.jsonl"));
     assert_eq!(&uris[1..], held.as_slice());
     // by run id prefix
-    let by_run = json_of(&p, &["artifacts", "list", "--run", &id[..8]]);
+    let by_run = json_of(&p, &["artifacts", "list", "--run", &id[..8], "--json"]);
     assert_eq!(by_run, by_runbook);
     // unfiltered: the newest run first
-    let all = json_of(&p, &["artifacts", "list"]);
+    let all = json_of(&p, &["artifacts", "list", "--json"]);
     assert_eq!(all[0]["runbook"], "other", "{all}");
     assert!(
         all.as_array()
@@ -219,6 +227,6 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
             .iter()
             .any(|a| a["uri"] == uris[0])
     );
-    let one = json_of(&p, &["artifacts", "list", "-n", "1"]);
+    let one = json_of(&p, &["artifacts", "list", "-n", "1", "--json"]);
     assert_eq!(one.as_array().map(Vec::len), Some(1));
 }

@@ -64,7 +64,7 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
         .output()
         .expect("run");
     assert_eq!(human.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&human.stdout).contains("repo.snapshot ok"));
+    assert!(String::from_utf8_lossy(&human.stdout).contains("repo.snapshot succeeded"));
     let runs = crate::infra_in(profiles.path(), work.path())
         .args(["runs", "list", "--json"])
         .output()
@@ -137,9 +137,17 @@ fn a_failing_run_exits_one_and_state_is_shared_with_the_cli() {
         .args(["state", "list", "deploy."])
         .output()
         .expect("list");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout),
+        "deploy.env = \"staging\"\ndeploy.version = 42\n"
+    );
+    let list = crate::infra_in(profiles.path(), profiles.path())
+        .args(["state", "list", "deploy.", "--json"])
+        .output()
+        .expect("list");
     let v = stdout_json(&list);
-    assert_eq!(v["deploy.env"], "staging");
-    assert_eq!(v["deploy.version"], 42);
+    assert_eq!(v["items"]["deploy.env"], "staging");
+    assert_eq!(v["items"]["deploy.version"], 42);
 }
 
 #[test]
@@ -557,7 +565,10 @@ fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
         .args(["runs", "list", "--json"])
         .output()
         .expect("runs");
-    let id = stdout_json(&runs)[0]["id"].as_str().expect("id").to_owned();
+    let id = stdout_json(&runs)[0]["run_id"]
+        .as_str()
+        .expect("run_id")
+        .to_owned();
     let show = crate::infra_in(profiles.path(), profiles.path())
         .args(["runs", "show", &id])
         .output()
@@ -668,7 +679,11 @@ fn a_value_a_runbook_sets_is_what_the_cli_reads_and_a_missing_one_exits_1() {
         .output()
         .expect("get");
     assert_eq!(got.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "\"hi\"");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "hi\n",
+        "a string as it is"
+    );
     // the CLI's call is a run named after what it did
     let runs = p
         .infra()

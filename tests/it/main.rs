@@ -4,10 +4,13 @@
 //! compared with `<code>.stderr` (written when missing, or regenerated with `UPDATE_EXPECT=1`).
 //! `tests/data/ok/*` must load and compile with no error.
 
+mod cli_conventions;
 mod cli_doctor;
 mod cli_evidence;
+mod cli_logs;
 mod cli_plan;
 mod cli_run;
+mod cli_shell;
 mod docs;
 mod engine_runs;
 mod golden;

@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
+mod ids;
+
+pub use ids::IdKind;
+
 use crate::ctx::ProcessRef;
 use crate::record::audit::{Head, HeadKeeper};
 use crate::record::evidence::{Journal, ReadBack};

@@ -486,7 +486,7 @@ async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
     };
     // while it runs, every view says so
     let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
-    let id = row["id"].as_str().expect("id").to_owned();
+    let id = row["run_id"].as_str().expect("run_id").to_owned();
     assert_eq!(row["status"], "running", "{row}");
     let shown = crate::stdout_json(&cli(&["runs", "show", &id, "--json"]));
     assert_eq!(shown["state"], "running", "{shown}");
@@ -500,7 +500,7 @@ async fn a_killed_run_is_interrupted_in_the_cli_and_over_mcp() {
         .status();
 
     let row = slow_row(&crate::stdout_json(&cli(&["runs", "list", "--json"])));
-    assert_eq!(row["id"], id.as_str());
+    assert_eq!(row["run_id"], id.as_str());
     assert_eq!(row["status"], "interrupted", "{row}");
     assert_eq!(row["state"], "interrupted", "{row}");
     let human = cli(&["runs", "list"]);
