@@ -16,10 +16,12 @@ use engine::actions;
 use engine::run::{CancelToken, Engine, Progress, RunOptions};
 use serde_json::{Map, Value, json};
 
-use super::budget::cut_front_end;
+use super::budget::{budget, cut_front_end};
 use super::jobs::Jobs;
+use super::normalize::normalize;
 use super::reply::Reply;
 use super::schema::parse;
+use super::shape::{Output, StoreAs};
 use super::{listing, registry, tools};
 
 /// Original names that mean a front-end tool.
@@ -93,8 +95,20 @@ pub fn call(
     }
     let mut args = args;
     args.shift_remove("async");
-    let args = Value::Object(args);
     let (tool, aliased) = canonical(name);
+    let mut notes = Vec::new();
+    if aliased {
+        notes.push(json!({"from": name, "to": tool, "kind": "tool"}));
+    }
+    // the original's names become ours, once, before anything validates the arguments
+    let front_schema = listing::front_end_schema(tool);
+    let given = Value::Object(args.clone());
+    let n = match normalize(tool, args, front_schema.as_ref()) {
+        Ok(n) => n,
+        Err(refused) => return finish(engine, tool, "", &given, refused, &notes),
+    };
+    notes.extend(n.notes);
+    let args = Value::Object(n.args);
     // a front-end tool's arguments are read into its parameters, or refused
     let front_end = match tool {
         "help" => {
@@ -108,9 +122,9 @@ pub fn call(
         "audit" => Some(parse(&args).map(|p| tools::audit::call(engine, &p))),
         _ => None,
     };
-    let reply = match front_end {
+    let mut reply = match front_end {
         Some(Ok(reply)) => reply,
-        Some(Err(refused)) => return finish(engine, tool, "", &args, refused, aliased, name),
+        Some(Err(refused)) => return finish(engine, tool, "", &args, refused, &notes),
         None if actions::find_tool(tool).is_some() => {
             registry::call(engine, tool, &args, &cx.options())
         }
@@ -129,22 +143,80 @@ pub fn call(
             )
         }
     };
+    if !reply.is_error {
+        if let Some(o) = &n.output {
+            shape(&mut reply, o);
+            if let Some(raw) = reply.raw_result.as_mut()
+                && let Ok(v) = o.apply(raw)
+            {
+                *raw = v;
+            }
+        }
+        if let Some(s) = &n.store_as
+            && !reply.is_error
+        {
+            store(engine, &mut reply, s, cx);
+        }
+    }
+    // the budget, once the result has its final shape
+    if let Some(run) = reply.run.take() {
+        budget(engine, &run, &mut reply.body, &mut reply.links);
+        reply.body["artifacts"] = reply.links.iter().cloned().map(Value::String).collect();
+    }
     let action = args.get("action").and_then(Value::as_str).unwrap_or("");
-    finish(engine, tool, action, &args, reply, aliased, name)
+    finish(engine, tool, action, &args, reply, &notes)
 }
 
-/// Notes an alias, records and audits a call that did not become a run, and masks secrets.
+/// Shapes the reply's result with `output`; a result without what `output` asks for makes the reply a
+/// refusal (the call itself ran: its `run_id`, if any, stays).
+fn shape(reply: &mut Reply, output: &Output) {
+    match output.apply(&reply.body["result"]) {
+        Ok(v) => reply.body["result"] = v,
+        Err(why) => {
+            let message = format!("the call succeeded, but `output` cannot shape its result: {why}");
+            reply.body["ok"] = false.into();
+            reply.body["summary"] = message.clone().into();
+            reply.body["error"] = json!({
+                "kind": "invalid_args", "message": message, "path": "/output",
+                "hint": "fix `output.path`, or add `missing: \"null\"` (or `empty`, or a `default`) to accept a missing value",
+            });
+            reply.is_error = true;
+        }
+    }
+}
+
+/// Saves the (shaped, redacted) result with `state set`, a run of its own, and says so in `stored_as`.
+fn store(engine: &Engine, reply: &mut Reply, s: &StoreAs, cx: &CallCx<'_>) {
+    let value = engine.redactor().redact_value(&reply.body["result"]);
+    let set = json!({"action": "set", "key": s.key, "value": value, "scope": s.scope});
+    let r = registry::call(engine, "state", &set, &cx.options());
+    let mut stored = json!({"key": s.key, "scope": s.scope, "run_id": r.body["run_id"]});
+    if r.is_error {
+        let message = format!(
+            "the call succeeded, but its result was not stored as `{}`: {}",
+            s.key,
+            r.body["error"]["message"].as_str().unwrap_or("state set failed")
+        );
+        stored["error"] = r.body["error"].clone();
+        reply.body["ok"] = false.into();
+        reply.body["summary"] = message.clone().into();
+        reply.body["error"] = json!({"kind": r.body["error"]["kind"], "message": message, "path": "/store_as"});
+        reply.is_error = true;
+    }
+    reply.body["stored_as"] = stored;
+}
+
+/// Notes what was normalized, records and audits a call that did not become a run, and masks secrets.
 fn finish(
     engine: &Engine,
     tool: &str,
     action: &str,
     args: &Value,
     mut reply: Reply,
-    aliased: bool,
-    name: &str,
+    notes: &[Value],
 ) -> Reply {
-    if aliased {
-        reply.body["normalized"] = format!("`{name}` is `{tool}`").into();
+    if !notes.is_empty() {
+        reply.body["normalized"] = Value::Array(notes.to_vec());
     }
     // a call that became a run has its evidence and audit records from the engine; every other call gets
     // a one-node run recorded here, and an audit record
@@ -179,6 +251,7 @@ fn finish(
             action: Some(action.to_owned()),
             front_end: Some("mcp".into()),
             run_id: reply.body["run_id"].as_str().map(str::to_owned),
+            args: Some(engine.redactor().redact_value(&recorded)),
             error: Some(
                 engine
                     .redactor()
@@ -200,6 +273,11 @@ fn finish(
         }
     }
     reply.body = engine.redactor().redact_value(&reply.body);
+    if let Some(raw) = reply.raw_result.take() {
+        let mut whole = json!({"result": raw});
+        cut_front_end(&mut whole);
+        reply.body["result"] = whole["result"].take();
+    }
     reply
 }
 

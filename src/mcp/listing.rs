@@ -8,8 +8,10 @@
 //! its annotations come from its actions' effects. The registry's own `runbook` tool is replaced by the
 //! front end's. A front-end tool ([`front_end`]) has its title, description and annotations here and its
 //! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
-//! The whole listing stays under 16 KiB (a test holds it there), so descriptions are short and
-//! properties carry none.
+//! Every tool also lists `output` and `store_as` (`with_common`; `shape.rs` says what they do). Each
+//! annotation is the worst case of the tool's actions: a tool that can write is `destructiveHint`, since
+//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 16 KiB (a test
+//! holds it there, `local` included), so descriptions are short and properties carry none.
 
 use engine::actions::{self, ToolSpec};
 use engine::run::Engine;
@@ -52,16 +54,15 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
         name: t.name.into(),
         title: t.title.into(),
         description: format!(
-            "{} Actions: {}. `help` with `tool` and `action` gives the exact arguments and an example.",
+            "{} Actions: {}.",
             t.description,
             lines.join("; ")
         ),
         input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
         read_only,
-        destructive: t
-            .actions
-            .iter()
-            .any(|a| a.effect == dsl::Effect::Destructive),
+        // the worst case of its actions: an `exec` or a request can destroy whatever its command or
+        // method says, and an action that writes may overwrite
+        destructive: !read_only,
         idempotent: read_only,
         open_world: t.open_world,
     }
@@ -86,10 +87,37 @@ fn front_end<P: ToolParams>(title: &str, description: &str, read_only: bool) -> 
         description: description.into(),
         input_schema: input_schema::<P>(),
         read_only,
-        destructive: false,
+        // the worst case: a job's `cancel` stops a call midway; a run does whatever its steps do
+        destructive: !read_only,
         idempotent: read_only,
-        open_world: false,
+        // a runbook's steps reach targets (SSH, HTTP, PostgreSQL)
+        open_world: P::TOOL == "runbook",
     }
+}
+
+/// Adds the options every tool takes (`output`, `store_as`; `help` and the instructions say what they
+/// do) to a listed input schema.
+fn with_common(mut t: ToolDesc) -> ToolDesc {
+    if let Some(props) = t.input_schema["properties"].as_object_mut() {
+        props.insert("output".into(), json!({"type": "object"}));
+        props.insert("store_as".into(), json!({"type": ["string", "object"]}));
+    }
+    t
+}
+
+/// A front-end tool's listed input schema (`None` for a registry tool): what `normalize` may rename to
+/// and what `schema::parse` accepts.
+pub fn front_end_schema(tool: &str) -> Option<Value> {
+    Some(match tool {
+        "help" => input_schema::<help::Params>(),
+        "runbook" => input_schema::<runbook::Params>(),
+        "artifacts" => input_schema::<artifacts::Params>(),
+        "jobs" => input_schema::<jobs::Params>(),
+        "audit" => input_schema::<audit::Params>(),
+        "evidence" => input_schema::<evidence::Params>(),
+        "context" => input_schema::<context::Params>(),
+        _ => return None,
+    })
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
@@ -142,7 +170,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         let l = out.remove(pos);
         out.push(l);
     }
-    out
+    out.into_iter().map(with_common).collect()
 }
 
 #[cfg(test)]

@@ -31,9 +31,11 @@ mod budget;
 mod catalogue;
 mod jobs;
 mod listing;
+mod normalize;
 mod registry;
 mod reply;
 mod schema;
+mod shape;
 mod tools;
 mod wire;
 
@@ -178,7 +180,9 @@ fn instructions() -> String {
     format!(
         "One audited engine for infrastructure: {}. Every call is compiled into a checked plan, run by \
          one engine and recorded (evidence, audit). Start with `help {{query}}` or `runbook {{action: list}}`; \
-         see a runbook's effects with `runbook {{action: plan}}` before running it.",
+         see a runbook's effects with `runbook {{action: plan}}` before running it. Every tool takes \
+         `output` (shape the result) and `store_as` (keep it in state); `help {{tool, action}}` gives exact \
+         arguments, an example and these options.",
         tools.join(", ")
     )
 }

@@ -7,8 +7,7 @@
 use engine::run::{Engine, RunOptions};
 use serde_json::{Map, Value, json};
 
-use super::budget::budget;
-use super::reply::Reply;
+use super::reply::{Reply, RunRef};
 
 /// Runs `tool` with `args` as a one-step plan.
 pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>) -> Reply {
@@ -32,7 +31,7 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
         (None, Some(e)) => (false, format!("{qualified} did not run: {}", e.message)),
     };
     let mut body = json!({"ok": ok, "effects": effects, "summary": summary, "result": result, "run_id": outcome.run_id});
-    let mut links: Vec<String> = result
+    let links: Vec<String> = result
         .get("artifacts")
         .and_then(Value::as_array)
         .map(|a| {
@@ -49,11 +48,14 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
     }) {
         body["error"] = e;
     }
-    budget(engine, &outcome, &mut body, &mut links);
-    body["artifacts"] = links.iter().cloned().map(Value::String).collect();
     Reply {
         body,
         is_error: !ok,
         links,
+        run: Some(RunRef {
+            dir: outcome.dir.clone(),
+            uri_base: outcome.uri_base.clone(),
+        }),
+        raw_result: None,
     }
 }

@@ -14,6 +14,19 @@ pub struct Reply {
     pub body: Value,
     pub is_error: bool,
     pub links: Vec<String>,
+    /// The run a reply answers for, whose directory holds the whole result when the budget cuts it
+    /// (`catalogue::call` applies the budget once, after `output` shaped the result).
+    pub run: Option<RunRef>,
+    /// A result the caller may see unmasked (`artifacts` with `include_secrets`, behind
+    /// `INFRA_ALLOW_SECRET_EXPORT=1`): put back after the reply is redacted.
+    pub raw_result: Option<Value>,
+}
+
+/// Where a run's records are: its directory and the `artifact://` base of its URIs.
+#[derive(Debug, Clone)]
+pub struct RunRef {
+    pub dir: std::path::PathBuf,
+    pub uri_base: String,
 }
 
 impl Reply {
@@ -23,6 +36,8 @@ impl Reply {
             body: json!({"ok": true, "effects": "read", "summary": summary, "result": result}),
             is_error: false,
             links: Vec::new(),
+            run: None,
+            raw_result: None,
         }
     }
 
@@ -45,6 +60,8 @@ impl Reply {
             body: json!({"ok": false, "summary": e["message"].clone(), "error": e}),
             is_error: true,
             links: Vec::new(),
+            run: None,
+            raw_result: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! `artifacts`: run outputs by `artifact://` URI: `list` (the newest first), `get` and `head` (from an
 //! offset), `tail` (the end). Every read is bounded (`max_bytes`, 4 KiB by default, at most
 //! `artifacts::MAX_READ`), redacted, and goes through the URI, so no link in a run's directory is followed.
+//! `include_secrets: true` reads without masking, only when `INFRA_ALLOW_SECRET_EXPORT=1` (refused
+//! otherwise); the call is audited like any other, its arguments included.
 
 use engine::record::artifacts::{self, From};
 use engine::run::Engine;
@@ -29,6 +31,9 @@ pub struct Params {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(range(min = 1))]
     pub limit: Option<u64>,
+    /// `get`, `head`, `tail`: read without masking secrets; needs `INFRA_ALLOW_SECRET_EXPORT=1`.
+    #[serde(default)]
+    pub include_secrets: bool,
 }
 
 /// What `artifacts` does.
@@ -50,10 +55,27 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
     let root = &engine.config().artifacts_root;
     let uri = p.uri.as_str();
     let max = p.max_bytes.unwrap_or(4096);
-    let read = |from: From| match artifacts::read(root, uri, from, max, engine.redactor()) {
+    if p.include_secrets && !engine.config().allow_secret_export {
+        return Reply::error(
+            "refused",
+            "`include_secrets` needs secret export, which is off",
+            Some("start the server with `INFRA_ALLOW_SECRET_EXPORT=1` to allow it, or leave `include_secrets` out for a masked read".into()),
+            Some("/include_secrets".into()),
+        );
+    }
+    let none = engine::record::redact::Redactor::new();
+    let redactor = if p.include_secrets {
+        &none
+    } else {
+        engine.redactor()
+    };
+    let read = |from: From| match artifacts::read(root, uri, from, max, redactor) {
         Ok(v) => {
             let mut r = Reply::ok(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
             r.links.push(uri.to_owned());
+            if p.include_secrets {
+                r.raw_result = Some(r.body["result"].clone());
+            }
             r
         }
         Err(e) => Reply::error(

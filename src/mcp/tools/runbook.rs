@@ -15,8 +15,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::help::matches_query;
-use crate::mcp::budget::budget;
-use crate::mcp::reply::Reply;
+use crate::mcp::reply::{Reply, RunRef};
 use crate::mcp::schema::{ToolParams, opt_u64};
 
 /// What `runbook` takes.
@@ -270,13 +269,15 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
             if let Some(e) = &outcome.error {
                 body["error"] = json!({"kind": e.kind, "message": e.message});
             }
-            let mut links = Vec::new();
-            budget(engine, &outcome, &mut body, &mut links);
-            body["artifacts"] = links.iter().cloned().map(Value::String).collect();
             Reply {
                 body,
                 is_error: !ok,
-                links,
+                links: Vec::new(),
+                run: Some(RunRef {
+                    dir: outcome.dir.clone(),
+                    uri_base: outcome.uri_base.clone(),
+                }),
+                raw_result: None,
             }
         }
         Action::Upsert => upsert(engine, p),
