@@ -158,6 +158,12 @@ pub fn call(
             store(engine, &mut reply, s, cx);
         }
     }
+    if tool == "runbook"
+        && args.get("runbook").is_none()
+        && let Some(name) = args.get("name").and_then(Value::as_str)
+    {
+        reply.warnings = runbook_warnings(engine, Some(name));
+    }
     // the budget, once the result has its final shape
     if let Some(run) = reply.run.take() {
         budget(engine, &run, &mut reply.body, &mut reply.links);
@@ -173,7 +179,8 @@ fn shape(reply: &mut Reply, output: &Output) {
     match output.apply(&reply.body["result"]) {
         Ok(v) => reply.body["result"] = v,
         Err(why) => {
-            let message = format!("the call succeeded, but `output` cannot shape its result: {why}");
+            let message =
+                format!("the call succeeded, but `output` cannot shape its result: {why}");
             reply.body["ok"] = false.into();
             reply.body["summary"] = message.clone().into();
             reply.body["error"] = json!({
@@ -195,12 +202,15 @@ fn store(engine: &Engine, reply: &mut Reply, s: &StoreAs, cx: &CallCx<'_>) {
         let message = format!(
             "the call succeeded, but its result was not stored as `{}`: {}",
             s.key,
-            r.body["error"]["message"].as_str().unwrap_or("state set failed")
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap_or("state set failed")
         );
         stored["error"] = r.body["error"].clone();
         reply.body["ok"] = false.into();
         reply.body["summary"] = message.clone().into();
-        reply.body["error"] = json!({"kind": r.body["error"]["kind"], "message": message, "path": "/store_as"});
+        reply.body["error"] =
+            json!({"kind": r.body["error"]["kind"], "message": message, "path": "/store_as"});
         reply.is_error = true;
     }
     reply.body["stored_as"] = stored;
@@ -279,6 +289,58 @@ fn finish(
         reply.body["result"] = whole["result"].take();
     }
     reply
+}
+
+/// One warning as a log line: `warning[code]: message (file)`, and its help.
+fn warning_line(d: &dsl::Diagnostic) -> String {
+    let mut line = format!("warning[{}]: {}", d.code.as_str(), d.message);
+    if let Some(f) = &d.file {
+        line += &format!(" ({})", f.name());
+    }
+    if let Some(h) = &d.help {
+        line += &format!("; {h}");
+    }
+    line
+}
+
+/// The catalog's warnings for the client's log: warnings in runbook files (deprecated syntax…) and
+/// project runbooks that override a built-in. Only those of runbook `only`, when given.
+pub fn catalog_warnings(engine: &Engine) -> Vec<String> {
+    runbook_warnings(engine, None)
+}
+
+/// [`catalog_warnings`], of runbook `only` (its file's warnings and whether it overrides a built-in)
+/// when given.
+pub fn runbook_warnings(engine: &Engine, only: Option<&str>) -> Vec<String> {
+    let catalog = engine.catalog();
+    let file = only.map(|n| catalog.get(n).map(|e| e.runbook.file.name().to_owned()));
+    if let Some(None) = file {
+        return Vec::new();
+    }
+    let file = file.flatten();
+    let mut out: Vec<String> = catalog
+        .diagnostics()
+        .iter()
+        .filter(|d| !d.is_error())
+        .filter(|d| {
+            file.as_deref()
+                .is_none_or(|f| d.file.as_ref().is_some_and(|x| x.name() == f))
+        })
+        .map(warning_line)
+        .collect();
+    for e in catalog.entries() {
+        if e.overrides == Some(engine::Origin::Builtin) && only.is_none_or(|n| n == e.runbook.name)
+        {
+            out.push(format!(
+                "warning[overridden-builtin]: the project runbook `{}` ({}) replaces the built-in `{}`; `runbook {{action: delete, name: \"{}\"}}` restores it",
+                e.runbook.name,
+                e.runbook.file.name(),
+                e.runbook.name,
+                e.runbook.name
+            ));
+        }
+    }
+    out
 }
 
 /// A runbook call's arguments as recorded: an input's value is kept only when the named runbook

@@ -44,7 +44,7 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
         .map(|a| {
             // an action whose effect depends on its arguments says so, with its worst
             let effect = match a.classify {
-                Some(_) => format!("{} at most, by its arguments", a.effect),
+                Some(_) => format!("{} at most", a.effect),
                 None => a.effect.to_string(),
             };
             format!("`{}`: {} ({effect})", a.name, first_sentence(a.description))
@@ -53,11 +53,7 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     ToolDesc {
         name: t.name.into(),
         title: t.title.into(),
-        description: format!(
-            "{} Actions: {}.",
-            t.description,
-            lines.join("; ")
-        ),
+        description: format!("{} Actions: {}.", t.description, lines.join("; ")),
         input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
         read_only,
         // the worst case of its actions: an `exec` or a request can destroy whatever its command or
@@ -130,7 +126,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
         front_end::<runbook::Params>(
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file; a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost: see them with `plan`.",
             false,
         ),
     ];
@@ -142,17 +138,17 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     }
     out.push(front_end::<artifacts::Params>(
         "Artifacts",
-        "Run outputs by `artifact://` URI: `list` (limit), `get` (offset, max_bytes), `head`, `tail`. Reads are bounded.",
+        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`. Bounded, masked reads.",
         true,
     ));
     out.push(front_end::<jobs::Params>(
         "Jobs",
-        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`. Jobs live in the store: the CLI sees them too.",
+        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`.",
         false,
     ));
     out.push(front_end::<audit::Params>(
         "Audit log",
-        "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
+        "The hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against a checkpoint), `checkpoint`.",
         true,
     ));
     out.push(front_end::<evidence::Params>(

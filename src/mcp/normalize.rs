@@ -71,7 +71,10 @@ const ACTION_ALIASES: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "psql",
-        &[("catalog_tables", "tables"), ("catalog_columns", "describe")],
+        &[
+            ("catalog_tables", "tables"),
+            ("catalog_columns", "describe"),
+        ],
     ),
     ("audit", &[("audit_tail", "tail"), ("audit_list", "list")]),
 ];
@@ -109,7 +112,9 @@ pub struct Normalized {
 fn allowed(tool: &str, action: &str, front_end: Option<&Value>) -> Option<Vec<String>> {
     let props = match front_end {
         Some(schema) => schema.get("properties")?,
-        None => actions::find_action(tool, action)?.schema().get("properties")?,
+        None => actions::find_action(tool, action)?
+            .schema()
+            .get("properties")?,
     };
     Some(props.as_object()?.keys().cloned().collect())
 }
@@ -230,8 +235,11 @@ mod tests {
         // psql's `query` is `sql`; http's `query` stays, its `params` becomes `query`
         let n = norm("psql", json!({"action": "query", "query": "select 1"})).expect("ok");
         assert_eq!(n.args["sql"], "select 1");
-        let n = norm("http", json!({"action": "request", "url": "u", "params": {"a": "1"}}))
-            .expect("ok");
+        let n = norm(
+            "http",
+            json!({"action": "request", "url": "u", "params": {"a": "1"}}),
+        )
+        .expect("ok");
         assert_eq!(n.args["query"], json!({"a": "1"}));
         // a name the action does not take under either spelling is left for validation to report
         let n = norm("state", json!({"action": "get", "key": "k", "cmd": "x"})).expect("ok");
@@ -241,9 +249,15 @@ mod tests {
     #[test]
     fn an_alias_with_its_canonical_name_is_refused() {
         let e = norm("ssh", json!({"action": "exec", "cmd": "a", "command": "b"})).expect_err("no");
-        assert_eq!((e["kind"].as_str(), e["path"].as_str()), (Some("invalid_args"), Some("/cmd")));
-        let e = norm("state", json!({"action": "get", "key": "k", "store_scope": "session"}))
-            .expect_err("no");
+        assert_eq!(
+            (e["kind"].as_str(), e["path"].as_str()),
+            (Some("invalid_args"), Some("/cmd"))
+        );
+        let e = norm(
+            "state",
+            json!({"action": "get", "key": "k", "store_scope": "session"}),
+        )
+        .expect_err("no");
         assert_eq!(e["path"], "/store_scope");
     }
 }

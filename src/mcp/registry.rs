@@ -57,5 +57,6 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
             uri_base: outcome.uri_base.clone(),
         }),
         raw_result: None,
+        warnings: Vec::new(),
     }
 }

@@ -20,6 +20,9 @@ pub struct Reply {
     /// A result the caller may see unmasked (`artifacts` with `include_secrets`, behind
     /// `INFRA_ALLOW_SECRET_EXPORT=1`): put back after the reply is redacted.
     pub raw_result: Option<Value>,
+    /// Warnings for the client's log (`notifications/message`, when it set a level): a runbook's
+    /// deprecated syntax, a project runbook that overrides a built-in. Not part of the body.
+    pub warnings: Vec<String>,
 }
 
 /// Where a run's records are: its directory and the `artifact://` base of its URIs.
@@ -38,6 +41,7 @@ impl Reply {
             links: Vec::new(),
             run: None,
             raw_result: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -62,6 +66,7 @@ impl Reply {
             links: Vec::new(),
             run: None,
             raw_result: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -82,7 +82,11 @@ impl Output {
                 .map(|s| format!("{s} "))
                 .unwrap_or_default()
                 + "`output` takes: path, pick, omit, map, missing, default";
-            return Err(bad(&format!("{at}/{k}"), format!("unknown key `{k}`"), &hint));
+            return Err(bad(
+                &format!("{at}/{k}"),
+                format!("unknown key `{k}`"),
+                &hint,
+            ));
         }
         let path = match o.get("path") {
             None => None,
@@ -259,17 +263,32 @@ mod tests {
     #[test]
     fn path_pick_omit_and_map() {
         let v = json!({"rows": [{"id": 1, "name": "a", "x": 0}, {"id": 2, "name": "b", "x": 0}], "n": 2});
-        assert_eq!(out(json!({"path": "rows[1].name"})).apply(&v), Ok(json!("b")));
+        assert_eq!(
+            out(json!({"path": "rows[1].name"})).apply(&v),
+            Ok(json!("b"))
+        );
         assert_eq!(out(json!({"path": "rows.0.id"})).apply(&v), Ok(json!(1)));
         assert_eq!(
             out(json!({"path": "rows", "map": {"pick": ["id"]}})).apply(&v),
             Ok(json!([{"id": 1}, {"id": 2}]))
         );
-        assert_eq!(out(json!({"omit": ["rows"]})).apply(&v), Ok(json!({"n": 2})));
+        assert_eq!(
+            out(json!({"omit": ["rows"]})).apply(&v),
+            Ok(json!({"n": 2}))
+        );
         assert!(out(json!({"path": "nope"})).apply(&v).is_err());
-        assert_eq!(out(json!({"path": "nope", "missing": "null"})).apply(&v), Ok(Value::Null));
-        assert_eq!(out(json!({"path": "nope", "missing": "empty"})).apply(&v), Ok(json!({})));
-        assert_eq!(out(json!({"path": "nope", "default": 7})).apply(&v), Ok(json!(7)));
+        assert_eq!(
+            out(json!({"path": "nope", "missing": "null"})).apply(&v),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            out(json!({"path": "nope", "missing": "empty"})).apply(&v),
+            Ok(json!({}))
+        );
+        assert_eq!(
+            out(json!({"path": "nope", "default": 7})).apply(&v),
+            Ok(json!(7))
+        );
         assert!(out(json!({"path": "n", "map": {}})).apply(&v).is_err());
         assert_eq!(
             out(json!({"path": "n", "map": {}, "missing": "empty"})).apply(&v),

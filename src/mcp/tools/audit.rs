@@ -119,7 +119,10 @@ fn read(engine: &Engine, p: &Params) -> Reply {
             return Reply::error(
                 "invalid_args",
                 format!("`since` is not an RFC 3339 UTC time: `{s}`"),
-                Some("write it as `2026-01-29T10:00:00Z` (UTC, ending in `Z`) or `2026-01-29`".into()),
+                Some(
+                    "write it as `2026-01-29T10:00:00Z` (UTC, ending in `Z`) or `2026-01-29`"
+                        .into(),
+                ),
                 Some("/since".into()),
             );
         }
@@ -127,7 +130,14 @@ fn read(engine: &Engine, p: &Params) -> Reply {
     let file = match std::fs::File::open(engine.config().audit_path()) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Reply::error("failed", format!("cannot read the audit log: {e}"), None, None),
+        Err(e) => {
+            return Reply::error(
+                "failed",
+                format!("cannot read the audit log: {e}"),
+                None,
+                None,
+            );
+        }
     };
     let mut matching: Vec<Value> = Vec::new();
     for line in file
@@ -141,9 +151,10 @@ fn read(engine: &Engine, p: &Params) -> Reply {
         }
         let r: Value = serde_json::from_slice(&line)
             .unwrap_or_else(|_| json!({"torn": String::from_utf8_lossy(&line)}));
-        let tool_ok = p.tool.as_deref().is_none_or(|t| {
-            r["tool"].as_str() == Some(engine::actions::canonical_tool(t))
-        });
+        let tool_ok = p
+            .tool
+            .as_deref()
+            .is_none_or(|t| r["tool"].as_str() == Some(engine::actions::canonical_tool(t)));
         let status_ok = p.status.as_deref().is_none_or(|s| status_matches(&r, s));
         let since_ok = since
             .as_deref()
@@ -178,9 +189,12 @@ fn read(engine: &Engine, p: &Params) -> Reply {
 fn is_utc_time(s: &str) -> bool {
     let b = s.as_bytes();
     let date = b.len() >= 10
-        && b[..10]
-            .iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     date && (b.len() == 10 || (b.get(10) == Some(&b'T') && s.ends_with('Z')))
 }
