@@ -1,13 +1,17 @@
 //! The dispatcher: `call` is the one entry of a tool call, and `finish` records and audits it.
 //!
 //! `call` starts a job for `async: true` (`jobs::Jobs::start`, which makes the same call without
-//! `async` on a thread of its own); otherwise it makes the name canonical (`mcp_*` aliases and `job`;
-//! `normalized` in the reply), reads a front-end tool's arguments into its parameters (`schema::parse`,
-//! which refuses arguments that do not fit the tool's listed schema) and hands them to that tool
-//! (`tools::*`), or hands the call to `registry::call`. Every reply then goes through `finish`: the
-//! alias note; for a call that did not become a run, its result cut to the budget, a one-node run
-//! recorded by `Engine::record_call` (its `run_id` goes into the reply) and a `call` or `rejected` audit
-//! record; then the whole body is redacted.
+//! `async` on a thread of its own). Otherwise it makes the call canonical once, before anything
+//! validates it (`normalize::normalize`: the tool's, action's and arguments' original names, and the
+//! per-call `output` and `store_as` taken off), reads a front-end tool's arguments into its parameters
+//! (`schema::parse`, which refuses any key or value that does not fit the tool's listed schema) and
+//! hands them to that tool (`tools::*`), or hands the call to `registry::call`. A reply that succeeded
+//! is then shaped by `output` and stored by `store_as` (`shape.rs`), and a run's result is cut to the
+//! budget (`budget::budget`). Every reply goes through `finish`: the `normalized` notes; for a call that
+//! did not become a run, its result cut to the budget, a one-node run recorded by `Engine::record_call`
+//! (its `run_id` goes into the reply) and a `call` or `rejected` audit record with its arguments
+//! (redacted); then the whole body is redacted (but for an `include_secrets` read's `raw_result`).
+//! `catalog_warnings` and `runbook_warnings` are what the client's log is sent.
 
 use engine::record::{AuditKind, AuditRecord};
 use std::sync::Arc;
@@ -62,10 +66,10 @@ fn start_job(
 ) -> Reply {
     args.shift_remove("async");
     let (tool, _) = canonical(name);
-    let action = args
-        .get("action")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    let given = args.get("action").and_then(Value::as_str).unwrap_or("");
+    // the job row names the action by our name (the call itself is normalized when it runs)
+    let action = super::normalize::action_alias(tool, given)
+        .unwrap_or(given)
         .to_owned();
     let (engine2, jobs2, name2) = (Arc::clone(engine), Arc::clone(jobs), name.to_owned());
     jobs.start(engine, tool, &action, move |cancel, progress| {

@@ -12,7 +12,12 @@
 //! `Progress` as `notifications/progress` from an unbounded channel, each send under a 1 s timeout;
 //! the `Reply` becomes a `CallToolResult` with a `resource_link` per artifact URI. `list_resources`
 //! (the newest 100 artifacts), `list_resource_templates` and `read_resource` (the first MiB,
-//! redacted) expose artifacts as resources. rmcp settles the protocol revision (an `initialize`
+//! redacted) expose artifacts as resources. When a handshake-era client offers `roots`, the first call
+//! asks for them (`adopt_roots`) and the first `file://` root becomes the working directory, the engine
+//! built again from there. `set_level` (`logging/setLevel`) sets the least severe level the client wants;
+//! warnings (the catalog's at once, a named runbook's with its call) then go out as
+//! `notifications/message` (`warn`). Both are deprecated by the 2026-07-28 revision and kept for the
+//! clients that use them. Prompts are not offered: a runbook is run with `runbook run`, not a prompt. rmcp settles the protocol revision (an `initialize`
 //! handshake for 2024-11-05 to 2025-11-25; `server/discover` and per-request `_meta` for
 //! 2026-07-28) and answers `ping` and unknown methods itself.
 //!
@@ -210,7 +215,8 @@ impl Server {
     /// Once per session (and again after `notifications/roots/list_changed`): when the client offers
     /// `roots`, its first `file://` root becomes the working directory, so relative paths and the
     /// profiles directory are found there as if the server had been started in it; the engine is built
-    /// again from there. A client without roots, or one that does not answer in 5 s, changes nothing.
+    /// again from there. A client without roots, or one that does not answer in 5 s, changes nothing;
+    /// when the directory cannot be entered, neither does the engine.
     #[expect(
         deprecated,
         reason = "roots are deprecated by the 2026-07-28 revision; older clients use them"
@@ -221,7 +227,10 @@ impl Server {
             return;
         }
         *asked = true;
-        if cx.client_capabilities().and_then(|c| c.roots).is_none() {
+        // only a client that did the `initialize` handshake takes requests from the server (the
+        // stateless 2026-07-28 revision has none, and deprecates roots)
+        if cx.peer.peer_info().is_none() || cx.client_capabilities().and_then(|c| c.roots).is_none()
+        {
             return;
         }
         let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), cx.peer.list_roots()).await

@@ -120,7 +120,7 @@ fn allowed(tool: &str, action: &str, front_end: Option<&Value>) -> Option<Vec<St
 }
 
 /// The original action name `action` of `tool`, as ours.
-fn action_alias(tool: &str, action: &str) -> Option<&'static str> {
+pub fn action_alias(tool: &str, action: &str) -> Option<&'static str> {
     ACTION_ALIASES
         .iter()
         .find(|(t, _)| *t == tool)?

@@ -1,8 +1,8 @@
 //! A call of one of the registry's tools (`ssh`, `http`, `psql`, `repo`, `state`, `local`): compiled by
 //! `engine::compile_call` as a one-step runbook, like any other (so a bad argument is a diagnostic, its
 //! JSON path made relative to the arguments), executed by `Engine::execute` with the call's cancel token
-//! and progress, and answered with the step's result (budgeted) and the run's id. The engine records and
-//! audits the run itself.
+//! and progress, and answered with the step's result and the run's id (`catalogue::call` applies the
+//! budget). The engine records and audits the run itself.
 
 use engine::run::{Engine, RunOptions};
 use serde_json::{Map, Value, json};

@@ -4,8 +4,9 @@
 //! `plan` and `run` take the catalog's runbook or an inline one (loaded from its JSON by `dsl::load`),
 //! compile it with the catalog as resolver and resolve its inputs; `plan` (or `run` with `dry_run`)
 //! renders it, `run` executes it with the call's cancel token and progress, and its result is budgeted
-//! like a registry call's. `upsert` and `delete` write only after an fsync'd audit `intent` (refused if
-//! it cannot be written), then reload the engine's catalog.
+//! by `catalogue::call` like a registry call's; a failed run reads as one error (`one_error`). `upsert`
+//! and `delete` write only after an fsync'd audit `intent` (refused if it cannot be written), then
+//! reload the engine's catalog.
 
 use std::sync::Arc;
 
