@@ -265,7 +265,13 @@ fn finish(
             action: Some(action.to_owned()),
             front_end: Some("mcp".into()),
             run_id: reply.body["run_id"].as_str().map(str::to_owned),
-            args: Some(engine.redactor().redact_value(&recorded)),
+            // a front-end tool's arguments (a runbook's inputs masked as recorded); a registry tool's
+            // may hold a credential its action would have masked, so they stay in the evidence only
+            args: matches!(
+                tool,
+                "help" | "runbook" | "artifacts" | "jobs" | "audit" | "evidence" | "context"
+            )
+            .then(|| engine.redactor().redact_value(&recorded)),
             error: Some(
                 engine
                     .redactor()

@@ -6,6 +6,8 @@
 //! one (`query` is `sql` for `psql query`, but `query` for `http`), so an alias never hides a real
 //! argument; an alias given together with its canonical name is refused. Every rewrite is reported, as
 //! `{from, to, kind}` (`kind`: `tool`, `action` or `argument`), in the reply's `normalized` field.
+//! `timeout_ms` (which every call takes) on a front-end tool that answers at once is dropped and
+//! reported as `kind: ignored`.
 
 use engine::actions;
 use serde_json::{Map, Value, json};
@@ -175,7 +177,12 @@ pub fn normalize(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    if let Some(keys) = allowed(tool, &action, front_end) {
+    if let Some(mut keys) = allowed(tool, &action, front_end) {
+        // `timeout_ms` is taken by every call; a front-end tool that answers at once has no use for it
+        let idle_timeout = front_end.is_some() && !keys.iter().any(|k| k == "timeout_ms");
+        if idle_timeout {
+            keys.push("timeout_ms".into());
+        }
         let takes = |k: &str| keys.iter().any(|x| x == k);
         for (tools, from, to, seconds) in ARG_ALIASES {
             if !(tools.is_empty() || tools.contains(&tool))
@@ -199,6 +206,10 @@ pub fn normalize(
             }
             args.insert((*to).into(), v);
             notes.push(note);
+        }
+        if idle_timeout && args.shift_remove("timeout_ms").is_some() {
+            notes.push(json!({"from": "timeout_ms", "to": null, "kind": "ignored",
+                "reason": format!("`{tool}` answers without waiting")}));
         }
     }
     Ok(Normalized {
@@ -244,6 +255,14 @@ mod tests {
         // a name the action does not take under either spelling is left for validation to report
         let n = norm("state", json!({"action": "get", "key": "k", "cmd": "x"})).expect("ok");
         assert!(n.args.contains_key("cmd") && n.notes.is_empty());
+        // a front-end tool that answers at once takes `timeout_ms` (or `timeout_s`) and says it ignored it
+        let help = json!({"properties": {"query": {}}});
+        let Value::Object(args) = json!({"query": "x", "timeout_s": 2}) else {
+            panic!("object")
+        };
+        let n = normalize("help", args, Some(&help)).expect("ok");
+        assert_eq!(Value::Object(n.args), json!({"query": "x"}));
+        assert_eq!(n.notes[1]["kind"], "ignored");
     }
 
     #[test]

@@ -84,6 +84,9 @@ async def test_help_q_and_limit(tmp_path: Path) -> None:
         assert len(body["result"]["runbooks"]) == 1 and len(body["result"]["actions"]) == 1
         more = await c.ok("help", {"query": "repo"})
         assert len(more["result"]["actions"]) > 1
+        # `timeout_ms`, which every call takes, is accepted and reported as ignored where nothing waits
+        timed = await c.ok("audit", {"action": "tail", "timeout_ms": 1000})
+        assert timed["normalized"][0]["kind"] == "ignored" and timed["normalized"][0]["from"] == "timeout_ms"
 
 
 CANARY = "Sekret-Canary-7f6e5d4c"
