@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use engine::record::artifacts;
-use engine::run::{Engine, RunOutcome};
+use engine::run::Engine;
+
+use super::reply::RunRef;
 use serde_json::{Value, json};
 
 /// The most text a result carries; the rest is in an artifact.
@@ -20,7 +22,7 @@ pub const RESULT_BUDGET: usize = 16 * 1024;
 /// named by `result_uri`), marked `truncated`, and cut in place: its long strings (stdout, bodies) and
 /// long arrays (rows) are shortened until it fits, so every small field (exit code, status, URIs of the
 /// output's own artifacts) stays where it was. A result that cannot be cut that way becomes an excerpt.
-pub fn budget(engine: &Engine, outcome: &RunOutcome, body: &mut Value, links: &mut Vec<String>) {
+pub fn budget(engine: &Engine, outcome: &RunRef, body: &mut Value, links: &mut Vec<String>) {
     let text = body["result"].to_string();
     if text.len() <= RESULT_BUDGET {
         return;

@@ -8,8 +8,10 @@
 //! its annotations come from its actions' effects. The registry's own `runbook` tool is replaced by the
 //! front end's. A front-end tool ([`front_end`]) has its title, description and annotations here and its
 //! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
-//! The whole listing stays under 16 KiB (a test holds it there), so descriptions are short and
-//! properties carry none.
+//! Every tool also lists `output` and `store_as` (`with_common`; `shape.rs` says what they do). Each
+//! annotation is the worst case of the tool's actions: a tool that can write is `destructiveHint`, since
+//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 16 KiB (a test
+//! holds it there, `local` included), so descriptions are short and properties carry none.
 
 use engine::actions::{self, ToolSpec};
 use engine::run::Engine;
@@ -42,7 +44,7 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
         .map(|a| {
             // an action whose effect depends on its arguments says so, with its worst
             let effect = match a.classify {
-                Some(_) => format!("{} at most, by its arguments", a.effect),
+                Some(_) => format!("{} at most", a.effect),
                 None => a.effect.to_string(),
             };
             format!("`{}`: {} ({effect})", a.name, first_sentence(a.description))
@@ -51,17 +53,12 @@ fn registry_tool(t: &ToolSpec) -> ToolDesc {
     ToolDesc {
         name: t.name.into(),
         title: t.title.into(),
-        description: format!(
-            "{} Actions: {}. `help` with `tool` and `action` gives the exact arguments and an example.",
-            t.description,
-            lines.join("; ")
-        ),
+        description: format!("{} Actions: {}.", t.description, lines.join("; ")),
         input_schema: json!({"type": "object", "properties": props, "required": ["action"]}),
         read_only,
-        destructive: t
-            .actions
-            .iter()
-            .any(|a| a.effect == dsl::Effect::Destructive),
+        // the worst case of its actions: an `exec` or a request can destroy whatever its command or
+        // method says, and an action that writes may overwrite
+        destructive: !read_only,
         idempotent: read_only,
         open_world: t.open_world,
     }
@@ -86,10 +83,37 @@ fn front_end<P: ToolParams>(title: &str, description: &str, read_only: bool) -> 
         description: description.into(),
         input_schema: input_schema::<P>(),
         read_only,
-        destructive: false,
+        // the worst case: a job's `cancel` stops a call midway; a run does whatever its steps do
+        destructive: !read_only,
         idempotent: read_only,
-        open_world: false,
+        // a runbook's steps reach targets (SSH, HTTP, PostgreSQL)
+        open_world: P::TOOL == "runbook",
     }
+}
+
+/// Adds the options every tool takes (`output`, `store_as`; `help` and the instructions say what they
+/// do) to a listed input schema.
+fn with_common(mut t: ToolDesc) -> ToolDesc {
+    if let Some(props) = t.input_schema["properties"].as_object_mut() {
+        props.insert("output".into(), json!({"type": "object"}));
+        props.insert("store_as".into(), json!({"type": ["string", "object"]}));
+    }
+    t
+}
+
+/// A front-end tool's listed input schema (`None` for a registry tool): what `normalize` may rename to
+/// and what `schema::parse` accepts.
+pub fn front_end_schema(tool: &str) -> Option<Value> {
+    Some(match tool {
+        "help" => input_schema::<help::Params>(),
+        "runbook" => input_schema::<runbook::Params>(),
+        "artifacts" => input_schema::<artifacts::Params>(),
+        "jobs" => input_schema::<jobs::Params>(),
+        "audit" => input_schema::<audit::Params>(),
+        "evidence" => input_schema::<evidence::Params>(),
+        "context" => input_schema::<context::Params>(),
+        _ => return None,
+    })
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
@@ -102,7 +126,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
         front_end::<runbook::Params>(
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (checked, then saved as one project file; a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost; see its effects first with `plan`.",
+            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost: see them with `plan`.",
             false,
         ),
     ];
@@ -114,17 +138,17 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     }
     out.push(front_end::<artifacts::Params>(
         "Artifacts",
-        "Run outputs by `artifact://` URI: `list` (limit), `get` (offset, max_bytes), `head`, `tail`. Reads are bounded.",
+        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`. Bounded, masked reads.",
         true,
     ));
     out.push(front_end::<jobs::Params>(
         "Jobs",
-        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`. Jobs live in the store: the CLI sees them too.",
+        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`.",
         false,
     ));
     out.push(front_end::<audit::Params>(
         "Audit log",
-        "The hash-chained record of every call: `tail` (limit), `verify` (against: a checkpoint), `checkpoint` (the head to keep elsewhere).",
+        "The hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against a checkpoint), `checkpoint`.",
         true,
     ));
     out.push(front_end::<evidence::Params>(
@@ -142,7 +166,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         let l = out.remove(pos);
         out.push(l);
     }
-    out
+    out.into_iter().map(with_common).collect()
 }
 
 #[cfg(test)]

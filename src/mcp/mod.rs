@@ -12,7 +12,12 @@
 //! `Progress` as `notifications/progress` from an unbounded channel, each send under a 1 s timeout;
 //! the `Reply` becomes a `CallToolResult` with a `resource_link` per artifact URI. `list_resources`
 //! (the newest 100 artifacts), `list_resource_templates` and `read_resource` (the first MiB,
-//! redacted) expose artifacts as resources. rmcp settles the protocol revision (an `initialize`
+//! redacted) expose artifacts as resources. When a handshake-era client offers `roots`, the first call
+//! asks for them (`adopt_roots`) and the first `file://` root becomes the working directory, the engine
+//! built again from there. `set_level` (`logging/setLevel`) sets the least severe level the client wants;
+//! warnings (the catalog's at once, a named runbook's with its call) then go out as
+//! `notifications/message` (`warn`). Both are deprecated by the 2026-07-28 revision and kept for the
+//! clients that use them. Prompts are not offered: a runbook is run with `runbook run`, not a prompt. rmcp settles the protocol revision (an `initialize`
 //! handshake for 2024-11-05 to 2025-11-25; `server/discover` and per-request `_meta` for
 //! 2026-07-28) and answers `ping` and unknown methods itself.
 //!
@@ -31,9 +36,11 @@ mod budget;
 mod catalogue;
 mod jobs;
 mod listing;
+mod normalize;
 mod registry;
 mod reply;
 mod schema;
+mod shape;
 mod tools;
 mod wire;
 
@@ -124,12 +131,62 @@ async fn stop_on_signal(calls: Arc<Calls>, jobs: Arc<Jobs>) {
     std::process::exit(143);
 }
 
-/// The server: one engine shared by concurrent calls, the jobs it runs, and the calls in flight.
+/// The server: one engine shared by concurrent calls (replaced once when the client's first root
+/// becomes the working directory), the jobs it runs, the calls in flight, whether the client's roots
+/// were asked for, and the least severe log level the client wants (`None`: no `notifications/message`).
 #[derive(Debug, Clone)]
 pub struct Server {
-    engine: Arc<Engine>,
+    engine: Arc<Mutex<Arc<Engine>>>,
     jobs: Arc<Jobs>,
     calls: Arc<Calls>,
+    roots_asked: Arc<tokio::sync::Mutex<bool>>,
+    log_level: Arc<Mutex<Option<u8>>>,
+}
+
+/// A `file://` URI as a local path (percent-escapes decoded); `None` for any other scheme.
+fn file_uri_path(uri: &str) -> Option<std::path::PathBuf> {
+    let rest = uri.strip_prefix("file://")?;
+    let path = rest.get(rest.find('/')?..)?;
+    let (mut out, b) = (Vec::new(), path.as_bytes());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStringExt;
+    Some(std::ffi::OsString::from_vec(out).into())
+}
+
+/// A log level's severity, 0 (`debug`) to 7 (`emergency`).
+#[expect(
+    deprecated,
+    reason = "logging is deprecated by the 2026-07-28 revision; older clients use it"
+)]
+fn severity(level: rmcp::model::LoggingLevel) -> u8 {
+    use rmcp::model::LoggingLevel as L;
+    match level {
+        L::Debug => 0,
+        L::Info => 1,
+        L::Notice => 2,
+        L::Warning => 3,
+        L::Error => 4,
+        L::Critical => 5,
+        L::Alert => 6,
+        L::Emergency => 7,
+    }
 }
 
 fn object(v: Value) -> Map<String, Value> {
@@ -142,15 +199,84 @@ fn object(v: Value) -> Map<String, Value> {
 impl Server {
     pub fn new(engine: Engine) -> Self {
         Server {
-            engine: Arc::new(engine),
+            engine: Arc::new(Mutex::new(Arc::new(engine))),
             jobs: Arc::default(),
             calls: Arc::default(),
+            roots_asked: Arc::default(),
+            log_level: Arc::default(),
+        }
+    }
+
+    /// The engine calls run on now.
+    fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Once per session (and again after `notifications/roots/list_changed`): when the client offers
+    /// `roots`, its first `file://` root becomes the working directory, so relative paths and the
+    /// profiles directory are found there as if the server had been started in it; the engine is built
+    /// again from there. A client without roots, or one that does not answer in 5 s, changes nothing;
+    /// when the directory cannot be entered, neither does the engine.
+    #[expect(
+        deprecated,
+        reason = "roots are deprecated by the 2026-07-28 revision; older clients use them"
+    )]
+    async fn adopt_roots(&self, cx: &RequestContext<RoleServer>) {
+        let mut asked = self.roots_asked.lock().await;
+        if *asked {
+            return;
+        }
+        *asked = true;
+        // only a client that did the `initialize` handshake takes requests from the server (the
+        // stateless 2026-07-28 revision has none, and deprecates roots)
+        if cx.peer.peer_info().is_none() || cx.client_capabilities().and_then(|c| c.roots).is_none()
+        {
+            return;
+        }
+        let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), cx.peer.list_roots()).await
+        else {
+            return;
+        };
+        let Some(dir) = list.roots.iter().find_map(|r| file_uri_path(&r.uri)) else {
+            return;
+        };
+        let rebuilt = tokio::task::spawn_blocking(move || {
+            std::env::set_current_dir(&dir)
+                .ok()
+                .map(|()| crate::cli::engine())
+        })
+        .await;
+        if let Ok(Some(engine)) = rebuilt {
+            *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
+        }
+    }
+
+    /// Sends `warnings` as `notifications/message` (level `warning`, logger `infra`) when the client
+    /// asked for that level or a lower one with `logging/setLevel`.
+    #[expect(
+        deprecated,
+        reason = "logging is deprecated by the 2026-07-28 revision; older clients use it"
+    )]
+    async fn warn(&self, peer: &rmcp::Peer<RoleServer>, warnings: Vec<String>) {
+        use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
+        let wanted = *self
+            .log_level
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if wanted.is_none_or(|w| w > severity(LoggingLevel::Warning)) {
+            return;
+        }
+        for w in warnings {
+            let note = LoggingMessageNotificationParam::new(LoggingLevel::Warning, w.into())
+                .with_logger("infra");
+            let _ = tokio::time::timeout(Duration::from_secs(1), peer.notify_logging_message(note))
+                .await;
         }
     }
 
     fn tool_list(&self) -> Vec<Tool> {
         let output = Arc::new(object(reply::output_schema()));
-        listing::tools(&self.engine)
+        listing::tools(&self.engine())
             .into_iter()
             .map(|t| {
                 Tool::new(t.name, t.description, object(t.input_schema))
@@ -178,23 +304,62 @@ fn instructions() -> String {
     format!(
         "One audited engine for infrastructure: {}. Every call is compiled into a checked plan, run by \
          one engine and recorded (evidence, audit). Start with `help {{query}}` or `runbook {{action: list}}`; \
-         see a runbook's effects with `runbook {{action: plan}}` before running it.",
+         see a runbook's effects with `runbook {{action: plan}}` before running it. Every tool takes \
+         `output` (shape the result) and `store_as` (keep it in state); `help {{tool, action}}` gives exact \
+         arguments, an example and these options.",
         tools.join(", ")
     )
 }
 
 impl ServerHandler for Server {
+    #[expect(
+        deprecated,
+        reason = "logging is deprecated by the 2026-07-28 revision; older clients use it"
+    )]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(
             Implementation::new("infra", env!("CARGO_PKG_VERSION")).with_title("infra"),
         )
         .with_instructions(instructions())
+    }
+
+    /// The client's level for `notifications/message`; at `warning` or below, the catalog's warnings
+    /// (a project runbook overriding a built-in, deprecated syntax) are sent at once.
+    #[expect(
+        deprecated,
+        reason = "logging is deprecated by the 2026-07-28 revision; older clients use it"
+    )]
+    async fn set_level(
+        &self,
+        req: rmcp::model::SetLevelRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(severity(req.level));
+        let engine = self.engine();
+        let warnings = tokio::task::spawn_blocking(move || catalogue::catalog_warnings(&engine))
+            .await
+            .unwrap_or_default();
+        let (server, peer) = (self.clone(), cx.peer.clone());
+        // after the answer to `logging/setLevel`, not before it
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            server.warn(&peer, warnings).await;
+        });
+        Ok(())
+    }
+
+    async fn on_roots_list_changed(&self, _cx: rmcp::service::NotificationContext<RoleServer>) {
+        *self.roots_asked.lock().await = false;
     }
 
     async fn list_tools(
@@ -214,7 +379,8 @@ impl ServerHandler for Server {
         let args = req.arguments.unwrap_or_default();
         let cancel = CancelToken::new();
         let tracked = self.calls.track(&cancel);
-        let (engine, jobs) = (Arc::clone(&self.engine), Arc::clone(&self.jobs));
+        self.adopt_roots(&cx).await;
+        let (engine, jobs) = (self.engine(), Arc::clone(&self.jobs));
         let token = cancel.clone();
         // per-step progress, when the client sent a progress token; sends never wait on a closed client
         let progress_token = cx.meta.get_progress_token();
@@ -266,8 +432,10 @@ impl ServerHandler for Server {
             // the sender is gone with the call; the forwarder drains what is left and ends
             let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
         }
-        let reply =
+        let mut reply =
             reply.map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))?;
+        self.warn(&cx.peer, std::mem::take(&mut reply.warnings))
+            .await;
         let mut result = if reply.is_error {
             CallToolResult::structured_error(reply.body)
         } else {
@@ -287,7 +455,7 @@ impl ServerHandler for Server {
         _req: Option<PaginatedRequestParams>,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let engine = Arc::clone(&self.engine);
+        let engine = self.engine();
         let list = tokio::task::spawn_blocking(move || {
             engine.list_artifacts(engine::run::ArtifactFilter::default(), 100)
         })
@@ -326,7 +494,7 @@ impl ServerHandler for Server {
         req: ReadResourceRequestParams,
         _cx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let engine = Arc::clone(&self.engine);
+        let engine = self.engine();
         let uri = req.uri.to_string();
         let read = tokio::task::spawn_blocking(move || {
             engine
@@ -616,130 +784,4 @@ pub fn serve(engine: Engine) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rmcp::model::CallToolRequestParams;
-
-    #[test]
-    fn the_instructions_name_every_registered_tool_but_local() {
-        let text = instructions();
-        for t in engine::actions::registry() {
-            assert_eq!(
-                text.contains(t.name),
-                t.name != "local",
-                "{}: {text}",
-                t.name
-            );
-        }
-    }
-
-    /// The framing's idea of a valid id is rmcp's, so what it lets through rmcp answers with that id.
-    #[test]
-    fn request_ids_agree_with_rmcp() {
-        for raw in [
-            "1",
-            "-1",
-            "0",
-            "1.0",
-            "1e3",
-            "-0",
-            "\"\"",
-            "\"x\"",
-            "9223372036854775807",
-            "9223372036854775808",
-            "-9223372036854775809",
-            "1.5",
-            "9007199254740992.0",
-            "null",
-            "true",
-            "[]",
-            "{}",
-        ] {
-            let v: Value = serde_json::from_str(raw).expect(raw);
-            let ours = wire::request_id(&v);
-            let theirs = serde_json::from_value::<rmcp::model::RequestId>(v)
-                .ok()
-                .map(rmcp::model::NumberOrString::into_json_value);
-            assert_eq!(ours, theirs, "{raw}");
-        }
-    }
-
-    #[test]
-    fn bad_params_of_a_served_method_are_invalid_params() {
-        let fault = |line: &str| {
-            let v: Value = serde_json::from_str(line).expect("json");
-            let id = wire::request_id(&v["id"]);
-            typed(v, id).err().map(|f| (f.code, f.id))
-        };
-        for line in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"help","arguments":"x"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":[]}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
-        ] {
-            assert_eq!(
-                fault(line),
-                Some((wire::INVALID_PARAMS, serde_json::json!(1))),
-                "{line}"
-            );
-        }
-        for line in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"help"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"no/such/method","params":{}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{}}}"#,
-        ] {
-            assert_eq!(fault(line), None, "{line}");
-        }
-    }
-
-    /// The server and an rmcp client in one process, over an in-memory pipe.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn in_process_list_and_call() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let engine = Engine::new(
-            engine::ctx::Config::at(dir.path()),
-            Arc::new(engine::Catalog::builtin()),
-        );
-        let (server_io, client_io) = tokio::io::duplex(1 << 16);
-        let server = tokio::spawn(async move {
-            let running = Server::new(engine).serve(server_io).await.expect("serve");
-            running.waiting().await.expect("wait")
-        });
-        let client = ().serve(client_io).await.expect("initialize");
-        let tools = client.list_all_tools().await.expect("tools/list");
-        assert_eq!(tools.first().map(|t| t.name.as_ref()), Some("help"));
-        assert!(
-            tools.iter().all(|t| t.name != "local"),
-            "local needs the opt-in"
-        );
-        let args = serde_json::json!({"action": "set", "key": "k", "value": [1, 2]});
-        let r = client
-            .call_tool(
-                CallToolRequestParams::new("state")
-                    .with_arguments(args.as_object().cloned().unwrap_or_default()),
-            )
-            .await
-            .expect("tools/call");
-        assert_eq!(r.is_error, Some(false));
-        let body = r.structured_content.expect("structured");
-        assert_eq!(body["result"]["value"], serde_json::json!([1, 2]));
-        // the same JSON is in the text content
-        let text = r
-            .content
-            .iter()
-            .find_map(|c| c.as_text().map(|t| t.text.clone()));
-        assert_eq!(
-            text.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-            Some(body)
-        );
-        client.cancel().await.expect("close");
-        assert!(matches!(
-            server.await.expect("join"),
-            QuitReason::Closed | QuitReason::Cancelled
-        ));
-    }
-}
+mod tests;

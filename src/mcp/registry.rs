@@ -1,14 +1,13 @@
 //! A call of one of the registry's tools (`ssh`, `http`, `psql`, `repo`, `state`, `local`): compiled by
 //! `engine::compile_call` as a one-step runbook, like any other (so a bad argument is a diagnostic, its
 //! JSON path made relative to the arguments), executed by `Engine::execute` with the call's cancel token
-//! and progress, and answered with the step's result (budgeted) and the run's id. The engine records and
-//! audits the run itself.
+//! and progress, and answered with the step's result and the run's id (`catalogue::call` applies the
+//! budget). The engine records and audits the run itself.
 
 use engine::run::{Engine, RunOptions};
 use serde_json::{Map, Value, json};
 
-use super::budget::budget;
-use super::reply::Reply;
+use super::reply::{Reply, RunRef};
 
 /// Runs `tool` with `args` as a one-step plan.
 pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>) -> Reply {
@@ -32,7 +31,7 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
         (None, Some(e)) => (false, format!("{qualified} did not run: {}", e.message)),
     };
     let mut body = json!({"ok": ok, "effects": effects, "summary": summary, "result": result, "run_id": outcome.run_id});
-    let mut links: Vec<String> = result
+    let links: Vec<String> = result
         .get("artifacts")
         .and_then(Value::as_array)
         .map(|a| {
@@ -49,11 +48,15 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
     }) {
         body["error"] = e;
     }
-    budget(engine, &outcome, &mut body, &mut links);
-    body["artifacts"] = links.iter().cloned().map(Value::String).collect();
     Reply {
         body,
         is_error: !ok,
         links,
+        run: Some(RunRef {
+            dir: outcome.dir.clone(),
+            uri_base: outcome.uri_base.clone(),
+        }),
+        raw_result: None,
+        warnings: Vec::new(),
     }
 }

@@ -14,6 +14,22 @@ pub struct Reply {
     pub body: Value,
     pub is_error: bool,
     pub links: Vec<String>,
+    /// The run a reply answers for, whose directory holds the whole result when the budget cuts it
+    /// (`catalogue::call` applies the budget once, after `output` shaped the result).
+    pub run: Option<RunRef>,
+    /// A result the caller may see unmasked (`artifacts` with `include_secrets`, behind
+    /// `INFRA_ALLOW_SECRET_EXPORT=1`): put back after the reply is redacted.
+    pub raw_result: Option<Value>,
+    /// Warnings for the client's log (`notifications/message`, when it set a level): a runbook's
+    /// deprecated syntax, a project runbook that overrides a built-in. Not part of the body.
+    pub warnings: Vec<String>,
+}
+
+/// Where a run's records are: its directory and the `artifact://` base of its URIs.
+#[derive(Debug, Clone)]
+pub struct RunRef {
+    pub dir: std::path::PathBuf,
+    pub uri_base: String,
 }
 
 impl Reply {
@@ -23,6 +39,9 @@ impl Reply {
             body: json!({"ok": true, "effects": "read", "summary": summary, "result": result}),
             is_error: false,
             links: Vec::new(),
+            run: None,
+            raw_result: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -45,6 +64,9 @@ impl Reply {
             body: json!({"ok": false, "summary": e["message"].clone(), "error": e}),
             is_error: true,
             links: Vec::new(),
+            run: None,
+            raw_result: None,
+            warnings: Vec::new(),
         }
     }
 

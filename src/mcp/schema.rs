@@ -33,7 +33,7 @@ pub struct ToolDesc {
 }
 
 /// The parameters of a front-end tool: its listed input schema, and what a call's arguments are read
-/// into once they fit it. Arguments the struct does not name are ignored, as the schema allows.
+/// into once they fit it. A key the struct does not name is refused (`parse`).
 pub trait ToolParams: DeserializeOwned + JsonSchema {
     /// The tool's name.
     const TOOL: &'static str;
@@ -112,10 +112,30 @@ fn validator<P: ToolParams>() -> Option<Arc<jsonschema::Validator>> {
 }
 
 /// Reads a call's arguments (an object) into the front-end tool's parameters, once they fit its listed
-/// input schema; when they do not, the reply is the refusal.
+/// input schema (no key it does not list); when they do not, the reply is the refusal.
 pub fn parse<P: ToolParams>(args: &Value) -> Result<P, Reply> {
     let tool = P::TOOL;
     let help = || format!("`help {{tool: \"{tool}\"}}` shows what `{tool}` takes");
+    // a key the tool does not take is refused, as the registry's tools refuse one
+    if let Value::Object(given) = args {
+        let listed = input_schema::<P>();
+        let keys: Vec<&str> = listed["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if let Some(k) = given.keys().find(|k| !keys.contains(&k.as_str())) {
+            let hint = dsl::diagnostic::suggestion(k, keys.iter().copied())
+                .map(|s| format!("{s} "))
+                .unwrap_or_default()
+                + &format!("`{tool}` takes: {}", keys.join(", "));
+            return Err(Reply::error(
+                "invalid_args",
+                format!("unknown key `{k}`: `{tool}` does not take it"),
+                Some(hint),
+                Some(format!("/{k}")),
+            ));
+        }
+    }
     let checked = validator::<P>();
     if let Some(e) = checked.as_ref().and_then(|v| v.iter_errors(args).next()) {
         let path = match e.instance_path().as_str() {
@@ -223,9 +243,15 @@ mod tests {
             assert_eq!(e["kind"], "invalid_args", "{bad}");
             assert_eq!(e["path"], path, "{bad}");
         }
-        // unknown arguments are ignored; an integer written as a float is left to the default
-        let p =
-            parse::<Probe>(&json!({"action": "status", "limit": 5.0, "other": 1})).expect("read");
+        // an unknown argument is refused, named, with the keys the tool takes
+        let e = err(json!({"action": "status", "limt": 5})).expect("refused");
+        assert_eq!(e["path"], "/limt");
+        assert_eq!(
+            e["hint"],
+            "did you mean `limit`? `probe` takes: action, limit, tags"
+        );
+        // an integer written as a float is left to the default
+        let p = parse::<Probe>(&json!({"action": "status", "limit": 5.0})).expect("read");
         assert_eq!((p.action, p.limit), (Kind::Status, None));
         let p =
             parse::<Probe>(&json!({"action": "list", "limit": 5, "tags": ["a"]})).expect("read");

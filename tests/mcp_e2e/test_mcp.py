@@ -187,14 +187,17 @@ async def connect(
     args: list[str] | None = None,
     profiles: Path | None = None,
     timeout: float = TEST_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Conn]:
     """Spawns the server, connects in `era`, yields a Conn; the server is always closed on exit."""
     assert INFRA_BIN.is_file(), f"no server binary at {INFRA_BIN} (build it, or set INFRA_BIN)"
     profiles = profiles or tmp_path / "profiles"
     profiles.mkdir(parents=True, exist_ok=True)
+    extra_env = env
     env = {"MCP_PROFILES_DIR": str(profiles), "NO_COLOR": "1"}
     if unsafe_local:
         env["INFRA_UNSAFE_LOCAL"] = "1"
+    env.update(extra_env or {})
     params = StdioServerParameters(command=str(INFRA_BIN), args=args or [], env=env, cwd=str(cwd or tmp_path))
     stderr_path = tmp_path / f"server-stderr-{time.monotonic_ns()}.log"
     try:
@@ -534,7 +537,7 @@ async def test_state_set_get_list_unset(tmp_path: Path, era: str) -> None:
         # the original name is an alias, and says so
         alias = await c.ok("mcp_state", {"action": "get", "key": "kept", "scope": "persistent"})
         assert alias["result"]["value"] == 42
-        assert "mcp_state" in alias["normalized"]
+        assert {"from": "mcp_state", "to": "state", "kind": "tool"} in alias["normalized"]
     # persistent state outlives the process; session state does not
     async with connect(tmp_path, era) as c:
         kept = await c.ok("state", {"action": "get", "key": "kept", "scope": "persistent"})
@@ -556,7 +559,7 @@ async def test_artifacts_list_get_tail(tmp_path: Path, era: str) -> None:
         assert re.fullmatch(r"artifact://runs/local\.exec/\d{4}-\d\d-\d\dT\d{6}Z-[0-9a-f]{8}/call/stdout", uri), uri
 
         listed = await c.ok("mcp_artifacts", {"action": "list", "limit": 10})
-        assert "`mcp_artifacts` is `artifacts`" == listed["normalized"]
+        assert listed["normalized"] == [{"from": "mcp_artifacts", "to": "artifacts", "kind": "tool"}]
         entries = {a["uri"]: a for a in listed["result"]["artifacts"]}
         assert 1 <= len(entries) <= 10
         assert entries[uri]["bytes"] == len(expected)

@@ -3,6 +3,8 @@
 //! URI reads as what it holds, and its `journal.jsonl` as its records (`Engine::read_artifact`). Every
 //! read is bounded (`max_bytes`, 4 KiB by default, at most `artifacts::MAX_READ`), redacted, and goes
 //! through the URI, so no link in a run's directory is followed.
+//! `include_secrets: true` reads without masking, only when `INFRA_ALLOW_SECRET_EXPORT=1` (refused
+//! otherwise); the call is audited like any other, its arguments included.
 
 use engine::record::artifacts::From;
 use engine::run::{ArtifactFilter, Engine};
@@ -31,12 +33,15 @@ pub struct Params {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(range(min = 1))]
     pub limit: Option<u64>,
-    /// `list`: only runs of this runbook (or single calls named so, e.g. `state.get`).
+    /// `list`: one runbook's runs.
     #[serde(default)]
     pub runbook: Option<String>,
-    /// `list`: only the run with this id (or id prefix).
+    /// `list`: one run (id prefix).
     #[serde(default)]
     pub run: Option<String>,
+    /// `get`, `head`, `tail`: read without masking secrets; needs `INFRA_ALLOW_SECRET_EXPORT=1`.
+    #[serde(default)]
+    pub include_secrets: bool,
 }
 
 /// What `artifacts` does.
@@ -57,10 +62,27 @@ impl ToolParams for Params {
 pub fn call(engine: &Engine, p: &Params) -> Reply {
     let uri = p.uri.as_str();
     let max = p.max_bytes.unwrap_or(4096);
-    let read = |from: From| match engine.read_artifact(uri, from, max) {
+    if p.include_secrets && !engine.config().allow_secret_export {
+        return Reply::error(
+            "refused",
+            "`include_secrets` needs secret export, which is off",
+            Some("start the server with `INFRA_ALLOW_SECRET_EXPORT=1` to allow it, or leave `include_secrets` out for a masked read".into()),
+            Some("/include_secrets".into()),
+        );
+    }
+    let none = engine::record::redact::Redactor::new();
+    let redactor = if p.include_secrets {
+        &none
+    } else {
+        engine.redactor()
+    };
+    let read = |from: From| match engine.read_artifact_with(uri, from, max, redactor) {
         Ok(v) => {
             let mut r = Reply::ok(format!("{} of {} bytes", v["bytes"], v["total_bytes"]), v);
             r.links.push(uri.to_owned());
+            if p.include_secrets {
+                r.raw_result = Some(r.body["result"].clone());
+            }
             r
         }
         Err(e) => Reply::error(

@@ -4,8 +4,8 @@
 //! With `tool` (and `action`) it answers from the registry: the tool's actions, or one action's
 //! description, effect, JSON Schema and example. Otherwise it scores every listed tool, every action
 //! (`local`'s only with `INFRA_UNSAFE_LOCAL=1`), every runbook of the catalog and every target by how many
-//! words of `query` each contains (`matches_query`, also used by `runbook list`) and answers the best ten
-//! of each.
+//! words of `query` (`q` is normalized to it) each contains (`matches_query`, also used by `runbook
+//! list`) and answers the best `limit` (10 by default) of each.
 
 use engine::actions;
 use engine::run::Engine;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::mcp::reply::Reply;
-use crate::mcp::schema::{ToolDesc, ToolParams};
+use crate::mcp::schema::{ToolDesc, ToolParams, opt_u64};
 
 /// What `help` takes.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -25,6 +25,10 @@ pub struct Params {
     pub tool: Option<String>,
     /// An action of `tool`: its schema and an example.
     pub action: Option<String>,
+    /// At most this many matches of each kind (10 by default).
+    #[serde(default, deserialize_with = "opt_u64")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u64>,
 }
 
 impl ToolParams for Params {
@@ -77,6 +81,12 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
                 json!({"tool": t.name, "description": t.description, "actions": t.actions.iter().map(|a| json!({"action": a.name, "description": a.description, "effects": a.effect})).collect::<Vec<_>>()})
             }
         };
+        let mut body = body;
+        body["options"] = crate::mcp::shape::OPTIONS
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         return Reply::ok(format!("help for `{tool}`"), body);
     }
     let q = query_words(p.query.as_deref());
@@ -109,9 +119,10 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
             found_runbooks.push((n, json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin})));
         }
     }
+    let limit = p.limit.unwrap_or(10) as usize;
     let best = |mut v: Vec<(usize, Value)>| -> Vec<Value> {
         v.sort_by_key(|x| std::cmp::Reverse(x.0));
-        v.into_iter().take(10).map(|(_, x)| x).collect()
+        v.into_iter().take(limit).map(|(_, x)| x).collect()
     };
     let mut found_targets = Vec::new();
     for t in engine::targets::Targets::load(&engine.config().profiles_dir).public() {

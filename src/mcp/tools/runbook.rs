@@ -4,8 +4,9 @@
 //! `plan` and `run` take the catalog's runbook or an inline one (loaded from its JSON by `dsl::load`),
 //! compile it with the catalog as resolver and resolve its inputs; `plan` (or `run` with `dry_run`)
 //! renders it, `run` executes it with the call's cancel token and progress, and its result is budgeted
-//! like a registry call's. `upsert` and `delete` write only after an fsync'd audit `intent` (refused if
-//! it cannot be written), then reload the engine's catalog.
+//! by `catalogue::call` like a registry call's; a failed run reads as one error (`one_error`). `upsert`
+//! and `delete` write only after an fsync'd audit `intent` (refused if it cannot be written), then
+//! reload the engine's catalog.
 
 use std::sync::Arc;
 
@@ -15,8 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::help::matches_query;
-use crate::mcp::budget::budget;
-use crate::mcp::reply::Reply;
+use crate::mcp::reply::{Reply, RunRef};
 use crate::mcp::schema::{ToolParams, opt_u64};
 
 /// What `runbook` takes.
@@ -255,33 +255,69 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 };
             }
             let outcome = engine.execute(&plan, inputs, options);
-            let steps: Vec<Value> = outcome
-                .steps
-                .iter()
-                .map(|s| json!({"id": s.id, "status": s.status, "duration_ms": s.duration_ms, "error": s.error.as_ref().map(|e| e.to_json()), "reason": s.reason}))
-                .collect();
             let ok = outcome.ok();
+            let (steps, outputs, unavailable) = one_error(&outcome, ok);
             let mut body = json!({
                 "ok": ok, "effects": plan.effects(),
                 "summary": format!("{} {:?} in {} ms", rb.name, outcome.status, outcome.duration_ms).to_lowercase(),
-                "result": {"status": outcome.status, "outputs": outcome.outputs, "steps": steps, "evidence": outcome.uri_base},
+                "result": {"status": outcome.status, "outputs": outputs, "steps": steps, "evidence": outcome.uri_base},
                 "run_id": outcome.run_id,
             });
+            if !unavailable.is_empty() {
+                body["result"]["outputs_unavailable"] = unavailable.into();
+            }
             if let Some(e) = &outcome.error {
                 body["error"] = json!({"kind": e.kind, "message": e.message});
             }
-            let mut links = Vec::new();
-            budget(engine, &outcome, &mut body, &mut links);
-            body["artifacts"] = links.iter().cloned().map(Value::String).collect();
             Reply {
                 body,
                 is_error: !ok,
-                links,
+                links: Vec::new(),
+                run: Some(RunRef {
+                    dir: outcome.dir.clone(),
+                    uri_base: outcome.uri_base.clone(),
+                }),
+                raw_result: None,
+                warnings: Vec::new(),
             }
         }
         Action::Upsert => upsert(engine, p),
         Action::Delete => delete(engine, p),
     }
+}
+
+/// A run's steps and outputs as a reply shows them, so a failure reads as one error: a step that failed
+/// with the same message as an earlier one says `same_as` that step, and when the run failed, the outputs
+/// that could not be rendered (they read what a failed step never produced) are left out and named in
+/// the third list instead.
+fn one_error(outcome: &engine::run::RunOutcome, ok: bool) -> (Vec<Value>, Value, Vec<String>) {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let steps = outcome
+        .steps
+        .iter()
+        .map(|s| {
+            let mut error = s.error.as_ref().map(|e| e.to_json());
+            if let Some(e) = &s.error {
+                match seen.iter().find(|(_, m)| *m == e.message) {
+                    Some((first, _)) => error = Some(json!({"kind": e.kind, "same_as": first})),
+                    None => seen.push((s.id.to_string(), e.message.clone())),
+                }
+            }
+            json!({"id": s.id, "status": s.status, "duration_ms": s.duration_ms, "error": error, "reason": s.reason})
+        })
+        .collect();
+    let mut outputs = outcome.outputs.clone();
+    let mut unavailable = Vec::new();
+    if let (false, Value::Object(o)) = (ok, &mut outputs) {
+        o.retain(|k, v| {
+            let failed = v.get("error").is_some() && v.as_object().is_some_and(|m| m.len() == 1);
+            if failed {
+                unavailable.push(k.clone());
+            }
+            !failed
+        });
+    }
+    (steps, outputs, unavailable)
 }
 
 /// Checks a runbook completely (load, compile), then saves it as `<name>.json` among the project's

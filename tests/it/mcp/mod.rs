@@ -152,7 +152,10 @@ async fn calls_run_through_the_engine_with_audit_and_errors_as_results() {
     assert!(b["run_id"].as_str().is_some_and(|id| id.len() == 32));
     let r = call(&s, "mcp_state", json!({"action": "get", "key": "k"})).await;
     assert_eq!(body(&r)["result"]["value"], json!({"n": 1}));
-    assert_eq!(body(&r)["normalized"], "`mcp_state` is `state`");
+    assert_eq!(
+        body(&r)["normalized"],
+        json!([{"from": "mcp_state", "to": "state", "kind": "tool"}])
+    );
 
     // bad calls are results with isError, a kind, a message and a JSON path
     let r = call(&s, "state", json!({"action": "sett", "key": "k"})).await;
