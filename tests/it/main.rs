@@ -11,6 +11,7 @@ mod docs;
 mod engine_runs;
 mod golden;
 mod http;
+mod legacy;
 mod limits;
 mod mcp;
 mod project;
