@@ -598,6 +598,7 @@ fn retry(w: &mut W<'_>, v: &mut Node, cx: &Cx) {
         "retry_on_error",
     ];
     let mut changed = false;
+    let ok_before = w.ok;
     let mut first: Option<Span> = None;
     for name in legacy {
         let Some((k, val)) = r.iter().find(|(k, _)| k.name == name).cloned() else {
@@ -645,7 +646,10 @@ fn retry(w: &mut W<'_>, v: &mut Node, cx: &Cx) {
             strings(w, u, cx);
         }
     }
-    if changed && let Some(span) = first {
+    if changed
+        && w.ok == ok_before
+        && let Some(span) = first
+    {
         let new = Value::Object(
             r.iter()
                 .map(|(k, v)| (k.name.clone(), v.to_json()))

@@ -54,14 +54,19 @@ const KEYWORDS: &[&str] = &[
     "loop",
 ];
 
-fn segment(raw: &str) -> Option<Seg> {
+/// One step of a path; quotes only inside brackets (`a["k"]`), as elsewhere `"k"` is a string.
+fn segment(raw: &str, bracket: bool) -> Option<Seg> {
     let t = raw.trim();
     let unquoted = t
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .or_else(|| t.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')));
-    if let Some(k) = unquoted {
+    if let Some(k) = unquoted.filter(|_| bracket) {
         return Some(Seg::Key(k.to_owned()));
+    }
+    if bracket && !t.chars().all(|c| c.is_ascii_digit()) {
+        // `a[k]` reads the variable `k` in Tera: an expression of ours, not an original path
+        return None;
     }
     if t.is_empty()
         || !t
@@ -99,18 +104,18 @@ pub(super) fn parse_relative(path: &str) -> Option<Vec<Seg>> {
                     return None;
                 }
                 if !cur.is_empty() {
-                    segs.push(segment(&cur)?);
+                    segs.push(segment(&cur, false)?);
                 }
                 cur.clear();
                 after_bracket = false;
             }
             '[' => {
                 if !cur.is_empty() {
-                    segs.push(segment(&cur)?);
+                    segs.push(segment(&cur, false)?);
                     cur.clear();
                 }
                 let inner: String = chars.by_ref().take_while(|&c| c != ']').collect();
-                segs.push(segment(&inner)?);
+                segs.push(segment(&inner, true)?);
                 after_bracket = true;
             }
             _ => {
@@ -120,7 +125,7 @@ pub(super) fn parse_relative(path: &str) -> Option<Vec<Seg>> {
         }
     }
     if !cur.is_empty() {
-        segs.push(segment(&cur)?);
+        segs.push(segment(&cur, false)?);
     }
     (!segs.is_empty()).then_some(segs)
 }
@@ -224,8 +229,8 @@ impl Why {
     pub(super) fn says(self) -> &'static str {
         match self {
             Why::Optional => "`{{ ?x }}` (an optional reference)",
-            Why::Index => "a path step Tera cannot read (`a.0`, `a.my-key`)",
-            Why::TraceId => "`trace_id`",
+            Why::Index => "path steps like `a.0` or `a.my-key`",
+            Why::TraceId => "`trace_id` (now `run.id`)",
         }
     }
 }
@@ -322,29 +327,35 @@ mod tests {
 
     #[test]
     fn paths_become_tera() {
-        let p = parse("steps.x.items[0].name").unwrap();
+        let p = parse("steps.x.items[0].name").expect("ok");
         assert_eq!(tera(&p, false), "steps.x.items[0].name");
-        assert_eq!(tera(&parse("a.0.b").unwrap(), true), "a?[0]?.b");
-        assert_eq!(tera(&parse("a.my-key").unwrap(), false), "a[\"my-key\"]");
-        assert_eq!(tera(&parse("a['k']").unwrap(), false), "a.k");
+        assert_eq!(tera(&parse("a.0.b").expect("ok"), true), "a?[0]?.b");
+        assert_eq!(
+            tera(&parse("a.my-key").expect("ok"), false),
+            "a[\"my-key\"]"
+        );
+        assert_eq!(tera(&parse("a['k']").expect("ok"), false), "a.k");
         assert!(parse("a | upper").is_none());
         assert!(parse("true").is_none());
         assert!(parse("a..b").is_none());
+        assert!(parse("\"any\"").is_none());
+        assert!(parse("input.map[item]").is_none());
+        assert_eq!(rewrite("{{ \"any\" }}", &cx()).expect("ok"), None);
     }
 
     #[test]
     fn templates_are_rewritten_only_where_needed() {
-        assert_eq!(rewrite("{{ input.x }}", &cx()).unwrap(), None);
-        assert_eq!(rewrite("{{ input.x | upper }}", &cx()).unwrap(), None);
+        assert_eq!(rewrite("{{ input.x }}", &cx()).expect("ok"), None);
+        assert_eq!(rewrite("{{ input.x | upper }}", &cx()).expect("ok"), None);
         let (t, why) = rewrite("a {{ ?input.x }} b {{ steps.s.rows.0 }}", &cx())
-            .unwrap()
-            .unwrap();
+            .expect("ok")
+            .expect("ok");
         assert_eq!(
             t,
             "a {{ input?.x | default(value=\"\") }} b {{ steps.s.rows[0] }}"
         );
         assert_eq!(why, vec![Why::Optional, Why::Index]);
-        let (t, _) = rewrite("{{ trace_id }}", &cx()).unwrap().unwrap();
+        let (t, _) = rewrite("{{ trace_id }}", &cx()).expect("ok").expect("ok");
         assert_eq!(t, "{{ run.id }}");
     }
 
@@ -356,12 +367,12 @@ mod tests {
             .outputs
             .insert("get".into(), vec![Seg::Key("value".into())]);
         let (t, _) = rewrite("{{ host.name }}/{{ steps.get }}", &c)
-            .unwrap()
-            .unwrap();
+            .expect("ok")
+            .expect("ok");
         assert_eq!(t, "{{ item.name }}/{{ steps.get.value }}");
         assert!(rewrite("{{ steps.get | length }}", &c).is_err());
         c.missing = Missing::Null;
-        let (t, _) = rewrite("{{ input.x }}", &c).unwrap().unwrap();
+        let (t, _) = rewrite("{{ input.x }}", &c).expect("ok").expect("ok");
         assert_eq!(t, "{{ input?.x | default(value=none) }}");
     }
 }
