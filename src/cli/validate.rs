@@ -23,17 +23,18 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Rewrite files written in the original product's syntax into the current one (atomically),
-    /// printing each change; a file with errors is left as it is, and built-ins are never rewritten.
+    /// printing each change; a file with errors (or a YAML file with comments) is left as it is and
+    /// makes the exit status 1; built-ins are never rewritten.
     #[arg(long)]
     fix: bool,
 }
 
 pub fn run(args: Args) -> u8 {
     let mut catalog = Catalog::load(&catalog_options());
-    let mut fixed: Vec<serde_json::Value> = Vec::new();
+    let (mut fixed, mut unfixed) = (Vec::new(), false);
     if args.fix {
         match fix::files(&catalog, &args.targets) {
-            Ok(f) => fixed = f,
+            Ok(f) => (fixed, unfixed) = f,
             Err(code) => return code,
         }
         if !fixed.is_empty() {
@@ -117,7 +118,7 @@ pub fn run(args: Args) -> u8 {
         })),
         Format::Human => {
             if args.fix {
-                fix::print(&fixed);
+                fix::print(&fixed, unfixed);
             }
             render::diagnostics(&diags);
             if errors == 0 {
@@ -131,7 +132,7 @@ pub fn run(args: Args) -> u8 {
     }
     if usage {
         USAGE
-    } else if errors > 0 {
+    } else if errors > 0 || unfixed {
         FAILED
     } else {
         OK

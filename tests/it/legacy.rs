@@ -132,6 +132,19 @@ fn fix_leaves_files_with_errors_and_built_ins_alone() {
     let text = std::fs::read_to_string(p.path().join("runbooks.json")).expect("read");
     assert_eq!(text, broken);
 
+    let commented = "# kept by hand\nname: y\ninputs: [x]\nsteps:\n  - id: a\n    tool: state\n    when: {path: input.x, exists: true}\n    args: {action: get, key: k}\n";
+    let p = p.file("runbooks/y.yaml", commented);
+    let out = p
+        .infra()
+        .args(["validate", "--fix", "runbooks/y.yaml"])
+        .output()
+        .expect("fix");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("comments"), "{stderr}");
+    let text = std::fs::read_to_string(p.path().join("runbooks/y.yaml")).expect("read");
+    assert_eq!(text, commented);
+
     let out = p
         .infra()
         .args(["validate", "--fix", "repo.snapshot"])

@@ -11,8 +11,9 @@ use crate::cli::{USAGE, looks_like_path};
 use crate::render;
 
 /// Rewrites the files behind `targets` (paths, or names of project runbooks; none: every project
-/// file). Returns what changed per file; `Err` with an exit code when a target cannot be fixed at all.
-pub(super) fn files(catalog: &Catalog, targets: &[String]) -> Result<Vec<Value>, u8> {
+/// file). Returns what changed per file and whether a file was left unfixed; `Err` with an exit code
+/// when a target cannot be fixed at all.
+pub(super) fn files(catalog: &Catalog, targets: &[String]) -> Result<(Vec<Value>, bool), u8> {
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut refused = false;
     for t in targets {
@@ -47,22 +48,27 @@ pub(super) fn files(catalog: &Catalog, targets: &[String]) -> Result<Vec<Value>,
     paths.sort();
     paths.dedup();
     let mut out = Vec::new();
+    let mut left = false;
     for p in paths {
-        if let Some(v) = one(&p) {
-            out.push(v);
+        match one(&p) {
+            Ok(Some(v)) => out.push(v),
+            Ok(None) => {}
+            Err(()) => left = true,
         }
     }
-    Ok(out)
+    Ok((out, left))
 }
 
-/// One file: `None` when there was nothing to do or it could not be rewritten (its diagnostics are
-/// reported by the validation that follows).
-fn one(path: &Path) -> Option<Value> {
-    let file = engine::ctx::read_source(path).ok()?;
+/// One file: `None` when there was nothing to do, `Err` when it could not be rewritten (said here, or
+/// by the validation that follows).
+fn one(path: &Path) -> Result<Option<Value>, ()> {
+    let Ok(file) = engine::ctx::read_source(path) else {
+        return Err(());
+    };
     let stem = path.file_stem().and_then(|s| s.to_str());
     let fixed = match dsl::legacy::fix(&file, stem) {
         Ok(Some(f)) => f,
-        Ok(None) => return None,
+        Ok(None) => return Ok(None),
         Err(diags) => {
             let refusal = diags
                 .iter()
@@ -79,12 +85,12 @@ fn one(path: &Path) -> Option<Value> {
                     path.display()
                 )),
             }
-            return None;
+            return Err(());
         }
     };
     if let Err(e) = write_atomically(path, &fixed.text) {
         render::err(&format!("not fixed: `{}`: {e}\n", path.display()));
-        return None;
+        return Err(());
     }
     let changes: Vec<Value> = fixed
         .changes
@@ -98,7 +104,9 @@ fn one(path: &Path) -> Option<Value> {
             json!({"at": at, "was": d.message, "now": d.help})
         })
         .collect();
-    Some(json!({"source": path.display().to_string(), "changes": changes}))
+    Ok(Some(
+        json!({"source": path.display().to_string(), "changes": changes}),
+    ))
 }
 
 /// Writes `text` beside `path`, then renames it over `path`, keeping its permissions.
@@ -123,8 +131,8 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// What `files` changed, for people.
-pub(super) fn print(fixed: &[Value]) {
-    if fixed.is_empty() {
+pub(super) fn print(fixed: &[Value], left: bool) {
+    if fixed.is_empty() && !left {
         render::out("nothing to fix\n");
         return;
     }
