@@ -41,6 +41,9 @@ pub enum Code {
     FileNotFound,
     /// A runbook file is there but cannot be read (permissions, a directory, …).
     FileUnreadable,
+    /// The original product's runbook syntax: translated (a warning showing the new form), or, where it
+    /// has no equivalent, an error saying what to write instead.
+    DeprecatedSyntax,
 }
 
 impl Code {
@@ -68,6 +71,7 @@ impl Code {
         Code::InvalidInput,
         Code::FileNotFound,
         Code::FileUnreadable,
+        Code::DeprecatedSyntax,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +99,7 @@ impl Code {
             Code::InvalidInput => "invalid-input",
             Code::FileNotFound => "file-not-found",
             Code::FileUnreadable => "file-unreadable",
+            Code::DeprecatedSyntax => "deprecated-syntax",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod diagnostic;
+pub mod legacy;
 pub mod load;
 pub mod parse;
 pub mod raw;

@@ -32,8 +32,8 @@ impl Loaded {
 pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
     let mut diags = Diagnostics::new();
     let mut runbooks = Vec::new();
-    let root = match parse(file) {
-        Ok(n) => Arc::new(n),
+    let mut root = match parse(file) {
+        Ok(n) => n,
         Err(d) => {
             return Loaded {
                 runbooks,
@@ -52,9 +52,16 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
             diagnostics: diags.into_sorted(),
         };
     }
-    if is_map_form(&root) {
+    let map_form = is_map_form(&root);
+    let legacy = crate::legacy::translate(file, &mut root, map_form);
+    diags.extend(legacy.diagnostics);
+    let root = Arc::new(root);
+    if map_form {
         for (key, node) in root.entries() {
             let pointer = format!("/{}", key.name.replace('~', "~0").replace('/', "~1"));
+            if legacy.broken.contains(&pointer) {
+                continue;
+            }
             let name = key.name.clone();
             one(
                 file,
@@ -75,6 +82,12 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
                 root.entries().first().map_or(root.span, |(k, _)| k.span),
             ),
         };
+        if legacy.broken.iter().any(String::is_empty) {
+            return Loaded {
+                runbooks,
+                diagnostics: diags.into_sorted(),
+            };
+        }
         if name.is_empty() && root.get("name").is_none() {
             diags.push(
                 Diagnostic::error(Code::MissingKey, "missing key `name`")
@@ -100,7 +113,7 @@ pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {
 }
 
 /// The map form: no `steps` key at the top and every value a mapping.
-fn is_map_form(root: &Node) -> bool {
+pub(crate) fn is_map_form(root: &Node) -> bool {
     let entries = root.entries();
     !entries.is_empty()
         && root.get("steps").is_none()

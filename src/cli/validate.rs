@@ -10,6 +10,8 @@ use serde_json::json;
 use super::{FAILED, Format, OK, USAGE, catalog_options, find_runbook, looks_like_path};
 use crate::render;
 
+mod fix;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Runbook files or names; none means every runbook infra can find.
@@ -20,10 +22,26 @@ pub struct Args {
     /// The same as `--format json`, as every other command takes it.
     #[arg(long)]
     json: bool,
+    /// Rewrite files written in the original product's syntax into the current one (atomically),
+    /// printing each change; a file with errors (or a YAML file with comments) is left as it is and
+    /// makes the exit status 1; built-ins are never rewritten.
+    #[arg(long)]
+    fix: bool,
 }
 
 pub fn run(args: Args) -> u8 {
-    let catalog = Catalog::load(&catalog_options());
+    let mut catalog = Catalog::load(&catalog_options());
+    let (mut fixed, mut unfixed) = (Vec::new(), false);
+    if args.fix {
+        match fix::files(&catalog, &args.targets) {
+            Ok(f) => (fixed, unfixed) = f,
+            Err(code) => return code,
+        }
+        if !fixed.is_empty() {
+            catalog = Catalog::load(&catalog_options());
+        }
+    }
+    let catalog = catalog;
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut checked: Vec<serde_json::Value> = Vec::new();
     let mut usage = false;
@@ -96,8 +114,12 @@ pub fn run(args: Args) -> u8 {
             "warnings": diags.len() - errors,
             "runbooks": checked,
             "diagnostics": render::diagnostics_json(&diags),
+            "fixed": if args.fix { json!(fixed) } else { json!(null) },
         })),
         Format::Human => {
+            if args.fix {
+                fix::print(&fixed, unfixed);
+            }
             render::diagnostics(&diags);
             if errors == 0 {
                 render::out(&format!(
@@ -110,7 +132,7 @@ pub fn run(args: Args) -> u8 {
     }
     if usage {
         USAGE
-    } else if errors > 0 {
+    } else if errors > 0 || unfixed {
         FAILED
     } else {
         OK

@@ -40,6 +40,7 @@ impl Stamp {
 pub(super) struct FileNames {
     pub stamp: Stamp,
     pub names: Vec<String>,
+    /// It had diagnostics (errors or warnings): it is parsed every time.
     pub has_errors: bool,
 }
 
@@ -79,7 +80,7 @@ impl Index {
         }
     }
 
-    /// The names `path` defines, when the index holds the file as it is now and it had no errors.
+    /// The names `path` defines, when the index holds the file as it is now and it had no diagnostics.
     pub(super) fn lookup(&mut self, path: &Path, stamp: Stamp) -> Option<Vec<String>> {
         let key = absolute(path);
         let known = self.read.get(&key)?;

@@ -161,7 +161,8 @@ impl Catalog {
                 let before = self.diagnostics.len();
                 let names = self.add_file(&file, stem.as_deref(), Origin::Project);
                 if let Some(stamp) = stamp {
-                    let has_errors = self.diagnostics[before..].iter().any(Diagnostic::is_error);
+                    // warnings too: a file with any diagnostic is parsed every time, so they are shown every time
+                    let has_errors = self.diagnostics.len() > before;
                     index.learn(
                         path,
                         index::FileNames {
