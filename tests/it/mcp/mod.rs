@@ -4,6 +4,7 @@
 //! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking.
 
 mod battery;
+mod crash;
 mod network;
 mod protocol;
 mod runbooks;
