@@ -1,7 +1,8 @@
 //! The MCP server end to end: the built binary, spawned, driven by the rmcp client over its stdio.
 //! This file holds the session helpers and the tool listing and call tests; `runbooks` the runbook
 //! tool, progress and jobs; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
-//! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking.
+//! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking; `crash` a
+//! server killed mid-stream.
 
 mod battery;
 mod crash;
