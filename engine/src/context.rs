@@ -226,7 +226,9 @@ fn walk(root: &Path, limits: Limits) -> (Context, Vec<Seen>) {
                     }
                     _ => {}
                 }
-                if name.starts_with('.') || matches!(name.as_str(), "target" | "node_modules" | "vendor") {
+                if name.starts_with('.')
+                    || matches!(name.as_str(), "target" | "node_modules" | "vendor")
+                {
                     continue;
                 }
                 if depth < limits.depth {
@@ -286,8 +288,12 @@ fn by_name(name: &str) -> Vec<&'static str> {
         "go.mod" => out.push("go"),
         "Cargo.toml" => out.push("rust"),
         "pom.xml" | "build.gradle" | "build.gradle.kts" => out.push("java"),
-        "Dockerfile" | "docker-compose.yml" | "docker-compose.yaml" | "compose.yaml"
-        | "compose.yml" | "Containerfile" => out.push("docker"),
+        "Dockerfile"
+        | "docker-compose.yml"
+        | "docker-compose.yaml"
+        | "compose.yaml"
+        | "compose.yml"
+        | "Containerfile" => out.push("docker"),
         "kustomization.yaml" | "kustomization.yml" | "Kustomization" => {
             out.extend(["kustomize", "k8s"]);
         }
@@ -316,7 +322,10 @@ fn manifest_tags(path: &Path) -> Vec<&'static str> {
     let Ok(f) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    if f.take(MANIFEST_PREFIX as u64).read_to_end(&mut buf).is_err() {
+    if f.take(MANIFEST_PREFIX as u64)
+        .read_to_end(&mut buf)
+        .is_err()
+    {
         return Vec::new();
     }
     let text = String::from_utf8_lossy(&buf);
@@ -326,7 +335,9 @@ fn manifest_tags(path: &Path) -> Vec<&'static str> {
         if let (Some(a), Some(k)) = (api.take(), kind.take()) {
             out.push("k8s");
             match (a.as_str(), k.as_str()) {
-                (a, "Application" | "ApplicationSet" | "AppProject") if a.starts_with("argoproj.io/") => {
+                (a, "Application" | "ApplicationSet" | "AppProject")
+                    if a.starts_with("argoproj.io/") =>
+                {
                     out.push("argocd");
                 }
                 (a, _) if a.contains("toolkit.fluxcd.io/") => out.push("flux"),
@@ -373,14 +384,36 @@ mod tests {
         let r = d.path();
         write(r, "package.json", "{}");
         write(r, "deploy/base/kustomization.yaml", "resources: [d.yaml]\n");
-        write(r, "deploy/base/d.yaml", "apiVersion: apps/v1\nkind: Deployment\n");
-        write(r, "apps/app.yaml", "apiVersion: argoproj.io/v1alpha1\nkind: Application\n");
+        write(
+            r,
+            "deploy/base/d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\n",
+        );
+        write(
+            r,
+            "apps/app.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\n",
+        );
         write(r, "charts/api/Chart.yaml", "name: api\n");
-        write(r, "clusters/prod/flux-system/gotk-sync.yaml", "---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n");
+        write(
+            r,
+            "clusters/prod/flux-system/gotk-sync.yaml",
+            "---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n",
+        );
         write(r, ".github/workflows/ci.yml", "on: push\n");
         write(r, "infra/main.tf", "");
         let c = refresh(r, Limits::default()).expect("context");
-        for t in ["node", "kustomize", "k8s", "argocd", "flux", "gitops", "helm", "ci", "terraform"] {
+        for t in [
+            "node",
+            "kustomize",
+            "k8s",
+            "argocd",
+            "flux",
+            "gitops",
+            "helm",
+            "ci",
+            "terraform",
+        ] {
             assert!(c.has(t), "{t}: {:?}", c.tags);
         }
         assert!(!c.has("git"));
@@ -412,8 +445,18 @@ mod tests {
             write(d.path(), &format!("f{i}.txt"), "");
         }
         write(d.path(), "a/b/c/package.json", "{}");
-        let c = refresh(d.path(), Limits { depth: 1, entries: 20 }).expect("context");
-        assert!(c.truncated && c.stopped.is_some() && c.scanned == 20, "{c:?}");
+        let c = refresh(
+            d.path(),
+            Limits {
+                depth: 1,
+                entries: 20,
+            },
+        )
+        .expect("context");
+        assert!(
+            c.truncated && c.stopped.is_some() && c.scanned == 20,
+            "{c:?}"
+        );
         let e = refresh(&d.path().join("f1.txt"), Limits::default()).expect_err("a file");
         assert!(e.message.contains("not a directory"));
     }

@@ -100,7 +100,15 @@ fn target_value(engine: &Engine, name: &str) -> Result<Value, IntentError> {
     let dir = &engine.config().profiles_dir;
     let err = |e: crate::targets::TargetError| IntentError {
         path: Some("/target".into()),
-        ..IntentError::new(if e.kind == crate::error::ErrorKind::NotFound { "not_found" } else { "invalid_config" }, e.message, e.hint)
+        ..IntentError::new(
+            if e.kind == crate::error::ErrorKind::NotFound {
+                "not_found"
+            } else {
+                "invalid_config"
+            },
+            e.message,
+            e.hint,
+        )
     };
     let t = crate::targets::Targets::load_checked(dir).map_err(err)?;
     let target = t.find(name, dir).map_err(err)?;
@@ -124,16 +132,28 @@ pub fn resolve(engine: &Engine, ask: &Ask) -> Result<(Context, Resolution), Inte
                 ),
                 format!(
                     "fix it{}; `infra validate {}` shows every error",
-                    first.and_then(|d| d.location()).map(|l| format!(" at {l}")).unwrap_or_default(),
-                    caps.file.as_ref().map_or(String::new(), |f| f.display().to_string())
+                    first
+                        .and_then(|d| d.location())
+                        .map(|l| format!(" at {l}"))
+                        .unwrap_or_default(),
+                    caps.file
+                        .as_ref()
+                        .map_or(String::new(), |f| f.display().to_string())
                 ),
             )
         });
     }
     let ctx = context_of(ask.repo_root.as_deref(), false)?;
-    let target = ask.target.as_deref().map(|t| target_value(engine, t)).transpose()?;
+    let target = ask
+        .target
+        .as_deref()
+        .map(|t| target_value(engine, t))
+        .transpose()?;
     let state = |k: &str| -> Option<Value> {
-        engine.session().get(k).or_else(|| engine.store().ok()?.state_get(k).ok().flatten())
+        engine
+            .session()
+            .get(k)
+            .or_else(|| engine.store().ok()?.state_get(k).ok().flatten())
     };
     let facts = Facts {
         context: &ctx,
@@ -145,11 +165,21 @@ pub fn resolve(engine: &Engine, ask: &Ask) -> Result<(Context, Resolution), Inte
         capability: ask.capability.clone(),
         inputs: ask.inputs.clone(),
     };
-    let res = capability::resolve::resolve(&caps, &engine.catalog(), &req, &facts).map_err(|e| IntentError {
-        details: json!({"candidates": e.candidates}),
-        path: Some(if e.kind == "not_found" && ask.capability.is_some() { "/capability" } else { "/intent" }.into()),
-        ..IntentError::new(e.kind, e.message, e.hint)
-    })?;
+    let res =
+        capability::resolve::resolve(&caps, &engine.catalog(), &req, &facts).map_err(|e| {
+            IntentError {
+                details: json!({"candidates": e.candidates}),
+                path: Some(
+                    if e.kind == "not_found" && ask.capability.is_some() {
+                        "/capability"
+                    } else {
+                        "/intent"
+                    }
+                    .into(),
+                ),
+                ..IntentError::new(e.kind, e.message, e.hint)
+            }
+        })?;
     Ok((ctx, res))
 }
 
@@ -199,7 +229,13 @@ impl Compiled {
 fn step_id(i: usize, cap: &str) -> String {
     let s: String = cap
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("s{i}_{s}")
 }
@@ -210,7 +246,13 @@ pub fn compile(engine: &Engine, ask: &Ask) -> Result<Compiled, IntentError> {
     let catalog = engine.catalog();
     let name: String = format!("intent.{}", resolution.intent)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let mut steps = Vec::new();
     let mut inputs_decl = Map::new();
@@ -220,14 +262,24 @@ pub fn compile(engine: &Engine, ask: &Ask) -> Result<Compiled, IntentError> {
     for (i, s) in resolution.steps.iter().enumerate() {
         let Some(rb_name) = &s.runbook else { continue };
         let Some(entry) = catalog.get(rb_name) else {
-            return Err(IntentError::new("not_found", format!("runbook `{rb_name}` of capability `{}` is gone", s.capability), "`infra validate` checks the capabilities file"));
+            return Err(IntentError::new(
+                "not_found",
+                format!(
+                    "runbook `{rb_name}` of capability `{}` is gone",
+                    s.capability
+                ),
+                "`infra validate` checks the capabilities file",
+            ));
         };
         let rb = entry.runbook.clone();
         let id = step_id(i, &s.capability);
         let secret = rb.inputs.values().any(|x| x.secret);
         inputs_decl.insert(id.clone(), json!({"type": "object", "secret": secret, "description": format!("inputs of `{rb_name}` for capability `{}`", s.capability)}));
         steps.push(json!({"id": id, "tool": "runbook", "args": {"action": "run", "name": rb_name, "input": format!("{{{{ input.{id} }}}}")}}));
-        outputs.insert(s.capability.clone(), format!("{{{{ steps.{id}.outputs }}}}").into());
+        outputs.insert(
+            s.capability.clone(),
+            format!("{{{{ steps.{id}.outputs }}}}").into(),
+        );
         inputs.insert(id.clone(), Value::Object(s.inputs.clone()));
         let mut shown = json!({"capability": s.capability, "runbook": rb_name, "inputs": engine.redactor().redact_value(&Value::Object(s.inputs.clone())), "sources": s.sources, "effects": s.effects});
         if !s.ignored.is_empty() {
@@ -237,19 +289,36 @@ pub fn compile(engine: &Engine, ask: &Ask) -> Result<Compiled, IntentError> {
             Err(d) => {
                 return Err(IntentError {
                     diagnostics: d.clone(),
-                    ..IntentError::new("invalid_config", format!("runbook `{rb_name}` does not compile: {}", d.first().map_or("", |x| x.message.as_str())), "`infra validate` shows every error")
+                    ..IntentError::new(
+                        "invalid_config",
+                        format!(
+                            "runbook `{rb_name}` does not compile: {}",
+                            d.first().map_or("", |x| x.message.as_str())
+                        ),
+                        "`infra validate` shows every error",
+                    )
                 });
             }
-            Ok(p) if s.missing.is_empty() => match dsl::resolve_inputs(&rb, &s.inputs).map(|i| p.render(&i)) {
-                Ok(Ok(r)) => shown["plan"] = r.json,
-                Ok(Err(d)) | Err(d) => {
-                    return Err(IntentError {
-                        diagnostics: d.clone(),
-                        path: Some("/inputs".into()),
-                        ..IntentError::new("invalid_input", format!("capability `{}`: {}", s.capability, d.first().map_or("", |x| x.message.as_str())), "fix the input named, or the capability's `map`/`defaults`")
-                    });
+            Ok(p) if s.missing.is_empty() => {
+                match dsl::resolve_inputs(&rb, &s.inputs).map(|i| p.render(&i)) {
+                    Ok(Ok(r)) => shown["plan"] = r.json,
+                    Ok(Err(d)) | Err(d) => {
+                        return Err(IntentError {
+                            diagnostics: d.clone(),
+                            path: Some("/inputs".into()),
+                            ..IntentError::new(
+                                "invalid_input",
+                                format!(
+                                    "capability `{}`: {}",
+                                    s.capability,
+                                    d.first().map_or("", |x| x.message.as_str())
+                                ),
+                                "fix the input named, or the capability's `map`/`defaults`",
+                            )
+                        });
+                    }
                 }
-            },
+            }
             Ok(p) => {
                 shown["plan"] = p.to_json();
                 shown["missing"] = json!(s.missing);
@@ -265,10 +334,32 @@ pub fn compile(engine: &Engine, ask: &Ask) -> Result<Compiled, IntentError> {
         "steps": steps,
         "outputs": outputs,
     });
-    let rb = crate::request::find(&catalog, crate::request::Which::Inline(&wrapper, Some(&name)))
-        .map_err(|d| IntentError { diagnostics: d.clone(), ..IntentError::new("invalid_config", format!("the intent's plan does not load: {}", d.first().map_or("", |x| x.message.as_str())), "report this: the plan is made by infra") })?;
-    let plan = crate::request::compile(&catalog, &rb)
-        .map_err(|d| IntentError { diagnostics: d.clone(), ..IntentError::new("invalid_config", format!("the intent's plan does not compile: {}", d.first().map_or("", |x| x.message.as_str())), "`infra validate` shows every error") })?;
+    let rb = crate::request::find(
+        &catalog,
+        crate::request::Which::Inline(&wrapper, Some(&name)),
+    )
+    .map_err(|d| IntentError {
+        diagnostics: d.clone(),
+        ..IntentError::new(
+            "invalid_config",
+            format!(
+                "the intent's plan does not load: {}",
+                d.first().map_or("", |x| x.message.as_str())
+            ),
+            "report this: the plan is made by infra",
+        )
+    })?;
+    let plan = crate::request::compile(&catalog, &rb).map_err(|d| IntentError {
+        diagnostics: d.clone(),
+        ..IntentError::new(
+            "invalid_config",
+            format!(
+                "the intent's plan does not compile: {}",
+                d.first().map_or("", |x| x.message.as_str())
+            ),
+            "`infra validate` shows every error",
+        )
+    })?;
     let digest = if resolution.missing.is_empty() {
         plan.render(&inputs).ok().map(|r| r.digest)
     } else {
@@ -302,7 +393,13 @@ pub fn preview(c: &Compiled) -> Value {
 }
 
 /// Records a refused or rejected `intent execute` in the audit log.
-fn audit_refusal(engine: &Engine, ask: &Ask, kind: AuditKind, e: &IntentError, digest: Option<&str>) {
+fn audit_refusal(
+    engine: &Engine,
+    ask: &Ask,
+    kind: AuditKind,
+    e: &IntentError,
+    digest: Option<&str>,
+) {
     let rec = AuditRecord {
         tool: Some("intent".into()),
         action: Some("execute".into()),
@@ -317,7 +414,11 @@ fn audit_refusal(engine: &Engine, ask: &Ask, kind: AuditKind, e: &IntentError, d
 }
 
 /// Runs an intent: the gates, then the plan as one run. A refusal runs nothing and is audited.
-pub fn execute(engine: &Engine, ask: &Ask, opts: &RunOptions<'_>) -> Result<(Compiled, RunOutcome), IntentError> {
+pub fn execute(
+    engine: &Engine,
+    ask: &Ask,
+    opts: &RunOptions<'_>,
+) -> Result<(Compiled, RunOutcome), IntentError> {
     let c = match compile(engine, ask) {
         Ok(c) => c,
         Err(e) => {
@@ -329,24 +430,59 @@ pub fn execute(engine: &Engine, ask: &Ask, opts: &RunOptions<'_>) -> Result<(Com
         let e = IntentError {
             path: Some("/inputs".into()),
             details: json!({"missing": c.resolution.missing}),
-            ..IntentError::new("missing_inputs", format!("missing inputs: {}", c.resolution.missing.join(", ")), "give them in `inputs` (or a `target` the capability maps them from), then call again")
+            ..IntentError::new(
+                "missing_inputs",
+                format!("missing inputs: {}", c.resolution.missing.join(", ")),
+                "give them in `inputs` (or a `target` the capability maps them from), then call again",
+            )
         };
         audit_refusal(engine, ask, AuditKind::Rejected, &e, None);
         return Err(e);
     }
     let effect = c.effect();
     let gate = if (effect > Effect::Read || c.resolution.effects.needs_apply()) && !ask.apply {
-        Some(("apply", format!("intent `{}` is a `{effect}` intent: it changes things, so `execute` needs `apply: true`; nothing was run", c.resolution.intent)))
+        Some((
+            "apply",
+            format!(
+                "intent `{}` is a `{effect}` intent: it changes things, so `execute` needs `apply: true`; nothing was run",
+                c.resolution.intent
+            ),
+        ))
     } else if c.resolution.effects.irreversible && !ask.confirm {
-        Some(("confirm", format!("intent `{}` is irreversible: `execute` needs `confirm: true` as well as `apply: true`; nothing was run", c.resolution.intent)))
+        Some((
+            "confirm",
+            format!(
+                "intent `{}` is irreversible: `execute` needs `confirm: true` as well as `apply: true`; nothing was run",
+                c.resolution.intent
+            ),
+        ))
     } else {
         None
     };
     if let Some((flag, message)) = gate {
+        let cli = ask.front_end == "cli";
+        let given = if cli {
+            format!("--{flag}")
+        } else {
+            format!("{flag}: true")
+        };
+        let message = if cli {
+            message
+                .replace("`apply: true`", "`--apply`")
+                .replace("`confirm: true`", "`--confirm`")
+        } else {
+            message
+        };
         let e = IntentError {
             path: Some(format!("/{flag}")),
             details: json!({"flag": flag, "effects": effect, "digest": c.digest}),
-            ..IntentError::new("refused", message, format!("look at the plan first (`intent {{action: dry_run}}`), then call again with `{flag}: true`"))
+            ..IntentError::new(
+                "refused",
+                message,
+                format!(
+                    "look at the plan first (`intent {{action: dry_run}}`), then call again with `{given}`"
+                ),
+            )
         };
         audit_refusal(engine, ask, AuditKind::Refused, &e, c.digest.as_deref());
         return Err(e);

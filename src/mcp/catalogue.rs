@@ -35,6 +35,9 @@ fn canonical(name: &str) -> (&str, bool) {
         "mcp_artifacts" => "artifacts",
         "mcp_audit" => "audit",
         "mcp_jobs" | "job" => "jobs",
+        // the capability and workspace actions are listed under `intent` and `context`
+        "capability" | "mcp_capability" => "intent",
+        "workspace" | "mcp_workspace" => "context",
         other => actions::canonical_tool(other),
     };
     (c, c != name)
@@ -122,6 +125,7 @@ pub fn call(
         "evidence" => Some(parse(&args).map(|p| tools::evidence::call(engine, &p))),
         "jobs" => Some(parse(&args).map(|p| tools::jobs::call(engine, jobs, &p))),
         "context" => Some(parse(&args).map(|p| tools::context::call(engine, &p))),
+        "intent" => Some(parse(&args).map(|p| tools::intent::call(engine, &p, &cx.options()))),
         "artifacts" => Some(parse(&args).map(|p| tools::artifacts::call(engine, &p))),
         "audit" => Some(parse(&args).map(|p| tools::audit::call(engine, &p))),
         _ => None,
@@ -269,7 +273,14 @@ fn finish(
             // may hold a credential its action would have masked, so they stay in the evidence only
             args: matches!(
                 tool,
-                "help" | "runbook" | "artifacts" | "jobs" | "audit" | "evidence" | "context"
+                "help"
+                    | "runbook"
+                    | "artifacts"
+                    | "jobs"
+                    | "audit"
+                    | "evidence"
+                    | "context"
+                    | "intent"
             )
             .then(|| engine.redactor().redact_value(&recorded)),
             error: Some(

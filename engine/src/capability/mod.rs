@@ -145,7 +145,9 @@ impl Effects {
 }
 
 /// A capability's kind of effect.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     #[default]
@@ -304,10 +306,11 @@ pub fn parse(
         }
     };
     let at = |pointer: &str, key: bool| {
-        node.pointer(pointer).map_or(node.span, |(n, k)| match (key, k) {
-            (true, Some(k)) => k.span,
-            _ => n.span,
-        })
+        node.pointer(pointer)
+            .map_or(node.span, |(n, k)| match (key, k) {
+                (true, Some(k)) => k.span,
+                _ => n.span,
+            })
     };
     let mut diags = Vec::new();
     let mut all = known.clone();
@@ -322,14 +325,22 @@ pub fn parse(
     for name in parsed.capabilities.keys() {
         if let Some(path) = resolve::cycle_from(&all, name)
             && path.first() == Some(name)
-            && !diags.iter().any(|d: &Diagnostic| d.code == Code::DependencyCycle && d.message.contains(&format!("`{name}`")))
+            && !diags.iter().any(|d: &Diagnostic| {
+                d.code == Code::DependencyCycle && d.message.contains(&format!("`{name}`"))
+            })
         {
             diags.push(
                 Diagnostic::error(
                     Code::DependencyCycle,
-                    format!("capability `{name}` depends on itself: {}", path.join(" → ")),
+                    format!(
+                        "capability `{name}` depends on itself: {}",
+                        path.join(" → ")
+                    ),
                 )
-                .at(file, at(&format!("/capabilities/{}/depends_on", escape(name)), false))
+                .at(
+                    file,
+                    at(&format!("/capabilities/{}/depends_on", escape(name)), false),
+                )
                 .help("remove one `depends_on` entry of the circle"),
             );
         }
@@ -341,7 +352,10 @@ pub fn parse(
 }
 
 /// The checks of one capability against the catalog and the other capabilities.
-#[expect(clippy::too_many_arguments, reason = "one place for one capability's checks")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one place for one capability's checks"
+)]
 fn check_one(
     file: &SourceFile,
     catalog: &Catalog,
@@ -359,7 +373,9 @@ fn check_one(
                 diags.push(
                     Diagnostic::error(
                         Code::UnknownRunbook,
-                        format!("capability `{name}` names the runbook `{r}`, which does not exist"),
+                        format!(
+                            "capability `{name}` names the runbook `{r}`, which does not exist"
+                        ),
                     )
                     .at(file, at(&format!("{base}/runbook"), false))
                     .path(format!("{base}/runbook"))
@@ -400,13 +416,27 @@ fn check_one(
                 )
                 .at(file, at(&p, true))
                 .path(p.clone())
-                .help(dsl::diagnostic::suggestion(input, names.iter().copied()).unwrap_or_else(
-                    || format!("its inputs: {}", if names.is_empty() { "none".into() } else { names.join(", ") }),
-                )),
+                .help(
+                    dsl::diagnostic::suggestion(input, names.iter().copied()).unwrap_or_else(
+                        || {
+                            format!(
+                                "its inputs: {}",
+                                if names.is_empty() {
+                                    "none".into()
+                                } else {
+                                    names.join(", ")
+                                }
+                            )
+                        },
+                    ),
+                ),
             );
         }
         if !resolve::SOURCES.iter().any(|s| {
-            source.strip_prefix(s).and_then(|r| r.strip_prefix('.')).is_some_and(|r| !r.is_empty())
+            source
+                .strip_prefix(s)
+                .and_then(|r| r.strip_prefix('.'))
+                .is_some_and(|r| !r.is_empty())
         }) {
             diags.push(
                 Diagnostic::error(
@@ -429,7 +459,10 @@ fn check_one(
                 )
                 .at(file, at(&p, false))
                 .path(p)
-                .help_opt(dsl::diagnostic::suggestion(dep, all.keys().map(String::as_str))),
+                .help_opt(dsl::diagnostic::suggestion(
+                    dep,
+                    all.keys().map(String::as_str),
+                )),
             );
         }
     }

@@ -107,25 +107,37 @@ pub fn matches(when: &When, ctx: &Context) -> Result<(), String> {
     if let Some(t) = &when.tags_all {
         let lacking: Vec<&String> = t.iter().filter(|x| !ctx.has(x)).collect();
         if !lacking.is_empty() {
-            return Err(format!("`tags_all`: the context lacks {lacking:?} ({})", tags_of(ctx)));
+            return Err(format!(
+                "`tags_all`: the context lacks {lacking:?} ({})",
+                tags_of(ctx)
+            ));
         }
     }
     let exists = |f: &String| ctx.root.join(f).exists();
     if let Some(f) = &when.files_any
         && !f.iter().any(exists)
     {
-        return Err(format!("`files_any` {f:?}: none under `{}`", ctx.root.display()));
+        return Err(format!(
+            "`files_any` {f:?}: none under `{}`",
+            ctx.root.display()
+        ));
     }
     if let Some(f) = &when.files_all {
         let lacking: Vec<&String> = f.iter().filter(|x| !exists(x)).collect();
         if !lacking.is_empty() {
-            return Err(format!("`files_all`: {lacking:?} not under `{}`", ctx.root.display()));
+            return Err(format!(
+                "`files_all`: {lacking:?} not under `{}`",
+                ctx.root.display()
+            ));
         }
     }
     if let Some(r) = &when.root
         && !root_matches(r, &ctx.root)
     {
-        return Err(format!("`root` `{r}`: the context root is `{}`", ctx.root.display()));
+        return Err(format!(
+            "`root` `{r}`: the context root is `{}`",
+            ctx.root.display()
+        ));
     }
     if let Some(all) = &when.all_of {
         for (i, w) in all.iter().enumerate() {
@@ -168,7 +180,9 @@ fn tags_of(ctx: &Context) -> String {
 
 fn root_matches(r: &str, root: &Path) -> bool {
     if !r.contains('/') {
-        return root.ancestors().any(|a| a.file_name().is_some_and(|n| n == r));
+        return root
+            .ancestors()
+            .any(|a| a.file_name().is_some_and(|n| n == r));
     }
     let want = PathBuf::from(r);
     let want = want.canonicalize().unwrap_or(want);
@@ -184,10 +198,18 @@ fn when_line(c: &Capability) -> String {
 }
 
 /// The one capability for a request, and why.
-pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(String, String), ResolveError> {
+pub fn choose(
+    caps: &Capabilities,
+    req: &Request,
+    ctx: &Context,
+) -> Result<(String, String), ResolveError> {
     let candidates: Vec<(&String, &Capability)> = match &req.capability {
         Some(name) => match caps.get(name) {
-            Some(e) if req.intent.is_empty() || e.cap.intent_of(name) == req.intent || *name == req.intent => {
+            Some(e)
+                if req.intent.is_empty()
+                    || e.cap.intent_of(name) == req.intent
+                    || *name == req.intent =>
+            {
                 vec![(&e.name, &e.cap)]
             }
             Some(e) => {
@@ -198,7 +220,10 @@ pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(Stri
                         e.cap.intent_of(name),
                         req.intent
                     ),
-                    hint: format!("leave `capability` out, or use intent `{}`", e.cap.intent_of(name)),
+                    hint: format!(
+                        "leave `capability` out, or use intent `{}`",
+                        e.cap.intent_of(name)
+                    ),
                     candidates: Vec::new(),
                 });
             }
@@ -206,8 +231,11 @@ pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(Stri
                 return Err(ResolveError {
                     kind: "not_found",
                     message: format!("there is no capability `{name}`"),
-                    hint: dsl::diagnostic::suggestion(name, caps.entries.keys().map(String::as_str))
-                        .unwrap_or_else(|| "`capability {action: list}` shows them".into()),
+                    hint: dsl::diagnostic::suggestion(
+                        name,
+                        caps.entries.keys().map(String::as_str),
+                    )
+                    .unwrap_or_else(|| "`capability {action: list}` shows them".into()),
                     candidates: Vec::new(),
                 });
             }
@@ -220,7 +248,11 @@ pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(Stri
             .collect(),
     };
     if candidates.is_empty() {
-        let intents: Vec<&str> = caps.entries.values().map(|e| e.cap.intent_of(&e.name)).collect();
+        let intents: Vec<&str> = caps
+            .entries
+            .values()
+            .map(|e| e.cap.intent_of(&e.name))
+            .collect();
         return Err(ResolveError {
             kind: "not_found",
             message: format!("no capability serves intent `{}`", req.intent),
@@ -247,18 +279,31 @@ pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(Stri
                 ctx.root.display(),
                 failed
                     .iter()
-                    .map(|f| format!("`{}`: {}", f["name"].as_str().unwrap_or(""), f["failed"].as_str().unwrap_or("")))
+                    .map(|f| format!(
+                        "`{}`: {}",
+                        f["name"].as_str().unwrap_or(""),
+                        f["failed"].as_str().unwrap_or("")
+                    ))
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
-            hint: "give `repo_root` (the project's directory), or adjust the capability's `when`".into(),
+            hint: "give `repo_root` (the project's directory), or adjust the capability's `when`"
+                .into(),
             candidates: failed,
         }),
         [(name, cap)] => {
             let why = match &cap.when {
                 None if req.capability.is_some() => format!("`{name}` was named"),
-                None => format!("`{name}` is the only capability for intent `{}`", req.intent),
-                Some(w) => format!("`{name}` serves intent `{}` and its `when` {} holds for `{}`", req.intent, serde_json::to_string(w).unwrap_or_default(), ctx.root.display()),
+                None => format!(
+                    "`{name}` is the only capability for intent `{}`",
+                    req.intent
+                ),
+                Some(w) => format!(
+                    "`{name}` serves intent `{}` and its `when` {} holds for `{}`",
+                    req.intent,
+                    serde_json::to_string(w).unwrap_or_default(),
+                    ctx.root.display()
+                ),
             };
             Ok(((*name).clone(), why))
         }
@@ -274,7 +319,10 @@ pub fn choose(caps: &Capabilities, req: &Request, ctx: &Context) -> Result<(Stri
                     "intent `{}` matches {} capabilities here: {}",
                     req.intent,
                     many.len(),
-                    many.iter().map(|(n, c)| format!("`{n}` (when {})", when_line(c))).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|(n, c)| format!("`{n}` (when {})", when_line(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 hint: format!(
                     "pick one with `capability: \"{}\"`, or make their `when` tell this context apart (e.g. by tags)",
@@ -292,7 +340,10 @@ pub fn cycle_from(all: &IndexMap<String, Capability>, start: &str) -> Option<Vec
     let mut path: Vec<(String, usize)> = vec![(start.to_owned(), 0)];
     let mut done: Vec<String> = Vec::new();
     while let Some((name, i)) = path.last().cloned() {
-        let deps = all.get(&name).map(|c| c.depends_on.as_slice()).unwrap_or_default();
+        let deps = all
+            .get(&name)
+            .map(|c| c.depends_on.as_slice())
+            .unwrap_or_default();
         if let Some(d) = deps.get(i) {
             path.last_mut().expect("non-empty").1 += 1;
             if let Some(pos) = path.iter().position(|(n, _)| n == d) {
@@ -313,11 +364,18 @@ pub fn cycle_from(all: &IndexMap<String, Capability>, start: &str) -> Option<Vec
 
 /// `root` and its `depends_on`, dependencies first, each once.
 pub fn expand(caps: &Capabilities, root: &str) -> Result<Vec<String>, ResolveError> {
-    let all: IndexMap<String, Capability> = caps.entries.iter().map(|(n, e)| (n.clone(), e.cap.clone())).collect();
+    let all: IndexMap<String, Capability> = caps
+        .entries
+        .iter()
+        .map(|(n, e)| (n.clone(), e.cap.clone()))
+        .collect();
     if let Some(path) = cycle_from(&all, root) {
         return Err(ResolveError {
             kind: "invalid_config",
-            message: format!("capability `{root}` depends on itself: {}", path.join(" → ")),
+            message: format!(
+                "capability `{root}` depends on itself: {}",
+                path.join(" → ")
+            ),
             hint: "remove one `depends_on` entry of the circle".into(),
             candidates: Vec::new(),
         });
@@ -325,7 +383,10 @@ pub fn expand(caps: &Capabilities, root: &str) -> Result<Vec<String>, ResolveErr
     let mut order = Vec::new();
     let mut stack = vec![(root.to_owned(), 0usize)];
     while let Some((name, i)) = stack.last().cloned() {
-        let deps = all.get(&name).map(|c| c.depends_on.as_slice()).unwrap_or_default();
+        let deps = all
+            .get(&name)
+            .map(|c| c.depends_on.as_slice())
+            .unwrap_or_default();
         if let Some(d) = deps.get(i) {
             stack.last_mut().expect("non-empty").1 += 1;
             if !order.contains(d) {
@@ -353,7 +414,9 @@ fn source_value(source: &str, facts: &Facts<'_>) -> Option<Value> {
     };
     match head {
         "context" => from_json(&facts.context.to_json()),
-        "project" if rest == "repo_root" || rest == "root" => Some(facts.context.root.to_string_lossy().into_owned().into()),
+        "project" if rest == "repo_root" || rest == "root" => {
+            Some(facts.context.root.to_string_lossy().into_owned().into())
+        }
         "target" => facts.target.as_ref().and_then(from_json),
         "state" => (facts.state)(rest),
         _ => None,
@@ -369,15 +432,27 @@ fn is_missing(v: Option<&Value>) -> bool {
 }
 
 /// One capability's runbook inputs: explicit, then `map`, then `defaults`.
-pub fn step(name: &str, cap: &Capability, catalog: &Catalog, explicit: &Map<String, Value>, facts: &Facts<'_>) -> Step {
-    let rb = cap.runbook.as_deref().and_then(|r| catalog.get(r)).map(|e| e.runbook.clone());
+pub fn step(
+    name: &str,
+    cap: &Capability,
+    catalog: &Catalog,
+    explicit: &Map<String, Value>,
+    facts: &Facts<'_>,
+) -> Step {
+    let rb = cap
+        .runbook
+        .as_deref()
+        .and_then(|r| catalog.get(r))
+        .map(|e| e.runbook.clone());
     let declared = |k: &str| rb.as_ref().is_none_or(|rb| rb.inputs.contains_key(k));
     let mut inputs = Map::new();
     let mut sources = Map::new();
     let mut ignored = Vec::new();
     let pass = cap.inputs.pass_through.unwrap_or(true);
     for (k, v) in explicit {
-        let named = cap.inputs.required.contains(k) || cap.inputs.map.contains_key(k) || cap.inputs.defaults.contains_key(k);
+        let named = cap.inputs.required.contains(k)
+            || cap.inputs.map.contains_key(k)
+            || cap.inputs.defaults.contains_key(k);
         if declared(k) && (pass || named) {
             inputs.insert(k.clone(), v.clone());
             sources.insert(k.clone(), "input".into());
@@ -399,10 +474,20 @@ pub fn step(name: &str, cap: &Capability, catalog: &Catalog, explicit: &Map<Stri
             sources.insert(k.clone(), "default".into());
         }
     }
-    let mut missing: Vec<String> = cap.inputs.required.iter().filter(|k| is_missing(inputs.get(*k))).cloned().collect();
+    let mut missing: Vec<String> = cap
+        .inputs
+        .required
+        .iter()
+        .filter(|k| is_missing(inputs.get(*k)))
+        .cloned()
+        .collect();
     if let Some(rb) = &rb {
         for (k, i) in &rb.inputs {
-            if i.required && i.default.is_none() && is_missing(inputs.get(k)) && !missing.contains(k) {
+            if i.required
+                && i.default.is_none()
+                && is_missing(inputs.get(k))
+                && !missing.contains(k)
+            {
                 missing.push(k.clone());
             }
         }
@@ -420,15 +505,28 @@ pub fn step(name: &str, cap: &Capability, catalog: &Catalog, explicit: &Map<Stri
 
 /// The worst of several effects.
 pub fn worst(effects: impl IntoIterator<Item = Effects>) -> Effects {
-    effects.into_iter().fold(Effects::default(), |a, b| Effects {
-        kind: if a.kind == Kind::Read { b.kind } else if b.kind == Kind::Read || a.kind == b.kind { a.kind } else { a.kind.max(b.kind).max(Kind::Mixed) },
-        requires_apply: a.requires_apply || b.requires_apply,
-        irreversible: a.irreversible || b.irreversible,
-    })
+    effects
+        .into_iter()
+        .fold(Effects::default(), |a, b| Effects {
+            kind: if a.kind == Kind::Read {
+                b.kind
+            } else if b.kind == Kind::Read || a.kind == b.kind {
+                a.kind
+            } else {
+                a.kind.max(b.kind).max(Kind::Mixed)
+            },
+            requires_apply: a.requires_apply || b.requires_apply,
+            irreversible: a.irreversible || b.irreversible,
+        })
 }
 
 /// An intent resolved into one capability and its ordered runbooks with inputs.
-pub fn resolve(caps: &Capabilities, catalog: &Catalog, req: &Request, facts: &Facts<'_>) -> Result<Resolution, ResolveError> {
+pub fn resolve(
+    caps: &Capabilities,
+    catalog: &Catalog,
+    req: &Request,
+    facts: &Facts<'_>,
+) -> Result<Resolution, ResolveError> {
     let (name, why) = choose(caps, req, facts.context)?;
     let order = expand(caps, &name)?;
     let steps: Vec<Step> = order
@@ -436,9 +534,21 @@ pub fn resolve(caps: &Capabilities, catalog: &Catalog, req: &Request, facts: &Fa
         .filter_map(|n| caps.get(n))
         .map(|e| step(&e.name, &e.cap, catalog, &req.inputs, facts))
         .collect();
-    let missing = steps.iter().flat_map(|s| s.missing.iter().map(move |m| format!("{}.{m}", s.capability))).collect();
+    let missing = steps
+        .iter()
+        .flat_map(|s| {
+            s.missing
+                .iter()
+                .map(move |m| format!("{}.{m}", s.capability))
+        })
+        .collect();
     Ok(Resolution {
-        intent: if req.intent.is_empty() { caps.get(&name).map_or(name.clone(), |e| e.cap.intent_of(&name).to_owned()) } else { req.intent.clone() },
+        intent: if req.intent.is_empty() {
+            caps.get(&name)
+                .map_or(name.clone(), |e| e.cap.intent_of(&name).to_owned())
+        } else {
+            req.intent.clone()
+        },
         capability: name,
         why,
         effects: worst(steps.iter().map(|s| s.effects)),
@@ -456,17 +566,36 @@ pub fn suggest(caps: &Capabilities, ctx: &Context) -> Vec<Value> {
         if matches(w, ctx).is_err() {
             continue;
         }
-        let tags: Vec<&String> = w.tags_any.iter().chain(w.tags_all.iter()).flatten().filter(|t| ctx.has(t)).collect();
+        let tags: Vec<&String> = w
+            .tags_any
+            .iter()
+            .chain(w.tags_all.iter())
+            .flatten()
+            .filter(|t| ctx.has(t))
+            .collect();
         let reason = if tags.is_empty() {
-            format!("its `when` holds: {}", serde_json::to_string(w).unwrap_or_default())
+            format!(
+                "its `when` holds: {}",
+                serde_json::to_string(w).unwrap_or_default()
+            )
         } else {
-            format!("the context has {}", tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", "))
+            format!(
+                "the context has {}",
+                tags.iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         out.push((tags.len(), e.cap.effects.kind, json!({
             "name": e.name, "intent": e.cap.intent_of(&e.name), "description": e.cap.description,
             "effects": e.cap.effects.kind, "reason": reason,
         })));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2["name"].as_str().cmp(&b.2["name"].as_str())));
+    out.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2["name"].as_str().cmp(&b.2["name"].as_str()))
+    });
     out.into_iter().map(|(_, _, v)| v).collect()
 }

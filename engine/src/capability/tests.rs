@@ -12,7 +12,10 @@ fn first_error(text: &str) -> Diagnostic {
 
 #[test]
 fn the_seed_minimal_file_loads() {
-    let (caps, d) = load_text("capabilities.json", "{\n  \"version\": 1,\n  \"capabilities\": {}\n}\n");
+    let (caps, d) = load_text(
+        "capabilities.json",
+        "{\n  \"version\": 1,\n  \"capabilities\": {}\n}\n",
+    );
     assert!(caps.is_empty() && d.is_empty(), "{d:?}");
 }
 
@@ -26,21 +29,39 @@ fn builtins_load_clean() {
 #[test]
 fn bad_files_are_located() {
     let d = first_error("version: 1\ncapabilities:\n  a:\n    runbok: repo.snapshot\n");
-    assert_eq!(d.location().as_deref(), Some("capabilities.yaml:4:5"), "{d:?}");
+    assert_eq!(
+        d.location().as_deref(),
+        Some("capabilities.yaml:4:5"),
+        "{d:?}"
+    );
     assert!(d.help.as_deref().unwrap_or("").contains("runbook"), "{d:?}");
-    let d = first_error("version: 1\ncapabilities:\n  a:\n    runbook: repo.snapshot\n    tags: yes\n");
+    let d =
+        first_error("version: 1\ncapabilities:\n  a:\n    runbook: repo.snapshot\n    tags: yes\n");
     assert!(d.message.contains("tags"), "{d:?}");
     let d = first_error("version: 1\ncapabilities:\n  a:\n    runbook: repo.snapshots\n");
     assert_eq!(d.code, Code::UnknownRunbook);
-    assert!(d.help.as_deref().unwrap_or("").contains("repo.snapshot"), "{d:?}");
-    let d = first_error("version: 1\ncapabilities:\n  a:\n    runbook: repo.snapshot\n    inputs: {map: {repo_pth: context.root}}\n");
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("repo.snapshot"),
+        "{d:?}"
+    );
+    let d = first_error(
+        "version: 1\ncapabilities:\n  a:\n    runbook: repo.snapshot\n    inputs: {map: {repo_pth: context.root}}\n",
+    );
     assert_eq!(d.code, Code::UndefinedInput);
-    assert_eq!(d.location().as_deref(), Some("capabilities.yaml:5:20"), "{d:?}");
-    let d = first_error("version: 1\ncapabilities:\n  a: {runbook: repo.snapshot, depends_on: [b]}\n  b: {runbook: repo.snapshot, depends_on: [a]}\n");
+    assert_eq!(
+        d.location().as_deref(),
+        Some("capabilities.yaml:5:20"),
+        "{d:?}"
+    );
+    let d = first_error(
+        "version: 1\ncapabilities:\n  a: {runbook: repo.snapshot, depends_on: [b]}\n  b: {runbook: repo.snapshot, depends_on: [a]}\n",
+    );
     assert_eq!(d.code, Code::DependencyCycle, "{d:?}");
     assert!(d.message.contains("a → b → a"), "{d:?}");
     let d = first_error("{\"version\": 1, \"capabilities\": {\"a\": {]}");
     assert_eq!(d.code, Code::YamlSyntax);
-    let d = first_error("version: 1\ncapabilities:\n  a: {runbook: repo.snapshot, inputs: {map: {repo_path: ctx.root}}}\n");
+    let d = first_error(
+        "version: 1\ncapabilities:\n  a: {runbook: repo.snapshot, inputs: {map: {repo_path: ctx.root}}}\n",
+    );
     assert!(d.message.contains("ctx.root"), "{d:?}");
 }
