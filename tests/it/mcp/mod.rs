@@ -4,6 +4,7 @@
 //! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking.
 
 mod battery;
+mod intents;
 mod network;
 mod protocol;
 mod runbooks;
@@ -102,6 +103,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
         [
             "help",
             "runbook",
+            "intent",
             "ssh",
             "http",
             "psql",
