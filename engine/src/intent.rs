@@ -183,6 +183,22 @@ pub fn resolve(engine: &Engine, ask: &Ask) -> Result<(Context, Resolution), Inte
     Ok((ctx, res))
 }
 
+/// A resolution as results show it: the inputs a runbook declares secret masked, known secrets
+/// redacted.
+pub fn shown(engine: &Engine, r: &Resolution) -> Value {
+    let catalog = engine.catalog();
+    let mut v = json!(r);
+    for (i, s) in r.steps.iter().enumerate() {
+        let rb = s.runbook.as_deref().and_then(|n| catalog.get(n));
+        for k in s.inputs.keys() {
+            if rb.is_some_and(|e| e.runbook.inputs.get(k).is_some_and(|x| x.secret)) {
+                v["steps"][i]["inputs"][k] = crate::record::redact::MASK.into();
+            }
+        }
+    }
+    engine.redactor().redact_value(&v)
+}
+
 /// An intent's whole plan.
 #[derive(Debug)]
 pub struct Compiled {
@@ -281,7 +297,15 @@ pub fn compile(engine: &Engine, ask: &Ask) -> Result<Compiled, IntentError> {
             format!("{{{{ steps.{id}.outputs }}}}").into(),
         );
         inputs.insert(id.clone(), Value::Object(s.inputs.clone()));
-        let mut shown = json!({"capability": s.capability, "runbook": rb_name, "inputs": engine.redactor().redact_value(&Value::Object(s.inputs.clone())), "sources": s.sources, "effects": s.effects});
+        let masked: Map<String, Value> = s
+            .inputs
+            .iter()
+            .map(|(k, v)| match rb.inputs.get(k) {
+                Some(x) if x.secret => (k.clone(), crate::record::redact::MASK.into()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        let mut shown = json!({"capability": s.capability, "runbook": rb_name, "inputs": engine.redactor().redact_value(&Value::Object(masked)), "sources": s.sources, "effects": s.effects});
         if !s.ignored.is_empty() {
             shown["ignored_inputs"] = json!(s.ignored);
         }

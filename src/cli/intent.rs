@@ -55,6 +55,20 @@ pub fn context(a: ContextArgs) -> u8 {
     }
 }
 
+/// One input's value as shown (secrets masked).
+fn shown_steps_value(
+    e: &engine::run::Engine,
+    r: &engine::capability::resolve::Resolution,
+    cap: &str,
+    k: &str,
+) -> Value {
+    let v = engine::intent::shown(e, r);
+    v["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["capability"] == cap))
+        .map_or(Value::Null, |s| s["inputs"][k].clone())
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
     List,
@@ -187,20 +201,20 @@ pub fn intent(a: IntentArgs) -> u8 {
             );
             for s in &r.steps {
                 text += &format!("runbook {}:\n", s.runbook.as_deref().unwrap_or("-"));
-                for (k, v) in &s.inputs {
+                for (k, src) in &s.sources {
                     text += &format!(
                         "  {k} = {} ({})\n",
-                        e.redactor().redact_value(v),
-                        s.sources[k].as_str().unwrap_or("")
+                        shown_steps_value(&e, &r, &s.capability, k),
+                        src.as_str().unwrap_or("")
                     );
                 }
             }
             if !r.missing.is_empty() {
                 text += &format!("missing: {}\n", r.missing.join(", "));
             }
-            let mut v = json!(r);
+            let mut v = engine::intent::shown(&e, &r);
             v["root"] = json!(ctx.root);
-            out(&e.redactor().redact_value(&v), text);
+            out(&v, text);
             OK
         }),
         Action::Compile | Action::DryRun => engine::intent::compile(&e, &ask).map(|c| {

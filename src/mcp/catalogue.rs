@@ -250,6 +250,8 @@ fn finish(
         let shown = json!({"summary": reply.body["summary"], "ok": reply.body["ok"]});
         let recorded = if tool == "runbook" {
             recorded_runbook_args(engine, args)
+        } else if tool == "intent" {
+            recorded_intent_args(engine, args)
         } else {
             args.clone()
         };
@@ -362,6 +364,32 @@ pub fn runbook_warnings(engine: &Engine, only: Option<&str>) -> Vec<String> {
         }
     }
     out
+}
+
+/// An intent call's arguments as recorded: an input's value is kept only when some runbook declares
+/// an input of that name and none declares it secret (the call may have stopped before its
+/// capability, and so its runbook, was known).
+fn recorded_intent_args(engine: &Engine, args: &Value) -> Value {
+    let catalog = engine.catalog();
+    let entries = catalog.entries();
+    let public = |k: &str| {
+        let decl: Vec<bool> = entries
+            .iter()
+            .filter_map(|e| e.runbook.inputs.get(k).map(|i| i.secret))
+            .collect();
+        !decl.is_empty() && !decl.contains(&true)
+    };
+    let mut recorded = args.clone();
+    for at in ["/inputs", "/intent/inputs"] {
+        if let Some(Value::Object(given)) = recorded.pointer_mut(at) {
+            for (k, v) in given.iter_mut() {
+                if !public(k) {
+                    *v = Value::String(engine::record::redact::MASK.into());
+                }
+            }
+        }
+    }
+    recorded
 }
 
 /// A runbook call's arguments as recorded: an input's value is kept only when the named runbook

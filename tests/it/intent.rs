@@ -573,3 +573,59 @@ fn execute_is_gated_and_refusals_are_audited() {
         "{plan}"
     );
 }
+
+#[test]
+fn secret_inputs_never_show() {
+    let p = Project::new()
+        .runbook(
+            "login",
+            "inputs:\n  token: {type: string, secret: true}\n  user: {type: string}\nsteps:\n  - {id: s, tool: state, args: {action: set, key: who, value: '{{ input.user }}', scope: session}}\n",
+        )
+        .file("capabilities.yaml", "version: 1\ncapabilities:\n  login: {runbook: login, inputs: {required: [token]}}\n");
+    let secret = "s3cr3t-t0ken-value";
+    for action in ["explain", "compile", "dry-run"] {
+        let out = p
+            .infra()
+            .args([
+                "intent",
+                action,
+                "login",
+                "-i",
+                &format!("token={secret}"),
+                "-i",
+                "user=bob",
+                "--json",
+            ])
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("bob") && !text.contains(secret),
+            "{action}: {text}"
+        );
+    }
+    let out = p
+        .infra()
+        .args([
+            "intent",
+            "execute",
+            "login",
+            "-i",
+            &format!("token={secret}"),
+            "-i",
+            "user=bob",
+            "--apply",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        crate::files_containing(p.path(), &[secret]).is_empty(),
+        "the secret was written"
+    );
+}

@@ -176,10 +176,9 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                     "intent `{}` → capability `{}`: {}",
                     r.intent, r.capability, r.why
                 );
-                let mut body = json!(r);
+                let mut body = engine::intent::shown(engine, &r);
                 body["root"] = json!(ctx.root);
                 body["tags"] = json!(ctx.tags);
-                body = engine.redactor().redact_value(&body);
                 Reply::ok(summary, body)
             }
             Err(e) => refused(e),

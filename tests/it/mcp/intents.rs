@@ -146,3 +146,28 @@ async fn summary_then_explain_then_execute_on_a_repository() {
     );
     stop(s).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_intent_calls_secret_inputs_stay_out_of_the_records() {
+    let p = Project::new()
+        .runbook(
+            "login",
+            "inputs:\n  token: {type: string, secret: true}\n  user: {type: string}\nsteps:\n  - {id: s, tool: state, args: {action: set, key: who, value: '{{ input.user }}', scope: session}}\n",
+        )
+        .file("capabilities.yaml", "version: 1\ncapabilities:\n  login: {runbook: login}\n");
+    let s = p.mcp().await;
+    let secret = "s3cr3t-t0ken-value";
+    for args in [
+        json!({"action": "explain", "intent": "login", "inputs": {"token": secret, "user": "bob"}}),
+        json!({"action": "execute", "intent": {"type": "login", "inputs": {"token": secret, "user": "bob"}}}),
+        json!({"action": "execute", "intent": "login", "inputs": {"token": secret, "user": "bob"}, "apply": true}),
+    ] {
+        let r = call(&s, "intent", args).await;
+        assert!(!body(&r).to_string().contains(secret), "{}", body(&r));
+    }
+    stop(s).await;
+    assert!(
+        crate::files_containing(p.path(), &[secret]).is_empty(),
+        "the secret was written"
+    );
+}
