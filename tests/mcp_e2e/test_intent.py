@@ -29,6 +29,11 @@ async def test_summary_explain_execute_a_read_intent(tmp_path: Path, era: str) -
     repo = make_git_repo(tmp_path / "repo")
     # the client's working directory is the repository: no path needed
     async with connect(tmp_path, era, cwd=repo) as c:
+        listed = {t.name: t for t in (await c.session.list_tools()).tools}
+        actions = set(listed["intent"].input_schema["properties"]["action"]["enum"])
+        assert {"list", "explain", "compile", "dry_run", "execute", "get", "resolve", "suggest"} <= actions
+        assert listed["intent"].annotations.read_only_hint is False
+        assert {"get", "refresh", "targets", "summary"} <= set(listed["context"].input_schema["properties"]["action"]["enum"])
         summary = await c.ok("workspace", {"action": "summary"})
         result = summary["result"]
         assert len(json.dumps(result)) < 4096, result

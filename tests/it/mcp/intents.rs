@@ -171,3 +171,49 @@ async fn an_intent_calls_secret_inputs_stay_out_of_the_records() {
         "the secret was written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_workspace_summary_stays_under_4_kb() {
+    let d = tempfile::tempdir().expect("tmp");
+    let root = crate::intent::repo(&d.path().join("svc"), &[("go.mod", "module svc\n")]);
+    let mut caps = String::from("version: 1\ncapabilities:\n");
+    for i in 0..60 {
+        caps += &format!(
+            "  inspect.part{i:02}:\n    description: Inspect part {i} of the service with a long description to fill the summary up quickly.\n    runbook: repo.snapshot\n    when: {{tags_any: [go]}}\n"
+        );
+    }
+    let targets: serde_json::Map<String, Value> = (0..40)
+        .map(|i| {
+            (
+                format!("host{i:02}"),
+                json!({"host": format!("h{i}.example.invalid"), "labels": ["web", "prod"]}),
+            )
+        })
+        .collect();
+    let p = Project::new()
+        .file("capabilities.yaml", &caps)
+        .targets(&Value::Object(targets));
+    let s = p.mcp().await;
+    let r = call(
+        &s,
+        "context",
+        json!({"action": "summary", "path": root.to_str().expect("utf-8")}),
+    )
+    .await;
+    let b = body(&r);
+    assert_ne!(r.is_error, Some(true), "{b}");
+    assert!(
+        b["result"].to_string().len() <= 4000,
+        "{}",
+        b["result"].to_string().len()
+    );
+    assert_eq!(b["result"]["totals"]["capabilities"], 61, "{b}");
+    assert_eq!(b["result"]["totals"]["targets"], 40, "{b}");
+    assert!(
+        !b["result"]["capabilities"]
+            .as_array()
+            .expect("caps")
+            .is_empty()
+    );
+    stop(s).await;
+}
