@@ -149,10 +149,19 @@ pub fn run(args: Args) -> u8 {
             }
             render::diagnostics(&diags);
             if errors == 0 {
+                let caps = checked
+                    .iter()
+                    .filter(|c| c.get("capabilities").is_some())
+                    .count();
+                let n = checked.len() - caps;
                 render::out(&format!(
-                    "ok: {} runbook{} checked\n",
-                    checked.len(),
-                    if checked.len() == 1 { "" } else { "s" }
+                    "ok: {n} runbook{} checked{}\n",
+                    if n == 1 { "" } else { "s" },
+                    if caps > 0 {
+                        " and the capabilities file"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
