@@ -1,9 +1,9 @@
 //! Intents: an outcome asked for (`repo.snapshot`, `k8s.diff`) becomes one capability, one plan and,
 //! when told, one run.
 //!
-//! `resolve` reads the project context (`context::get` on `repo_root`, or the working directory), the
-//! capabilities (`capability::load`, refused whole when the project's file has errors) and the target,
-//! and picks one capability (`capability::resolve`). `compile` builds the plan an agent can show a
+//! `resolve` reads the target, the project context (`context::get` on `repo_root`, else the target's
+//! `repo_root`, else the working directory) and the capabilities (`capability::load`, refused whole
+//! when the project's file has errors), and picks one capability (`capability::resolve`). `compile` builds the plan an agent can show a
 //! person: a runbook named `intent.<type>` whose steps are `runbook.run` calls, one per capability of
 //! the `depends_on` expansion, in order, each with its resolved inputs (as an input of its own, secret
 //! when its runbook takes a secret); it is compiled against the catalog like any runbook, so its
@@ -143,12 +143,17 @@ pub fn resolve(engine: &Engine, ask: &Ask) -> Result<(Context, Resolution), Inte
             )
         });
     }
-    let ctx = context_of(ask.repo_root.as_deref(), false)?;
     let target = ask
         .target
         .as_deref()
         .map(|t| target_value(engine, t))
         .transpose()?;
+    // the project: `repo_root`, else the target's, else the working directory
+    let target_root = target
+        .as_ref()
+        .and_then(|t| t["repo_root"].as_str())
+        .map(|r| engine.config().expand_home(r));
+    let ctx = context_of(ask.repo_root.as_deref().or(target_root.as_deref()), false)?;
     let state = |k: &str| -> Option<Value> {
         engine
             .session()

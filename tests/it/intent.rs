@@ -629,3 +629,29 @@ fn secret_inputs_never_show() {
         "the secret was written"
     );
 }
+
+#[test]
+fn a_targets_repo_root_is_the_context_and_state_feeds_map() {
+    let d = tempfile::tempdir().expect("tmp");
+    let a = argocd(&d.path().join("gitops"));
+    let p = Project::new()
+        .targets(&json!({"prod": {"host": "prod.example.invalid", "repo_root": a}}))
+        .file(
+            "capabilities.yaml",
+            &format!("{CAPS}  from.state:\n    runbook: repo.snapshot\n    inputs: {{map: {{repo_path: state.checkout}}}}\n"),
+        );
+    let (code, r) = intent(&p, &["explain", "gitops.status", "--target", "prod"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(
+        (r["capability"].as_str(), r["root"].as_str()),
+        (Some("gitops.status.argocd"), a.to_str()),
+        "{r}"
+    );
+    p.infra()
+        .args(["state", "set", "checkout", "/srv/checkout"])
+        .assert()
+        .success();
+    let (_, r) = intent(&p, &["explain", "from.state"]);
+    assert_eq!(r["steps"][0]["inputs"]["repo_path"], "/srv/checkout", "{r}");
+    assert_eq!(r["steps"][0]["sources"]["repo_path"], "map: state.checkout");
+}
