@@ -1,15 +1,16 @@
 //! Intents: an outcome asked for (`repo.snapshot`, `k8s.diff`) becomes one capability, one plan and,
 //! when told, one run.
 //!
-//! `resolve` reads the target, the project context (`context::get` on `repo_root`, else the target's
-//! `repo_root`, else the working directory) and the capabilities (`capability::load`, refused whole
-//! when the project's file has errors), and picks one capability (`capability::resolve`). `compile` builds the plan an agent can show a
-//! person: a runbook named `intent.<type>` whose steps are `runbook.run` calls, one per capability of
-//! the `depends_on` expansion, in order, each with its resolved inputs (as an input of its own, secret
-//! when its runbook takes a secret); it is compiled against the catalog like any runbook, so its
-//! effects and digest are the engine's, and every nested runbook is rendered too. `execute` gates the
-//! plan (`write` needs `apply`, `irreversible` needs `confirm` as well; missing inputs stop it) and
-//! runs it through `Engine::execute` as one run with nested runs per runbook, so evidence, audit and
+//! `resolve` reads the target, the project context (`context::get` on `repo_root`, else the
+//! target's `repo_root`, else the working directory) and the capabilities (`capability::load`,
+//! refused whole when the project's file has errors), and picks one capability
+//! (`capability::resolve`). `compile` builds the plan an agent can show a person: a runbook named
+//! `intent.<type>` whose steps are `runbook.run` calls, one per capability of the `depends_on`
+//! expansion, in order, each with its resolved inputs (as an input of its own, secret when its
+//! runbook takes a secret); it is compiled against the catalog like any runbook, so its effects and
+//! digest are the engine's, and every nested runbook is rendered too. `execute` gates the plan
+//! (`write` needs `apply`, `irreversible` needs `confirm` as well; missing inputs stop it) and runs
+//! it through `Engine::execute` as one run with nested runs per runbook, so evidence, audit and
 //! policy are those of any run; a refusal is an audit record of its own and runs nothing.
 //!
 //! This is the top of the engine's layers: it imports `run` and `capability`, nothing imports it.
