@@ -5,6 +5,7 @@ mod audit;
 mod doctor;
 mod graph;
 mod ids;
+mod intent;
 mod jobs;
 mod list;
 mod logs;
@@ -90,6 +91,10 @@ enum Command {
     /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
     /// `--connect` also reaches every target.
     Doctor(doctor::Args),
+    /// What the project is: its root, tags (git, k8s, helm, argocd, flux, languages…) and their files.
+    Context(intent::ContextArgs),
+    /// Ask for an outcome: explain, compile, dry-run or execute an intent (`--apply`, `--confirm`).
+    Intent(intent::IntentArgs),
     /// Print a shell completion script (e.g. `infra completions bash > ~/.local/share/bash-completion/completions/infra`).
     Completions(manual::CompletionsArgs),
     /// Print the manual page (roff; `infra man | man -l -`), or write one page per command with `--out-dir`.
@@ -159,6 +164,8 @@ pub fn main() -> ExitCode {
         Some(Command::Jobs(c)) => jobs::run(c),
         Some(Command::State(c)) => state::run(c),
         Some(Command::Doctor(a)) => doctor::run(a),
+        Some(Command::Context(a)) => intent::context(a),
+        Some(Command::Intent(a)) => intent::intent(a),
         Some(Command::Completions(a)) => manual::completions(a),
         Some(Command::Man(a)) => manual::man(a),
     };
