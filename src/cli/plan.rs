@@ -103,7 +103,7 @@ fn gather_inputs(
     Ok(given)
 }
 
-fn human(p: &Value) -> String {
+pub(super) fn human(p: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let mut out = format!(
         "plan {} ({}), effects: {}\n",

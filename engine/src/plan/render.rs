@@ -6,7 +6,9 @@
 //! (`[secret:<name>]`) before rendering, so the rendered arguments and digest do not depend on
 //! them. Each field is rendered in its mode; in `Plain` mode a string that is exactly one `{{ expr
 //! }}` keeps its type. Fully rendered arguments are validated against the action schema again. Any
-//! render error gets the code `undefined-variable`.
+//! render error gets the code `undefined-variable`. The digest (`digest_of`) is the one digest of a
+//! plan: `infra plan` shows it, a run records it (and writes the JSON as `plan.json`), policy and
+//! approvals compare it.
 
 use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};
@@ -34,6 +36,21 @@ impl Plan {
     /// Renders the plan with resolved inputs (see [`dsl::resolve_inputs`]). Secret inputs are shown as
     /// placeholders. Arguments that depend on other steps stay templates.
     pub fn render(&self, inputs: &Map<String, Value>) -> Result<RenderedPlan, Vec<Diagnostic>> {
+        let (rendered, diags) = self.render_all(inputs);
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(diags);
+        }
+        Ok(rendered)
+    }
+
+    /// The rendered plan a run records (`plan.json`) and policy and approvals judge: the same JSON and
+    /// digest as [`Plan::render`], also when a template cannot be rendered before the run (it stays a
+    /// template, and the run fails at that step as it always would).
+    pub fn render_for_run(&self, inputs: &Map<String, Value>) -> RenderedPlan {
+        self.render_all(inputs).0
+    }
+
+    fn render_all(&self, inputs: &Map<String, Value>) -> (RenderedPlan, Vec<Diagnostic>) {
         let rb = self.runbook();
         let shown = shown_inputs(rb, inputs);
         let ctx = json!({
@@ -61,9 +78,6 @@ impl Plan {
                 v
             })
             .collect();
-        if diags.iter().any(Diagnostic::is_error) {
-            return Err(diags);
-        }
         let mut json = json!({
             "runbook": rb.name,
             "description": rb.description,
@@ -74,10 +88,22 @@ impl Plan {
             "inputs": shown,
             "nodes": nodes,
         });
-        let digest = sha256_hex(&serde_json::to_vec(&json).unwrap_or_default());
+        let digest = digest_of(&json);
         json["digest"] = digest.clone().into();
-        Ok(RenderedPlan { json, digest })
+        (RenderedPlan { json, digest }, diags)
     }
+}
+
+/// The digest of a rendered plan: SHA-256 of its JSON without `digest` and `source` (where the runbook
+/// was read from is not what it does; its content is in `runbook_digest`). `infra plan` shows it, a
+/// run records it, approvals name it, and `infra approve` checks a stored plan against it.
+pub fn digest_of(plan: &Value) -> String {
+    let mut v = plan.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.shift_remove("digest");
+        o.shift_remove("source");
+    }
+    sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
 }
 
 fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value> {

@@ -25,6 +25,8 @@ pub struct Engine {
     pub(super) session: Session,
     pub(super) store: Arc<LazyStore>,
     pub(super) pools: Pools,
+    /// What may run: `<profiles>/policy.yaml` and `INFRA_READ_ONLY`, read once, here.
+    pub(super) policy: crate::policy::Policy,
     /// This process's journal of single calls, made on the first one.
     calls: std::sync::Mutex<Option<SessionJournal>>,
 }
@@ -39,7 +41,9 @@ impl Engine {
         if let Some(key) = &config.audit_key {
             redactor.add(&key.as_text());
         }
+        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only);
         Engine {
+            policy,
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,
@@ -70,6 +74,10 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+    /// The policy this engine runs under (read when it was made).
+    pub fn policy(&self) -> &crate::policy::Policy {
+        &self.policy
     }
     /// The runbooks as of the last load (a snapshot: later reloads do not change it).
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -222,10 +230,11 @@ impl Host for Engine {
         input: &Map<String, Value>,
         cancel: &CancelToken,
         depth: usize,
+        grant: Option<&crate::approval::Grant>,
     ) -> Result<NestedOutcome, ActionError> {
         let rb = self.nested_runbook(runbook)?;
         let o = self
-            .run_runbook(rb, input, cancel, depth)
+            .run_runbook(rb, input, cancel, depth, grant)
             .map_err(|e| ActionError::new(ErrorKind::InvalidArgs, e))?;
         Ok(NestedOutcome {
             run_id: o.run_id,

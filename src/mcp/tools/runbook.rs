@@ -266,6 +266,9 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
             if !unavailable.is_empty() {
                 body["result"]["outputs_unavailable"] = unavailable.into();
             }
+            if let Some(a) = &outcome.approval {
+                body["result"]["approval"] = a.clone();
+            }
             if let Some(e) = &outcome.error {
                 body["error"] = json!({"kind": e.kind, "message": e.message});
             }
