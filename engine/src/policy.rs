@@ -369,8 +369,13 @@ impl Policy {
                     Decision::Deny,
                     "policy_invalid".into(),
                     format!(
-                        "the policy file `{}` has errors, so {what} is refused until it is fixed",
-                        self.path.as_deref().unwrap_or("policy")
+                        "the policy file `{}` has errors ({}), so {what} is refused until it is fixed",
+                        self.path.as_deref().unwrap_or("policy"),
+                        self.errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                 );
             }

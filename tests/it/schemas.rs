@@ -32,6 +32,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         schemas_dir().join("targets.schema.json"),
         pretty(&engine::targets::schema()),
     );
+    m.insert(
+        schemas_dir().join("policy.schema.json"),
+        pretty(&engine::policy::schema()),
+    );
     for a in engine::actions::all_actions() {
         m.insert(
             schemas_dir().join("actions").join(a.schema_file()),
