@@ -120,3 +120,7 @@ async def test_read_only_mode_refuses_writes_and_runs_reads(tmp_path: Path) -> N
         assert got["effects"] == "read"
         run = await c.err("runbook", {"action": "run", "name": "hello.world", "input": {"message": "x"}}, "refused")
         assert "INFRA_READ_ONLY" in run["error"]["message"]
+        upsert = {"action": "upsert", "name": "mine", "runbook": {"steps": [{"id": "s", "tool": "state", "args": {"action": "get", "key": "k"}}]}}
+        e = await c.err("runbook", upsert, "refused")
+        assert "INFRA_READ_ONLY" in e["error"]["message"]
+        assert not (tmp_path / "profiles" / "runbooks").exists(), "nothing was written"

@@ -63,7 +63,8 @@ impl Plan {
             .map(|n| {
                 let mut v = self.node_json(n, n.step.args_map());
                 let (args, complete) = render_args(rb, n, &ctx, &mut diags);
-                if complete {
+                // literal arguments were validated by `compile`; only rendered ones are checked again
+                if complete && n.step.templates.iter().any(|t| t.at.starts_with("/args")) {
                     validate_rendered(rb, n, &args, &mut diags);
                 }
                 if let Some(cmd) = args.get("command").and_then(Value::as_str)

@@ -78,6 +78,8 @@ impl RunCx<'_> {
                 .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
                 let mut rec = audit_base.as_kind(AuditKind::Refused);
                 rec.error = Some(engine.redactor.redact_value(&e.to_json()));
+                rec.policy =
+                    Some(serde_json::json!({"decision": "deny", "rule": "INFRA_UNSAFE_LOCAL"}));
                 engine
                     .audit
                     .record(&rec, true)

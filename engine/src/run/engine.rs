@@ -96,6 +96,7 @@ impl Engine {
         text: &str,
         front_end: &str,
     ) -> Result<PathBuf, crate::catalog::WriteError> {
+        self.refuse_if_read_only("upsert", name, front_end)?;
         let path =
             crate::catalog::save_project_runbook(&self.config, &self.audit, name, text, front_end)?;
         self.reload_catalog();
@@ -109,9 +110,45 @@ impl Engine {
         path: &std::path::Path,
         front_end: &str,
     ) -> Result<(), crate::catalog::WriteError> {
+        self.refuse_if_read_only("delete", name, front_end)?;
         crate::catalog::delete_project_runbook(&self.audit, name, path, front_end)?;
         self.reload_catalog();
         Ok(())
+    }
+
+    /// In read-only mode, a write to a project runbook is refused (and audited with the rule) before
+    /// anything is written.
+    fn refuse_if_read_only(
+        &self,
+        action: &str,
+        name: &str,
+        front_end: &str,
+    ) -> Result<(), crate::catalog::WriteError> {
+        if !self.policy.read_only() {
+            return Ok(());
+        }
+        let rule = if self.policy.env_read_only {
+            "INFRA_READ_ONLY"
+        } else {
+            "read_only"
+        };
+        let message = format!(
+            "read-only mode (policy rule `{rule}`) refuses to {action} the project runbook `{name}`; nothing was written"
+        );
+        let rec = crate::record::AuditRecord {
+            tool: Some("runbook".into()),
+            action: Some(action.into()),
+            runbook: Some(name.into()),
+            front_end: Some(front_end.into()),
+            effect: Some("write".into()),
+            policy: Some(serde_json::json!({"decision": "deny", "rule": rule, "reason": message})),
+            error: Some(serde_json::json!({"kind": "refused", "message": message})),
+            ..crate::record::AuditRecord::new(crate::record::AuditKind::Refused)
+        };
+        self.audit
+            .record(&rec, true)
+            .map_err(crate::catalog::WriteError::Audit)?;
+        Err(crate::catalog::WriteError::ReadOnly(message))
     }
 
     /// Reloads the runbooks from the configured places (after a project runbook was written or removed).

@@ -425,6 +425,7 @@ fn write_refused(e: engine::catalog::WriteError) -> Reply {
             None,
         ),
         WriteError::Io { .. } => Reply::error("failed", e.to_string(), None, None),
+        WriteError::ReadOnly(m) => Reply::error("refused", m, None, None),
     }
 }
 
