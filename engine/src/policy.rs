@@ -330,6 +330,24 @@ impl Policy {
         &self.file.approvers
     }
 
+    /// One line for people (`infra doctor`): where it is from, read-only, rules, freezes, approvers.
+    pub fn summary(&self) -> String {
+        let f = &self.file;
+        format!(
+            "{}{}; {} rule{}, {} freeze window{}, {} approver{}",
+            self.path
+                .as_deref()
+                .unwrap_or("no policy file: the defaults (destructive needs an approval)"),
+            if self.read_only() { ", read-only" } else { "" },
+            f.rules.len(),
+            if f.rules.len() == 1 { "" } else { "s" },
+            f.freeze.len(),
+            if f.freeze.len() == 1 { "" } else { "s" },
+            f.approvers.len(),
+            if f.approvers.len() == 1 { "" } else { "s" },
+        )
+    }
+
     /// Whether a rule names a label (then targets are read to find them).
     pub fn wants_labels(&self) -> bool {
         self.file.rules.iter().any(|r| r.label.is_some())
