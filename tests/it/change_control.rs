@@ -609,3 +609,61 @@ fn each_attempt_keeps_its_own_artifacts() {
         );
     }
 }
+
+#[test]
+fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
+    let keys = tempfile::tempdir().expect("keys");
+    let p = Project::new()
+        .runbook("change", &state_runbook("destructive"))
+        .runbook(
+            "outer",
+            "name: outer\nsteps:\n  - id: inner\n    tool: runbook\n    args: {action: run, name: change, input: {v: nested}}\n",
+        );
+    let key = approver(p.path(), keys.path(), "");
+    let out = p
+        .infra()
+        .args(["run", "outer", "--json"])
+        .output()
+        .expect("run");
+    let r = crate::stdout_json(&out);
+    assert_eq!(r["error"]["kind"], "approval_required", "{r}");
+    assert_eq!(
+        r["approval"]["effects"], "destructive",
+        "the nested effect counts"
+    );
+    let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+    let out = p
+        .infra()
+        .args(["run", "outer", "--json"])
+        .output()
+        .expect("run");
+    let r = crate::stdout_json(&out);
+    assert_eq!(
+        r["ok"], true,
+        "the nested run is covered by the approval: {r}"
+    );
+    let got = p.infra().args(["state", "get", "k"]).output().expect("get");
+    assert!(String::from_utf8_lossy(&got.stdout).contains("nested"));
+
+    // a deny rule on a tool the outer plan does not show is applied to the nested run itself
+    let policy = std::fs::read_to_string(p.path().join("policy.yaml")).expect("policy");
+    std::fs::write(
+        p.path().join("policy.yaml"),
+        format!("{policy}rules:\n  - {{name: no-state, tool: state, decision: deny}}\n"),
+    )
+    .expect("policy");
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+    let out = p
+        .infra()
+        .args(["run", "outer", "--json"])
+        .output()
+        .expect("run");
+    let r = crate::stdout_json(&out);
+    assert_eq!(r["ok"], false, "{r}");
+    let refused = audit(p.path())
+        .into_iter()
+        .filter(|r| r["kind"] == "refused" && r["policy"]["rule"] == "no-state")
+        .count();
+    assert_eq!(refused, 1, "the nested refusal is audited with its rule");
+}
