@@ -61,7 +61,14 @@ pub fn run(args: Args) -> u8 {
     if args.json {
         render::json(&rendered.json);
     } else {
-        render::out(&human(&rendered.json));
+        let v = super::engine().verdict(&plan, &rendered);
+        render::out(&format!(
+            "{}policy: {} ({}: {})\n",
+            human(&rendered.json),
+            v.decision.as_str(),
+            v.rule,
+            v.reason
+        ));
     }
     OK
 }

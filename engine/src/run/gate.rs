@@ -33,13 +33,9 @@ fn target_of(args: &Value) -> Option<&str> {
 }
 
 impl Engine {
-    pub(super) fn gate(
-        &self,
-        plan: &Plan,
-        rendered: &RenderedPlan,
-        run_id: &str,
-        parent: Option<&Grant>,
-    ) -> Gate {
+    /// What the policy says of a rendered plan now (nothing is consumed or recorded): `infra plan`
+    /// shows it, and the gate acts on it.
+    pub fn verdict(&self, plan: &Plan, rendered: &RenderedPlan) -> Verdict {
         let policy = &self.policy;
         let rendered_args = |id: &str| -> Value {
             rendered.json["nodes"]
@@ -74,7 +70,18 @@ impl Engine {
                 labels,
             }
         });
-        let verdict = policy.decide(subjects, crate::ctx::now_utc());
+        policy.decide(subjects, crate::ctx::now_utc())
+    }
+
+    pub(super) fn gate(
+        &self,
+        plan: &Plan,
+        rendered: &RenderedPlan,
+        run_id: &str,
+        parent: Option<&Grant>,
+    ) -> Gate {
+        let policy = &self.policy;
+        let verdict = self.verdict(plan, rendered);
         let mut gate = Gate {
             verdict,
             grant: None,
