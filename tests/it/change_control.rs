@@ -667,3 +667,25 @@ fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
         .count();
     assert_eq!(refused, 1, "the nested refusal is audited with its rule");
 }
+
+#[test]
+fn credentials_in_a_plan_waiting_for_approval_are_masked_and_its_digest_still_checks() {
+    let keys = tempfile::tempdir().expect("keys");
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = approver(dir.path(), keys.path(), "");
+    let e = Engine::new(Config::at(dir.path()), Arc::new(engine::Catalog::builtin()));
+    let token = "Bearer tok-0123456789-abcdef";
+    let call = json!({"action": "request", "method": "DELETE", "url": "http://127.0.0.1:9/x",
+                      "headers": {"Authorization": token}});
+    let o = run_call(&e, "http", call);
+    assert_eq!(refusal(&o).0, "approval_required");
+    let shown = o.approval.as_ref().expect("approval").to_string();
+    assert!(!shown.contains("tok-0123456789"), "{shown}");
+    assert!(
+        crate::files_containing(dir.path(), &["tok-0123456789"]).is_empty(),
+        "nothing under the profiles directory holds the credential"
+    );
+    // the stored plan, masked, still has the digest a person approves
+    let out = approve(dir.path(), &key, &digest_of(&o), "15m");
+    assert!(out.status.success(), "{out:?}");
+}

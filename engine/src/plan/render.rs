@@ -8,7 +8,7 @@
 //! }}` keeps its type. Fully rendered arguments are validated against the action schema again. Any
 //! render error gets the code `undefined-variable`. The digest (`digest_of`) is the one digest of a
 //! plan: `infra plan` shows it, a run records it (and writes the JSON as `plan.json`), policy and
-//! approvals compare it.
+//! approvals compare it. Credential arguments are masked in it (`mask_credentials`).
 
 use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};
@@ -74,7 +74,7 @@ impl Plan {
                 {
                     v["command"] = cmd.into();
                 }
-                v["args"] = Value::Object(args);
+                v["args"] = mask_credentials(n, args);
                 v["rendered"] = complete.into();
                 v
             })
@@ -93,6 +93,21 @@ impl Plan {
         json["digest"] = digest.clone().into();
         (RenderedPlan { json, digest }, diags)
     }
+}
+
+/// Credentials among a node's arguments (`ActionSpec::secret_args`: a connection URL's password, an
+/// `Authorization` header) are masked, so neither the shown plan nor its digest holds or depends on them
+/// (as secret inputs are placeholders).
+fn mask_credentials(n: &PlanNode, args: Map<String, Value>) -> Value {
+    let secrets = n.action.secret_args.map(|f| f(&args)).unwrap_or_default();
+    if secrets.is_empty() {
+        return Value::Object(args);
+    }
+    let r = crate::record::Redactor::new();
+    for s in &secrets {
+        r.add(s);
+    }
+    r.redact_value(&Value::Object(args))
 }
 
 /// The digest of a rendered plan: SHA-256 of its JSON without `digest` and `source` (where the runbook
