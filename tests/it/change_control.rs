@@ -689,3 +689,32 @@ fn credentials_in_a_plan_waiting_for_approval_are_masked_and_its_digest_still_ch
     let out = approve(dir.path(), &key, &digest_of(&o), "15m");
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn rules_match_a_targets_labels_and_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let targets = json!({
+        "prod-1": {"host": "127.0.0.1", "port": 1, "username": "x", "labels": ["prod"]},
+        "dev-1": {"host": "127.0.0.1", "port": 1, "username": "x", "labels": ["dev"]},
+    });
+    std::fs::write(dir.path().join("targets.json"), targets.to_string()).expect("targets");
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "rules:\n  - {name: prod-frozen, label: prod, effect: write, decision: deny}\n  - {target: dev-1, action: info, decision: deny}\n",
+    )
+    .expect("policy");
+    let e = Engine::new(Config::at(dir.path()), Arc::new(engine::Catalog::builtin()));
+    let exec = |t: &str| json!({"action": "exec", "target": t, "command": "true"});
+    let (kind, message) = refusal(&run_call(&e, "ssh", exec("prod-1")));
+    assert_eq!(kind, "refused");
+    assert!(message.contains("prod-frozen"), "{message}");
+    // not refused by policy: it gets as far as connecting (nothing listens on port 1)
+    let o = run_call(&e, "ssh", exec("dev-1"));
+    assert!(!o.steps.is_empty(), "{:?}", o.error);
+    let (_, message) = refusal(&run_call(
+        &e,
+        "ssh",
+        json!({"action": "info", "target": "dev-1"}),
+    ));
+    assert!(message.contains("rules[1]"), "{message}");
+}
