@@ -393,10 +393,43 @@ fn an_agent_with_local_cannot_approve_its_own_plan() {
         r["stdout"].as_str().unwrap_or_default().contains("rc=0"),
         "{r}"
     );
-    let o = run_call(&e, "http", target);
+    let o = run_call(&e, "http", target.clone());
     let (kind, message) = refusal(&o);
     assert_eq!(kind, "approval_required");
     assert!(message.contains("no valid signature"), "{message}");
+    // 6. a real approval, used, then set back to unused in the store: this engine does not use it twice
+    let out = approve(dir.path(), &key, &digest, "15m");
+    assert!(
+        !out.status.success(),
+        "the policy now names the agent's key, not alice's"
+    );
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!("approvers:\n  - {{name: alice, key: \"{public}\"}}\n"),
+    )
+    .expect("policy");
+    assert!(approve(dir.path(), &key, &digest, "15m").status.success());
+    let o = run_call(&e, "http", target.clone());
+    assert!(
+        o.error
+            .as_ref()
+            .is_none_or(|x| x.kind != "approval_required"),
+        "{:?}",
+        o.error
+    );
+    let r = sh(format!(
+        "python3 -c \"import sqlite3; c = sqlite3.connect('{profiles}/store.sqlite3'); c.execute('UPDATE approvals SET used_at = NULL, used_by = NULL'); c.commit()\"; echo rc=$?"
+    ));
+    assert!(
+        r["stdout"].as_str().unwrap_or_default().contains("rc=0"),
+        "{r}"
+    );
+    let (kind, message) = refusal(&run_call(&e, "http", target));
+    assert_eq!(kind, "approval_required");
+    assert!(
+        message.contains("already used by this process"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub struct Engine {
     pub(super) pools: Pools,
     /// What may run: `<profiles>/policy.yaml` and `INFRA_READ_ONLY`, read once, here.
     pub(super) policy: crate::policy::Policy,
+    /// Approvals this engine used: never used again, even if the store is set back.
+    pub(super) used_approvals: std::sync::Mutex<std::collections::HashSet<String>>,
     /// This process's journal of single calls, made on the first one.
     calls: std::sync::Mutex<Option<SessionJournal>>,
 }
@@ -44,6 +46,7 @@ impl Engine {
         let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only);
         Engine {
             policy,
+            used_approvals: Default::default(),
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,

@@ -103,6 +103,21 @@ impl Engine {
                 let used = self.store().map_err(|e| e.to_string()).and_then(|s| {
                     approval::consume(s, policy.approvers(), digest, run_id, crate::ctx::now_utc())
                 });
+                // an approval this engine already used is refused even if the store forgot it
+                let used = used.and_then(|g| {
+                    let mut seen = self
+                        .used_approvals
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if seen.insert(g.id.clone()) {
+                        Ok(g)
+                    } else {
+                        Err(format!(
+                            "approval {} was already used by this process",
+                            &g.id[..8.min(g.id.len())]
+                        ))
+                    }
+                });
                 match used {
                     Ok(g) => gate.grant = Some(g),
                     Err(why) => {
