@@ -37,13 +37,17 @@ impl Engine {
     /// shows it, and the gate acts on it.
     pub fn verdict(&self, plan: &Plan, rendered: &RenderedPlan) -> Verdict {
         let policy = &self.policy;
-        let rendered_args = |id: &str| -> Value {
-            rendered.json["nodes"]
-                .as_array()
-                .and_then(|ns| ns.iter().find(|n| n["id"] == id))
-                .map(|n| n["args"].clone())
-                .unwrap_or(Value::Null)
-        };
+        // each node's rendered arguments, by step id (looked up once per node, not scanned)
+        let by_id: std::collections::HashMap<&str, &Value> = rendered.json["nodes"]
+            .as_array()
+            .map(|ns| {
+                ns.iter()
+                    .filter_map(|n| Some((n["id"].as_str()?, &n["args"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rendered_args =
+            |id: &str| -> Value { by_id.get(id).map_or(Value::Null, |v| (*v).clone()) };
         // labels are read only when a rule asks for one
         let targets = policy
             .wants_labels()
