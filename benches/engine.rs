@@ -85,7 +85,24 @@ fn one(what: &str, n: usize) {
             }
             let d = t.elapsed();
             println!(
-                "one-node state.get runs ×{n}: {:8.1} ms ({:.3} ms per run, run directory, journal, audit and index each)",
+                "one-node state.get runs ×{n}: {:8.1} ms ({:.3} ms per run: journal, audit and index each)",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64
+            );
+        }
+        "call-path" => {
+            // what one MCP `state get` costs the engine, compilation included
+            let args = serde_json::json!({"action": "get", "key": "k"});
+            let t = Instant::now();
+            for _ in 0..n {
+                let plan = engine::compile_call("state", &args, &engine::CompileOptions::default())
+                    .expect("compiles");
+                let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+                assert!(o.ok(), "{:?}", o.error);
+            }
+            let d = t.elapsed();
+            println!(
+                "compile_call + execute of state.get ×{n}: {:8.1} ms ({:.3} ms per call)",
                 d.as_secs_f64() * 1e3,
                 d.as_secs_f64() * 1e3 / n as f64
             );
@@ -172,6 +189,7 @@ fn main() {
         .flat_map(|n| [("state", n), ("state-get", n)])
         .collect();
     runs.push(("calls", 1_000));
+    runs.push(("call-path", 1_000));
     runs.push(("exec", 1_000));
     runs.push(("proc", 1_000));
     runs.push(("gib", 1));

@@ -229,9 +229,18 @@ pub struct ProcessRef {
 }
 
 impl ProcessRef {
-    /// This process.
+    /// This process (its start time read once).
     pub fn current() -> Self {
+        static ME: std::sync::OnceLock<ProcessRef> = std::sync::OnceLock::new();
         let pid = i64::from(std::process::id());
+        let me = ME.get_or_init(|| ProcessRef {
+            pid,
+            start: proc_stat(pid).map(|(_, start)| start),
+        });
+        if me.pid == pid {
+            return *me;
+        }
+        // a forked child is another process
         ProcessRef {
             pid,
             start: proc_stat(pid).map(|(_, start)| start),

@@ -8,14 +8,17 @@ pub mod approval;
 pub mod plan;
 
 pub use plan::{CompileOptions, Plan, PlanNode, Resolve, compile, compile_call};
+pub mod capability;
 pub mod catalog;
 pub mod profiles;
 
 pub use catalog::{Catalog, CatalogOptions, Origin};
+pub mod context;
 pub mod ctx;
 pub mod error;
 pub mod exec;
 pub mod git;
+pub mod intent;
 pub mod policy;
 pub mod record;
 pub mod request;

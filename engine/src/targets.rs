@@ -77,6 +77,9 @@ pub struct Target {
     pub max_sessions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The local checkout this target is deployed from: the project context of intents aimed at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_root: Option<String>,
     /// PostgreSQL: `url`, or `host`, `port`, `user`, `database`, `password_env`, `sslmode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgTarget>,
@@ -112,6 +115,7 @@ impl Target {
             "postgres": self.postgres.is_some(),
             "http": self.http.is_some(),
             "description": self.description,
+            "repo_root": self.repo_root,
         })
     }
 }

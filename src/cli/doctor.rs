@@ -94,6 +94,28 @@ fn runbooks(e: &engine::run::Engine) -> Check {
     }
 }
 
+/// The capabilities: the built-ins and the project's file, checked against the catalog.
+fn capabilities(e: &engine::run::Engine) -> Check {
+    let caps = engine::intent::capabilities(e);
+    let file = caps
+        .file
+        .as_ref()
+        .map_or_else(|| "no project file".to_owned(), |f| f.display().to_string());
+    match caps.diagnostics.iter().find(|d| d.is_error()) {
+        None => Check::pass("capabilities", format!("{} ({file})", caps.entries.len())),
+        Some(d) => Check::fail(
+            "capabilities",
+            format!(
+                "{} problem(s); first: {}{}",
+                caps.diagnostics.iter().filter(|d| d.is_error()).count(),
+                d.location().map(|l| format!("{l}: ")).unwrap_or_default(),
+                d.message
+            ),
+            Some(format!("`infra validate {file}` shows every problem")),
+        ),
+    }
+}
+
 fn targets(config: &engine::ctx::Config) -> (Check, engine::targets::Targets) {
     let t = engine::targets::Targets::load(&config.profiles_dir);
     let check = match t.diagnostics.first() {
@@ -289,7 +311,7 @@ fn connect(e: &engine::run::Engine, t: &engine::targets::Targets) -> Vec<Check> 
 pub fn run(a: Args) -> u8 {
     let e = engine();
     let config = e.config().clone();
-    let mut checks = vec![profiles(&config), runbooks(&e)];
+    let mut checks = vec![profiles(&config), runbooks(&e), capabilities(&e)];
     let (t_check, targets) = targets(&config);
     checks.push(t_check);
     checks.push(store(&e));

@@ -6,6 +6,7 @@ mod audit;
 mod doctor;
 mod graph;
 mod ids;
+mod intent;
 mod jobs;
 mod list;
 mod logs;
@@ -96,6 +97,10 @@ enum Command {
     /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
     /// `--connect` also reaches every target.
     Doctor(doctor::Args),
+    /// What the project is: its root, tags (git, k8s, helm, argocd, flux, languages…) and their files.
+    Context(intent::ContextArgs),
+    /// Ask for an outcome: explain, compile, dry-run or execute an intent (`--apply`, `--confirm`).
+    Intent(intent::IntentArgs),
     /// Print a shell completion script (e.g. `infra completions bash > ~/.local/share/bash-completion/completions/infra`).
     Completions(manual::CompletionsArgs),
     /// Print the manual page (roff; `infra man | man -l -`), or write one page per command with `--out-dir`.
@@ -167,6 +172,8 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor(a)) => doctor::run(a),
         Some(Command::Approve(a)) => approve::approve(a),
         Some(Command::Approvals(c)) => approve::run(c),
+        Some(Command::Context(a)) => intent::context(a),
+        Some(Command::Intent(a)) => intent::intent(a),
         Some(Command::Completions(a)) => manual::completions(a),
         Some(Command::Man(a)) => manual::man(a),
     };

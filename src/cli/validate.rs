@@ -12,6 +12,30 @@ use crate::render;
 
 mod fix;
 
+/// Checks a capabilities file (`file`, else the project's, if it has one) against the catalog.
+fn capabilities(
+    catalog: &Catalog,
+    file: Option<&Path>,
+    diags: &mut Vec<Diagnostic>,
+    checked: &mut Vec<serde_json::Value>,
+) {
+    let mut config = super::config();
+    if let Some(f) = file {
+        config.capabilities_path = Some(f.to_path_buf());
+    }
+    let caps = engine::capability::load(&config, catalog);
+    let Some(path) = caps.file.clone() else {
+        return;
+    };
+    let errors = caps.diagnostics.iter().any(Diagnostic::is_error);
+    checked.push(json!({
+        "source": path.display().to_string(),
+        "ok": !errors,
+        "capabilities": caps.entries.values().filter(|e| e.origin == engine::Origin::Project).count(),
+    }));
+    diags.extend(caps.diagnostics);
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Runbook files or names; none means every runbook infra can find.
@@ -71,9 +95,12 @@ pub fn run(args: Args) -> u8 {
         for e in catalog.entries() {
             compile_one(e.runbook.clone(), &mut diags, &mut checked);
         }
+        capabilities(&catalog, None, &mut diags, &mut checked);
     }
     for t in &args.targets {
-        if looks_like_path(t) && !t.contains('#') {
+        if engine::capability::is_capabilities_file(Path::new(t)) && Path::new(t).is_file() {
+            capabilities(&catalog, Some(Path::new(t)), &mut diags, &mut checked);
+        } else if looks_like_path(t) && !t.contains('#') {
             match engine::ctx::read_source(Path::new(t)) {
                 Ok(file) => {
                     let stem = Path::new(t).file_stem().and_then(|s| s.to_str());
@@ -122,10 +149,19 @@ pub fn run(args: Args) -> u8 {
             }
             render::diagnostics(&diags);
             if errors == 0 {
+                let caps = checked
+                    .iter()
+                    .filter(|c| c.get("capabilities").is_some())
+                    .count();
+                let n = checked.len() - caps;
                 render::out(&format!(
-                    "ok: {} runbook{} checked\n",
-                    checked.len(),
-                    if checked.len() == 1 { "" } else { "s" }
+                    "ok: {n} runbook{} checked{}\n",
+                    if n == 1 { "" } else { "s" },
+                    if caps > 0 {
+                        " and the capabilities file"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }

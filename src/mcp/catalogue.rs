@@ -35,6 +35,9 @@ fn canonical(name: &str) -> (&str, bool) {
         "mcp_artifacts" => "artifacts",
         "mcp_audit" => "audit",
         "mcp_jobs" | "job" => "jobs",
+        // the capability and workspace actions are listed under `intent` and `context`
+        "capability" | "mcp_capability" => "intent",
+        "workspace" | "mcp_workspace" => "context",
         other => actions::canonical_tool(other),
     };
     (c, c != name)
@@ -122,6 +125,7 @@ pub fn call(
         "evidence" => Some(parse(&args).map(|p| tools::evidence::call(engine, &p))),
         "jobs" => Some(parse(&args).map(|p| tools::jobs::call(engine, jobs, &p))),
         "context" => Some(parse(&args).map(|p| tools::context::call(engine, &p))),
+        "intent" => Some(parse(&args).map(|p| tools::intent::call(engine, &p, &cx.options()))),
         "artifacts" => Some(parse(&args).map(|p| tools::artifacts::call(engine, &p))),
         "audit" => Some(parse(&args).map(|p| tools::audit::call(engine, &p))),
         _ => None,
@@ -246,6 +250,8 @@ fn finish(
         let shown = json!({"summary": reply.body["summary"], "ok": reply.body["ok"]});
         let recorded = if tool == "runbook" {
             recorded_runbook_args(engine, args)
+        } else if tool == "intent" {
+            recorded_intent_args(engine, args)
         } else {
             args.clone()
         };
@@ -269,7 +275,14 @@ fn finish(
             // may hold a credential its action would have masked, so they stay in the evidence only
             args: matches!(
                 tool,
-                "help" | "runbook" | "artifacts" | "jobs" | "audit" | "evidence" | "context"
+                "help"
+                    | "runbook"
+                    | "artifacts"
+                    | "jobs"
+                    | "audit"
+                    | "evidence"
+                    | "context"
+                    | "intent"
             )
             .then(|| engine.redactor().redact_value(&recorded)),
             error: Some(
@@ -351,6 +364,32 @@ pub fn runbook_warnings(engine: &Engine, only: Option<&str>) -> Vec<String> {
         }
     }
     out
+}
+
+/// An intent call's arguments as recorded: an input's value is kept only when some runbook declares
+/// an input of that name and none declares it secret (the call may have stopped before its
+/// capability, and so its runbook, was known).
+fn recorded_intent_args(engine: &Engine, args: &Value) -> Value {
+    let catalog = engine.catalog();
+    let entries = catalog.entries();
+    let public = |k: &str| {
+        let decl: Vec<bool> = entries
+            .iter()
+            .filter_map(|e| e.runbook.inputs.get(k).map(|i| i.secret))
+            .collect();
+        !decl.is_empty() && !decl.contains(&true)
+    };
+    let mut recorded = args.clone();
+    for at in ["/inputs", "/intent/inputs"] {
+        if let Some(Value::Object(given)) = recorded.pointer_mut(at) {
+            for (k, v) in given.iter_mut() {
+                if !public(k) {
+                    *v = Value::String(engine::record::redact::MASK.into());
+                }
+            }
+        }
+    }
+    recorded
 }
 
 /// A runbook call's arguments as recorded: an input's value is kept only when the named runbook

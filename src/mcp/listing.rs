@@ -1,7 +1,7 @@
 //! The tool listing (`tools/list`): which tools there are, in a fixed order, with their descriptions,
 //! input schemas and annotations.
 //!
-//! The order is `help` and `runbook`, then one tool per registry tool, then `artifacts`, `jobs`, `audit`,
+//! The order is `help`, `runbook` and `intent` (which lists the capability actions too), then one tool per registry tool, then `artifacts`, `jobs`, `audit`,
 //! `evidence`, `context`, and `local` last (listed only with `INFRA_UNSAFE_LOCAL=1`). A registry tool
 //! ([`registry_tool`]) is a flat object with the `action` enum, `async` and the union of its actions'
 //! properties, each kept small (`schema::compact`), with no top-level `oneOf` (many clients reject it);
@@ -18,7 +18,7 @@ use engine::run::Engine;
 use serde_json::{Map, Value, json};
 
 use super::schema::{ToolDesc, ToolParams, compact, input_schema};
-use super::tools::{artifacts, audit, context, evidence, help, jobs, runbook};
+use super::tools::{artifacts, audit, context, evidence, help, intent, jobs, runbook};
 
 /// A tool made from the registry: a flat object with the `action` enum and the union of its actions'
 /// properties (no top-level `oneOf`: many clients reject it). Each call is validated against its action's
@@ -87,7 +87,7 @@ fn front_end<P: ToolParams>(title: &str, description: &str, read_only: bool) -> 
         destructive: !read_only,
         idempotent: read_only,
         // a runbook's steps reach targets (SSH, HTTP, PostgreSQL)
-        open_world: P::TOOL == "runbook",
+        open_world: matches!(P::TOOL, "runbook" | "intent"),
     }
 }
 
@@ -112,6 +112,7 @@ pub fn front_end_schema(tool: &str) -> Option<Value> {
         "audit" => input_schema::<audit::Params>(),
         "evidence" => input_schema::<evidence::Params>(),
         "context" => input_schema::<context::Params>(),
+        "intent" => input_schema::<intent::Params>(),
         _ => return None,
     })
 }
@@ -127,6 +128,11 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         front_end::<runbook::Params>(
             "Runbooks",
             "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost: see them with `plan`.",
+            false,
+        ),
+        front_end::<intent::Params>(
+            "Intents and capabilities",
+            "Ask for an outcome (`intent`: a type such as `repo.snapshot`), not a runbook. `explain` (capability, why, inputs), `compile` (rendered steps, effects, digest), `dry_run` (+ reads/changes), `execute` (write: `apply: true`; irreversible: `confirm: true` too). `list`, `get`, `resolve`, `suggest` (what applies here).",
             false,
         ),
     ];
@@ -158,7 +164,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<context::Params>(
         "Project context",
-        "`get`: the git repository (root, branch, clean) and project markers (kustomize, helm, k8s, flux, argocd, languages) under `path` (default: the working directory). `targets`: the project's targets (names, hosts, labels; never credentials).",
+        "`get`/`refresh`: root, git, tags (k8s, helm, argocd, flux, languages…) and their files under `path` (default: cwd). `targets` (no credentials). `summary`: tags, targets, capabilities, runbooks, recent runs, failed jobs.",
         true,
     ));
     // `local` goes last, as the spec's order has it
@@ -184,6 +190,7 @@ mod tests {
             input_schema::<audit::Params>(),
             input_schema::<evidence::Params>(),
             input_schema::<context::Params>(),
+            input_schema::<intent::Params>(),
         ] {
             assert!(jsonschema::draft202012::new(&s).is_ok(), "{s}");
         }

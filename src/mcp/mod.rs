@@ -282,8 +282,9 @@ impl Server {
                 Tool::new(t.name, t.description, object(t.input_schema))
                     .with_title(t.title.clone())
                     .with_raw_output_schema(output.clone())
+                    // the title once, at the top level (not again in the annotations): the listing's budget
                     .with_annotations(
-                        ToolAnnotations::with_title(t.title)
+                        ToolAnnotations::new()
                             .read_only(t.read_only)
                             .destructive(t.destructive)
                             .idempotent(t.idempotent)

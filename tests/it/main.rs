@@ -16,6 +16,7 @@ mod docs;
 mod engine_runs;
 mod golden;
 mod http;
+mod intent;
 mod legacy;
 mod limits;
 mod mcp;

@@ -36,6 +36,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         schemas_dir().join("policy.schema.json"),
         pretty(&engine::policy::schema()),
     );
+    m.insert(
+        schemas_dir().join("capabilities.schema.json"),
+        pretty(&engine::capability::schema()),
+    );
     for a in engine::actions::all_actions() {
         m.insert(
             schemas_dir().join("actions").join(a.schema_file()),

@@ -31,6 +31,8 @@ pub struct Engine {
     pub(super) used_approvals: std::sync::Mutex<std::collections::HashSet<String>>,
     /// This process's journal of single calls, made on the first one.
     calls: std::sync::Mutex<Option<SessionJournal>>,
+    /// Whether the profiles directory's `.gitignore` was seen (checked once per engine).
+    prepared: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -55,6 +57,7 @@ impl Engine {
             store,
             pools: Pools::default(),
             calls: std::sync::Mutex::new(None),
+            prepared: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -183,6 +186,10 @@ impl Engine {
     /// Creates the profiles directory with a `.gitignore` for what infra writes there (evidence, audit,
     /// store), so a project's `.infra/` shows only its runbooks and configuration to git.
     pub(super) fn prepare_profiles_dir(&self) {
+        use std::sync::atomic::Ordering;
+        if self.prepared.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let dir = &self.config.profiles_dir;
         let ignore = dir.join(".gitignore");
         if !ignore.exists() && std::fs::create_dir_all(dir).is_ok() {

@@ -150,32 +150,30 @@ impl Store {
     pub fn state_set(&self, key: &str, value: &Value) -> Result<(), StoreError> {
         let text = value.to_string();
         let now = crate::ctx::now_rfc3339();
-        self.with(|c| {
-            c.execute(
+        self.with_sync(true, |c| {
+            c.prepare_cached(
                 "INSERT INTO state(key, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![key, text, now],
-            )
+            )?
+            .execute(params![key, text, now])
             .map(|_| ())
         })
     }
 
     pub fn state_get(&self, key: &str) -> Result<Option<Value>, StoreError> {
         let text: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT value FROM state WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
+            c.prepare_cached("SELECT value FROM state WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()
         })?;
         Ok(text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t))))
     }
 
     /// Removes a key; returns whether it existed.
     pub fn state_unset(&self, key: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            c.execute("DELETE FROM state WHERE key = ?1", params![key])
+        self.with_sync(true, |c| {
+            c.prepare_cached("DELETE FROM state WHERE key = ?1")?
+                .execute(params![key])
                 .map(|n| n > 0)
         })
     }
@@ -243,19 +241,21 @@ impl Store {
 
     /// Runs `f` with the store's writes forced to disk (`durable`), or left in the WAL, which other
     /// processes see at once and a process crash keeps; only a power loss can take them back, and the
-    /// next synced write carries them.
+    /// next synced write carries them. The connection stays at `synchronous = NORMAL`, the setting of
+    /// the many writes that change nothing (a read's run index, audit heads); a durable write raises it
+    /// for its own transaction.
     fn with_sync<T>(
         &self,
         durable: bool,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        if durable {
+        if !durable {
             return self.with(f);
         }
         self.with(|c| {
-            c.execute_batch("PRAGMA synchronous = NORMAL")?;
-            let r = f(c);
             c.execute_batch("PRAGMA synchronous = FULL")?;
+            let r = f(c);
+            c.execute_batch("PRAGMA synchronous = NORMAL")?;
             r
         })
     }
@@ -333,7 +333,7 @@ impl Store {
 /// Puts a store's file in WAL mode and makes its tables, adding the columns older versions lacked.
 fn init(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)?;
     // stores made before runs and jobs named their owner's start time (and runs their owner), and
     // before runs could share a journal
@@ -647,7 +647,7 @@ impl Store {
     pub fn job_started(&self, id: &str, tool: &str, action: &str) -> Result<(), StoreError> {
         let now = crate::ctx::now_rfc3339();
         let me = ProcessRef::current();
-        self.with(|c| {
+        self.with_sync(true, |c| {
             c.execute(
                 "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at, owner_start) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
                 params![id, tool, action, me.pid, now, me.start],
@@ -660,7 +660,7 @@ impl Store {
     pub fn job_finished(&self, id: &str, status: &str, result: &Value) -> Result<(), StoreError> {
         let now = crate::ctx::now_rfc3339();
         let text = result.to_string();
-        self.with(|c| {
+        self.with_sync(true, |c| {
             c.execute(
                 "UPDATE jobs SET status = ?2, finished_at = ?3, result = ?4 WHERE id = ?1",
                 params![id, status, now, text],

@@ -187,13 +187,23 @@ fn the_audit_head_only_moves_forward() {
     assert_eq!(s.audit_head().expect("head"), Some(head(5)));
     s.audit_head_keep(&head(6)).expect("keep");
     assert_eq!(s.audit_head().expect("head"), Some(head(6)));
-    // another connection sees it, and the synchronous setting is back to FULL
+    // another connection sees it; a durable write raises the synchronous setting to FULL for its
+    // own transaction only, and the connection is back at NORMAL after it
     let again = Store::open(&dir.path().join("store.sqlite3")).expect("open");
     assert_eq!(again.audit_head().expect("head"), Some(head(6)));
-    let sync: i64 = s
-        .with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
-        .expect("pragma");
-    assert_eq!(sync, 2);
+    let sync = |s: &Store| -> i64 {
+        s.with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+            .expect("pragma")
+    };
+    assert_eq!(sync(&s), 1);
+    let seen = s
+        .with_sync(true, |c| {
+            c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+        })
+        .expect("durable");
+    assert_eq!(seen, 2);
+    s.state_set("k", &json!(1)).expect("set");
+    assert_eq!(sync(&s), 1);
 }
 
 #[test]

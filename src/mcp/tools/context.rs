@@ -1,14 +1,16 @@
-//! `context`: what the project is. `get`: the git repository (root, branch, clean) around `path` and the
-//! project markers under its root (kustomize, helm, k8s, flux, argocd, languages), found by an explicit
-//! stack of directories (4 levels, 20,000 entries, hidden directories, `target` and `node_modules`
-//! skipped). `targets`: the project's targets as results may show them, never a credential.
+//! `context`: what the project is and what can be done in it. `get`: the git repository (root, branch,
+//! clean) around `path` (or `repo_root`) and the project's tags with the files that show them
+//! (`engine::context`: bounded, cached per root until something under it changes); `refresh` walks
+//! again. `targets`: the project's targets as results may show them, never a credential. `summary`
+//! (also the unlisted `workspace {action: summary}`): context tags, targets, the capabilities that
+//! apply here, runbooks, recent runs and failed jobs, in under 4 KB.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::run::Engine;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::mcp::reply::Reply;
 use crate::mcp::schema::ToolParams;
@@ -17,8 +19,10 @@ use crate::mcp::schema::ToolParams;
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct Params {
     pub action: Action,
-    /// `get`: where to look (the working directory by default).
+    /// `get`, `refresh`, `summary`: where to look (the working directory by default).
     pub path: Option<String>,
+    /// The same as `path`.
+    pub repo_root: Option<String>,
 }
 
 /// What `context` does.
@@ -26,7 +30,9 @@ pub struct Params {
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Get,
+    Refresh,
     Targets,
+    Summary,
 }
 
 impl ToolParams for Params {
@@ -35,9 +41,12 @@ impl ToolParams for Params {
 
 /// Runs one `context` action.
 pub fn call(engine: &Engine, p: &Params) -> Reply {
+    let dir = p.repo_root.as_deref().or(p.path.as_deref()).unwrap_or(".");
     match p.action {
-        Action::Get => project(engine, Path::new(p.path.as_deref().unwrap_or("."))),
+        Action::Get => project(engine, Path::new(dir), false),
+        Action::Refresh => project(engine, Path::new(dir), true),
         Action::Targets => targets(engine),
+        Action::Summary => super::workspace::summary(engine, Path::new(dir)),
     }
 }
 
@@ -55,73 +64,36 @@ fn targets(engine: &Engine) -> Reply {
     Reply::ok(format!("{} targets", list.len()), json!({"targets": list}))
 }
 
-/// What kind of project `path` is in: git, Kubernetes manifests, Flux or Argo CD markers, languages.
-fn project(engine: &Engine, path: &Path) -> Reply {
-    let repo = engine::git::status(path)
+/// What kind of project `path` is in: git, tags with their evidence files.
+fn project(engine: &Engine, path: &Path, refresh: bool) -> Reply {
+    let ctx = match engine::intent::context_of(Some(path), refresh) {
+        Ok(c) => c,
+        Err(e) => {
+            let arg = if path == Path::new(".") {
+                None
+            } else {
+                Some("/path".to_owned())
+            };
+            return Reply::error("invalid_args", e.message, Some(e.hint), arg.or(e.path));
+        }
+    };
+    let repo = engine::git::status(&ctx.root)
         .ok()
         .map(|s| json!({"root": s["root"], "branch": s["branch"], "clean": s["clean"]}));
-    let root = repo
-        .as_ref()
-        .and_then(|r| r["root"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| path.to_path_buf());
-    let mut markers = Vec::new();
-    let mut stack = vec![(root.clone(), 0usize)];
-    let mut seen = 0usize;
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            seen += 1;
-            if seen > 20_000 {
-                break;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            let p = e.path();
-            if p.is_dir() {
-                if depth < 4 && !name.starts_with('.') && name != "target" && name != "node_modules"
-                {
-                    if name == "flux-system" {
-                        markers.push("flux");
-                    }
-                    stack.push((p, depth + 1));
-                }
-                continue;
-            }
-            match name.as_str() {
-                "kustomization.yaml" | "kustomization.yml" => markers.push("kustomize"),
-                "Chart.yaml" => markers.push("helm"),
-                "gotk-components.yaml" => markers.push("flux"),
-                "Cargo.toml" => markers.push("rust"),
-                "package.json" => markers.push("node"),
-                "go.mod" => markers.push("go"),
-                "pyproject.toml" | "requirements.txt" => markers.push("python"),
-                "Dockerfile" => markers.push("docker"),
-                _ if name.ends_with(".yaml") && depth < 3 => {
-                    if let Ok(text) = std::fs::read_to_string(&p) {
-                        if text.contains("kind: Application") && text.contains("argoproj.io") {
-                            markers.push("argocd");
-                        } else if text.contains("apiVersion:") && text.contains("kind:") {
-                            markers.push("k8s");
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+    let tags = if ctx.tags.is_empty() {
+        "no tags".to_owned()
+    } else {
+        ctx.tags.join(", ")
+    };
+    let mut summary = format!("{} ({tags})", ctx.root.display());
+    if let Some(s) = &ctx.stopped {
+        summary += &format!("; the scan {s}");
     }
-    markers.sort_unstable();
-    markers.dedup();
-    Reply::ok(
-        format!(
-            "{} ({})",
-            root.display(),
-            if markers.is_empty() {
-                "no markers".to_owned()
-            } else {
-                markers.join(", ")
-            }
-        ),
-        json!({"path": root, "repo": repo, "markers": markers, "profiles_dir": engine.config().profiles_dir, "unsafe_local": engine.config().unsafe_local}),
-    )
+    let mut body = ctx.to_json();
+    body["path"] = json!(ctx.root);
+    body["repo"] = repo.unwrap_or(Value::Null);
+    body["markers"] = json!(ctx.tags);
+    body["profiles_dir"] = json!(engine.config().profiles_dir);
+    body["unsafe_local"] = engine.config().unsafe_local.into();
+    Reply::ok(summary, body)
 }

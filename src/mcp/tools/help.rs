@@ -1,9 +1,9 @@
-//! `help`: finds tools, actions, runbooks and targets by words, and shows one action's schema and an
+//! `help`: finds tools, actions, runbooks, intents (capabilities) and targets by words, and shows one action's schema and an
 //! example.
 //!
 //! With `tool` (and `action`) it answers from the registry: the tool's actions, or one action's
 //! description, effect, JSON Schema and example. Otherwise it scores every listed tool, every action
-//! (`local`'s only with `INFRA_UNSAFE_LOCAL=1`), every runbook of the catalog and every target by how many
+//! (`local`'s only with `INFRA_UNSAFE_LOCAL=1`), every runbook of the catalog, every capability and every target by how many
 //! words of `query` (`q` is normalized to it) each contains (`matches_query`, also used by `runbook
 //! list`) and answers the best `limit` (10 by default) of each.
 
@@ -147,7 +147,25 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
             found_targets.push((n, json!({"name": t["name"], "labels": t["labels"]})));
         }
     }
-    let body = json!({"tools": best(found_tools), "actions": best(found_actions), "runbooks": best(found_runbooks), "targets": best(found_targets),
+    // intents: the capabilities (an intent type is what `intent` takes)
+    let mut found_intents = Vec::new();
+    for e in engine::intent::capabilities(engine).entries.values() {
+        let c = &e.cap;
+        let n = matches_query(
+            &q,
+            &[
+                &e.name,
+                c.intent_of(&e.name),
+                c.description.as_deref().unwrap_or(""),
+                &c.tags.join(" "),
+                c.runbook.as_deref().unwrap_or(""),
+            ],
+        );
+        if q.is_empty() || n > 0 {
+            found_intents.push((n, json!({"intent": c.intent_of(&e.name), "capability": e.name, "description": c.description, "effects": c.effects.kind})));
+        }
+    }
+    let body = json!({"tools": best(found_tools), "actions": best(found_actions), "runbooks": best(found_runbooks), "intents": best(found_intents), "targets": best(found_targets),
         "next": "call help with {tool, action} for an action's schema and an example"});
     Reply::ok(format!("matches for `{}`", q.join(" ")), body)
 }

@@ -9,5 +9,7 @@ pub mod audit;
 pub mod context;
 pub mod evidence;
 pub mod help;
+pub mod intent;
 pub mod jobs;
 pub mod runbook;
+pub mod workspace;

@@ -1,9 +1,12 @@
 //! The MCP server end to end: the built binary, spawned, driven by the rmcp client over its stdio.
 //! This file holds the session helpers and the tool listing and call tests; `runbooks` the runbook
 //! tool, progress and jobs; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
-//! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking.
+//! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking; `crash` a
+//! server killed mid-stream; `intents` the workspace, intent and capability flow.
 
 mod battery;
+mod crash;
+mod intents;
 mod network;
 mod protocol;
 mod runbooks;
@@ -102,6 +105,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
         [
             "help",
             "runbook",
+            "intent",
             "ssh",
             "http",
             "psql",
