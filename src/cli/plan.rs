@@ -61,7 +61,7 @@ pub fn run(args: Args) -> u8 {
     if args.json {
         render::json(&rendered.json);
     } else {
-        let v = super::engine().verdict(&plan, &rendered);
+        let v = super::engine().verdict(&plan, &rendered, false);
         render::out(&format!(
             "{}policy: {} ({}: {})\n",
             human(&rendered.json),

@@ -54,6 +54,7 @@ impl Engine {
                 progress: None,
             },
             grant,
+            false,
         ))
     }
 
@@ -172,23 +173,36 @@ impl Engine {
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
-        self.execute_as(plan, inputs, opts, None)
+        self.execute_as(plan, inputs, opts, None, false)
     }
 
-    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`).
+    /// [`Engine::execute`] of a plan whose changes cannot be undone (an intent whose capability says
+    /// `irreversible`): the policy judges its steps above `read` at the `irreversible` level.
+    pub fn execute_irreversible(
+        &self,
+        plan: &Plan,
+        inputs: Map<String, Value>,
+        opts: &RunOptions<'_>,
+    ) -> RunOutcome {
+        self.execute_as(plan, inputs, opts, None, true)
+    }
+
+    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), or an
+    /// irreversible plan.
     fn execute_as(
         &self,
         plan: &Plan,
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
         parent: Option<&Grant>,
+        irreversible: bool,
     ) -> RunOutcome {
         let started = Instant::now();
         let rb = plan.runbook();
         let run_id = new_id();
         // the one digest (rendered plan), and the policy's word on it, before anything is recorded
         let rendered = plan.render_for_run(&inputs);
-        let gate = self.gate(plan, &rendered, &run_id, parent);
+        let gate = self.gate(plan, &rendered, &run_id, parent, irreversible);
         let rel = format!("runs/{}/{}-{}", rb.name, now_stamp(), &run_id[..8]);
         let dir = self.config.artifacts_root.join(&rel);
         let uri_base = format!("artifact://{rel}");

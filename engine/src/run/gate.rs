@@ -34,8 +34,9 @@ fn target_of(args: &Value) -> Option<&str> {
 
 impl Engine {
     /// What the policy says of a rendered plan now (nothing is consumed or recorded): `infra plan`
-    /// shows it, and the gate acts on it.
-    pub fn verdict(&self, plan: &Plan, rendered: &RenderedPlan) -> Verdict {
+    /// shows it, and the gate acts on it. `irreversible`: its steps above `read` are judged at that
+    /// level (an irreversible intent).
+    pub fn verdict(&self, plan: &Plan, rendered: &RenderedPlan, irreversible: bool) -> Verdict {
         let policy = &self.policy;
         // each node's rendered arguments, by step id (looked up once per node, not scanned)
         let by_id: std::collections::HashMap<&str, &Value> = rendered.json["nodes"]
@@ -69,7 +70,10 @@ impl Engine {
                 step: n.step.id.as_str(),
                 tool: n.action.tool,
                 action: n.action.name,
-                effect: Level::from(n.effect),
+                effect: match Level::from(n.effect) {
+                    l if irreversible && l > Level::Read => Level::Irreversible,
+                    l => l,
+                },
                 target,
                 labels,
             }
@@ -83,9 +87,10 @@ impl Engine {
         rendered: &RenderedPlan,
         run_id: &str,
         parent: Option<&Grant>,
+        irreversible: bool,
     ) -> Gate {
         let policy = &self.policy;
-        let verdict = self.verdict(plan, rendered);
+        let verdict = self.verdict(plan, rendered, irreversible);
         let mut gate = Gate {
             verdict,
             grant: None,
