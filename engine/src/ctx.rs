@@ -5,7 +5,7 @@
 //! switch off, rooted at one directory): the profiles directory (`profiles_dir`),
 //! `MCP_RUNBOOKS_PATH`, `MCP_CAPABILITIES_PATH`, `MCP_CONTEXT_REPO_ROOT` (`artifacts_root`, where
 //! `runs/` lives; the profiles directory by default), `INFRA_UNSAFE_LOCAL`,
-//! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE` (`1`, `true` or `yes`); `INFRA_AUDIT_KEY`
+//! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE`, `INFRA_READ_ONLY` (`1`, `true` or `yes`); `INFRA_AUDIT_KEY`
 //! (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte. `MCP_CAPABILITIES_PATH`
 //! and `INFRA_ALLOW_SECRET_EXPORT` are read but nothing uses them yet. `Vars` reads one variable
 //! when a connection asks (`Vars::process()` in the binary, `Vars::none()`/`from_pairs` in tests);
@@ -41,6 +41,8 @@ pub struct Config {
     /// `INFRA_HTTP_DENY_PRIVATE=1`: HTTP calls may not reach loopback-free private ranges (10/8,
     /// 172.16/12, 192.168/16, 100.64/10, fc00::/7), whatever the target says.
     pub http_deny_private: bool,
+    /// `INFRA_READ_ONLY=1`: every write is refused before it is sent, whatever the tool (see `policy`).
+    pub read_only: bool,
     /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
     pub vars: Vars,
     /// `INFRA_AUDIT_KEY`: seals each audit record with an HMAC (`mac`) and checks the seals in `verify`.
@@ -128,6 +130,7 @@ impl Config {
             unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
             http_deny_private: flag(env, "INFRA_HTTP_DENY_PRIVATE"),
+            read_only: flag(env, "INFRA_READ_ONLY"),
             vars: Vars::none(),
             audit_key: env(AUDIT_KEY_VAR)
                 .filter(|k| !k.is_empty())
@@ -147,6 +150,7 @@ impl Config {
             unsafe_local: false,
             allow_secret_export: false,
             http_deny_private: false,
+            read_only: false,
             vars: Vars::none(),
             audit_key: None,
         }
@@ -184,6 +188,11 @@ impl Config {
 /// The current time, RFC 3339 in UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The current time (policy's freeze windows, approvals' expiry).
+pub fn now_utc() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
 /// The current time as a run directory stamp: `2026-11-28T013000Z`.

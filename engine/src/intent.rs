@@ -517,6 +517,11 @@ pub fn execute(
         audit_refusal(engine, ask, AuditKind::Refused, &e, c.digest.as_deref());
         return Err(e);
     }
-    let outcome = engine.execute(&c.plan, c.inputs.clone(), opts);
+    // the policy judges an irreversible intent at that level (by default it needs an approval)
+    let outcome = if c.resolution.effects.irreversible {
+        engine.execute_irreversible(&c.plan, c.inputs.clone(), opts)
+    } else {
+        engine.execute(&c.plan, c.inputs.clone(), opts)
+    };
     Ok((c, outcome))
 }

@@ -4,6 +4,7 @@
 //! It never sees YAML text, MCP or clap: it takes what `dsl` checked.
 
 pub mod actions;
+pub mod approval;
 pub mod plan;
 
 pub use plan::{CompileOptions, Plan, PlanNode, Resolve, compile, compile_call};
@@ -18,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod git;
 pub mod intent;
+pub mod policy;
 pub mod record;
 pub mod request;
 pub mod run;

@@ -187,15 +187,32 @@ fn audit(e: &engine::run::Engine) -> Check {
     }
 }
 
+fn policy(e: &engine::run::Engine) -> Check {
+    let p = e.policy();
+    match p.errors.first() {
+        Some(d) => Check::fail(
+            "policy",
+            format!(
+                "{}{} (every write is refused until it is fixed)",
+                d.location().map(|l| format!("{l}: ")).unwrap_or_default(),
+                d.message
+            ),
+            d.help.clone(),
+        ),
+        None => Check::pass("policy", p.summary()),
+    }
+}
+
 fn switches(config: &engine::ctx::Config) -> Check {
     let on = |b: bool| if b { "on" } else { "off" };
     Check::pass(
         "switches",
         format!(
-            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_AUDIT_KEY {}",
+            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_READ_ONLY {}, INFRA_AUDIT_KEY {}",
             on(config.unsafe_local),
             on(config.allow_secret_export),
             on(config.http_deny_private),
+            on(config.read_only),
             if config.audit_key.is_some() {
                 "set"
             } else {
@@ -299,6 +316,7 @@ pub fn run(a: Args) -> u8 {
     checks.push(t_check);
     checks.push(store(&e));
     checks.push(audit(&e));
+    checks.push(policy(&e));
     checks.push(switches(&config));
     if a.connect {
         checks.extend(connect(&e, &targets));

@@ -258,8 +258,11 @@ pub fn intent(a: IntentArgs) -> u8 {
                 progress: None,
             };
             engine::intent::execute(&e, &ask, &opts).map(|(c, o)| {
-                let v = e.redactor().redact_value(&json!({"ok": o.ok(), "run_id": o.run_id, "intent": c.resolution.intent, "capability": c.resolution.capability, "status": o.status, "outputs": o.outputs, "evidence": o.uri_base, "error": o.error.as_ref().map(|x| json!({"kind": x.kind, "message": x.message}))}));
-                let text = format!("intent {} ({}): {}\nrun_id: {}\nevidence: {}\n", c.resolution.intent, c.resolution.capability, render::status(o.status, render::Stream::Out), o.run_id, o.uri_base);
+                let v = e.redactor().redact_value(&json!({"ok": o.ok(), "run_id": o.run_id, "intent": c.resolution.intent, "capability": c.resolution.capability, "status": o.status, "outputs": o.outputs, "evidence": o.uri_base, "error": o.error.as_ref().map(|x| json!({"kind": x.kind, "message": x.message})), "approval": o.approval}));
+                let mut text = format!("intent {} ({}): {}\nrun_id: {}\nevidence: {}\n", c.resolution.intent, c.resolution.capability, render::status(o.status, render::Stream::Out), o.run_id, o.uri_base);
+                if let Some(a) = &o.approval {
+                    text.push_str(&format!("approval required: plan digest {}\n  {}\n", a["digest"].as_str().unwrap_or_default(), a["how"].as_str().unwrap_or_default()));
+                }
                 out(&v, text);
                 if o.ok() { OK } else { FAILED }
             })

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and one module per subcommand.
 
+mod approve;
 mod artifacts;
 mod audit;
 mod doctor;
@@ -88,6 +89,11 @@ enum Command {
     /// Persistent state: `get`, `set`, `list`, `unset`.
     #[command(subcommand)]
     State(state::Command),
+    /// Approve a plan that policy said needs an approval, by its digest (a person, at a terminal).
+    Approve(approve::ApproveArgs),
+    /// Approvals: `list`, `revoke <id>`, `keygen --out <file>`.
+    #[command(subcommand)]
+    Approvals(approve::Command),
     /// Check that infra can work here: profiles directory, runbooks, targets, store, audit log;
     /// `--connect` also reaches every target.
     Doctor(doctor::Args),
@@ -164,6 +170,8 @@ pub fn main() -> ExitCode {
         Some(Command::Jobs(c)) => jobs::run(c),
         Some(Command::State(c)) => state::run(c),
         Some(Command::Doctor(a)) => doctor::run(a),
+        Some(Command::Approve(a)) => approve::approve(a),
+        Some(Command::Approvals(c)) => approve::run(c),
         Some(Command::Context(a)) => intent::context(a),
         Some(Command::Intent(a)) => intent::intent(a),
         Some(Command::Completions(a)) => manual::completions(a),

@@ -61,7 +61,14 @@ pub fn run(args: Args) -> u8 {
     if args.json {
         render::json(&rendered.json);
     } else {
-        render::out(&human(&rendered.json));
+        let v = super::engine().verdict(&plan, &rendered, false);
+        render::out(&format!(
+            "{}policy: {} ({}: {})\n",
+            human(&rendered.json),
+            v.decision.as_str(),
+            v.rule,
+            v.reason
+        ));
     }
     OK
 }
@@ -103,7 +110,7 @@ fn gather_inputs(
     Ok(given)
 }
 
-fn human(p: &Value) -> String {
+pub(super) fn human(p: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let mut out = format!(
         "plan {} ({}), effects: {}\n",

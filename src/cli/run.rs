@@ -198,6 +198,7 @@ pub fn run(args: Args) -> u8 {
             "outputs": outcome.outputs,
             "steps": steps,
             "error": outcome.error,
+            "approval": outcome.approval,
             "evidence": outcome.uri_base,
         }));
     } else {
@@ -221,8 +222,14 @@ pub fn run(args: Args) -> u8 {
                 } else {
                     TAIL_LINES
                 };
+                // a retried step's last attempt has its own artifacts
+                let step_dir = if s.attempts > 1 {
+                    format!("{}/attempt-{}", s.id, s.attempts)
+                } else {
+                    s.id.clone()
+                };
                 for stream in ["stderr", "stdout"] {
-                    if let Some(lines) = output_tail(&outcome.uri_base, &s.id, stream, n) {
+                    if let Some(lines) = output_tail(&outcome.uri_base, &step_dir, stream, n) {
                         out.push_str(&format!(
                             "           {stream}, last {} line{}:\n",
                             lines.len(),
@@ -272,6 +279,13 @@ pub fn run(args: Args) -> u8 {
         render::out(&out);
         if let Some(e) = &outcome.error {
             render::err(&format!("error: {}\n", redactor.redact(&e.message)));
+        }
+        if let Some(a) = &outcome.approval {
+            render::err(&format!(
+                "approval required: plan digest {}\n  {}\n",
+                a["digest"].as_str().unwrap_or_default(),
+                a["how"].as_str().unwrap_or_default()
+            ));
         }
     }
     match outcome.status {

@@ -20,7 +20,11 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
     let effects = plan.effects();
     let step = outcome.steps.first();
     let qualified = node.map(|n| n.action.qualified()).unwrap_or_default();
-    let result = step.and_then(|s| s.result.clone()).unwrap_or(Value::Null);
+    // refused for want of an approval: the plan to approve (digest, effects, rendered plan) is the result
+    let result = match &outcome.approval {
+        Some(a) => json!({ "approval": a }),
+        None => step.and_then(|s| s.result.clone()).unwrap_or(Value::Null),
+    };
     let error = step.and_then(|s| s.error.clone());
     let (ok, summary) = match (&error, &outcome.error) {
         (None, None) => (

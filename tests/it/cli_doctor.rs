@@ -32,6 +32,7 @@ fn local_checks_name_what_is_wrong() {
         "targets",
         "store",
         "audit log",
+        "policy",
         "switches",
     ] {
         assert_eq!(check(&v, name)["ok"], true, "{name}: {v}");
@@ -54,6 +55,19 @@ fn local_checks_name_what_is_wrong() {
     );
     assert_eq!(t["hint"], "did you mean `host`?");
     std::fs::remove_file(dir.path().join("targets.json")).expect("rm");
+
+    // a policy with errors: located, and said to refuse every write
+    std::fs::write(dir.path().join("policy.yaml"), "read_only: maybe\n").expect("policy");
+    let (code, v) = doctor(dir.path(), &[], &[]);
+    assert_eq!(code, Some(1));
+    let p = check(&v, "policy");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("policy.yaml:1:") && d.contains("every write is refused")),
+        "{p}"
+    );
+    std::fs::remove_file(dir.path().join("policy.yaml")).expect("rm");
 
     // a record edited in the audit log
     let set = crate::infra_in(dir.path(), dir.path())

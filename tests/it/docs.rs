@@ -10,6 +10,7 @@ const RUNTIME: &[&str] = &[
     "audit.jsonl",
     "store.sqlite3",
     "journal.jsonl",
+    "plan.json",
     "result.json",
     "runbooks.json",
     "targets.json",

@@ -18,7 +18,9 @@ fn run_with(engine: &Engine, yaml: &str, inputs: Value, cancel: &CancelToken) ->
     let loaded = dsl::load(&file, Some("test"));
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     let rb = Arc::new(loaded.runbooks.into_iter().next().expect("runbook"));
-    let plan = engine::compile(rb.clone(), &engine::CompileOptions::default()).expect("compiles");
+    // compiled as the front ends do, nested runbooks resolved in the engine's catalog (an unresolved
+    // nested run counts as destructive and would need an approval)
+    let plan = engine::request::compile(&engine.catalog(), &rb).expect("compiles");
     let given = inputs.as_object().cloned().unwrap_or_default();
     let inputs = dsl::resolve_inputs(&rb, &given).expect("inputs");
     engine.execute(

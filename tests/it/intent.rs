@@ -540,7 +540,26 @@ fn execute_is_gated_and_refusals_are_audited() {
             .contains("irreversible")
     );
     assert!(refused[1]["plan_digest"].is_string());
-    // with both flags: one run, dependencies first, nested runs per runbook
+    // with both flags, the policy still has its word: an irreversible intent needs a person's
+    // approval by default (change control is tested in `change_control.rs`)
+    let both = [
+        "execute",
+        "greet.forever",
+        "-i",
+        "message=hi",
+        "--apply",
+        "--confirm",
+    ];
+    let (code, r) = intent(&p, &both);
+    assert_ne!(code, 0, "{r}");
+    assert!(r.to_string().contains("approval_required"), "{r}");
+    assert_eq!(r["approval"]["rule"], "default.irreversible", "{r}");
+    std::fs::write(
+        p.path().join("policy.yaml"),
+        "effects: {irreversible: allow}\n",
+    )
+    .expect("policy");
+    // with both flags and a policy that allows it: one run, dependencies first, nested runs per runbook
     let (code, r) = intent(
         &p,
         &[

@@ -4,6 +4,7 @@
 //! compared with `<code>.stderr` (written when missing, or regenerated with `UPDATE_EXPECT=1`).
 //! `tests/data/ok/*` must load and compile with no error.
 
+mod change_control;
 mod cli_conventions;
 mod cli_doctor;
 mod cli_evidence;

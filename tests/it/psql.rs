@@ -19,6 +19,9 @@ fn target(pg: &Postgres) -> Value {
 
 fn engine_at(dir: &std::path::Path, pg: &Postgres, targets: Value, unsafe_local: bool) -> Engine {
     std::fs::write(dir.join("targets.json"), targets.to_string()).expect("targets");
+    // these tests try the SQL layer's own refusals (read-only transactions and roles) with
+    // destructive statements; change control is tested in `change_control.rs`, so policy lets them through
+    std::fs::write(dir.join("policy.yaml"), "effects: {destructive: allow}\n").expect("policy");
     let mut c = Config::at(dir).with_vars(Vars::from_pairs([
         ("PG_TEST_PASSWORD", pg.password.clone()),
         ("WRONG_PASSWORD", "not-the-password-1".to_owned()),

@@ -26,6 +26,9 @@ fn engine(dir: &std::path::Path, pg: &Postgres) -> Engine {
         "rw_ro": target(pg, "writer", "PG_RO_PASSWORD", true),
     });
     std::fs::write(dir.join("targets.json"), targets.to_string()).expect("targets");
+    // these tests try the SQL layer's own refusals (read-only transactions and roles) with
+    // destructive statements; change control is tested in `change_control.rs`, so policy lets them through
+    std::fs::write(dir.join("policy.yaml"), "effects: {destructive: allow}\n").expect("policy");
     let c = Config::at(dir).with_vars(Vars::from_pairs([
         ("PG_TEST_PASSWORD", pg.password.clone()),
         ("PG_RO_PASSWORD", RO_PASSWORD.to_owned()),

@@ -33,6 +33,10 @@ fn expected() -> BTreeMap<PathBuf, String> {
         pretty(&engine::targets::schema()),
     );
     m.insert(
+        schemas_dir().join("policy.schema.json"),
+        pretty(&engine::policy::schema()),
+    );
+    m.insert(
         schemas_dir().join("capabilities.schema.json"),
         pretty(&engine::capability::schema()),
     );

@@ -51,13 +51,15 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     fn store(&self) -> Result<&Store, StoreError>;
     fn pools(&self) -> &Pools;
     /// Finds, checks and runs a runbook at `depth` (one more than the calling step's). Unknown
-    /// runbooks are `not_found`; runbooks or inputs that do not check are `invalid_args`.
+    /// runbooks are `not_found`; runbooks or inputs that do not check are `invalid_args`. `grant` is
+    /// the approval of the run the calling step is part of: it covers the nested run too.
     fn run_nested(
         &self,
         runbook: Nested<'_>,
         input: &Map<String, Value>,
         cancel: &CancelToken,
         depth: usize,
+        grant: Option<&crate::approval::Grant>,
     ) -> Result<NestedOutcome, ActionError>;
     /// Finds and checks a runbook as `run_nested` would, and renders its plan for these inputs without
     /// running anything (`runbook.run` with `dry_run`).

@@ -169,6 +169,8 @@ pub struct Call<'a> {
     pub uri_base: String,
     /// How deep in nested runbooks this call is.
     pub depth: usize,
+    /// The approval the run was granted, if it needed one (passed on to nested runs).
+    pub grant: Option<&'a crate::approval::Grant>,
 }
 
 impl Call<'_> {

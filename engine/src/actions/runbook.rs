@@ -90,7 +90,7 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
     }
     let outcome = call
         .host
-        .run_nested(which, &given, call.cancel, call.depth + 1)?;
+        .run_nested(which, &given, call.cancel, call.depth + 1, call.grant)?;
     let ok = outcome.status == crate::record::evidence::Status::Succeeded;
     let result = serde_json::json!({
         "run_id": outcome.run_id,

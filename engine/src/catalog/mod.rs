@@ -309,6 +309,9 @@ pub enum WriteError {
         "MCP_RUNBOOKS_PATH names a file: runbooks are read only from it, so an upserted runbook would not be found"
     )]
     RunbooksPathIsAFile,
+    /// Read-only mode (policy `read_only`, `INFRA_READ_ONLY`) refuses every write, this one too.
+    #[error("{0}")]
+    ReadOnly(String),
     /// The audit intent could not be written first.
     #[error("{0}")]
     Audit(crate::record::AuditError),

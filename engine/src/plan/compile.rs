@@ -21,8 +21,8 @@
 //! `kosaraju_scc` and gives one `dependency-cycle` per component, with a shortest cycle path and
 //! carets at the first 16 steps. Nothing recurses per step (petgraph's `tarjan_scc` and
 //! `is_cyclic_directed` do). `compile_call` builds a one-step runbook (`name: call`, step `call`)
-//! as JSON text and compiles it through `dsl::load`. The seal: `plan_digest`, SHA-256 of the
-//! runbook's content digest and each node's id, action, effect and dependencies.
+//! as JSON text and compiles it through `dsl::load`. A plan's digest is its rendered form's
+//! (`Plan::render`, `digest_of`), one digest for `infra plan`, runs and approvals.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,39 +126,16 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
     let Some(order) = order.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
         return Err(diags);
     };
-    let mut plan = Plan {
+    let plan = Plan {
         runbook: rb,
         graph,
         index,
         order,
         effects,
-        digest: String::new(),
         warnings: diags,
         call: false,
     };
-    plan.digest = plan_digest(&plan);
     Ok(plan)
-}
-
-/// SHA-256 of what the plan is: the runbook's content digest (every key and argument as written), then each
-/// node in order with its action, effect and dependencies.
-fn plan_digest(plan: &Plan) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(plan.runbook.digest.as_bytes());
-    for n in plan.nodes() {
-        h.update([0]);
-        h.update(n.step.id.as_str().as_bytes());
-        h.update([0]);
-        h.update(n.action.qualified().as_bytes());
-        h.update([0]);
-        h.update(n.effect.as_str().as_bytes());
-        for d in plan.dependencies(&n.step.id) {
-            h.update([1]);
-            h.update(d.as_str().as_bytes());
-        }
-    }
-    dsl::analyze::hex(&h.finalize())
 }
 
 /// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it

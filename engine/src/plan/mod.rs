@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::actions::ActionSpec;
 
 pub use compile::{CompileOptions, Resolve, compile, compile_call};
-pub use render::RenderedPlan;
+pub use render::{RenderedPlan, digest_of};
 
 /// One node of a plan: one step, resolved to its action.
 #[derive(Debug, Clone)]
@@ -84,7 +84,6 @@ pub struct Plan {
     /// Topological order (ties broken by position in the runbook).
     order: Vec<NodeIndex>,
     effects: Effect,
-    digest: String,
     warnings: Vec<dsl::Diagnostic>,
     /// Made by `compile_call`: one action called on its own, not a runbook.
     call: bool,
@@ -134,11 +133,6 @@ impl Plan {
     /// The highest effect of any node (rollbacks included).
     pub fn effects(&self) -> Effect {
         self.effects
-    }
-
-    /// SHA-256 of the plan's canonical form (see [`Plan::to_json`]).
-    pub fn digest(&self) -> &str {
-        &self.digest
     }
 
     /// Warnings found while compiling (e.g. `unsafe-interpolation`).

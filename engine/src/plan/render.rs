@@ -6,7 +6,9 @@
 //! (`[secret:<name>]`) before rendering, so the rendered arguments and digest do not depend on
 //! them. Each field is rendered in its mode; in `Plain` mode a string that is exactly one `{{ expr
 //! }}` keeps its type. Fully rendered arguments are validated against the action schema again. Any
-//! render error gets the code `undefined-variable`.
+//! render error gets the code `undefined-variable`. The digest (`digest_of`) is the one digest of a
+//! plan: `infra plan` shows it, a run records it (and writes the JSON as `plan.json`), policy and
+//! approvals compare it. Credential arguments are masked in it (`mask_credentials`).
 
 use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};
@@ -34,6 +36,21 @@ impl Plan {
     /// Renders the plan with resolved inputs (see [`dsl::resolve_inputs`]). Secret inputs are shown as
     /// placeholders. Arguments that depend on other steps stay templates.
     pub fn render(&self, inputs: &Map<String, Value>) -> Result<RenderedPlan, Vec<Diagnostic>> {
+        let (rendered, diags) = self.render_all(inputs);
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(diags);
+        }
+        Ok(rendered)
+    }
+
+    /// The rendered plan a run records (`plan.json`) and policy and approvals judge: the same JSON and
+    /// digest as [`Plan::render`], also when a template cannot be rendered before the run (it stays a
+    /// template, and the run fails at that step as it always would).
+    pub fn render_for_run(&self, inputs: &Map<String, Value>) -> RenderedPlan {
+        self.render_all(inputs).0
+    }
+
+    fn render_all(&self, inputs: &Map<String, Value>) -> (RenderedPlan, Vec<Diagnostic>) {
         let rb = self.runbook();
         let shown = shown_inputs(rb, inputs);
         let ctx = json!({
@@ -46,7 +63,8 @@ impl Plan {
             .map(|n| {
                 let mut v = self.node_json(n, n.step.args_map());
                 let (args, complete) = render_args(rb, n, &ctx, &mut diags);
-                if complete {
+                // literal arguments were validated by `compile`; only rendered ones are checked again
+                if complete && n.step.templates.iter().any(|t| t.at.starts_with("/args")) {
                     validate_rendered(rb, n, &args, &mut diags);
                 }
                 if let Some(cmd) = args.get("command").and_then(Value::as_str)
@@ -56,14 +74,11 @@ impl Plan {
                 {
                     v["command"] = cmd.into();
                 }
-                v["args"] = Value::Object(args);
+                v["args"] = mask_credentials(n, args);
                 v["rendered"] = complete.into();
                 v
             })
             .collect();
-        if diags.iter().any(Diagnostic::is_error) {
-            return Err(diags);
-        }
         let mut json = json!({
             "runbook": rb.name,
             "description": rb.description,
@@ -74,10 +89,37 @@ impl Plan {
             "inputs": shown,
             "nodes": nodes,
         });
-        let digest = sha256_hex(&serde_json::to_vec(&json).unwrap_or_default());
+        let digest = digest_of(&json);
         json["digest"] = digest.clone().into();
-        Ok(RenderedPlan { json, digest })
+        (RenderedPlan { json, digest }, diags)
     }
+}
+
+/// Credentials among a node's arguments (`ActionSpec::secret_args`: a connection URL's password, an
+/// `Authorization` header) are masked, so neither the shown plan nor its digest holds or depends on them
+/// (as secret inputs are placeholders).
+fn mask_credentials(n: &PlanNode, args: Map<String, Value>) -> Value {
+    let secrets = n.action.secret_args.map(|f| f(&args)).unwrap_or_default();
+    if secrets.is_empty() {
+        return Value::Object(args);
+    }
+    let r = crate::record::Redactor::new();
+    for s in &secrets {
+        r.add(s);
+    }
+    r.redact_value(&Value::Object(args))
+}
+
+/// The digest of a rendered plan: SHA-256 of its JSON without `digest` and `source` (where the runbook
+/// was read from is not what it does; its content is in `runbook_digest`). `infra plan` shows it, a
+/// run records it, approvals name it, and `infra approve` checks a stored plan against it.
+pub fn digest_of(plan: &Value) -> String {
+    let mut v = plan.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.shift_remove("digest");
+        o.shift_remove("source");
+    }
+    sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
 }
 
 fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value> {

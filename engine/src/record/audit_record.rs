@@ -19,13 +19,18 @@ pub enum AuditKind {
     Intent,
     /// A call ran: whether it succeeded, its error, how long it took.
     Outcome,
-    /// A call was refused by policy (an opt-in that is off); nothing ran.
+    /// A call or a run was refused (an opt-in that is off; the policy: read-only, a freeze, a rule, a
+    /// missing approval); nothing ran.
     Refused,
     /// A call was turned down before it could run (invalid arguments, a template that failed, a front
     /// end's refusal).
     Rejected,
     /// A front end's own call (one that reads infra's records).
     Call,
+    /// A person approved a plan digest (`infra approve`): who, when, until when, the note.
+    Approved,
+    /// A person revoked an approval before it was used.
+    Revoked,
 }
 
 /// One audit record, before the log seals it. Fields a kind does not carry are left out.
@@ -74,6 +79,12 @@ pub struct AuditRecord {
     /// A run's final status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// The policy's decision on a run and the rule that made it (`decision`, `rule`, `step`, `reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Value>,
+    /// An approval: given, revoked, or used by the run (`id`, `approver`, `digest`, `expires_at`, `note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
 }
 
 impl AuditRecord {
@@ -98,6 +109,8 @@ impl AuditRecord {
             error: None,
             duration_ms: None,
             status: None,
+            policy: None,
+            approval: None,
         }
     }
 

@@ -10,8 +10,8 @@
 //! URI (`<step>` or `<step>/<index>`); audit `outcome` (unwritable: `audit_incomplete`, the action
 //! did run); journal `node_finished` with status, duration, exit code, only the
 //! `*_bytes`/`*_sha256`/`*_truncated` fields of the result, the artifact URIs and the redacted
-//! error. Every attempt writes the same artifact names, so a retry overwrites the previous
-//! attempt's artifacts.
+//! error. A retry writes its artifacts under `<step>/attempt-<n>/`, so no attempt overwrites
+//! another's and the journal's digests always match the files.
 
 use crate::error::ErrorKind;
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ impl RunCx<'_> {
                 .hint("set INFRA_UNSAFE_LOCAL=1 in the environment of infra to allow it; nothing was run");
                 let mut rec = audit_base.as_kind(AuditKind::Refused);
                 rec.error = Some(engine.redactor.redact_value(&e.to_json()));
+                rec.policy =
+                    Some(serde_json::json!({"decision": "deny", "rule": "INFRA_UNSAFE_LOCAL"}));
                 engine
                     .audit
                     .record(&rec, true)
@@ -129,10 +131,15 @@ impl RunCx<'_> {
                 .step
                 .timeout_ms
                 .or_else(|| args.get("timeout_ms").and_then(Value::as_u64));
-            let step_dir_name = match index {
+            // each attempt has its own artifacts: the first at `<step>[/<index>]`, a retry beside
+            // them at `<step>[/<index>]/attempt-<n>`, so every recorded digest matches its bytes
+            let mut step_dir_name = match index {
                 Some(i) => format!("{step}/{i}"),
                 None => step.clone(),
             };
+            if attempt > 1 {
+                step_dir_name = format!("{step_dir_name}/attempt-{attempt}");
+            }
             let call = Call {
                 host: engine,
                 args,
@@ -141,6 +148,7 @@ impl RunCx<'_> {
                 dir: self.dir.join(&step_dir_name),
                 uri_base: format!("{}/{}", self.uri_base, step_dir_name),
                 depth: self.depth,
+                grant: self.grant.as_ref(),
             };
             let r = actions::invoke(spec, &call);
             let mut outcome = audit_base.as_kind(AuditKind::Outcome);

@@ -25,6 +25,10 @@ pub struct Engine {
     pub(super) session: Session,
     pub(super) store: Arc<LazyStore>,
     pub(super) pools: Pools,
+    /// What may run: `<profiles>/policy.yaml` and `INFRA_READ_ONLY`, read once, here.
+    pub(super) policy: crate::policy::Policy,
+    /// Approvals this engine used: never used again, even if the store is set back.
+    pub(super) used_approvals: std::sync::Mutex<std::collections::HashSet<String>>,
     /// This process's journal of single calls, made on the first one.
     calls: std::sync::Mutex<Option<SessionJournal>>,
     /// Whether the profiles directory's `.gitignore` was seen (checked once per engine).
@@ -41,7 +45,10 @@ impl Engine {
         if let Some(key) = &config.audit_key {
             redactor.add(&key.as_text());
         }
+        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only);
         Engine {
+            policy,
+            used_approvals: Default::default(),
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,
@@ -74,6 +81,10 @@ impl Engine {
     pub fn config(&self) -> &Config {
         &self.config
     }
+    /// The policy this engine runs under (read when it was made).
+    pub fn policy(&self) -> &crate::policy::Policy {
+        &self.policy
+    }
     /// The runbooks as of the last load (a snapshot: later reloads do not change it).
     pub fn catalog(&self) -> Arc<Catalog> {
         Arc::clone(
@@ -91,6 +102,7 @@ impl Engine {
         text: &str,
         front_end: &str,
     ) -> Result<PathBuf, crate::catalog::WriteError> {
+        self.refuse_if_read_only("upsert", name, front_end)?;
         let path =
             crate::catalog::save_project_runbook(&self.config, &self.audit, name, text, front_end)?;
         self.reload_catalog();
@@ -104,9 +116,45 @@ impl Engine {
         path: &std::path::Path,
         front_end: &str,
     ) -> Result<(), crate::catalog::WriteError> {
+        self.refuse_if_read_only("delete", name, front_end)?;
         crate::catalog::delete_project_runbook(&self.audit, name, path, front_end)?;
         self.reload_catalog();
         Ok(())
+    }
+
+    /// In read-only mode, a write to a project runbook is refused (and audited with the rule) before
+    /// anything is written.
+    fn refuse_if_read_only(
+        &self,
+        action: &str,
+        name: &str,
+        front_end: &str,
+    ) -> Result<(), crate::catalog::WriteError> {
+        if !self.policy.read_only() {
+            return Ok(());
+        }
+        let rule = if self.policy.env_read_only {
+            "INFRA_READ_ONLY"
+        } else {
+            "read_only"
+        };
+        let message = format!(
+            "read-only mode (policy rule `{rule}`) refuses to {action} the project runbook `{name}`; nothing was written"
+        );
+        let rec = crate::record::AuditRecord {
+            tool: Some("runbook".into()),
+            action: Some(action.into()),
+            runbook: Some(name.into()),
+            front_end: Some(front_end.into()),
+            effect: Some("write".into()),
+            policy: Some(serde_json::json!({"decision": "deny", "rule": rule, "reason": message})),
+            error: Some(serde_json::json!({"kind": "refused", "message": message})),
+            ..crate::record::AuditRecord::new(crate::record::AuditKind::Refused)
+        };
+        self.audit
+            .record(&rec, true)
+            .map_err(crate::catalog::WriteError::Audit)?;
+        Err(crate::catalog::WriteError::ReadOnly(message))
     }
 
     /// Reloads the runbooks from the configured places (after a project runbook was written or removed).
@@ -229,10 +277,11 @@ impl Host for Engine {
         input: &Map<String, Value>,
         cancel: &CancelToken,
         depth: usize,
+        grant: Option<&crate::approval::Grant>,
     ) -> Result<NestedOutcome, ActionError> {
         let rb = self.nested_runbook(runbook)?;
         let o = self
-            .run_runbook(rb, input, cancel, depth)
+            .run_runbook(rb, input, cancel, depth, grant)
             .map_err(|e| ActionError::new(ErrorKind::InvalidArgs, e))?;
         Ok(NestedOutcome {
             run_id: o.run_id,

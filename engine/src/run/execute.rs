@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::actions::{ActionError, Nested};
+use crate::approval::Grant;
 use crate::ctx::{new_id, now_rfc3339, now_stamp};
 use crate::plan::Plan;
 use crate::record::Journal;
@@ -40,10 +41,11 @@ impl Engine {
         given: &Map<String, Value>,
         cancel: &CancelToken,
         depth: usize,
+        grant: Option<&Grant>,
     ) -> Result<RunOutcome, String> {
         let (plan, inputs) =
             crate::request::prepare(&self.catalog(), &rb, given).map_err(|d| join(&d))?;
-        Ok(self.execute(
+        Ok(self.execute_as(
             &plan,
             inputs,
             &RunOptions {
@@ -51,6 +53,8 @@ impl Engine {
                 depth,
                 progress: None,
             },
+            grant,
+            false,
         ))
     }
 
@@ -162,15 +166,43 @@ impl Engine {
     }
 
     /// Runs a plan with resolved inputs. Never panics on a failing step: failures are in the outcome.
+    /// What policy refuses (or what needs an approval that was not given) does not start at all.
     pub fn execute(
         &self,
         plan: &Plan,
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
+        self.execute_as(plan, inputs, opts, None, false)
+    }
+
+    /// [`Engine::execute`] of a plan whose changes cannot be undone (an intent whose capability says
+    /// `irreversible`): the policy judges its steps above `read` at the `irreversible` level.
+    pub fn execute_irreversible(
+        &self,
+        plan: &Plan,
+        inputs: Map<String, Value>,
+        opts: &RunOptions<'_>,
+    ) -> RunOutcome {
+        self.execute_as(plan, inputs, opts, None, true)
+    }
+
+    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), or an
+    /// irreversible plan.
+    fn execute_as(
+        &self,
+        plan: &Plan,
+        inputs: Map<String, Value>,
+        opts: &RunOptions<'_>,
+        parent: Option<&Grant>,
+        irreversible: bool,
+    ) -> RunOutcome {
         let started = Instant::now();
         let rb = plan.runbook();
         let run_id = new_id();
+        // the one digest (rendered plan), and the policy's word on it, before anything is recorded
+        let rendered = plan.render_for_run(&inputs);
+        let gate = self.gate(plan, &rendered, &run_id, parent, irreversible);
         let rel = format!("runs/{}/{}-{}", rb.name, now_stamp(), &run_id[..8]);
         let dir = self.config.artifacts_root.join(&rel);
         let uri_base = format!("artifact://{rel}");
@@ -194,14 +226,17 @@ impl Engine {
             steps: Vec::new(),
             outputs: Value::Null,
             error: None,
+            approval: gate.approval.clone(),
         };
         let audit_start = AuditRecord {
             run_id: Some(run_id.clone()),
             runbook: Some(rb.name.clone()),
             effects: Some(plan.effects().to_string()),
-            plan_digest: Some(plan.digest().to_owned()),
+            plan_digest: Some(rendered.digest.clone()),
             inputs: Some(shown_inputs.clone()),
             depth: Some(opts.depth),
+            policy: Some(gate.verdict.to_json()),
+            approval: gate.grant.as_ref().map(Grant::to_json),
             ..AuditRecord::new(AuditKind::RunStarted)
         };
         self.prepare_profiles_dir();
@@ -253,12 +288,19 @@ impl Engine {
                 runbook: rb.name.clone(),
                 source: rb.file.name().to_owned(),
                 runbook_digest: rb.digest.clone(),
-                plan_digest: plan.digest().to_owned(),
+                plan_digest: rendered.digest.clone(),
                 inputs: shown_inputs,
                 effects: plan.effects().as_str().to_owned(),
             },
             durable,
         );
+        if !plan.is_call() {
+            let shown = self.redactor.redact_value(&rendered.json);
+            let _ = std::fs::write(
+                dir.join("plan.json"),
+                serde_json::to_vec_pretty(&shown).unwrap_or_default(),
+            );
+        }
         if let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
@@ -283,9 +325,34 @@ impl Engine {
             run_info: json!({"id": run_id, "runbook": rb.name, "started_at": ts}),
             depth: opts.depth,
             progress: opts.progress,
+            grant: gate.grant.clone(),
         };
-        let (status, mut steps, results, error) =
-            schedule::run_all(&cx, plan, schedule::Bounds::of(cx.rb), &opts.cancel);
+        let (status, mut steps, results, error) = match gate.refusal {
+            Some(refusal) => {
+                // refused before anything ran: the decision and its rule in the audit log (fsync'd)
+                let rec = AuditRecord {
+                    run_id: Some(run_id.clone()),
+                    runbook: Some(rb.name.clone()),
+                    effects: Some(plan.effects().to_string()),
+                    plan_digest: Some(rendered.digest.clone()),
+                    policy: Some(gate.verdict.to_json()),
+                    error: Some(json!({"kind": refusal.kind, "message": refusal.message})),
+                    ..AuditRecord::new(AuditKind::Refused)
+                };
+                let error = match self.audit.record(&rec, true) {
+                    Ok(_) => refusal,
+                    Err(e) => ErrorInfo {
+                        kind: "audit_unavailable".into(),
+                        message: format!(
+                            "{}; and the refusal could not be audited: {e}",
+                            refusal.message
+                        ),
+                    },
+                };
+                (Status::Refused, Vec::new(), Default::default(), Some(error))
+            }
+            None => schedule::run_all(&cx, plan, schedule::Bounds::of(cx.rb), &opts.cancel),
+        };
         let outputs = cx.outputs(&results);
         // the plan's order: positions looked up once, not scanned per comparison
         let position: std::collections::HashMap<&str, usize> = plan

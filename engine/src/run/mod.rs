@@ -12,6 +12,7 @@ mod artifacts;
 mod attempt;
 mod engine;
 mod execute;
+mod gate;
 mod node;
 mod render;
 mod schedule;
@@ -51,6 +52,9 @@ pub struct RunOutcome {
     pub steps: Vec<StepOutcome>,
     pub outputs: Value,
     pub error: Option<ErrorInfo>,
+    /// When the run was refused for want of an approval (`error.kind` is `approval_required`): the
+    /// rendered plan, its effects and digest, the policy rule, and how a person approves it.
+    pub approval: Option<Value>,
 }
 
 impl RunOutcome {
@@ -130,6 +134,8 @@ struct RunCx<'a> {
     run_info: Value,
     depth: usize,
     progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// The approval this run was let through with.
+    grant: Option<crate::approval::Grant>,
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {

@@ -135,6 +135,18 @@ impl Store {
         f(&conn).map_err(|e| self.err(e))
     }
 
+    /// Runs `f` once `tables` exist (a module's own tables, made on first use: `approval.rs`).
+    pub(crate) fn with_tables<T>(
+        &self,
+        tables: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.with(|c| {
+            c.execute_batch(tables)?;
+            f(c)
+        })
+    }
+
     pub fn state_set(&self, key: &str, value: &Value) -> Result<(), StoreError> {
         let text = value.to_string();
         let now = crate::ctx::now_rfc3339();

@@ -222,6 +222,9 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 if let Some(e) = &outcome.error {
                     body["error"] = json!({"kind": e.kind, "message": e.message});
                 }
+                if let Some(a) = &outcome.approval {
+                    body["result"]["approval"] = a.clone();
+                }
                 Reply {
                     body,
                     is_error: !ok,

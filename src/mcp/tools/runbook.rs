@@ -266,6 +266,9 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
             if !unavailable.is_empty() {
                 body["result"]["outputs_unavailable"] = unavailable.into();
             }
+            if let Some(a) = &outcome.approval {
+                body["result"]["approval"] = a.clone();
+            }
             if let Some(e) = &outcome.error {
                 body["error"] = json!({"kind": e.kind, "message": e.message});
             }
@@ -422,6 +425,7 @@ fn write_refused(e: engine::catalog::WriteError) -> Reply {
             None,
         ),
         WriteError::Io { .. } => Reply::error("failed", e.to_string(), None, None),
+        WriteError::ReadOnly(m) => Reply::error("refused", m, None, None),
     }
 }
 

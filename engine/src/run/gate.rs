@@ -1,0 +1,174 @@
+//! The one place a run is let through or refused before anything runs: the policy's decision on the
+//! plan (`policy::Policy::decide`, over every node and rollback, with the target each names and that
+//! target's labels), and for `approve` an approval of the rendered plan's digest
+//! (`approval::consume`; a nested run is covered by its parent's). A refusal carries the error the
+//! run ends with and, for a missing approval, what a person needs to approve it (the rendered plan,
+//! its effects and digest), which is also kept in the store as an approval request.
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::approval::{self, Grant};
+use crate::plan::{Plan, PlanNode, RenderedPlan};
+use crate::policy::{Decision, Level, Subject, Verdict};
+use crate::record::evidence::ErrorInfo;
+
+/// What the gate decided.
+#[derive(Debug)]
+pub(super) struct Gate {
+    pub verdict: Verdict,
+    /// The approval the run uses (its own, or its parent's).
+    pub grant: Option<Grant>,
+    /// Why the run does not start.
+    pub refusal: Option<ErrorInfo>,
+    /// For `approval_required`: the plan to approve.
+    pub approval: Option<Value>,
+}
+
+/// The target a call names literally (`target`, or `profile_name` for `psql`).
+fn target_of(args: &Value) -> Option<&str> {
+    args.get("target")
+        .or_else(|| args.get("profile_name"))
+        .and_then(Value::as_str)
+}
+
+impl Engine {
+    /// What the policy says of a rendered plan now (nothing is consumed or recorded): `infra plan`
+    /// shows it, and the gate acts on it. `irreversible`: its steps above `read` are judged at that
+    /// level (an irreversible intent).
+    pub fn verdict(&self, plan: &Plan, rendered: &RenderedPlan, irreversible: bool) -> Verdict {
+        let policy = &self.policy;
+        // each node's rendered arguments, by step id (looked up once per node, not scanned)
+        let by_id: std::collections::HashMap<&str, &Value> = rendered.json["nodes"]
+            .as_array()
+            .map(|ns| {
+                ns.iter()
+                    .filter_map(|n| Some((n["id"].as_str()?, &n["args"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rendered_args =
+            |id: &str| -> Value { by_id.get(id).map_or(Value::Null, |v| (*v).clone()) };
+        // labels are read only when a rule asks for one
+        let targets = policy
+            .wants_labels()
+            .then(|| crate::targets::Targets::load(&self.config.profiles_dir));
+        let mut nodes: Vec<(&PlanNode, Value)> = Vec::new();
+        for n in plan.nodes() {
+            nodes.push((n, rendered_args(n.step.id.as_str())));
+            if let Some(rb) = &n.rollback {
+                nodes.push((rb, Value::Object(rb.step.args_map().clone())));
+            }
+        }
+        let no_labels: Vec<String> = Vec::new();
+        let subjects = nodes.iter().map(|(n, args)| {
+            let target = target_of(args);
+            let labels = target
+                .and_then(|t| targets.as_ref()?.targets.get(t))
+                .map_or(&no_labels, |t| &t.labels);
+            Subject {
+                step: n.step.id.as_str(),
+                tool: n.action.tool,
+                action: n.action.name,
+                effect: match Level::from(n.effect) {
+                    l if irreversible && l > Level::Read => Level::Irreversible,
+                    l => l,
+                },
+                target,
+                labels,
+            }
+        });
+        policy.decide(subjects, crate::ctx::now_utc())
+    }
+
+    pub(super) fn gate(
+        &self,
+        plan: &Plan,
+        rendered: &RenderedPlan,
+        run_id: &str,
+        parent: Option<&Grant>,
+        irreversible: bool,
+    ) -> Gate {
+        let policy = &self.policy;
+        let verdict = self.verdict(plan, rendered, irreversible);
+        let mut gate = Gate {
+            verdict,
+            grant: None,
+            refusal: None,
+            approval: None,
+        };
+        let v = &gate.verdict;
+        match v.decision {
+            Decision::Allow => {}
+            Decision::Deny => {
+                gate.refusal = Some(ErrorInfo {
+                    kind: "refused".into(),
+                    message: format!("{} (policy rule `{}`); nothing was run", v.reason, v.rule),
+                });
+            }
+            Decision::Approve if parent.is_some() => gate.grant = parent.cloned(),
+            Decision::Approve => {
+                let digest = &rendered.digest;
+                let used = self.store().map_err(|e| e.to_string()).and_then(|s| {
+                    approval::consume(s, policy.approvers(), digest, run_id, crate::ctx::now_utc())
+                });
+                // an approval this engine already used is refused even if the store forgot it
+                let used = used.and_then(|g| {
+                    let mut seen = self
+                        .used_approvals
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if seen.insert(g.id.clone()) {
+                        Ok(g)
+                    } else {
+                        Err(format!(
+                            "approval {} was already used by this process",
+                            &g.id[..8.min(g.id.len())]
+                        ))
+                    }
+                });
+                match used {
+                    Ok(g) => gate.grant = Some(g),
+                    Err(why) => {
+                        let how = if policy.approvers().is_empty() {
+                            "no approver is set up: a person runs `infra approvals keygen` and adds the key to the policy's `approvers`, then `infra approve <digest>`".to_owned()
+                        } else {
+                            format!(
+                                "a person approves it at a terminal with `infra approve {digest}`, then the same call or run is made again"
+                            )
+                        };
+                        gate.refusal = Some(ErrorInfo {
+                            kind: "approval_required".into(),
+                            message: format!(
+                                "{} (policy rule `{}`): this plan needs an approval of digest {digest} ({why}); nothing was run",
+                                v.reason, v.rule
+                            ),
+                        });
+                        let request = approval::Request {
+                            digest: digest.clone(),
+                            plan: rendered.json.clone(),
+                            effects: plan.effects().to_string(),
+                            rule: v.rule.clone(),
+                            reason: v.reason.clone(),
+                            run_id: Some(run_id.to_owned()),
+                            requested_at: crate::ctx::now_rfc3339(),
+                        };
+                        if let Ok(s) = self.store() {
+                            let _ = approval::request(s, &request);
+                        }
+                        gate.approval = Some(json!({
+                            "digest": digest,
+                            "effects": plan.effects(),
+                            "rule": v.rule,
+                            "reason": v.reason,
+                            "why": why,
+                            "how": how,
+                            "plan": rendered.json,
+                        }));
+                    }
+                }
+            }
+        }
+        gate
+    }
+}
