@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::{Command as Std, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::stdout_json;
 
@@ -536,14 +535,7 @@ fn kill_9_mid_run_leaves_a_verifiable_journal_and_audit() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while !pidfile.exists() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sleeper = std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let sleeper = crate::pid_written(&pidfile, 20);
     child.kill().expect("kill -9");
     let _ = child.wait();
     // the sleeping command was in its own process group; stop it too
@@ -597,11 +589,10 @@ fn ctrl_c_stops_a_run_and_exits_130() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while !pidfile.exists() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(pidfile.exists(), "the step started");
+    assert!(
+        !crate::pid_written(&pidfile, 20).is_empty(),
+        "the step started"
+    );
     let st = Std::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

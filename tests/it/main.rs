@@ -197,3 +197,19 @@ pub fn alive(pid: impl std::fmt::Display) -> bool {
         Err(_) => false,
     }
 }
+
+/// The pid a test command writes with `echo $$ > file`, once it is there (the shell creates the file
+/// before it writes the pid); empty if it never comes within `secs`.
+pub fn pid_written(pidfile: &std::path::Path, secs: u64) -> String {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let pid = std::fs::read_to_string(pidfile)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if !pid.is_empty() || std::time::Instant::now() >= until {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -204,14 +204,8 @@ fn a_cancelled_request_gets_no_answer_and_its_process_is_killed() {
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "local", "arguments": {
         "action": "exec", "command": format!("echo $$ > {}; exec sleep 1000", pidfile.display())}}});
     r.send(&call.to_string());
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !pidfile.exists() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .to_owned();
+    let pid = crate::pid_written(&pidfile, 10);
+    assert!(!pid.is_empty(), "the command never started");
     r.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"test"}}"#);
     std::thread::sleep(std::time::Duration::from_millis(500));
     r.send(r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#);
