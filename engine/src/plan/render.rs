@@ -114,12 +114,44 @@ fn mask_credentials(n: &PlanNode, args: Map<String, Value>) -> Value {
 /// was read from is not what it does; its content is in `runbook_digest`). `infra plan` shows it, a
 /// run records it, approvals name it, and `infra approve` checks a stored plan against it.
 pub fn digest_of(plan: &Value) -> String {
-    let mut v = plan.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.shift_remove("digest");
-        o.shift_remove("source");
+    use sha2::Digest;
+    let Some(o) = plan.as_object() else {
+        return sha256_hex(&serde_json::to_vec(plan).unwrap_or_default());
+    };
+    // the compact JSON of the plan without those two keys, streamed into the hash (a big plan is
+    // neither copied nor held as text)
+    let mut h = HashWriter(sha2::Sha256::new());
+    let _ = serde_json::to_writer(&mut h, &Without(o));
+    dsl::analyze::hex(&h.0.finalize())
+}
+
+/// An object without `digest` and `source`, serialized as `serde_json` writes the object itself.
+struct Without<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if k != "digest" && k != "source" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
-    sha256_hex(&serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// Bytes written are hashed.
+struct HashWriter(sha2::Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn shown_inputs(rb: &Runbook, inputs: &Map<String, Value>) -> Map<String, Value> {
@@ -202,5 +234,25 @@ fn validate_rendered(
             .at(&rb.file, span)
             .path(format!("{}/args{ptr}", n.step.pointer)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_digest_is_of_the_compact_plan_without_digest_and_source() {
+        let plan = json!({
+            "runbook": "r", "digest": "old", "nodes": [{"id": "a", "args": {"k": "é\n\"x\""}}],
+            "source": "f.yaml", "effects": "read", "n": 1.5,
+        });
+        let mut v = plan.clone();
+        let o = v.as_object_mut().expect("object");
+        o.shift_remove("digest");
+        o.shift_remove("source");
+        let expected = super::sha256_hex(&serde_json::to_vec(&v).expect("json"));
+        assert_eq!(super::digest_of(&plan), expected);
+        assert_eq!(super::digest_of(&json!([1])), super::sha256_hex(b"[1]"));
     }
 }

@@ -146,7 +146,11 @@ pub fn write_json(
     r: Arc<Redactor>,
 ) -> io::Result<ArtifactRef> {
     let mut w = ArtifactWriter::create(dir, uri_base, name, r)?;
-    serde_json::to_writer_pretty(&mut w, v).map_err(io::Error::other)?;
+    // serde writes token by token: gather them, so the redactor and the file see large writes
+    let mut buffered = io::BufWriter::with_capacity(64 * 1024, &mut w);
+    serde_json::to_writer_pretty(&mut buffered, v).map_err(io::Error::other)?;
+    buffered.flush()?;
+    drop(buffered);
     w.finish()
 }
 

@@ -28,7 +28,7 @@ use super::*;
 use crate::actions::{ActionError, Nested};
 use crate::approval::Grant;
 use crate::ctx::{new_id, now_rfc3339, now_stamp};
-use crate::plan::Plan;
+use crate::plan::{Plan, RenderedPlan};
 use crate::record::Journal;
 use crate::record::evidence::{ErrorInfo, Record, Status};
 use crate::record::{AuditKind, AuditRecord};
@@ -295,12 +295,20 @@ impl Engine {
             durable,
         );
         if !plan.is_call() {
-            let shown = self.redactor.redact_value(&rendered.json);
-            let _ = std::fs::write(
-                dir.join("plan.json"),
-                serde_json::to_vec_pretty(&shown).unwrap_or_default(),
+            // streamed through the redactor as it is written (no redacted copy of a big plan)
+            let _ = crate::record::artifacts::write_json(
+                &dir,
+                &uri_base,
+                "plan.json",
+                &rendered.json,
+                Arc::clone(&self.redactor),
             );
         }
+        // from here on only the digest is needed: a big plan's rendered form is not held for the run
+        let RenderedPlan {
+            digest: plan_digest,
+            ..
+        } = rendered;
         if let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
@@ -334,7 +342,7 @@ impl Engine {
                     run_id: Some(run_id.clone()),
                     runbook: Some(rb.name.clone()),
                     effects: Some(plan.effects().to_string()),
-                    plan_digest: Some(rendered.digest.clone()),
+                    plan_digest: Some(plan_digest.clone()),
                     policy: Some(gate.verdict.to_json()),
                     error: Some(json!({"kind": refusal.kind, "message": refusal.message})),
                     ..AuditRecord::new(AuditKind::Refused)

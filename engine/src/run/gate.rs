@@ -5,6 +5,8 @@
 //! run ends with and, for a missing approval, what a person needs to approve it (the rendered plan,
 //! its effects and digest), which is also kept in the store as an approval request.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use super::Engine;
@@ -47,17 +49,21 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        let rendered_args =
-            |id: &str| -> Value { by_id.get(id).map_or(Value::Null, |v| (*v).clone()) };
+        let rendered_args = |id: &str| -> Cow<'_, Value> {
+            by_id
+                .get(id)
+                .map_or(Cow::Owned(Value::Null), |v| Cow::Borrowed(*v))
+        };
         // labels are read only when a rule asks for one
         let targets = policy
             .wants_labels()
             .then(|| crate::targets::Targets::load(&self.config.profiles_dir));
-        let mut nodes: Vec<(&PlanNode, Value)> = Vec::new();
+        // rendered arguments are borrowed; a rollback's (not rendered) are read as written
+        let mut nodes: Vec<(&PlanNode, Cow<'_, Value>)> = Vec::new();
         for n in plan.nodes() {
             nodes.push((n, rendered_args(n.step.id.as_str())));
             if let Some(rb) = &n.rollback {
-                nodes.push((rb, Value::Object(rb.step.args_map().clone())));
+                nodes.push((rb, Cow::Owned(Value::Object(rb.step.args_map().clone()))));
             }
         }
         let no_labels: Vec<String> = Vec::new();
