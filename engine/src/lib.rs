@@ -19,6 +19,7 @@ pub mod exec;
 pub mod git;
 pub mod intent;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod run;
 pub mod store;

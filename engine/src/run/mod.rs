@@ -14,11 +14,13 @@ mod engine;
 mod execute;
 mod node;
 mod render;
+mod report;
 mod schedule;
 
 pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
+pub use report::ReportOptions;
 
 use crate::actions::ActionError;
 use crate::record::Journal;
