@@ -159,15 +159,20 @@ fn cli_graph_as_svg() {
 #[test]
 fn cli_single_calls_get_no_report() {
     let p = Project::new().unsafe_local();
-    let out = p
-        .infra()
-        .args(["state", "set", "k", "v"])
-        .output()
-        .expect("state");
-    assert!(out.status.success(), "{out:?}");
+    let e = p.engine();
+    let o = crate::call_tool(
+        &e,
+        "local",
+        serde_json::json!({"action": "exec", "command": "echo out; echo err >&2; exit 1"}),
+        &engine::run::CancelToken::new(),
+    );
+    assert_eq!(o.status.as_str(), "failed");
     let found = walk(&p.path().join("runs"));
+    assert!(found.iter().any(|f| f.ends_with("/stderr")), "{found:?}");
     assert!(
-        !found.iter().any(|f| f.ends_with("report.html")),
+        !found
+            .iter()
+            .any(|f| f.ends_with("report.html") || f.ends_with("plan.json")),
         "{found:?}"
     );
 }

@@ -4,7 +4,7 @@
 //! (SVG shapes in `<symbol>`s, no font glyph), the border's style (solid, thick, dashed, dotted…) and
 //! the word. `finally` steps are pill-shaped and say so; rollbacks have a double border, name their
 //! step, and hang from it by a dashed edge. A retried step says how many attempts it took; a skipped
-//! one says why. Labels are cut to fit their box (the whole text is in the node's `<title>`).
+//! one says why. An edge implied by a longer path is left out (`layout::essential`). Labels are cut to fit their box (the whole text is in the node's `<title>`).
 //!
 //! Shapes are styled by class: [`STYLE`] is the stylesheet, put in a standalone SVG's `<style>` or in
 //! the report's one stylesheet.
@@ -115,6 +115,16 @@ pub fn graph(view: &View, only: Option<&[usize]>, standalone: bool) -> String {
         .filter(|(a, b)| local[*a] != usize::MAX && local[*b] != usize::MAX)
         .map(|&(a, b)| (local[a], local[b], view.steps[b].kind == Kind::Rollback))
         .collect();
+    // an edge another path already implies is not drawn (transitive reduction)
+    let keep = layout::essential(
+        shown.len(),
+        &edges.iter().map(|&(a, b, _)| (a, b)).collect::<Vec<_>>(),
+    );
+    let edges: Vec<(usize, usize, bool)> = edges
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect();
     let pairs: Vec<(usize, usize)> = edges.iter().map(|&(a, b, _)| (a, b)).collect();
     let l = layout::layout(shown.len(), &pairs);
     let mut out = String::with_capacity(400 * shown.len() + 2000);
@@ -131,17 +141,37 @@ pub fn graph(view: &View, only: Option<&[usize]>, standalone: bool) -> String {
     if standalone {
         let _ = write!(out, "<style>{STYLE}</style>{DEFS}");
     }
-    for &(a, b, rollback) in &edges {
+    for (k, &(a, b, rollback)) in edges.iter().enumerate() {
         let (ax, ay) = l.pos[a];
         let (bx, by) = l.pos[b];
-        let (x1, y1, x2, y2) = (ax + NODE_W / 2, ay + NODE_H, bx + NODE_W / 2, by - 2);
-        let dy = (GAP_Y / 2).min(y2.saturating_sub(y1) / 2);
+        let mut d = format!("M{} {}", ax + NODE_W / 2, ay + NODE_H);
+        let mut from = (ax + NODE_W / 2, ay + NODE_H);
+        // down through each layer it crosses (beside the boxes), then into the target's top
+        let mut points = l.routes[k].clone();
+        points.push((bx + NODE_W / 2, by.saturating_sub(2)));
+        for pair in points.chunks(2) {
+            let to = pair[0];
+            let dy = (GAP_Y / 2).min(to.1.saturating_sub(from.1) / 2);
+            let _ = write!(
+                d,
+                "C{} {} {} {} {} {}",
+                from.0,
+                from.1 + dy,
+                to.0,
+                to.1 - dy,
+                to.0,
+                to.1
+            );
+            from = to;
+            if let Some(&below) = pair.get(1) {
+                let _ = write!(d, "V{}", below.1);
+                from = below;
+            }
+        }
         let _ = write!(
             out,
-            r#"<path class="e{}" d="M{x1} {y1}C{x1} {c1} {x2} {c2} {x2} {y2}" marker-end="url(#ah)"/>"#,
+            r#"<path class="e{}" d="{d}" marker-end="url(#ah)"/>"#,
             if rollback { " rb" } else { "" },
-            c1 = y1 + dy,
-            c2 = y2 - dy,
         );
     }
     for (k, &i) in shown.iter().enumerate() {
@@ -279,7 +309,7 @@ pub fn timeline(view: &View) -> String {
     out
 }
 
-/// A tick spacing for an axis of `end` ms (about 6 to 12 ticks), and how to write a tick.
+/// A tick spacing for an axis of `end` ms (at most about ten ticks), and how to write a tick.
 fn ticks(end: u64) -> (u64, fn(u64) -> String) {
     let steps = [
         1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000,
@@ -291,9 +321,13 @@ fn ticks(end: u64) -> (u64, fn(u64) -> String) {
         .find(|s| end / s <= 10)
         .unwrap_or(end.div_ceil(10).max(1));
     let unit: fn(u64) -> String = if tick >= 60_000 {
-        |t| format!("{}m", t / 60_000)
-    } else if tick >= 1_000 {
-        |t| format!("{}s", t / 1_000)
+        |t| format!("{}m{:02}s", t / 60_000, t % 60_000 / 1000)
+    } else if tick >= 100 {
+        |t| match t {
+            0 => "0".into(),
+            t if t % 1000 == 0 => format!("{}s", t / 1000),
+            t => format!("{:.1}s", t as f64 / 1000.0),
+        }
     } else {
         |t| format!("{t}ms")
     };
