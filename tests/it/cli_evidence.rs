@@ -194,6 +194,9 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
             format!("{evidence}/hello/stderr"),
             format!("{evidence}/hello/stdout"),
             format!("{evidence}/more/stdout"),
+            // written at the run's end: the plan it ran and its report
+            format!("{evidence}/plan.json"),
+            format!("{evidence}/report.html"),
         ]
     );
     let journal = text_of(
