@@ -191,3 +191,182 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Decodes a PNG (8-bit RGB or RGBA, as Chromium writes) with Python's zlib and prints how many
+/// pixels have each of the given colours, one count a line.
+const PNG_COLOURS: &str = r#"
+import sys, zlib, struct
+d = open(sys.argv[1], 'rb').read()
+assert d[:8] == b'\x89PNG\r\n\x1a\n'
+i, idat = 8, b''
+while i < len(d):
+    n, = struct.unpack('>I', d[i:i+4]); t = d[i+4:i+8]; c = d[i+8:i+8+n]; i += 12 + n
+    if t == b'IHDR': w, h, bd, ct = struct.unpack('>IIBB', c[:10])
+    elif t == b'IDAT': idat += c
+assert bd == 8 and ct in (2, 6)
+bpp = 3 if ct == 2 else 4
+raw = zlib.decompress(idat); stride = w * bpp; prev = bytearray(stride); p = 0
+want = [bytes.fromhex(x) for x in sys.argv[2:]]; counts = [0] * len(want)
+for y in range(h):
+    f = raw[p]; p += 1; line = bytearray(raw[p:p+stride]); p += stride
+    for x in range(stride):
+        a = line[x-bpp] if x >= bpp else 0; b = prev[x]; c = prev[x-bpp] if x >= bpp else 0
+        if f == 1: line[x] = (line[x] + a) & 255
+        elif f == 2: line[x] = (line[x] + b) & 255
+        elif f == 3: line[x] = (line[x] + (a + b) // 2) & 255
+        elif f == 4:
+            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+            line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    for x in range(0, stride, bpp):
+        px = bytes(line[x:x+3])
+        for k, col in enumerate(want):
+            if px == col: counts[k] += 1
+    prev = line
+print('\n'.join(map(str, counts)))
+"#;
+
+/// What the browser checks in a copy of the report with this script added (the report itself runs
+/// none): every label inside its box, the page no wider than the window.
+const GEOMETRY: &str = r#"<script>
+const bad = [];
+for (const g of document.querySelectorAll('g.n')) {
+  const r = g.querySelector('rect.b').getBoundingClientRect();
+  for (const t of g.querySelectorAll('text')) {
+    const b = t.getBoundingClientRect();
+    if (b.left < r.left || b.right > r.right || b.top < r.top || b.bottom > r.bottom) bad.push(t.textContent);
+  }
+}
+for (const t of document.querySelectorAll('.tl .lbl')) {
+  const b = t.getBoundingClientRect(), s = t.ownerSVGElement.getBoundingClientRect();
+  if (b.right > s.left + 228) bad.push(t.textContent);
+}
+document.body.setAttribute('data-overflow', JSON.stringify(bad));
+document.body.setAttribute('data-nodes', String(document.querySelectorAll('g.n').length));
+document.body.setAttribute('data-wide', String(document.documentElement.scrollWidth > window.innerWidth));
+</script>"#;
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Std::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// The report of a real failing run in headless Chromium: a screenshot with the status colours, and
+/// no label outside its box or the window. `.ci/run` installs Chromium and sets
+/// `INFRA_REQUIRE_BROWSER=1`; elsewhere the test says it was skipped.
+#[test]
+#[allow(clippy::print_stderr)] // says so when there is no browser
+fn cli_report_in_a_browser() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("INFRA_REQUIRE_BROWSER").is_none(),
+            "no chromium: install it (`.ci/run` does)"
+        );
+        eprintln!("cli_report_in_a_browser: no chromium here, not checked");
+        return;
+    };
+    let long = "a-step-whose-identifier-is-far-too-long-for-any-box_mmmmwwww";
+    let p = failing().runbook(
+        "wide",
+        &format!(
+            "flow: dag\nsteps:\n{}  - {{id: {long}, tool: local, args: {{action: exec, command: 'echo x >&2; exit 1'}}}}\n",
+            (0..14)
+                .map(|i| format!("  - {{id: par-{i}, tool: local, args: {{action: exec, command: 'true'}}}}\n"))
+                .collect::<String>()
+        ),
+    );
+    let mut reports = Vec::new();
+    for rb in ["deploy", "wide"] {
+        let out = p.infra().args(["run", rb, "--json"]).output().expect("run");
+        let v = crate::stdout_json(&out);
+        let rel = v["report"]
+            .as_str()
+            .expect("report")
+            .strip_prefix("artifact://")
+            .expect("uri")
+            .to_owned();
+        reports.push(p.path().join(rel));
+    }
+    let run = |args: &[&str], page: &Path| {
+        let out = Std::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .arg("--virtual-time-budget=3000")
+            .args(args)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    for (k, report) in reports.iter().enumerate() {
+        // the geometry, measured by the browser in a copy that may run the check
+        let html = std::fs::read_to_string(report).expect("report");
+        let csp = html
+            .find("<meta http-equiv=\"Content-Security-Policy\"")
+            .expect("csp");
+        let end = html[csp..].find("/>").expect("meta ends") + csp + 2;
+        let checked = format!("{}{}", &html[..csp], &html[end..])
+            .replace("</body>", &format!("{GEOMETRY}</body>"));
+        let copy = p.path().join(format!("checked-{k}.html"));
+        std::fs::write(&copy, checked).expect("copy");
+        let dom = String::from_utf8_lossy(&run(&["--window-size=1400,900", "--dump-dom"], &copy))
+            .into_owned();
+        assert!(
+            dom.contains("data-overflow=\"[]\""),
+            "labels overflow: {}",
+            &dom[dom.find("data-overflow").unwrap_or(0)..][..300.min(dom.len())]
+        );
+        assert!(
+            dom.contains("data-wide=\"false\""),
+            "the page is wider than the window"
+        );
+        assert!(!dom.contains("data-nodes=\"0\""), "no node drawn");
+        // screenshots of the report itself (its CSP on): the first screen shows the failure (red
+        // fill and border on white); the whole page also has the succeeded steps' green
+        for (size, colours) in [
+            ("1400,900", &["ffebee", "c62828", "ffffff"][..]),
+            ("1400,2000", &["ffebee", "c62828", "e8f5e9", "ffffff"][..]),
+        ] {
+            let shot = p.path().join(format!("shot-{k}-{size}.png"));
+            run(
+                &[
+                    &format!("--window-size={size}"),
+                    &format!("--screenshot={}", shot.display()),
+                ],
+                report,
+            );
+            let out = Std::new("python3")
+                .args(["-c", PNG_COLOURS])
+                .arg(&shot)
+                .args(colours)
+                .output()
+                .expect("python3");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().parse().expect("a count"))
+                .collect();
+            for (c, n) in colours.iter().zip(&counts) {
+                assert!(*n > 50, "colour #{c}: {n} pixels in {}", shot.display());
+            }
+        }
+    }
+}
