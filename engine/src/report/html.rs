@@ -16,6 +16,10 @@ use super::{Shown, StepView, View, escape};
 
 /// Past this many steps the graph shows the failure's neighbourhood unless asked for the whole.
 pub const FOCUS_ABOVE: usize = 60;
+/// The most nodes drawn in one graph (leaving out implied edges takes n² / 64 words of memory).
+pub const MAX_DRAWN: usize = 5_000;
+/// The most rows of the timeline and of the step table; failing steps are always among them.
+pub const MAX_ROWS: usize = 2_000;
 /// Lines of stderr shown for a failing step.
 pub const TAIL_LINES: usize = 20;
 /// Failing steps described in "why it ended" (the table lists them all).
@@ -177,12 +181,15 @@ pub fn report(v: &View, x: &Extras) -> String {
     header(&mut out, v, status);
     why(&mut out, v, x);
     graph(&mut out, v, x);
-    let _ = writeln!(
+    let (rows, hidden) = capped(v, svg::timeline_rows(v));
+    let _ = write!(
         out,
         "<section id=\"timeline\"><h2>Timeline</h2><p class=\"note\">One bar per attempt; a retried \
-attempt is dashed; steps that ran at the same time sit on neighbouring rows.</p><div class=\"scroll\">{}</div></section>",
-        svg::timeline(v)
+attempt is dashed; steps that ran at the same time sit on neighbouring rows.</p><div class=\"scroll\">{}</div>",
+        svg::timeline(v, &rows)
     );
+    left_out(&mut out, hidden, v);
+    out.push_str("</section>\n");
     table(&mut out, v, x);
     out.push_str("</body></html>\n");
     out
@@ -325,6 +332,15 @@ fn graph(out: &mut String, v: &View, x: &Extras) {
 steps are rounded, rollbacks have a double border and a dashed edge from their step.</p>\n",
         ),
     }
+    let drawn = focus.as_ref().map_or(v.steps.len(), Vec::len);
+    if drawn > MAX_DRAWN {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{drawn} steps are too many to draw here (at most {MAX_DRAWN}); \
+the table lists them.</p></section>"
+        );
+        return;
+    }
     let _ = writeln!(
         out,
         "<div class=\"scroll\">{}</div></section>",
@@ -332,12 +348,51 @@ steps are rounded, rollbacks have a double border and a dashed edge from their s
     );
 }
 
+/// `rows` cut to [`MAX_ROWS`], in their order, keeping every failing step; and how many were left out.
+pub fn capped(v: &View, rows: Vec<usize>) -> (Vec<usize>, usize) {
+    if rows.len() <= MAX_ROWS {
+        return (rows, 0);
+    }
+    let failing = rows
+        .iter()
+        .filter(|&&i| v.steps[i].status.is_failure())
+        .count()
+        .min(MAX_ROWS);
+    let mut room = MAX_ROWS - failing;
+    let total = rows.len();
+    let kept: Vec<usize> = rows
+        .into_iter()
+        .filter(|&i| {
+            if v.steps[i].status.is_failure() {
+                return true;
+            }
+            let keep = room > 0;
+            room = room.saturating_sub(1);
+            keep
+        })
+        .collect();
+    let hidden = total - kept.len();
+    (kept, hidden)
+}
+
+fn left_out(out: &mut String, hidden: usize, v: &View) {
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{hidden} more steps are left out here; <code>infra runs show {}</code> \
+lists every record.</p>",
+            escape(v.run_id.get(..8).unwrap_or(&v.run_id))
+        );
+    }
+}
+
 fn table(out: &mut String, v: &View, x: &Extras) {
     out.push_str(
         "<section id=\"steps\"><h2>Steps</h2><table><thead><tr><th>step</th><th>status</th>\
 <th>attempts</th><th>duration</th><th>start</th><th>artifacts</th><th>note</th></tr></thead><tbody>\n",
     );
-    for s in &v.steps {
+    let (rows, hidden) = capped(v, (0..v.steps.len()).collect());
+    for s in rows.into_iter().map(|i| &v.steps[i]) {
         let kind = match s.kind {
             super::Kind::Main => String::new(),
             super::Kind::Finally => " <span class=\"note\">finally</span>".into(),
@@ -363,7 +418,9 @@ fn table(out: &mut String, v: &View, x: &Extras) {
             note(s),
         );
     }
-    out.push_str("</tbody></table></section>\n");
+    out.push_str("</tbody></table>");
+    left_out(out, hidden, v);
+    out.push_str("</section>\n");
 }
 
 fn note(s: &StepView) -> String {

@@ -228,14 +228,19 @@ const PLOT_W: u32 = 880;
 const ROW_H: u32 = 18;
 const AXIS_H: u32 = 24;
 
-/// One bar per attempt on the run's time axis, one row per step (rows in order of first start, so
-/// steps that ran in parallel sit side by side on neighbouring rows with overlapping bars). An
-/// attempt that was retried is dashed and paler.
-pub fn timeline(view: &View) -> String {
+/// The steps that ran, in order of first start: the timeline's rows.
+pub fn timeline_rows(view: &View) -> Vec<usize> {
     let mut rows: Vec<usize> = (0..view.steps.len())
         .filter(|&i| !view.steps[i].attempts.is_empty())
         .collect();
     rows.sort_by_key(|&i| (view.steps[i].attempts[0].start_ms, i));
+    rows
+}
+
+/// One bar per attempt on the run's time axis, one row per step of `rows` (rows in order of first start, so
+/// steps that ran in parallel sit side by side on neighbouring rows with overlapping bars). An
+/// attempt that was retried is dashed and paler.
+pub fn timeline(view: &View, rows: &[usize]) -> String {
     let end = view
         .steps
         .iter()

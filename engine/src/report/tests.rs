@@ -349,3 +349,29 @@ fn labels_are_cut_to_fit() {
     assert_eq!(html::last_lines("a\nb", 5), "a\nb");
     assert_eq!(html::percent("a b/ü"), "a%20b/%C3%BC");
 }
+
+#[test]
+fn huge_runs_are_cut_but_keep_their_failures() {
+    let n = 6_000;
+    let v = View::of_run(
+        Some(&plan(n, "s0")),
+        &records(n, "s0", n - 10, "late"),
+        false,
+    );
+    let html = report(&v, &extras("x\n", "s1"));
+    // the failure's neighbourhood is drawn; the table and timeline are cut, the failing step kept
+    assert!(html.matches("<g class=\"n ").count() < 12);
+    assert!(html.matches("<tr>").count() <= html::MAX_ROWS + 1);
+    assert!(html.contains(&format!("<code>s{}</code>", n - 10)));
+    assert!(html.contains("more steps are left out here"));
+    // asked for every node, there are too many to draw
+    let all = report(
+        &v,
+        &Extras {
+            full_graph: true,
+            ..Extras::default()
+        },
+    );
+    assert!(all.contains("too many to draw here"));
+    assert!(all.len() < 2 * 1024 * 1024, "{} bytes", all.len());
+}
