@@ -10,7 +10,7 @@
 //! Then the scheduler (`schedule.rs`). At the end: `finally` steps with a fresh cancel token (a
 //! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
 //! steps that succeeded, newest completion first; `outputs` rendered and redacted; journal and
-//! audit `run_finished`; the store's index; `plan.json` and `report.html` (`run/report.rs`). The journal and index are best effort once the run has
+//! audit `run_finished`; the store's index. The journal and index are best effort once the run has
 //! started; the audit log fails closed.
 //!
 //! `run_runbook` (compile + inputs + execute) and `nested_runbook` serve `runbook.run`, one level
@@ -326,6 +326,7 @@ impl Engine {
         if let Ok(store) = self.store() {
             let _ = store.run_finished(&run_id, status.as_str(), durable);
         }
+        // best effort, never changes the run: plan.json and report.html in its directory
         self.write_report(plan, &outcome);
         outcome
     }
