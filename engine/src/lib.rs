@@ -21,6 +21,7 @@ pub mod git;
 pub mod intent;
 pub mod policy;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod run;
 pub mod store;

@@ -1,4 +1,4 @@
-//! `infra graph <runbook> --format mermaid|dot`.
+//! `infra graph <runbook> --format mermaid|dot|svg`.
 
 use clap::ValueEnum;
 use engine::{Catalog, CompileOptions};
@@ -13,6 +13,8 @@ pub enum GraphFormat {
     Mermaid,
     /// Graphviz DOT (`infra graph rb --format dot | dot -Tsvg`).
     Dot,
+    /// A standalone SVG drawing, laid out by infra (`infra graph rb --format svg > rb.svg`).
+    Svg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +42,10 @@ pub fn run(args: Args) -> u8 {
             render::out(&match args.format {
                 GraphFormat::Mermaid => plan.to_mermaid(),
                 GraphFormat::Dot => plan.to_dot(),
+                GraphFormat::Svg => {
+                    let p = plan.to_json();
+                    engine::report::svg::graph(&engine::report::View::of_plan(&p), None, true)
+                }
             });
             OK
         }

@@ -12,6 +12,7 @@ mod list;
 mod logs;
 mod manual;
 mod plan;
+mod report;
 mod run;
 mod runs;
 mod state;
@@ -68,12 +69,14 @@ enum Command {
     Validate(validate::Args),
     /// Show the plan a runbook compiles to with the given inputs; nothing runs.
     Plan(plan::Args),
-    /// Draw a runbook's step graph (Mermaid or Graphviz).
+    /// Draw a runbook's step graph (Mermaid, Graphviz or SVG).
     Graph(graph::Args),
     /// List the runbooks infra can find.
     List(list::Args),
     /// Run a runbook: live progress on stderr, a summary at the end.
     Run(run::Args),
+    /// One self-contained HTML report of a run: why it ended, graph, timeline, steps.
+    Report(report::Args),
     /// Recorded runs: `list`, `show <id>`, `logs <id>`.
     #[command(subcommand)]
     Runs(runs::Command),
@@ -164,6 +167,7 @@ pub fn main() -> ExitCode {
         Some(Command::Graph(a)) => graph::run(a),
         Some(Command::List(a)) => list::run(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::Report(a)) => report::run(a),
         Some(Command::Runs(c)) => runs::run(c),
         Some(Command::Artifacts(c)) => artifacts::run(c),
         Some(Command::Audit(c)) => audit::run(c),

@@ -200,6 +200,8 @@ pub fn run(args: Args) -> u8 {
             "error": outcome.error,
             "approval": outcome.approval,
             "evidence": outcome.uri_base,
+            "report": outcome.dir.join("report.html").is_file()
+                .then(|| format!("{}/report.html", outcome.uri_base)),
         }));
     } else {
         let mut out = String::new();
@@ -270,6 +272,10 @@ pub fn run(args: Args) -> u8 {
             }
         }
         out.push_str(&format!("evidence: {}\n", outcome.uri_base));
+        let report = outcome.dir.join("report.html");
+        if report.is_file() {
+            out.push_str(&format!("report: {}\n", report.display()));
+        }
         if !outcome.ok() && outcome.steps.iter().any(|s| s.status == Status::Failed) {
             out.push_str(&format!(
                 "logs: `infra runs logs {}`\n",

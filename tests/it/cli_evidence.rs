@@ -194,8 +194,9 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
             format!("{evidence}/hello/stderr"),
             format!("{evidence}/hello/stdout"),
             format!("{evidence}/more/stdout"),
-            // the rendered plan the run was decided on, written at its start
+            // the rendered plan the run was decided on (written at its start) and its report (at its end)
             format!("{evidence}/plan.json"),
+            format!("{evidence}/report.html"),
         ]
     );
     let journal = text_of(

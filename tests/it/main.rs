@@ -10,6 +10,7 @@ mod cli_doctor;
 mod cli_evidence;
 mod cli_logs;
 mod cli_plan;
+mod cli_report;
 mod cli_run;
 mod cli_shell;
 mod docs;

@@ -401,6 +401,8 @@ impl Engine {
         if let Ok(store) = self.store() {
             let _ = store.run_finished(&run_id, status.as_str(), durable);
         }
+        // best effort, never changes the run: plan.json and report.html in its directory
+        self.write_report(plan, &outcome);
         outcome
     }
 }

@@ -15,11 +15,13 @@ mod execute;
 mod gate;
 mod node;
 mod render;
+mod report;
 mod schedule;
 
 pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
+pub use report::ReportOptions;
 
 use crate::actions::ActionError;
 use crate::record::Journal;

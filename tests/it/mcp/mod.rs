@@ -9,6 +9,7 @@ mod crash;
 mod intents;
 mod network;
 mod protocol;
+mod report;
 mod runbooks;
 mod secrets;
 
