@@ -40,3 +40,23 @@ pub fn resolve(store: &Store, kind: IdKind, arg: &str) -> Result<String, String>
         }
     }
 }
+
+/// The run index's row of the run `arg` names (an id or a unique prefix), or the exit code after the
+/// error is printed: a usage error for an unknown or ambiguous id, a failure when the store fails.
+pub fn run_row(store: &Store, arg: &str) -> Result<serde_json::Value, u8> {
+    let id = resolve(store, IdKind::Run, arg).map_err(|msg| {
+        crate::render::err(&format!("error: {msg}\n"));
+        super::USAGE
+    })?;
+    match store.run(&id) {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => {
+            crate::render::err(&format!("error: the run `{id}` is gone from the store\n"));
+            Err(super::FAILED)
+        }
+        Err(e) => {
+            crate::render::err(&format!("error: cannot read the store: {e}\n"));
+            Err(super::FAILED)
+        }
+    }
+}

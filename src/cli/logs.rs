@@ -10,7 +10,7 @@ use std::time::Duration;
 use engine::record::artifacts::{self, SCHEME};
 use engine::record::evidence::Record;
 use engine::store::JournalAt;
-use engine::store::{IdKind, Store};
+use engine::store::Store;
 
 use super::{FAILED, OK, USAGE, config};
 use crate::render;
@@ -74,24 +74,15 @@ fn wanted(step: &str, filter: Option<&str>) -> bool {
 }
 
 pub fn run(store: &Store, args: Args) -> u8 {
-    let id = match super::ids::resolve(store, IdKind::Run, &args.id) {
-        Ok(id) => id,
-        Err(msg) => {
-            render::err(&format!("error: {msg}\n"));
-            return USAGE;
-        }
+    let row = match super::ids::run_row(store, &args.id) {
+        Ok(row) => row,
+        Err(code) => return code,
     };
-    let row = match store.run(&id) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            render::err(&format!("error: the run `{id}` is gone from the store\n"));
-            return FAILED;
-        }
-        Err(e) => {
-            render::err(&format!("error: cannot read the store: {e}\n"));
-            return FAILED;
-        }
-    };
+    let id = row["run_id"]
+        .as_str()
+        .or_else(|| row["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     let dir = PathBuf::from(row["dir"].as_str().unwrap_or_default());
     let journal = JournalAt::of(&row);
     let root = config().artifacts_root;

@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 
 use engine::run::ReportOptions;
-use engine::store::IdKind;
 
-use super::{FAILED, OK, USAGE, engine};
+use super::{FAILED, OK, engine};
 use crate::render;
 
 #[derive(clap::Args, Debug)]
@@ -34,23 +33,9 @@ pub fn run(args: Args) -> u8 {
             return FAILED;
         }
     };
-    let run = match super::ids::resolve(store, IdKind::Run, &args.id).map(|id| store.run(&id)) {
-        Ok(Ok(Some(run))) => run,
-        Ok(Ok(None)) => {
-            render::err(&format!(
-                "error: the run `{}` is gone from the store\n",
-                args.id
-            ));
-            return FAILED;
-        }
-        Ok(Err(e)) => {
-            render::err(&format!("error: cannot read the store: {e}\n"));
-            return FAILED;
-        }
-        Err(msg) => {
-            render::err(&format!("error: {msg}\n"));
-            return USAGE;
-        }
+    let run = match super::ids::run_row(store, &args.id) {
+        Ok(run) => run,
+        Err(code) => return code,
     };
     let to_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
     let path = match &args.output {

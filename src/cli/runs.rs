@@ -1,9 +1,8 @@
 //! `infra runs list|show|logs`.
 
 use engine::record::evidence::Record;
-use engine::store::IdKind;
 
-use super::{FAILED, OK, USAGE, engine};
+use super::{FAILED, OK, engine};
 use crate::render;
 
 #[derive(clap::Subcommand, Debug)]
@@ -80,20 +79,9 @@ pub fn run(cmd: Command) -> u8 {
         },
         Command::Logs(args) => super::logs::run(store, args),
         Command::Show { id, json } => {
-            let run = match super::ids::resolve(store, IdKind::Run, &id).map(|id| store.run(&id)) {
-                Ok(Ok(Some(run))) => run,
-                Ok(Ok(None)) => {
-                    render::err(&format!("error: the run `{id}` is gone from the store\n"));
-                    return FAILED;
-                }
-                Ok(Err(e)) => {
-                    render::err(&format!("error: cannot read the store: {e}\n"));
-                    return FAILED;
-                }
-                Err(msg) => {
-                    render::err(&format!("error: {msg}\n"));
-                    return USAGE;
-                }
+            let run = match super::ids::run_row(store, &id) {
+                Ok(run) => run,
+                Err(code) => return code,
             };
             let at = engine::store::JournalAt::of(&run);
             let back = match at.read() {
