@@ -253,6 +253,18 @@ impl Policy {
         }
     }
 
+    /// Writes each rule's tool by its canonical name (`mcp_ssh` → `ssh`), as `canonical` names tools,
+    /// so a rule written with an alias matches the calls of that tool. The engine does this at load
+    /// (the names are the action registry's, which this module does not import).
+    pub fn canonical_tools(mut self, canonical: impl Fn(&str) -> &str) -> Policy {
+        for r in &mut self.file.rules {
+            if let Some(t) = &r.tool {
+                r.tool = Some(canonical(t).to_owned());
+            }
+        }
+        self
+    }
+
     /// Checks and reads a policy file; errors are located in it.
     pub fn parse(file: &SourceFile) -> Policy {
         let bad = |errors| Policy {
@@ -422,10 +434,7 @@ impl Policy {
             }
         }
         for (i, r) in self.file.rules.iter().enumerate() {
-            let tool = r
-                .tool
-                .as_deref()
-                .is_none_or(|t| crate::actions::canonical_tool(t) == s.tool);
+            let tool = r.tool.as_deref().is_none_or(|t| t == s.tool);
             let action = r.action.as_deref().is_none_or(|a| a == s.action);
             let target = r.target.as_deref().is_none_or(|t| s.target == Some(t));
             let label = r

@@ -251,7 +251,7 @@ pub fn find_runbook(catalog: &Catalog, arg: &str) -> Result<Arc<Runbook>, Vec<Di
 
 /// `infra mcp`: serves MCP on stdio until the client closes it.
 fn mcp() -> u8 {
-    if crate::mcp::serve(engine()) {
+    if crate::mcp::serve(engine(), engine) {
         OK
     } else {
         FAILED

@@ -141,6 +141,9 @@ pub struct Server {
     calls: Arc<Calls>,
     roots_asked: Arc<tokio::sync::Mutex<bool>>,
     log_level: Arc<Mutex<Option<u8>>>,
+    /// Makes the engine again from the configuration of the working directory (after the client's
+    /// root became it); without it, roots are not adopted.
+    rebuild: Option<fn() -> Engine>,
 }
 
 /// A `file://` URI as a local path (percent-escapes decoded); `None` for any other scheme.
@@ -204,7 +207,14 @@ impl Server {
             calls: Arc::default(),
             roots_asked: Arc::default(),
             log_level: Arc::default(),
+            rebuild: None,
         }
+    }
+
+    /// Adopts the client's roots: `rebuild` makes the engine anew in the root it moved to.
+    pub fn with_rebuild(mut self, rebuild: fn() -> Engine) -> Self {
+        self.rebuild = Some(rebuild);
+        self
     }
 
     /// The engine calls run on now.
@@ -240,10 +250,11 @@ impl Server {
         let Some(dir) = list.roots.iter().find_map(|r| file_uri_path(&r.uri)) else {
             return;
         };
+        let Some(rebuild) = self.rebuild else {
+            return;
+        };
         let rebuilt = tokio::task::spawn_blocking(move || {
-            std::env::set_current_dir(&dir)
-                .ok()
-                .map(|()| crate::cli::engine())
+            std::env::set_current_dir(&dir).ok().map(|()| rebuild())
         })
         .await;
         if let Ok(Some(engine)) = rebuilt {
@@ -738,7 +749,7 @@ fn framing() -> (Stdio, std::thread::JoinHandle<()>) {
 
 /// Serves MCP on stdin/stdout until the client closes stdin. Logs go to stderr; stdout is protocol only.
 /// `false` when the server could not start or the session ended otherwise (said on stderr).
-pub fn serve(engine: Engine) -> bool {
+pub fn serve(engine: Engine, rebuild: fn() -> Engine) -> bool {
     // one thread for the protocol (reading, rmcp, writing: light work, no hand-offs between workers);
     // the engine's blocking work runs on the blocking pool
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -752,7 +763,7 @@ pub fn serve(engine: Engine) -> bool {
         }
     };
     rt.block_on(async move {
-        let server = Server::new(engine);
+        let server = Server::new(engine).with_rebuild(rebuild);
         let jobs = Arc::clone(&server.jobs);
         tokio::spawn(stop_on_signal(Arc::clone(&server.calls), Arc::clone(&jobs)));
         let (transport, writer) = framing();

@@ -45,7 +45,8 @@ impl Engine {
         if let Some(key) = &config.audit_key {
             redactor.add(&key.as_text());
         }
-        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only);
+        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only)
+            .canonical_tools(crate::actions::canonical_tool);
         Engine {
             policy,
             used_approvals: Default::default(),
