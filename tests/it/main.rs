@@ -19,6 +19,7 @@ mod intent;
 mod legacy;
 mod limits;
 mod mcp;
+mod pipeline;
 mod project;
 mod psql;
 mod psql_readonly;

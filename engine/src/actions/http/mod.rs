@@ -15,6 +15,7 @@
 //! file) needs `INFRA_UNSAFE_LOCAL=1`.
 
 pub mod guard;
+mod open;
 mod transfer;
 
 use crate::error::ErrorKind;
@@ -33,6 +34,7 @@ use crate::record::artifacts::ArtifactWriter;
 pub use crate::targets::{Basic, HttpTarget};
 use dsl::Effect;
 use guard::Policy;
+pub(crate) use open::{Get, get_stream};
 use transfer::{body_of, read_body, retry_after, retryable_status, send};
 
 /// Retries of idempotent requests.

@@ -6,6 +6,7 @@
 pub mod conn;
 mod export;
 pub mod sql;
+pub(crate) mod stream;
 pub mod values;
 
 use crate::error::ErrorKind;
