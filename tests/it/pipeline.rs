@@ -310,6 +310,40 @@ fn sources_that_fail_or_overflow_leave_every_sink_as_it_was() {
     http.stop();
 }
 
+#[test]
+fn a_cancel_mid_stream_leaves_the_table_as_it_was() {
+    let pg = Postgres::start();
+    let mut http = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), Some(&pg), None, false);
+    pg.psql("create table items (id bigint primary key, name text, note text)");
+    pg.psql("insert into items values (0, 'keep', null)");
+    let before = digest(&pg, "items");
+    let cancel = CancelToken::new();
+    let out = std::thread::scope(|s| {
+        let (c, h) = (cancel.clone(), &http);
+        s.spawn(move || {
+            // once the body is on its way
+            while h.hits("/jsonl") == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            c.cancel();
+        });
+        crate::call_tool(
+            &e,
+            "pipeline",
+            json!({"action": "run", "from": {"type": "http", "url": http.url("/jsonl/1000000")},
+                   "to": {"type": "psql", "target": "db", "table": "items"}, "format": "jsonl"}),
+            &cancel,
+        )
+    });
+    let (kind, message, _) = failed(&out);
+    assert_eq!(kind, "cancelled", "{message}");
+    assert_eq!(digest(&pg, "items"), before);
+    http.stop();
+}
+
 /// Whether a file of this name is anywhere under `dir`.
 fn named(dir: &std::path::Path, name: &str) -> bool {
     std::fs::read_dir(dir)

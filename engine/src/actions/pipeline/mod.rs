@@ -284,8 +284,12 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
         (Ok(w), Ok(_)) => w,
         (Err(e), source) => {
             let e = if let Some((kind, why)) = &stats.stopped {
-                ActionError::new(*kind, format!("{why}; nothing was written"))
-                    .hint("raise the limit, or narrow the source")
+                let e = ActionError::new(*kind, format!("{why}; nothing was written"));
+                if *kind == ErrorKind::TooLarge {
+                    e.hint("raise the limit, or narrow the source")
+                } else {
+                    e
+                }
             } else if let (Some(_), Err(se)) = (&stats.source_failed, source) {
                 let mut se = se;
                 se.message = format!(
