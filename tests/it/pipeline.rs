@@ -179,6 +179,57 @@ fn postgres_to_sftp_and_back_replaces_whole_files() {
     );
     assert_eq!(ok(&back)["records_written"], 20000);
     assert_eq!(digest(&pg, "copy"), digest(&pg, "events"));
+
+    // the built-in runbooks, from the CLI
+    let cli = |args: &[&str]| {
+        let out = crate::infra_in(dir.path(), dir.path())
+            .env("PG_TEST_PASSWORD", &pg.password)
+            .env("HOME", dir.path())
+            .args(["run", "--json"])
+            .args(args)
+            .output()
+            .expect("infra run");
+        (out.status.code(), crate::stdout_json(&out))
+    };
+    let small = remote.with_file_name("small.csv");
+    let (code, v) = cli(&[
+        "db.export.sftp",
+        "--input",
+        "profile_name=db",
+        "--input",
+        "query=select * from events where id <= 10 order by id",
+        "--input",
+        "host=web",
+        "--input",
+        &format!("path={}", small.display()),
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["outputs"]["rows"], 10, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(&small)
+            .expect("small")
+            .lines()
+            .count(),
+        11
+    );
+    let art = run(
+        &e,
+        json!({"from": {"type": "psql", "target": "db", "query": "select * from events where id > 19990"},
+               "to": {"type": "artifact"}}),
+    );
+    let uri = ok(&art)["uri"].as_str().expect("uri").to_owned();
+    pg.psql("truncate copy");
+    let (code, v) = cli(&[
+        "db.import.csv",
+        "--input",
+        "profile_name=db",
+        "--input",
+        "table=public.copy",
+        "--input",
+        &format!("uri={uri}"),
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(pg.psql("select count(*), min(id) from copy"), "10|19991");
 }
 
 #[test]
