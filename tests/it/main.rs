@@ -22,6 +22,7 @@ mod mcp;
 mod pipeline;
 mod project;
 mod psql;
+mod psql_helpers;
 mod psql_readonly;
 mod schemas;
 mod shell_quoting;

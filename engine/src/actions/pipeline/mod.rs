@@ -15,6 +15,8 @@ mod chan;
 mod ends;
 mod records;
 
+pub(crate) use records::text_row;
+
 use std::time::Instant;
 
 use indexmap::IndexMap;

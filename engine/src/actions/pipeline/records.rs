@@ -276,6 +276,17 @@ fn field(v: Option<&Value>, out: &mut Vec<u8>) {
     }
 }
 
+/// One row of COPY's text format: the values of `keys` in `m`, in order.
+pub fn text_row(m: &Map<String, Value>, keys: &[String], out: &mut Vec<u8>) {
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        field(m.get(k), out);
+    }
+    out.push(b'\n');
+}
+
 /// JSON Lines as rows of COPY's text format: for each record (a JSON object per line; blank lines are skipped), the
 /// values of `keys` in order.
 pub struct JsonlToText<R> {
@@ -351,13 +362,7 @@ impl<R: BufRead> JsonlToText<R> {
     }
 
     fn emit(&mut self, m: &Map<String, Value>) {
-        for (i, k) in self.keys.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b'\t');
-            }
-            field(m.get(k), &mut self.out);
-        }
-        self.out.push(b'\n');
+        text_row(m, &self.keys, &mut self.out);
     }
 }
 
