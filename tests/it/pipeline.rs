@@ -347,6 +347,25 @@ fn sources_that_fail_or_overflow_leave_every_sink_as_it_was() {
         assert!(!named(dir.path(), "part.jsonl"), "no partial artifact");
     }
 
+    // a credential header of the source is masked wherever the call is recorded
+    let secret = "s3cr3t-pipeline-token-7731";
+    let r = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/jsonl/5"), "headers": {"Authorization": format!("Bearer {secret}")}},
+               "to": {"type": "artifact"}, "format": "jsonl"}),
+    );
+    assert_eq!(ok(&r)["records_read"], 5);
+    assert_eq!(
+        http.requests()
+            .last()
+            .and_then(|q| q.header("authorization").map(str::to_owned)),
+        Some(format!("Bearer {secret}"))
+    );
+    assert_eq!(
+        crate::files_containing(dir.path(), &[secret]),
+        Vec::<String>::new()
+    );
+
     // host paths need the opt-in; a raw stream cannot go into a table
     let refused = run(
         &e,

@@ -172,7 +172,7 @@ fn is_credential_header(name: &str) -> bool {
     SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret")
 }
 
-fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(h) = args.get("headers").and_then(Value::as_object) {
         for (k, v) in h {

@@ -147,9 +147,12 @@ fn classify(args: &Map<String, Value>) -> Option<Effect> {
     }
 }
 
-/// Connection URLs (and their passwords) of either end.
+/// Connection URLs (and their passwords) of either end, and credential headers of an HTTP source.
 fn secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(from) = args.get("from").and_then(Value::as_object) {
+        out.extend(super::http::header_secrets(from));
+    }
     for end in ["from", "to"] {
         let Some(c) = args
             .get(end)
