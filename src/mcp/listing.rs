@@ -118,6 +118,10 @@ pub fn front_end_schema(tool: &str) -> Option<Value> {
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
+/// Registry tools that are callable (`tools/call`, runbook steps) and found by `help`, but not listed:
+/// the listing is at its 16 KiB budget. `pipeline` costs some 840 bytes listed.
+const UNLISTED: &[&str] = &["pipeline"];
+
 pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
         front_end::<help::Params>(
@@ -137,7 +141,10 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
     ];
     for t in actions::registry() {
-        if t.name == "runbook" || (t.name == "local" && !engine.config().unsafe_local) {
+        if t.name == "runbook"
+            || UNLISTED.contains(&t.name)
+            || (t.name == "local" && !engine.config().unsafe_local)
+        {
             continue;
         }
         out.push(registry_tool(t));

@@ -15,6 +15,7 @@
 //! | `/redirect/chain/<n>` | 302 to `/redirect/chain/<n-1>`; `/redirect/chain/0` is 200 `end` |
 //! | `/bytes/<n>` | 200, n bytes of `application/octet-stream`, byte i = `i % 251` ([`pattern`]), streamed |
 //! | `/flaky/<key>?fail=N&status=S&retry_after=R` | the first N requests for `key` answer S (default 503, with `Retry-After: R` if given), later ones 200 `ok after N` |
+//! | `/jsonl/<n>?bad=K&cut=B` | 200, n JSON Lines `{"id": i, "name": "row i", "note": …}` (i from 1; notes are hostile text); record K has `"id": "bad"`; with `cut`, only the first B bytes are sent (the full length announced) and the connection closes |
 //! | anything else | 404 |
 //!
 //! Header names are lowercased (in [`Recorded`] and in the JSON); repeated headers are joined with
@@ -446,6 +447,8 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadError>
 enum Body {
     Bytes(Vec<u8>),
     Pattern(u64),
+    /// Bytes of which only the first `.1` are sent, the whole length announced.
+    Cut(Vec<u8>, u64),
 }
 
 struct Response {
@@ -558,6 +561,22 @@ fn respond(req: &Request, shared: &Shared) -> Option<Response> {
             },
             Err(_) => Response::text(400, format!("bad length {n:?}")),
         },
+        ["jsonl", n] => match n.parse::<u64>() {
+            Ok(n) => {
+                let bad = param("bad").and_then(|b| b.parse::<u64>().ok());
+                let body = jsonl(n, bad);
+                let body = match param("cut").and_then(|c| c.parse::<u64>().ok()) {
+                    Some(c) => Body::Cut(body, c),
+                    None => Body::Bytes(body),
+                };
+                Response {
+                    status: 200,
+                    headers: vec![("Content-Type".to_owned(), "application/x-ndjson".to_owned())],
+                    body,
+                }
+            }
+            Err(_) => Response::text(400, format!("bad count {n:?}")),
+        },
         ["flaky", key] => {
             let fail = param("fail")
                 .and_then(|f| f.parse::<u64>().ok())
@@ -585,6 +604,34 @@ fn respond(req: &Request, shared: &Shared) -> Option<Response> {
         _ => Response::text(404, format!("not found: {path}")),
     };
     Some(resp)
+}
+
+/// Notes of the `/jsonl` records, in turn.
+pub const JSONL_NOTES: &[&str] = &[
+    "plain",
+    "'; DROP TABLE t; --",
+    "comma, \"quote\" and\nnewline",
+    "\\.",
+    "tab\there \\ back",
+    "",
+    "😀 ünï",
+];
+
+/// `n` JSON Lines records (see the endpoint table); record `bad` has a non-numeric id.
+pub fn jsonl(n: u64, bad: Option<u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n as usize * 48);
+    for i in 1..=n {
+        let note = JSONL_NOTES[(i % JSONL_NOTES.len() as u64) as usize];
+        let id = if Some(i) == bad {
+            serde_json::Value::from("bad")
+        } else {
+            serde_json::Value::from(i)
+        };
+        let line = serde_json::json!({"id": id, "name": format!("row {i}"), "note": note});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 /// `{"headers": {name: value}}`, repeated names joined with `, `.
@@ -686,7 +733,7 @@ fn write_response(
 ) -> io::Result<()> {
     let no_body = matches!(resp.status, 204 | 304);
     let len = match &resp.body {
-        Body::Bytes(b) => b.len() as u64,
+        Body::Bytes(b) | Body::Cut(b, _) => b.len() as u64,
         Body::Pattern(n) => *n,
     };
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
@@ -706,6 +753,12 @@ fn write_response(
     }
     match &resp.body {
         Body::Bytes(b) => w.write_all(b)?,
+        Body::Cut(b, cut) => {
+            w.write_all(&b[..(*cut as usize).min(b.len())])?;
+            w.flush()?;
+            let _ = w.shutdown(Shutdown::Both);
+            return Err(io::Error::other("cut short on purpose"));
+        }
         Body::Pattern(n) => {
             let chunk = pattern(CHUNK);
             let mut left = *n;

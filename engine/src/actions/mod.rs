@@ -6,6 +6,7 @@
 pub mod host;
 pub mod http;
 pub mod local;
+pub mod pipeline;
 pub mod psql;
 pub mod repo;
 pub mod runbook;
@@ -217,6 +218,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "ssh" => ssh::invoke(spec.name, call),
         "http" => http::invoke(spec.name, call),
         "psql" => psql::invoke(spec.name, call),
+        "pipeline" => pipeline::invoke(spec.name, call),
         other => Err(ActionError::new(
             ErrorKind::NotAvailable,
             format!("tool `{other}` has no implementation in this build"),
@@ -234,6 +236,7 @@ pub fn registry() -> &'static [ToolSpec] {
             http::tool(),
             psql::tool(),
             repo::tool(),
+            pipeline::tool(),
             state::tool(),
             local::tool(),
         ]

@@ -225,16 +225,18 @@ fn resolve_step(
 
     let mut effect = match (action.classify, step.args.as_object()) {
         (Some(_), Some(args)) => {
-            // what the literal arguments say; a templated one is unknown (`null`) until it is rendered
-            let mut literal = args.clone();
+            // what the literal arguments say; a templated value is unknown (`null`) until it is
+            // rendered, and only that value: a literal beside it (a pipeline's `to.type`) still counts
+            let mut literal = Value::Object(args.clone());
             for p in templated_pointers(step) {
-                if let Some(key) = p.strip_prefix('/').and_then(|k| k.split('/').next())
-                    && let Some(v) = literal.get_mut(key)
-                {
+                if let Some(v) = literal.pointer_mut(p) {
                     *v = Value::Null;
                 }
             }
-            action.effect_of(&literal)
+            match &literal {
+                Value::Object(m) => action.effect_of(m),
+                _ => action.effect,
+            }
         }
         _ => action.effect,
     };

@@ -8,6 +8,7 @@ mod battery;
 mod crash;
 mod intents;
 mod network;
+mod pipeline;
 mod protocol;
 mod report;
 mod runbooks;

@@ -15,6 +15,7 @@
 //! file) needs `INFRA_UNSAFE_LOCAL=1`.
 
 pub mod guard;
+mod open;
 mod transfer;
 
 use crate::error::ErrorKind;
@@ -33,6 +34,7 @@ use crate::record::artifacts::ArtifactWriter;
 pub use crate::targets::{Basic, HttpTarget};
 use dsl::Effect;
 use guard::Policy;
+pub(crate) use open::{Get, get_stream};
 use transfer::{body_of, read_body, retry_after, retryable_status, send};
 
 /// Retries of idempotent requests.
@@ -170,7 +172,7 @@ fn is_credential_header(name: &str) -> bool {
     SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret")
 }
 
-fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
+pub(crate) fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(h) = args.get("headers").and_then(Value::as_object) {
         for (k, v) in h {

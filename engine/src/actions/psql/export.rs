@@ -20,12 +20,12 @@ enum ExportSink {
 
 /// Undoes COPY's text-format escapes (`\\`, `\n`, `\t`, …) across chunk boundaries.
 #[derive(Debug, Default)]
-struct Unescape {
+pub(super) struct Unescape {
     pending: bool,
 }
 
 impl Unescape {
-    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for &b in input {
             if self.pending {
                 self.pending = false;

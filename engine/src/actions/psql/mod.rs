@@ -5,7 +5,9 @@
 
 pub mod conn;
 mod export;
+mod helpers;
 pub mod sql;
+pub(crate) mod stream;
 pub mod values;
 
 use crate::error::ErrorKind;
@@ -195,7 +197,7 @@ pub(super) fn tool() -> ToolSpec {
     ToolSpec {
         name: "psql",
         title: "PostgreSQL",
-        description: "PostgreSQL through pooled connections: one statement per call, values as parameters, effects classified from the statement, server-side timeouts.",
+        description: "PostgreSQL: pooled, parameters bound, effects per statement, server-side timeouts.",
         aliases: &["mcp_psql_manager", "sql"],
         open_world: true,
         actions: vec![
@@ -217,13 +219,13 @@ pub(super) fn tool() -> ToolSpec {
             a(
                 "exec",
                 "Run a writing statement",
-                "Runs one writing statement with `$n` params; returns the rows affected.",
+                "Runs one writing statement. `$n` params; returns the rows affected.",
                 Effect::Destructive,
                 || {
                     args_schema::<ExecArgs>(
                         "psql",
                         "exec",
-                        "Runs one writing statement with `$n` params; returns the rows affected.",
+                        "Runs one writing statement. `$n` params; returns the rows affected.",
                     )
                 },
                 Some(classify_sql),
@@ -247,13 +249,13 @@ pub(super) fn tool() -> ToolSpec {
             a(
                 "export",
                 "Export a table or query",
-                "Streams a table or a query out with COPY … TO STDOUT as CSV or JSON Lines into an artifact (a host file with INFRA_UNSAFE_LOCAL=1), with its SHA-256.",
+                "Exports a table or query as CSV or JSON Lines. Streamed with COPY … TO STDOUT into an artifact (a host file with INFRA_UNSAFE_LOCAL=1), with its SHA-256.",
                 Effect::Read,
                 || {
                     args_schema::<ExportArgs>(
                         "psql",
                         "export",
-                        "Streams a table or a query out with COPY … TO STDOUT as CSV or JSON Lines into an artifact (a host file with INFRA_UNSAFE_LOCAL=1), with its SHA-256.",
+                        "Exports a table or query as CSV or JSON Lines. Streamed with COPY … TO STDOUT into an artifact (a host file with INFRA_UNSAFE_LOCAL=1), with its SHA-256.",
                     )
                 },
                 None,
@@ -262,13 +264,13 @@ pub(super) fn tool() -> ToolSpec {
             a(
                 "tables",
                 "List tables",
-                "Tables, views and their estimated rows and sizes.",
+                "Tables and views, with sizes. Estimated rows and bytes of each.",
                 Effect::Read,
                 || {
                     args_schema::<TablesArgs>(
                         "psql",
                         "tables",
-                        "Tables, views and their estimated rows and sizes.",
+                        "Tables and views, with sizes. Estimated rows and bytes of each.",
                     )
                 },
                 None,
@@ -289,7 +291,10 @@ pub(super) fn tool() -> ToolSpec {
                 None,
                 || json!({"action": "describe", "table": "public.events"}),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(helpers::actions(a))
+        .collect(),
     }
 }
 
@@ -742,10 +747,7 @@ pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError
         "export" => export::export(call, call.parse()?),
         "tables" => tables(call),
         "describe" => describe(call),
-        other => Err(ActionError::new(
-            ErrorKind::NotAvailable,
-            format!("psql has no action `{other}`"),
-        )),
+        other => helpers::invoke(other, call),
     }
 }
 

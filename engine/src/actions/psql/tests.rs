@@ -61,6 +61,10 @@ fn examples_parse_into_their_types() {
         "export" => parse_args::<ExportArgs>(args).map(drop),
         "tables" => parse_args::<TablesArgs>(args).map(drop),
         "describe" => parse_args::<DescribeArgs>(args).map(drop),
+        "insert" | "insert_bulk" => parse_args::<helpers::InsertArgs>(args).map(drop),
+        "select" | "count" | "exists" | "update" | "delete" => {
+            parse_args::<helpers::TableArgs>(args).map(drop)
+        }
         other => panic!("no argument type for psql.{other}"),
     });
     let m = |v: Value| v.as_object().cloned().expect("object");

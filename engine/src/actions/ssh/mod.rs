@@ -20,6 +20,7 @@ mod batch;
 pub mod exec;
 pub mod session;
 pub mod sftp;
+pub(crate) mod stream;
 
 pub use args::{BatchArgs, DownloadArgs, ExecArgs, TargetArgs, UploadArgs};
 
