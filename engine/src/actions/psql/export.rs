@@ -91,48 +91,13 @@ pub(super) fn export(call: &Call<'_>, args: ExportArgs) -> Result<Value, ActionE
         _ => "csv",
     };
     let header = csv_header.or(header).unwrap_or(true);
-    let mut whole_query = None;
-    let source = match (table.as_deref(), query.as_deref()) {
-        (Some(t), None) => format!("TABLE {}", qualified(t)?),
-        (None, Some(q)) => {
-            one_statement(q)?;
-            let q = q
-                .trim()
-                .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-            match sql::classify(q) {
-                Ok((Effect::Read, _)) => {}
-                Ok((e, why)) => {
-                    return Err(ActionError::new(
-                        ErrorKind::Refused,
-                        format!(
-                            "an export runs a read-only query, and this one is `{e}` ({why}); nothing was sent"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(invalid(format!("`query` cannot be read: {e}"))),
-            }
-            sql::enclosable(q).map_err(|e| {
-                ActionError::new(
-                    ErrorKind::Refused,
-                    format!("`query` must be one whole query ({e}); nothing was sent"),
-                )
-                .hint(
-                    "give one SELECT, VALUES, TABLE or WITH … SELECT, with its parentheses closed",
-                )
-            })?;
-            whole_query = Some(q);
-            q.to_owned()
-        }
-        _ => return Err(invalid("give exactly one of `table` and `query`")),
-    };
-    // the query stands on lines of its own, so a trailing `--` comment ends before the `)`
-    let copy = match format {
-        "csv" => format!(
-            "COPY (\n{source}\n) TO STDOUT WITH (FORMAT csv{})",
-            if header { ", HEADER true" } else { "" }
-        ),
-        _ => format!("COPY (SELECT row_to_json(t) FROM (\n{source}\n) t) TO STDOUT"),
-    };
+    let (copy, whole_query) = copy_out(
+        table.as_deref(),
+        query.as_deref(),
+        format == "jsonl",
+        header,
+        "an export runs",
+    )?;
     let r = conn::resolve(
         call,
         conn::Where::new(&target, &profile_name, &connection, None),
@@ -289,6 +254,61 @@ pub(super) fn export(call: &Call<'_>, args: ExportArgs) -> Result<Value, ActionE
         _ => out["artifacts"] = json!([]),
     }
     Ok(out)
+}
+
+/// The `COPY … TO STDOUT` of a table or of one read-only query (CSV, with a header when `header`, or
+/// JSON Lines), and the query alone, to check before the copy. A query must be one statement, read
+/// only and enclosable in parentheses; `who` begins the refusal (`an export runs`). Exports and
+/// pipelines read through this one check.
+pub(super) fn copy_out<'q>(
+    table: Option<&str>,
+    query: Option<&'q str>,
+    jsonl: bool,
+    header: bool,
+    who: &str,
+) -> Result<(String, Option<&'q str>), ActionError> {
+    let (source, whole) = match (table, query) {
+        (Some(t), None) => (format!("TABLE {}", qualified(t)?), None),
+        (None, Some(q)) => {
+            one_statement(q)?;
+            let q = q
+                .trim()
+                .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+            match sql::classify(q) {
+                Ok((Effect::Read, _)) => {}
+                Ok((e, why)) => {
+                    return Err(ActionError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "{who} a read-only query, and this one is `{e}` ({why}); nothing was sent"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(invalid(format!("`query` cannot be read: {e}"))),
+            }
+            sql::enclosable(q).map_err(|e| {
+                ActionError::new(
+                    ErrorKind::Refused,
+                    format!("`query` must be one whole query ({e}); nothing was sent"),
+                )
+                .hint(
+                    "give one SELECT, VALUES, TABLE or WITH … SELECT, with its parentheses closed",
+                )
+            })?;
+            (q.to_owned(), Some(q))
+        }
+        _ => return Err(invalid("give exactly one of `table` and `query`")),
+    };
+    // the query stands on lines of its own, so a trailing `--` comment ends before the `)`
+    let copy = if jsonl {
+        format!("COPY (SELECT row_to_json(t) FROM (\n{source}\n) t) TO STDOUT")
+    } else {
+        format!(
+            "COPY (\n{source}\n) TO STDOUT WITH (FORMAT csv{})",
+            if header { ", HEADER true" } else { "" }
+        )
+    };
+    Ok((copy, whole))
 }
 
 #[cfg(test)]

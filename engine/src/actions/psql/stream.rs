@@ -8,10 +8,9 @@ use std::io::{Read, Write};
 
 use serde_json::json;
 
-use super::{conn, invalid, one_statement, qualified, sql};
+use super::{conn, qualified};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
-use dsl::Effect;
 use dsl::template::sql_ident;
 
 /// Where a pipeline end connects.
@@ -34,55 +33,6 @@ impl At<'_> {
     }
 }
 
-/// The `COPY … TO STDOUT` of a table or query, and the query to check alone first.
-fn copy_out_sql<'q>(
-    table: Option<&str>,
-    query: Option<&'q str>,
-    jsonl: bool,
-) -> Result<(String, Option<&'q str>), ActionError> {
-    let (source, whole) = match (table, query) {
-        (Some(t), None) => (format!("TABLE {}", qualified(t)?), None),
-        (None, Some(q)) => {
-            one_statement(q)?;
-            let q = q
-                .trim()
-                .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-            match sql::classify(q) {
-                Ok((Effect::Read, _)) => {}
-                Ok((e, why)) => {
-                    return Err(ActionError::new(
-                        ErrorKind::Refused,
-                        format!(
-                            "a pipeline reads with a read-only query, and this one is `{e}` ({why}); nothing was sent"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(invalid(format!("`query` cannot be read: {e}"))),
-            }
-            sql::enclosable(q).map_err(|e| {
-                ActionError::new(
-                    ErrorKind::Refused,
-                    format!("`query` must be one whole query ({e}); nothing was sent"),
-                )
-            })?;
-            (q.to_owned(), Some(q))
-        }
-        _ => {
-            return Err(invalid(
-                "a `psql` source takes exactly one of `table` and `query`",
-            ));
-        }
-    };
-    Ok((
-        if jsonl {
-            format!("COPY (SELECT row_to_json(t) FROM (\n{source}\n) t) TO STDOUT")
-        } else {
-            format!("COPY (\n{source}\n) TO STDOUT WITH (FORMAT csv, HEADER true)")
-        },
-        whole,
-    ))
-}
-
 /// Streams a table or query into `to` (CSV with a header, or JSON Lines); returns the database label.
 pub(crate) fn copy_out(
     call: &Call<'_>,
@@ -92,7 +42,8 @@ pub(crate) fn copy_out(
     jsonl: bool,
     to: &mut dyn Write,
 ) -> Result<String, ActionError> {
-    let (copy, whole) = copy_out_sql(table, query, jsonl)?;
+    let (copy, whole) =
+        super::export::copy_out(table, query, jsonl, true, "a pipeline reads with")?;
     let r = at.resolve(call)?;
     call.host.pools().psql.with(call, &r, |client| {
         let mut tx = client
