@@ -1,14 +1,15 @@
 //! The embedded store: `store.sqlite3` in the profiles directory.
 //!
-//! SQLite in WAL mode with `synchronous=FULL` and a 10 s busy timeout, one connection behind a
-//! mutex, so two `infra` processes (an MCP server and a CLI) on the same directory see each other's
+//! SQLite in WAL mode with a 10 s busy timeout, one connection behind a mutex, so two `infra` processes (an MCP server and a CLI) on the same directory see each other's
 //! writes and lose none (`two_connections_lose_no_writes`). Tables: `state` (the persistent scope,
 //! stored redacted by the caller), `runs` (the run index: id, runbook, directory, times, status,
-//! owner pid and start time), `jobs` (id, tool, action, status, owner, times, result) and
-//! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward). Writes that need
-//! not survive a power loss (the audit head; the run index of runs that change nothing) go through
-//! `with_sync(false, …)`: `synchronous=NORMAL`, left in the WAL (other processes see them, a crash
-//! keeps them), the next synced write carrying them. Columns added later are added to older
+//! owner pid and start time, and for a single call the calls journal and offset holding its
+//! records, read back through `JournalAt`), `jobs` (id, tool, action, status, owner, times, result) and
+//! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward). The connection
+//! stays at `synchronous=NORMAL`: writes that need not survive a power loss (the audit head; the run
+//! index of runs that change nothing) are left in the WAL (other processes see them, a crash keeps
+//! them), the next synced write carrying them; a durable write (`with_sync(true, …)`: state, jobs,
+//! the index of runs that can write) raises it to `FULL` for its own transaction. Columns added later are added to older
 //! stores on open (`add_column`).
 //!
 //! `run_status` is the one place a run's status is decided, for `infra runs` and MCP `evidence`
