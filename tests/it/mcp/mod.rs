@@ -6,6 +6,7 @@
 
 mod battery;
 mod crash;
+mod elicitation;
 mod intents;
 mod network;
 mod pipeline;
