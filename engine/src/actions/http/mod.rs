@@ -149,6 +149,26 @@ pub struct RequestArgs {
     pub paginate: Option<Paginate>,
 }
 
+/// Download a GET's body whole into an artifact, or a host file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadArgs {
+    pub url: Option<String>,
+    pub target: Option<String>,
+    pub path: Option<String>,
+    pub headers: Option<Pairs>,
+    pub query: Option<Pairs>,
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+    /// The artifact's file name (default: the URL's last segment).
+    pub name: Option<String>,
+    /// Write to this file on the infra host instead (needs INFRA_UNSAFE_LOCAL=1).
+    pub save_to: Option<String>,
+    /// The largest body accepted (default 4 GiB).
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u64>,
+}
+
 /// Check an endpoint: status (and optionally the body), with the latency.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +241,7 @@ pub(super) fn tool() -> ToolSpec {
     let request_desc = "Sends an HTTP request (url, or a target's base_url + path) through the egress guard; retries idempotent requests; JSON bodies parsed; large bodies in an artifact.";
     let check_desc =
         "Checks an endpoint: status, latency and optionally a text in the body. Read-only.";
+    let download_desc = "Downloads a body into an artifact (or a host file: save_to, INFRA_UNSAFE_LOCAL=1), streamed, with its SHA-256; a failed one leaves nothing.";
     ToolSpec {
         name: "http",
         title: "HTTP",
@@ -246,6 +267,25 @@ pub(super) fn tool() -> ToolSpec {
                 classify: Some(classify_request),
                 secret_args: Some(header_secrets),
                 example: || json!({"action": "request", "method": "GET", "url": "https://example.com/health"}),
+            },
+            ActionSpec {
+                tool: "http",
+                name: "download",
+                title: "Download a body",
+                description: download_desc,
+                effect: Effect::Write,
+                unsafe_local: false,
+                schema_fn: || {
+                    args_schema::<DownloadArgs>(
+                        "http",
+                        "download",
+                        "Downloads a body into an artifact (or a host file: save_to, INFRA_UNSAFE_LOCAL=1), streamed, with its SHA-256; a failed one leaves nothing.",
+                    )
+                },
+                modes: super::no_modes,
+                classify: Some(classify_download),
+                secret_args: Some(header_secrets),
+                example: || json!({"action": "download", "url": "https://example.com/releases/app.tar.gz"}),
             },
             ActionSpec {
                 tool: "http",
@@ -374,6 +414,28 @@ impl RequestArgs {
             basic: self.basic.as_ref().map(Option::as_ref),
         }
     }
+}
+
+impl DownloadArgs {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.url.as_deref(),
+            target: self.target.as_deref(),
+            path: self.path.as_deref(),
+            headers: self.headers.as_ref(),
+            query: self.query.as_ref(),
+            bearer_env: self.bearer_env.as_deref().or(self.token_env.as_deref()),
+            basic: None,
+        }
+    }
+}
+
+/// A download that writes a host file writes; one into an artifact only reads.
+fn classify_download(args: &Map<String, Value>) -> Option<Effect> {
+    Some(match args.get("save_to") {
+        None | Some(Value::Null) => Effect::Read,
+        _ => Effect::Write,
+    })
 }
 
 impl CheckArgs {
@@ -751,6 +813,7 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
 pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError> {
     match action {
         "request" => request(call),
+        "download" => open::download(call),
         "check" => check(call),
         other => Err(ActionError::new(
             ErrorKind::NotAvailable,
@@ -788,6 +851,7 @@ mod tests {
         use crate::actions::parse_args;
         crate::actions::examples_parse(tool(), |action, args| match action {
             "request" => parse_args::<RequestArgs>(args).map(drop),
+            "download" => parse_args::<DownloadArgs>(args).map(drop),
             "check" => parse_args::<CheckArgs>(args).map(drop),
             other => panic!("no argument type for http.{other}"),
         });
