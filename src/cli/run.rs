@@ -127,6 +127,12 @@ pub fn run(args: Args) -> u8 {
             }
         }
         (Progress::Started { step }, Live::Terminal) => render::err(&format!("  … {step}\n")),
+        (Progress::Advanced { step, message }, Live::Terminal) => {
+            render::err(&format!("  … {step}: {message}\n"));
+        }
+        (Progress::Advanced { step, message }, _) => {
+            render::err(&format!("[{name}] {step}: {message}\n"));
+        }
         (Progress::Started { step }, _) => render::err(&format!("[{name}] {step} started\n")),
         (
             Progress::Finished {

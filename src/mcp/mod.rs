@@ -268,6 +268,7 @@ impl Server {
                         duration_ms,
                         ..
                     } => format!("{step} {status:?} in {duration_ms} ms").to_lowercase(),
+                    Progress::Advanced { step, message } => format!("{step}: {message}"),
                 });
             };
             let call_cx = catalogue::CallCx {

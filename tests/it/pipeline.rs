@@ -725,3 +725,21 @@ fn walkdir(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_cli_shows_a_pipelines_records_as_it_runs() {
+    let p = crate::project::Project::new()
+        .unsafe_local()
+        .file("in.csv", "id,name\n1,a\n2,b\n3,c\n")
+        .runbook(
+            "ship",
+            "steps:\n  - id: copy\n    tool: pipeline\n    args: {action: run, from: {type: file, path: in.csv}, to: {type: artifact}}\n",
+        );
+    let out = p.infra().args(["run", "ship"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[ship] copy: 3 records, 20 bytes read"),
+        "{err}"
+    );
+}

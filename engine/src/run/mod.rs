@@ -84,6 +84,12 @@ pub enum Progress {
         duration_ms: u64,
         error: Option<String>,
     },
+    /// An action's own word on how far it is inside a step (a pipeline's records and bytes): at its
+    /// first data, then at most about once a second.
+    Advanced {
+        step: String,
+        message: String,
+    },
 }
 
 /// Options of one run.

@@ -1,15 +1,18 @@
-//! `pipeline`: data streamed from a source (a PostgreSQL query or table, an HTTP GET, a remote file
-//! over SFTP, an artifact, a host file) to a sink (a table, a remote file, an artifact, a host file)
-//! in bounded memory, all or nothing.
+//! `pipeline`: data streamed from a source (a PostgreSQL query or table, an HTTP GET or a paginated
+//! list API, a remote file over SFTP, an artifact, a host file) to a sink (a table, a remote file, an
+//! artifact, a host file, an HTTP endpoint) in bounded memory, all or nothing where the sink allows.
 //!
 //! The source runs on a thread of its own and writes into a bounded pipe (`chan`: at most a few
 //! chunks of 256 KiB wait); the sink reads from it on the calling thread, so the sink's speed paces
 //! the source. `chan` counts records, hashes every byte and applies `max_bytes` and `max_records`;
 //! the stream only ends well when the source finished, so a sink commits nothing a failed source cut
-//! short. A table is loaded with one `COPY … FROM STDIN` in one transaction (`records` maps CSV
-//! headers or JSON Lines keys to columns); a remote or host file is written to a temporary sibling
-//! renamed over it; an artifact is removed on failure. The effect is the sink's: a table or file is
-//! `write`, `truncate_first` is `destructive`, an artifact is `read`.
+//! short. The sink's end tells the step's progress (records and bytes read) at the first chunk and
+//! then at most once a second. A table is loaded with one `COPY … FROM STDIN` in one transaction
+//! (`records` maps CSV headers or JSON Lines keys to columns); a remote or host file is written to a
+//! temporary sibling renamed over it; an artifact is removed on failure; an HTTP sink is one streamed
+//! request, or `batch` requests sent after the whole stream was spooled (`ends.rs`). `json` arrays
+//! travel as JSON Lines inside the pipe (`json.rs`). The effect is the sink's: a table, file or HTTP
+//! endpoint is `write`, `truncate_first` is `destructive`, an artifact is `read`.
 
 mod chan;
 mod ends;
@@ -308,6 +311,7 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
         max_records: args.max_records,
     };
     let (tx, mut rx) = chan::pipe(counter, limits, call.cancel, call.deadline);
+    rx.report_to(call.progress);
     let from = &args.from;
     let (sunk, source, stats) = std::thread::scope(|s| {
         let src = s.spawn(move || {
