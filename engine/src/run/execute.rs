@@ -55,6 +55,7 @@ impl Engine {
             },
             grant,
             false,
+            None,
         ))
     }
 
@@ -122,6 +123,7 @@ impl Engine {
                 plan_digest: String::new(),
                 inputs: Value::Object(Map::new()),
                 effects: "read".into(),
+                resumed_from: None,
             },
             Record::NodeStarted {
                 run_id: run_id.clone(),
@@ -173,7 +175,7 @@ impl Engine {
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
-        self.execute_as(plan, inputs, opts, None, false)
+        self.execute_as(plan, inputs, opts, None, false, None)
     }
 
     /// [`Engine::execute`] of a plan whose changes cannot be undone (an intent whose capability says
@@ -184,18 +186,19 @@ impl Engine {
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
-        self.execute_as(plan, inputs, opts, None, true)
+        self.execute_as(plan, inputs, opts, None, true, None)
     }
 
-    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), or an
-    /// irreversible plan.
-    fn execute_as(
+    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), an
+    /// irreversible plan, or a run that resumes another (`resume`: the steps it reuses).
+    pub(super) fn execute_as(
         &self,
         plan: &Plan,
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
         parent: Option<&Grant>,
         irreversible: bool,
+        resume: Option<&resume::Reuse>,
     ) -> RunOutcome {
         let started = Instant::now();
         let rb = plan.runbook();
@@ -227,6 +230,7 @@ impl Engine {
             outputs: Value::Null,
             error: None,
             approval: gate.approval.clone(),
+            resumed_from: resume.map(|r| r.from_run.clone()),
         };
         let audit_start = AuditRecord {
             run_id: Some(run_id.clone()),
@@ -291,6 +295,7 @@ impl Engine {
                 plan_digest: rendered.digest.clone(),
                 inputs: shown_inputs,
                 effects: plan.effects().as_str().to_owned(),
+                resumed_from: resume.map(|r| r.from_run.clone()),
             },
             durable,
         );
@@ -312,6 +317,9 @@ impl Engine {
         if let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
+            if let Some(r) = resume {
+                let _ = store.run_resumed(&run_id, &r.from_run, durable);
+            }
         }
         if opts.depth == 0
             && let Some(p) = opts.progress
@@ -334,6 +342,8 @@ impl Engine {
             depth: opts.depth,
             progress: opts.progress,
             grant: gate.grant.clone(),
+            keep_results: !plan.is_call(),
+            reuse: resume,
         };
         let (status, mut steps, results, error) = match gate.refusal {
             Some(refusal) => {

@@ -16,12 +16,14 @@ mod gate;
 mod node;
 mod render;
 mod report;
+mod resume;
 mod schedule;
 
 pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 pub use report::ReportOptions;
+pub use resume::{ResumeRefusal, ResumeRequest};
 
 use crate::actions::ActionError;
 use crate::record::Journal;
@@ -57,6 +59,8 @@ pub struct RunOutcome {
     /// When the run was refused for want of an approval (`error.kind` is `approval_required`): the
     /// rendered plan, its effects and digest, the policy rule, and how a person approves it.
     pub approval: Option<Value>,
+    /// The run this one resumed (`Engine::resume`).
+    pub resumed_from: Option<String>,
 }
 
 impl RunOutcome {
@@ -138,6 +142,11 @@ struct RunCx<'a> {
     progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
     /// The approval this run was let through with.
     grant: Option<crate::approval::Grant>,
+    /// Whether main steps' results are kept in the journal (`node_result`): a runbook's run, not a
+    /// single call.
+    keep_results: bool,
+    /// The steps a resumed run takes from the run it resumes instead of running them.
+    reuse: Option<&'a resume::Reuse>,
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {

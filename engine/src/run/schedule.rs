@@ -9,7 +9,9 @@
 //! the run's `timeout_ms` (passing it cancels the token). A step whose `needs` or referenced step
 //! was skipped or failed is skipped. After a failure (unless `continue_on_error`), a cancel or the
 //! timeout, running steps finish (their processes killed on cancel) and pending ones are skipped.
-//! The run's timeout does not bound `finally` or rollbacks. Each step is looked at a constant
+//! The run's timeout does not bound `finally` or rollbacks. A resumed run's reused step
+//! (`Visit::reused`) is done as soon as it is ready, with its recorded result, and counts as
+//! succeeded (its rollback runs if the resumed run fails). Each step is looked at a constant
 //! number of times (O(steps + edges) per run). A step that is the only work there is, in a run with
 //! no timeout, runs on the scheduler's own thread (no thread per step in a chain).
 
@@ -45,6 +47,10 @@ pub(super) trait Visit: Sync {
         cancel: &CancelToken,
         max_parallel: usize,
     ) -> StepOutcome;
+    /// A main step a resumed run does not run: it takes the step's result from the run it resumes.
+    fn reused(&self, _node: &PlanNode) -> Option<StepOutcome> {
+        None
+    }
 }
 
 impl Visit for RunCx<'_> {
@@ -70,6 +76,9 @@ impl Visit for RunCx<'_> {
         max_parallel: usize,
     ) -> StepOutcome {
         RunCx::run_node(self, node, work, cancel, max_parallel)
+    }
+    fn reused(&self, node: &PlanNode) -> Option<StepOutcome> {
+        RunCx::reused(self, node)
     }
 }
 
@@ -175,6 +184,17 @@ pub(super) fn run_all<V: Visit>(
                 && let Some(Reverse(i)) = ready.pop()
             {
                 let node = nodes[i];
+                // a resumed run's step that succeeded before: its result, not a second run
+                if let Some(o) = v.reused(node) {
+                    if let Some(r) = &o.result {
+                        results.insert(o.id.clone(), r.clone());
+                    }
+                    outcomes.push(o);
+                    state[i] = NodeState::Done(Status::Succeeded);
+                    completed.push(i);
+                    release(i, &mut waiting_on, &mut ready);
+                    continue;
+                }
                 let blocked = node
                     .step
                     .needs
