@@ -333,15 +333,17 @@ pub fn run(args: Args) -> u8 {
                 }
             }
         }
-        if let Some(from) = &outcome.resumed_from {
-            out.push_str(&format!("\nresumed run {from}"));
-        }
         out.push_str(&format!(
-            "\n{} {} in {} ms — run {}\n",
+            "\n{} {} in {} ms — run {}{}\n",
             outcome.runbook,
             render::status(outcome.status, render::Stream::Out),
             outcome.duration_ms,
-            outcome.run_id
+            outcome.run_id,
+            outcome
+                .resumed_from
+                .as_ref()
+                .map(|f| format!(", resuming run {f}"))
+                .unwrap_or_default()
         ));
         if let Some(o) = outcome.outputs.as_object()
             && !o.is_empty()

@@ -506,3 +506,137 @@ fn a_result_that_held_a_secret_is_not_reused_and_from_runs_it_again() {
     .expect("journal");
     assert!(!journal.contains("hunter2"));
 }
+
+#[test]
+fn a_resumed_run_that_does_destructive_work_needs_an_approval_of_its_digest_again() {
+    let keys = tempfile::tempdir().expect("keys");
+    let p = Project::new().unsafe_local();
+    let d = p.path().display().to_string();
+    let p = p.runbook(
+        "gated",
+        &format!("name: gated\nsteps:\n  - id: a\n    tool: local\n    args: {{action: exec, command: 'echo x >> {d}/count-a'}}\n  - id: drop\n    tool: local\n    effects: destructive\n    args: {{action: exec, command: 'test -f {d}/ok-drop && echo x >> {d}/dropped'}}\n"),
+    );
+    let dir = p.path().to_owned();
+    let key = crate::change_control::approver(&dir, keys.path(), "");
+    let (_, refused) = run_json(&p, &["gated"]);
+    assert_eq!(refused["error"]["kind"], "approval_required", "{refused}");
+    let digest = refused["approval"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    assert!(
+        crate::change_control::approve(&dir, &key, &digest, "15m")
+            .status
+            .success()
+    );
+    let (code, failed) = run_json(&p, &["gated"]);
+    assert_eq!(code, Some(1), "{failed}");
+    assert_eq!(failed["status"], "failed");
+    let id = failed["run_id"].as_str().expect("id").to_owned();
+    std::fs::write(dir.join("ok-drop"), "").expect("marker");
+
+    // the approval was used by the run; the resumed run is judged again, for the same digest
+    let (code, gated) = run_json(&p, &["--resume", &id]);
+    assert_eq!(code, Some(1), "{gated}");
+    assert_eq!(gated["status"], "refused");
+    assert_eq!(gated["error"]["kind"], "approval_required", "{gated}");
+    assert_eq!(gated["approval"]["digest"], digest.as_str());
+    assert_eq!(gated["resumed_from"], id.as_str());
+    assert!(!dir.join("dropped").exists());
+
+    assert!(
+        crate::change_control::approve(&dir, &key, &digest, "15m")
+            .status
+            .success()
+    );
+    let (code, done) = run_json(&p, &["--resume", &id]);
+    assert_eq!(code, Some(0), "{done}");
+    assert_eq!(count(&dir.join("count-a")), 1);
+    assert_eq!(count(&dir.join("dropped")), 1);
+}
+
+#[test]
+fn a_step_whose_rollback_ran_runs_again_and_finally_runs_in_every_run() {
+    let p = Project::new().unsafe_local();
+    let d = p.path().display().to_string();
+    let p = p.runbook(
+        "undo",
+        &format!("name: undo\nflow: dag\nsteps:\n  - id: make\n    tool: local\n    args: {{action: exec, command: 'echo x >> {d}/count-make'}}\n    rollback: {{tool: local, args: {{action: exec, command: 'echo x >> {d}/count-undo'}}}}\n  - id: keep\n    tool: local\n    args: {{action: exec, command: 'echo x >> {d}/count-keep'}}\n  - id: fail\n    tool: local\n    needs: [make, keep]\n    args: {{action: exec, command: 'test -f {d}/ok'}}\nfinally:\n  - id: tidy\n    tool: local\n    args: {{action: exec, command: 'echo x >> {d}/count-tidy'}}\n"),
+    );
+    let dir = p.path().to_owned();
+    let (_, first) = run_json(&p, &["undo"]);
+    assert_eq!(first["status"], "failed", "{first}");
+    assert_eq!(
+        count(&dir.join("count-undo")),
+        1,
+        "the failed run rolled `make` back"
+    );
+    std::fs::write(dir.join("ok"), "").expect("marker");
+    let id = first["run_id"].as_str().expect("id");
+    let (code, second) = run_json(&p, &["--resume", id]);
+    assert_eq!(code, Some(0), "{second}");
+    // `make` was undone, so it runs again; `keep` (no rollback, and not after `make`) is reused;
+    // `tidy` runs again
+    assert_eq!(count(&dir.join("count-make")), 2);
+    assert_eq!(count(&dir.join("count-keep")), 1);
+    assert_eq!(count(&dir.join("count-tidy")), 2);
+    assert_eq!(count(&dir.join("count-undo")), 1);
+}
+
+#[test]
+fn a_big_result_is_kept_as_an_artifact_checked_by_its_digest() {
+    let p = Project::new().unsafe_local();
+    let d = p.path().display().to_string();
+    let p = p.runbook(
+        "big",
+        &format!("name: big\nsteps:\n  - id: a\n    tool: local\n    args: {{action: exec, command: 'echo x >> {d}/count-a; head -c 100000 /dev/zero | tr \"\\\\0\" y'}}\n  - id: b\n    tool: local\n    args: {{action: exec, command: 'test -f {d}/ok-b && printf %s {{{{ steps.a.stdout | length }}}} > {d}/b-saw'}}\n"),
+    );
+    let dir = p.path().to_owned();
+    let (_, first) = run_json(&p, &["big"]);
+    assert_eq!(first["status"], "failed", "{first}");
+    let id = first["run_id"].as_str().expect("id").to_owned();
+    let run_dir = journal(&p, &id)["run"]["dir"]
+        .as_str()
+        .expect("dir")
+        .to_owned();
+    let kept = Path::new(&run_dir).join("a/result.json");
+    let records = journal(&p, &id)["records"].clone();
+    let result = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["event"] == "node_result")
+        .expect("node_result")
+        .clone();
+    assert!(result["result"].is_null(), "{result}");
+    assert_eq!(
+        result["artifact"]["sha256"],
+        crate::sha256_file(&kept).as_str()
+    );
+    std::fs::write(dir.join("ok-b"), "").expect("marker");
+
+    // a result changed after it was written is not used
+    let good = std::fs::read(&kept).expect("kept");
+    std::fs::write(&kept, b"{}").expect("tamper");
+    let out = p
+        .infra()
+        .args(["run", "--resume", &id])
+        .output()
+        .expect("infra");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the recorded result of step `a`")
+            && text(&out.stderr).contains("SHA-256"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.join("b-saw").exists());
+    std::fs::write(&kept, good).expect("restore");
+    let (code, second) = run_json(&p, &["--resume", &id]);
+    assert_eq!(code, Some(0), "{second}");
+    assert_eq!(count(&dir.join("count-a")), 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("b-saw")).expect("b ran"),
+        "100000"
+    );
+}

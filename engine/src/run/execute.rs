@@ -231,6 +231,7 @@ impl Engine {
             error: None,
             approval: gate.approval.clone(),
             resumed_from: resume.map(|r| r.from_run.clone()),
+            effects: plan.effects(),
         };
         let audit_start = AuditRecord {
             run_id: Some(run_id.clone()),

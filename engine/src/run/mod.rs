@@ -61,6 +61,8 @@ pub struct RunOutcome {
     pub approval: Option<Value>,
     /// The run this one resumed (`Engine::resume`).
     pub resumed_from: Option<String>,
+    /// The plan's effects (its highest step's).
+    pub effects: dsl::Effect,
 }
 
 impl RunOutcome {

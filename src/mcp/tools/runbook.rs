@@ -264,7 +264,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                     Err(d) => Reply::diagnostics(&d, ""),
                 };
             }
-            run_reply(engine.execute(&plan, inputs, options), Some(plan.effects()))
+            run_reply(engine.execute(&plan, inputs, options))
         }
         Action::Resume => {
             let Some(run) = p.run_id.as_deref() else {
@@ -284,7 +284,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 front_end: "mcp",
             };
             match engine.resume(&req, options) {
-                Ok(outcome) => run_reply(outcome, None),
+                Ok(outcome) => run_reply(outcome),
                 Err(r) => {
                     let mut reply = Reply::error(r.kind, r.message, r.hint, None);
                     reply.body["error"]["rule"] = r.rule.into();
@@ -301,11 +301,11 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
 }
 
 /// A run's outcome as a reply (`run`, `resume`).
-fn run_reply(outcome: engine::run::RunOutcome, effects: Option<dsl::Effect>) -> Reply {
+fn run_reply(outcome: engine::run::RunOutcome) -> Reply {
     let ok = outcome.ok();
     let (steps, outputs, unavailable) = one_error(&outcome, ok);
     let mut body = json!({
-        "ok": ok, "effects": effects,
+        "ok": ok, "effects": outcome.effects,
         "summary": format!("{} {:?} in {} ms", outcome.runbook, outcome.status, outcome.duration_ms).to_lowercase(),
         "result": {"status": outcome.status, "outputs": outputs, "steps": steps, "evidence": outcome.uri_base},
         "run_id": outcome.run_id,
