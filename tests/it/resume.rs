@@ -640,3 +640,42 @@ fn a_big_result_is_kept_as_an_artifact_checked_by_its_digest() {
         "100000"
     );
 }
+
+#[test]
+fn a_step_that_succeeded_without_a_recorded_result_is_not_run_twice_silently() {
+    let p = Project::new().unsafe_local();
+    let yaml = two_steps(p.path());
+    let p = p.runbook("pipe", &yaml);
+    let dir = p.path().to_owned();
+    let (_, first) = run_json(&p, &["pipe"]);
+    let id = first["run_id"].as_str().expect("id").to_owned();
+    // as a run recorded before results were kept: no `node_result`
+    let path =
+        Path::new(journal(&p, &id)["run"]["dir"].as_str().expect("dir")).join("journal.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .expect("journal")
+        .lines()
+        .filter(|l| !l.contains("\"node_result\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, lines.concat()).expect("rewrite");
+    std::fs::write(dir.join("ok-b"), "").expect("marker");
+    let out = p
+        .infra()
+        .args(["run", "--resume", &id])
+        .output()
+        .expect("infra");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("step `a` succeeded")
+            && err.contains("was not recorded")
+            && err.contains("--from a"),
+        "{err}"
+    );
+    assert_eq!(count(&dir.join("count-a")), 1);
+    let (code, again) = run_json(&p, &["--resume", &id, "--from", "a"]);
+    assert_eq!(code, Some(0), "{again}");
+    assert_eq!(count(&dir.join("count-a")), 2);
+    assert_eq!(rules(&dir), ["resume.result_unkept"]);
+}

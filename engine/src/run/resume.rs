@@ -5,7 +5,11 @@
 //! **What is kept.** Every main step that succeeds has a `node_result` record with its whole result
 //! (redacted; over `RESULT_INLINE` as the artifact `<step>/result.json` with its SHA-256). A result
 //! the redactor would change (it held a secret) is not kept (`unkept` says why): a resume that would
-//! reuse it is refused, naming the step, and `--from <step>` re-runs it instead.
+//! reuse it is refused, naming the step (`resume.result_unkept`), and `--from <step>` re-runs it
+//! instead. So is a step that succeeded in a run recorded before results were kept (its
+//! `node_finished` records say it succeeded, and there is no `node_result`): it is never run a
+//! second time silently. A kept artifact whose digest no longer matches is refused
+//! (`resume.result_missing`).
 //!
 //! **Which run.** An id or a unique prefix. Refused (each with an audit `refused` record whose
 //! `policy.rule` is the rule below, and nothing run): no such run (`resume.unknown_run`); a prefix of
@@ -411,6 +415,9 @@ impl Engine {
         // what succeeded in the run, and which rollbacks ran there
         let mut kept: HashMap<String, Recorded> = HashMap::new();
         let mut started: HashSet<String> = HashSet::new();
+        // each step's last status per `foreach` item, to tell a step that succeeded without a
+        // `node_result` (a run recorded before results were kept) from one that failed
+        let mut ended: HashMap<&str, HashMap<Option<usize>, Status>> = HashMap::new();
         for r in &back.records {
             match r {
                 Record::NodeResult {
@@ -431,7 +438,16 @@ impl Engine {
                         },
                     );
                 }
-                Record::NodeStarted { step, .. } | Record::NodeFinished { step, .. } => {
+                Record::NodeFinished {
+                    step,
+                    index,
+                    status,
+                    ..
+                } => {
+                    started.insert(step.clone());
+                    ended.entry(step).or_default().insert(*index, *status);
+                }
+                Record::NodeStarted { step, .. } => {
                     started.insert(step.clone());
                 }
                 _ => {}
@@ -480,10 +496,12 @@ impl Engine {
                 .rollback
                 .as_ref()
                 .is_some_and(|r| started.contains(r.step.id.as_str()));
-            let seed = !kept.contains_key(id_)
-                || rolled_back
-                || req.from == Some(id_)
-                || changed_steps.contains(id_);
+            let succeeded = kept.contains_key(id_)
+                || ended
+                    .get(id_)
+                    .is_some_and(|e| e.values().all(|s| *s == Status::Succeeded));
+            let seed =
+                !succeeded || rolled_back || req.from == Some(id_) || changed_steps.contains(id_);
             if seed
                 || plan
                     .dependencies(&n.step.id)
@@ -496,8 +514,16 @@ impl Engine {
         let mut steps = HashMap::new();
         for n in main.iter().filter(|n| !rerun.contains(n.step.id.as_str())) {
             let step = n.step.id.as_str();
+            // it succeeded, but without a `node_result`: it cannot be reused, nor run twice silently
             let Some(rec) = kept.remove(step) else {
-                continue;
+                return Err(with_id(
+                    ResumeRefusal::new(
+                        "resume.result_unkept",
+                        "refused",
+                        format!("step `{step}` succeeded in run `{id}`, but its result was not recorded (the run was made before infra kept results), so it cannot be reused"),
+                    )
+                    .hint(format!("run it again with the rest: `--from {step}` (MCP: `from: \"{step}\"`)")),
+                ));
             };
             if let Some(why) = rec.unkept {
                 return Err(with_id(

@@ -418,6 +418,8 @@ mod tests {
         fail: Vec<&'static str>,
         /// The node that cancels the run when it runs.
         cancels: Option<&'static str>,
+        /// Nodes a resumed run takes from an earlier run.
+        reuse: Vec<&'static str>,
         hold: Duration,
     }
 
@@ -488,6 +490,16 @@ mod tests {
                     Status::Succeeded
                 },
             )
+        }
+        fn reused(&self, node: &PlanNode) -> Option<StepOutcome> {
+            let id = node.step.id.as_str();
+            self.reuse.contains(&id).then(|| {
+                self.say(format!("reuse {id}"));
+                StepOutcome {
+                    result: Some(Value::String(format!("kept {id}"))),
+                    ..outcome(node, Status::Succeeded)
+                }
+            })
         }
     }
 
@@ -625,5 +637,35 @@ mod tests {
                 "end b"
             ]
         );
+    }
+
+    #[test]
+    fn a_reused_step_is_not_run_its_result_is_seen_and_it_is_rolled_back_on_failure() {
+        let rollback = "    rollback: {tool: state, args: {action: get, key: k}}\n";
+        let p = plan(&format!(
+            "name: t\nsteps:\n{}",
+            steps(&[("a", rollback), ("b", ""), ("c", "")])
+        ));
+        let f = Fake {
+            reuse: vec!["a"],
+            fail: vec!["c"],
+            ..Fake::default()
+        };
+        let (status, outcomes, results, _) = run_all(&f, &p, bounds(1), &CancelToken::new());
+        assert_eq!(status, Status::Failed);
+        let log = f.log();
+        assert_eq!(
+            &log[..4],
+            ["reuse a", "ready b", "start b", "end b"],
+            "{log:?}"
+        );
+        assert!(!log.contains(&"start a".to_owned()), "{log:?}");
+        assert_eq!(results["a"], "kept a");
+        // the resumed run failed: the reused step's rollback runs, as a step of this run's
+        assert!(
+            log.iter().any(|l| l.starts_with("start a-rollback")),
+            "{log:?}"
+        );
+        assert_eq!(outcomes[0].id, "a");
     }
 }

@@ -29,6 +29,17 @@ async fn a_failed_run_resumes_over_mcp_and_a_refusal_names_its_rule() {
     assert_eq!(b["error"]["kind"], "invalid_args", "{b}");
     assert_eq!(b["error"]["rule"], "resume.unknown_step", "{b}");
 
+    // refused: a single call is not a runbook's run
+    let single = call(&s, "state", json!({"action": "get", "key": "k"})).await;
+    let single = body(&single)["run_id"].as_str().expect("id").to_owned();
+    let bad = call(&s, "runbook", json!({"action": "resume", "run_id": single})).await;
+    assert_eq!(
+        body(&bad)["error"]["rule"],
+        "resume.not_a_runbook",
+        "{}",
+        body(&bad)
+    );
+
     std::fs::write(dir.join("ok-b"), "").expect("marker");
     let r = call(
         &s,
@@ -66,7 +77,11 @@ async fn a_failed_run_resumes_over_mcp_and_a_refusal_names_its_rule() {
     stop(s).await;
 
     let refused = crate::resume::resume_refusals(&dir);
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(refused[0]["policy"]["rule"], "resume.unknown_step");
-    assert_eq!(refused[0]["front_end"], "mcp");
+    let rules: Vec<&Value> = refused.iter().map(|r| &r["policy"]["rule"]).collect();
+    assert_eq!(
+        rules,
+        ["resume.unknown_step", "resume.not_a_runbook"],
+        "{refused:?}"
+    );
+    assert!(refused.iter().all(|r| r["front_end"] == "mcp"));
 }
