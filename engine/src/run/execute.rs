@@ -6,8 +6,10 @@
 //! `artifact://` URI is the base of every artifact of the run; the profiles directory's
 //! `.gitignore`; an audit `run_started`, fsync'd when the plan can write (unwritable: the run ends
 //! `refused` with `audit_unavailable` and nothing runs); the journal (if the directory cannot be
-//! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index.
-//! Then the scheduler (`schedule.rs`). At the end: `finally` steps with a fresh cancel token (a
+//! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index
+//! (with `resumed_from` for a resumed run, whose reused steps `RunCx::reused` gives the scheduler).
+//! Then the scheduler (`schedule.rs`); each main step that succeeds has its result kept
+//! (`RunCx::keep_result`, a `node_result` record) for a later resume. At the end: `finally` steps with a fresh cancel token (a
 //! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
 //! steps that succeeded, newest completion first; `outputs` rendered and redacted; journal and
 //! audit `run_finished`; the store's index. The journal and index are best effort once the run has

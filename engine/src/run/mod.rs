@@ -1,6 +1,8 @@
 //! The executor: runs a sealed [`Plan`] node by node in dependency order, with bounded parallelism,
 //! `when`, `foreach`, `retry`, timeouts, `continue_on_error`, `finally`, `rollback` and cancellation;
 //! records every transition in the run's evidence journal and every call in the audit log.
+//! `resume.rs` resumes a failed run: a new run that takes the recorded results of the steps that
+//! succeeded instead of running them (`Engine::resume`).
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -44,7 +44,11 @@
 //!
 //! **Nested runbooks.** A `runbook.run` step is one step here: reused whole when it succeeded, else
 //! run again as a new child run from its start (never a silent no-op; the child's own steps are not
-//! resumed inside it).
+//! resumed inside it, so a child's steps that succeeded run again: keep children idempotent, or
+//! resume the child's own run). As in approvals, a nested runbook's text is not in its parent's
+//! digest: a changed child is not a "changed runbook" here, and runs as it is now.
+//!
+//! Two resumes of one run at once are not kept apart: each is its own run.
 //!
 //! **The new run** is an ordinary run (the policy gate, approvals of its plan's digest, audit,
 //! journal), linked to the old one: `resumed_from` in its `run_started` record, in the run index and
