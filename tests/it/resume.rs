@@ -138,6 +138,18 @@ fn a_resumed_run_uses_the_recorded_upstream_output_and_does_not_run_it_again() {
     .expect("report");
     assert!(report.contains(&format!("reused from run {id}")));
 
+    // the audit log links the runs too
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit");
+    assert!(
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["kind"] == "run_started"
+                && r["run_id"] == new_id.as_str()
+                && r["resumed_from"] == id.as_str()),
+        "{audit}"
+    );
+
     // a succeeded run has nothing to resume: refused, audited with its rule, nothing ran
     let out = p
         .infra()

@@ -242,6 +242,7 @@ impl Engine {
             plan_digest: Some(rendered.digest.clone()),
             inputs: Some(shown_inputs.clone()),
             depth: Some(opts.depth),
+            resumed_from: resume.map(|r| r.from_run.clone()),
             policy: Some(gate.verdict.to_json()),
             approval: gate.grant.as_ref().map(Grant::to_json),
             ..AuditRecord::new(AuditKind::RunStarted)
