@@ -131,7 +131,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
         front_end::<runbook::Params>(
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost: see them with `plan`.",
+            "Runbooks: `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `resume` (a failed run, reusing what succeeded), `plan` (runs nothing), `validate`, `graph`, `upsert` (a built-in needs `override: true`), `delete`.",
             false,
         ),
         front_end::<intent::Params>(
@@ -166,7 +166,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<evidence::Params>(
         "Evidence",
-        "Recorded runs: `list` (limit, runbook), `get` (run_id): the run's journal, and whether it finished or was interrupted.",
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal, and whether it finished or was interrupted.",
         true,
     ));
     out.push(front_end::<context::Params>(

@@ -1,6 +1,8 @@
 //! The executor: runs a sealed [`Plan`] node by node in dependency order, with bounded parallelism,
 //! `when`, `foreach`, `retry`, timeouts, `continue_on_error`, `finally`, `rollback` and cancellation;
 //! records every transition in the run's evidence journal and every call in the audit log.
+//! `resume.rs` resumes a failed run: a new run that takes the recorded results of the steps that
+//! succeeded instead of running them (`Engine::resume`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,12 +18,14 @@ mod gate;
 mod node;
 mod render;
 mod report;
+mod resume;
 mod schedule;
 
 pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 pub use report::ReportOptions;
+pub use resume::{ResumeRefusal, ResumeRequest};
 
 use crate::actions::ActionError;
 use crate::record::Journal;
@@ -57,6 +61,10 @@ pub struct RunOutcome {
     /// When the run was refused for want of an approval (`error.kind` is `approval_required`): the
     /// rendered plan, its effects and digest, the policy rule, and how a person approves it.
     pub approval: Option<Value>,
+    /// The run this one resumed (`Engine::resume`).
+    pub resumed_from: Option<String>,
+    /// The plan's effects (its highest step's).
+    pub effects: dsl::Effect,
 }
 
 impl RunOutcome {
@@ -144,6 +152,11 @@ struct RunCx<'a> {
     progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
     /// The approval this run was let through with.
     grant: Option<crate::approval::Grant>,
+    /// Whether main steps' results are kept in the journal (`node_result`): a runbook's run, not a
+    /// single call.
+    keep_results: bool,
+    /// The steps a resumed run takes from the run it resumes instead of running them.
+    reuse: Option<&'a resume::Reuse>,
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {
