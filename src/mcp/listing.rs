@@ -10,7 +10,7 @@
 //! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
 //! Every tool also lists `output` and `store_as` (`with_common`; `shape.rs` says what they do). Each
 //! annotation is the worst case of the tool's actions: a tool that can write is `destructiveHint`, since
-//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 16 KiB (a test
+//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 20 KiB (a test
 //! holds it there, `local` included), so descriptions are short and properties carry none.
 
 use engine::actions::{self, ToolSpec};
@@ -118,9 +118,6 @@ pub fn front_end_schema(tool: &str) -> Option<Value> {
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
-/// Registry tools that are callable (`tools/call`, runbook steps) and found by `help`, but not listed:
-/// the listing is at its 16 KiB budget. `pipeline` costs some 840 bytes listed.
-const UNLISTED: &[&str] = &["pipeline"];
 
 pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
@@ -141,10 +138,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
     ];
     for t in actions::registry() {
-        if t.name == "runbook"
-            || UNLISTED.contains(&t.name)
-            || (t.name == "local" && !engine.config().unsafe_local)
-        {
+        if t.name == "runbook" || (t.name == "local" && !engine.config().unsafe_local) {
             continue;
         }
         out.push(registry_tool(t));

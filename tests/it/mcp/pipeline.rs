@@ -1,16 +1,23 @@
-//! `pipeline` over MCP: callable by name and found by `help` though the listing leaves it out (the
-//! listing is at its budget), its effect the sink's, and audited.
+//! `pipeline` over MCP: listed, callable by name and its alias, found by `help`, its effect the
+//! sink's, and audited; its progress told as notifications.
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pipeline_is_callable_found_by_help_and_audited_though_unlisted() {
+async fn pipeline_is_listed_callable_found_by_help_and_audited() {
     let p = Project::new()
         .unsafe_local()
         .file("in.csv", "id,\"we\"\"ird, name\"\n1,\"a,b\"\n2,\n");
     let s = p.mcp().await;
     let listed = s.client.list_all_tools().await.expect("tools/list");
-    assert!(listed.iter().all(|t| t.name != "pipeline"));
+    let listed = listed
+        .iter()
+        .find(|t| t.name == "pipeline")
+        .expect("pipeline is listed");
+    assert_eq!(
+        listed.input_schema["properties"]["action"]["enum"],
+        json!(["run"])
+    );
 
     let src = p.path().join("in.csv");
     let r = call(
