@@ -743,3 +743,61 @@ fn the_cli_shows_a_pipelines_records_as_it_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_transform_reshapes_each_record_and_a_record_it_cannot_read_writes_nothing() {
+    let pg = Postgres::start();
+    let mut http = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), Some(&pg), None, false);
+    pg.psql("create table people (id bigint primary key, title text, origin text)");
+    let out = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/array/50")},
+               "to": {"type": "psql", "target": "db", "table": "people"}, "format": "json",
+               "transform": {"select": ["id", "name"], "rename": {"name": "title"},
+                             "set": {"origin": "api"}}}),
+    );
+    assert_eq!(ok(&out)["records_written"], 50, "{:?}", out.result);
+    assert_eq!(
+        pg.psql(
+            "select count(*), max(id), min(origin), max(title) from people where title like 'row %'"
+        ),
+        "50|50|api|row 9"
+    );
+    let before = digest(&pg, "people");
+    // a record that is not an object, in the middle: named, and the table as it was
+    let art = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/jsonl/3")}, "to": {"type": "artifact", "name": "x.jsonl"},
+               "format": "jsonl"}),
+    );
+    let uri = ok(&art)["uri"].as_str().expect("uri").to_owned();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut crate::open_artifact(dir.path(), &uri), &mut text)
+        .expect("read");
+    let broken_uri = {
+        let lines: Vec<&str> = text.lines().collect();
+        let bad = format!("{}\n[1]\n{}\n", lines[0], lines[1]);
+        std::fs::write(dir.path().join("bad.jsonl"), bad).expect("write");
+        let e2 = engine(dir.path(), Some(&pg), None, true);
+        let o = run(
+            &e2,
+            json!({"from": {"type": "file", "path": dir.path().join("bad.jsonl")},
+                   "to": {"type": "psql", "target": "db", "table": "people", "truncate_first": true},
+                   "format": "jsonl", "transform": {"rename": {"name": "title"}}}),
+        );
+        let (_, message, _) = failed(&o);
+        assert!(message.contains("record 2: not a JSON object"), "{message}");
+        uri
+    };
+    assert_eq!(digest(&pg, "people"), before);
+    // csv has no records to reshape
+    let o = run(
+        &e,
+        json!({"from": {"type": "artifact", "uri": broken_uri}, "to": {"type": "artifact"},
+               "format": "csv", "transform": {"drop": ["a"]}}),
+    );
+    assert_eq!(failed(&o).0, "invalid_args");
+    http.stop();
+}

@@ -11,13 +11,15 @@
 //! (`records` maps CSV headers or JSON Lines keys to columns); a remote or host file is written to a
 //! temporary sibling renamed over it; an artifact is removed on failure; an HTTP sink is one streamed
 //! request, or `batch` requests sent after the whole stream was spooled (`ends.rs`). `json` arrays
-//! travel as JSON Lines inside the pipe (`json.rs`). The effect is the sink's: a table, file or HTTP
+//! travel as JSON Lines inside the pipe (`json.rs`); `transform` reshapes each JSON record on its way
+//! from the source (`transform.rs`). The effect is the sink's: a table, file or HTTP
 //! endpoint is `write`, `truncate_first` is `destructive`, an artifact is `read`.
 
 mod chan;
 mod ends;
 mod json;
 mod records;
+mod transform;
 
 pub(crate) use records::text_row;
 
@@ -131,6 +133,8 @@ pub struct RunArgs {
     /// Stop with nothing written past this many records read.
     #[schemars(range(min = 1))]
     pub max_records: Option<u64>,
+    /// Reshape each JSON record: `select`, `drop`, `rename`, `set` (jsonl or json).
+    pub transform: Option<transform::Transform>,
 }
 
 /// How the stream's records are written.
@@ -280,6 +284,12 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
             "a paginated http source gives JSON records: use `format: jsonl` or `json`",
         ));
     }
+    if args.transform.is_some() && !format.lines() {
+        return Err(ActionError::new(
+            ErrorKind::InvalidArgs,
+            "`transform` reshapes JSON records: use `format: jsonl` or `json`",
+        ));
+    }
     if matches!(args.to, Sink::Http { batch: Some(_), .. }) && !format.lines() {
         return Err(ActionError::new(
             ErrorKind::InvalidArgs,
@@ -312,11 +322,22 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
     };
     let (tx, mut rx) = chan::pipe(counter, limits, call.cancel, call.deadline);
     rx.report_to(call.progress);
-    let from = &args.from;
+    let (from, reshape) = (&args.from, args.transform.as_ref());
     let (sunk, source, stats) = std::thread::scope(|s| {
         let src = s.spawn(move || {
             let mut tx = tx;
-            match ends::read(call, from, format, &mut tx) {
+            let read = match reshape {
+                None => ends::read(call, from, format, &mut tx),
+                Some(t) => {
+                    let mut w = transform::Reshape::new(&mut tx, t);
+                    ends::read(call, from, format, &mut w).and_then(|v| {
+                        w.finish()
+                            .map(|_| v)
+                            .map_err(|e| ActionError::new(ErrorKind::InvalidArgs, e.to_string()))
+                    })
+                }
+            };
+            match read {
                 Ok(v) => tx.finish().map(|()| v).map_err(|e| {
                     ActionError::new(ErrorKind::Failed, format!("passing the end on: {e}"))
                 }),
