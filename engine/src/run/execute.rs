@@ -7,7 +7,8 @@
 //! `.gitignore`; an audit `run_started`, fsync'd when the plan can write (unwritable: the run ends
 //! `refused` with `audit_unavailable` and nothing runs); the journal (if the directory cannot be
 //! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index
-//! (with `resumed_from` for a resumed run, whose reused steps `RunCx::reused` gives the scheduler).
+//! (with `resumed_from` for a resumed run, whose reused steps `RunCx::reused` gives the scheduler;
+//! a single call that only reads is indexed once, at its end, `Store::run_whole`).
 //! Then the scheduler (`schedule.rs`); each main step that succeeds has its result kept
 //! (`RunCx::keep_result`, a `node_result` record) for a later resume. At the end: `finally` steps with a fresh cancel token (a
 //! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
@@ -318,7 +319,9 @@ impl Engine {
             digest: plan_digest,
             ..
         } = rendered;
-        if let Ok(store) = self.store() {
+        // a single call that only reads is indexed once, at its end (one transaction, not two)
+        let indexed_at_end = plan.is_call() && !durable && resume.is_none();
+        if !indexed_at_end && let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
             if let Some(r) = resume {
@@ -413,7 +416,11 @@ impl Engine {
             false,
         );
         if let Ok(store) = self.store() {
-            let _ = store.run_finished(&run_id, status.as_str(), durable);
+            let _ = if indexed_at_end {
+                store.run_whole(&run_id, &rb.name, &dir, &journal, &ts, status.as_str())
+            } else {
+                store.run_finished(&run_id, status.as_str(), durable)
+            };
         }
         // best effort, never changes the run: plan.json and report.html in its directory
         self.write_report(plan, &outcome);

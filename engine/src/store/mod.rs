@@ -230,6 +230,32 @@ impl Store {
         })
     }
 
+    /// Records a whole run at once, as it ended: a single call that only reads, whose row is written
+    /// once at its end (`execute.rs`) rather than started and then finished.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_whole(
+        &self,
+        id: &str,
+        runbook: &str,
+        dir: &Path,
+        journal: &Journal,
+        started_at: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        let dir = dir.display().to_string();
+        let me = ProcessRef::current();
+        let path = journal.path().display().to_string();
+        let start = i64::try_from(journal.start()).unwrap_or(i64::MAX);
+        let now = crate::ctx::now_rfc3339();
+        self.with_sync(false, |c| {
+            c.prepare_cached(
+                "INSERT INTO runs(id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![id, runbook, dir, started_at, now, status, me.pid, me.start, path, start])
+            .map(|_| ())
+        })
+    }
+
     /// Records that a run resumes `from` (`infra run --resume`).
     pub fn run_resumed(&self, id: &str, from: &str, durable: bool) -> Result<(), StoreError> {
         self.with_sync(durable, |c| {
