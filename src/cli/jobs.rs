@@ -161,7 +161,11 @@ pub fn run(cmd: Command) -> u8 {
                     "job {id} is still running after {timeout} s; `infra jobs wait {id}` waits again\n"
                 ));
             }
-            if j["status"] == "succeeded" { OK } else { FAILED }
+            if j["status"] == "succeeded" {
+                OK
+            } else {
+                FAILED
+            }
         }
         Command::Logs { id, json } => {
             let (id, j) = match one(store, &id) {
@@ -177,7 +181,9 @@ pub fn run(cmd: Command) -> u8 {
             };
             let streams = crate::mcp::tools::jobs::live_output(&engine, &dir, &uri_base);
             if json {
-                render::json(&json!({"job_id": id, "status": j["status"], "run_id": run_id, "output": streams}));
+                render::json(
+                    &json!({"job_id": id, "status": j["status"], "run_id": run_id, "output": streams}),
+                );
                 return OK;
             }
             let mut out = String::new();

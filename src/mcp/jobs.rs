@@ -85,7 +85,8 @@ impl Jobs {
         if let Err(e) = store.job_started(&id, tool, action) {
             return Reply::error("store_unavailable", e.to_string(), None, None);
         }
-        let request = json!({"job_id": id, "name": name, "args": args, "config": powers(engine.config())});
+        let request =
+            json!({"job_id": id, "name": name, "args": args, "config": powers(engine.config())});
         if let Err(e) = spawn_worker(store, &id, &request) {
             let reply = Reply::error(
                 "spawn_failed",
@@ -193,7 +194,7 @@ pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
                 let mut n = 0u32;
                 while !done.load(Ordering::Acquire) {
                     if let Ok(store) = engine.store()
-                        && matches!(store.job_beat(&id, n % BEAT_EVERY == 0), Ok(true))
+                        && matches!(store.job_beat(&id, n.is_multiple_of(BEAT_EVERY)), Ok(true))
                     {
                         token.cancel();
                     }

@@ -683,7 +683,8 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     if let Some(h) = heartbeat.and_then(chrono::DateTime::from_timestamp_millis) {
         o.insert(
             "heartbeat_at".into(),
-            h.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+            h.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
         );
     }
     if let Some(c) = r.get::<_, Option<String>>(10)? {

@@ -25,7 +25,14 @@ async fn start_job(s: &super::Session, command: &str) -> String {
 }
 
 async fn job(s: &super::Session, action: &str, id: &str) -> Value {
-    body(&call(s, "jobs", json!({"action": action, "job_id": id, "timeout_ms": 30000})).await)
+    body(
+        &call(
+            s,
+            "jobs",
+            json!({"action": action, "job_id": id, "timeout_ms": 30000}),
+        )
+        .await,
+    )
 }
 
 /// Kills a process the test's job started and left behind.
@@ -71,12 +78,20 @@ async fn a_job_survives_kill_9_of_its_server_and_a_new_server_reads_and_cancels_
 
     // a new server reads both, still running, lets one finish and cancels the other
     let s = start(p.path(), true).await;
-    assert_eq!(job(&s, "status", &finishing).await["result"]["status"], "running");
-    assert_eq!(job(&s, "status", &endless).await["result"]["status"], "running");
+    assert_eq!(
+        job(&s, "status", &finishing).await["result"]["status"],
+        "running"
+    );
+    assert_eq!(
+        job(&s, "status", &endless).await["result"]["status"],
+        "running"
+    );
     std::fs::write(&go, "").expect("go");
     let done = job(&s, "wait", &finishing).await;
     assert_eq!(done["result"]["status"], "succeeded", "{done}");
-    let stdout = done["result"]["result"]["result"]["stdout"].as_str().unwrap_or("");
+    let stdout = done["result"]["result"]["result"]["stdout"]
+        .as_str()
+        .unwrap_or("");
     assert!(stdout.contains("finished-after-the-server"), "{done}");
     let c = call(&s, "jobs", json!({"action": "cancel", "job_id": endless})).await;
     assert_eq!(c.is_error, Some(false), "{:?}", body(&c));
@@ -85,7 +100,9 @@ async fn a_job_survives_kill_9_of_its_server_and_a_new_server_reads_and_cancels_
     assert_eq!(cancelled["result"]["status"], "cancelled", "{cancelled}");
     assert!(!crate::alive(&pid2), "sleep {pid2} survived the cancel");
     // the worker ran the call as any call is run: its run is in the evidence and the audit log
-    let run = cancelled["result"]["result"]["run_id"].as_str().expect("run id");
+    let run = cancelled["result"]["result"]["run_id"]
+        .as_str()
+        .expect("run id");
     assert!(
         audit(p.path())
             .iter()
@@ -123,7 +140,11 @@ async fn a_worker_killed_with_9_reads_back_interrupted_and_its_cancel_is_refused
     );
     stop(s).await;
     // from the CLI: the same refusal, exit 1, audited with the CLI as its front end
-    let out = p.infra().args(["jobs", "cancel", &id]).output().expect("cancel");
+    let out = p
+        .infra()
+        .args(["jobs", "cancel", &id])
+        .output()
+        .expect("cancel");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("worker") && err.contains("gone"), "{err}");
@@ -167,7 +188,11 @@ async fn the_cli_reads_waits_for_shows_the_output_of_and_cancels_a_worker_job() 
     // its output so far, from the run the worker recorded
     let mut shown = String::new();
     for _ in 0..250 {
-        let out = p.infra().args(["jobs", "logs", prefix]).output().expect("logs");
+        let out = p
+            .infra()
+            .args(["jobs", "logs", prefix])
+            .output()
+            .expect("logs");
         assert!(out.status.success());
         shown = String::from_utf8_lossy(&out.stdout).into_owned();
         if shown.contains("hello-from-the-job") {
@@ -181,10 +206,18 @@ async fn the_cli_reads_waits_for_shows_the_output_of_and_cancels_a_worker_job() 
         .args(["jobs", "wait", prefix, "--timeout", "0"])
         .output()
         .expect("wait");
-    assert_eq!(early.status.code(), Some(1), "a running job is not a success");
+    assert_eq!(
+        early.status.code(),
+        Some(1),
+        "a running job is not a success"
+    );
     assert!(String::from_utf8_lossy(&early.stderr).contains("still running"));
 
-    let c = p.infra().args(["jobs", "cancel", prefix]).output().expect("cancel");
+    let c = p
+        .infra()
+        .args(["jobs", "cancel", prefix])
+        .output()
+        .expect("cancel");
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let ended = p
         .infra()
@@ -202,24 +235,28 @@ async fn the_cli_reads_waits_for_shows_the_output_of_and_cancels_a_worker_job() 
         "the CLI's cancel is not audited"
     );
     // cancelling it again changes nothing
-    let again = p.infra().args(["jobs", "cancel", prefix]).output().expect("cancel");
+    let again = p
+        .infra()
+        .args(["jobs", "cancel", prefix])
+        .output()
+        .expect("cancel");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already ended"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_needs_an_approval_answers_approval_required_and_runs_nothing() {
-    let p = Project::new()
-        .unsafe_local()
-        .file("policy.yaml", "rules:\n  - {tool: local, decision: approve}\n");
+    let p = Project::new().unsafe_local().file(
+        "policy.yaml",
+        "rules:\n  - {tool: local, decision: approve}\n",
+    );
     let marker = p.path().join("ran");
     let s = p.mcp().await;
     let id = start_job(&s, &format!("touch {}", marker.display())).await;
     let done = job(&s, "wait", &id).await;
     assert_eq!(done["result"]["status"], "failed", "{done}");
     assert_eq!(
-        done["result"]["result"]["error"]["kind"],
-        "approval_required",
+        done["result"]["result"]["error"]["kind"], "approval_required",
         "{done}"
     );
     assert!(!marker.exists(), "the job ran without its approval");
