@@ -127,7 +127,7 @@ pub fn run(cmd: Command) -> u8 {
             }
         },
         Command::Status { id, json } => {
-            let (_, j) = match one(store, &id) {
+            let (_, j) = match one(&engine, store, &id) {
                 Ok(found) => found,
                 Err(code) => return code,
             };
@@ -139,14 +139,15 @@ pub fn run(cmd: Command) -> u8 {
             OK
         }
         Command::Wait { id, timeout, json } => {
-            let (id, mut j) = match one(store, &id) {
+            let (id, mut j) = match one(&engine, store, &id) {
                 Ok(found) => found,
                 Err(code) => return code,
             };
             let until = Instant::now() + Duration::from_secs(timeout);
             while j["status"] == "running" && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-                j = match one(store, &id) {
+                let remote = j.get("remote").is_some();
+                std::thread::sleep(Duration::from_millis(if remote { 250 } else { 50 }));
+                j = match one(&engine, store, &id) {
                     Ok((_, j)) => j,
                     Err(code) => return code,
                 };
@@ -168,10 +169,18 @@ pub fn run(cmd: Command) -> u8 {
             }
         }
         Command::Logs { id, json } => {
-            let (id, j) = match one(store, &id) {
+            let (id, j) = match one(&engine, store, &id) {
                 Ok(found) => found,
                 Err(code) => return code,
             };
+            if let Some(r) = crate::mcp::jobs::remote_logs(&engine, &j) {
+                if json || r.is_error {
+                    return print_reply(&r, json);
+                }
+                render::out(r.body["result"]["log"].as_str().unwrap_or(""));
+                render::note(&format!("{}\n", r.body["summary"].as_str().unwrap_or("")));
+                return OK;
+            }
             let Some((run_id, dir, uri_base)) = crate::mcp::jobs::run_of(&j) else {
                 render::note(&format!(
                     "job {id} has no run yet ({})\n",
@@ -206,11 +215,11 @@ pub fn run(cmd: Command) -> u8 {
             OK
         }
         Command::Cancel { id, json } => {
-            let (id, j) = match one(store, &id) {
+            let (id, j) = match one(&engine, store, &id) {
                 Ok(found) => found,
                 Err(code) => return code,
             };
-            let reply = crate::mcp::jobs::cancel(store, &id, &j);
+            let reply = crate::mcp::jobs::cancel(&engine, &id, &j);
             let rec = AuditRecord {
                 tool: Some("jobs".into()),
                 action: Some("cancel".into()),
@@ -235,7 +244,11 @@ pub fn run(cmd: Command) -> u8 {
 
 /// Job `arg` (an id or unique prefix) as the store has it, or the exit status of why not (said on
 /// stderr).
-fn one(store: &engine::store::Store, arg: &str) -> Result<(String, serde_json::Value), u8> {
+fn one(
+    engine: &engine::run::Engine,
+    store: &engine::store::Store,
+    arg: &str,
+) -> Result<(String, serde_json::Value), u8> {
     let id = match super::ids::resolve(store, IdKind::Job, arg) {
         Ok(id) => id,
         Err(msg) => {
@@ -244,7 +257,10 @@ fn one(store: &engine::store::Store, arg: &str) -> Result<(String, serde_json::V
         }
     };
     match store.job(&id) {
-        Ok(Some(j)) => Ok((id, j)),
+        Ok(Some(j)) => {
+            let j = crate::mcp::jobs::refresh(engine, &id, j);
+            Ok((id, j))
+        }
         Ok(None) => {
             render::err(&format!(
                 "error: the job `{id}` is gone from the store; see `infra jobs list`\n"

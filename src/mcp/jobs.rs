@@ -20,6 +20,10 @@
 //! `CancelToken`. The run the call starts is recorded in the row (`Store::job_run`), so any process
 //! can show its output while it runs. The worker writes how the job ended (`Store::job_finished`) and
 //! exits; a worker that dies reads back as `interrupted` (`store` decides, on read).
+//!
+//! A detached remote command (`ssh exec` with `detach: true`) is a job with no worker: `refresh` asks
+//! its target how it is (and writes how it ended), `remote_logs` reads the end of its log, and
+//! `cancel` kills its process group there (`engine::actions::ssh::detach`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use engine::actions::ssh::detach::{self, Probe};
 use engine::ctx::{Config, ProcessRef};
 use engine::run::{CancelToken, Engine, Progress};
 use engine::store::Store;
@@ -255,12 +260,104 @@ pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
     true
 }
 
-/// Asks the worker of job `id` (as `row`, read from the store) to cancel it, from any process. A job
-/// that ended is left as it is; one whose worker is gone is refused, with why.
-pub fn cancel(store: &Store, id: &str, row: &Value) -> Reply {
+/// A detached remote command's job (`ssh exec` with `detach: true`) as its target says it is now: a
+/// running one is asked over SSH (`detach::probe`), and how it ended is written to the store. Any
+/// other job, and a remote one that cannot be reached (`remote_error` says why), is `row` as it is.
+pub fn refresh(engine: &Engine, id: &str, mut row: Value) -> Value {
+    if row["status"] != "running" || row.get("remote").is_none() {
+        return row;
+    }
+    let c = engine.config();
+    match detach::probe(
+        c,
+        engine.redactor(),
+        engine.pools(),
+        &row["remote"],
+        Probe::Status,
+    ) {
+        Ok(v) if v["status"] != "running" => {
+            if let Ok(store) = engine.store() {
+                let _ =
+                    store.job_finished(id, v["status"].as_str().unwrap_or("failed"), &ended(&v));
+                if let Ok(Some(r)) = store.job(id) {
+                    return r;
+                }
+            }
+            row
+        }
+        Ok(_) => row,
+        Err(e) => {
+            row["remote_error"] = e.message.into();
+            row
+        }
+    }
+}
+
+/// What a detached command's job returned, once it ended: its exit code and where its files are.
+fn ended(v: &Value) -> Value {
+    let ok = v["status"] == "succeeded";
+    json!({
+        "ok": ok,
+        "summary": format!("the detached command {} (exit code {})", v["status"].as_str().unwrap_or(""), v["exit_code"]),
+        "result": v,
+    })
+}
+
+/// The end of a detached remote command's log (at most `detach::LOG_TAIL` bytes, redacted) and its
+/// status, read over SSH; `None` for any other job.
+pub fn remote_logs(engine: &Engine, row: &Value) -> Option<Reply> {
+    let remote = row.get("remote")?;
+    let id = row["job_id"].as_str().unwrap_or("");
+    Some(
+        match detach::probe(
+            engine.config(),
+            engine.redactor(),
+            engine.pools(),
+            remote,
+            Probe::Logs,
+        ) {
+            Ok(v) => Reply::ok(
+                format!(
+                    "job {id}: the end of its detached command's log ({})",
+                    v["status"].as_str().unwrap_or("")
+                ),
+                v,
+            ),
+            Err(e) => Reply::error(e.kind.as_str(), e.message, e.hint, None),
+        },
+    )
+}
+
+/// Asks job `id` (as `row`, read from the store) to stop, from any process: a worker's job through
+/// the store (its worker cancels it), a detached remote command by killing its process group on the
+/// target. A job that ended is left as it is; one whose worker or remote command is gone is refused,
+/// with why.
+pub fn cancel(engine: &Engine, id: &str, row: &Value) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
     let status = row["status"].as_str().unwrap_or("");
-    match status {
-        "running" => match store.job_request_cancel(id) {
+    let remote = row.get("remote");
+    match (status, remote) {
+        ("running", Some(remote)) => {
+            let c = engine.config();
+            match detach::probe(c, engine.redactor(), engine.pools(), remote, Probe::Cancel) {
+                Ok(v) => {
+                    let _ = store.job_finished(
+                        id,
+                        v["status"].as_str().unwrap_or("cancelled"),
+                        &ended(&v),
+                    );
+                    Reply::ok(
+                        format!("job {id}: its detached command's process group was killed"),
+                        json!({"job_id": id, "status": v["status"], "remote": v}),
+                    )
+                }
+                Err(e) => Reply::error(e.kind.as_str(), e.message, e.hint, None),
+            }
+        }
+        ("running", None) => match store.job_request_cancel(id) {
             Ok(true) => Reply::ok(
                 format!("job {id}: cancel requested; its worker stops it"),
                 json!({"job_id": id, "status": "cancelling", "pid": row["pid"]}),
@@ -269,18 +366,25 @@ pub fn cancel(store: &Store, id: &str, row: &Value) -> Reply {
             Ok(false) => Reply::ok(format!("job {id} already ended"), row.clone()),
             Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
         },
-        "interrupted" => Reply::error(
-            "refused",
-            format!(
-                "job `{id}` cannot be cancelled: its worker (pid {}) is gone, so the job was interrupted and nothing of infra runs it any more",
-                row["pid"]
-            ),
-            Some(
-                "processes the job started may still run: its run's evidence (`jobs {action: logs}`) names them; start the call again if it must finish".into(),
-            ),
-            Some("/job_id".into()),
-        ),
-        other => Reply::ok(format!("job {id} already ended: {other}"), row.clone()),
+        ("interrupted", _) => {
+            let gone = match remote {
+                Some(r) => format!(
+                    "its detached command (process group {} on `{}`) is gone",
+                    r["pid"],
+                    r["target"].as_str().unwrap_or("")
+                ),
+                None => format!("its worker (pid {}) is gone", row["pid"]),
+            };
+            Reply::error(
+                "refused",
+                format!("job `{id}` cannot be cancelled: {gone}, so the job was interrupted and nothing of infra runs it any more"),
+                Some(
+                    "processes the job started may still run: its run's evidence (`jobs {action: logs}`) names them; start the call again if it must finish".into(),
+                ),
+                Some("/job_id".into()),
+            )
+        }
+        (other, _) => Reply::ok(format!("job {id} already ended: {other}"), row.clone()),
     }
 }
 

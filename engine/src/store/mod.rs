@@ -660,13 +660,14 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         start: r.get(8)?,
     };
     let heartbeat: Option<i64> = r.get(9)?;
-    let status = if status == "running" && job_owner_gone(&owner, heartbeat) {
+    let remote: Option<String> = r.get(14)?;
+    // a detached remote command has no owner here: its status is the target's (`ssh::detach`)
+    let status = if status == "running" && remote.is_none() && job_owner_gone(&owner, heartbeat) {
         "interrupted".to_owned()
     } else {
         status
     };
     let result: Option<String> = r.get(7)?;
-    let remote: Option<String> = r.get(14)?;
     let mut v = json!({
         "job_id": r.get::<_, String>(0)?,
         "tool": r.get::<_, String>(1)?,
@@ -787,13 +788,22 @@ impl Store {
         })
     }
 
-    /// Records where a job's detached remote command keeps its files (JSON, no secret).
-    pub fn job_remote(&self, id: &str, remote: &Value) -> Result<(), StoreError> {
+    /// Records a job that is a detached remote command (`remote`: where it keeps its files, no
+    /// secret). No process of infra owns it: its status is read from the target (`ssh::detach`).
+    pub fn job_remote_started(
+        &self,
+        id: &str,
+        tool: &str,
+        action: &str,
+        remote: &Value,
+    ) -> Result<(), StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        let me = ProcessRef::current();
         let text = remote.to_string();
         self.with_sync(true, |c| {
             c.execute(
-                "UPDATE jobs SET remote = ?2 WHERE id = ?1",
-                params![id, text],
+                "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at, owner_start, remote) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+                params![id, tool, action, me.pid, now, me.start, text],
             )
             .map(|_| ())
         })

@@ -96,7 +96,7 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
     };
     let id = p.job_id.as_str();
     let get = || match store.job(id) {
-        Ok(Some(j)) => Ok(j),
+        Ok(Some(j)) => Ok(jobs::refresh(engine, id, j)),
         Ok(None) => Err(Reply::error(
             "not_found",
             format!("no job `{id}`"),
@@ -135,12 +135,22 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
                         }
                         return r;
                     }
-                    Ok(_) => std::thread::sleep(Duration::from_millis(25)),
+                    // a detached remote command is asked over SSH: less often
+                    Ok(j) => {
+                        std::thread::sleep(Duration::from_millis(if j.get("remote").is_some() {
+                            250
+                        } else {
+                            25
+                        }))
+                    }
                     Err(r) => return r,
                 }
             }
         }
         Action::Logs => match get() {
+            Ok(j) if j.get("remote").is_some() => {
+                jobs::remote_logs(engine, &j).unwrap_or_else(|| Reply::ok(String::new(), j))
+            }
             Ok(j) => {
                 let live = jobs::run_of(&j);
                 let run_id = j["result"]["run_id"]
@@ -170,7 +180,7 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
             Err(r) => r,
         },
         Action::Cancel => match get() {
-            Ok(j) => jobs::cancel(store, id, &j),
+            Ok(j) => jobs::cancel(engine, id, &j),
             Err(r) => r,
         },
     }

@@ -262,3 +262,112 @@ async fn a_job_that_needs_an_approval_answers_approval_required_and_runs_nothing
     assert!(!marker.exists(), "the job ran without its approval");
     stop(s).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detached_ssh_command_outlives_its_session_and_server_and_is_read_and_cancelled() {
+    let sshd = crate::support::sshd::Sshd::start();
+    let p = Project::new().targets(&json!({"prod": crate::ssh::target(&sshd)}));
+    // the remote side's home, where the job's files go
+    let home = p.path().join("remote-home");
+    std::fs::create_dir(&home).expect("home");
+    let detach = |command: String| json!({"action": "exec", "target": "prod", "detach": true, "env": {"HOME": home}, "command": command});
+    let pidfile = p.path().join("remote.pid");
+    let mut s = p.mcp().await;
+    // quotes, `;`, substitutions: the command is one word to every shell on the way
+    let hostile = format!(
+        "echo \"it's\" 'a; b' $(echo sub) `echo tick`; echo $$ > {}; exec sleep 1000",
+        pidfile.display()
+    );
+    let r = call(&s, "ssh", detach(hostile)).await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    let started = body(&r)["result"].clone();
+    assert_eq!(started["detached"], true, "{started}");
+    let id = started["job_id"].as_str().expect("job id").to_owned();
+    let pid = wait_for_pid(&pidfile).await;
+    let dir = std::path::PathBuf::from(started["dir"].as_str().expect("dir"));
+    assert!(dir.starts_with(&home), "{started}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir)
+            .expect("job dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the job's directory is private");
+    }
+    // the server, and so its SSH session, dies; the command goes on
+    s.child.kill().await.expect("kill -9 the server");
+    assert!(
+        crate::alive(&pid),
+        "the detached command died with the session"
+    );
+
+    let s = start(p.path(), false).await;
+    assert_eq!(job(&s, "status", &id).await["result"]["status"], "running");
+    let mut log = String::new();
+    for _ in 0..250 {
+        let l = job(&s, "logs", &id).await;
+        log = l["result"]["log"].as_str().unwrap_or("").to_owned();
+        if !log.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(log, "it's a; b sub tick\n");
+    let c = call(&s, "jobs", json!({"action": "cancel", "job_id": id})).await;
+    assert_eq!(c.is_error, Some(false), "{:?}", body(&c));
+    assert_eq!(body(&c)["result"]["status"], "cancelled", "{:?}", body(&c));
+    assert!(
+        !crate::alive(&pid),
+        "the detached command {pid} survived the cancel"
+    );
+    assert_eq!(
+        job(&s, "status", &id).await["result"]["status"],
+        "cancelled"
+    );
+
+    // one that ends by itself: its exit code, read through the CLI as well
+    let r = call(&s, "ssh", detach("echo done; exit 3".into())).await;
+    let done = body(&r)["result"]["job_id"]
+        .as_str()
+        .expect("job")
+        .to_owned();
+    let waited = job(&s, "wait", &done).await;
+    assert_eq!(waited["result"]["status"], "failed", "{waited}");
+    assert_eq!(
+        waited["result"]["result"]["result"]["exit_code"], 3,
+        "{waited}"
+    );
+    let logs = p
+        .infra()
+        .args(["jobs", "logs", &done])
+        .output()
+        .expect("logs");
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "done\n");
+
+    // one whose process group is killed behind infra's back: interrupted, and its cancel refused
+    let pidfile = p.path().join("gone.pid");
+    let r = call(
+        &s,
+        "ssh",
+        detach(format!("echo $$ > {}; exec sleep 1000", pidfile.display())),
+    )
+    .await;
+    let gone = body(&r)["result"].clone();
+    let gone_id = gone["job_id"].as_str().expect("job").to_owned();
+    wait_for_pid(&pidfile).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", gone["pid"])])
+        .status();
+    let st = job(&s, "wait", &gone_id).await;
+    assert_eq!(st["result"]["status"], "interrupted", "{st}");
+    let c = call(&s, "jobs", json!({"action": "cancel", "job_id": gone_id})).await;
+    assert_eq!(c.is_error, Some(true));
+    assert!(
+        body(&c)["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is gone")),
+        "{:?}",
+        body(&c)
+    );
+    stop(s).await;
+}

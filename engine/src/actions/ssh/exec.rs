@@ -151,7 +151,7 @@ pub fn run_quiet(conn: &Conn, limits: Limits<'_>, command: &str) -> Result<Optio
 }
 
 /// Like [`run_quiet`], keeping the first 4 KiB of stdout.
-fn run_collect(
+pub(super) fn run_collect(
     conn: &Conn,
     limits: Limits<'_>,
     command: &str,
