@@ -42,7 +42,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The end of a job's output (each stream of its run, the last 4 KiB), running or ended.
+    /// The end of a job's output (each stream of its run, or a detached command's log), running or
+    /// ended.
     Logs {
         /// The job's id, or any unique prefix of it.
         id: String,
@@ -50,7 +51,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ask a running job's worker to cancel it (its processes are killed, `finally` steps still run).
+    /// Cancel a running job: its worker stops it (processes killed, `finally` steps still run); a
+    /// detached command's process group is killed on its target.
     Cancel {
         /// The job's id, or any unique prefix of it.
         id: String,

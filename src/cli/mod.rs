@@ -83,7 +83,8 @@ enum Command {
     /// Artifacts of runs: `list`, `get <uri>`, `tail <uri>`.
     #[command(subcommand)]
     Artifacts(artifacts::Command),
-    /// Background jobs (MCP calls with `async: true`): `list`, `status`, `wait`, `logs`, `cancel`.
+    /// Background jobs (MCP calls with `async: true`, detached `ssh exec`): `list`, `status`, `wait`,
+    /// `logs`, `cancel`.
     #[command(subcommand)]
     Jobs(jobs::Command),
     /// Run a job as its worker (started by the MCP server that took the call; not for people).
