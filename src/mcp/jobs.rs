@@ -126,14 +126,19 @@ fn spawn_worker(store: &Store, id: &str, request: &Value) -> std::io::Result<()>
         .ok_or_else(|| std::io::Error::other("no stdin"))
         .and_then(|mut w| w.write_all(request.to_string().as_bytes()));
     let pid = i64::from(child.id());
-    let reaper = std::thread::Builder::new()
+    if let Err(e) = written {
+        // it never got its request, so it runs nothing
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // from here the worker has its job: what follows is best effort (the worker claims the job as
+    // its starter's child anyway; a worker not reaped stays a zombie until this server exits)
+    let _ = store.job_owner(id, &ProcessRef::of(pid));
+    let _ = std::thread::Builder::new()
         .name(format!("job-{}", id.get(..8).unwrap_or(id)))
         .spawn(move || child.wait());
-    written?;
-    reaper?;
-    store
-        .job_owner(id, &ProcessRef::of(pid))
-        .map_err(std::io::Error::other)
+    Ok(())
 }
 
 /// `infra __worker <id>`: runs job `id` as its worker, with `engine` made from the environment the

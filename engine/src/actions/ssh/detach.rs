@@ -10,7 +10,8 @@
 //! is one quoted word (`shell_quote`); the job id is hex.
 //!
 //! `probe` reads such a job later, from any infra process, over a pooled session: `Status` (`exit`
-//! holds the code; the group still there: running; a `cancelled` mark: cancelled; else the command
+//! holds the code; the group's leader still the job's runner (`/proc/<pid>/cmdline` names its
+//! directory; without `/proc`, the group exists): running; a `cancelled` mark: cancelled; else the command
 //! is gone: interrupted), `Logs` (the same, and the end of `log`, at most `LOG_TAIL` bytes) and
 //! `Cancel` (marks `cancelled`, then kills the process group).
 
@@ -135,18 +136,24 @@ pub fn probe(
     let dir = remote["dir"].as_str().ok_or_else(bad)?;
     let pid = remote["pid"].as_u64().ok_or_else(bad)?;
     let q = dsl::template::shell_quote(dir);
-    let mut script = format!("d={q}; ");
+    // the group is the job's while its leader is the job's runner (its command line names the job's
+    // directory), so a pid the system gave to another process since is never signalled; without
+    // `/proc`, the group's existence is all there is to go by
+    let mut script = format!(
+        "exec 2>/dev/null; d={q}; ours() {{ if [ -d /proc/self ]; then tr '\\000' ' ' < /proc/{pid}/cmdline | grep -qF -- \"$d\"; \
+         else kill -0 -- -{pid}; fi; }}; "
+    );
     if what == Probe::Cancel {
         script.push_str(&format!(
-            "[ -f \"$d/exit\" ] || {{ : > \"$d/cancelled\"; kill -KILL -- -{pid} 2>/dev/null; }}; \
+            "[ -f \"$d/exit\" ] || ! ours || {{ : > \"$d/cancelled\"; kill -KILL -- -{pid} 2>/dev/null; }}; \
              i=0; while kill -0 -- -{pid} 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; "
         ));
     }
-    script.push_str(&format!(
+    script.push_str(
         "if [ -f \"$d/exit\" ]; then echo \"exit $(cat \"$d/exit\")\"; \
-         elif kill -0 -- -{pid} 2>/dev/null; then echo running; \
-         elif [ -f \"$d/cancelled\" ]; then echo cancelled; else echo gone; fi"
-    ));
+         elif ours; then echo running; \
+         elif [ -f \"$d/cancelled\" ]; then echo cancelled; else echo gone; fi",
+    );
     if what == Probe::Logs {
         script.push_str(&format!("; tail -c {LOG_TAIL} \"$d/log\" 2>/dev/null"));
     }

@@ -161,12 +161,23 @@ pub(super) fn run_collect(
     let mut sink = [0u8; 1024];
     let mut kept = Vec::new();
     while !ch.eof() {
-        match ch.read(&mut sink) {
+        let read = match ch.read(&mut sink) {
+            Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
+            other => other,
+        };
+        match read {
             Ok(n) => {
                 let room = 4096usize.saturating_sub(kept.len()).min(n);
                 kept.extend_from_slice(&sink[..room]);
             }
             Err(e) if would_block(&e) => {
+                // stderr is drained and dropped, so a command that writes there cannot stall the
+                // channel (its window) while stdout has nothing
+                match ch.stderr().read(&mut sink) {
+                    Ok(n) if n > 0 => continue,
+                    Err(e) if !would_block(&e) => return Err(Stop::Io(e)),
+                    _ => {}
+                }
                 limits.check()?;
                 conn.wait();
             }
