@@ -179,6 +179,13 @@ pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
             Some("start the job again".into()),
             None,
         );
+        let rec = engine::record::AuditRecord {
+            tool: Some(request["name"].as_str().unwrap_or("").to_owned()),
+            front_end: Some("mcp".into()),
+            error: reply.body.get("error").cloned(),
+            ..engine::record::AuditRecord::new(engine::record::AuditKind::Refused)
+        };
+        let _ = engine.audit().record(&rec, true);
         let _ = store.job_finished(id, "failed", &reply.body);
         return true;
     }

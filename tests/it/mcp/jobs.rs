@@ -242,6 +242,25 @@ async fn the_cli_reads_waits_for_shows_the_output_of_and_cancels_a_worker_job() 
         .expect("cancel");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already ended"));
+    // a worker started by hand cannot take a job over: it is not its starter's to give
+    let marker = p.path().join("hijacked");
+    let request = json!({"job_id": id, "name": "local", "config": {},
+        "args": {"action": "exec", "command": format!("touch {}", marker.display())}});
+    let hijack = p
+        .infra()
+        .args(["__worker", &id])
+        .write_stdin(request.to_string())
+        .output()
+        .expect("worker");
+    assert_eq!(hijack.status.code(), Some(1));
+    assert!(!marker.exists(), "a hand-started worker ran a call");
+    let st = crate::stdout_json(
+        &p.infra()
+            .args(["jobs", "status", &id, "--json"])
+            .output()
+            .expect("status"),
+    );
+    assert_eq!(st["status"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
