@@ -10,10 +10,11 @@
 //! `kill -9` reaches the worker.
 //!
 //! The worker (`work`) starts a session of its own (`setsid`: no terminal, no signal sent to the
-//! server's group), reads the request, builds its engine from the environment it inherited and
-//! refuses to run when that configuration is not the server's (so a worker never has a power the
-//! server lacked), then claims the row (`Store::job_claim`: once, and only a job its starter gave
-//! it). It makes the call through `catalogue::call`, the path of every call (policy gate, approvals,
+//! server's group), reads the request, builds its engine from the environment it inherited, claims
+//! the row (`Store::job_claim`: once, and only a job its starter gave it; a worker started by hand
+//! takes nothing over) and refuses to run (`refused`, audited) when its configuration is not the one
+//! the server sent (profiles directory, opt-ins, audit key): a worker never has a power the server
+//! lacked. It makes the call through `catalogue::call`, the path of every call (policy gate, approvals,
 //! audit, evidence, redaction): a call that needs an approval answers `approval_required` in the
 //! job's result and runs nothing. A beat thread writes its heartbeat every 2 s and polls every 200 ms
 //! for a cancel asked by any process (`Store::job_request_cancel`), which it turns into the call's
