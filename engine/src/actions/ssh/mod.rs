@@ -15,7 +15,7 @@
 //! is redacted like every artifact, so its `sha256` is that of what was stored.
 
 mod args;
-mod auth;
+pub(crate) mod auth;
 mod batch;
 pub mod exec;
 pub mod session;
