@@ -222,9 +222,10 @@ pub(super) fn tool() -> ToolSpec {
     ToolSpec {
         name: "repo",
         title: "Git repository",
-        description: "Views of and writes to a git repository (git2, no shell).",
+        description: "Git repository views and writes (git2).",
         aliases: &["mcp_repo"],
-        open_world: false,
+        // fetch and push reach remotes
+        open_world: true,
         actions: vec![
             snapshot,
             action(
@@ -249,9 +250,18 @@ pub(super) fn tool() -> ToolSpec {
 }
 
 fn write_actions() -> Vec<ActionSpec> {
-    let mut branch = action("branch", "Branch", "Create or switch to a branch.", || {
-        args_schema::<BranchArgs>("repo", "branch", "Create or switch to a branch.")
-    });
+    let mut branch = action(
+        "branch",
+        "Branch",
+        "Create or switch a branch (moving one needs `force`).",
+        || {
+            args_schema::<BranchArgs>(
+                "repo",
+                "branch",
+                "Create or switch a branch (moving one needs `force`).",
+            )
+        },
+    );
     branch.effect = Effect::Destructive;
     branch.classify = Some(classify_force);
     branch.example =
@@ -259,12 +269,12 @@ fn write_actions() -> Vec<ActionSpec> {
     let mut apply = action(
         "apply_patch",
         "Apply a patch",
-        "Apply a unified diff, all or nothing.",
+        "Apply a unified diff (all or nothing).",
         || {
             args_schema::<ApplyPatchArgs>(
                 "repo",
                 "apply_patch",
-                "Apply a unified diff, all or nothing.",
+                "Apply a unified diff (all or nothing).",
             )
         },
     );
