@@ -118,7 +118,6 @@ pub fn front_end_schema(tool: &str) -> Option<Value> {
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
-
 pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
         front_end::<help::Params>(
