@@ -166,12 +166,19 @@ fn repo_patch_applies_conflicts_whole_or_escapes_refused() {
     let config_before = read(&work.join(".git/config"));
     for (what, patch) in escapes {
         let (kind, message) = err(&e, args(patch));
-        assert!(
-            kind == "refused" || kind == "invalid_args",
-            "{what}: {kind} {message}"
-        );
-        assert!(!message.is_empty());
+        assert_eq!(kind, "refused", "{what}: {message}");
+        assert!(message.contains(&format!("`{what}` (")), "{message}");
+        assert!(message.contains("nothing was changed"), "{message}");
     }
+    // A directory symlinked out of the work tree is no way out either.
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    std::os::unix::fs::symlink(elsewhere.path(), work.join("out")).expect("symlink");
+    let through = "diff --git a/out/x b/out/x\nnew file mode 100644\n--- /dev/null\n+++ b/out/x\n@@ -0,0 +1 @@\n+x\n";
+    let (kind, message) = err(&e, args(through));
+    assert_eq!(kind, "refused", "{message}");
+    assert!(message.contains("behind a symlink"), "{message}");
+    assert!(!elsewhere.path().join("x").exists());
+    std::fs::remove_file(work.join("out")).expect("rm link");
     assert_eq!(read(&work.join(".git/config")), config_before);
     assert!(!p.path().join("x").exists());
     assert!(!work.join("sub").exists());
@@ -201,13 +208,11 @@ fn repo_patch_applies_conflicts_whole_or_escapes_refused() {
     assert!(message.contains("a.txt, new.txt"), "{message}");
 
     // Every call, refused or not, is in the audit log.
-    assert_eq!(
-        audited(&p, "apply_patch")
-            .iter()
-            .filter(|r| r["ok"].is_boolean())
-            .count(),
-        6
-    );
+    let records = audited(&p, "apply_patch");
+    for kind in ["intent", "outcome"] {
+        assert_eq!(records.iter().filter(|r| r["kind"] == kind).count(), 7, "{kind}");
+    }
+    assert_eq!(records.iter().filter(|r| r["ok"] == true).count(), 2);
 }
 
 #[test]
