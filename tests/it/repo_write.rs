@@ -210,7 +210,11 @@ fn repo_patch_applies_conflicts_whole_or_escapes_refused() {
     // Every call, refused or not, is in the audit log.
     let records = audited(&p, "apply_patch");
     for kind in ["intent", "outcome"] {
-        assert_eq!(records.iter().filter(|r| r["kind"] == kind).count(), 7, "{kind}");
+        assert_eq!(
+            records.iter().filter(|r| r["kind"] == kind).count(),
+            7,
+            "{kind}"
+        );
     }
     assert_eq!(records.iter().filter(|r| r["ok"] == true).count(), 2);
 }
@@ -574,4 +578,90 @@ fn repo_push_and_fetch_over_ssh_with_a_key_and_known_hosts() {
     let key = read(&sshd.key);
     let body = key.lines().nth(1).expect("a key line");
     assert!(!read(&p.path().join("audit.jsonl")).contains(body));
+}
+
+/// A loopback HTTP server that answers every request `401` asking for Basic credentials, and keeps
+/// each request's `Authorization` header.
+fn basic_auth_wall() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/repo.git", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.strip_prefix("Authorization: ") {
+                    let _ = tx.send(v.trim().to_owned());
+                }
+                line.clear();
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn repo_https_token_is_sent_but_never_shown_or_audited() {
+    const TOKEN: &str = "tok-4f9a1c77e2d0secret";
+    let (p, _work) = project();
+    let config = engine::ctx::Config::at(p.path())
+        .with_vars(engine::ctx::Vars::from_pairs([("GIT_TOKEN", TOKEN)]));
+    let e = Engine::new(config, std::sync::Arc::new(engine::Catalog::builtin()));
+    let (url, sent) = basic_auth_wall();
+
+    // Without `token_env` the remote's question is answered with a clear error.
+    let (kind, message) = err(
+        &e,
+        json!({"action": "fetch", "repo_path": "work", "remote": url}),
+    );
+    assert_eq!(kind, "invalid_config", "{message}");
+    assert!(message.contains("token_env"), "{message}");
+
+    let (kind, message) = err(
+        &e,
+        json!({"action": "fetch", "repo_path": "work", "remote": url, "token_env": "GIT_TOKEN"}),
+    );
+    assert_eq!(kind, "auth_failed", "{message}");
+    assert!(
+        message.contains("refused the credentials offered for user `x-access-token`"),
+        "{message}"
+    );
+    // The token went to the server, as the password of a Basic header…
+    let expected = format!(
+        "Basic {}",
+        base64(format!("x-access-token:{TOKEN}").as_bytes())
+    );
+    assert!(
+        sent.try_iter().any(|h| h == expected),
+        "no Basic header with the token"
+    );
+    // …and nowhere in the error or the audit log.
+    assert!(!message.contains(TOKEN));
+    assert!(!read(&p.path().join("audit.jsonl")).contains(TOKEN));
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

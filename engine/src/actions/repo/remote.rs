@@ -136,10 +136,12 @@ fn callbacks<'a>(
         tries += 1;
         let config = host.config();
         let t = &access.ep.target;
+        // ssh logs in as `git` by default; a token is sent with the user `x-access-token`
+        let https = allowed.contains(CredentialType::USER_PASS_PLAINTEXT);
         let user = user_from_url
             .map(str::to_owned)
             .or_else(|| t.username.clone())
-            .unwrap_or_else(|| "git".to_owned());
+            .unwrap_or_else(|| if https { "x-access-token" } else { "git" }.to_owned());
         let fail = |e: ActionError| {
             let msg = e.message.clone();
             *failure.borrow_mut() = Some(e);
@@ -150,8 +152,8 @@ fn callbacks<'a>(
                 ActionError::new(
                     ErrorKind::AuthFailed,
                     format!(
-                        "{user}@{url_host} refused the credentials offered",
-                        url_host = access.ep.name
+                        "{}: the server refused the credentials offered for user `{user}`",
+                        access.ep.name
                     ),
                 )
                 .hint("check the key (or token) and that the server accepts it"),
@@ -201,8 +203,7 @@ fn callbacks<'a>(
             };
             let token =
                 crate::actions::credential(config, host.redactor(), var, "token").map_err(fail)?;
-            let user = user_from_url.unwrap_or("x-access-token");
-            return Cred::userpass_plaintext(user, &token);
+            return Cred::userpass_plaintext(&user, &token);
         }
         Err(fail(ActionError::new(
             ErrorKind::AuthFailed,
