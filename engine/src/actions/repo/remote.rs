@@ -7,7 +7,8 @@
 //! checked like the `ssh` tool's (`ssh::auth::check_key`): the target's `fingerprint` pin or
 //! `known_hosts` file, else `~/.ssh/known_hosts` and `<profiles>/known_hosts`; an unknown host is refused
 //! unless the target says `host_key: accept_new`, a changed key always. For https, `token_env` names
-//! the variable holding a token (sent as the password, user from the URL or `x-access-token`),
+//! the variable holding a token (sent as the password; the user is the URL's, the target's `username`
+//! or `x-access-token`),
 //! registered with the redactor when read. Push: `refspecs`, default the current branch to the same
 //! name; `force: true` (or a `+` refspec) is destructive. A non-fast-forward push without force is
 //! refused by libgit2 before anything is sent. The result names each remote ref updated with its old
