@@ -398,16 +398,9 @@ fn transfer(action: &str, call: &super::Call<'_>) -> Result<Value, super::Action
     )?;
     let specs = a.refspecs.unwrap_or_default();
     let mut v = if action == "fetch" {
-        remote::fetch(call.host, &repo, name, &specs, &access)?
+        remote::fetch(call, &repo, name, &specs, &access)?
     } else {
-        remote::push(
-            call.host,
-            &repo,
-            name,
-            &specs,
-            a.force.unwrap_or(false),
-            &access,
-        )?
+        remote::push(call, &repo, name, &specs, a.force.unwrap_or(false), &access)?
     };
     v["root"] = root.display().to_string().into();
     Ok(v)

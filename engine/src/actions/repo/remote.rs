@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::actions::ssh::auth::{Endpoint, check_key};
-use crate::actions::{ActionError, ErrorKind, Host};
+use crate::actions::{ActionError, Call, ErrorKind, Host};
 
 /// Credentials and host checking settings of one call.
 pub(super) struct Access {
@@ -123,14 +123,33 @@ fn find_remote<'r>(repo: &'r Repository, name: &str) -> Result<Remote<'r>, Actio
     }
 }
 
-/// The callbacks of one call: credentials, host key check; a failure of ours is kept in `failure`.
+/// Whether the call was cancelled or ran past its deadline (a transfer then stops at its next
+/// progress report).
+fn stopped(call: &Call<'_>) -> Option<ErrorKind> {
+    if call.cancel.is_cancelled() {
+        Some(ErrorKind::Cancelled)
+    } else if call
+        .deadline
+        .is_some_and(|d| std::time::Instant::now() >= d)
+    {
+        Some(ErrorKind::Timeout)
+    } else {
+        None
+    }
+}
+
+/// The callbacks of one call: credentials, host key check, and a stop on cancel or timeout; a failure
+/// of ours is kept in `failure`.
 fn callbacks<'a>(
-    host: &'a dyn Host,
+    call: &'a Call<'a>,
     access: &'a Access,
     url: &str,
     failure: &'a RefCell<Option<ActionError>>,
 ) -> RemoteCallbacks<'a> {
+    let host: &dyn Host = call.host;
     let mut cb = RemoteCallbacks::new();
+    cb.transfer_progress(move |_| stopped(call).is_none());
+    cb.sideband_progress(move |_| stopped(call).is_none());
     let port = ssh_host_port(url).map_or(22, |(_, p)| p);
     let mut tries = 0u32;
     cb.credentials(move |_url, user_from_url, allowed| {
@@ -249,12 +268,16 @@ fn callbacks<'a>(
 }
 
 fn transfer_err(
+    call: &Call<'_>,
     what: &str,
     e: &git2::Error,
     failure: &RefCell<Option<ActionError>>,
 ) -> ActionError {
     if let Some(mine) = failure.borrow_mut().take() {
         return mine;
+    }
+    if let Some(kind) = stopped(call) {
+        return ActionError::new(kind, format!("{what} stopped: {}", e.message()));
     }
     if e.code() == ErrorCode::NotFastForward {
         return ActionError::new(
@@ -273,7 +296,7 @@ fn transfer_err(
 
 /// `fetch`: the remote's refs (its refspecs, or `refspecs`) into the repository.
 pub(super) fn fetch(
-    host: &dyn Host,
+    call: &Call<'_>,
     repo: &Repository,
     remote_name: &str,
     refspecs: &[String],
@@ -283,7 +306,7 @@ pub(super) fn fetch(
     let url = remote.url().unwrap_or_default().to_owned();
     let failure = RefCell::new(None);
     let updated = RefCell::new(Vec::new());
-    let mut cb = callbacks(host, access, &url, &failure);
+    let mut cb = callbacks(call, access, &url, &failure);
     cb.update_tips(|name, old, new| {
         updated.borrow_mut().push(json!({
             "ref": name,
@@ -296,14 +319,14 @@ pub(super) fn fetch(
     opts.remote_callbacks(cb);
     remote
         .fetch(refspecs, Some(&mut opts), Some("infra: fetch"))
-        .map_err(|e| transfer_err(&format!("fetch from `{remote_name}`"), &e, &failure))?;
+        .map_err(|e| transfer_err(call, &format!("fetch from `{remote_name}`"), &e, &failure))?;
     drop(opts);
     Ok(json!({ "remote": remote_name, "updated": updated.into_inner() }))
 }
 
 /// `push`: `refspecs` (default the current branch) to the remote; `force` prefixes each with `+`.
 pub(super) fn push(
-    host: &dyn Host,
+    call: &Call<'_>,
     repo: &Repository,
     remote_name: &str,
     refspecs: &[String],
@@ -339,7 +362,7 @@ pub(super) fn push(
     let failure = RefCell::new(None);
     let updates = RefCell::new(Vec::new());
     let rejected = RefCell::new(Vec::new());
-    let mut cb = callbacks(host, access, &url, &failure);
+    let mut cb = callbacks(call, access, &url, &failure);
     cb.push_negotiation(|list| {
         for u in list {
             updates.borrow_mut().push(json!({
@@ -360,7 +383,7 @@ pub(super) fn push(
     opts.remote_callbacks(cb);
     remote
         .push(&specs, Some(&mut opts))
-        .map_err(|e| transfer_err(&format!("push to `{remote_name}`"), &e, &failure))?;
+        .map_err(|e| transfer_err(call, &format!("push to `{remote_name}`"), &e, &failure))?;
     drop(opts);
     let rejected = rejected.into_inner();
     if !rejected.is_empty() {
