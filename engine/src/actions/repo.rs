@@ -405,3 +405,51 @@ fn transfer(action: &str, call: &super::Call<'_>) -> Result<Value, super::Action
     v["root"] = root.display().to_string().into();
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(args: Value) -> Effect {
+        let spec = |name: &str| {
+            tool()
+                .actions
+                .into_iter()
+                .find(|a| a.name == name)
+                .expect("action")
+        };
+        let name = args["action"].as_str().expect("action").to_owned();
+        spec(&name).effect_of(args.as_object().expect("object"))
+    }
+
+    #[test]
+    fn force_and_plus_refspecs_are_destructive_templated_force_is_the_worst() {
+        let cases = [
+            (json!({"action": "push"}), Effect::Write),
+            (json!({"action": "push", "force": false}), Effect::Write),
+            (
+                json!({"action": "push", "force": true}),
+                Effect::Destructive,
+            ),
+            (
+                json!({"action": "push", "refspecs": ["+main:main"]}),
+                Effect::Destructive,
+            ),
+            (
+                json!({"action": "push", "force": null}),
+                Effect::Destructive,
+            ),
+            (json!({"action": "branch", "name": "x"}), Effect::Write),
+            (
+                json!({"action": "branch", "name": "x", "force": true}),
+                Effect::Destructive,
+            ),
+            (json!({"action": "fetch"}), Effect::Write),
+            (json!({"action": "commit", "message": "m"}), Effect::Write),
+            (json!({"action": "assert_clean"}), Effect::Read),
+        ];
+        for (args, want) in cases {
+            assert_eq!(effect(args.clone()), want, "{args}");
+        }
+    }
+}
