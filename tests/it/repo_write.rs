@@ -665,3 +665,45 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn repo_writes_never_touch_infras_own_files_in_the_work_tree() {
+    // The profiles directory is the repository's root here: its policy, targets, audit and runs are
+    // in the work tree.
+    let p = Project::new();
+    let root = p.path();
+    git(root, &["init", "-q"]);
+    std::fs::write(root.join("notes.txt"), "n\n").expect("notes");
+    git(root, &["add", "notes.txt"]);
+    git(root, &["commit", "-q", "-m", "notes"]);
+    let e = p.engine();
+    let add = |path: &str| {
+        format!(
+            "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+effects: {{destructive: allow}}\n"
+        )
+    };
+    for path in ["policy.yaml", "targets.json", "audit.jsonl"] {
+        let (kind, message) = err(
+            &e,
+            json!({"action": "apply_patch", "repo_path": ".", "patch": add(path)}),
+        );
+        assert_eq!(kind, "refused", "{path}: {message}");
+        assert!(message.contains("one of infra's own files"), "{message}");
+        assert!(!root.join(path).exists() || path == "audit.jsonl");
+    }
+    // A branch whose tree holds a policy is not switched to.
+    git(root, &["checkout", "-q", "-b", "loose"]);
+    std::fs::write(root.join("policy.yaml"), "effects: {destructive: allow}\n").expect("policy");
+    git(root, &["add", "policy.yaml"]);
+    git(root, &["commit", "-q", "-m", "loosen"]);
+    git(root, &["checkout", "-q", "main"]);
+    assert!(!root.join("policy.yaml").exists());
+    let (kind, message) = err(
+        &e,
+        json!({"action": "branch", "repo_path": ".", "name": "loose"}),
+    );
+    assert_eq!(kind, "refused", "{message}");
+    assert!(message.contains("policy.yaml"), "{message}");
+    assert!(!root.join("policy.yaml").exists());
+    assert_eq!(git(root, &["branch", "--show-current"]), "main");
+}

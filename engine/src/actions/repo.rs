@@ -20,7 +20,8 @@
 //! Effects: `branch` and `push` are destructive with `force` (or a `+` refspec), writes otherwise;
 //! `fetch` is a write (it moves remote-tracking refs); policy and approvals apply by effect and every
 //! call is audited by the executor. The repository written to is contained (`root.rs`): inside the
-//! project, or named by its root.
+//! project, or named by its root; and no write changes infra's own files (policy, targets, audit,
+//! store, runs) when they are in the work tree.
 
 mod remote;
 mod root;

@@ -6,7 +6,10 @@
 //! project is writable; one outside it only when `repo_path` names its root exactly, with no symlink on
 //! the way (named explicitly, not reached by a search upwards or a link). Paths inside the repository
 //! (a patch's files, a commit's `paths`) are relative, without `..`, outside `.git`, and no symlink on
-//! the way may lead out of the work tree.
+//! the way may lead out of the work tree. Nor may a write change infra's own files when the profiles
+//! directory is in the work tree (`guarded`: `policy.*`, `targets.*`, `known_hosts`, `audit.*`,
+//! `store.sqlite3*` in it, anything under `runs/`): a patch, a revert or a branch switch that would
+//! is refused, so no call can loosen the policy that governs it.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -112,15 +115,44 @@ pub(super) fn outside(root: &Path, rel: &str) -> Option<&'static str> {
     Some("not under the work tree")
 }
 
+/// Whether `rel` in the work tree at `root` is one of infra's own files (see the module header).
+pub(super) fn guarded(config: &Config, root: &Path, rel: &str) -> bool {
+    let full = root.join(rel);
+    let Some(name) = full.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let canon = |p: &Path| p.canonicalize().ok();
+    let dir = full.parent().and_then(canon);
+    let runs = canon(&config.runs_dir());
+    if let Some(runs) = &runs
+        && dir.as_ref().is_some_and(|d| d.starts_with(runs))
+    {
+        return true;
+    }
+    let own = [
+        "policy.",
+        "targets.",
+        "known_hosts",
+        "audit.",
+        "store.sqlite3",
+    ];
+    dir.is_some() && dir == canon(&config.profiles_dir) && own.iter().any(|o| name.starts_with(o))
+}
+
 /// Every path of `paths` that may not be written, with the reason, as one refusal.
 pub(super) fn check_paths<'a>(
+    config: &Config,
     root: &Path,
     paths: impl IntoIterator<Item = &'a str>,
     what: &str,
 ) -> Result<(), ActionError> {
     let bad: Vec<String> = paths
         .into_iter()
-        .filter_map(|p| outside(root, p).map(|why| format!("`{p}` ({why})")))
+        .filter_map(|p| {
+            let why = outside(root, p)
+                .or_else(|| guarded(config, root, p).then_some("one of infra's own files"));
+            why.map(|why| format!("`{p}` ({why})"))
+        })
         .collect();
     if bad.is_empty() {
         return Ok(());

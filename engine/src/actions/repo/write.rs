@@ -38,6 +38,34 @@ fn commit_of<'r>(repo: &'r Repository, rev: &str) -> Result<git2::Commit<'r>, Ac
         })
 }
 
+/// Refuses a checkout from HEAD to `new` that would change one of infra's own files.
+fn guard_checkout(
+    config: &Config,
+    repo: &Repository,
+    root: &Path,
+    new: &git2::Tree<'_>,
+) -> Result<(), ActionError> {
+    let old = head(repo)?
+        .map(|c| c.tree())
+        .transpose()
+        .map_err(|e| git_err("HEAD", &e))?;
+    let diff = repo
+        .diff_tree_to_tree(old.as_ref(), Some(new), None)
+        .map_err(|e| git_err("diff", &e))?;
+    let paths: Vec<String> = diff
+        .deltas()
+        .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    root::check_paths(
+        config,
+        root,
+        paths.iter().map(String::as_str),
+        "the checkout",
+    )
+}
+
 /// Checks out `commit`'s tree safely: local changes it would overwrite make it fail, naming them.
 fn checkout(repo: &Repository, commit: &git2::Commit<'_>) -> Result<(), ActionError> {
     let mut conflicts = Vec::new();
@@ -122,6 +150,8 @@ pub(super) fn branch(config: &Config, a: &super::BranchArgs) -> Result<Value, Ac
                 .hint("leave `from` out to switch to it as it is, or pick another name"));
             } else {
                 if current.as_deref() == Some(refname.as_str()) {
+                    let tree = target.tree().map_err(|e| git_err("tree", &e))?;
+                    guard_checkout(config, &repo, &root, &tree)?;
                     checkout(&repo, &target)?;
                 }
                 b.get_mut()
@@ -131,6 +161,10 @@ pub(super) fn branch(config: &Config, a: &super::BranchArgs) -> Result<Value, Ac
             }
         }
         Err(e) if e.code() == ErrorCode::NotFound => {
+            if switch {
+                let tree = target.tree().map_err(|e| git_err("tree", &e))?;
+                guard_checkout(config, &repo, &root, &tree)?;
+            }
             repo.branch(&a.name, &target, false)
                 .map_err(|e| git_err("cannot create the branch", &e))?;
             (true, None)
@@ -138,6 +172,8 @@ pub(super) fn branch(config: &Config, a: &super::BranchArgs) -> Result<Value, Ac
         Err(e) => return Err(git_err("cannot read the branch", &e)),
     };
     if switch && current.as_deref() != Some(refname.as_str()) {
+        let tree = target.tree().map_err(|e| git_err("tree", &e))?;
+        guard_checkout(config, &repo, &root, &tree)?;
         checkout(&repo, &target)?;
         repo.set_head(&refname)
             .map_err(|e| git_err("cannot switch HEAD", &e))?;
@@ -210,7 +246,7 @@ pub(super) fn apply_patch(
             }
         }
     }
-    root::check_paths(&root, paths.iter().map(String::as_str), "the patch")?;
+    root::check_paths(config, &root, paths.iter().map(String::as_str), "the patch")?;
     let mut check = ApplyOptions::new();
     check.check(true);
     if let Err(e) = repo.apply(&diff, ApplyLocation::WorkDir, Some(&mut check)) {
@@ -287,7 +323,7 @@ pub(super) fn commit(config: &Config, a: &super::CommitArgs) -> Result<Value, Ac
         .map_err(|e| git_err("cannot read the index", &e))?;
     let tree_id = match &a.paths {
         Some(paths) => {
-            root::check_paths(&root, paths.iter().map(String::as_str), "`paths`")?;
+            root::check_paths(config, &root, paths.iter().map(String::as_str), "`paths`")?;
             for p in paths {
                 let full = root.join(p);
                 let in_tree = full.symlink_metadata().is_ok();
@@ -431,6 +467,7 @@ pub(super) fn revert(config: &Config, a: &super::RevertArgs) -> Result<Value, Ac
         .write_tree_to(&repo)
         .map_err(|e| git_err("cannot write the tree", &e))?;
     let tree = repo.find_tree(tree_id).map_err(|e| git_err("tree", &e))?;
+    guard_checkout(config, &repo, &root, &tree)?;
     let message = format!(
         "Revert \"{}\"\n\nThis reverts commit {}.\n",
         target.summary().ok().flatten().unwrap_or_default(),
