@@ -48,6 +48,8 @@ pub struct Config {
     /// `INFRA_AUDIT_KEY`: seals each audit record with an HMAC (`mac`) and checks the seals in `verify`.
     /// Never shown, and not passed on to the processes infra starts.
     pub audit_key: Option<AuditKey>,
+    /// The working directory infra was started in: `repo` writes stay in its project (see `actions::repo`).
+    pub cwd: PathBuf,
 }
 
 /// The variable that holds the audit log's key.
@@ -136,6 +138,7 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .map(AuditKey::new),
             profiles_dir,
+            cwd: cwd.to_path_buf(),
         }
     }
 
@@ -144,6 +147,7 @@ impl Config {
         let dir = dir.into();
         Config {
             artifacts_root: dir.clone(),
+            cwd: dir.clone(),
             profiles_dir: dir,
             runbooks_path: None,
             capabilities_path: None,

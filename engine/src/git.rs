@@ -1,7 +1,9 @@
 //! Read-only views of a git repository (status, log, diff, snapshot) as JSON values.
 //!
 //! Everything here only reads: no index refresh is written back, no refs move. Lists are bounded
-//! ([`MAX_FILES`] file entries) so a huge work tree cannot produce an unbounded answer.
+//! ([`MAX_FILES`] file entries) so a huge work tree cannot produce an unbounded answer. `diff` compares
+//! against any revision (`rev`) too. The writes (`actions::repo::write`) reuse `open`, `dirty_paths`
+//! and `diff_stat`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +29,7 @@ impl From<git2::Error> for GitError {
 }
 
 /// Open the repository containing `repo_path`, searching upwards.
-fn open(repo_path: &Path) -> Result<Repository, GitError> {
+pub(crate) fn open(repo_path: &Path) -> Result<Repository, GitError> {
     let not_a_repo = || GitError::NotARepo {
         path: repo_path.display().to_string(),
     };
@@ -43,12 +45,12 @@ fn root(repo: &Repository) -> String {
     p.components().collect::<PathBuf>().display().to_string()
 }
 
-fn lossy(bytes: &[u8]) -> String {
+pub(crate) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// HEAD's commit, or `None` while HEAD is unborn.
-fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>, GitError> {
+pub(crate) fn head_commit(repo: &Repository) -> Result<Option<git2::Commit<'_>>, GitError> {
     match repo.head() {
         Ok(r) => Ok(Some(r.peel_to_commit()?)),
         Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => Ok(None),
@@ -166,6 +168,14 @@ fn file_entries(repo: &Repository) -> Result<(Vec<FileEntry>, bool), GitError> {
     Ok((out, truncated))
 }
 
+/// The changed paths (untracked included, ignored excluded), each once, sorted, at most [`MAX_FILES`].
+pub(crate) fn dirty_paths(repo: &Repository) -> Result<Vec<String>, GitError> {
+    let (files, _) = file_entries(repo)?;
+    let mut paths: Vec<String> = files.into_iter().map(|f| f.path).collect();
+    paths.dedup();
+    Ok(paths)
+}
+
 /// The fields shared by `status` and `snapshot`.
 fn state(repo: &Repository) -> Result<Map<String, Value>, GitError> {
     let info = head_info(repo)?;
@@ -263,13 +273,26 @@ pub fn log(repo_path: &Path, limit: usize, rev: Option<&str>) -> Result<Value, G
     Ok(json!({ "commits": commits, "truncated": truncated }))
 }
 
-/// The diff selected by `staged`, or `None` for a bare repository (it has no work tree or index).
-fn make_diff(repo: &Repository, staged: bool) -> Result<Option<Diff<'_>>, GitError> {
+/// The diff selected by `staged` and `rev`, or `None` for a bare repository (it has no work tree or
+/// index). With `rev`, its tree is the old side: against the index (`staged`) or the work tree.
+fn make_diff<'r>(
+    repo: &'r Repository,
+    staged: bool,
+    rev: Option<&str>,
+) -> Result<Option<Diff<'r>>, GitError> {
     if repo.is_bare() {
         return Ok(None);
     }
     let mut opts = DiffOptions::new();
-    if staged {
+    if let Some(spec) = rev {
+        let tree = repo.revparse_single(spec)?.peel_to_tree()?;
+        let diff = if staged {
+            repo.diff_tree_to_index(Some(&tree), None, Some(&mut opts))?
+        } else {
+            repo.diff_tree_to_workdir_with_index(Some(&tree), Some(&mut opts))?
+        };
+        Ok(Some(diff))
+    } else if staged {
         let tree = head_commit(repo)?.map(|c| c.tree()).transpose()?;
         let diff = repo.diff_tree_to_index(tree.as_ref(), None, Some(&mut opts))?;
         Ok(Some(diff))
@@ -282,7 +305,7 @@ fn make_diff(repo: &Repository, staged: bool) -> Result<Option<Diff<'_>>, GitErr
 }
 
 /// The `stat` object: totals over every file, per-file counts for at most [`MAX_FILES`].
-fn diff_stat(diff: Option<&Diff<'_>>) -> Result<Value, GitError> {
+pub(crate) fn diff_stat(diff: Option<&Diff<'_>>) -> Result<Value, GitError> {
     let Some(diff) = diff else {
         return Ok(json!({
             "files_changed": 0, "insertions": 0, "deletions": 0, "files": [], "files_truncated": false,
@@ -342,15 +365,17 @@ fn patch_text(
 }
 
 /// The work tree against the index (`staged == false`, untracked files included) or the index
-/// against HEAD (`staged == true`; an unborn HEAD diffs against the empty tree).
+/// against HEAD (`staged == true`; an unborn HEAD diffs against the empty tree); with `rev`, that
+/// revision's tree against the work tree (tracked files) or the index.
 pub fn diff(
     repo_path: &Path,
     staged: bool,
+    rev: Option<&str>,
     stat_only: bool,
     max_bytes: usize,
 ) -> Result<Value, GitError> {
     let repo = open(repo_path)?;
-    let diff = make_diff(&repo, staged)?;
+    let diff = make_diff(&repo, staged, rev)?;
     let stat = diff_stat(diff.as_ref())?;
     let (patch, patch_bytes, truncated) = match &diff {
         Some(d) => patch_text(d, !stat_only, max_bytes)?,
@@ -368,7 +393,7 @@ pub fn diff(
 pub fn snapshot(repo_path: &Path, limit: usize) -> Result<Value, GitError> {
     let repo = open(repo_path)?;
     let mut map = state(&repo)?;
-    let diff = make_diff(&repo, false)?;
+    let diff = make_diff(&repo, false, None)?;
     map.insert("diffstat".into(), diff_stat(diff.as_ref())?);
     let (commits, commits_truncated) = commits(&repo, limit, None)?;
     map.insert("commits".into(), Value::Array(commits));
@@ -478,7 +503,7 @@ mod tests {
         let mut index = repo.index()?;
         index.add_path(Path::new("x.txt"))?;
         index.write()?;
-        let d = diff(dir.path(), true, true, 1000)?;
+        let d = diff(dir.path(), true, None, true, 1000)?;
         assert_eq!(d["stat"]["files_changed"], 1);
         assert_eq!(d["stat"]["insertions"], 1);
         assert_eq!(d["patch"], Value::Null);
@@ -597,7 +622,7 @@ mod tests {
     fn diff_work_tree_and_staged() -> TestResult {
         let dir = tempfile::tempdir()?;
         dirty(dir.path())?;
-        let d = diff(dir.path(), false, false, 1 << 20)?;
+        let d = diff(dir.path(), false, None, false, 1 << 20)?;
         assert_eq!(
             d["stat"],
             json!({
@@ -618,7 +643,7 @@ mod tests {
         assert_eq!(d["patch_bytes"], patch.len());
         assert_eq!(d["truncated"], false);
 
-        let d = diff(dir.path(), true, false, 1 << 20)?;
+        let d = diff(dir.path(), true, None, false, 1 << 20)?;
         let files = json!([{"path": "b.txt", "insertions": 1, "deletions": 1},
             {"path": "new.txt", "insertions": 1, "deletions": 0}]);
         assert_eq!(d["stat"]["files"], files);
@@ -637,12 +662,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         two_commits(dir.path())?;
         write(dir.path(), "a.txt", "one\ntwo\nthree\nnew line ééé\n")?;
-        let full = diff(dir.path(), false, false, 1 << 20)?;
+        let full = diff(dir.path(), false, None, false, 1 << 20)?;
         let whole = text(&full["patch"]).to_string();
         assert_eq!(full["patch_bytes"], whole.len());
         assert!(whole.ends_with("+new line ééé\n"));
 
-        let d = diff(dir.path(), false, false, 20)?;
+        let d = diff(dir.path(), false, None, false, 20)?;
         assert_eq!(d["truncated"], true);
         assert_eq!(d["patch_bytes"], whole.len());
         assert_eq!(d["patch"], whole[..20]);
@@ -651,11 +676,11 @@ mod tests {
         // A cut inside the two-byte final `é` backs off to the char boundary before it.
         let cut = whole.len() - 2;
         assert!(!whole.is_char_boundary(cut));
-        let d = diff(dir.path(), false, false, cut)?;
+        let d = diff(dir.path(), false, None, false, cut)?;
         assert_eq!(d["patch"], whole[..cut - 1]);
         assert_eq!(d["truncated"], true);
 
-        let d = diff(dir.path(), false, true, 20)?;
+        let d = diff(dir.path(), false, None, true, 20)?;
         assert_eq!(d["patch"], Value::Null);
         assert_eq!(d["truncated"], false);
         assert_eq!(d["patch_bytes"], whole.len());
@@ -705,7 +730,10 @@ mod tests {
         for (key, value) in st.as_object().into_iter().flatten() {
             assert_eq!(&snap[key], value, "{key}");
         }
-        assert_eq!(snap["diffstat"], diff(dir.path(), false, true, 0)?["stat"]);
+        assert_eq!(
+            snap["diffstat"],
+            diff(dir.path(), false, None, true, 0)?["stat"]
+        );
         assert_eq!(snap["commits"], log(dir.path(), 1, None)?["commits"]);
         assert_eq!(snap["commits_truncated"], true);
         let keys: Vec<&str> = snap

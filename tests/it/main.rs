@@ -27,6 +27,7 @@ mod project;
 mod psql;
 mod psql_helpers;
 mod psql_readonly;
+mod repo_write;
 mod resume;
 mod schemas;
 mod shell_quoting;

@@ -359,7 +359,13 @@ mod tests {
             "snapshot" => parse_args::<repo::SnapshotArgs>(args).map(drop),
             "status" => parse_args::<repo::StatusArgs>(args).map(drop),
             "log" => parse_args::<repo::LogArgs>(args).map(drop),
-            _ => parse_args::<repo::DiffArgs>(args).map(drop),
+            "diff" => parse_args::<repo::DiffArgs>(args).map(drop),
+            "branch" => parse_args::<repo::BranchArgs>(args).map(drop),
+            "apply_patch" => parse_args::<repo::ApplyPatchArgs>(args).map(drop),
+            "commit" => parse_args::<repo::CommitArgs>(args).map(drop),
+            "revert" => parse_args::<repo::RevertArgs>(args).map(drop),
+            "fetch" | "push" => parse_args::<repo::RemoteArgs>(args).map(drop),
+            _ => parse_args::<repo::StatusArgs>(args).map(drop),
         });
         examples_parse(runbook::tool(), |_, args| {
             parse_args::<runbook::RunArgs>(args).map(drop)

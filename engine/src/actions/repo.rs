@@ -1,9 +1,36 @@
-//! `repo`: read-only views of a git repository (no opt-in needed).
+//! `repo`: views of a git repository and writes to it through git2, no shell (no opt-in needed).
+//!
+//! Reads: `snapshot`, `status`, `log`, `diff` (work tree, staged, or against any `rev`, with stats) and
+//! `assert_clean` (fails listing the changed paths, untracked included). Writes (`write.rs`, `remote.rs`),
+//! each refused or failed without changing anything:
+//! - `branch`: creates `name` at `from` (default HEAD) and switches to it (`switch: false` does not); an
+//!   existing branch is switched to, and moved to `from` only with `force` (destructive). Switching is a
+//!   safe checkout: local changes it would overwrite refuse it.
+//! - `apply_patch`: a unified diff (`Diff::from_buffer`) applied to the work tree (not the index) with
+//!   `Repository::apply` after a check pass of the whole patch, so all of it applies or none; a patch
+//!   touching `.git`, an absolute path, `..` or a path behind a symlink is refused first; a hunk that
+//!   does not apply names its file. The result has the files changed with +/- counts.
+//! - `commit`: `paths` (files, as they are in the work tree; HEAD's tree plus just those) or every change
+//!   to tracked files, on HEAD; an empty commit is refused. The author and committer are `author`
+//!   (`Name <email>`), else the repository's git config, else an error saying so. Returns the sha.
+//! - `revert`: the commit `rev` undone by a new commit on HEAD, merged in memory: a conflict refuses it
+//!   and touches nothing; the work tree must be clean first.
+//! - `fetch`, `push`: see `remote.rs` (credentials, host keys, non-fast-forward refusal).
+//!
+//! Effects: `branch` and `push` are destructive with `force` (or a `+` refspec), writes otherwise;
+//! `fetch` is a write (it moves remote-tracking refs); policy and approvals apply by effect and every
+//! call is audited by the executor. The repository written to is contained (`root.rs`): inside the
+//! project, or named by its root; and no write changes infra's own files (policy, targets, audit,
+//! store, runs) when they are in the work tree.
+
+mod remote;
+mod root;
+mod write;
 
 use crate::error::ErrorKind;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::{ActionSpec, ToolSpec, args_schema, no_modes};
 use dsl::Effect;
@@ -44,6 +71,8 @@ pub struct DiffArgs {
     pub repo_path: String,
     /// Compare the index with `HEAD` instead of the work tree with the index.
     pub staged: Option<bool>,
+    /// Diff against this revision's tree (the work tree's tracked files, or the index with `staged`).
+    pub rev: Option<String>,
     /// Only the diffstat, no patch text.
     pub stat_only: Option<bool>,
     /// Largest patch text kept in the result, in bytes (the rest goes to an artifact).
@@ -51,11 +80,95 @@ pub struct DiffArgs {
     pub max_bytes: Option<u64>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BranchArgs {
+    /// A path inside the repository.
+    pub repo_path: String,
+    /// The branch.
+    pub name: String,
+    /// Where a new branch starts (default `HEAD`); for an existing one, where `force` moves it.
+    pub from: Option<String>,
+    /// Switch to the branch (default true).
+    pub switch: Option<bool>,
+    /// Move an existing branch to `from` (destructive); with `push`, a forced push (destructive).
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyPatchArgs {
+    /// A path inside the repository.
+    pub repo_path: String,
+    /// A unified diff, as `git diff` writes it.
+    pub patch: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitArgs {
+    /// A path inside the repository.
+    pub repo_path: String,
+    pub message: String,
+    /// Only these files (relative to the root); default every change to tracked files.
+    pub paths: Option<Vec<String>>,
+    /// `Name <email>`; default user.name and user.email of the git config.
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevertArgs {
+    /// A path inside the repository.
+    pub repo_path: String,
+    /// The commit to revert.
+    pub rev: String,
+    /// `Name <email>`; default the git config's.
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteArgs {
+    /// A path inside the repository.
+    pub repo_path: String,
+    /// A remote's name (default `origin`) or a URL.
+    pub remote: Option<String>,
+    /// Refspecs (fetch: the remote's own by default; push: the current branch).
+    pub refspecs: Option<Vec<String>>,
+    /// A target whose `key_file`, `agent`, `username`, `known_hosts`, `fingerprint`, `host_key` apply (ssh).
+    pub target: Option<String>,
+    /// An ssh private key file.
+    pub key_file: Option<String>,
+    /// The variable holding an https token.
+    pub token_env: Option<String>,
+    /// Push: overwrite the remote's refs (destructive).
+    pub force: Option<bool>,
+}
+
+/// `force: true` (or a `+` refspec) is destructive, a literal `false` or none a write; a templated
+/// `force` is left at the worst.
+fn classify_force(args: &Map<String, Value>) -> Option<Effect> {
+    let plus = args
+        .get("refspecs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|s| s.as_str().is_some_and(|s| s.starts_with('+')))
+        });
+    match args.get("force") {
+        _ if plus => Some(Effect::Destructive),
+        Some(Value::Bool(true)) => Some(Effect::Destructive),
+        None | Some(Value::Bool(false)) => Some(Effect::Write),
+        _ => None,
+    }
+}
+
 fn action(
     name: &'static str,
     title: &'static str,
     description: &'static str,
-    schema_fn: fn() -> serde_json::Value,
+    schema_fn: fn() -> Value,
 ) -> ActionSpec {
     ActionSpec {
         tool: "repo",
@@ -106,12 +219,14 @@ pub(super) fn tool() -> ToolSpec {
         },
     );
     diff.example = || json!({"action": "diff", "repo_path": ".", "stat_only": true});
+    let writes = write_actions();
     ToolSpec {
         name: "repo",
         title: "Git repository",
-        description: "Read-only views of a git repository: snapshot, status, log, diff.",
+        description: "Git repository views and writes (git2).",
         aliases: &["mcp_repo"],
-        open_world: false,
+        // fetch and push reach remotes
+        open_world: true,
         actions: vec![
             snapshot,
             action(
@@ -128,15 +243,83 @@ pub(super) fn tool() -> ToolSpec {
             ),
             log,
             diff,
-        ],
+        ]
+        .into_iter()
+        .chain(writes)
+        .collect(),
     }
 }
 
-pub(super) fn invoke(
-    action: &str,
-    call: &super::Call<'_>,
-) -> Result<serde_json::Value, super::ActionError> {
-    let at = |p: &str| std::path::PathBuf::from(p);
+fn write_actions() -> Vec<ActionSpec> {
+    let mut branch = action(
+        "branch",
+        "Branch",
+        "Create or switch a branch (moving one needs `force`).",
+        || {
+            args_schema::<BranchArgs>(
+                "repo",
+                "branch",
+                "Create or switch a branch (moving one needs `force`).",
+            )
+        },
+    );
+    branch.effect = Effect::Destructive;
+    branch.classify = Some(classify_force);
+    branch.example =
+        || json!({"action": "branch", "repo_path": ".", "name": "fix", "from": "main"});
+    let mut apply = action(
+        "apply_patch",
+        "Apply a patch",
+        "Apply a unified diff (all or nothing).",
+        || {
+            args_schema::<ApplyPatchArgs>(
+                "repo",
+                "apply_patch",
+                "Apply a unified diff (all or nothing).",
+            )
+        },
+    );
+    apply.effect = Effect::Write;
+    apply.example =
+        || json!({"action": "apply_patch", "repo_path": ".", "patch": "diff --git a/x b/x\n"});
+    let mut commit = action(
+        "commit",
+        "Commit",
+        "Commit paths or tracked changes.",
+        || args_schema::<CommitArgs>("repo", "commit", "Commit paths or tracked changes."),
+    );
+    commit.effect = Effect::Write;
+    commit.example =
+        || json!({"action": "commit", "repo_path": ".", "message": "Fix", "paths": ["a.txt"]});
+    let mut revert = action("revert", "Revert", "Commit undoing `rev`.", || {
+        args_schema::<RevertArgs>("repo", "revert", "Commit undoing `rev`.")
+    });
+    revert.effect = Effect::Write;
+    revert.example = || json!({"action": "revert", "repo_path": ".", "rev": "HEAD"});
+    let mut fetch = action("fetch", "Fetch", "Fetch from a remote.", || {
+        args_schema::<RemoteArgs>("repo", "fetch", "Fetch from a remote.")
+    });
+    fetch.effect = Effect::Write;
+    fetch.example = || json!({"action": "fetch", "repo_path": ".", "remote": "origin"});
+    let mut push = action("push", "Push", "Push to a remote.", || {
+        args_schema::<RemoteArgs>("repo", "push", "Push to a remote.")
+    });
+    push.effect = Effect::Destructive;
+    push.classify = Some(classify_force);
+    push.example = || json!({"action": "push", "repo_path": ".", "remote": "origin"});
+    let mut clean = action(
+        "assert_clean",
+        "Assert clean",
+        "Fail listing changed paths.",
+        || args_schema::<StatusArgs>("repo", "assert_clean", "Fail listing changed paths."),
+    );
+    clean.example = || json!({"action": "assert_clean", "repo_path": "."});
+    vec![branch, apply, commit, revert, fetch, push, clean]
+}
+
+pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    // relative to the directory infra was started in (the process's own, in the binary)
+    let at = |p: &str| call.host.config().cwd.join(p);
     let result = match action {
         "snapshot" => {
             let a: SnapshotArgs = call.parse()?;
@@ -159,10 +342,20 @@ pub(super) fn invoke(
             crate::git::diff(
                 &at(&a.repo_path),
                 a.staged.unwrap_or(false),
+                a.rev.as_deref(),
                 a.stat_only.unwrap_or(false),
                 a.max_bytes.map_or(256 * 1024, |m| m as usize),
             )
         }
+        "branch" => return done(write::branch(call.host.config(), &call.parse()?)),
+        "apply_patch" => return done(write::apply_patch(call.host.config(), &call.parse()?)),
+        "commit" => return done(write::commit(call.host.config(), &call.parse()?)),
+        "revert" => return done(write::revert(call.host.config(), &call.parse()?)),
+        "assert_clean" => {
+            let a: StatusArgs = call.parse()?;
+            return done(write::assert_clean(call.host.config(), &a.repo_path));
+        }
+        "fetch" | "push" => return done(transfer(action, call)),
         other => {
             return Err(super::ActionError::new(
                 ErrorKind::NotAvailable,
@@ -184,4 +377,80 @@ pub(super) fn invoke(
                 super::ActionError::new(ErrorKind::Failed, e.to_string())
             }
         })
+}
+
+fn done(r: Result<Value, super::ActionError>) -> Result<Value, super::ActionError> {
+    r.map(|mut v| {
+        v["ok"] = true.into();
+        v
+    })
+}
+
+fn transfer(action: &str, call: &super::Call<'_>) -> Result<Value, super::ActionError> {
+    let a: RemoteArgs = call.parse()?;
+    let (repo, root) = root::open(call.host.config(), &a.repo_path)?;
+    let name = a.remote.as_deref().unwrap_or("origin");
+    let access = remote::Access::new(
+        call.host,
+        a.target.as_deref(),
+        a.key_file.as_deref(),
+        a.token_env.as_deref(),
+        name,
+    )?;
+    let specs = a.refspecs.unwrap_or_default();
+    let mut v = if action == "fetch" {
+        remote::fetch(call, &repo, name, &specs, &access)?
+    } else {
+        remote::push(call, &repo, name, &specs, a.force.unwrap_or(false), &access)?
+    };
+    v["root"] = root.display().to_string().into();
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(args: Value) -> Effect {
+        let spec = |name: &str| {
+            tool()
+                .actions
+                .into_iter()
+                .find(|a| a.name == name)
+                .expect("action")
+        };
+        let name = args["action"].as_str().expect("action").to_owned();
+        spec(&name).effect_of(args.as_object().expect("object"))
+    }
+
+    #[test]
+    fn force_and_plus_refspecs_are_destructive_templated_force_is_the_worst() {
+        let cases = [
+            (json!({"action": "push"}), Effect::Write),
+            (json!({"action": "push", "force": false}), Effect::Write),
+            (
+                json!({"action": "push", "force": true}),
+                Effect::Destructive,
+            ),
+            (
+                json!({"action": "push", "refspecs": ["+main:main"]}),
+                Effect::Destructive,
+            ),
+            (
+                json!({"action": "push", "force": null}),
+                Effect::Destructive,
+            ),
+            (json!({"action": "branch", "name": "x"}), Effect::Write),
+            (
+                json!({"action": "branch", "name": "x", "force": true}),
+                Effect::Destructive,
+            ),
+            (json!({"action": "fetch"}), Effect::Write),
+            (json!({"action": "commit", "message": "m"}), Effect::Write),
+            (json!({"action": "assert_clean"}), Effect::Read),
+        ];
+        for (args, want) in cases {
+            assert_eq!(effect(args.clone()), want, "{args}");
+        }
+    }
 }

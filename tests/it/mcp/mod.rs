@@ -135,9 +135,15 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
     );
     assert!(state.input_schema.get("oneOf").is_none());
     let repo = tools.iter().find(|t| t.name == "repo").expect("repo");
+    // repo writes (branch, commit, push…): not read-only, and destructive at worst (force)
     assert_eq!(
         repo.annotations.as_ref().and_then(|a| a.read_only_hint),
-        Some(true)
+        Some(false)
+    );
+    assert!(
+        repo.input_schema["properties"]["action"]["enum"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("push")))
     );
     stop(s).await;
 

@@ -87,7 +87,26 @@ pub(super) fn check_host_key(
             false
         )
     );
-    let type_name = key_type_name(ktype);
+    check_key(
+        config,
+        ep,
+        (host, port),
+        key,
+        key_type_name(ktype),
+        fingerprint,
+    )
+}
+
+/// Checks a host key (`key` as sent, of type `type_name`, SHA-256 `fingerprint`) against the target's
+/// pin or known_hosts files and policy: the session's check, and git's over ssh (`repo` fetch/push).
+pub(crate) fn check_key(
+    config: &Config,
+    ep: &Endpoint,
+    (host, port): (&str, u16),
+    key: &[u8],
+    type_name: &'static str,
+    fingerprint: String,
+) -> Result<(String, &'static str), ActionError> {
     let t = &ep.target;
     let name = &ep.name;
     if let Some(pin) = &t.fingerprint {
@@ -103,8 +122,8 @@ pub(super) fn check_host_key(
         return Ok((fingerprint, type_name));
     }
     let (files, own) = known_hosts_files(config, t);
-    let mut kh = session
-        .known_hosts()
+    let mut kh = Session::new()
+        .and_then(|s| s.known_hosts())
         .map_err(|e| ActionError::new(ErrorKind::SshFailed, e.message().to_owned()))?;
     for f in &files {
         if f.is_file() {

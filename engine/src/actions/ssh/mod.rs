@@ -16,7 +16,7 @@
 //! is redacted like every artifact, so its `sha256` is that of what was stored.
 
 mod args;
-mod auth;
+pub(crate) mod auth;
 mod batch;
 pub mod detach;
 pub mod exec;
