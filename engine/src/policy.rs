@@ -149,6 +149,80 @@ pub struct PolicyFile {
     /// Who may approve plans that need an approval.
     #[serde(default)]
     pub approvers: Vec<Approver>,
+    /// How long runs and their records are kept (`infra runs prune`, and automatically).
+    #[serde(default)]
+    pub retention: Retention,
+    /// The audit log's files.
+    #[serde(default)]
+    pub audit: AuditFiles,
+}
+
+/// How long runs are kept: a run is pruned (its row in the run index, its directory, its part of a
+/// calls journal) once it is older than `max_age_days`, or when more than `max_runs` runs are newer;
+/// a run that did not succeed is kept `keep_failed_days` instead of `max_age_days`. A running run is
+/// never pruned. Finished jobs, approval requests and expired approvals go after `max_age_days` too.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Days a run is kept (30).
+    #[serde(default = "Retention::default_max_age_days")]
+    #[schemars(range(min = 1))]
+    pub max_age_days: u32,
+    /// The most runs kept; the oldest beyond it are pruned (10000).
+    #[serde(default = "Retention::default_max_runs")]
+    #[schemars(range(min = 1))]
+    pub max_runs: u64,
+    /// Days a run that did not succeed is kept (90); at least `max_age_days`.
+    #[serde(default = "Retention::default_keep_failed_days")]
+    #[schemars(range(min = 1))]
+    pub keep_failed_days: u32,
+}
+
+impl Retention {
+    fn default_max_age_days() -> u32 {
+        30
+    }
+    fn default_max_runs() -> u64 {
+        10_000
+    }
+    fn default_keep_failed_days() -> u32 {
+        90
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age_days: Retention::default_max_age_days(),
+            max_runs: Retention::default_max_runs(),
+            keep_failed_days: Retention::default_keep_failed_days(),
+        }
+    }
+}
+
+/// The audit log's files: `audit.jsonl` is renamed to the next `audit.<n>.jsonl` once it holds
+/// `rotate_bytes`, and the chain goes on in a new `audit.jsonl`. Nothing is ever deleted.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFiles {
+    /// The size at which the log is rotated (64 MiB).
+    #[serde(default = "AuditFiles::default_rotate_bytes")]
+    #[schemars(range(min = 1))]
+    pub rotate_bytes: u64,
+}
+
+impl AuditFiles {
+    fn default_rotate_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+}
+
+impl Default for AuditFiles {
+    fn default() -> Self {
+        AuditFiles {
+            rotate_bytes: AuditFiles::default_rotate_bytes(),
+        }
+    }
 }
 
 /// The JSON Schema of a policy file (`schemas/policy.schema.json`).
@@ -326,6 +400,26 @@ impl Policy {
                 );
             }
         }
+        let r = &pf.retention;
+        if r.keep_failed_days < r.max_age_days {
+            let at = node
+                .pointer("/retention/keep_failed_days")
+                .map_or(node.span, |(n, _)| n.span);
+            diags.push(
+                Diagnostic::error(
+                    Code::SchemaViolation,
+                    format!(
+                        "`retention.keep_failed_days` ({}) is less than `retention.max_age_days` ({}): failed runs would go before the others",
+                        r.keep_failed_days, r.max_age_days
+                    ),
+                )
+                .at(file, at)
+                .help(format!(
+                    "set `keep_failed_days` to at least {}, or leave it out (90 days)",
+                    r.max_age_days
+                )),
+            );
+        }
         if !diags.is_empty() {
             return bad(diags);
         }
@@ -334,6 +428,21 @@ impl Policy {
             path: Some(file.name().to_owned()),
             errors: Vec::new(),
             env_read_only: false,
+        }
+    }
+
+    /// How long runs are kept (the defaults when the file says nothing); `None` when the file has
+    /// errors, so nothing is pruned by a policy that may not say what its author meant.
+    pub fn retention(&self) -> Option<&Retention> {
+        self.errors.is_empty().then_some(&self.file.retention)
+    }
+
+    /// The audit log's rotation size (the default when the file has errors or says nothing).
+    pub fn audit_rotate_bytes(&self) -> u64 {
+        if self.errors.is_empty() {
+            self.file.audit.rotate_bytes
+        } else {
+            AuditFiles::default().rotate_bytes
         }
     }
 

@@ -126,7 +126,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
         front_end::<help::Params>(
             "Help",
-            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`), returns that action's schema and an example. Cheap, read-only.",
+            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`): that action's schema and an example.",
             true,
         ),
         front_end::<runbook::Params>(
@@ -151,7 +151,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     }
     out.push(front_end::<artifacts::Params>(
         "Artifacts",
-        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`. Bounded, masked reads.",
+        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`; bounded, masked.",
         true,
     ));
     out.push(front_end::<jobs::Params>(
@@ -161,13 +161,13 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<audit::Params>(
         "Audit log",
-        "The hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against a checkpoint), `checkpoint`.",
+        "Hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against), `checkpoint`.",
         true,
     ));
     out.push(front_end::<evidence::Params>(
         "Evidence",
-        "Recorded runs: `list` (limit, runbook), `get` (run_id): the run's journal, and whether it finished or was interrupted.",
-        true,
+        "Runs: `list` (limit, runbook), `get` (run_id): journal, state; `prune` (dry_run): by retention, policy-gated.",
+        false,
     ));
     out.push(front_end::<context::Params>(
         "Project context",

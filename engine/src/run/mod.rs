@@ -16,12 +16,14 @@ mod gate;
 mod node;
 mod render;
 mod report;
+mod retention;
 mod schedule;
 
 pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 pub use report::ReportOptions;
+pub use retention::PruneBy;
 
 use crate::actions::ActionError;
 use crate::record::Journal;
