@@ -2,7 +2,8 @@
 //! This file holds the session helpers and the tool listing and call tests; `runbooks` the runbook
 //! tool, progress and jobs; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
 //! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking; `crash` a
-//! server killed mid-stream; `intents` the workspace, intent and capability flow.
+//! server killed mid-stream; `intents` the workspace, intent and capability flow; `retention`
+//! `evidence prune`.
 
 mod battery;
 mod crash;
@@ -11,6 +12,7 @@ mod network;
 mod pipeline;
 mod protocol;
 mod report;
+mod retention;
 mod runbooks;
 mod secrets;
 
