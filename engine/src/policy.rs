@@ -404,6 +404,7 @@ impl Policy {
         if r.keep_failed_days < r.max_age_days {
             let at = node
                 .pointer("/retention/keep_failed_days")
+                .or_else(|| node.pointer("/retention/max_age_days"))
                 .map_or(node.span, |(n, _)| n.span);
             diags.push(
                 Diagnostic::error(
@@ -684,6 +685,39 @@ mod tests {
         assert_eq!(
             (d.decision, d.rule.as_str()),
             (Decision::Deny, "INFRA_READ_ONLY")
+        );
+    }
+
+    #[test]
+    fn retention_has_defaults_and_its_errors_are_located() {
+        let p = parse("effects: {read: allow}\n");
+        let r = p.retention().expect("valid");
+        assert_eq!(
+            (r.max_age_days, r.max_runs, r.keep_failed_days),
+            (30, 10_000, 90)
+        );
+        assert_eq!(p.audit_rotate_bytes(), 64 * 1024 * 1024);
+        let p = parse(
+            "retention: {max_age_days: 7, max_runs: 50, keep_failed_days: 7}\naudit: {rotate_bytes: 4096}\n",
+        );
+        let r = p.retention().expect("valid");
+        assert_eq!((r.max_age_days, r.max_runs, r.keep_failed_days), (7, 50, 7));
+        assert_eq!(p.audit_rotate_bytes(), 4096);
+        let p = parse("retention:\n  max_age_days: 120\n");
+        assert_eq!(p.errors.len(), 1);
+        let shown = p.errors[0].to_string();
+        assert!(
+            shown.contains("keep_failed_days") && shown.contains(":2:"),
+            "{shown}"
+        );
+        assert!(p.retention().is_none(), "a bad file prunes nothing");
+        let p = parse("retention:\n  max_runs: 0\n");
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        let p = parse("retention:\n  max_days: 3\n");
+        assert!(
+            p.errors[0].to_string().contains("max_days"),
+            "{:?}",
+            p.errors
         );
     }
 

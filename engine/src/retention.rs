@@ -87,10 +87,57 @@ fn stamp(t: DateTime<Utc>) -> String {
 
 /// The cutoffs of `r` at `now`.
 pub fn cutoffs(r: &Retention, now: DateTime<Utc>) -> Cutoffs {
+    // a number of days past the calendar keeps everything
+    let back = |days: u32| {
+        stamp(
+            now.checked_sub_signed(Duration::days(i64::from(days)))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        )
+    };
     Cutoffs {
-        succeeded_before: stamp(now - Duration::days(i64::from(r.max_age_days))),
-        failed_before: stamp(now - Duration::days(i64::from(r.keep_failed_days))),
+        succeeded_before: back(r.max_age_days),
+        failed_before: back(r.keep_failed_days),
         max_runs: r.max_runs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoffs_are_days_back_and_never_overflow() {
+        let now = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let c = cutoffs(&Retention::default(), now);
+        assert_eq!(c.succeeded_before, "2026-03-01T12:00:00.000Z");
+        assert_eq!(c.failed_before, "2025-12-31T12:00:00.000Z");
+        assert_eq!(c.max_runs, 10_000);
+        let huge = Retention {
+            max_age_days: u32::MAX,
+            keep_failed_days: u32::MAX,
+            max_runs: u64::MAX,
+        };
+        // before any run's start: nothing goes by age
+        assert!(cutoffs(&huge, now).succeeded_before.as_str() < "0000");
+    }
+
+    #[test]
+    fn only_directories_two_levels_under_runs_are_run_directories() {
+        let runs = Path::new("/p/runs");
+        assert!(run_dir(runs, Path::new("/p/runs/deploy/2026-x-12345678")).is_some());
+        for bad in [
+            "/p/runs/deploy",
+            "/p/runs",
+            "/p/runs/a/b/c",
+            "/p/runs/.calls/x",
+            "/p/runs/a/../../etc",
+            "/etc/passwd",
+            "/p/other/deploy/x",
+        ] {
+            assert!(run_dir(runs, Path::new(bad)).is_none(), "{bad}");
+        }
     }
 }
 
