@@ -11,6 +11,11 @@
 //! policy: every plan above `read` is denied (`policy_invalid`) until the file is fixed. The file is
 //! read once per engine (process start, or when the MCP server's roots change). Nothing here reads
 //! the clock or the environment: the caller passes the time and the switch.
+//!
+//! The file also says how long runs are kept (`retention: {max_age_days: 30, max_runs: 10000,
+//! keep_failed_days: 90}`, the defaults; `keep_failed_days` at least `max_age_days`, a located error
+//! otherwise; see `retention.rs`) and when the audit log rotates (`audit: {rotate_bytes}`, 64 MiB).
+//! A file with errors prunes nothing (`Policy::retention` is `None`) and rotates at the default.
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -101,46 +101,6 @@ pub fn cutoffs(r: &Retention, now: DateTime<Utc>) -> Cutoffs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cutoffs_are_days_back_and_never_overflow() {
-        let now = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z")
-            .expect("time")
-            .with_timezone(&Utc);
-        let c = cutoffs(&Retention::default(), now);
-        assert_eq!(c.succeeded_before, "2026-03-01T12:00:00.000Z");
-        assert_eq!(c.failed_before, "2025-12-31T12:00:00.000Z");
-        assert_eq!(c.max_runs, 10_000);
-        let huge = Retention {
-            max_age_days: u32::MAX,
-            keep_failed_days: u32::MAX,
-            max_runs: u64::MAX,
-        };
-        // before any run's start: nothing goes by age
-        assert!(cutoffs(&huge, now).succeeded_before.as_str() < "0000");
-    }
-
-    #[test]
-    fn only_directories_two_levels_under_runs_are_run_directories() {
-        let runs = Path::new("/p/runs");
-        assert!(run_dir(runs, Path::new("/p/runs/deploy/2026-x-12345678")).is_some());
-        for bad in [
-            "/p/runs/deploy",
-            "/p/runs",
-            "/p/runs/a/b/c",
-            "/p/runs/.calls/x",
-            "/p/runs/a/../../etc",
-            "/etc/passwd",
-            "/p/other/deploy/x",
-        ] {
-            assert!(run_dir(runs, Path::new(bad)).is_none(), "{bad}");
-        }
-    }
-}
-
 /// Removes (or with `dry_run` counts) what `r` lets go at `now`; see the module's header.
 pub fn prune(
     store: &Store,
@@ -188,11 +148,11 @@ pub fn prune(
             }
             match run_dir(&dirs.runs, Path::new(&run.dir)) {
                 Some(dir) => {
-                    if let Some(bytes) = size_of_dir(&dir) {
-                        if dry_run || std::fs::remove_dir_all(&dir).is_ok() {
-                            out.dirs += 1;
-                            out.bytes += bytes;
-                        }
+                    if let Some(bytes) = size_of_dir(&dir)
+                        && (dry_run || std::fs::remove_dir_all(&dir).is_ok())
+                    {
+                        out.dirs += 1;
+                        out.bytes += bytes;
                     }
                 }
                 None => out.dirs_left += 1,
@@ -302,4 +262,44 @@ fn idle_journal(runs: &Path, path: &Path) -> Option<(u64, File)> {
     let f = File::open(path).ok()?;
     f.try_lock().ok()?;
     Some((m.len(), f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoffs_are_days_back_and_never_overflow() {
+        let now = DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let c = cutoffs(&Retention::default(), now);
+        assert_eq!(c.succeeded_before, "2026-03-01T12:00:00.000Z");
+        assert_eq!(c.failed_before, "2025-12-31T12:00:00.000Z");
+        assert_eq!(c.max_runs, 10_000);
+        let huge = Retention {
+            max_age_days: u32::MAX,
+            keep_failed_days: u32::MAX,
+            max_runs: u64::MAX,
+        };
+        // before any run's start: nothing goes by age
+        assert!(cutoffs(&huge, now).succeeded_before.as_str() < "0000");
+    }
+
+    #[test]
+    fn only_directories_two_levels_under_runs_are_run_directories() {
+        let runs = Path::new("/p/runs");
+        assert!(run_dir(runs, Path::new("/p/runs/deploy/2026-x-12345678")).is_some());
+        for bad in [
+            "/p/runs/deploy",
+            "/p/runs",
+            "/p/runs/a/b/c",
+            "/p/runs/.calls/x",
+            "/p/runs/a/../../etc",
+            "/etc/passwd",
+            "/p/other/deploy/x",
+        ] {
+            assert!(run_dir(runs, Path::new(bad)).is_none(), "{bad}");
+        }
+    }
 }

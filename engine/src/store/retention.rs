@@ -29,6 +29,9 @@ pub struct Expired {
     pub status: String,
 }
 
+/// Where a page of [`Store::expired_runs`] ended: the last row's `started_at` and `id`.
+pub type After = (String, String);
+
 /// Which runs are past the policy, as times in the index's own format (RFC 3339, UTC, so they
 /// compare as text).
 #[derive(Debug, Clone)]
@@ -76,26 +79,28 @@ impl Store {
     pub fn expired_runs(
         &self,
         cut: &Cutoffs,
-        after: Option<&(String, String)>,
+        after: Option<&After>,
         limit: usize,
-    ) -> Result<(Vec<Expired>, Option<(String, String)>), StoreError> {
+    ) -> Result<(Vec<Expired>, Option<After>), StoreError> {
         let max_runs = i64::try_from(cut.max_runs).unwrap_or(i64::MAX);
         let (a_ts, a_id) = after.cloned().unwrap_or_default();
         let rows: Vec<RunRow> = self.with_tables(TABLES, |c| {
-            // the newest `max_runs` are the ones at or after the `max_runs`-th start time
-            let keep_from: Option<String> = c
+            // the first run past the newest `max_runs` (newest first, then by id): it and every
+            // run after it in that order are beyond the count
+            let beyond: Option<(String, String)> = c
                 .query_row(
-                    "SELECT started_at FROM runs ORDER BY started_at DESC, id LIMIT 1 OFFSET ?1",
+                    "SELECT started_at, id FROM runs ORDER BY started_at DESC, id LIMIT 1 OFFSET ?1",
                     params![max_runs],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
+            let (b_ts, b_id) = beyond.unzip();
             let mut st = c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  WHERE (started_at > ?1 OR (started_at = ?1 AND id > ?2))
                    AND ((status = 'succeeded' AND started_at < ?3) OR (status != 'succeeded' AND started_at < ?4)
-                        OR (?5 IS NOT NULL AND started_at <= ?5))
-                 ORDER BY started_at, id LIMIT ?6"
+                        OR (?5 IS NOT NULL AND (started_at < ?5 OR (started_at = ?5 AND id >= ?6))))
+                 ORDER BY started_at, id LIMIT ?7"
             ))?;
             let rows = st.query_map(
                 params![
@@ -103,7 +108,8 @@ impl Store {
                     a_id,
                     cut.succeeded_before,
                     cut.failed_before,
-                    keep_from,
+                    b_ts,
+                    b_id,
                     limit as i64
                 ],
                 RunRow::read,
