@@ -38,7 +38,8 @@ fn synth(
         .path()
         .join("runs")
         .join(runbook)
-        .join(format!("2020-01-01T000000Z-{}", &id[..8]));
+        // the whole id: among 20,000 runs of one second, 8 hex digits would collide
+        .join(format!("2020-01-01T000000Z-{id}"));
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("journal.jsonl"), "{\"kind\":\"run_started\"}\n").expect("journal");
     s.run_started(&id, runbook, &dir, None, &ago(days), false)

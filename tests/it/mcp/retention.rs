@@ -13,7 +13,7 @@ fn old_runs(p: &Project) -> engine::store::Store {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for _ in 0..2 {
         let id = engine::ctx::new_id();
-        let dir = p.path().join("runs/old").join(&id[..8]);
+        let dir = p.path().join("runs/old").join(&id);
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join("journal.jsonl"), "{}\n").expect("write");
         s.run_started(&id, "old", &dir, None, &ago, false)
