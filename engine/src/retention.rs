@@ -16,7 +16,9 @@
 //! an hour is left alone (its writer may not have locked it yet). A bounded pass (`Limit::Auto`)
 //! looks only at the journals of the runs it pruned; a full one at all of them. Finished jobs made
 //! before `max_age_days`, approval requests older than that and approvals that expired before it go
-//! too. A dry run deletes nothing and counts what would go.
+//! too. A full pass also removes run directories that no row names and that nothing touched for
+//! `keep_failed_days` (`orphans`: left by a prune that stopped between a row and its directory, or
+//! by a store deleted or replaced). A dry run deletes nothing and counts what would go.
 //!
 //! Nothing here reads the policy, the clock or the environment: the engine passes the retention, the
 //! time and the directories (`Engine::prune_runs`, `Engine::auto_prune`).
@@ -55,6 +57,8 @@ pub struct Pruned {
     pub dirs: u64,
     /// Rows removed whose directory was not under `runs/` and was left.
     pub dirs_left: u64,
+    /// Run directories no row named, older than `keep_failed_days` (full passes only).
+    pub orphans: u64,
     /// Calls journals.
     pub journals: u64,
     /// Finished jobs.
@@ -187,10 +191,58 @@ pub fn prune(
             out.bytes += bytes;
         }
     }
+    if limit == Limit::All {
+        orphans(store, dirs, &cut.failed_before, dry_run, &mut out)?;
+    }
     let before = cut.succeeded_before;
     out.jobs = store.expired_jobs(&before, !dry_run)?;
     out.approvals = crate::approval::prune(store, &before, !dry_run)?;
     Ok(out)
+}
+
+/// Run directories no row names (a prune that stopped between a row and its directory, a store
+/// deleted or replaced), untouched since before `before` (the longest a run is kept by age): a run
+/// that is starting has a new directory and is not among them.
+fn orphans(
+    store: &Store,
+    dirs: &Dirs,
+    before: &str,
+    dry_run: bool,
+    out: &mut Pruned,
+) -> Result<(), StoreError> {
+    let Ok(runbooks) = std::fs::read_dir(&dirs.runs) else {
+        return Ok(());
+    };
+    let known = store.run_dirs()?;
+    for rb in runbooks.flatten() {
+        if rb.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(runs) = std::fs::read_dir(rb.path()) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let dir = run.path();
+            if known.contains(&dir.display().to_string()) || run_dir(&dirs.runs, &dir).is_none() {
+                continue;
+            }
+            let old = std::fs::symlink_metadata(&dir)
+                .ok()
+                .filter(std::fs::Metadata::is_dir)
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| stamp(DateTime::<Utc>::from(t)).as_str() < before);
+            if !old {
+                continue;
+            }
+            if let Some(bytes) = size_of_dir(&dir)
+                && (dry_run || std::fs::remove_dir_all(&dir).is_ok())
+            {
+                out.orphans += 1;
+                out.bytes += bytes;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `dir` when it is a run's directory: a real directory exactly two levels under `runs`

@@ -199,8 +199,8 @@ fn prune(engine: &engine::run::Engine, dry_run: bool, json: bool) -> u8 {
             } else {
                 let verb = if dry_run { "would remove" } else { "removed" };
                 render::out(&format!(
-                    "{verb} {} runs ({} directories), {} calls journals, {} jobs, {} approval records: {} bytes\n",
-                    p.runs, p.dirs, p.journals, p.jobs, p.approvals, p.bytes
+                    "{verb} {} runs ({} directories), {} directories without a run, {} calls journals, {} jobs, {} approval records: {} bytes\n",
+                    p.runs, p.dirs, p.orphans, p.journals, p.jobs, p.approvals, p.bytes
                 ));
                 if p.dirs_left > 0 {
                     render::note(&format!(

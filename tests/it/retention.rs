@@ -159,6 +159,34 @@ fn prune_goes_by_age_keeps_failed_runs_longer_and_a_dry_run_deletes_nothing() {
 }
 
 #[test]
+fn directories_left_without_a_row_go_once_they_are_old() {
+    let p = Project::new();
+    let s = store(&p);
+    let (kept_id, kept) = synth(&s, &p, "deploy", 1, Some("succeeded"));
+    let stale = p.path().join("runs/deploy/2020-01-01T000000Z-deadbeef");
+    let fresh = p.path().join("runs/deploy/2026-01-01T000000Z-cafebabe");
+    for d in [&stale, &fresh] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        std::fs::write(d.join("journal.jsonl"), "{}\n").expect("write");
+    }
+    // untouched for 100 days, past every retention (90 for failed runs)
+    std::fs::File::open(&stale)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(100 * 86_400)))
+        .expect("mtime");
+    assert_eq!(prune(&p, true)["orphans"], 1);
+    assert!(stale.exists());
+    let out = prune(&p, false);
+    assert_eq!(
+        (out["orphans"].as_u64(), out["runs"].as_u64()),
+        (Some(1), Some(0)),
+        "{out}"
+    );
+    assert!(!stale.exists(), "an old directory no row names goes");
+    assert!(fresh.exists(), "a new one may be a run that is starting");
+    assert!(kept.exists() && ids(&s).contains(&kept_id));
+}
+
+#[test]
 fn prune_keeps_the_newest_max_runs() {
     let p = Project::new().file("policy.yaml", "retention: {max_runs: 3}\n");
     let s = store(&p);

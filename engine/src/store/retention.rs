@@ -161,6 +161,15 @@ impl Store {
         })
     }
 
+    /// Every run directory the index names (to tell a directory left without its row).
+    pub fn run_dirs(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT dir FROM runs")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
     /// How many runs of the index keep their records in this calls journal.
     pub fn journal_runs(&self, journal: &str) -> Result<u64, StoreError> {
         self.with_tables(TABLES, |c| {
