@@ -2,7 +2,10 @@
 //! STDOUT streamed over SFTP to a temporary sibling renamed at the end, with its SHA-256, one engine
 //! run) against the shell pipeline `psql -c "\copy (…) to stdout csv header" | ssh host 'cat > f'`
 //! (no atomicity: a failure leaves half a file), in the same run against the same throwaway cluster
-//! and sshd. Run with `cargo bench --bench pipeline`.
+//! and sshd. Then 1,000,000 JSON Lines records from the HTTP test server into a table: infra's
+//! `pipeline.run` http → psql (keys mapped to typed columns, one COPY in one transaction) against
+//! `curl … | psql -c "\copy raw(doc) from stdin"` (each line into one `jsonb` column, no mapping).
+//! Run with `cargo bench --bench pipeline`.
 //!
 //! The infra side runs in a child process (this binary with `--one`), so its peak RSS is its own.
 
@@ -61,10 +64,127 @@ fn one(port: &str, password: &str, ssh_target: &str, remote: &str) {
     );
 }
 
+/// In the child: one HTTP JSON Lines → table pipeline; prints seconds, bytes, rows and peak RSS.
+fn one_http(pg_port: &str, password: &str, url: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("targets.json"),
+        json!({"db": {"postgres": {"host": "127.0.0.1", "port": pg_port.parse::<u16>().expect("port"),
+                "user": "postgres", "database": "postgres", "password_env": "PGPASSWORD", "sslmode": "disable"}}})
+        .to_string(),
+    )
+    .expect("targets");
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "effects: {destructive: allow}\n",
+    )
+    .expect("policy");
+    let engine = Engine::new(
+        Config::at(dir.path()).with_vars(Vars::from_pairs([
+            ("PGPASSWORD", password.to_owned()),
+            ("HOME", dir.path().display().to_string()),
+        ])),
+        Arc::new(engine::Catalog::builtin()),
+    );
+    let args = json!({"action": "run", "format": "jsonl", "from": {"type": "http", "url": url},
+                      "to": {"type": "psql", "target": "db", "table": "items", "truncate_first": true}});
+    let plan = engine::compile_call("pipeline", &args, &engine::CompileOptions::default())
+        .expect("compiles");
+    let t = Instant::now();
+    let o = engine.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+    let secs = t.elapsed().as_secs_f64();
+    assert!(o.ok(), "{:?}", o.steps);
+    let r = o.steps[0].result.clone().expect("result");
+    assert_eq!(r["records_written"], ROWS);
+    println!(
+        "{secs} {} {} {}",
+        r["bytes"],
+        r["records_read"],
+        common::peak_rss_kib()
+    );
+}
+
+/// HTTP JSON Lines → PostgreSQL, infra against curl | psql \copy, alternated, best of 3 each.
+fn http_to_postgres(pg: &support::postgres::Postgres) {
+    let http = support::http::HttpServer::start();
+    let url = http.url(&format!("/jsonl/{ROWS}"));
+    pg.psql("create table items (id bigint primary key, name text not null, note text); create table raw (doc jsonb)");
+    let shell = || {
+        pg.psql("truncate raw");
+        let t = Instant::now();
+        let mut curl = Command::new("curl")
+            .args(["-sS", "--fail", &url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        let st = Command::new(pg.psql_bin())
+            .args(["-X", "-q", "-h", "127.0.0.1", "-p", &pg.port.to_string()])
+            .args(["-U", &pg.user, "-d", &pg.database, "-c"])
+            .arg("\\copy raw(doc) from stdin with (format csv, quote e'\\x01', delimiter e'\\x02')")
+            .env("PGPASSWORD", &pg.password)
+            .stdin(curl.stdout.take().expect("curl stdout"))
+            .status()
+            .expect("psql");
+        assert!(st.success() && curl.wait().expect("curl").success());
+        t.elapsed().as_secs_f64()
+    };
+    let infra = || {
+        let exe = std::env::current_exe().expect("exe");
+        let o = Command::new(exe)
+            .args(["--one-http", &pg.port.to_string(), &pg.password, &url])
+            .output()
+            .expect("child");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let f: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (f[0], f[1], f[3])
+    };
+    shell();
+    let mut best_shell = f64::MAX;
+    let mut best_infra = (f64::MAX, 0.0, 0.0);
+    for _ in 0..3 {
+        best_shell = best_shell.min(shell());
+        let i = infra();
+        if i.0 < best_infra.0 {
+            best_infra = i;
+        }
+    }
+    assert_eq!(pg.psql("select count(*) from raw"), ROWS.to_string());
+    let mib = 1024.0 * 1024.0;
+    let bytes = best_infra.1;
+    println!(
+        "\n{ROWS} JSON Lines records HTTP → PostgreSQL ({:.1} MiB), best of 3 each, same server and cluster:\n",
+        bytes / mib
+    );
+    println!("| pipeline | time | throughput | peak RSS |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| infra pipeline.run http → psql (keys → typed columns, one COPY, one transaction) | {:.2} s | {:.1} MiB/s | {:.1} MiB |",
+        best_infra.0,
+        bytes / mib / best_infra.0,
+        best_infra.2 / 1024.0
+    );
+    println!(
+        "| curl \\| psql \\copy raw(doc) from stdin (one jsonb column) | {best_shell:.2} s | {:.1} MiB/s | — |",
+        bytes / mib / best_shell
+    );
+    println!(
+        "\ninfra throughput / shell pipeline throughput: {:.2}",
+        best_shell / best_infra.0
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one") {
         one(&args[i + 1], &args[i + 2], &args[i + 3], &args[i + 4]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--one-http") {
+        one_http(&args[i + 1], &args[i + 2], &args[i + 3]);
         return;
     }
     let pg = support::postgres::Postgres::start();
@@ -142,4 +262,5 @@ fn main() {
         "\ninfra throughput / shell pipeline throughput: {:.2}",
         (best_infra.1 / best_infra.0) / (bytes / best_shell)
     );
+    http_to_postgres(&pg);
 }

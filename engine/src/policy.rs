@@ -154,6 +154,10 @@ pub struct PolicyFile {
     /// Who may approve plans that need an approval.
     #[serde(default)]
     pub approvers: Vec<Approver>,
+    /// Also let a person approve a plan in the MCP client, when the client supports elicitation
+    /// (off by default: it trusts the client to ask a person rather than answer itself).
+    #[serde(default)]
+    pub elicitation: bool,
     /// How long runs and their records are kept (`infra runs prune`, and automatically).
     #[serde(default)]
     pub retention: Retention,
@@ -457,11 +461,16 @@ impl Policy {
         &self.file.approvers
     }
 
+    /// Whether a person may approve in the MCP client (elicitation). Never with a file in error.
+    pub fn elicitation(&self) -> bool {
+        self.errors.is_empty() && self.file.elicitation
+    }
+
     /// One line for people (`infra doctor`): where it is from, read-only, rules, freezes, approvers.
     pub fn summary(&self) -> String {
         let f = &self.file;
         format!(
-            "{}{}; {} rule{}, {} freeze window{}, {} approver{}",
+            "{}{}; {} rule{}, {} freeze window{}, {} approver{}{}",
             self.path
                 .as_deref()
                 .unwrap_or("no policy file: the defaults (destructive needs an approval)"),
@@ -472,6 +481,11 @@ impl Policy {
             if f.freeze.len() == 1 { "" } else { "s" },
             f.approvers.len(),
             if f.approvers.len() == 1 { "" } else { "s" },
+            if self.elicitation() {
+                ", approvals in the MCP client (elicitation)"
+            } else {
+                ""
+            },
         )
     }
 

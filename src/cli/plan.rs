@@ -14,13 +14,13 @@ use crate::render;
 #[derive(clap::Args, Debug)]
 pub struct Target {
     /// A runbook name, or a file (`path[#name]`).
-    runbook: String,
+    pub(super) runbook: String,
     /// An input, `name=value` (repeatable). Non-string inputs are read as YAML (`n=3`, `l=[a, b]`).
     #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
-    inputs: Vec<String>,
+    pub(super) inputs: Vec<String>,
     /// A YAML or JSON file with a mapping of inputs (`--input` wins over it).
     #[arg(long, value_name = "FILE")]
-    input_file: Option<PathBuf>,
+    pub(super) input_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,4 +1,7 @@
-//! `infra run <runbook> [--input k=v …] [--input-file f] [--json] [--dry-run]`.
+//! `infra run <runbook> [--input k=v …] [--input-file f] [--json] [--dry-run]`, and
+//! `infra run --resume <run-id> [--from <step>] [--force] [--input k=v …]`: a new run of a failed
+//! run's runbook that reuses what succeeded (`Engine::resume`; its header says what runs again and
+//! what is refused). A refused resume prints why and exits 2 (no such run, a bad step or input) or 1.
 //!
 //! A Ctrl-C handler cancels the run's token (a second Ctrl-C exits with 130). Progress goes to stderr
 //! unless `--json` or `-q`: short coloured lines on a terminal, else one plain line per step start and
@@ -7,25 +10,44 @@
 //! from its artifacts, redacted when they were written) follow its line.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine::record::evidence::Status;
 use engine::run::{CancelToken, Progress, RunOptions};
 use serde_json::json;
 
-use super::{FAILED, INTERRUPTED, OK, engine, report};
+use super::{FAILED, INTERRUPTED, OK, USAGE, engine, report};
 use crate::render;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    target: super::plan::Target,
+    /// A runbook name, or a file (`path[#name]`).
+    #[arg(required_unless_present = "resume")]
+    runbook: Option<String>,
+    /// An input, `name=value` (repeatable). Non-string inputs are read as YAML (`n=3`, `l=[a, b]`).
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+    inputs: Vec<String>,
+    /// A YAML or JSON file with a mapping of inputs (`--input` wins over it).
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    input_file: Option<PathBuf>,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Show the plan (as `infra plan --json` does) and run nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     dry_run: bool,
+    /// Resume a run that failed (its id or a unique prefix): a new run that reuses the results of
+    /// the steps that succeeded and runs the rest. Its inputs are the run's; secret ones must be
+    /// given again with `--input`.
+    #[arg(long, value_name = "RUN_ID", conflicts_with = "runbook")]
+    resume: Option<String>,
+    /// With `--resume`: run this step and everything downstream of it again, even if they succeeded.
+    #[arg(long, value_name = "STEP", requires = "resume")]
+    from: Option<String>,
+    /// With `--resume`: resume although the runbook or its inputs changed since the run.
+    #[arg(long, requires = "resume")]
+    force: bool,
 }
 
 /// Lines of a failing step's output shown in the summary (more with `-v`).
@@ -80,13 +102,24 @@ fn output_tail(uri_base: &str, step: &str, stream: &str, n: usize) -> Option<Vec
 
 pub fn run(args: Args) -> u8 {
     let engine = engine();
-    let (plan, inputs) = match super::plan::prepare(&engine.catalog(), &args.target) {
-        Ok(p) => p,
-        Err(code) => return code,
+    let prepared = match (&args.resume, &args.runbook) {
+        (Some(_), _) => None,
+        (None, runbook) => {
+            let target = super::plan::Target {
+                runbook: runbook.clone().unwrap_or_default(),
+                inputs: args.inputs.clone(),
+                input_file: args.input_file.clone(),
+            };
+            match super::plan::prepare(&engine.catalog(), &target) {
+                Ok(p) => Some(p),
+                Err(code) => return code,
+            }
+        }
     };
-    let rb = plan.runbook().clone();
-    if args.dry_run {
-        return match plan.render(&inputs) {
+    if let Some((plan, inputs)) = &prepared
+        && args.dry_run
+    {
+        return match plan.render(inputs) {
             Ok(r) => {
                 render::json(&r.json);
                 OK
@@ -112,7 +145,17 @@ pub fn run(args: Args) -> u8 {
     } else {
         Live::Plain
     };
-    let name = rb.name.clone();
+    // what progress lines name: the runbook (a resumed run's, as the run index has it)
+    let name = match (&prepared, &args.resume) {
+        (Some((plan, _)), _) => plan.runbook().name.clone(),
+        (None, Some(id)) => engine
+            .store()
+            .ok()
+            .and_then(|s| s.run(id).ok().flatten())
+            .and_then(|r| r["runbook"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("resume {id}")),
+        (None, None) => String::new(),
+    };
     let redactor = Arc::clone(engine.redactor());
     let progress = |p: &Progress| match (p, live) {
         (_, Live::Off) => {}
@@ -127,6 +170,12 @@ pub fn run(args: Args) -> u8 {
             }
         }
         (Progress::Started { step }, Live::Terminal) => render::err(&format!("  … {step}\n")),
+        (Progress::Advanced { step, message }, Live::Terminal) => {
+            render::err(&format!("  … {step}: {message}\n"));
+        }
+        (Progress::Advanced { step, message }, _) => {
+            render::err(&format!("[{name}] {step}: {message}\n"));
+        }
         (Progress::Started { step }, _) => render::err(&format!("[{name}] {step} started\n")),
         (
             Progress::Finished {
@@ -154,28 +203,73 @@ pub fn run(args: Args) -> u8 {
             }
         }
     };
-    match live {
-        Live::Off => {}
-        Live::Terminal => render::err(&format!("run {} ({} steps)\n", rb.name, plan.len())),
-        Live::Plain => render::err(&format!(
-            "[{}] run started: {} steps\n",
-            rb.name,
-            plan.len()
-        )),
+    let steps = prepared.as_ref().map(|(plan, _)| plan.len());
+    match (live, steps) {
+        (Live::Off, _) => {}
+        (Live::Terminal, Some(n)) => render::err(&format!("run {name} ({n} steps)\n")),
+        (Live::Plain, Some(n)) => render::err(&format!("[{name}] run started: {n} steps\n")),
+        (Live::Terminal, None) => render::err(&format!("resume {name}\n")),
+        (Live::Plain, None) => render::err(&format!("[{name}] resumed run started\n")),
     }
-    let outcome = engine.execute(
-        &plan,
-        inputs,
-        &RunOptions {
-            cancel,
-            depth: 0,
-            progress: if live == Live::Off {
-                None
-            } else {
-                Some(&progress)
-            },
+    let opts = RunOptions {
+        cancel,
+        depth: 0,
+        progress: if live == Live::Off {
+            None
+        } else {
+            Some(&progress)
         },
-    );
+    };
+    let outcome = match (prepared, &args.resume) {
+        (Some((plan, inputs)), _) => engine.execute(&plan, inputs, &opts),
+        (None, resume) => {
+            let given = args
+                .inputs
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok((k.to_owned(), serde_json::Value::String(v.to_owned()))),
+                    None => Err(kv),
+                })
+                .collect::<Result<serde_json::Map<_, _>, _>>();
+            let given = match given {
+                Ok(g) => g,
+                Err(kv) => {
+                    render::err(&format!(
+                        "error: `--input {kv}` has no `=`\n  help: write `--input name=value`\n"
+                    ));
+                    return USAGE;
+                }
+            };
+            let req = engine::run::ResumeRequest {
+                run: resume.as_deref().unwrap_or_default(),
+                from: args.from.as_deref(),
+                force: args.force,
+                given,
+                text_inputs: true,
+                front_end: "cli",
+            };
+            match engine.resume(&req, &opts) {
+                Ok(o) => o,
+                Err(r) => {
+                    if args.json {
+                        render::json(&json!({
+                            "ok": false, "run_id": null, "resumed_from": r.run_id,
+                            "error": {"kind": r.kind, "rule": r.rule, "message": r.message, "hint": r.hint},
+                        }));
+                    }
+                    render::err(&format!("error: {}\n", redactor.redact(&r.message)));
+                    if let Some(h) = &r.hint {
+                        render::err(&format!("  help: {h}\n"));
+                    }
+                    return if matches!(r.kind, "not_found" | "invalid_args") {
+                        USAGE
+                    } else {
+                        FAILED
+                    };
+                }
+            }
+        }
+    };
     if args.json {
         let steps: Vec<serde_json::Value> = outcome
             .steps
@@ -193,6 +287,7 @@ pub fn run(args: Args) -> u8 {
             "ok": outcome.ok(),
             "run_id": outcome.run_id,
             "runbook": outcome.runbook,
+            "resumed_from": outcome.resumed_from,
             "status": outcome.status,
             "duration_ms": outcome.duration_ms,
             "outputs": outcome.outputs,
@@ -245,11 +340,16 @@ pub fn run(args: Args) -> u8 {
             }
         }
         out.push_str(&format!(
-            "\n{} {} in {} ms — run {}\n",
-            rb.name,
+            "\n{} {} in {} ms — run {}{}\n",
+            outcome.runbook,
             render::status(outcome.status, render::Stream::Out),
             outcome.duration_ms,
-            outcome.run_id
+            outcome.run_id,
+            outcome
+                .resumed_from
+                .as_ref()
+                .map(|f| format!(", resuming run {f}"))
+                .unwrap_or_default()
         ));
         if let Some(o) = outcome.outputs.as_object()
             && !o.is_empty()

@@ -137,11 +137,23 @@ pub fn run(cmd: Command) -> u8 {
                             ts,
                             runbook,
                             plan_digest,
+                            resumed_from,
                             ..
                         } => format!(
-                            "{ts}  started {runbook} (plan {})\n",
-                            &plan_digest[..12.min(plan_digest.len())]
+                            "{ts}  started {runbook} (plan {}){}\n",
+                            &plan_digest[..12.min(plan_digest.len())],
+                            resumed_from
+                                .as_ref()
+                                .map(|f| format!(", resuming run {f}"))
+                                .unwrap_or_default()
                         ),
+                        Record::NodeResult {
+                            ts,
+                            step,
+                            reused_from: Some(from),
+                            ..
+                        } => format!("{ts}  {step} reused from run {from} (not run again)\n"),
+                        Record::NodeResult { .. } => String::new(),
                         Record::NodeStarted {
                             ts, step, attempt, ..
                         } => format!("{ts}  {step} attempt {attempt} started\n"),

@@ -10,7 +10,7 @@
 //! input schema generated from its parameters struct (`tools::<tool>::Params`, `schema::input_schema`).
 //! Every tool also lists `output` and `store_as` (`with_common`; `shape.rs` says what they do). Each
 //! annotation is the worst case of the tool's actions: a tool that can write is `destructiveHint`, since
-//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 16 KiB (a test
+//! an `exec`, a request or a `set` may destroy or overwrite. The whole listing stays under 20 KiB (a test
 //! holds it there, `local` included), so descriptions are short and properties carry none.
 
 use engine::actions::{self, ToolSpec};
@@ -118,20 +118,16 @@ pub fn front_end_schema(tool: &str) -> Option<Value> {
 }
 
 /// Every listed tool, in a fixed order. `local` only with `INFRA_UNSAFE_LOCAL=1`.
-/// Registry tools that are callable (`tools/call`, runbook steps) and found by `help`, but not listed:
-/// the listing is at its 16 KiB budget. `pipeline` costs some 840 bytes listed.
-const UNLISTED: &[&str] = &["pipeline"];
-
 pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     let mut out = vec![
         front_end::<help::Params>(
             "Help",
-            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`): that action's schema and an example.",
+            "Searches tools, actions and runbooks by `query`; with `tool` (and `action`), returns that action's schema and an example. Cheap, read-only.",
             true,
         ),
         front_end::<runbook::Params>(
             "Runbooks",
-            "Named, checked workflows. `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `plan` (rendered, runs nothing), `validate` (diagnostics), `graph` (mermaid), `upsert` (a built-in's name needs `override: true`), `delete` (project runbooks only). A run costs what its steps cost: see them with `plan`.",
+            "Runbooks: `list` (query, tags, limit), `get`, `run` (name or inline `runbook`, `input`, `dry_run`), `resume` (a failed run, reusing what succeeded), `plan` (runs nothing), `validate`, `graph`, `upsert` (a built-in needs `override: true`), `delete`.",
             false,
         ),
         front_end::<intent::Params>(
@@ -141,17 +137,14 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
         ),
     ];
     for t in actions::registry() {
-        if t.name == "runbook"
-            || UNLISTED.contains(&t.name)
-            || (t.name == "local" && !engine.config().unsafe_local)
-        {
+        if t.name == "runbook" || (t.name == "local" && !engine.config().unsafe_local) {
             continue;
         }
         out.push(registry_tool(t));
     }
     out.push(front_end::<artifacts::Params>(
         "Artifacts",
-        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`; bounded, masked.",
+        "Run outputs by `artifact://` URI: `list`, `get` (offset, max_bytes), `head`, `tail`. Bounded, masked reads.",
         true,
     ));
     out.push(front_end::<jobs::Params>(
@@ -161,12 +154,12 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<audit::Params>(
         "Audit log",
-        "Hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against), `checkpoint`.",
+        "The hash-chained record of every call: `tail`, `list` (tool, status, since, limit, offset, reverse), `verify` (against a checkpoint), `checkpoint`.",
         true,
     ));
     out.push(front_end::<evidence::Params>(
         "Evidence",
-        "Runs: `list` (limit, runbook), `get` (run_id): journal, state; `prune` (dry_run): by retention, policy-gated.",
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal, and whether it finished or was interrupted; `prune` (dry_run): what retention lets go, if the policy allows.",
         false,
     ));
     out.push(front_end::<context::Params>(

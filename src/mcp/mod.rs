@@ -10,7 +10,10 @@
 //! blocking thread (`spawn_blocking`) with a fresh `CancelToken`, a watcher task that cancels it on
 //! `notifications/cancelled`, and, with a progress token, a forwarder that sends each engine
 //! `Progress` as `notifications/progress` from an unbounded channel, each send under a 1 s timeout;
-//! the `Reply` becomes a `CallToolResult` with a `resource_link` per artifact URI. `list_resources`
+//! the `Reply` becomes a `CallToolResult` with a `resource_link` per artifact URI. A call refused for
+//! want of an approval, under a policy with `elicitation: true` and from a client that declared form
+//! elicitation, asks the person in the client (`ask_approval`, `elicit.rs`) and, on a yes, is made
+//! once more (`run_call`). `list_resources`
 //! (the newest 100 artifacts), `list_resource_templates` and `read_resource` (the first MiB,
 //! redacted) expose artifacts as resources. When a handshake-era client offers `roots`, the first call
 //! asks for them (`adopt_roots`) and the first `file://` root becomes the working directory, the engine
@@ -34,6 +37,7 @@
 
 mod budget;
 mod catalogue;
+mod elicit;
 mod jobs;
 mod listing;
 mod normalize;
@@ -61,6 +65,9 @@ use rmcp::model::{
 use rmcp::service::{QuitReason, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value};
+
+/// How long a person has to answer an approval asked in the client.
+const ELICIT_WAIT: Duration = Duration::from_secs(600);
 
 /// The cancel tokens of the calls in flight, so a terminating signal can stop their processes first.
 #[derive(Debug, Default)]
@@ -218,6 +225,114 @@ impl Server {
     }
 
     /// The engine calls run on now.
+    /// Runs one call on a blocking thread with a fresh `CancelToken` that the client's
+    /// `notifications/cancelled` cancels and, with a progress token, a forwarder of its progress.
+    async fn run_call(
+        &self,
+        engine: &Arc<Engine>,
+        name: String,
+        args: Map<String, Value>,
+        cx: &RequestContext<RoleServer>,
+    ) -> Result<reply::Reply, McpError> {
+        let cancel = CancelToken::new();
+        let tracked = self.calls.track(&cancel);
+        let (engine, jobs) = (Arc::clone(engine), Arc::clone(&self.jobs));
+        let token = cancel.clone();
+        // per-step progress, when the client sent a progress token; sends never wait on a closed client
+        let progress_token = cx.meta.get_progress_token();
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = progress_token.clone().map(|t| {
+            let peer = cx.peer.clone();
+            tokio::spawn(async move {
+                let mut n = 0.0;
+                while let Some(message) = prx.recv().await {
+                    n += 1.0;
+                    let note = ProgressNotificationParam::new(t.clone(), n).with_message(message);
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), peer.notify_progress(note))
+                            .await;
+                }
+            })
+        });
+        let wants_progress = progress_token.is_some();
+        // the engine blocks (processes, git, files): it runs off the async runtime, and a client's
+        // `notifications/cancelled` cancels it
+        let work = tokio::task::spawn_blocking(move || {
+            let send = move |p: &Progress| {
+                let _ = ptx.send(match p {
+                    Progress::RunStarted { run_id, .. } => format!("run {run_id} started"),
+                    Progress::Started { step } => format!("{step} started"),
+                    Progress::Finished {
+                        step,
+                        status,
+                        duration_ms,
+                        ..
+                    } => format!("{step} {status:?} in {duration_ms} ms").to_lowercase(),
+                    Progress::Advanced { step, message } => format!("{step}: {message}"),
+                });
+            };
+            let call_cx = catalogue::CallCx {
+                cancel: token,
+                progress: if wants_progress { Some(&send) } else { None },
+            };
+            catalogue::call(&engine, &jobs, &name, args, &call_cx)
+        });
+        let ct = cx.ct.clone();
+        let watcher = tokio::spawn(async move {
+            ct.cancelled().await;
+            cancel.cancel();
+        });
+        let reply = work.await;
+        watcher.abort();
+        drop(tracked);
+        if let Some(f) = forward {
+            // the sender is gone with the call; the forwarder drains what is left and ends
+            let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
+        }
+        reply.map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))
+    }
+
+    /// Asks the person in the client to approve `ask`'s plan (`elicitation/create`, up to
+    /// `ELICIT_WAIT`); when they do, the engine holds the approval (audited) for the call made again.
+    /// Otherwise, why not: the word for `result.approval.elicitation`.
+    async fn ask_approval(
+        &self,
+        engine: &Arc<Engine>,
+        peer: &rmcp::Peer<RoleServer>,
+        ask: &elicit::Ask,
+    ) -> Result<(), String> {
+        let params: rmcp::model::ElicitRequestParams = serde_json::from_value(serde_json::json!({
+            "mode": "form",
+            "message": ask.message,
+            "requestedSchema": elicit::schema(),
+        }))
+        .map_err(|e| format!("failed: {e}"))?;
+        let answer = match peer
+            .create_elicitation_with_timeout(params, Some(ELICIT_WAIT))
+            .await
+        {
+            Ok(a) => a,
+            Err(rmcp::ServiceError::Timeout { .. }) => return Err("unanswered".into()),
+            Err(e) => return Err(format!("failed: {e}")),
+        };
+        let action = serde_json::to_value(&answer.action).unwrap_or_default();
+        let note = elicit::answer(action.as_str().unwrap_or(""), answer.content.as_ref())
+            .map_err(str::to_owned)?;
+        let client = peer
+            .peer_info()
+            .map(|i| i.client_info.name.clone())
+            .unwrap_or_else(|| "an MCP client".into());
+        let who = format!("a person in {client} (elicitation)");
+        let (engine, ask) = (Arc::clone(engine), ask.clone());
+        tokio::task::spawn_blocking(move || {
+            engine.approve_elicited(&ask.digest, &ask.effects, &who, &note)
+        })
+        .await
+        .map_err(|e| format!("failed: {e}"))?
+        .map(|_| ())
+        .map_err(|e| format!("failed: {e}"))
+    }
+
     fn engine(&self) -> Arc<Engine> {
         Arc::clone(&self.engine.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -389,63 +504,29 @@ impl ServerHandler for Server {
     ) -> Result<CallToolResponse, McpError> {
         let name = req.name.to_string();
         let args = req.arguments.unwrap_or_default();
-        let cancel = CancelToken::new();
-        let tracked = self.calls.track(&cancel);
         self.adopt_roots(&cx).await;
-        let (engine, jobs) = (self.engine(), Arc::clone(&self.jobs));
-        let token = cancel.clone();
-        // per-step progress, when the client sent a progress token; sends never wait on a closed client
-        let progress_token = cx.meta.get_progress_token();
-        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let forward = progress_token.clone().map(|t| {
-            let peer = cx.peer.clone();
-            tokio::spawn(async move {
-                let mut n = 0.0;
-                while let Some(message) = prx.recv().await {
-                    n += 1.0;
-                    let note = ProgressNotificationParam::new(t.clone(), n).with_message(message);
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), peer.notify_progress(note))
-                            .await;
+        let engine = self.engine();
+        // a call that needs an approval may be asked of the person in the client, then made again
+        let again = (engine.policy().elicitation()
+            && args.get("async").and_then(Value::as_bool) != Some(true)
+            && cx
+                .peer
+                .supported_elicitation_modes()
+                .contains(&rmcp::service::ElicitationMode::Form))
+        .then(|| (name.clone(), args.clone()));
+        let mut reply = self.run_call(&engine, name, args, &cx).await?;
+        if let Some((name, args)) = again
+            && let Some(ask) = elicit::ask(&reply.body)
+        {
+            match self.ask_approval(&engine, &cx.peer, &ask).await {
+                Ok(()) => reply = self.run_call(&engine, name, args, &cx).await?,
+                Err(why) => {
+                    if reply.body["result"]["approval"].is_object() {
+                        reply.body["result"]["approval"]["elicitation"] = why.into();
+                    }
                 }
-            })
-        });
-        let wants_progress = progress_token.is_some();
-        // the engine blocks (processes, git, files): it runs off the async runtime, and a client's
-        // `notifications/cancelled` cancels it
-        let work = tokio::task::spawn_blocking(move || {
-            let send = move |p: &Progress| {
-                let _ = ptx.send(match p {
-                    Progress::RunStarted { run_id, .. } => format!("run {run_id} started"),
-                    Progress::Started { step } => format!("{step} started"),
-                    Progress::Finished {
-                        step,
-                        status,
-                        duration_ms,
-                        ..
-                    } => format!("{step} {status:?} in {duration_ms} ms").to_lowercase(),
-                });
-            };
-            let call_cx = catalogue::CallCx {
-                cancel: token,
-                progress: if wants_progress { Some(&send) } else { None },
-            };
-            catalogue::call(&engine, &jobs, &name, args, &call_cx)
-        });
-        let ct = cx.ct.clone();
-        let watcher = tokio::spawn(async move {
-            ct.cancelled().await;
-            cancel.cancel();
-        });
-        let reply = work.await;
-        watcher.abort();
-        drop(tracked);
-        if let Some(f) = forward {
-            // the sender is gone with the call; the forwarder drains what is left and ends
-            let _ = tokio::time::timeout(Duration::from_secs(1), f).await;
+            }
         }
-        let mut reply =
-            reply.map_err(|e| McpError::internal_error(format!("the call failed: {e}"), None))?;
         self.warn(&cx.peer, std::mem::take(&mut reply.warnings))
             .await;
         let mut result = if reply.is_error {

@@ -76,6 +76,7 @@ const ACTION_ALIASES: &[(&str, &[(&str, &str)])] = &[
         &[
             ("catalog_tables", "tables"),
             ("catalog_columns", "describe"),
+            ("batch", "transaction"),
         ],
     ),
     ("audit", &[("audit_tail", "tail"), ("audit_list", "list")]),
@@ -246,6 +247,13 @@ mod tests {
         // psql's `query` is `sql`; http's `query` stays, its `params` becomes `query`
         let n = norm("psql", json!({"action": "query", "query": "select 1"})).expect("ok");
         assert_eq!(n.args["sql"], "select 1");
+        // the original's `batch` is one transaction of checked statements
+        let n = norm(
+            "psql",
+            json!({"action": "batch", "statements": [{"sql": "select 1"}]}),
+        )
+        .expect("ok");
+        assert_eq!(n.args["action"], "transaction");
         let n = norm(
             "http",
             json!({"action": "request", "url": "u", "params": {"a": "1"}}),

@@ -17,7 +17,7 @@ const PASS: &str = "correct horse battery staple";
 
 /// Makes an approver key with the binary (outside the profiles directory) and a policy listing it,
 /// followed by `extra` (YAML). Returns the key file.
-fn approver(dir: &Path, keys: &Path, extra: &str) -> PathBuf {
+pub(crate) fn approver(dir: &Path, keys: &Path, extra: &str) -> PathBuf {
     let key = keys.join("approver.pem");
     let out = crate::infra_in(dir, dir)
         .args(["approvals", "keygen", "--passphrase-stdin", "--out"])
@@ -41,7 +41,7 @@ fn approver(dir: &Path, keys: &Path, extra: &str) -> PathBuf {
 }
 
 /// `infra approve <digest>` by the person holding `key`.
-fn approve(dir: &Path, key: &Path, digest: &str, ttl: &str) -> std::process::Output {
+pub(crate) fn approve(dir: &Path, key: &Path, digest: &str, ttl: &str) -> std::process::Output {
     crate::infra_in(dir, dir)
         .env("INFRA_APPROVER_KEY_FILE", key)
         .args([

@@ -351,6 +351,7 @@ fn evidence_is_one_record_per_transition_and_matches_its_schema() {
             Record::RunStarted { .. } => "run_started",
             Record::NodeStarted { .. } => "node_started",
             Record::NodeFinished { .. } => "node_finished",
+            Record::NodeResult { .. } => "node_result",
             Record::NodeSkipped { .. } => "node_skipped",
             Record::RunFinished { .. } => "run_finished",
         })
@@ -361,8 +362,10 @@ fn evidence_is_one_record_per_transition_and_matches_its_schema() {
             "run_started",
             "node_started",
             "node_finished",
+            "node_result",
             "node_started",
             "node_finished",
+            "node_result",
             "node_skipped",
             "run_finished"
         ]

@@ -678,3 +678,90 @@ fn a_targets_credentials_go_only_to_its_own_origin() {
             .collect();
     assert!(leaks.is_empty(), "a credential was written to {leaks:?}");
 }
+
+#[test]
+fn downloads_stream_whole_into_an_artifact_or_a_host_file_and_leave_nothing_when_they_fail() {
+    let srv = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::none(), false);
+    let want = pattern(3_000_000);
+
+    let r = call(
+        &e,
+        json!({"action": "download", "url": srv.url("/bytes/3000000")}),
+    );
+    let v = ok(&r);
+    assert_eq!(v["bytes"], 3_000_000, "{v}");
+    assert_eq!(v["sha256"], sha256_of(&want));
+    let uri = v["uri"].as_str().expect("uri");
+    assert!(uri.ends_with("/3000000"), "{uri}");
+    assert_eq!(
+        crate::sha256_reader(crate::open_artifact(dir.path(), uri)),
+        sha256_of(&want)
+    );
+
+    // too large, or refused by the server: an error, and no artifact left
+    for (url, kind) in [
+        (srv.url("/bytes/3000000"), "too_large"),
+        (srv.url("/status/404"), "unexpected_status"),
+    ] {
+        let r = call(
+            &e,
+            json!({"action": "download", "url": url, "name": "part.bin", "max_bytes": 1_000_000}),
+        );
+        assert_eq!(err(&r).0, kind, "{url}");
+        let left: Vec<_> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "part.bin"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    // a name that is a path is refused
+    let r = call(
+        &e,
+        json!({"action": "download", "url": srv.url("/bytes/10"), "name": "../x"}),
+    );
+    assert_eq!(err(&r).0, "invalid_args");
+
+    // a host file needs the opt-in, then is written whole
+    let host = dir.path().join("out.bin");
+    let r = call(
+        &e,
+        json!({"action": "download", "url": srv.url("/bytes/70000"), "save_to": host.to_str()}),
+    );
+    assert_eq!(err(&r).0, "refused");
+    assert!(!host.exists());
+    let e = engine_at(dir.path(), json!({}), Vars::none(), true);
+    let r = call(
+        &e,
+        json!({"action": "download", "url": srv.url("/bytes/70000"), "save_to": host.to_str()}),
+    );
+    ok(&r);
+    assert_eq!(std::fs::read(&host).expect("file"), pattern(70_000));
+    // into an artifact it reads; into a host file it writes
+    let plan = |args: Value| {
+        engine::compile_call("http", &args, &engine::CompileOptions::default())
+            .expect("compiles")
+            .effects()
+    };
+    assert_eq!(
+        plan(json!({"action": "download", "url": "http://127.0.0.1/x"})),
+        dsl::Effect::Read
+    );
+    assert_eq!(
+        plan(json!({"action": "download", "url": "http://127.0.0.1/x", "save_to": "/tmp/x"})),
+        dsl::Effect::Write
+    );
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

@@ -26,6 +26,7 @@ mod project;
 mod psql;
 mod psql_helpers;
 mod psql_readonly;
+mod resume;
 mod retention;
 mod schemas;
 mod shell_quoting;

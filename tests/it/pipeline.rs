@@ -500,3 +500,304 @@ fn a_gibibyte_moves_in_bounded_memory() {
         let _ = std::fs::write(f, format!("{peak}\n"));
     }
 }
+
+#[test]
+fn json_arrays_and_paginated_apis_load_whole_or_not_at_all() {
+    let pg = Postgres::start();
+    let mut http = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), Some(&pg), None, false);
+    pg.psql("create table items (id bigint primary key, name text not null, note text)");
+
+    // a pretty-printed JSON array, streamed into a table
+    let out = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/array/1000")},
+               "to": {"type": "psql", "target": "db", "table": "items"}, "format": "json"}),
+    );
+    assert_eq!(ok(&out)["records_written"], 1000, "{:?}", out.result);
+    let notes = crate::support::http::JSONL_NOTES;
+    assert_eq!(
+        pg.psql("select note from items where id = 2"),
+        notes[2 % notes.len()]
+    );
+
+    // every style of pagination gives every record once
+    for (style, extra) in [
+        ("page", json!({})),
+        ("offset", json!({})),
+        ("cursor", json!({"cursor": "/next_cursor"})),
+        ("link", json!({})),
+    ] {
+        let mut paginate = json!({"style": style, "size": 10, "items": "/data"});
+        for (k, v) in extra.as_object().expect("object") {
+            paginate[k] = v.clone();
+        }
+        let out = run(
+            &e,
+            json!({"from": {"type": "http", "url": http.url(&format!("/pages/95?style={style}")), "paginate": paginate},
+                   "to": {"type": "psql", "target": "db", "table": "items", "truncate_first": true},
+                   "format": "jsonl"}),
+        );
+        let v = ok(&out);
+        assert_eq!(v["records_written"], 95, "{style}: {v}");
+        assert_eq!(v["pages"], 10, "{style}: {v}");
+        assert_eq!(
+            pg.psql("select count(*), count(distinct id), max(id) from items"),
+            "95|95|95",
+            "{style}"
+        );
+    }
+    // a million records, paginated
+    let out = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/pages/1000000?style=offset&bare=1"),
+                        "paginate": {"style": "offset", "size": 20000, "max_pages": 60}},
+               "to": {"type": "psql", "target": "db", "table": "items", "truncate_first": true},
+               "format": "jsonl"}),
+    );
+    assert_eq!(ok(&out)["records_written"], 1_000_000, "{:?}", out.result);
+    assert_eq!(
+        pg.psql("select count(*), max(id) from items"),
+        "1000000|1000000"
+    );
+    let before = digest(&pg, "items");
+    // pages left past `max_pages`: nothing is written
+    let capped = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/pages/95?style=page"),
+                        "paginate": {"style": "page", "size": 10, "items": "/data", "max_pages": 3}},
+               "to": {"type": "psql", "target": "db", "table": "items", "truncate_first": true},
+               "format": "jsonl"}),
+    );
+    let (kind, message, _) = failed(&capped);
+    assert_eq!(kind, "too_large", "{message}");
+    assert!(message.contains("max_pages"), "{message}");
+    // not an array: refused where it breaks, nothing written
+    let broken = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/jsonl/5")},
+               "to": {"type": "psql", "target": "db", "table": "items", "truncate_first": true},
+               "format": "json"}),
+    );
+    let (_, message, _) = failed(&broken);
+    assert!(message.contains("not a JSON array at byte 0"), "{message}");
+    assert_eq!(digest(&pg, "items"), before);
+
+    // the http tool gathers pages too
+    let got = crate::call_tool(
+        &e,
+        "http",
+        json!({"action": "request", "url": http.url("/pages/25?style=cursor"),
+               "paginate": {"style": "cursor", "size": 10, "items": "/data"}}),
+        &CancelToken::new(),
+    );
+    let v = ok(&got);
+    assert_eq!(
+        (v["pages"].as_u64(), v["count"].as_u64()),
+        (Some(3), Some(25)),
+        "{v}"
+    );
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["items"][24]["id"], 25);
+    http.stop();
+}
+
+#[test]
+fn http_sinks_stream_or_send_batches_and_a_failed_source_sends_nothing() {
+    let pg = Postgres::start();
+    let mut http = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), Some(&pg), None, false);
+    pg.psql(
+        "create table src (id int primary key, name text); insert into src select i, 'n ' || i from generate_series(1, 25) i",
+    );
+    let bodies = |path: &str| -> Vec<Vec<u8>> {
+        http.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(path))
+            .map(|r| r.body)
+            .collect()
+    };
+
+    // one streamed POST of JSON Lines, then of one JSON array
+    let out = run(
+        &e,
+        json!({"from": {"type": "psql", "target": "db", "query": "select * from src order by id"},
+               "to": {"type": "http", "url": http.url("/accept/lines?n=9")}, "format": "jsonl"}),
+    );
+    assert_eq!(ok(&out)["status"], 200, "{:?}", out.result);
+    let got = bodies("/accept/lines");
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        25
+    );
+    let out = run(
+        &e,
+        json!({"from": {"type": "psql", "target": "db", "query": "select * from src order by id"},
+               "to": {"type": "http", "url": http.url("/accept/array?n=9"), "method": "PUT"}, "format": "json"}),
+    );
+    ok(&out);
+    let got = bodies("/accept/array");
+    let arr: Value = serde_json::from_slice(&got[0]).expect("a JSON array");
+    assert_eq!(arr.as_array().map(Vec::len), Some(25));
+    assert_eq!(arr[24]["name"], "n 25");
+    assert_eq!(
+        http.requests().iter().filter(|r| r.method == "PUT").count(),
+        1
+    );
+
+    // batches of 10: three requests of 10, 10 and 5 records
+    let out = run(
+        &e,
+        json!({"from": {"type": "psql", "target": "db", "query": "select * from src order by id"},
+               "to": {"type": "http", "url": http.url("/accept/batch?n=9"), "batch": 10}, "format": "jsonl"}),
+    );
+    let v = ok(&out);
+    assert_eq!(
+        (v["batches"].as_u64(), v["records_written"].as_u64()),
+        (Some(3), Some(25)),
+        "{v}"
+    );
+    let sizes: Vec<usize> = bodies("/accept/batch")
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<Value>(b)
+                .expect("array")
+                .as_array()
+                .map_or(0, Vec::len)
+        })
+        .collect();
+    assert_eq!(sizes, [10, 10, 5]);
+
+    // the server refuses the second batch: the rest is not sent, and the result says what was taken
+    let refused = run(
+        &e,
+        json!({"from": {"type": "psql", "target": "db", "query": "select * from src order by id"},
+               "to": {"type": "http", "url": http.url("/accept/stop?n=1"), "batch": 10}, "format": "jsonl"}),
+    );
+    let (kind, message, result) = failed(&refused);
+    assert_eq!(kind, "unexpected_status", "{message}");
+    assert!(message.contains("batch 2 (records 11–20)"), "{message}");
+    assert_eq!(result["batches_accepted"], 1, "{result}");
+    assert_eq!(bodies("/accept/stop").len(), 2);
+
+    // a source that dies mid-stream: batches are never sent, a streamed body never ends
+    for (name, to) in [
+        ("cut-batch", json!({"batch": 10})),
+        ("cut-stream", json!({})),
+    ] {
+        let mut to = to;
+        to["type"] = "http".into();
+        to["url"] = http.url(&format!("/accept/{name}?n=9")).into();
+        let cut = run(
+            &e,
+            json!({"from": {"type": "http", "url": http.url("/jsonl/1000?cut=20000")}, "to": to, "format": "jsonl"}),
+        );
+        let (_, message, _) = failed(&cut);
+        assert!(message.contains("source failed"), "{name}: {message}");
+        assert!(bodies(&format!("/accept/{name}")).is_empty(), "{name}");
+    }
+    // no spool is left behind
+    let leftovers = walkdir(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".spool-"))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    http.stop();
+}
+
+fn walkdir(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn the_cli_shows_a_pipelines_records_as_it_runs() {
+    let p = crate::project::Project::new()
+        .unsafe_local()
+        .file("in.csv", "id,name\n1,a\n2,b\n3,c\n")
+        .runbook(
+            "ship",
+            "steps:\n  - id: copy\n    tool: pipeline\n    args: {action: run, from: {type: file, path: in.csv}, to: {type: artifact}}\n",
+        );
+    let out = p.infra().args(["run", "ship"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[ship] copy: 3 records, 20 bytes read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_transform_reshapes_each_record_and_a_record_it_cannot_read_writes_nothing() {
+    let pg = Postgres::start();
+    let mut http = HttpServer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), Some(&pg), None, false);
+    pg.psql("create table people (id bigint primary key, title text, origin text)");
+    let out = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/array/50")},
+               "to": {"type": "psql", "target": "db", "table": "people"}, "format": "json",
+               "transform": {"select": ["id", "name"], "rename": {"name": "title"},
+                             "set": {"origin": "api"}}}),
+    );
+    assert_eq!(ok(&out)["records_written"], 50, "{:?}", out.result);
+    assert_eq!(
+        pg.psql(
+            "select count(*), max(id), min(origin), max(title) from people where title like 'row %'"
+        ),
+        "50|50|api|row 9"
+    );
+    let before = digest(&pg, "people");
+    // a record that is not an object, in the middle: named, and the table as it was
+    let art = run(
+        &e,
+        json!({"from": {"type": "http", "url": http.url("/jsonl/3")}, "to": {"type": "artifact", "name": "x.jsonl"},
+               "format": "jsonl"}),
+    );
+    let uri = ok(&art)["uri"].as_str().expect("uri").to_owned();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut crate::open_artifact(dir.path(), &uri), &mut text)
+        .expect("read");
+    let broken_uri = {
+        let lines: Vec<&str> = text.lines().collect();
+        let bad = format!("{}\n[1]\n{}\n", lines[0], lines[1]);
+        std::fs::write(dir.path().join("bad.jsonl"), bad).expect("write");
+        let e2 = engine(dir.path(), Some(&pg), None, true);
+        let o = run(
+            &e2,
+            json!({"from": {"type": "file", "path": dir.path().join("bad.jsonl")},
+                   "to": {"type": "psql", "target": "db", "table": "people", "truncate_first": true},
+                   "format": "jsonl", "transform": {"rename": {"name": "title"}}}),
+        );
+        let (_, message, _) = failed(&o);
+        assert!(message.contains("record 2: not a JSON object"), "{message}");
+        uri
+    };
+    assert_eq!(digest(&pg, "people"), before);
+    // csv has no records to reshape
+    let o = run(
+        &e,
+        json!({"from": {"type": "artifact", "uri": broken_uri}, "to": {"type": "artifact"},
+               "format": "csv", "transform": {"drop": ["a"]}}),
+    );
+    assert_eq!(failed(&o).0, "invalid_args");
+    http.stop();
+}

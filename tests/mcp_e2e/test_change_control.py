@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import types
 
 from test_mcp import INFRA_BIN, connect
 
@@ -124,3 +125,36 @@ async def test_read_only_mode_refuses_writes_and_runs_reads(tmp_path: Path) -> N
         e = await c.err("runbook", upsert, "refused")
         assert "INFRA_READ_ONLY" in e["error"]["message"]
         assert not (tmp_path / "profiles" / "runbooks").exists(), "nothing was written"
+
+
+@pytest.mark.anyio
+async def test_a_person_approves_in_the_client_when_the_policy_opts_in(tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "policy.yaml").write_text("elicitation: true\n")
+    asked: list[str] = []
+    answers = [
+        types.ElicitResult(action="accept", content={"approve": True, "note": "ticket 7"}),
+        types.ElicitResult(action="decline"),
+    ]
+
+    async def person(_ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return answers.pop(0)
+
+    with deleting_server() as (base, seen):
+        call = {"action": "request", "method": "DELETE", "url": f"{base}/items"}
+        async with connect(tmp_path, profiles=profiles, elicitation=person) as c:
+            ran = await c.ok("http", call)
+            assert ran["result"]["status"] == 204
+            assert seen == ["/items"]
+            assert len(asked) == 1 and "http.request" in asked[0] and "/items" in asked[0], asked
+            # used once: asked again, and a no leaves the refusal with nothing sent
+            refused = await c.err("http", call, "approval_required")
+            assert refused["result"]["approval"]["elicitation"] == "declined"
+            assert seen == ["/items"] and len(asked) == 2
+            audit = await c.ok("audit", {"action": "tail", "limit": 50})
+            approved = [r for r in audit["result"]["records"] if r.get("kind") == "approved"]
+            assert len(approved) == 1, approved
+            assert approved[0]["approval"]["via"] == "elicitation"
+            assert approved[0]["approval"]["note"] == "ticket 7"

@@ -16,6 +16,9 @@
 //! | `/bytes/<n>` | 200, n bytes of `application/octet-stream`, byte i = `i % 251` ([`pattern`]), streamed |
 //! | `/flaky/<key>?fail=N&status=S&retry_after=R` | the first N requests for `key` answer S (default 503, with `Retry-After: R` if given), later ones 200 `ok after N` |
 //! | `/jsonl/<n>?bad=K&cut=B` | 200, n JSON Lines `{"id": i, "name": "row i", "note": …}` (i from 1; notes are hostile text); record K has `"id": "bad"`; with `cut`, only the first B bytes are sent (the full length announced) and the connection closes |
+//! | `/array/<n>` | 200, the same n records as one pretty-printed JSON array (spaces and line breaks between tokens) |
+//! | `/pages/<n>?style=S&limit=L` | n of those records in pages of L (default 10): `page` (`page=1…`), `offset` (`offset=0…`), `cursor` (`cursor=` the previous page's `next_cursor`), `link` (`page=` and a `Link: <…>; rel="next"` header); each page is `{"data": [...], "next_cursor": …}`, or the bare array with `bare=1` |
+//! | `/accept/<key>?n=N` | the first N requests for `key` answer 200 `accepted`, later ones 500 |
 //! | anything else | 404 |
 //!
 //! Header names are lowercased (in [`Recorded`] and in the JSON); repeated headers are joined with
@@ -577,6 +580,43 @@ fn respond(req: &Request, shared: &Shared) -> Option<Response> {
             }
             Err(_) => Response::text(400, format!("bad count {n:?}")),
         },
+        ["array", n] => match n.parse::<u64>() {
+            Ok(n) => {
+                let mut body = b"[\n".to_vec();
+                for i in 1..=n {
+                    if i > 1 {
+                        body.extend_from_slice(b" ,\n");
+                    }
+                    let pretty = serde_json::to_string_pretty(&record(i, false)).expect("json");
+                    body.extend_from_slice(pretty.as_bytes());
+                }
+                body.extend_from_slice(b"\n]\n");
+                Response {
+                    status: 200,
+                    headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+                    body: Body::Bytes(body),
+                }
+            }
+            Err(_) => Response::text(400, format!("bad count {n:?}")),
+        },
+        ["pages", n] => match n.parse::<u64>() {
+            Ok(n) => pages(n, &params),
+            Err(_) => Response::text(400, format!("bad count {n:?}")),
+        },
+        ["accept", key] => {
+            let n = param("n").and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let seen = {
+                let mut counters = lock(&shared.flaky);
+                let count = counters.entry(format!("accept/{key}")).or_insert(0);
+                *count += 1;
+                *count
+            };
+            if seen <= n {
+                Response::text(200, "accepted")
+            } else {
+                Response::text(500, format!("refused request {seen}"))
+            }
+        }
         ["flaky", key] => {
             let fail = param("fail")
                 .and_then(|f| f.parse::<u64>().ok())
@@ -606,6 +646,52 @@ fn respond(req: &Request, shared: &Shared) -> Option<Response> {
     Some(resp)
 }
 
+/// One page of `/pages/<n>` (see the endpoint table).
+fn pages(n: u64, params: &[(String, String)]) -> Response {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let style = param("style").unwrap_or("page");
+    let limit = param("limit")
+        .and_then(|l| l.parse::<u64>().ok())
+        .unwrap_or(10)
+        .max(1);
+    let num = |k: &str, d: u64| param(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(d);
+    let start = match style {
+        "page" | "link" => (num("page", 1).max(1) - 1) * limit,
+        "offset" => num("offset", 0),
+        "cursor" => param("cursor")
+            .and_then(|c| c.strip_prefix("at-"))
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0),
+        _ => return Response::text(400, format!("bad style {style:?}")),
+    };
+    let end = (start + limit).min(n);
+    let items: Vec<serde_json::Value> = (start + 1..=end).map(|i| record(i, false)).collect();
+    let more = end < n;
+    let body = if param("bare") == Some("1") {
+        serde_json::Value::Array(items)
+    } else {
+        serde_json::json!({
+            "data": items,
+            "next_cursor": if more { serde_json::Value::from(format!("at-{end}")) } else { serde_json::Value::Null },
+        })
+    };
+    let mut r = Response::json(&body);
+    if style == "link" && more {
+        let next = format!(
+            "/pages/{n}?style=link&limit={limit}&page={}",
+            start / limit + 2
+        );
+        r.headers
+            .push(("Link".to_owned(), format!("<{next}>; rel=\"next\"")));
+    }
+    r
+}
+
 /// Notes of the `/jsonl` records, in turn.
 pub const JSONL_NOTES: &[&str] = &[
     "plain",
@@ -617,18 +703,22 @@ pub const JSONL_NOTES: &[&str] = &[
     "😀 ünï",
 ];
 
+/// Record `i` of `/jsonl` (see the endpoint table); with `bad`, a non-numeric id.
+pub fn record(i: u64, bad: bool) -> serde_json::Value {
+    let note = JSONL_NOTES[(i % JSONL_NOTES.len() as u64) as usize];
+    let id = if bad {
+        serde_json::Value::from("bad")
+    } else {
+        serde_json::Value::from(i)
+    };
+    serde_json::json!({"id": id, "name": format!("row {i}"), "note": note})
+}
+
 /// `n` JSON Lines records (see the endpoint table); record `bad` has a non-numeric id.
 pub fn jsonl(n: u64, bad: Option<u64>) -> Vec<u8> {
     let mut out = Vec::with_capacity(n as usize * 48);
     for i in 1..=n {
-        let note = JSONL_NOTES[(i % JSONL_NOTES.len() as u64) as usize];
-        let id = if Some(i) == bad {
-            serde_json::Value::from("bad")
-        } else {
-            serde_json::Value::from(i)
-        };
-        let line = serde_json::json!({"id": id, "name": format!("row {i}"), "note": note});
-        out.extend_from_slice(line.to_string().as_bytes());
+        out.extend_from_slice(record(i, Some(i) == bad).to_string().as_bytes());
         out.push(b'\n');
     }
     out

@@ -172,6 +172,18 @@ pub struct Call<'a> {
     pub depth: usize,
     /// The approval the run was granted, if it needed one (passed on to nested runs).
     pub grant: Option<&'a crate::approval::Grant>,
+    /// Where a long action says how far it is (`Progress::Advanced` of its step), if anyone listens.
+    pub progress: Option<Advance<'a>>,
+}
+
+/// Where an action reports how far it is: a message for whoever follows the run.
+#[derive(Clone, Copy)]
+pub struct Advance<'a>(pub &'a (dyn Fn(&str) + Sync));
+
+impl std::fmt::Debug for Advance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Advance")
+    }
 }
 
 impl Call<'_> {

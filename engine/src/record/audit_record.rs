@@ -69,6 +69,9 @@ pub struct AuditRecord {
     pub inputs: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub depth: Option<usize>,
+    /// The run a resumed run resumes (`run_started`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
     /// The call's rendered arguments, redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Value>,
@@ -110,6 +113,7 @@ impl AuditRecord {
             plan_digest: None,
             inputs: None,
             depth: None,
+            resumed_from: None,
             args: None,
             ok: None,
             error: None,

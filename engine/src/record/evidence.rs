@@ -2,8 +2,12 @@
 //! transition, appended (never rewritten): O(1) per transition whatever the run's size. Record
 //! shapes are [`Record`]; their JSON Schema is `schemas/evidence.schema.json`.
 //!
-//! Records: `run_started`, `node_started` and `node_finished` per attempt (digests and byte counts,
-//! not output), `node_skipped`, `run_finished`. `Journal` appends one whole line per write under a
+//! Records: `run_started` (with `resumed_from` when the run resumes another), `node_started` and
+//! `node_finished` per attempt (digests and byte counts, not output), `node_result` once per main
+//! step that succeeded (its whole result, redacted: in the line, or as the artifact
+//! `<step>/result.json` with its digest when it is over [`RESULT_INLINE`]; or why it is not kept; with
+//! `reused_from` when a resumed run took it from an earlier run instead of running the step),
+//! `node_skipped`, `run_finished`. A resume (`run/resume.rs`) reads `node_result` back. `Journal` appends one whole line per write under a
 //! mutex and is created with `create_new`, so a run directory is never reused; `read` reads one
 //! back and flags a torn last line.
 //!
@@ -74,6 +78,9 @@ pub enum Record {
         /// Inputs, secrets redacted.
         inputs: Value,
         effects: String,
+        /// The run this one resumes (`infra run --resume`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<String>,
     },
     /// One attempt of a node began.
     NodeStarted {
@@ -110,6 +117,26 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
     },
+    /// A main step succeeded: its whole result (what later steps and outputs read), kept so that a
+    /// resumed run can use it without running the step again.
+    NodeResult {
+        run_id: String,
+        ts: String,
+        step: String,
+        /// The result, redacted, when it is kept in the journal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// Where the result is when it is too big for the journal: an artifact, with its size and
+        /// SHA-256.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artifact: Option<KeptArtifact>,
+        /// Why the result is not kept (it held a secret): a resume cannot reuse it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unkept: Option<String>,
+        /// The run that ran the step, when this run reused its result instead of running it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reused_from: Option<String>,
+    },
     /// A node did not run.
     NodeSkipped {
         run_id: String,
@@ -138,11 +165,23 @@ impl Record {
             Record::RunStarted { run_id, .. }
             | Record::NodeStarted { run_id, .. }
             | Record::NodeFinished { run_id, .. }
+            | Record::NodeResult { run_id, .. }
             | Record::NodeSkipped { run_id, .. }
             | Record::RunFinished { run_id, .. } => run_id,
         }
     }
 }
+
+/// A step's result kept as an artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KeptArtifact {
+    pub uri: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The largest result (compact JSON) kept in the journal's line; a bigger one is an artifact.
+pub const RESULT_INLINE: usize = 64 * 1024;
 
 /// The JSON Schema of journal records.
 pub fn schema() -> Value {

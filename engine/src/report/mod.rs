@@ -300,6 +300,17 @@ impl View {
                     }
                     last.insert((i, *index), shown);
                 }
+                // a resumed run's step taken from an earlier run: succeeded, not run here
+                Record::NodeResult {
+                    step,
+                    reused_from: Some(from),
+                    ..
+                } => {
+                    let i = v.step_index(&mut at, step, "");
+                    v.steps[i].reason = Some(format!("reused from run {from}"));
+                    last.insert((i, None), Shown::Succeeded);
+                }
+                Record::NodeResult { .. } => {}
                 Record::NodeSkipped { step, reason, .. } => {
                     let i = v.step_index(&mut at, step, "");
                     v.steps[i].reason = Some(reason.clone());

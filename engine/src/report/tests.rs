@@ -63,6 +63,7 @@ fn records(n: usize, first: &str, fail: usize, message: &str) -> Vec<Record> {
         plan_digest: "abc123".into(),
         inputs: json!({}),
         effects: "write".into(),
+        resumed_from: None,
     }];
     let mut t = 0;
     let step = |r: &mut Vec<Record>, name: &str, attempt: u32, status: Status, t: &mut u64| {

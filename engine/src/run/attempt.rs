@@ -140,6 +140,14 @@ impl RunCx<'_> {
             if attempt > 1 {
                 step_dir_name = format!("{step_dir_name}/attempt-{attempt}");
             }
+            let advanced = |message: &str| {
+                if let Some(p) = self.progress {
+                    p(&Progress::Advanced {
+                        step: step.clone(),
+                        message: message.to_owned(),
+                    });
+                }
+            };
             let call = Call {
                 host: engine,
                 args,
@@ -149,6 +157,10 @@ impl RunCx<'_> {
                 uri_base: format!("{}/{}", self.uri_base, step_dir_name),
                 depth: self.depth,
                 grant: self.grant.as_ref(),
+                progress: self
+                    .progress
+                    .is_some()
+                    .then_some(actions::Advance(&advanced)),
             };
             let r = actions::invoke(spec, &call);
             let mut outcome = audit_base.as_kind(AuditKind::Outcome);

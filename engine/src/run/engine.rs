@@ -29,6 +29,8 @@ pub struct Engine {
     pub(super) policy: crate::policy::Policy,
     /// Approvals this engine used: never used again, even if the store is set back.
     pub(super) used_approvals: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Approvals a person gave in the MCP client, by digest (`gate.rs`): this process's only.
+    pub(super) elicited: std::sync::Mutex<std::collections::HashMap<String, gate::Elicited>>,
     /// This process's journal of single calls, made on the first one.
     calls: std::sync::Mutex<Option<SessionJournal>>,
     /// Whether the profiles directory's `.gitignore` was seen (checked once per engine).
@@ -51,6 +53,7 @@ impl Engine {
         Engine {
             policy,
             used_approvals: Default::default(),
+            elicited: Default::default(),
             config,
             catalog: std::sync::RwLock::new(catalog),
             audit,

@@ -6,8 +6,11 @@
 //! `artifact://` URI is the base of every artifact of the run; the profiles directory's
 //! `.gitignore`; an audit `run_started`, fsync'd when the plan can write (unwritable: the run ends
 //! `refused` with `audit_unavailable` and nothing runs); the journal (if the directory cannot be
-//! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index.
-//! Then the scheduler (`schedule.rs`). At the end: `finally` steps with a fresh cancel token (a
+//! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index
+//! (with `resumed_from` for a resumed run, whose reused steps `RunCx::reused` gives the scheduler;
+//! a single call that only reads is indexed once, at its end, `Store::run_whole`).
+//! Then the scheduler (`schedule.rs`); each main step that succeeds has its result kept
+//! (`RunCx::keep_result`, a `node_result` record) for a later resume. At the end: `finally` steps with a fresh cancel token (a
 //! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
 //! steps that succeeded, newest completion first; `outputs` rendered and redacted; journal and
 //! audit `run_finished`; the store's index. The journal and index are best effort once the run has
@@ -55,6 +58,7 @@ impl Engine {
             },
             grant,
             false,
+            None,
         ))
     }
 
@@ -122,6 +126,7 @@ impl Engine {
                 plan_digest: String::new(),
                 inputs: Value::Object(Map::new()),
                 effects: "read".into(),
+                resumed_from: None,
             },
             Record::NodeStarted {
                 run_id: run_id.clone(),
@@ -174,7 +179,7 @@ impl Engine {
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
-        self.execute_as(plan, inputs, opts, None, false)
+        self.execute_as(plan, inputs, opts, None, false, None)
     }
 
     /// [`Engine::execute`] of a plan whose changes cannot be undone (an intent whose capability says
@@ -185,18 +190,19 @@ impl Engine {
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
     ) -> RunOutcome {
-        self.execute_as(plan, inputs, opts, None, true)
+        self.execute_as(plan, inputs, opts, None, true, None)
     }
 
-    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), or an
-    /// irreversible plan.
-    fn execute_as(
+    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), an
+    /// irreversible plan, or a run that resumes another (`resume`: the steps it reuses).
+    pub(super) fn execute_as(
         &self,
         plan: &Plan,
         inputs: Map<String, Value>,
         opts: &RunOptions<'_>,
         parent: Option<&Grant>,
         irreversible: bool,
+        resume: Option<&resume::Reuse>,
     ) -> RunOutcome {
         let started = Instant::now();
         let rb = plan.runbook();
@@ -228,6 +234,8 @@ impl Engine {
             outputs: Value::Null,
             error: None,
             approval: gate.approval.clone(),
+            resumed_from: resume.map(|r| r.from_run.clone()),
+            effects: plan.effects(),
         };
         let audit_start = AuditRecord {
             run_id: Some(run_id.clone()),
@@ -236,6 +244,7 @@ impl Engine {
             plan_digest: Some(rendered.digest.clone()),
             inputs: Some(shown_inputs.clone()),
             depth: Some(opts.depth),
+            resumed_from: resume.map(|r| r.from_run.clone()),
             policy: Some(gate.verdict.to_json()),
             approval: gate.grant.as_ref().map(Grant::to_json),
             ..AuditRecord::new(AuditKind::RunStarted)
@@ -292,6 +301,7 @@ impl Engine {
                 plan_digest: rendered.digest.clone(),
                 inputs: shown_inputs,
                 effects: plan.effects().as_str().to_owned(),
+                resumed_from: resume.map(|r| r.from_run.clone()),
             },
             durable,
         );
@@ -310,9 +320,14 @@ impl Engine {
             digest: plan_digest,
             ..
         } = rendered;
-        if let Ok(store) = self.store() {
+        // a single call that only reads is indexed once, at its end (one transaction, not two)
+        let indexed_at_end = plan.is_call() && !durable && resume.is_none();
+        if !indexed_at_end && let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);
+            if let Some(r) = resume {
+                let _ = store.run_resumed(&run_id, &r.from_run, durable);
+            }
         }
         if opts.depth == 0
             && let Some(p) = opts.progress
@@ -335,6 +350,8 @@ impl Engine {
             depth: opts.depth,
             progress: opts.progress,
             grant: gate.grant.clone(),
+            keep_results: !plan.is_call(),
+            reuse: resume,
         };
         let (status, mut steps, results, error) = match gate.refusal {
             Some(refusal) => {
@@ -400,7 +417,11 @@ impl Engine {
             false,
         );
         if let Ok(store) = self.store() {
-            let _ = store.run_finished(&run_id, status.as_str(), durable);
+            let _ = if indexed_at_end {
+                store.run_whole(&run_id, &rb.name, &dir, &journal, &ts, status.as_str())
+            } else {
+                store.run_finished(&run_id, status.as_str(), durable)
+            };
         }
         self.auto_prune();
         // best effort, never changes the run: plan.json and report.html in its directory

@@ -4,6 +4,12 @@
 //! (`approval::consume`; a nested run is covered by its parent's). A refusal carries the error the
 //! run ends with and, for a missing approval, what a person needs to approve it (the rendered plan,
 //! its effects and digest), which is also kept in the store as an approval request.
+//!
+//! An approval given in the MCP client (elicitation, only with the policy's `elicitation: true`) is
+//! held here, in this engine's memory, never in the store: the MCP front end, after the person
+//! accepted the plan in the client, hands it over with [`Engine::approve_elicited`], which audits it
+//! (`approved`, `via: elicitation`). It is bound to one digest, used once, and good for
+//! [`ELICITED_TTL_SECS`]; nothing an agent sends can make one, since no argument reaches this function.
 
 use std::borrow::Cow;
 
@@ -14,6 +20,17 @@ use crate::approval::{self, Grant};
 use crate::plan::{Plan, PlanNode, RenderedPlan};
 use crate::policy::{Decision, Level, Subject, Verdict};
 use crate::record::evidence::ErrorInfo;
+
+/// How long an approval given in the MCP client waits for its run (the same call, made again at once).
+pub const ELICITED_TTL_SECS: i64 = 120;
+
+/// An approval a person gave in the MCP client for one digest.
+#[derive(Debug)]
+pub(crate) struct Elicited {
+    id: String,
+    approver: String,
+    expires: chrono::DateTime<chrono::Utc>,
+}
 
 /// What the gate decided.
 #[derive(Debug)]
@@ -35,6 +52,66 @@ fn target_of(args: &Value) -> Option<&str> {
 }
 
 impl Engine {
+    /// Records that a person approved the plan with `digest` in the MCP client (`approver` names the
+    /// client and how), for this engine's next run of that plan only. Audited before it counts;
+    /// refused when the policy does not allow approvals in the client. Answers the approval's id.
+    pub fn approve_elicited(
+        &self,
+        digest: &str,
+        effects: &str,
+        approver: &str,
+        note: &str,
+    ) -> Result<String, String> {
+        if !self.policy.elicitation() {
+            return Err(
+                "the policy does not let a person approve in the MCP client (`elicitation: true`)"
+                    .into(),
+            );
+        }
+        let now = crate::ctx::now_utc();
+        let expires = now + chrono::Duration::seconds(ELICITED_TTL_SECS);
+        let id = crate::ctx::new_id();
+        let rec = crate::record::AuditRecord {
+            front_end: Some("mcp".into()),
+            plan_digest: Some(digest.to_owned()),
+            effects: Some(effects.to_owned()),
+            approval: Some(json!({
+                "id": id, "approver": approver, "digest": digest, "via": "elicitation",
+                "created_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "expires_at": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "note": note,
+            })),
+            ..crate::record::AuditRecord::new(crate::record::AuditKind::Approved)
+        };
+        // not audited, not valid
+        self.audit.record(&rec, true).map_err(|e| e.to_string())?;
+        self.elicited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                digest.to_owned(),
+                Elicited {
+                    id: id.clone(),
+                    approver: approver.to_owned(),
+                    expires,
+                },
+            );
+        Ok(id)
+    }
+
+    /// The approval given in the MCP client for `digest`, taken (used once) if it has not expired.
+    fn take_elicited(&self, digest: &str) -> Option<Grant> {
+        let e = self
+            .elicited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(digest)?;
+        (e.expires > crate::ctx::now_utc()).then_some(Grant {
+            id: e.id,
+            approver: e.approver,
+        })
+    }
+
     /// What the policy says of a rendered plan now (nothing is consumed or recorded): `infra plan`
     /// shows it, and the gate acts on it. `irreversible`: its steps above `read` are judged at that
     /// level (an irreversible intent).
@@ -115,9 +192,18 @@ impl Engine {
             Decision::Approve if parent.is_some() => gate.grant = parent.cloned(),
             Decision::Approve => {
                 let digest = &rendered.digest;
-                let used = self.store().map_err(|e| e.to_string()).and_then(|s| {
-                    approval::consume(s, policy.approvers(), digest, run_id, crate::ctx::now_utc())
-                });
+                let used = match self.take_elicited(digest) {
+                    Some(g) => Ok(g),
+                    None => self.store().map_err(|e| e.to_string()).and_then(|s| {
+                        approval::consume(
+                            s,
+                            policy.approvers(),
+                            digest,
+                            run_id,
+                            crate::ctx::now_utc(),
+                        )
+                    }),
+                };
                 // an approval this engine already used is refused even if the store forgot it
                 let used = used.and_then(|g| {
                     let mut seen = self
@@ -136,13 +222,16 @@ impl Engine {
                 match used {
                     Ok(g) => gate.grant = Some(g),
                     Err(why) => {
-                        let how = if policy.approvers().is_empty() {
+                        let mut how = if policy.approvers().is_empty() {
                             "no approver is set up: a person runs `infra approvals keygen` and adds the key to the policy's `approvers`, then `infra approve <digest>`".to_owned()
                         } else {
                             format!(
                                 "a person approves it at a terminal with `infra approve {digest}`, then the same call or run is made again"
                             )
                         };
+                        if policy.elicitation() {
+                            how.push_str("; or the person confirms it when an MCP client that supports elicitation asks");
+                        }
                         gate.refusal = Some(ErrorInfo {
                             kind: "approval_required".into(),
                             message: format!(

@@ -1,6 +1,8 @@
 //! The executor: runs a sealed [`Plan`] node by node in dependency order, with bounded parallelism,
 //! `when`, `foreach`, `retry`, timeouts, `continue_on_error`, `finally`, `rollback` and cancellation;
 //! records every transition in the run's evidence journal and every call in the audit log.
+//! `resume.rs` resumes a failed run: a new run that takes the recorded results of the steps that
+//! succeeded instead of running them (`Engine::resume`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +18,7 @@ mod gate;
 mod node;
 mod render;
 mod report;
+mod resume;
 mod retention;
 mod schedule;
 
@@ -23,6 +26,7 @@ pub use crate::exec::CancelToken;
 pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 pub use report::ReportOptions;
+pub use resume::{ResumeRefusal, ResumeRequest};
 pub use retention::PruneBy;
 
 use crate::actions::ActionError;
@@ -59,6 +63,10 @@ pub struct RunOutcome {
     /// When the run was refused for want of an approval (`error.kind` is `approval_required`): the
     /// rendered plan, its effects and digest, the policy rule, and how a person approves it.
     pub approval: Option<Value>,
+    /// The run this one resumed (`Engine::resume`).
+    pub resumed_from: Option<String>,
+    /// The plan's effects (its highest step's).
+    pub effects: dsl::Effect,
 }
 
 impl RunOutcome {
@@ -85,6 +93,12 @@ pub enum Progress {
         status: Status,
         duration_ms: u64,
         error: Option<String>,
+    },
+    /// An action's own word on how far it is inside a step (a pipeline's records and bytes): at its
+    /// first data, then at most about once a second.
+    Advanced {
+        step: String,
+        message: String,
     },
 }
 
@@ -140,6 +154,11 @@ struct RunCx<'a> {
     progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
     /// The approval this run was let through with.
     grant: Option<crate::approval::Grant>,
+    /// Whether main steps' results are kept in the journal (`node_result`): a runbook's run, not a
+    /// single call.
+    keep_results: bool,
+    /// The steps a resumed run takes from the run it resumes instead of running them.
+    reuse: Option<&'a resume::Reuse>,
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {

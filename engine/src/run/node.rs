@@ -171,6 +171,13 @@ impl RunCx<'_> {
                 error: first_error.as_ref().map(ToString::to_string),
             });
         }
+        if status == Status::Succeeded
+            && self.keep_results
+            && node.phase() == dsl::Phase::Main
+            && let Some(r) = &result
+        {
+            self.keep_result(node, r);
+        }
         StepOutcome {
             id,
             status,

@@ -9,7 +9,9 @@
 //! the run's `timeout_ms` (passing it cancels the token). A step whose `needs` or referenced step
 //! was skipped or failed is skipped. After a failure (unless `continue_on_error`), a cancel or the
 //! timeout, running steps finish (their processes killed on cancel) and pending ones are skipped.
-//! The run's timeout does not bound `finally` or rollbacks. Each step is looked at a constant
+//! The run's timeout does not bound `finally` or rollbacks. A resumed run's reused step
+//! (`Visit::reused`) is done as soon as it is ready, with its recorded result, and counts as
+//! succeeded (its rollback runs if the resumed run fails). Each step is looked at a constant
 //! number of times (O(steps + edges) per run). A step that is the only work there is, in a run with
 //! no timeout, runs on the scheduler's own thread (no thread per step in a chain).
 
@@ -45,6 +47,10 @@ pub(super) trait Visit: Sync {
         cancel: &CancelToken,
         max_parallel: usize,
     ) -> StepOutcome;
+    /// A main step a resumed run does not run: it takes the step's result from the run it resumes.
+    fn reused(&self, _node: &PlanNode) -> Option<StepOutcome> {
+        None
+    }
 }
 
 impl Visit for RunCx<'_> {
@@ -70,6 +76,9 @@ impl Visit for RunCx<'_> {
         max_parallel: usize,
     ) -> StepOutcome {
         RunCx::run_node(self, node, work, cancel, max_parallel)
+    }
+    fn reused(&self, node: &PlanNode) -> Option<StepOutcome> {
+        RunCx::reused(self, node)
     }
 }
 
@@ -175,6 +184,17 @@ pub(super) fn run_all<V: Visit>(
                 && let Some(Reverse(i)) = ready.pop()
             {
                 let node = nodes[i];
+                // a resumed run's step that succeeded before: its result, not a second run
+                if let Some(o) = v.reused(node) {
+                    if let Some(r) = &o.result {
+                        results.insert(o.id.clone(), r.clone());
+                    }
+                    outcomes.push(o);
+                    state[i] = NodeState::Done(Status::Succeeded);
+                    completed.push(i);
+                    release(i, &mut waiting_on, &mut ready);
+                    continue;
+                }
                 let blocked = node
                     .step
                     .needs
@@ -398,6 +418,8 @@ mod tests {
         fail: Vec<&'static str>,
         /// The node that cancels the run when it runs.
         cancels: Option<&'static str>,
+        /// Nodes a resumed run takes from an earlier run.
+        reuse: Vec<&'static str>,
         hold: Duration,
     }
 
@@ -468,6 +490,16 @@ mod tests {
                     Status::Succeeded
                 },
             )
+        }
+        fn reused(&self, node: &PlanNode) -> Option<StepOutcome> {
+            let id = node.step.id.as_str();
+            self.reuse.contains(&id).then(|| {
+                self.say(format!("reuse {id}"));
+                StepOutcome {
+                    result: Some(Value::String(format!("kept {id}"))),
+                    ..outcome(node, Status::Succeeded)
+                }
+            })
         }
     }
 
@@ -605,5 +637,35 @@ mod tests {
                 "end b"
             ]
         );
+    }
+
+    #[test]
+    fn a_reused_step_is_not_run_its_result_is_seen_and_it_is_rolled_back_on_failure() {
+        let rollback = "    rollback: {tool: state, args: {action: get, key: k}}\n";
+        let p = plan(&format!(
+            "name: t\nsteps:\n{}",
+            steps(&[("a", rollback), ("b", ""), ("c", "")])
+        ));
+        let f = Fake {
+            reuse: vec!["a"],
+            fail: vec!["c"],
+            ..Fake::default()
+        };
+        let (status, outcomes, results, _) = run_all(&f, &p, bounds(1), &CancelToken::new());
+        assert_eq!(status, Status::Failed);
+        let log = f.log();
+        assert_eq!(
+            &log[..4],
+            ["reuse a", "ready b", "start b", "end b"],
+            "{log:?}"
+        );
+        assert!(!log.contains(&"start a".to_owned()), "{log:?}");
+        assert_eq!(results["a"], "kept a");
+        // the resumed run failed: the reused step's rollback runs, as a step of this run's
+        assert!(
+            log.iter().any(|l| l.starts_with("start a-rollback")),
+            "{log:?}"
+        );
+        assert_eq!(outcomes[0].id, "a");
     }
 }

@@ -4,7 +4,7 @@
 //! writes and lose none (`two_connections_lose_no_writes`). Tables: `state` (the persistent scope,
 //! stored redacted by the caller), `runs` (the run index: id, runbook, directory, times, status,
 //! owner pid and start time, and for a single call the calls journal and offset holding its
-//! records, read back through `JournalAt`), `jobs` (id, tool, action, status, owner, times, result) and
+//! records, read back through `JournalAt`; `resumed_from`, the run a resumed run resumes), `jobs` (id, tool, action, status, owner, times, result) and
 //! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward). The connection
 //! stays at `synchronous=NORMAL`: writes that need not survive a power loss (the audit head; the run
 //! index of runs that change nothing) are left in the WAL (other processes see them, a crash keeps
@@ -232,6 +232,41 @@ impl Store {
         })
     }
 
+    /// Records a whole run at once, as it ended: a single call that only reads, whose row is written
+    /// once at its end (`execute.rs`) rather than started and then finished.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_whole(
+        &self,
+        id: &str,
+        runbook: &str,
+        dir: &Path,
+        journal: &Journal,
+        started_at: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        let dir = dir.display().to_string();
+        let me = ProcessRef::current();
+        let path = journal.path().display().to_string();
+        let start = i64::try_from(journal.start()).unwrap_or(i64::MAX);
+        let now = crate::ctx::now_rfc3339();
+        self.with_sync(false, |c| {
+            c.prepare_cached(
+                "INSERT INTO runs(id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![id, runbook, dir, started_at, now, status, me.pid, me.start, path, start])
+            .map(|_| ())
+        })
+    }
+
+    /// Records that a run resumes `from` (`infra run --resume`).
+    pub fn run_resumed(&self, id: &str, from: &str, durable: bool) -> Result<(), StoreError> {
+        self.with_sync(durable, |c| {
+            c.prepare_cached("UPDATE runs SET resumed_from = ?2 WHERE id = ?1")?
+                .execute(params![id, from])
+                .map(|_| ())
+        })
+    }
+
     /// Records how a run ended.
     pub fn run_finished(&self, id: &str, status: &str, durable: bool) -> Result<(), StoreError> {
         let now = crate::ctx::now_rfc3339();
@@ -346,6 +381,7 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
         ("jobs", "owner_start", "INTEGER"),
         ("runs", "journal", "TEXT"),
         ("runs", "journal_offset", "INTEGER"),
+        ("runs", "resumed_from", "TEXT"),
     ] {
         add_column(conn, table, column, kind)?;
     }
@@ -364,7 +400,7 @@ fn add_column(c: &Connection, table: &str, column: &str, kind: &str) -> rusqlite
     c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
 }
 
-const RUN_COLUMNS: &str = "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset";
+const RUN_COLUMNS: &str = "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset, resumed_from";
 
 /// A row of the run index, as stored.
 struct RunRow {
@@ -377,6 +413,7 @@ struct RunRow {
     owner: Option<ProcessRef>,
     journal: Option<String>,
     journal_offset: Option<i64>,
+    resumed_from: Option<String>,
 }
 
 impl RunRow {
@@ -394,6 +431,7 @@ impl RunRow {
             }),
             journal: r.get(8)?,
             journal_offset: r.get(9)?,
+            resumed_from: r.get(10)?,
         })
     }
 
@@ -425,6 +463,9 @@ impl RunRow {
         if let (Some((journal, offset)), Some(o)) = (shared, v.as_object_mut()) {
             o.insert("journal".into(), journal.into());
             o.insert("journal_offset".into(), offset.into());
+        }
+        if let (Some(from), Some(o)) = (self.resumed_from, v.as_object_mut()) {
+            o.insert("resumed_from".into(), from.into());
         }
         v
     }

@@ -1,5 +1,7 @@
 //! `runbook`: the catalog's runbooks and inline ones: `list`, `get`, `validate`, `plan`, `graph`, `run`,
-//! and `upsert` and `delete` of project runbook files.
+//! `resume` (of a failed run: `run_id`, `from`, `force`, secret `input`s again; `Engine::resume`, whose
+//! refusals come back as errors naming their `rule`), and `upsert` and `delete` of project runbook
+//! files.
 //!
 //! `plan` and `run` take the catalog's runbook or an inline one (loaded from its JSON by `dsl::load`),
 //! compile it with the catalog as resolver and resolve its inputs; `plan` (or `run` with `dry_run`)
@@ -40,6 +42,13 @@ pub struct Params {
     /// `run`: render the plan instead, running nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// `resume`: its id (or a prefix).
+    pub run_id: Option<String>,
+    /// `resume`: re-run from this step.
+    pub from: Option<String>,
+    /// `resume` a changed runbook.
+    #[serde(default)]
+    pub force: bool,
     /// `upsert` of a built-in's name: replace the built-in with this project runbook.
     #[serde(default, rename = "override")]
     pub override_builtin: bool,
@@ -65,6 +74,7 @@ pub enum Action {
     Graph,
     Upsert,
     Delete,
+    Resume,
 }
 
 impl ToolParams for Params {
@@ -254,38 +264,74 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                     Err(d) => Reply::diagnostics(&d, ""),
                 };
             }
-            let outcome = engine.execute(&plan, inputs, options);
-            let ok = outcome.ok();
-            let (steps, outputs, unavailable) = one_error(&outcome, ok);
-            let mut body = json!({
-                "ok": ok, "effects": plan.effects(),
-                "summary": format!("{} {:?} in {} ms", rb.name, outcome.status, outcome.duration_ms).to_lowercase(),
-                "result": {"status": outcome.status, "outputs": outputs, "steps": steps, "evidence": outcome.uri_base},
-                "run_id": outcome.run_id,
-            });
-            if !unavailable.is_empty() {
-                body["result"]["outputs_unavailable"] = unavailable.into();
-            }
-            if let Some(a) = &outcome.approval {
-                body["result"]["approval"] = a.clone();
-            }
-            if let Some(e) = &outcome.error {
-                body["error"] = json!({"kind": e.kind, "message": e.message});
-            }
-            Reply {
-                body,
-                is_error: !ok,
-                links: Vec::new(),
-                run: Some(RunRef {
-                    dir: outcome.dir.clone(),
-                    uri_base: outcome.uri_base.clone(),
-                }),
-                raw_result: None,
-                warnings: Vec::new(),
+            run_reply(engine.execute(&plan, inputs, options))
+        }
+        Action::Resume => {
+            let Some(run) = p.run_id.as_deref() else {
+                return Reply::error(
+                    "invalid_args",
+                    "`resume` needs `run_id` (a failed run's id, or a unique prefix of it)",
+                    Some("`evidence {action: list}` shows the runs".into()),
+                    Some("/run_id".into()),
+                );
+            };
+            let req = engine::run::ResumeRequest {
+                run,
+                from: p.from.as_deref(),
+                force: p.force,
+                given: p.input.clone().unwrap_or_default(),
+                text_inputs: false,
+                front_end: "mcp",
+            };
+            match engine.resume(&req, options) {
+                Ok(outcome) => run_reply(outcome),
+                Err(r) => {
+                    let mut reply = Reply::error(r.kind, r.message, r.hint, None);
+                    reply.body["error"]["rule"] = r.rule.into();
+                    if let Some(id) = r.run_id {
+                        reply.body["error"]["resumed_from"] = id.into();
+                    }
+                    reply
+                }
             }
         }
         Action::Upsert => upsert(engine, p),
         Action::Delete => delete(engine, p),
+    }
+}
+
+/// A run's outcome as a reply (`run`, `resume`).
+fn run_reply(outcome: engine::run::RunOutcome) -> Reply {
+    let ok = outcome.ok();
+    let (steps, outputs, unavailable) = one_error(&outcome, ok);
+    let mut body = json!({
+        "ok": ok, "effects": outcome.effects,
+        "summary": format!("{} {:?} in {} ms", outcome.runbook, outcome.status, outcome.duration_ms).to_lowercase(),
+        "result": {"status": outcome.status, "outputs": outputs, "steps": steps, "evidence": outcome.uri_base},
+        "run_id": outcome.run_id,
+    });
+    if !unavailable.is_empty() {
+        body["result"]["outputs_unavailable"] = unavailable.into();
+    }
+    if let Some(a) = &outcome.approval {
+        body["result"]["approval"] = a.clone();
+    }
+    if let Some(from) = &outcome.resumed_from {
+        body["result"]["resumed_from"] = from.clone().into();
+    }
+    if let Some(e) = &outcome.error {
+        body["error"] = json!({"kind": e.kind, "message": e.message});
+    }
+    Reply {
+        body,
+        is_error: !ok,
+        links: Vec::new(),
+        run: Some(RunRef {
+            dir: outcome.dir.clone(),
+            uri_base: outcome.uri_base.clone(),
+        }),
+        raw_result: None,
+        warnings: Vec::new(),
     }
 }
 

@@ -99,7 +99,7 @@ fn a_probe_that_closes_stdin_at_once_exits_cleanly() {
 
 /// A client that keeps the progress messages it hears.
 #[derive(Clone, Default)]
-struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub(super) struct Recorder(pub(super) std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
 impl rmcp::ClientHandler for Recorder {
     async fn on_progress(

@@ -16,6 +16,7 @@
 
 pub mod guard;
 mod open;
+mod pages;
 mod transfer;
 
 use crate::error::ErrorKind;
@@ -34,7 +35,31 @@ use crate::record::artifacts::ArtifactWriter;
 pub use crate::targets::{Basic, HttpTarget};
 use dsl::Effect;
 use guard::Policy;
-pub(crate) use open::{Get, get_stream};
+pub(crate) use open::{Get, Put, get_stream, send_batches, send_stream};
+pub use pages::Paginate;
+
+/// Walks a paginated GET for a pipeline (`pages::walk`).
+pub(crate) fn walk_pages(
+    call: &Call<'_>,
+    at: Get<'_>,
+    p: &Paginate,
+    each: &mut dyn FnMut(Vec<Value>) -> Result<(), ActionError>,
+) -> Result<pages::Walked, ActionError> {
+    pages::walk(
+        call,
+        Endpoint {
+            url: at.url,
+            target: at.target,
+            path: at.path,
+            headers: at.headers,
+            query: None,
+            bearer_env: None,
+            basic: None,
+        },
+        p,
+        each,
+    )
+}
 use transfer::{body_of, read_body, retry_after, retryable_status, send};
 
 /// Retries of idempotent requests.
@@ -120,6 +145,28 @@ pub struct RequestArgs {
     #[serde(default, deserialize_with = "given")]
     #[schemars(with = "Option<String>", skip_serializing_if = "Option::is_none")]
     pub save_to: Option<Option<String>>,
+    /// GET every page of a list API (page, offset, cursor or Link styles); the items are gathered.
+    pub paginate: Option<Paginate>,
+}
+
+/// Download a GET's body whole into an artifact, or a host file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadArgs {
+    pub url: Option<String>,
+    pub target: Option<String>,
+    pub path: Option<String>,
+    pub headers: Option<Pairs>,
+    pub query: Option<Pairs>,
+    pub bearer_env: Option<String>,
+    pub token_env: Option<String>,
+    /// The artifact's file name (default: the URL's last segment).
+    pub name: Option<String>,
+    /// Write to this file on the infra host instead (needs INFRA_UNSAFE_LOCAL=1).
+    pub save_to: Option<String>,
+    /// The largest body accepted (default 4 GiB).
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<u64>,
 }
 
 /// Check an endpoint: status (and optionally the body), with the latency.
@@ -194,6 +241,7 @@ pub(super) fn tool() -> ToolSpec {
     let request_desc = "Sends an HTTP request (url, or a target's base_url + path) through the egress guard; retries idempotent requests; JSON bodies parsed; large bodies in an artifact.";
     let check_desc =
         "Checks an endpoint: status, latency and optionally a text in the body. Read-only.";
+    let download_desc = "Downloads a body into an artifact (or a host file: save_to, INFRA_UNSAFE_LOCAL=1), streamed, with its SHA-256; a failed one leaves nothing.";
     ToolSpec {
         name: "http",
         title: "HTTP",
@@ -219,6 +267,25 @@ pub(super) fn tool() -> ToolSpec {
                 classify: Some(classify_request),
                 secret_args: Some(header_secrets),
                 example: || json!({"action": "request", "method": "GET", "url": "https://example.com/health"}),
+            },
+            ActionSpec {
+                tool: "http",
+                name: "download",
+                title: "Download a body",
+                description: download_desc,
+                effect: Effect::Write,
+                unsafe_local: false,
+                schema_fn: || {
+                    args_schema::<DownloadArgs>(
+                        "http",
+                        "download",
+                        "Downloads a body into an artifact (or a host file: save_to, INFRA_UNSAFE_LOCAL=1), streamed, with its SHA-256; a failed one leaves nothing.",
+                    )
+                },
+                modes: super::no_modes,
+                classify: Some(classify_download),
+                secret_args: Some(header_secrets),
+                example: || json!({"action": "download", "url": "https://example.com/releases/app.tar.gz"}),
             },
             ActionSpec {
                 tool: "http",
@@ -298,6 +365,7 @@ const DEFAULT_MAX: u64 = 256 * 1024 * 1024;
 const MAX_REDIRECTS: usize = 10;
 
 /// What a call resolved to: the URL, the target's settings and the credentials.
+#[derive(Clone)]
 struct Prepared {
     url: url::Url,
     headers: Vec<(String, String)>,
@@ -346,6 +414,28 @@ impl RequestArgs {
             basic: self.basic.as_ref().map(Option::as_ref),
         }
     }
+}
+
+impl DownloadArgs {
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.url.as_deref(),
+            target: self.target.as_deref(),
+            path: self.path.as_deref(),
+            headers: self.headers.as_ref(),
+            query: self.query.as_ref(),
+            bearer_env: self.bearer_env.as_deref().or(self.token_env.as_deref()),
+            basic: None,
+        }
+    }
+}
+
+/// A download that writes a host file writes; one into an artifact only reads.
+fn classify_download(args: &Map<String, Value>) -> Option<Effect> {
+    Some(match args.get("save_to") {
+        None | Some(Value::Null) => Effect::Read,
+        _ => Effect::Write,
+    })
 }
 
 impl CheckArgs {
@@ -500,8 +590,50 @@ fn headers_json(resp: &ureq::Response) -> Value {
     Value::Object(m)
 }
 
+/// A paginated GET: every page's items gathered, up to `max_bytes` of them.
+fn paginated(call: &Call<'_>, args: &RequestArgs, p: &Paginate) -> Result<Value, ActionError> {
+    let method = args.method.as_deref().unwrap_or("GET");
+    if !method.eq_ignore_ascii_case("GET") || body_of(args)?.is_some() || args.save_to.is_some() {
+        return Err(invalid(
+            "`paginate` walks GET pages: leave out `method` (or give GET), bodies and `save_to`",
+        ));
+    }
+    let started = Instant::now();
+    let max = args.max_bytes.unwrap_or(DEFAULT_MAX);
+    let (mut items, mut bytes) = (Vec::new(), 0u64);
+    let walked = pages::walk(call, args.endpoint(), p, &mut |page| {
+        for item in page {
+            bytes += serde_json::to_vec(&item).map_or(0, |v| v.len() as u64);
+            if bytes > max {
+                return Err(ActionError::new(
+                    ErrorKind::TooLarge,
+                    format!("the pages' items are over `max_bytes` ({max} bytes)"),
+                )
+                .hint(
+                    "raise `max_bytes`, or move them with `pipeline` (http source with `paginate`)",
+                ));
+            }
+            items.push(item);
+        }
+        Ok(())
+    })?;
+    Ok(json!({
+        "method": "GET",
+        "pages": walked.pages,
+        "count": walked.items,
+        "complete": walked.complete,
+        "items": items,
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "artifacts": [],
+        "ok": true,
+    }))
+}
+
 fn request(call: &Call<'_>) -> Result<Value, ActionError> {
     let args: RequestArgs = call.parse()?;
+    if let Some(p) = &args.paginate {
+        return paginated(call, &args, p);
+    }
     if args.save_to.is_some() && !call.host.config().unsafe_local {
         return Err(ActionError::new(
             ErrorKind::Refused,
@@ -681,6 +813,7 @@ fn check(call: &Call<'_>) -> Result<Value, ActionError> {
 pub(super) fn invoke(action: &str, call: &Call<'_>) -> Result<Value, ActionError> {
     match action {
         "request" => request(call),
+        "download" => open::download(call),
         "check" => check(call),
         other => Err(ActionError::new(
             ErrorKind::NotAvailable,
@@ -718,6 +851,7 @@ mod tests {
         use crate::actions::parse_args;
         crate::actions::examples_parse(tool(), |action, args| match action {
             "request" => parse_args::<RequestArgs>(args).map(drop),
+            "download" => parse_args::<DownloadArgs>(args).map(drop),
             "check" => parse_args::<CheckArgs>(args).map(drop),
             other => panic!("no argument type for http.{other}"),
         });

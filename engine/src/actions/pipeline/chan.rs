@@ -45,6 +45,8 @@ pub fn pipe(
             cancel,
             deadline,
             stats: Stats::new(counter, limits),
+            progress: None,
+            reported: None,
         },
     )
 }
@@ -206,6 +208,31 @@ pub struct Rx<'a> {
     cancel: &'a CancelToken,
     deadline: Option<Instant>,
     stats: Stats,
+    progress: Option<crate::actions::Advance<'a>>,
+    reported: Option<Instant>,
+}
+
+/// How often progress is told, after the first data.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+impl<'a> Rx<'a> {
+    /// Tells `to` how much has passed: at the first data, then at most once per [`REPORT_EVERY`].
+    pub fn report_to(&mut self, to: Option<crate::actions::Advance<'a>>) {
+        self.progress = to;
+    }
+
+    fn report(&mut self) {
+        let Some(p) = self.progress else { return };
+        if self.reported.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            return;
+        }
+        self.reported = Some(Instant::now());
+        let bytes = self.stats.bytes;
+        (p.0)(&match self.stats.records() {
+            Some(r) => format!("{r} records, {bytes} bytes read"),
+            None => format!("{bytes} bytes read"),
+        });
+    }
 }
 
 impl Rx<'_> {
@@ -249,6 +276,7 @@ impl Read for Rx<'_> {
                     }
                     self.cur = d;
                     self.pos = 0;
+                    self.report();
                 }
                 Ok(Msg::End) => self.ended = true,
                 Ok(Msg::Fail(why)) => {

@@ -1,19 +1,25 @@
-//! `pipeline`: data streamed from a source (a PostgreSQL query or table, an HTTP GET, a remote file
-//! over SFTP, an artifact, a host file) to a sink (a table, a remote file, an artifact, a host file)
-//! in bounded memory, all or nothing.
+//! `pipeline`: data streamed from a source (a PostgreSQL query or table, an HTTP GET or a paginated
+//! list API, a remote file over SFTP, an artifact, a host file) to a sink (a table, a remote file, an
+//! artifact, a host file, an HTTP endpoint) in bounded memory, all or nothing where the sink allows.
 //!
 //! The source runs on a thread of its own and writes into a bounded pipe (`chan`: at most a few
 //! chunks of 256 KiB wait); the sink reads from it on the calling thread, so the sink's speed paces
 //! the source. `chan` counts records, hashes every byte and applies `max_bytes` and `max_records`;
 //! the stream only ends well when the source finished, so a sink commits nothing a failed source cut
-//! short. A table is loaded with one `COPY … FROM STDIN` in one transaction (`records` maps CSV
-//! headers or JSON Lines keys to columns); a remote or host file is written to a temporary sibling
-//! renamed over it; an artifact is removed on failure. The effect is the sink's: a table or file is
-//! `write`, `truncate_first` is `destructive`, an artifact is `read`.
+//! short. The sink's end tells the step's progress (records and bytes read) at the first chunk and
+//! then at most once a second. A table is loaded with one `COPY … FROM STDIN` in one transaction
+//! (`records` maps CSV headers or JSON Lines keys to columns); a remote or host file is written to a
+//! temporary sibling renamed over it; an artifact is removed on failure; an HTTP sink is one streamed
+//! request, or `batch` requests sent after the whole stream was spooled (`ends.rs`). `json` arrays
+//! travel as JSON Lines inside the pipe (`json.rs`); `transform` reshapes each JSON record on its way
+//! from the source (`transform.rs`). The effect is the sink's: a table, file or HTTP
+//! endpoint is `write`, `truncate_first` is `destructive`, an artifact is `read`.
 
 mod chan;
 mod ends;
+mod json;
 mod records;
+mod transform;
 
 pub(crate) use records::text_row;
 
@@ -43,12 +49,14 @@ pub enum Source {
         /// One read-only statement.
         query: Option<String>,
     },
-    /// The body of a GET: `url`, or a target's `base_url` + `path`.
+    /// The body of a GET: `url`, or a target's `base_url` + `path`; with `paginate`, every page's
+    /// items as JSON Lines.
     Http {
         url: Option<String>,
         target: Option<String>,
         path: Option<String>,
         headers: Option<IndexMap<String, String>>,
+        paginate: Option<Box<super::http::Paginate>>,
     },
     /// A file on an ssh target.
     Sftp { target: String, path: String },
@@ -93,6 +101,20 @@ pub enum Sink {
     Artifact { name: Option<String> },
     /// A path on the infra host (needs INFRA_UNSAFE_LOCAL=1), written beside it and renamed.
     File { path: String },
+    /// A POST (or PUT) of the stream as one request; with `batch`, of JSON arrays of that many records,
+    /// one request each, sent only once the whole stream was read.
+    Http {
+        url: Option<String>,
+        target: Option<String>,
+        path: Option<String>,
+        headers: Option<IndexMap<String, String>>,
+        /// `POST` (default) or `PUT`.
+        #[schemars(regex(pattern = "^(?i)(POST|PUT)$"))]
+        method: Option<String>,
+        /// Records per request, as a JSON array (jsonl or json records).
+        #[schemars(range(min = 1, max = 100000))]
+        batch: Option<u64>,
+    },
 }
 
 /// One pipeline.
@@ -101,8 +123,9 @@ pub enum Sink {
 pub struct RunArgs {
     pub from: Source,
     pub to: Sink,
-    /// `csv` (with a header; default), `jsonl` (one JSON object per line) or `raw` (bytes).
-    #[schemars(regex(pattern = "^(csv|jsonl|raw)$"))]
+    /// `csv` (with a header; default), `jsonl` (one JSON object per line), `json` (one array,
+    /// streamed) or `raw` (bytes).
+    #[schemars(regex(pattern = "^(csv|jsonl|json|raw)$"))]
     pub format: Option<String>,
     /// Stop with nothing written past this many bytes read.
     #[schemars(range(min = 1))]
@@ -110,6 +133,8 @@ pub struct RunArgs {
     /// Stop with nothing written past this many records read.
     #[schemars(range(min = 1))]
     pub max_records: Option<u64>,
+    /// Reshape each JSON record: `select`, `drop`, `rename`, `set` (jsonl or json).
+    pub transform: Option<transform::Transform>,
 }
 
 /// How the stream's records are written.
@@ -117,6 +142,8 @@ pub struct RunArgs {
 pub enum Format {
     Csv,
     Jsonl,
+    /// A JSON array at the ends; JSON Lines inside the pipe (`json.rs`).
+    Json,
     Raw,
 }
 
@@ -125,12 +152,18 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Json => "json",
             Format::Raw => "raw",
         }
     }
+
+    /// Whether the stream is JSON records, one per line inside the pipe.
+    fn lines(self) -> bool {
+        matches!(self, Format::Jsonl | Format::Json)
+    }
 }
 
-const DESCRIPTION: &str = "Streams `from` a source (psql, http, sftp, artifact, file) `to` a sink (psql, sftp, artifact, file) in bounded memory, all or nothing; counts and SHA-256 in the result. Formats csv (header), jsonl, raw. A table load is one COPY in one transaction; a file is written beside and renamed.";
+const DESCRIPTION: &str = "Streams `from` a source (psql, http with optional paginate, sftp, artifact, file) `to` a sink (psql, sftp, artifact, file, http) in bounded memory, all or nothing; counts and SHA-256 in the result. Formats csv (header), jsonl, json (array), raw. A table load is one COPY in one transaction; a file is written beside and renamed; http posts the stream, or `batch` records per request once all was read.";
 
 /// The sink's effect: a table or a file is written, `truncate_first` (or a templated one) destroys,
 /// an artifact only reads. `None` (the worst) when `to` is not literal.
@@ -141,7 +174,7 @@ fn classify(args: &Map<String, Value>) -> Option<Effect> {
             None | Some(Value::Bool(false)) => Effect::Write,
             _ => Effect::Destructive,
         }),
-        "sftp" | "file" => Some(Effect::Write),
+        "sftp" | "file" | "http" => Some(Effect::Write),
         "artifact" => Some(Effect::Read),
         _ => None,
     }
@@ -150,8 +183,10 @@ fn classify(args: &Map<String, Value>) -> Option<Effect> {
 /// Connection URLs (and their passwords) of either end, and credential headers of an HTTP source.
 fn secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(from) = args.get("from").and_then(Value::as_object) {
-        out.extend(super::http::header_secrets(from));
+    for end in ["from", "to"] {
+        if let Some(e) = args.get(end).and_then(Value::as_object) {
+            out.extend(super::http::header_secrets(e));
+        }
     }
     for end in ["from", "to"] {
         let Some(c) = args
@@ -224,6 +259,7 @@ fn kind_of_sink(s: &Sink) -> &'static str {
         Sink::Sftp { .. } => "sftp",
         Sink::Artifact { .. } => "artifact",
         Sink::File { .. } => "file",
+        Sink::Http { .. } => "http",
     }
 }
 
@@ -231,9 +267,35 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
     let args: RunArgs = call.parse()?;
     let format = match args.format.as_deref().unwrap_or("csv") {
         "jsonl" => Format::Jsonl,
+        "json" => Format::Json,
         "raw" => Format::Raw,
         _ => Format::Csv,
     };
+    let paginated = matches!(
+        args.from,
+        Source::Http {
+            paginate: Some(_),
+            ..
+        }
+    );
+    if paginated && !format.lines() {
+        return Err(ActionError::new(
+            ErrorKind::InvalidArgs,
+            "a paginated http source gives JSON records: use `format: jsonl` or `json`",
+        ));
+    }
+    if args.transform.is_some() && !format.lines() {
+        return Err(ActionError::new(
+            ErrorKind::InvalidArgs,
+            "`transform` reshapes JSON records: use `format: jsonl` or `json`",
+        ));
+    }
+    if matches!(args.to, Sink::Http { batch: Some(_), .. }) && !format.lines() {
+        return Err(ActionError::new(
+            ErrorKind::InvalidArgs,
+            "an http sink's `batch` sends JSON arrays of records: use `format: jsonl` or `json`",
+        ));
+    }
     if matches!(args.from, Source::File { .. }) {
         refuse_host_path(call, "source")?;
     }
@@ -251,7 +313,7 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
     let started = Instant::now();
     let counter = match format {
         Format::Csv => chan::Counter::Csv,
-        Format::Jsonl => chan::Counter::Lines,
+        Format::Jsonl | Format::Json => chan::Counter::Lines,
         Format::Raw => chan::Counter::Raw,
     };
     let limits = chan::Limits {
@@ -259,11 +321,23 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
         max_records: args.max_records,
     };
     let (tx, mut rx) = chan::pipe(counter, limits, call.cancel, call.deadline);
-    let from = &args.from;
+    rx.report_to(call.progress);
+    let (from, reshape) = (&args.from, args.transform.as_ref());
     let (sunk, source, stats) = std::thread::scope(|s| {
         let src = s.spawn(move || {
             let mut tx = tx;
-            match ends::read(call, from, format, &mut tx) {
+            let read = match reshape {
+                None => ends::read(call, from, format, &mut tx),
+                Some(t) => {
+                    let mut w = transform::Reshape::new(&mut tx, t);
+                    ends::read(call, from, format, &mut w).and_then(|v| {
+                        w.finish()
+                            .map(|_| v)
+                            .map_err(|e| ActionError::new(ErrorKind::InvalidArgs, e.to_string()))
+                    })
+                }
+            };
+            match read {
                 Ok(v) => tx.finish().map(|()| v).map_err(|e| {
                     ActionError::new(ErrorKind::Failed, format!("passing the end on: {e}"))
                 }),
@@ -285,8 +359,8 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
     });
     let read =
         json!({"records_read": stats.records(), "bytes_read": stats.bytes, "committed": false});
-    let (written, sink_info) = match (sunk, source) {
-        (Ok(w), Ok(_)) => w,
+    let ((written, sink_info), source_info) = match (sunk, source) {
+        (Ok(w), Ok(s)) => (w, s),
         (Err(e), source) => {
             let e = if let Some((kind, why)) = &stats.stopped {
                 let e = ActionError::new(*kind, format!("{why}; nothing was written"));
@@ -329,6 +403,14 @@ fn run(call: &Call<'_>) -> Result<Value, ActionError> {
     });
     if let (Value::Object(o), Value::Object(more)) = (&mut out, sink_info) {
         o.extend(more);
+    }
+    // what the source says of itself (pages walked), where the sink did not say the same
+    if let (Value::Object(o), Value::Object(more)) = (&mut out, source_info) {
+        for (k, v) in more {
+            if k == "pages" {
+                o.entry(k).or_insert(v);
+            }
+        }
     }
     if out.get("artifacts").is_none() {
         out["artifacts"] = json!([]);

@@ -314,13 +314,13 @@ pub(super) fn actions(
         spec(
             "insert_bulk",
             "Insert rows by COPY",
-            "By COPY. All of `rows` (column → value), or none.",
+            "Inserts rows by COPY. All of `rows` (column → value), or none.",
             Effect::Write,
             || {
                 args_schema::<InsertArgs>(
                     "psql",
                     "insert_bulk",
-                    "By COPY. All of `rows` (column → value), or none.",
+                    "Inserts rows by COPY. All of `rows` (column → value), or none.",
                 )
             },
             None,
@@ -329,13 +329,13 @@ pub(super) fn actions(
         spec(
             "select",
             "Select rows",
-            "Reads rows. From `table`, matching `where` (column → value), with `columns`, `order_by`, `max_rows`.",
+            "Reads matching rows. From `table`, matching `where` (column → value), with `columns`, `order_by`, `max_rows`.",
             Effect::Read,
             || {
                 args_schema::<TableArgs>(
                     "psql",
                     "select",
-                    "Reads rows. From `table`, matching `where` (column → value), with `columns`, `order_by`, `max_rows`.",
+                    "Reads matching rows. From `table`, matching `where` (column → value), with `columns`, `order_by`, `max_rows`.",
                 )
             },
             None,
@@ -344,13 +344,13 @@ pub(super) fn actions(
         spec(
             "count",
             "Count rows",
-            "Counts rows. Those of `table` matching `where`.",
+            "Counts matching rows. Those of `table` matching `where`.",
             Effect::Read,
             || {
                 args_schema::<TableArgs>(
                     "psql",
                     "count",
-                    "Counts rows. Those of `table` matching `where`.",
+                    "Counts matching rows. Those of `table` matching `where`.",
                 )
             },
             None,
@@ -359,13 +359,13 @@ pub(super) fn actions(
         spec(
             "exists",
             "Test for rows",
-            "Any match. Whether a row of `table` matches `where`.",
+            "Tests for a match. Whether a row of `table` matches `where`.",
             Effect::Read,
             || {
                 args_schema::<TableArgs>(
                     "psql",
                     "exists",
-                    "Any match. Whether a row of `table` matches `where`.",
+                    "Tests for a match. Whether a row of `table` matches `where`.",
                 )
             },
             None,
@@ -389,9 +389,15 @@ pub(super) fn actions(
         spec(
             "delete",
             "Delete rows",
-            "Deletes rows. Those `where` matches.",
+            "Deletes matching rows. Those `where` matches.",
             Effect::Destructive,
-            || args_schema::<TableArgs>("psql", "delete", "Deletes rows. Those `where` matches."),
+            || {
+                args_schema::<TableArgs>(
+                    "psql",
+                    "delete",
+                    "Deletes matching rows. Those `where` matches.",
+                )
+            },
             None,
             || json!({"action": "delete", "table": "events", "where": {"id": 42}}),
         ),

@@ -243,7 +243,7 @@ pub(super) fn tool() -> ToolSpec {
     ToolSpec {
         name: "ssh",
         title: "SSH",
-        description: "Commands and SFTP transfers on the targets of targets.json|yaml: one host-key-checked session per target, reused across calls.",
+        description: "Commands and SFTP on the targets of targets.json|yaml, one host-key-checked session each, reused.",
         aliases: &["mcp_ssh_manager"],
         open_world: true,
         actions: vec![
