@@ -247,6 +247,19 @@ impl ProcessRef {
         }
     }
 
+    /// Process `pid` as it is now (its start time read from `/proc`, `None` where it cannot be).
+    pub fn of(pid: i64) -> Self {
+        ProcessRef {
+            pid,
+            start: proc_stat(pid).map(|(_, start)| start),
+        }
+    }
+
+    /// Whether `/proc` can tell which processes live (Linux); elsewhere [`ProcessRef::alive`] says no.
+    pub fn observable() -> bool {
+        Path::new("/proc/self/stat").exists()
+    }
+
     /// Whether the process still runs: `/proc/<pid>` exists, it is not a zombie (killed and waiting to
     /// be reaped), and it started when this one did. Linux only: elsewhere nothing is alive.
     pub fn alive(&self) -> bool {

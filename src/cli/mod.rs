@@ -83,9 +83,16 @@ enum Command {
     /// Artifacts of runs: `list`, `get <uri>`, `tail <uri>`.
     #[command(subcommand)]
     Artifacts(artifacts::Command),
-    /// Background jobs (MCP calls with `async: true`): `list`, `status <id>`.
+    /// Background jobs (MCP calls with `async: true`, detached `ssh exec`): `list`, `status`, `wait`,
+    /// `logs`, `cancel`.
     #[command(subcommand)]
     Jobs(jobs::Command),
+    /// Run a job as its worker (started by the MCP server that took the call; not for people).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// The job's id.
+        id: String,
+    },
     /// The audit log: `tail`, `verify`, `checkpoint`.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -172,6 +179,7 @@ pub fn main() -> ExitCode {
         Some(Command::Artifacts(c)) => artifacts::run(c),
         Some(Command::Audit(c)) => audit::run(c),
         Some(Command::Jobs(c)) => jobs::run(c),
+        Some(Command::Worker { id }) => jobs::work(&id),
         Some(Command::State(c)) => state::run(c),
         Some(Command::Doctor(a)) => doctor::run(a),
         Some(Command::Approve(a)) => approve::approve(a),

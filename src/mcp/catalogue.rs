@@ -1,7 +1,7 @@
 //! The dispatcher: `call` is the one entry of a tool call, and `finish` records and audits it.
 //!
-//! `call` starts a job for `async: true` (`jobs::Jobs::start`, which makes the same call without
-//! `async` on a thread of its own). Otherwise it makes the call canonical once, before anything
+//! `call` starts a job for `async: true` (`jobs::Jobs::start`: a worker process makes the same call
+//! without `async`). Otherwise it makes the call canonical once, before anything
 //! validates it (`normalize::normalize`: the tool's, action's and arguments' original names, and the
 //! per-call `output` and `store_as` taken off), reads a front-end tool's arguments into its parameters
 //! (`schema::parse`, which refuses any key or value that does not fit the tool's listed schema) and
@@ -60,7 +60,8 @@ impl CallCx<'_> {
 }
 
 /// Starts a call in the background (`async: true`) and returns its job id at once. The job lives in the
-/// store, so `jobs` (here or in another process) sees it.
+/// store and in a worker process of its own, so `jobs` (here or in another process) sees it and it
+/// outlives this server.
 fn start_job(
     engine: &Arc<Engine>,
     jobs: &Arc<Jobs>,
@@ -74,19 +75,7 @@ fn start_job(
     let action = super::normalize::action_alias(tool, given)
         .unwrap_or(given)
         .to_owned();
-    let (engine2, jobs2, name2) = (Arc::clone(engine), Arc::clone(jobs), name.to_owned());
-    jobs.start(engine, tool, &action, move |cancel, progress| {
-        call(
-            &engine2,
-            &jobs2,
-            &name2,
-            args,
-            &CallCx {
-                cancel: cancel.clone(),
-                progress: Some(progress),
-            },
-        )
-    })
+    jobs.start(engine, tool, &action, name, args)
 }
 
 /// Runs one call; `jobs` are the jobs this server runs. Blocking: call it off the async runtime.
@@ -123,7 +112,7 @@ pub fn call(
         }
         "runbook" => Some(parse(&args).map(|p| tools::runbook::call(engine, &p, &cx.options()))),
         "evidence" => Some(parse(&args).map(|p| tools::evidence::call(engine, &p))),
-        "jobs" => Some(parse(&args).map(|p| tools::jobs::call(engine, jobs, &p))),
+        "jobs" => Some(parse(&args).map(|p| tools::jobs::call(engine, &p))),
         "context" => Some(parse(&args).map(|p| tools::context::call(engine, &p))),
         "intent" => Some(parse(&args).map(|p| tools::intent::call(engine, &p, &cx.options()))),
         "artifacts" => Some(parse(&args).map(|p| tools::artifacts::call(engine, &p))),

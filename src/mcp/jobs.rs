@@ -1,57 +1,87 @@
-//! Jobs: calls started with `async: true`, each made on a named thread of its own while the caller gets
-//! its `job_id` at once.
+//! Jobs: calls started with `async: true`, each made by a detached `infra` worker process of its own
+//! while the caller gets its `job_id` at once. A job outlives the server that started it.
 //!
-//! A job lives in the store (`Store::job_started` with this process's id, then `Store::job_finished`
-//! with `succeeded`, `failed` or `cancelled` and the reply), so `jobs` here, in another server, or the
-//! CLI's `infra jobs` sees it. What only this process can know is kept in [`Jobs`]: each running job's
-//! cancel token (for `jobs cancel` and for the server's exit) and, once it has started a run, that run's
-//! id, directory and artifact URI base (heard as `Progress::RunStarted`), so `jobs logs` can show the
-//! output of a job still running. An entry is removed after the job's end is in the store.
+//! The server (`Jobs::start`) writes the job row (`Store::job_started`), spawns `infra __worker <id>`
+//! (the same executable, environment and working directory as the server, stdout and stderr to
+//! `/dev/null`) and writes the request on the worker's stdin, a pipe it then closes: the call's name
+//! and arguments and the configuration the server runs with. The request never touches the disk, so
+//! a secret among the arguments is in no file. The server names the worker as the job's owner
+//! (`Store::job_owner`) and reaps it on a thread; it never waits for it, and neither its exit nor a
+//! `kill -9` reaches the worker.
+//!
+//! The worker (`work`) starts a session of its own (`setsid`: no terminal, no signal sent to the
+//! server's group), reads the request, builds its engine from the environment it inherited, claims
+//! the row (`Store::job_claim`: once, and only a job its starter gave it; a worker started by hand
+//! takes nothing over) and refuses to run (`refused`, audited) when its configuration is not the one
+//! the server sent (profiles directory, opt-ins, audit key): a worker never has a power the server
+//! lacked. It makes the call through `catalogue::call`, the path of every call (policy gate, approvals,
+//! audit, evidence, redaction): a call that needs an approval answers `approval_required` in the
+//! job's result and runs nothing. A beat thread writes its heartbeat every 2 s and polls every 200 ms
+//! for a cancel asked by any process (`Store::job_request_cancel`), which it turns into the call's
+//! `CancelToken`. The run the call starts is recorded in the row (`Store::job_run`), so any process
+//! can show its output while it runs. The worker writes how the job ended (`Store::job_finished`) and
+//! exits; a worker that dies reads back as `interrupted` (`store` decides, on read).
+//!
+//! A detached remote command (`ssh exec` with `detach: true`) is a job with no worker: `refresh` asks
+//! its target how it is (and writes how it ended), `remote_logs` reads the end of its log, and
+//! `cancel` kills its process group there (`engine::actions::ssh::detach`).
 
-use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use engine::actions::ssh::detach::{self, Probe};
+use engine::ctx::{Config, ProcessRef};
 use engine::run::{CancelToken, Engine, Progress};
-use serde_json::json;
+use engine::store::Store;
+use serde_json::{Map, Value, json};
 
+use super::catalogue::{CallCx, call};
 use super::reply::Reply;
 
-/// The jobs this process runs, by id.
+/// The hidden subcommand a worker runs as.
+pub const WORKER_COMMAND: &str = "__worker";
+
+/// The largest request a worker reads (an MCP line is at most 16 MiB).
+const MAX_REQUEST: u64 = 32 << 20;
+
+/// How often a worker looks for a cancel, and writes its heartbeat.
+const POLL: Duration = Duration::from_millis(200);
+const BEAT_EVERY: u32 = 10;
+
+/// Starts the jobs of a server. Holds nothing: a job lives in the store and its worker.
 #[derive(Debug, Default)]
-pub struct Jobs {
-    running: Mutex<HashMap<String, Running>>,
-}
+pub struct Jobs;
 
-/// What this process knows of one of its running jobs.
-#[derive(Debug)]
-struct Running {
-    cancel: CancelToken,
-    run: Option<JobRun>,
-}
-
-/// The run a job is in: its id, directory and artifact URI base.
-#[derive(Debug, Clone)]
-pub struct JobRun {
-    pub run_id: String,
-    pub dir: PathBuf,
-    pub uri_base: String,
+/// What of a configuration a worker must share with the server that started it: where it keeps its
+/// records and every opt-in.
+fn powers(c: &Config) -> Value {
+    json!({
+        "profiles_dir": c.profiles_dir,
+        "artifacts_root": c.artifacts_root,
+        "runbooks_path": c.runbooks_path,
+        "capabilities_path": c.capabilities_path,
+        "unsafe_local": c.unsafe_local,
+        "allow_secret_export": c.allow_secret_export,
+        "http_deny_private": c.http_deny_private,
+        "read_only": c.read_only,
+        "audit_key": c.audit_key.is_some(),
+    })
 }
 
 impl Jobs {
-    fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Starts `work` (a call of `tool`'s `action`, given the job's cancel token and where its progress
-    /// goes) as a job, and answers its id at once.
+    /// Starts the call `name` with `args` (its tool `tool` and action `action`, as the job row names
+    /// them) in a worker, and answers its job id at once.
     pub fn start(
-        self: &Arc<Self>,
+        &self,
         engine: &Arc<Engine>,
         tool: &str,
         action: &str,
-        work: impl FnOnce(&CancelToken, &(dyn Fn(&Progress) + Sync)) -> Reply + Send + 'static,
+        name: &str,
+        args: Map<String, Value>,
     ) -> Reply {
         let store = match engine.store() {
             Ok(s) => s,
@@ -61,80 +91,323 @@ impl Jobs {
         if let Err(e) = store.job_started(&id, tool, action) {
             return Reply::error("store_unavailable", e.to_string(), None, None);
         }
-        let token = CancelToken::new();
-        self.running().insert(
-            id.clone(),
-            Running {
-                cancel: token.clone(),
-                run: None,
-            },
-        );
-        let (jobs, engine, job) = (Arc::clone(self), Arc::clone(engine), id.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("job-{}", &id[..8]))
-            .spawn(move || {
-                // the run's directory, as soon as it has one, so `jobs logs` can show output while it runs
-                let record_run = |p: &Progress| {
-                    if let Progress::RunStarted {
-                        run_id,
-                        dir,
-                        uri_base,
-                    } = p
-                        && let Some(r) = jobs.running().get_mut(&job)
-                    {
-                        r.run = Some(JobRun {
-                            run_id: run_id.clone(),
-                            dir: dir.clone(),
-                            uri_base: uri_base.clone(),
-                        });
-                    }
-                };
-                let reply = work(&token, &record_run);
-                let status = if token.is_cancelled() {
-                    "cancelled"
-                } else if reply.is_error {
-                    "failed"
-                } else {
-                    "succeeded"
-                };
-                if let Ok(store) = engine.store() {
-                    let _ = store.job_finished(&job, status, &reply.body);
-                }
-                jobs.running().remove(&job);
-            });
-        if let Err(e) = spawned {
-            self.running().remove(&id);
-            return Reply::error("failed", format!("cannot start the job: {e}"), None, None);
+        let request =
+            json!({"job_id": id, "name": name, "args": args, "config": powers(engine.config())});
+        if let Err(e) = spawn_worker(store, &id, &request) {
+            let reply = Reply::error(
+                "spawn_failed",
+                format!("cannot start the job's worker: {e}"),
+                None,
+                None,
+            );
+            let _ = store.job_finished(&id, "failed", &reply.body);
+            return reply;
         }
         Reply::ok(
             format!("job {id} started: `jobs {{action: wait, job_id}}` waits for it"),
             json!({"job_id": id, "status": "running", "tool": tool, "action": action}),
         )
     }
+}
 
-    /// Cancels job `id`; `false` when it is not running in this process.
-    pub fn cancel(&self, id: &str) -> bool {
-        match self.running().get(id) {
-            Some(r) => {
-                r.cancel.cancel();
-                true
+/// Spawns the worker of job `id`, hands it `request` through its stdin, names it the job's owner and
+/// reaps it on a thread of its own.
+fn spawn_worker(store: &Store, id: &str, request: &Value) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg(WORKER_COMMAND)
+        .arg(id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let written = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin"))
+        .and_then(|mut w| w.write_all(request.to_string().as_bytes()));
+    let pid = i64::from(child.id());
+    if let Err(e) = written {
+        // it never got its request, so it runs nothing
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // from here the worker has its job: what follows is best effort (the worker claims the job as
+    // its starter's child anyway; a worker not reaped stays a zombie until this server exits)
+    let _ = store.job_owner(id, &ProcessRef::of(pid));
+    let _ = std::thread::Builder::new()
+        .name(format!("job-{}", id.get(..8).unwrap_or(id)))
+        .spawn(move || child.wait());
+    Ok(())
+}
+
+/// `infra __worker <id>`: runs job `id` as its worker, with `engine` made from the environment the
+/// server handed down. The exit status says only whether the job was this process's to run: how it
+/// ended is in the store.
+pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
+    // a session of its own: the server's group, its terminal and their signals are not the worker's
+    if nix::unistd::setsid().is_err() {
+        let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    }
+    let mut text = String::new();
+    if std::io::stdin()
+        .take(MAX_REQUEST)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(request) = serde_json::from_str::<Value>(&text) else {
+        return false;
+    };
+    drop(text);
+    if request["job_id"] != id {
+        return false;
+    }
+    let engine = Arc::new(engine());
+    let Ok(store) = engine.store() else {
+        return false;
+    };
+    let starter = i64::from(nix::unistd::getppid().as_raw());
+    if !matches!(store.job_claim(id, starter), Ok(true)) {
+        return false;
+    }
+    if powers(engine.config()) != request["config"] {
+        let reply = Reply::error(
+            "refused",
+            "the job's worker does not run with the configuration of the server that started it (profiles directory or opt-ins differ); nothing ran",
+            Some("start the job again".into()),
+            None,
+        );
+        let rec = engine::record::AuditRecord {
+            tool: Some(request["name"].as_str().unwrap_or("").to_owned()),
+            front_end: Some("mcp".into()),
+            error: reply.body.get("error").cloned(),
+            ..engine::record::AuditRecord::new(engine::record::AuditKind::Refused)
+        };
+        let _ = engine.audit().record(&rec, true);
+        let _ = store.job_finished(id, "failed", &reply.body);
+        return true;
+    }
+    let name = request["name"].as_str().unwrap_or("").to_owned();
+    let args = match request.get("args") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    drop(request);
+
+    let token = CancelToken::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let (engine, token, done, id) = (
+            Arc::clone(&engine),
+            token.clone(),
+            Arc::clone(&done),
+            id.to_owned(),
+        );
+        std::thread::Builder::new()
+            .name("job-beat".into())
+            .spawn(move || {
+                let mut n = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    if let Ok(store) = engine.store()
+                        && matches!(store.job_beat(&id, n.is_multiple_of(BEAT_EVERY)), Ok(true))
+                    {
+                        token.cancel();
+                    }
+                    n = n.wrapping_add(1);
+                    std::thread::sleep(POLL);
+                }
+            })
+    };
+    // a cancel asked before the worker started is seen before anything runs
+    if matches!(store.job_beat(id, false), Ok(true)) {
+        token.cancel();
+    }
+    let recorded = AtomicBool::new(false);
+    let record_run = |p: &Progress| {
+        if let Progress::RunStarted {
+            run_id,
+            dir,
+            uri_base,
+        } = p
+            && !recorded.swap(true, Ordering::AcqRel)
+        {
+            let _ = store.job_run(id, run_id, dir, uri_base);
+        }
+    };
+    let jobs = Arc::new(Jobs);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        call(
+            &engine,
+            &jobs,
+            &name,
+            args,
+            &CallCx {
+                cancel: token.clone(),
+                progress: Some(&record_run),
+            },
+        )
+    }));
+    let reply = ran.unwrap_or_else(|_| {
+        Reply::error(
+            "failed",
+            "the job's worker failed unexpectedly; its run's evidence says how far it got",
+            None,
+            None,
+        )
+    });
+    let status = if token.is_cancelled() {
+        "cancelled"
+    } else if reply.is_error {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    let _ = store.job_finished(id, status, &reply.body);
+    done.store(true, Ordering::Release);
+    if let Ok(b) = beat {
+        let _ = b.join();
+    }
+    true
+}
+
+/// A detached remote command's job (`ssh exec` with `detach: true`) as its target says it is now: a
+/// running one is asked over SSH (`detach::probe`), and how it ended is written to the store. Any
+/// other job, and a remote one that cannot be reached (`remote_error` says why), is `row` as it is.
+pub fn refresh(engine: &Engine, id: &str, mut row: Value) -> Value {
+    if row["status"] != "running" || row.get("remote").is_none() {
+        return row;
+    }
+    let c = engine.config();
+    match detach::probe(
+        c,
+        engine.redactor(),
+        engine.pools(),
+        &row["remote"],
+        Probe::Status,
+    ) {
+        Ok(v) if v["status"] != "running" => {
+            if let Ok(store) = engine.store() {
+                let _ =
+                    store.job_finished(id, v["status"].as_str().unwrap_or("failed"), &ended(&v));
+                if let Ok(Some(r)) = store.job(id) {
+                    return r;
+                }
             }
-            None => false,
+            row
+        }
+        Ok(_) => row,
+        Err(e) => {
+            row["remote_error"] = e.message.into();
+            row
         }
     }
+}
 
-    /// The run job `id` is in, while it runs in this process.
-    pub fn run_of(&self, id: &str) -> Option<JobRun> {
-        self.running().get(id).and_then(|r| r.run.clone())
-    }
+/// What a detached command's job returned, once it ended: its exit code and where its files are.
+fn ended(v: &Value) -> Value {
+    let ok = v["status"] == "succeeded";
+    json!({
+        "ok": ok,
+        "summary": format!("the detached command {} (exit code {})", v["status"].as_str().unwrap_or(""), v["exit_code"]),
+        "result": v,
+    })
+}
 
-    /// Cancels every job this process runs and waits up to `grace` for them to record how they ended (the
-    /// server is exiting; their processes must not outlive it).
-    pub fn cancel_all(&self, grace: Duration) {
-        self.running().values().for_each(|r| r.cancel.cancel());
-        let until = Instant::now() + grace;
-        while Instant::now() < until && !self.running().is_empty() {
-            std::thread::sleep(Duration::from_millis(10));
+/// The end of a detached remote command's log (at most `detach::LOG_TAIL` bytes, redacted) and its
+/// status, read over SSH; `None` for any other job.
+pub fn remote_logs(engine: &Engine, row: &Value) -> Option<Reply> {
+    let remote = row.get("remote")?;
+    let id = row["job_id"].as_str().unwrap_or("");
+    Some(
+        match detach::probe(
+            engine.config(),
+            engine.redactor(),
+            engine.pools(),
+            remote,
+            Probe::Logs,
+        ) {
+            Ok(v) => Reply::ok(
+                format!(
+                    "job {id}: the end of its detached command's log ({})",
+                    v["status"].as_str().unwrap_or("")
+                ),
+                v,
+            ),
+            Err(e) => Reply::error(e.kind.as_str(), e.message, e.hint, None),
+        },
+    )
+}
+
+/// Asks job `id` (as `row`, read from the store) to stop, from any process: a worker's job through
+/// the store (its worker cancels it), a detached remote command by killing its process group on the
+/// target. A job that ended is left as it is; one whose worker or remote command is gone is refused,
+/// with why.
+pub fn cancel(engine: &Engine, id: &str, row: &Value) -> Reply {
+    let store = match engine.store() {
+        Ok(s) => s,
+        Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+    };
+    let status = row["status"].as_str().unwrap_or("");
+    let remote = row.get("remote");
+    match (status, remote) {
+        ("running", Some(remote)) => {
+            let c = engine.config();
+            match detach::probe(c, engine.redactor(), engine.pools(), remote, Probe::Cancel) {
+                Ok(v) => {
+                    let _ = store.job_finished(
+                        id,
+                        v["status"].as_str().unwrap_or("cancelled"),
+                        &ended(&v),
+                    );
+                    Reply::ok(
+                        format!("job {id}: its detached command's process group was killed"),
+                        json!({"job_id": id, "status": v["status"], "remote": v}),
+                    )
+                }
+                Err(e) => Reply::error(e.kind.as_str(), e.message, e.hint, None),
+            }
         }
+        ("running", None) => match store.job_request_cancel(id) {
+            Ok(true) => Reply::ok(
+                format!("job {id}: cancel requested; its worker stops it"),
+                json!({"job_id": id, "status": "cancelling", "pid": row["pid"]}),
+            ),
+            // it ended between the read and the request
+            Ok(false) => Reply::ok(format!("job {id} already ended"), row.clone()),
+            Err(e) => Reply::error("store_unavailable", e.to_string(), None, None),
+        },
+        ("interrupted", _) => {
+            let gone = match remote {
+                Some(r) => format!(
+                    "its detached command (process group {} on `{}`) is gone",
+                    r["pid"],
+                    r["target"].as_str().unwrap_or("")
+                ),
+                None => format!("its worker (pid {}) is gone", row["pid"]),
+            };
+            Reply::error(
+                "refused",
+                format!("job `{id}` cannot be cancelled: {gone}, so the job was interrupted and nothing of infra runs it any more"),
+                Some(
+                    "processes the job started may still run: its run's evidence (`jobs {action: logs}`) names them; start the call again if it must finish".into(),
+                ),
+                Some("/job_id".into()),
+            )
+        }
+        (other, _) => Reply::ok(format!("job {id} already ended: {other}"), row.clone()),
     }
+}
+
+/// Where a job's run keeps its files, once its worker started one: the run's id, directory and
+/// artifact URI base.
+pub fn run_of(row: &Value) -> Option<(String, PathBuf, String)> {
+    let run = row.get("run")?;
+    Some((
+        run["run_id"].as_str()?.to_owned(),
+        PathBuf::from(run["dir"].as_str()?),
+        run["uri_base"].as_str()?.to_owned(),
+    ))
 }

@@ -149,7 +149,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<jobs::Params>(
         "Jobs",
-        "Calls started with `async: true` (any tool; the call returns a `job_id` at once): `list`, `status`, `wait` (timeout_ms), `logs` (the journal; while running, the output so far), `cancel`.",
+        "Background calls (`async: true`, any tool; `ssh exec` `detach: true`): a `job_id` at once, outliving the server. `list`, `status`, `wait` (timeout_ms), `logs`, `cancel`.",
         false,
     ));
     out.push(front_end::<audit::Params>(
@@ -159,7 +159,7 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<evidence::Params>(
         "Evidence",
-        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal, and whether it finished or was interrupted; `prune` (dry_run): what retention lets go, if the policy allows.",
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal; finished or interrupted. `prune` (dry_run): by retention, if policy allows.",
         false,
     ));
     out.push(front_end::<context::Params>(

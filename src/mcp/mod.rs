@@ -29,23 +29,23 @@
 //! is, and `typed` turns what passes into rmcp's message (answering `-32602` when a served method's
 //! params do not fit, where rmcp would answer `-32601`); faults are answered by the framing. One
 //! writer task owns stdout and writes whole lines; both queues hold 64 lines, so a client that does
-//! not read stalls the reader. `stop_on_signal` cancels every call (`Tracked` in `Calls`) and job
-//! on SIGTERM or SIGINT, gives them up to 1.5 s each to record how they ended, and exits with 143.
-//! `serve` serves until stdin closes, waits up to 2 s for the writer, then cancels the jobs left
-//! (`Jobs::cancel_all`). A client that closes at once exits 0; a session that ends otherwise is
-//! reported on stderr, status 1.
+//! not read stalls the reader. `stop_on_signal` cancels every call (`Tracked` in `Calls`) on SIGTERM
+//! or SIGINT, gives them up to 1.5 s to record how they ended, and exits with 143. `serve` serves
+//! until stdin closes and waits up to 2 s for the writer. Jobs run in worker processes of their own
+//! (`jobs`) and outlive the server whatever way it ends. A client that closes at once exits 0; a
+//! session that ends otherwise is reported on stderr, status 1.
 
 mod budget;
 mod catalogue;
 mod elicit;
-mod jobs;
+pub(crate) mod jobs;
 mod listing;
 mod normalize;
 mod registry;
-mod reply;
+pub(crate) mod reply;
 mod schema;
 mod shape;
-mod tools;
+pub(crate) mod tools;
 mod wire;
 
 use std::collections::HashMap;
@@ -112,9 +112,10 @@ impl Drop for Tracked {
     }
 }
 
-/// On SIGTERM or SIGINT: cancel every call and job (their process groups are killed), give them a moment to
-/// record how they ended, then exit. Clients that close a session often follow up with SIGTERM.
-async fn stop_on_signal(calls: Arc<Calls>, jobs: Arc<Jobs>) {
+/// On SIGTERM or SIGINT: cancel every call (their process groups are killed), give them a moment to
+/// record how they ended, then exit. Clients that close a session often follow up with SIGTERM. Jobs
+/// are their workers' and go on.
+async fn stop_on_signal(calls: Arc<Calls>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -128,7 +129,6 @@ async fn stop_on_signal(calls: Arc<Calls>, jobs: Arc<Jobs>) {
     }
     calls.cancel_all();
     let _ = tokio::task::spawn_blocking(move || {
-        jobs.cancel_all(Duration::from_millis(1500));
         let until = std::time::Instant::now() + Duration::from_millis(1500);
         while std::time::Instant::now() < until && !calls.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
@@ -845,8 +845,7 @@ pub fn serve(engine: Engine, rebuild: fn() -> Engine) -> bool {
     };
     rt.block_on(async move {
         let server = Server::new(engine).with_rebuild(rebuild);
-        let jobs = Arc::clone(&server.jobs);
-        tokio::spawn(stop_on_signal(Arc::clone(&server.calls), Arc::clone(&jobs)));
+        tokio::spawn(stop_on_signal(Arc::clone(&server.calls)));
         let (transport, writer) = framing();
         let running = match server.serve(transport).await {
             Ok(r) => r,
@@ -860,8 +859,6 @@ pub fn serve(engine: Engine, rebuild: fn() -> Engine) -> bool {
             tokio::task::spawn_blocking(move || writer.join()),
         )
         .await;
-        // jobs still running die with the server, processes included
-        let _ = tokio::task::spawn_blocking(move || jobs.cancel_all(Duration::from_secs(3))).await;
         match ended {
             Ok(QuitReason::Closed | QuitReason::Cancelled) => true,
             Ok(other) => {

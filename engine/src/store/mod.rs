@@ -4,7 +4,9 @@
 //! writes and lose none (`two_connections_lose_no_writes`). Tables: `state` (the persistent scope,
 //! stored redacted by the caller), `runs` (the run index: id, runbook, directory, times, status,
 //! owner pid and start time, and for a single call the calls journal and offset holding its
-//! records, read back through `JournalAt`; `resumed_from`, the run a resumed run resumes), `jobs` (id, tool, action, status, owner, times, result) and
+//! records, read back through `JournalAt`; `resumed_from`, the run a resumed run resumes), `jobs` (id,
+//! tool, action, status, owner, times, result; for a worker's job its heartbeat, a cancel request, its
+//! run, a detached remote command) and
 //! `audit_head` (one row: seq, hash, ts; `audit_head_keep` moves it only forward). The connection
 //! stays at `synchronous=NORMAL`: writes that need not survive a power loss (the audit head; the run
 //! index of runs that change nothing) are left in the WAL (other processes see them, a crash keeps
@@ -16,7 +18,10 @@
 //! alike: a `running` row stays `running` while its owner lives (`ctx::ProcessRef::alive`:
 //! `/proc/<pid>` exists, is not a zombie, and started when the recorded process did; Linux only);
 //! once it is gone, the journal's `run_finished` status, else `interrupted`, never written back. A
-//! `running` job whose owner is gone reads back as `interrupted` the same way. `LazyStore` opens
+//! `running` job whose owner (its worker) is gone reads back as `interrupted` the same way; where
+//! `/proc` cannot tell, a heartbeat older than `HEARTBEAT_STALE` says it is gone. A worker claims its
+//! job (`job_claim`: once, only from its starter), beats and polls for a cancel (`job_beat`); any
+//! process may ask a cancel (`job_request_cancel`). `LazyStore` opens
 //! the store on first use and is shared by the engine and its audit log (`HeadKeeper`).
 
 use std::path::{Path, PathBuf};
@@ -382,6 +387,14 @@ fn init(conn: &Connection) -> rusqlite::Result<()> {
         ("runs", "journal", "TEXT"),
         ("runs", "journal_offset", "INTEGER"),
         ("runs", "resumed_from", "TEXT"),
+        // durable jobs: the worker's heartbeat (ms since the epoch; set when it claims the row), a
+        // cancel asked by any process, the run it is in, and a detached remote command
+        ("jobs", "heartbeat_ms", "INTEGER"),
+        ("jobs", "cancel_requested", "TEXT"),
+        ("jobs", "run_id", "TEXT"),
+        ("jobs", "run_dir", "TEXT"),
+        ("jobs", "uri_base", "TEXT"),
+        ("jobs", "remote", "TEXT"),
     ] {
         add_column(conn, table, column, kind)?;
     }
@@ -663,19 +676,43 @@ impl Drop for LazyStore {
     }
 }
 
+/// The columns `job_row` reads, in its order.
+const JOB_COLUMNS: &str = "id, tool, action, status, owner_pid, created_at, finished_at, result, owner_start, heartbeat_ms, cancel_requested, run_id, run_dir, uri_base, remote";
+
+/// How long a worker's heartbeat stays fresh where `/proc` cannot tell whether it lives.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(15);
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Whether the process that owns a `running` job is gone: its pid no longer runs the process that
+/// started then (`ProcessRef::alive`); where `/proc` cannot tell, its heartbeat is stale or missing.
+fn job_owner_gone(owner: &ProcessRef, heartbeat_ms: Option<i64>) -> bool {
+    if ProcessRef::observable() {
+        return !owner.alive();
+    }
+    let stale = i64::try_from(HEARTBEAT_STALE.as_millis()).unwrap_or(i64::MAX);
+    heartbeat_ms.is_none_or(|h| now_ms().saturating_sub(h) > stale)
+}
+
 fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let status: String = r.get(3)?;
     let owner = ProcessRef {
         pid: r.get(4)?,
         start: r.get(8)?,
     };
-    let status = if status == "running" && !owner.alive() {
+    let heartbeat: Option<i64> = r.get(9)?;
+    let remote: Option<String> = r.get(14)?;
+    // a detached remote command has no owner here: its status is the target's (`ssh::detach`)
+    let status = if status == "running" && remote.is_none() && job_owner_gone(&owner, heartbeat) {
         "interrupted".to_owned()
     } else {
         status
     };
     let result: Option<String> = r.get(7)?;
-    Ok(json!({
+    let mut v = json!({
         "job_id": r.get::<_, String>(0)?,
         "tool": r.get::<_, String>(1)?,
         "action": r.get::<_, String>(2)?,
@@ -683,7 +720,31 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "created_at": r.get::<_, String>(5)?,
         "finished_at": r.get::<_, Option<String>>(6)?,
         "result": result.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-    }))
+        "pid": owner.pid,
+    });
+    let Some(o) = v.as_object_mut() else {
+        return Ok(v);
+    };
+    if let Some(h) = heartbeat.and_then(chrono::DateTime::from_timestamp_millis) {
+        o.insert(
+            "heartbeat_at".into(),
+            h.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+    }
+    if let Some(c) = r.get::<_, Option<String>>(10)? {
+        o.insert("cancel_requested_at".into(), c.into());
+    }
+    if let Some(run) = r.get::<_, Option<String>>(11)? {
+        o.insert(
+            "run".into(),
+            json!({"run_id": run, "dir": r.get::<_, Option<String>>(12)?, "uri_base": r.get::<_, Option<String>>(13)?}),
+        );
+    }
+    if let Some(remote) = remote.and_then(|t| serde_json::from_str::<Value>(&t).ok()) {
+        o.insert("remote".into(), remote);
+    }
+    Ok(v)
 }
 
 impl Store {
@@ -695,6 +756,98 @@ impl Store {
             c.execute(
                 "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at, owner_start) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
                 params![id, tool, action, me.pid, now, me.start],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Hands a job not yet claimed to the worker process `owner` (its starter, once it spawned it).
+    pub fn job_owner(&self, id: &str, owner: &ProcessRef) -> Result<(), StoreError> {
+        self.with_sync(true, |c| {
+            c.execute(
+                "UPDATE jobs SET owner_pid = ?2, owner_start = ?3 WHERE id = ?1 AND status = 'running' AND heartbeat_ms IS NULL",
+                params![id, owner.pid, owner.start],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Claims job `id` for this process, its worker: only a running job no worker claimed yet, whose
+    /// owner is this process or `starter` (the process that started it, before it named its worker).
+    /// `false` when the job is not this process's to run.
+    pub fn job_claim(&self, id: &str, starter: i64) -> Result<bool, StoreError> {
+        let me = ProcessRef::current();
+        let now = now_ms();
+        self.with_sync(true, |c| {
+            c.execute(
+                "UPDATE jobs SET owner_pid = ?2, owner_start = ?3, heartbeat_ms = ?4 WHERE id = ?1 AND status = 'running' AND heartbeat_ms IS NULL AND owner_pid IN (?2, ?5)",
+                params![id, me.pid, me.start, now, starter],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// A worker's heartbeat; answers whether a cancel of the job was asked.
+    pub fn job_beat(&self, id: &str, beat: bool) -> Result<bool, StoreError> {
+        let now = now_ms();
+        self.with(|c| {
+            if beat {
+                c.prepare_cached("UPDATE jobs SET heartbeat_ms = ?2 WHERE id = ?1")?
+                    .execute(params![id, now])?;
+            }
+            c.prepare_cached("SELECT cancel_requested IS NOT NULL FROM jobs WHERE id = ?1")?
+                .query_row(params![id], |r| r.get::<_, bool>(0))
+                .optional()
+                .map(|c| c.unwrap_or(false))
+        })
+    }
+
+    /// Asks the worker of running job `id` to cancel it; `false` when the job is not running.
+    pub fn job_request_cancel(&self, id: &str) -> Result<bool, StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        self.with_sync(true, |c| {
+            c.execute(
+                "UPDATE jobs SET cancel_requested = coalesce(cancel_requested, ?2) WHERE id = ?1 AND status = 'running'",
+                params![id, now],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Records the run a job is in, once it started one (so any process can show its output).
+    pub fn job_run(
+        &self,
+        id: &str,
+        run_id: &str,
+        dir: &Path,
+        uri_base: &str,
+    ) -> Result<(), StoreError> {
+        let dir = dir.display().to_string();
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET run_id = ?2, run_dir = ?3, uri_base = ?4 WHERE id = ?1",
+                params![id, run_id, dir, uri_base],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a job that is a detached remote command (`remote`: where it keeps its files, no
+    /// secret). No process of infra owns it: its status is read from the target (`ssh::detach`).
+    pub fn job_remote_started(
+        &self,
+        id: &str,
+        tool: &str,
+        action: &str,
+        remote: &Value,
+    ) -> Result<(), StoreError> {
+        let now = crate::ctx::now_rfc3339();
+        let me = ProcessRef::current();
+        let text = remote.to_string();
+        self.with_sync(true, |c| {
+            c.execute(
+                "INSERT INTO jobs(id, tool, action, status, owner_pid, created_at, owner_start, remote) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+                params![id, tool, action, me.pid, now, me.start, text],
             )
             .map(|_| ())
         })
@@ -716,9 +869,9 @@ impl Store {
     /// Recent jobs, newest first (results left out).
     pub fn jobs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
         let mut rows: Vec<Value> = self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, NULL, owner_start FROM jobs ORDER BY created_at DESC, id LIMIT ?1",
-            )?;
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id LIMIT ?1"
+            ))?;
             let rows = st.query_map(params![limit as i64], job_row)?;
             rows.collect()
         })?;
@@ -734,7 +887,7 @@ impl Store {
     pub fn job(&self, id: &str) -> Result<Option<Value>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, tool, action, status, owner_pid, created_at, finished_at, result, owner_start FROM jobs WHERE id = ?1",
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                 params![id],
                 job_row,
             )

@@ -251,3 +251,74 @@ fn heads_of_records_that_change_nothing_are_kept_in_groups_and_at_drop() {
     );
     drop(eager);
 }
+
+#[test]
+fn a_job_is_claimed_once_by_its_worker_and_cancelled_through_the_store() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+    s.job_started("j", "local", "exec").expect("job");
+    // the job's owner is process 1 (its starter): a process that is neither it nor its child
+    // cannot claim it
+    s.job_owner(
+        "j",
+        &ProcessRef {
+            pid: 1,
+            start: None,
+        },
+    )
+    .expect("owner");
+    assert!(
+        !s.job_claim("j", 2).expect("claim"),
+        "not this process's job"
+    );
+    assert!(s.job_claim("j", 1).expect("claim"));
+    assert!(!s.job_claim("j", 1).expect("claim"), "claimed twice");
+    // once claimed, the starter cannot hand it on
+    s.job_owner(
+        "j",
+        &ProcessRef {
+            pid: 1,
+            start: None,
+        },
+    )
+    .expect("owner");
+    assert_eq!(
+        s.job("j").expect("read").expect("row")["pid"],
+        ProcessRef::current().pid
+    );
+    let row = s.job("j").expect("read").expect("row");
+    assert_eq!(row["status"], "running");
+    assert!(row["heartbeat_at"].is_string(), "{row}");
+    assert!(!s.job_beat("j", true).expect("beat"));
+    assert!(s.job_request_cancel("j").expect("cancel"));
+    assert!(
+        s.job_beat("j", false).expect("beat"),
+        "the worker sees the cancel"
+    );
+    s.job_finished("j", "cancelled", &json!({})).expect("end");
+    assert!(!s.job_request_cancel("j").expect("cancel"), "an ended job");
+}
+
+#[test]
+fn a_detached_remote_job_is_not_interrupted_by_its_starter_s_exit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Store::open(&dir.path().join("store.sqlite3")).expect("open");
+    s.job_started("local", "local", "exec").expect("job");
+    s.job_remote_started(
+        "remote",
+        "ssh",
+        "exec",
+        &json!({"target": "t", "dir": "/d", "pid": 7}),
+    )
+    .expect("remote job");
+    // both rows now name a process that is gone
+    s.with(|c| c.execute("UPDATE jobs SET owner_pid = 999999999, owner_start = 1", []))
+        .expect("owner gone");
+    assert_eq!(
+        s.job("local").expect("read").expect("row")["status"],
+        "interrupted"
+    );
+    let remote = s.job("remote").expect("read").expect("row");
+    assert_eq!(remote["status"], "running");
+    assert_eq!(remote["remote"]["pid"], 7);
+}

@@ -1,7 +1,8 @@
-//! `jobs`: the calls started with `async: true`: `list`, `status`, `wait` (polls the store every 25 ms,
-//! 30 s by default, at most 300 s), `logs` (the run's journal, through `evidence get`; while the job runs
-//! here, also the end of each output artifact written so far), `cancel` (only a job this process runs;
-//! one of another process is refused with a hint).
+//! `jobs`: the calls started with `async: true`, each run by a worker process (`mcp::jobs`), so any
+//! server or the CLI reads and cancels them: `list`, `status`, `wait` (polls the store every 25 ms,
+//! 30 s by default, at most 300 s), `logs` (the run's journal, through `evidence get`; while the job
+//! runs, also the end of each output artifact written so far), `cancel` (asks the worker through the
+//! store; a job whose worker is gone is refused, `mcp::jobs::cancel`).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::evidence;
-use crate::mcp::jobs::Jobs;
+use crate::mcp::jobs;
 use crate::mcp::reply::Reply;
 use crate::mcp::schema::{ToolParams, opt_u64};
 
@@ -51,7 +52,7 @@ impl ToolParams for Params {
 /// The end of every output artifact a running run has written so far (`<step>/stdout`, `<step>/stderr`,
 /// per target under `ssh.batch`): size, URI and the last 4 KiB, redacted. Each is read through its URI,
 /// like any artifact read, so no link in the run's directory is followed.
-fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value {
+pub(crate) fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value {
     const TAIL: u64 = 4096;
     let mut found = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
@@ -87,15 +88,15 @@ fn live_output(engine: &Engine, dir: &std::path::Path, uri_base: &str) -> Value 
     Value::Array(streams)
 }
 
-/// Runs one `jobs` action; `jobs` holds what this process knows of the jobs it runs.
-pub fn call(engine: &Engine, jobs: &Jobs, p: &Params) -> Reply {
+/// Runs one `jobs` action.
+pub fn call(engine: &Engine, p: &Params) -> Reply {
     let store = match engine.store() {
         Ok(s) => s,
         Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
     };
     let id = p.job_id.as_str();
     let get = || match store.job(id) {
-        Ok(Some(j)) => Ok(j),
+        Ok(Some(j)) => Ok(jobs::refresh(engine, id, j)),
         Ok(None) => Err(Reply::error(
             "not_found",
             format!("no job `{id}`"),
@@ -134,27 +135,37 @@ pub fn call(engine: &Engine, jobs: &Jobs, p: &Params) -> Reply {
                         }
                         return r;
                     }
-                    Ok(_) => std::thread::sleep(Duration::from_millis(25)),
+                    // a detached remote command is asked over SSH: less often
+                    Ok(j) => {
+                        std::thread::sleep(Duration::from_millis(if j.get("remote").is_some() {
+                            250
+                        } else {
+                            25
+                        }))
+                    }
                     Err(r) => return r,
                 }
             }
         }
         Action::Logs => match get() {
+            Ok(j) if j.get("remote").is_some() => {
+                jobs::remote_logs(engine, &j).unwrap_or_else(|| Reply::ok(String::new(), j))
+            }
             Ok(j) => {
-                let live = jobs.run_of(id);
+                let live = jobs::run_of(&j);
                 let run_id = j["result"]["run_id"]
                     .as_str()
                     .map(str::to_owned)
-                    .or_else(|| live.as_ref().map(|r| r.run_id.clone()));
+                    .or_else(|| live.as_ref().map(|r| r.0.clone()));
                 match run_id {
                     Some(run) => {
                         let mut reply = evidence::get(engine, &run);
                         // a running job also shows the end of its output so far
-                        if let Some(r) = &live
+                        if let Some((_, dir, uri_base)) = &live
+                            && j["status"] == "running"
                             && !reply.is_error
                         {
-                            reply.body["result"]["output"] =
-                                live_output(engine, &r.dir, &r.uri_base);
+                            reply.body["result"]["output"] = live_output(engine, dir, uri_base);
                             reply.body["result"]["job_status"] = j["status"].clone();
                             reply.body["summary"] = format!("job {id} is running").into();
                         }
@@ -169,23 +180,7 @@ pub fn call(engine: &Engine, jobs: &Jobs, p: &Params) -> Reply {
             Err(r) => r,
         },
         Action::Cancel => match get() {
-            Ok(j) if j["status"] != "running" => Reply::ok(
-                format!(
-                    "job {id} already ended: {}",
-                    j["status"].as_str().unwrap_or("")
-                ),
-                j,
-            ),
-            Ok(_) if jobs.cancel(id) => Reply::ok(
-                format!("job {id}: cancel requested"),
-                json!({"job_id": id, "status": "cancelling"}),
-            ),
-            Ok(_) => Reply::error(
-                "refused",
-                format!("job `{id}` runs in another infra process; cancel it there"),
-                None,
-                Some("/job_id".into()),
-            ),
+            Ok(j) => jobs::cancel(engine, id, &j),
             Err(r) => r,
         },
     }

@@ -1,6 +1,6 @@
 //! The MCP server end to end: the built binary, spawned, driven by the rmcp client over its stdio.
 //! This file holds the session helpers and the tool listing and call tests; `runbooks` the runbook
-//! tool, progress and jobs; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
+//! tool, progress and jobs; `jobs` jobs that outlive their server; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
 //! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking; `crash` a
 //! server killed mid-stream; `intents` the workspace, intent and capability flow; `resume` a failed
 //! run resumed; `retention` `evidence prune`.
@@ -9,6 +9,7 @@ mod battery;
 mod crash;
 mod elicitation;
 mod intents;
+mod jobs;
 mod network;
 mod pipeline;
 mod protocol;

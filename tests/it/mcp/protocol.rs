@@ -175,24 +175,6 @@ fn the_newest_protocol_is_served_without_a_handshake() {
     assert!(r.child.wait().expect("wait").success());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jobs_do_not_outlive_the_server() {
-    let p = Project::new().unsafe_local();
-    let s = p.mcp().await;
-    let pidfile = p.path().join("pid");
-    let r = call(
-        &s,
-        "local",
-        json!({"action": "exec", "command": format!("echo $$ > {}; exec sleep 1000", pidfile.display()), "async": true}),
-    )
-    .await;
-    assert_eq!(r.is_error, Some(false));
-    let pid = wait_for_pid(&pidfile).await;
-    stop(s).await;
-    let gone = !crate::alive(&pid);
-    assert!(gone, "the job's process {pid} outlived the server");
-}
-
 #[test]
 fn a_cancelled_request_gets_no_answer_and_its_process_is_killed() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -51,6 +51,9 @@ pub struct ExecArgs {
     /// result always carries `exit_code`.
     #[schemars(length(min = 1, max = 256))]
     pub ok_exit_codes: Option<Vec<i32>>,
+    /// Start the command to outlive the call and answer a `job_id` at once (`jobs` reads, waits for
+    /// and cancels it); its output is in a file on the target.
+    pub detach: Option<bool>,
 }
 
 /// One command on several targets.

@@ -151,7 +151,7 @@ pub fn run_quiet(conn: &Conn, limits: Limits<'_>, command: &str) -> Result<Optio
 }
 
 /// Like [`run_quiet`], keeping the first 4 KiB of stdout.
-fn run_collect(
+pub(super) fn run_collect(
     conn: &Conn,
     limits: Limits<'_>,
     command: &str,
@@ -161,12 +161,23 @@ fn run_collect(
     let mut sink = [0u8; 1024];
     let mut kept = Vec::new();
     while !ch.eof() {
-        match ch.read(&mut sink) {
+        let read = match ch.read(&mut sink) {
+            Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
+            other => other,
+        };
+        match read {
             Ok(n) => {
                 let room = 4096usize.saturating_sub(kept.len()).min(n);
                 kept.extend_from_slice(&sink[..room]);
             }
             Err(e) if would_block(&e) => {
+                // stderr is drained and dropped, so a command that writes there cannot stall the
+                // channel (its window) while stdout has nothing
+                match ch.stderr().read(&mut sink) {
+                    Ok(n) if n > 0 => continue,
+                    Err(e) if !would_block(&e) => return Err(Stop::Io(e)),
+                    _ => {}
+                }
                 limits.check()?;
                 conn.wait();
             }

@@ -9,6 +9,7 @@
 //! discarded and replaced once, before any command is sent. `remote_command` makes the command
 //! line, environment and standard input of `exec` and `batch`; `batch` (`batch.rs`) runs a bounded
 //! pool of threads over the targets, with per-target artifacts under the step's directory.
+//! `exec` with `detach: true` starts the command to outlive the call and answers a job (`detach.rs`).
 //! `health` uses a fresh, unpooled connection; `info` runs `INFO_SCRIPT` in one round trip, typed
 //! by `parse_info`. Arguments naming host paths (`stdin_file`, `local_path`) are refused without
 //! `INFRA_UNSAFE_LOCAL=1` before anything connects (`refuse_local`). A download into an artifact
@@ -17,6 +18,7 @@
 mod args;
 mod auth;
 mod batch;
+pub mod detach;
 pub mod exec;
 pub mod session;
 pub mod sftp;
@@ -159,7 +161,16 @@ fn with_channel<T>(
     name: &str,
     f: impl FnOnce(&Conn, ssh2::Channel) -> Result<T, ActionError>,
 ) -> Result<T, ActionError> {
-    let pool = &call.host.pools().ssh;
+    with_channel_in(&call.host.pools().ssh, cx, name, f)
+}
+
+/// [`with_channel`] of `pool`, outside a call (`detach::probe`).
+fn with_channel_in<T>(
+    pool: &session::Pool,
+    cx: &Cx<'_>,
+    name: &str,
+    f: impl FnOnce(&Conn, ssh2::Channel) -> Result<T, ActionError>,
+) -> Result<T, ActionError> {
     let ep = cx.endpoint(name)?;
     let _permit = pool
         .permit(&ep, cx.limits)
@@ -221,6 +232,9 @@ fn run_on(
 
 fn exec_action(call: &Call<'_>, cx: &Cx<'_>, args: &ExecArgs) -> Result<Value, ActionError> {
     refuse_local(call, "stdin_file", args.stdin_file.as_deref())?;
+    if args.detach == Some(true) {
+        return detach::start(call, cx, args);
+    }
     let name = args.target.as_str();
     cx.endpoint(name)?;
     let cmd = remote_command(call, &args.command_args())?;
