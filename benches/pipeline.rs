@@ -128,30 +128,8 @@ fn http_to_postgres(pg: &support::postgres::Postgres) {
         assert!(st.success() && curl.wait().expect("curl").success());
         t.elapsed().as_secs_f64()
     };
-    let infra = || {
-        let exe = std::env::current_exe().expect("exe");
-        let o = Command::new(exe)
-            .args(["--one-http", &pg.port.to_string(), &pg.password, &url])
-            .output()
-            .expect("child");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let f: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        (f[0], f[1], f[3])
-    };
-    shell();
-    let mut best_shell = f64::MAX;
-    let mut best_infra = (f64::MAX, 0.0, 0.0);
-    for _ in 0..3 {
-        best_shell = best_shell.min(shell());
-        let i = infra();
-        if i.0 < best_infra.0 {
-            best_infra = i;
-        }
-    }
+    let infra = || common::child(&["--one-http", &pg.port.to_string(), &pg.password, &url]);
+    let (best_shell, best_infra) = common::best_of(3, shell, infra);
     assert_eq!(pg.psql("select count(*) from raw"), ROWS.to_string());
     let mib = 1024.0 * 1024.0;
     let bytes = best_infra.1;
@@ -213,32 +191,10 @@ fn main() {
     let target = json!({"host": "127.0.0.1", "port": sshd.port, "username": sshd.user,
                         "key_file": sshd.key, "known_hosts": sshd.known_hosts})
     .to_string();
-    let infra = || {
-        let exe = std::env::current_exe().expect("exe");
-        let o = Command::new(exe)
-            .args(["--one", &pg.port.to_string(), &pg.password, &target])
-            .arg(&infra_out)
-            .output()
-            .expect("child");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let f: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        (f[0], f[1], f[3])
-    };
+    let (port, out) = (pg.port.to_string(), infra_out.display().to_string());
+    let infra = || common::child(&["--one", &port, &pg.password, &target, &out]);
     // warm the server's caches once, then alternate, best of 3 each
-    shell();
-    let mut best_shell = f64::MAX;
-    let mut best_infra = (f64::MAX, 0.0, 0.0);
-    for _ in 0..3 {
-        best_shell = best_shell.min(shell());
-        let i = infra();
-        if i.0 < best_infra.0 {
-            best_infra = i;
-        }
-    }
+    let (best_shell, best_infra) = common::best_of(3, shell, infra);
     let bytes = std::fs::metadata(&shell_out).expect("out").len() as f64;
     let mib = 1024.0 * 1024.0;
     println!(

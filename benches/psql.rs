@@ -86,31 +86,9 @@ fn main() {
         assert!(st.success());
         t.elapsed().as_secs_f64()
     };
-    let infra = || {
-        let exe = std::env::current_exe().expect("exe");
-        let o = Command::new(exe)
-            .args(["--one", &pg.port.to_string(), &pg.password])
-            .output()
-            .expect("child");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let f: Vec<f64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        (f[0], f[1], f[3])
-    };
+    let infra = || common::child(&["--one", &pg.port.to_string(), &pg.password]);
     // warm the server's caches once, then alternate, best of 3 each
-    psql();
-    let mut best_psql = f64::MAX;
-    let mut best_infra = (f64::MAX, 0.0, 0.0);
-    for _ in 0..3 {
-        best_psql = best_psql.min(psql());
-        let i = infra();
-        if i.0 < best_infra.0 {
-            best_infra = i;
-        }
-    }
+    let (best_psql, best_infra) = common::best_of(3, psql, infra);
     let bytes = std::fs::metadata(&out).expect("out").len() as f64;
     let mib = 1024.0 * 1024.0;
     println!(

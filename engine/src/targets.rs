@@ -86,6 +86,19 @@ pub struct Target {
     /// HTTP: `base_url`, `headers`, credentials by environment variable, egress allowances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpTarget>,
+    /// Kubernetes: the kubeconfig file, context and namespace the `k8s` tool uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeTarget>,
+}
+
+/// A target's `kube` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeTarget {
+    /// The kubeconfig file (`~` is the home directory).
+    pub kubeconfig: Option<String>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
 }
 
 impl Target {

@@ -81,7 +81,7 @@ fn print_reply(r: &crate::mcp::reply::Reply, json: bool) -> u8 {
 
 /// `infra __worker <id>`: runs job `id` as its worker (started by the server that took the call).
 pub fn work(id: &str) -> u8 {
-    if crate::mcp::jobs::work(id, engine) {
+    if crate::mcp::worker::work(id, engine) {
         OK
     } else {
         FAILED

@@ -47,6 +47,7 @@ mod schema;
 mod shape;
 pub(crate) mod tools;
 mod wire;
+pub(crate) mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,7 +7,7 @@
 use engine::run::{Engine, RunOptions};
 use serde_json::{Map, Value, json};
 
-use super::reply::{Reply, RunRef};
+use super::reply::Reply;
 
 /// Runs `tool` with `args` as a one-step plan.
 pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>) -> Reply {
@@ -52,15 +52,5 @@ pub fn call(engine: &Engine, tool: &str, args: &Value, options: &RunOptions<'_>)
     }) {
         body["error"] = e;
     }
-    Reply {
-        body,
-        is_error: !ok,
-        links,
-        run: Some(RunRef {
-            dir: outcome.dir.clone(),
-            uri_base: outcome.uri_base.clone(),
-        }),
-        raw_result: None,
-        warnings: Vec::new(),
-    }
+    Reply::of_run(body, ok, links, &outcome)
 }

@@ -33,6 +33,26 @@ pub struct RunRef {
 }
 
 impl Reply {
+    /// The answer of a run (`body` made by the caller), whose directory holds its whole result.
+    pub fn of_run(
+        body: Value,
+        ok: bool,
+        links: Vec<String>,
+        outcome: &engine::run::RunOutcome,
+    ) -> Self {
+        Reply {
+            body,
+            is_error: !ok,
+            links,
+            run: Some(RunRef {
+                dir: outcome.dir.clone(),
+                uri_base: outcome.uri_base.clone(),
+            }),
+            raw_result: None,
+            warnings: Vec::new(),
+        }
+    }
+
     /// A successful call that changed nothing (`effects: read`).
     pub fn ok(summary: String, result: Value) -> Self {
         Reply {

@@ -18,6 +18,7 @@ mod engine_runs;
 mod golden;
 mod http;
 mod intent;
+mod k8s;
 mod legacy;
 mod limits;
 mod mcp;

@@ -232,7 +232,7 @@ async def test_annotations_are_the_worst_case(tmp_path: Path) -> None:
     async with connect(tmp_path, unsafe_local=True) as c:
         listing = await c.session.list_tools()
         ann = {t.name: t.annotations for t in listing.tools}
-        for name in ("ssh", "local", "runbook", "http", "psql", "pipeline", "state", "jobs", "evidence"):
+        for name in ("k8s", "ssh", "local", "runbook", "http", "psql", "pipeline", "state", "jobs", "evidence"):
             a = ann[name]
             assert a.read_only_hint is False and a.destructive_hint is True and a.idempotent_hint is False, name
         for name in ("help", "repo", "artifacts", "audit", "context"):

@@ -43,7 +43,7 @@ ERAS = ["legacy", MODERN]
 
 # The order of `tools/list` fixed by shared/spec/surface.md; a listing is a subsequence of it.
 SPEC_ORDER = [
-    "help", "runbook", "intent", "ssh", "http", "psql", "repo", "pipeline",
+    "help", "runbook", "intent", "k8s", "ssh", "http", "psql", "repo", "pipeline",
     "state", "artifacts", "jobs", "audit", "evidence", "context", "local",
 ]  # fmt: skip
 # The tools this server must list today (issue 4), in that order.

@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod http;
+pub mod k8s;
 pub mod local;
 pub mod pipeline;
 pub mod psql;
@@ -231,6 +232,7 @@ pub fn invoke(spec: &ActionSpec, call: &Call<'_>) -> Result<Value, ActionError> 
         "http" => http::invoke(spec.name, call),
         "psql" => psql::invoke(spec.name, call),
         "pipeline" => pipeline::invoke(spec.name, call),
+        "k8s" => k8s::invoke(spec.name, call),
         other => Err(ActionError::new(
             ErrorKind::NotAvailable,
             format!("tool `{other}` has no implementation in this build"),
@@ -244,6 +246,7 @@ pub fn registry() -> &'static [ToolSpec] {
     R.get_or_init(|| {
         vec![
             runbook::tool(),
+            k8s::tool(),
             ssh::tool(),
             http::tool(),
             psql::tool(),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::help::{matches_query, query_words};
-use crate::mcp::reply::{Reply, RunRef};
+use crate::mcp::reply::Reply;
 use crate::mcp::schema::ToolParams;
 
 /// What `intent` takes.
@@ -225,17 +225,7 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 if let Some(a) = &outcome.approval {
                     body["result"]["approval"] = a.clone();
                 }
-                Reply {
-                    body,
-                    is_error: !ok,
-                    links: Vec::new(),
-                    run: Some(RunRef {
-                        dir: outcome.dir.clone(),
-                        uri_base: outcome.uri_base.clone(),
-                    }),
-                    raw_result: None,
-                    warnings: Vec::new(),
-                }
+                Reply::of_run(body, ok, Vec::new(), &outcome)
             }
             Err(e) => refused(e),
         },

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::help::matches_query;
-use crate::mcp::reply::{Reply, RunRef};
+use crate::mcp::reply::Reply;
 use crate::mcp::schema::{ToolParams, opt_u64};
 
 /// What `runbook` takes.
@@ -322,17 +322,7 @@ fn run_reply(outcome: engine::run::RunOutcome) -> Reply {
     if let Some(e) = &outcome.error {
         body["error"] = json!({"kind": e.kind, "message": e.message});
     }
-    Reply {
-        body,
-        is_error: !ok,
-        links: Vec::new(),
-        run: Some(RunRef {
-            dir: outcome.dir.clone(),
-            uri_base: outcome.uri_base.clone(),
-        }),
-        raw_result: None,
-        warnings: Vec::new(),
-    }
+    Reply::of_run(body, ok, Vec::new(), &outcome)
 }
 
 /// A run's steps and outputs as a reply shows them, so a failure reads as one error: a step that failed

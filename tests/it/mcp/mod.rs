@@ -113,6 +113,7 @@ async fn tools_are_generated_from_the_registry_and_local_is_opt_in() {
             "help",
             "runbook",
             "intent",
+            "k8s",
             "ssh",
             "http",
             "psql",

@@ -45,20 +45,7 @@ pub(crate) fn walk_pages(
     p: &Paginate,
     each: &mut dyn FnMut(Vec<Value>) -> Result<(), ActionError>,
 ) -> Result<pages::Walked, ActionError> {
-    pages::walk(
-        call,
-        Endpoint {
-            url: at.url,
-            target: at.target,
-            path: at.path,
-            headers: at.headers,
-            query: None,
-            bearer_env: None,
-            basic: None,
-        },
-        p,
-        each,
-    )
+    pages::walk(call, at.endpoint(), p, each)
 }
 use transfer::{body_of, read_body, retry_after, retryable_status, send};
 
@@ -572,6 +559,17 @@ fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
     })
 }
 
+/// A call's endpoint prepared (`prepare`) and the pooled agent for its egress policy and CA.
+fn connect(call: &Call<'_>, at: Endpoint<'_>) -> Result<(Prepared, ureq::Agent), ActionError> {
+    let prepared = prepare(call, at)?;
+    let agent = call
+        .host
+        .pools()
+        .http
+        .get(prepared.policy, prepared.ca_file.as_deref())?;
+    Ok((prepared, agent))
+}
+
 fn expected(expect: Option<&Expect>, status: u16, default: fn(u16) -> bool) -> bool {
     match expect {
         Some(Expect::One(s)) => *s == status,
@@ -646,13 +644,9 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
         .method
         .as_deref()
         .map_or_else(|| "GET".into(), str::to_ascii_uppercase);
-    let prepared = prepare(call, args.endpoint())?;
+    let (prepared, agent) = connect(call, args.endpoint())?;
     let body = body_of(&args)?;
-    let agent = call
-        .host
-        .pools()
-        .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
+
     let idempotent = matches!(
         method.as_str(),
         "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS"
@@ -770,12 +764,8 @@ fn request(call: &Call<'_>) -> Result<Value, ActionError> {
 fn check(call: &Call<'_>) -> Result<Value, ActionError> {
     let args: CheckArgs = call.parse()?;
     let started = Instant::now();
-    let prepared = prepare(call, args.endpoint())?;
-    let agent = call
-        .host
-        .pools()
-        .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
+    let (prepared, agent) = connect(call, args.endpoint())?;
+
     let (resp, url, hops) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
     let status = resp.status();
     let latency = started.elapsed().as_millis() as u64;

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::{Endpoint, Pairs, prepare, send};
+use super::{Endpoint, Pairs, connect, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -17,28 +17,26 @@ pub(crate) struct Get<'a> {
     pub headers: Option<&'a Pairs>,
 }
 
+impl Get<'_> {
+    pub(super) fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            url: self.url,
+            target: self.target,
+            path: self.path,
+            headers: self.headers,
+            query: None,
+            bearer_env: None,
+            basic: None,
+        }
+    }
+}
+
 /// The body of a GET, as a reader; the final URL beside it.
 pub(crate) fn get_stream(
     call: &Call<'_>,
     at: Get<'_>,
 ) -> Result<(Box<dyn Read + Send>, String), ActionError> {
-    let prepared = prepare(
-        call,
-        Endpoint {
-            url: at.url,
-            target: at.target,
-            path: at.path,
-            headers: at.headers,
-            query: None,
-            bearer_env: None,
-            basic: None,
-        },
-    )?;
-    let agent = call
-        .host
-        .pools()
-        .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
+    let (prepared, agent) = connect(call, at.endpoint())?;
     let (resp, url, _) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
     let status = resp.status();
     if status >= 400 {
@@ -63,24 +61,13 @@ pub(crate) struct Put<'a> {
 
 impl Put<'_> {
     fn prepared(&self, call: &Call<'_>) -> Result<(super::Prepared, ureq::Agent), ActionError> {
-        let prepared = prepare(
-            call,
-            Endpoint {
-                url: self.url,
-                target: self.target,
-                path: self.path,
-                headers: self.headers,
-                query: None,
-                bearer_env: None,
-                basic: None,
-            },
-        )?;
-        let agent = call
-            .host
-            .pools()
-            .http
-            .get(prepared.policy, prepared.ca_file.as_deref())?;
-        Ok((prepared, agent))
+        let at = Get {
+            url: self.url,
+            target: self.target,
+            path: self.path,
+            headers: self.headers,
+        };
+        connect(call, at.endpoint())
     }
 }
 
@@ -206,7 +193,7 @@ pub(super) fn download(call: &Call<'_>) -> Result<serde_json::Value, ActionError
         .hint("leave it out: the body goes to an artifact"));
     }
     let started = std::time::Instant::now();
-    let prepared = prepare(call, args.endpoint())?;
+    let (prepared, agent) = connect(call, args.endpoint())?;
     let name = match args.name.as_deref() {
         Some(n) => n.to_owned(),
         None => prepared
@@ -222,11 +209,6 @@ pub(super) fn download(call: &Call<'_>) -> Result<serde_json::Value, ActionError
             format!("`name` `{name}` must be a plain file name"),
         ));
     }
-    let agent = call
-        .host
-        .pools()
-        .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
     let (resp, url, _) = send(&agent, "GET".into(), &prepared, None, call.deadline)?;
     let status = resp.status();
     if status >= 400 {

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Endpoint, Prepared, prepare, send};
+use super::{Endpoint, connect, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -109,12 +109,7 @@ pub(crate) fn walk(
             )));
         }
     }
-    let prepared: Prepared = prepare(call, at)?;
-    let agent = call
-        .host
-        .pools()
-        .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
+    let (prepared, agent) = connect(call, at)?;
     let param = p.param.clone().unwrap_or_else(|| style.to_owned());
     let max_pages = u64::from(p.max_pages.unwrap_or(100).clamp(1, 10_000));
     let mut base = prepared.url.clone();
