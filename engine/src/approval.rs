@@ -444,6 +444,34 @@ pub fn requests(store: &Store, prefix: &str, limit: usize) -> Result<Vec<Request
     })
 }
 
+/// Approval requests made before `before`, and approvals that expired before it (an expired
+/// approval can never be used again, so forgetting it cannot let it be used twice): counted, or
+/// deleted when `delete`. Retention's, with its `max_age_days`.
+pub fn prune(store: &Store, before: &str, delete: bool) -> Result<u64, StoreError> {
+    store.with_tables(TABLES, |c| {
+        let mut n = 0;
+        for (table, column) in [
+            ("approval_requests", "requested_at"),
+            ("approvals", "expires_at"),
+        ] {
+            n += if delete {
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE {column} < ?1"),
+                    params![before],
+                )?
+            } else {
+                c.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE {column} < ?1"),
+                    params![before],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| usize::try_from(n).unwrap_or(0))?
+            };
+        }
+        Ok(n as u64)
+    })
+}
+
 /// One approval by id.
 pub fn get(store: &Store, id: &str) -> Result<Option<Approval>, StoreError> {
     store.with_tables(TABLES, |c| {

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod record;
 pub mod report;
 pub mod request;
+pub mod retention;
 pub mod run;
 pub mod store;
 pub mod targets;

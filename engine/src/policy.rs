@@ -11,6 +11,11 @@
 //! policy: every plan above `read` is denied (`policy_invalid`) until the file is fixed. The file is
 //! read once per engine (process start, or when the MCP server's roots change). Nothing here reads
 //! the clock or the environment: the caller passes the time and the switch.
+//!
+//! The file also says how long runs are kept (`retention: {max_age_days: 30, max_runs: 10000,
+//! keep_failed_days: 90}`, the defaults; `keep_failed_days` at least `max_age_days`, a located error
+//! otherwise; see `retention.rs`) and when the audit log rotates (`audit: {rotate_bytes}`, 64 MiB).
+//! A file with errors prunes nothing (`Policy::retention` is `None`) and rotates at the default.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -153,6 +158,80 @@ pub struct PolicyFile {
     /// (off by default: it trusts the client to ask a person rather than answer itself).
     #[serde(default)]
     pub elicitation: bool,
+    /// How long runs and their records are kept (`infra runs prune`, and automatically).
+    #[serde(default)]
+    pub retention: Retention,
+    /// The audit log's files.
+    #[serde(default)]
+    pub audit: AuditFiles,
+}
+
+/// How long runs are kept: a run is pruned (its row in the run index, its directory, its part of a
+/// calls journal) once it is older than `max_age_days`, or when more than `max_runs` runs are newer;
+/// a run that did not succeed is kept `keep_failed_days` instead of `max_age_days`. A running run is
+/// never pruned. Finished jobs, approval requests and expired approvals go after `max_age_days` too.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Days a run is kept (30).
+    #[serde(default = "Retention::default_max_age_days")]
+    #[schemars(range(min = 1))]
+    pub max_age_days: u32,
+    /// The most runs kept; the oldest beyond it are pruned (10000).
+    #[serde(default = "Retention::default_max_runs")]
+    #[schemars(range(min = 1))]
+    pub max_runs: u64,
+    /// Days a run that did not succeed is kept (90); at least `max_age_days`.
+    #[serde(default = "Retention::default_keep_failed_days")]
+    #[schemars(range(min = 1))]
+    pub keep_failed_days: u32,
+}
+
+impl Retention {
+    fn default_max_age_days() -> u32 {
+        30
+    }
+    fn default_max_runs() -> u64 {
+        10_000
+    }
+    fn default_keep_failed_days() -> u32 {
+        90
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age_days: Retention::default_max_age_days(),
+            max_runs: Retention::default_max_runs(),
+            keep_failed_days: Retention::default_keep_failed_days(),
+        }
+    }
+}
+
+/// The audit log's files: `audit.jsonl` is renamed to the next `audit.<n>.jsonl` once it holds
+/// `rotate_bytes`, and the chain goes on in a new `audit.jsonl`. Nothing is ever deleted.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFiles {
+    /// The size at which the log is rotated (64 MiB).
+    #[serde(default = "AuditFiles::default_rotate_bytes")]
+    #[schemars(range(min = 1))]
+    pub rotate_bytes: u64,
+}
+
+impl AuditFiles {
+    fn default_rotate_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+}
+
+impl Default for AuditFiles {
+    fn default() -> Self {
+        AuditFiles {
+            rotate_bytes: AuditFiles::default_rotate_bytes(),
+        }
+    }
 }
 
 /// The JSON Schema of a policy file (`schemas/policy.schema.json`).
@@ -330,6 +409,27 @@ impl Policy {
                 );
             }
         }
+        let r = &pf.retention;
+        if r.keep_failed_days < r.max_age_days {
+            let at = node
+                .pointer("/retention/keep_failed_days")
+                .or_else(|| node.pointer("/retention/max_age_days"))
+                .map_or(node.span, |(n, _)| n.span);
+            diags.push(
+                Diagnostic::error(
+                    Code::SchemaViolation,
+                    format!(
+                        "`retention.keep_failed_days` ({}) is less than `retention.max_age_days` ({}): failed runs would go before the others",
+                        r.keep_failed_days, r.max_age_days
+                    ),
+                )
+                .at(file, at)
+                .help(format!(
+                    "set `keep_failed_days` to at least {}, or leave it out (90 days)",
+                    r.max_age_days
+                )),
+            );
+        }
         if !diags.is_empty() {
             return bad(diags);
         }
@@ -338,6 +438,21 @@ impl Policy {
             path: Some(file.name().to_owned()),
             errors: Vec::new(),
             env_read_only: false,
+        }
+    }
+
+    /// How long runs are kept (the defaults when the file says nothing); `None` when the file has
+    /// errors, so nothing is pruned by a policy that may not say what its author meant.
+    pub fn retention(&self) -> Option<&Retention> {
+        self.errors.is_empty().then_some(&self.file.retention)
+    }
+
+    /// The audit log's rotation size (the default when the file has errors or says nothing).
+    pub fn audit_rotate_bytes(&self) -> u64 {
+        if self.errors.is_empty() {
+            self.file.audit.rotate_bytes
+        } else {
+            AuditFiles::default().rotate_bytes
         }
     }
 
@@ -589,6 +704,39 @@ mod tests {
         assert_eq!(
             (d.decision, d.rule.as_str()),
             (Decision::Deny, "INFRA_READ_ONLY")
+        );
+    }
+
+    #[test]
+    fn retention_has_defaults_and_its_errors_are_located() {
+        let p = parse("effects: {read: allow}\n");
+        let r = p.retention().expect("valid");
+        assert_eq!(
+            (r.max_age_days, r.max_runs, r.keep_failed_days),
+            (30, 10_000, 90)
+        );
+        assert_eq!(p.audit_rotate_bytes(), 64 * 1024 * 1024);
+        let p = parse(
+            "retention: {max_age_days: 7, max_runs: 50, keep_failed_days: 7}\naudit: {rotate_bytes: 4096}\n",
+        );
+        let r = p.retention().expect("valid");
+        assert_eq!((r.max_age_days, r.max_runs, r.keep_failed_days), (7, 50, 7));
+        assert_eq!(p.audit_rotate_bytes(), 4096);
+        let p = parse("retention:\n  max_age_days: 120\n");
+        assert_eq!(p.errors.len(), 1);
+        let shown = p.errors[0].to_string();
+        assert!(
+            shown.contains("keep_failed_days") && shown.contains(":2:"),
+            "{shown}"
+        );
+        assert!(p.retention().is_none(), "a bad file prunes nothing");
+        let p = parse("retention:\n  max_runs: 0\n");
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        let p = parse("retention:\n  max_days: 3\n");
+        assert!(
+            p.errors[0].to_string().contains("max_days"),
+            "{:?}",
+            p.errors
         );
     }
 

@@ -1,5 +1,5 @@
 //! `infra audit tail [-n N] [--json]`, `infra audit verify [--against <checkpoint>] [--json]`,
-//! `infra audit checkpoint [--json]`.
+//! `infra audit checkpoint [--json]`. Each reads the rotated files (`audit.<n>.jsonl`) too.
 
 use engine::record::audit::{Audit, Head};
 
@@ -144,14 +144,20 @@ fn verify(audit: &Audit, checkpoint: Option<Head>, json: bool) -> u8 {
                 render::json(&j);
             } else {
                 let mut out = match &v.problem {
+                    None if v.files.len() > 1 => format!(
+                        "ok: {} records, chain intact across {} files ({} and the rotated files before it)\n",
+                        v.records,
+                        v.files.len(),
+                        audit.path().display()
+                    ),
                     None => format!(
                         "ok: {} records, chain intact ({})\n",
                         v.records,
                         audit.path().display()
                     ),
                     Some(p) => format!(
-                        "BROKEN at line {} (record {}): {}\n{} records before it are intact\n",
-                        p.line, p.seq, p.message, v.records
+                        "BROKEN at line {} of `{}` (record {}): {}\n{} records before it are intact\n",
+                        p.line, p.file, p.seq, p.message, v.records
                     ),
                 };
                 for n in &v.notes {

@@ -1,4 +1,6 @@
-//! `infra runs list|show|logs`.
+//! `infra runs list|show|logs|prune`. `prune [--dry-run] [--json]` removes what the policy's
+//! `retention` lets go (`Engine::prune_runs`): it prints what it removed, or with `--dry-run` what it
+//! would remove (counts and bytes); a refusal says why, and is in the audit log.
 
 use engine::record::evidence::Record;
 
@@ -26,6 +28,16 @@ pub enum Command {
     },
     /// A run's step output (stdout and stderr), as `tail` shows several files.
     Logs(super::logs::Args),
+    /// Remove runs past the policy's `retention` (age, count; failed runs kept longer), their
+    /// directories and calls journals, old finished jobs and approval requests. Live runs stay.
+    Prune {
+        /// Say what would go, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A run's row as the CLI shows it in JSON: its id under `run_id`, the key `infra run --json` and
@@ -42,6 +54,9 @@ pub fn run_json(row: serde_json::Value) -> serde_json::Value {
 
 pub fn run(cmd: Command) -> u8 {
     let engine = engine();
+    if let Command::Prune { dry_run, json } = cmd {
+        return prune(&engine, dry_run, json);
+    }
     let store = match engine.store() {
         Ok(s) => s,
         Err(e) => {
@@ -78,6 +93,7 @@ pub fn run(cmd: Command) -> u8 {
             }
         },
         Command::Logs(args) => super::logs::run(store, args),
+        Command::Prune { .. } => OK,
         Command::Show { id, json } => {
             let run = match super::ids::run_row(store, &id) {
                 Ok(run) => run,
@@ -182,6 +198,34 @@ pub fn run(cmd: Command) -> u8 {
                 render::out(&out);
             }
             OK
+        }
+    }
+}
+
+/// `infra runs prune`.
+fn prune(engine: &engine::run::Engine, dry_run: bool, json: bool) -> u8 {
+    match engine.prune_runs(dry_run, engine::run::PruneBy::Cli) {
+        Ok(p) => {
+            if json {
+                render::json(&serde_json::to_value(&p).unwrap_or_default());
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                render::out(&format!(
+                    "{verb} {} runs ({} directories), {} directories without a run, {} calls journals, {} jobs, {} approval records: {} bytes\n",
+                    p.runs, p.dirs, p.orphans, p.journals, p.jobs, p.approvals, p.bytes
+                ));
+                if p.dirs_left > 0 {
+                    render::note(&format!(
+                        "{} runs were recorded outside this `runs/` directory: their rows went, their directories were left\n",
+                        p.dirs_left
+                    ));
+                }
+            }
+            OK
+        }
+        Err(e) => {
+            render::err(&format!("error: {e}\n"));
+            FAILED
         }
     }
 }

@@ -159,8 +159,8 @@ pub fn tools(engine: &Engine) -> Vec<ToolDesc> {
     ));
     out.push(front_end::<evidence::Params>(
         "Evidence",
-        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal; finished or interrupted.",
-        true,
+        "Recorded runs: `list` (limit, runbook), `get` (run_id): its journal; finished or interrupted. `prune` (dry_run): by retention, if policy allows.",
+        false,
     ));
     out.push(front_end::<context::Params>(
         "Project context",

@@ -29,6 +29,7 @@ mod psql_helpers;
 mod psql_readonly;
 mod repo_write;
 mod resume;
+mod retention;
 mod schemas;
 mod shell_quoting;
 mod ssh;

@@ -232,10 +232,10 @@ async def test_annotations_are_the_worst_case(tmp_path: Path) -> None:
     async with connect(tmp_path, unsafe_local=True) as c:
         listing = await c.session.list_tools()
         ann = {t.name: t.annotations for t in listing.tools}
-        for name in ("k8s", "ssh", "local", "runbook", "http", "psql", "pipeline", "state", "jobs", "repo"):
+        for name in ("k8s", "ssh", "local", "runbook", "http", "psql", "pipeline", "state", "jobs", "repo", "evidence"):
             a = ann[name]
             assert a.read_only_hint is False and a.destructive_hint is True and a.idempotent_hint is False, name
-        for name in ("help", "artifacts", "audit", "evidence", "context"):
+        for name in ("help", "artifacts", "audit", "context"):
             assert ann[name].read_only_hint is True, name
         assert ann["runbook"].open_world_hint is True
         size = len(listing.model_dump_json(by_alias=True, exclude_none=True))

@@ -358,7 +358,7 @@ def assert_tool_listing(tools: list[types.Tool], unsafe_local: bool) -> None:
         "context": {"get"},
         "local": {"exec", "read", "write", "list", "stat"},
     }
-    read_only = {"help", "artifacts", "audit", "evidence", "context"}
+    read_only = {"help", "artifacts", "audit", "context"}
     writes = {"runbook", "state", "local"}
     for t in tools:
         assert t.title, f"{t.name}: no title"

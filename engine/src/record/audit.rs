@@ -5,6 +5,15 @@
 //! directory interleave whole records and keep the chain. There is no API to rewrite or delete
 //! records.
 //!
+//! Rotation (`with_rotation`, the policy's `audit.rotate_bytes`): an append that finds `audit.jsonl`
+//! at or past the size renames it, under its lock, to the next `audit.<n>.jsonl` (1, 2, …; higher is
+//! newer) and appends to a new `audit.jsonl`, whose first record goes on from the rotated file's last
+//! (`seq` + 1, `prev` its hash): one chain across files ([`Audit::files`]), which `verify` and `tail`
+//! read in order. After taking the lock an append checks that the path still names the file it locked
+//! (else another process rotated it: it opens the new one), so no record lands in a rotated file. A
+//! crash between the rename and the next record leaves no `audit.jsonl`; the next append makes it and
+//! chains to the rotated file, so the chain verifies either way. Files are never deleted.
+//!
 //! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when
 //! the path names another file), reads the last line backwards (`last_line`) unless the file has the
 //! length this process left it with (then the remembered `seq` and hash are the head), and writes one
@@ -157,6 +166,8 @@ pub struct Audit {
     key: Option<AuditKey>,
     /// The file kept open between appends, and the end it had after this process's last append.
     open: Arc<Mutex<Option<OpenLog>>>,
+    /// The size at which the log is rotated (`None`: never).
+    rotate_bytes: Option<u64>,
 }
 
 /// The log as this process last left it: the open file, which file that is, and its last record.
@@ -275,7 +286,76 @@ impl Audit {
             keeper: None,
             key: None,
             open: Arc::new(Mutex::new(None)),
+            rotate_bytes: None,
         }
+    }
+
+    /// The same log, rotated once it holds `bytes`: see the module's header.
+    pub fn with_rotation(mut self, bytes: Option<u64>) -> Self {
+        self.rotate_bytes = bytes.map(|b| b.max(1));
+        self
+    }
+
+    /// The path of rotated file `n` (`audit.<n>.jsonl` beside `audit.jsonl`).
+    fn rotated(&self, n: u64) -> PathBuf {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "audit".into());
+        let ext = self
+            .path
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "jsonl".into());
+        self.path.with_file_name(format!("{stem}.{n}.{ext}"))
+    }
+
+    /// The numbers of the rotated files, in order (oldest first).
+    fn rotated_numbers(&self) -> Vec<u64> {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = self
+            .path
+            .extension()
+            .map(|s| format!(".{}", s.to_string_lossy()))
+            .unwrap_or_default();
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n = name
+                    .strip_prefix(&format!("{stem}."))?
+                    .strip_suffix(&ext)?
+                    .parse::<u64>()
+                    .ok()?;
+                (n > 0).then_some(n)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The log's files in order: the rotated ones (`audit.1.jsonl`, `audit.2.jsonl`, …), then
+    /// `audit.jsonl` (which may not exist yet).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .rotated_numbers()
+            .into_iter()
+            .map(|n| self.rotated(n))
+            .collect();
+        files.push(self.path.clone());
+        files
     }
 
     /// The same log, sealing each new record with `key` and checking seals with it.
@@ -318,41 +398,98 @@ impl Audit {
             .open
             .lock()
             .map_err(|_| self.err(io::Error::other("the audit log's lock was poisoned")))?;
-        let at_path = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if open.as_ref().is_none_or(|o| Some(o.id) != at_path) {
-            *open = None;
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        // a rotation that failed is not tried again for this record: it is written where it can be
+        let mut may_rotate = true;
+        // each turn follows a rotation (this process's or another's); a few are plenty
+        for _ in 0..8 {
+            let at_path = std::fs::metadata(&self.path)
+                .ok()
+                .map(|m| (m.dev(), m.ino()));
+            if open.as_ref().is_none_or(|o| Some(o.id) != at_path) {
+                *open = None;
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+                }
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(&self.path)
+                    .map_err(|e| self.err(e))?;
+                let m = file.metadata().map_err(|e| self.err(e))?;
+                *open = Some(OpenLog {
+                    file,
+                    id: (m.dev(), m.ino()),
+                    // no length is `u64::MAX`: the first append reads the last line
+                    len: u64::MAX,
+                    seq: 0,
+                    prev: String::new(),
+                });
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&self.path)
-                .map_err(|e| self.err(e))?;
-            let m = file.metadata().map_err(|e| self.err(e))?;
-            *open = Some(OpenLog {
-                file,
-                id: (m.dev(), m.ino()),
-                // no length is `u64::MAX`: the first append reads the last line
-                len: u64::MAX,
-                seq: 0,
-                prev: String::new(),
-            });
+            let Some(log) = open.as_mut() else {
+                return Err(self.err(io::Error::other("the audit log is not open")));
+            };
+            log.file.lock().map_err(|e| self.err(e))?;
+            // the path may have been rotated away while this process waited for the lock: then the
+            // record goes to the file now at the path
+            let still = std::fs::metadata(&self.path)
+                .ok()
+                .is_some_and(|m| (m.dev(), m.ino()) == log.id);
+            let full = may_rotate
+                && self.rotate_bytes.is_some_and(|max| {
+                    log.file
+                        .metadata()
+                        .is_ok_and(|m| m.len() >= max && m.len() > 0)
+                });
+            if !still || full {
+                if still && self.rotate_locked().is_err() {
+                    may_rotate = false;
+                }
+                let _ = log.file.unlock();
+                *open = None;
+                continue;
+            }
+            let result = self.append_locked(log, fields, durable);
+            let _ = log.file.unlock();
+            if result.is_err() {
+                // whatever happened, the next append starts from the file, not from memory
+                *open = None;
+            }
+            return result;
         }
-        let Some(log) = open.as_mut() else {
-            return Err(self.err(io::Error::other("the audit log is not open")));
-        };
-        log.file.lock().map_err(|e| self.err(e))?;
-        let result = self.append_locked(log, fields, durable);
-        let _ = log.file.unlock();
-        if result.is_err() {
-            // whatever happened, the next append starts from the file, not from memory
-            *open = None;
+        Err(self.err(io::Error::other(
+            "the log was rotated under this process again and again; try again",
+        )))
+    }
+
+    /// Renames `audit.jsonl` to the next `audit.<n>.jsonl`, under its lock. The next append makes a
+    /// new `audit.jsonl` whose first record chains to the rotated file's last.
+    fn rotate_locked(&self) -> io::Result<()> {
+        let n = self.rotated_numbers().last().copied().unwrap_or(0) + 1;
+        let to = self.rotated(n);
+        if to.exists() {
+            return Err(io::Error::other(format!(
+                "cannot rotate: `{}` exists",
+                to.display()
+            )));
         }
-        result
+        std::fs::rename(&self.path, &to)?;
+        // the rename survives a crash before the next record is written
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// The last line of the newest rotated file (empty when there is none): what a new, empty
+    /// `audit.jsonl` chains to.
+    fn rotated_last_line(&self) -> io::Result<Vec<u8>> {
+        match self.rotated_numbers().last() {
+            None => Ok(Vec::new()),
+            Some(&n) => last_line(&mut File::open(self.rotated(n))?).map(|(l, _)| l),
+        }
     }
 
     fn append_locked(
@@ -365,7 +502,11 @@ impl Audit {
         let (seq, prev, terminated) = if len == log.len {
             (log.seq + 1, std::mem::take(&mut log.prev), true)
         } else {
-            let (last, terminated) = last_line(&mut log.file).map_err(|e| self.err(e))?;
+            let (mut last, terminated) = last_line(&mut log.file).map_err(|e| self.err(e))?;
+            if last.is_empty() && len == 0 {
+                // a new file after a rotation goes on from the rotated file's last record
+                last = self.rotated_last_line().map_err(|e| self.err(e))?;
+            }
             if last.is_empty() {
                 (1, GENESIS.to_owned(), terminated)
             } else {
@@ -425,27 +566,38 @@ impl Audit {
         Ok(seq)
     }
 
-    /// The last `n` records (unparseable lines are shown as `{"torn": "<text>"}`).
+    /// The last `n` records (unparseable lines are shown as `{"torn": "<text>"}`), across the rotated
+    /// files when `audit.jsonl` holds fewer.
     pub fn tail(&self, n: usize) -> io::Result<Vec<Value>> {
-        let f = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut ring = std::collections::VecDeque::with_capacity(n + 1);
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line?;
-            if line.is_empty() {
-                continue;
+        let mut out: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
+        for path in self.files().into_iter().rev() {
+            if out.len() >= n {
+                break;
             }
-            let v = serde_json::from_slice(&line)
-                .unwrap_or_else(|_| json!({"torn": String::from_utf8_lossy(&line)}));
-            ring.push_back(v);
-            if ring.len() > n {
-                ring.pop_front();
+            let want = n - out.len();
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut ring = std::collections::VecDeque::with_capacity(want + 1);
+            for line in BufReader::new(f).split(b'\n') {
+                let line = line?;
+                if line.is_empty() {
+                    continue;
+                }
+                let v = serde_json::from_slice(&line)
+                    .unwrap_or_else(|_| json!({"torn": String::from_utf8_lossy(&line)}));
+                ring.push_back(v);
+                if ring.len() > want {
+                    ring.pop_front();
+                }
+            }
+            for v in ring.into_iter().rev() {
+                out.push_front(v);
             }
         }
-        Ok(ring.into())
+        Ok(out.into())
     }
 
     /// Checks the whole chain. Reports the first bad record: unparseable (a torn line after a crash
@@ -459,16 +611,20 @@ impl Audit {
     /// has another hash (rewritten).
     pub fn verify_with(&self, opts: &VerifyOptions) -> io::Result<Verified> {
         let mut found = Verified::default();
-        let f = match File::open(&self.path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        let exists = f.is_some();
+        let mut exists = false;
         let mut line_no = 0usize;
-        if let Some(f) = f {
+        let mut prev_hash = GENESIS.to_owned();
+        // the rotated files, then `audit.jsonl`: one chain, `seq` and `prev` going on across files
+        for path in self.files() {
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            exists = true;
+            found.files.push(path.display().to_string());
+            line_no = 0;
             let mut reader = BufReader::new(f);
-            let mut prev_hash = GENESIS.to_owned();
             let mut buf = Vec::new();
             loop {
                 buf.clear();
@@ -499,6 +655,7 @@ impl Audit {
                     Err(m) => m,
                 };
                 found.problem = Some(Problem {
+                    file: path.display().to_string(),
                     line: line_no,
                     seq: expect_seq,
                     message,
@@ -559,6 +716,7 @@ impl Audit {
             format!("the audit log ends at record {n}")
         };
         let problem = |message: String| Problem {
+            file: self.path.display().to_string(),
             line: lines + 1,
             seq: n + 1,
             message,
@@ -725,6 +883,8 @@ pub struct Verified {
     pub macs: Macs,
     /// What could not be checked, or looks odd without being wrong.
     pub notes: Vec<String>,
+    /// The files read, in order (rotated ones first).
+    pub files: Vec<String>,
 }
 
 /// The seals (`mac`) seen by [`Audit::verify`].
@@ -744,10 +904,11 @@ impl Verified {
         json!({
             "intact": self.problem.is_none(),
             "records": self.records,
-            "problem": self.problem.as_ref().map(|p| json!({"line": p.line, "seq": p.seq, "message": p.message})),
+            "problem": self.problem.as_ref().map(|p| json!({"file": p.file, "line": p.line, "seq": p.seq, "message": p.message})),
             "last": self.last.as_ref().map(Head::to_json),
             "macs": {"sealed": self.macs.sealed, "checked": self.macs.checked},
             "notes": self.notes,
+            "files": self.files,
         })
     }
 }
@@ -755,7 +916,9 @@ impl Verified {
 /// The first bad record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// One-based line in the file.
+    /// The file it is in (`audit.jsonl`, or a rotated `audit.<n>.jsonl`).
+    pub file: String,
+    /// One-based line in that file.
     pub line: usize,
     pub seq: u64,
     pub message: String,

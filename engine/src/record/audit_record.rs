@@ -31,6 +31,9 @@ pub enum AuditKind {
     Approved,
     /// A person revoked an approval before it was used.
     Revoked,
+    /// Retention removed runs past the policy (`pruned`: what and how many bytes); `front_end` says
+    /// who: `cli`, `mcp`, or `auto` (a pass at the end of a run).
+    Pruned,
 }
 
 /// One audit record, before the log seals it. Fields a kind does not carry are left out.
@@ -88,6 +91,9 @@ pub struct AuditRecord {
     /// An approval: given, revoked, or used by the run (`id`, `approver`, `digest`, `expires_at`, `note`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<Value>,
+    /// What retention removed: `runs`, `dirs`, `journals`, `jobs`, `approvals`, `bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<Value>,
 }
 
 impl AuditRecord {
@@ -115,6 +121,7 @@ impl AuditRecord {
             status: None,
             policy: None,
             approval: None,
+            pruned: None,
         }
     }
 

@@ -539,3 +539,83 @@ fn appenders_that_keep_the_file_open_see_each_other_and_a_replaced_log() {
     let v = a.verify().expect("verify");
     assert_eq!((v.records, v.problem), (2, None));
 }
+
+#[test]
+fn a_rotated_log_is_one_chain_across_files_from_two_writers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    // two appenders, each with its own open file and memory of the end, as two processes have
+    let a = Audit::new(&path).with_rotation(Some(600));
+    let b = Audit::new(&path).with_rotation(Some(600));
+    std::thread::scope(|s| {
+        for w in [&a, &b] {
+            s.spawn(move || {
+                for i in 0..40 {
+                    w.append(
+                        &json!({"kind": "call", "i": i, "pad": "x".repeat(40)}),
+                        false,
+                    )
+                    .expect("append");
+                }
+            });
+        }
+    });
+    let files = a.files();
+    assert!(files.len() >= 5, "{files:?}");
+    assert_eq!(files[0], dir.path().join("audit.1.jsonl"));
+    assert_eq!(files.last(), Some(&path));
+    let v = a.verify().expect("verify");
+    assert_eq!((v.records, v.problem.clone()), (80, None), "{v:?}");
+    assert_eq!(v.files.len(), files.len());
+    // every rotated file reached the size first; the chain's `seq` goes on in the next file
+    let mut seq = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        if f != &path {
+            assert!(text.len() >= 600, "{}", f.display());
+        }
+        for line in text.lines() {
+            seq += 1;
+            let r: Value = serde_json::from_str(line).expect("record");
+            assert_eq!(r["seq"], seq);
+        }
+    }
+    let tail = a.tail(100).expect("tail");
+    assert_eq!(tail.len(), 80, "tail reads across the files");
+    assert_eq!(
+        (tail[0]["seq"].as_u64(), tail[79]["seq"].as_u64()),
+        (Some(1), Some(80))
+    );
+
+    // a record changed in a rotated file is found there
+    let second = dir.path().join("audit.2.jsonl");
+    let text = std::fs::read_to_string(&second).expect("read");
+    std::fs::write(&second, text.replacen("\"call\"", "\"cell\"", 1)).expect("write");
+    let p = a.verify().expect("verify").problem.expect("a problem");
+    assert_eq!(p.file, second.display().to_string());
+    assert_eq!(p.line, 1);
+}
+
+#[test]
+fn a_crash_between_rename_and_record_leaves_a_chain_that_goes_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path).with_rotation(Some(1 << 20));
+    for i in 0..3 {
+        a.append(&json!({"kind": "call", "i": i}), false)
+            .expect("append");
+    }
+    // what a rotation leaves when the process dies right after the rename
+    std::fs::rename(&path, dir.path().join("audit.1.jsonl")).expect("rename");
+    assert_eq!(a.verify().expect("verify").problem, None);
+    let b = Audit::new(&path);
+    assert_eq!(b.append(&json!({"kind": "call"}), true).expect("append"), 4);
+    let v = b.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (4, None));
+    // the first appender sees its file gone and goes on in the new one
+    assert_eq!(
+        a.append(&json!({"kind": "call"}), false).expect("append"),
+        5
+    );
+    assert_eq!(a.verify().expect("verify").records, 5);
+}

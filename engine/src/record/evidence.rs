@@ -16,7 +16,8 @@
 //! `runs/.calls/<stamp>-<id>.jsonl`), one file per process, shared by every call it makes, so a
 //! cheap call costs a few appends and no `mkdir`. Every record names its run, and the run index
 //! keeps where the run's first record starts ([`Journal::start`]), so [`read_run`] reads one run
-//! back from there, whichever journal holds it.
+//! back from there, whichever journal holds it. The process holds a shared lock on its calls journal
+//! while it lives, which tells retention the journal still has a writer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -278,8 +279,11 @@ impl SessionJournal {
         std::fs::create_dir_all(dir)?;
         let id = crate::ctx::new_id();
         let path = dir.join(format!("{}-{}.jsonl", crate::ctx::now_stamp(), &id[..8]));
+        let tail = Tail::open(&path)?;
+        // held while this process lives: retention removes no journal a process still writes
+        tail.file.lock_shared()?;
         Ok(SessionJournal {
-            tail: Arc::new(Mutex::new(Tail::open(&path)?)),
+            tail: Arc::new(Mutex::new(tail)),
             path,
         })
     }

@@ -40,15 +40,16 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Config, catalog: Arc<Catalog>) -> Self {
         let store = Arc::new(LazyStore::new(config.store_path()));
+        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only)
+            .canonical_tools(crate::actions::canonical_tool);
         let audit = Audit::new(config.audit_path())
             .with_keeper(store.clone())
-            .with_key(config.audit_key.clone());
+            .with_key(config.audit_key.clone())
+            .with_rotation(Some(policy.audit_rotate_bytes()));
         let redactor = Arc::new(Redactor::new());
         if let Some(key) = &config.audit_key {
             redactor.add(&key.as_text());
         }
-        let policy = crate::policy::Policy::load(&config.profiles_dir, config.read_only)
-            .canonical_tools(crate::actions::canonical_tool);
         Engine {
             policy,
             used_approvals: Default::default(),

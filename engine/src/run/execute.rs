@@ -167,6 +167,7 @@ impl Engine {
             let _ = store.run_started(&run_id, &name, &dir, Some(&journal), &ts, false);
             let _ = store.run_finished(&run_id, status.as_str(), false);
         }
+        self.auto_prune();
         Ok(run_id)
     }
 
@@ -422,6 +423,7 @@ impl Engine {
                 store.run_finished(&run_id, status.as_str(), durable)
             };
         }
+        self.auto_prune();
         // best effort, never changes the run: plan.json and report.html in its directory
         self.write_report(plan, &outcome);
         outcome

@@ -19,6 +19,7 @@ mod node;
 mod render;
 mod report;
 mod resume;
+mod retention;
 mod schedule;
 
 pub use crate::exec::CancelToken;
@@ -26,6 +27,7 @@ pub use artifacts::ArtifactFilter;
 pub use engine::Engine;
 pub use report::ReportOptions;
 pub use resume::{ResumeRefusal, ResumeRequest};
+pub use retention::PruneBy;
 
 use crate::actions::ActionError;
 use crate::record::Journal;

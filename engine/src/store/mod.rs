@@ -32,8 +32,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 mod ids;
+mod retention;
 
 pub use ids::IdKind;
+pub use retention::{Cutoffs, Expired};
 
 use crate::ctx::ProcessRef;
 use crate::record::audit::{Head, HeadKeeper};

@@ -1,4 +1,4 @@
-//! `audit`: the hash-chained audit log: `tail` (the last records), `list` (from the first), `verify`
+//! `audit`: the hash-chained audit log, across its rotated files: `tail` (the last records), `list` (from the first), `verify`
 //! (the chain, the log's end against the head kept in the store, and, with `against`, a checkpoint kept
 //! elsewhere; one engine function for the CLI, MCP and doctor), `checkpoint` (the head, `<seq>:<hash>`,
 //! to keep elsewhere).
@@ -127,23 +127,26 @@ fn read(engine: &Engine, p: &Params) -> Reply {
             );
         }
     };
-    let file = match std::fs::File::open(engine.config().audit_path()) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Reply::error(
-                "failed",
-                format!("cannot read the audit log: {e}"),
-                None,
-                None,
-            );
+    // the rotated files, oldest first, then `audit.jsonl`
+    let mut files = Vec::new();
+    for path in engine.audit().files() {
+        match std::fs::File::open(&path) {
+            Ok(f) => files.push(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Reply::error(
+                    "failed",
+                    format!("cannot read the audit log `{}`: {e}", path.display()),
+                    None,
+                    None,
+                );
+            }
         }
-    };
+    }
     let mut matching: Vec<Value> = Vec::new();
-    for line in file
-        .map(|f| std::io::BufReader::new(f).split(b'\n'))
+    for line in files
         .into_iter()
-        .flatten()
+        .flat_map(|f| std::io::BufReader::new(f).split(b'\n'))
     {
         let Ok(line) = line else { break };
         if line.is_empty() {

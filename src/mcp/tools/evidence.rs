@@ -1,7 +1,9 @@
 //! `evidence`: recorded runs: `list` (the store's run index, newest first, optionally of one runbook) and
 //! `get` (a run by id or unique prefix: its journal, read back, and its state as the store decides it,
 //! the same word `infra runs` shows: finished, running or interrupted). Run directories are not shown.
-//! `jobs logs` answers with [`get`] too.
+//! `jobs logs` answers with [`get`] too. `prune` removes what the policy's `retention` lets go
+//! (`Engine::prune_runs`; `dry_run: true` counts it, deleting nothing): refused unless the policy
+//! allows `evidence.prune`'s `destructive` effect; refusals are audited.
 
 use engine::run::Engine;
 use schemars::JsonSchema;
@@ -24,6 +26,9 @@ pub struct Params {
     #[serde(default, deserialize_with = "opt_u64")]
     #[schemars(range(min = 1))]
     pub limit: Option<u64>,
+    /// `prune`: count, delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// What `evidence` does.
@@ -32,6 +37,7 @@ pub struct Params {
 pub enum Action {
     List,
     Get,
+    Prune,
 }
 
 impl ToolParams for Params {
@@ -43,6 +49,23 @@ pub fn call(engine: &Engine, p: &Params) -> Reply {
     match p.action {
         Action::List => list(engine, p.limit.unwrap_or(20) as usize, p.runbook.as_deref()),
         Action::Get => get(engine, &p.run_id),
+        Action::Prune => match engine.prune_runs(p.dry_run, engine::run::PruneBy::Mcp) {
+            Ok(out) => Reply::ok(
+                format!(
+                    "{} {} runs, {} bytes",
+                    if p.dry_run { "would prune" } else { "pruned" },
+                    out.runs,
+                    out.bytes
+                ),
+                serde_json::to_value(&out).unwrap_or_default(),
+            ),
+            Err(e) => Reply::error(
+                "refused",
+                e,
+                Some("`infra runs prune` prunes from the command line".into()),
+                None,
+            ),
+        },
     }
 }
 

@@ -3,7 +3,7 @@
 //! tool, progress and jobs; `jobs` jobs that outlive their server; `protocol` raw JSON-RPC lines and cancellation; `battery` the malformed
 //! line battery; `network` targets, SSH, HTTP and PostgreSQL over MCP; `secrets` masking; `crash` a
 //! server killed mid-stream; `intents` the workspace, intent and capability flow; `resume` a failed
-//! run resumed.
+//! run resumed; `retention` `evidence prune`.
 
 mod battery;
 mod crash;
@@ -15,6 +15,7 @@ mod pipeline;
 mod protocol;
 mod report;
 mod resume;
+mod retention;
 mod runbooks;
 mod secrets;
 
