@@ -482,6 +482,14 @@ fn read_only_mode_refuses_every_write_before_it_is_sent() {
                 json!({"action": "exec", "command": format!("touch {}", marker.display())}),
             ),
             ("state", json!({"action": "set", "key": "k", "value": 1})),
+            (
+                "repo",
+                json!({"action": "branch", "repo_path": repo.path().display().to_string(), "name": "made"}),
+            ),
+            (
+                "k8s",
+                json!({"action": "apply", "path": ".", "kubeconfig": "kubeconfig"}),
+            ),
         ];
         for (tool, args) in writes {
             let o = run_call(&e, tool, args);
@@ -490,6 +498,10 @@ fn read_only_mode_refuses_every_write_before_it_is_sent() {
             assert!(message.contains(how), "{tool}: {message}");
         }
         assert!(!marker.exists(), "no command ran");
+        assert!(
+            !repo.path().join(".git/refs/heads/made").exists(),
+            "no branch was made"
+        );
         assert_eq!(http.hits("/w"), 0, "no request was sent");
         assert_eq!(pg.psql("select count(*) from t").trim(), "0");
         // reads still run
