@@ -1,8 +1,11 @@
 //! Parse + check + compile time and peak memory for generated runbooks of 100, 1,000 and 10,000 steps, in
-//! sequence and dag flow. Run with `cargo bench --bench compile`.
+//! sequence and dag flow; then what `validate` does with a runbook that has one error per step (an
+//! undefined input in every step's args): load and render every diagnostic, for 1,000, 3,000 and
+//! 10,000 errors, so the time per error shows whether it stays linear. Run with
+//! `cargo bench --bench compile`.
 //!
-//! Each size is measured in a child process (this binary re-run with `--one`), so peak memory (VmHWM) is
-//! that size's alone.
+//! Each size is measured in a child process (this binary re-run with `--one` or `--errors`), so peak
+//! memory (VmHWM) is that size's alone.
 
 #![allow(clippy::print_stdout)]
 
@@ -41,6 +44,50 @@ fn generated(steps: usize, dag: bool) -> String {
         }
     }
     s
+}
+
+/// `steps` steps, each reading an input that is not declared.
+fn with_errors(steps: usize) -> String {
+    let mut s = String::from("name: bench\ninputs:\n  host: { type: string }\nsteps:\n");
+    for i in 0..steps {
+        let _ = writeln!(
+            s,
+            "  - id: s{i}\n    tool: state\n    args: {{action: get, key: \"{{{{ input.missing }}}}\"}}"
+        );
+    }
+    s
+}
+
+/// Load and render (as `validate` prints them) a runbook with one error per step; the best of a few
+/// rounds.
+fn errors(steps: usize) {
+    let text = with_errors(steps);
+    let mut best: Option<(Duration, Duration)> = None;
+    for _ in 0..5 {
+        let file = dsl::SourceFile::new("bench.yaml", text.clone());
+        let t0 = Instant::now();
+        let loaded = dsl::load(&file, None);
+        let load = t0.elapsed();
+        assert_eq!(loaded.diagnostics.len(), steps);
+        let t1 = Instant::now();
+        let shown = dsl::diagnostic::render_all(&loaded.diagnostics, Default::default());
+        let render = t1.elapsed();
+        assert!(shown.contains("undefined-input"));
+        if best.is_none_or(|(l, r)| load + render < l + r) {
+            best = Some((load, render));
+        }
+    }
+    let (load, render) = best.expect("at least one round");
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{:>6} errors           load {:7.2} ms  render {:7.2} ms  total {:7.2} ms  ({:.1} µs/error)  peak RSS {:>6} KiB",
+        steps,
+        ms(load),
+        ms(render),
+        ms(load + render),
+        (load + render).as_secs_f64() * 1e6 / steps as f64,
+        peak_rss_kib(),
+    );
 }
 
 struct Times {
@@ -106,6 +153,10 @@ fn main() {
         one(steps, args[i + 2] == "dag");
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--errors") {
+        errors(args[i + 1].parse().expect("errors"));
+        return;
+    }
     let exe = std::env::current_exe().expect("exe");
     for dag in [false, true] {
         for steps in [100, 1_000, 10_000] {
@@ -119,5 +170,12 @@ fn main() {
                 .expect("child");
             assert!(status.success());
         }
+    }
+    for steps in [1_000, 3_000, 10_000] {
+        let status = std::process::Command::new(&exe)
+            .args(["--errors", &steps.to_string()])
+            .status()
+            .expect("child");
+        assert!(status.success());
     }
 }

@@ -58,6 +58,7 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
         diags: Vec::new(),
         inputs: IndexMap::new(),
         ids: HashMap::new(),
+        input_help: HashMap::new(),
     };
     if !valid_name(&at.name) {
         cx.diags.push(
@@ -106,13 +107,14 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
         let span = at.node.get("effects").map_or(at.name_span, |n| n.span);
         (e, span)
     });
-    let digest = digest(&at.name, at.node);
     let has_errors = cx.diags.iter().any(Diagnostic::is_error);
     let inputs = std::mem::take(&mut cx.inputs);
     let diags = cx.diags;
     if has_errors {
         return (None, diags);
     }
+    // only a runbook that is kept has a digest: a runbook with errors is not hashed
+    let digest = digest(&at.name, at.node);
     let rb = Runbook {
         name: at.name.clone(),
         file: at.file.clone(),
@@ -217,6 +219,9 @@ struct Cx<'a> {
     inputs: IndexMap<String, Input>,
     /// Every step id seen (main, finally, rollback) and where.
     ids: HashMap<String, Span>,
+    /// The help of `undefined-input` by input name, made once per name: a did-you-mean over every
+    /// declared input, or their list, would otherwise cost a scan of the inputs per error.
+    input_help: HashMap<String, String>,
 }
 
 impl Cx<'_> {
@@ -346,7 +351,7 @@ impl Cx<'_> {
         let mut templates = Vec::new();
         let args_node = node.and_then(|n| n.get("args")).unwrap_or(&NULL_NODE);
         for (k, v) in &raw.args.0 {
-            let esc = k.replace('~', "~0").replace('/', "~1");
+            let esc = escape(k);
             self.templates(
                 v,
                 args_node.get(k),
@@ -519,7 +524,7 @@ impl Cx<'_> {
             Value::Object(map) => {
                 for (k, v) in map {
                     let child = node.and_then(|n| n.get(k));
-                    let esc = k.replace('~', "~0").replace('/', "~1");
+                    let esc = escape(k);
                     self.templates(v, child, &format!("{at}/{esc}"), extra, out);
                 }
             }
@@ -559,17 +564,23 @@ impl Cx<'_> {
             && let Some(key) = &r.key
             && !self.inputs.contains_key(key)
         {
-            let help =
-                suggestion(key, self.inputs.keys().map(String::as_str)).unwrap_or_else(|| {
-                    if self.inputs.is_empty() {
-                        format!("declare it under `inputs:` (e.g. `inputs: [{key}]`)")
-                    } else {
-                        format!(
-                            "declare it under `inputs:`; declared: {}",
-                            self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-                        )
-                    }
-                });
+            let inputs = &self.inputs;
+            let help = self
+                .input_help
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    suggestion(key, inputs.keys().map(String::as_str)).unwrap_or_else(|| {
+                        if inputs.is_empty() {
+                            format!("declare it under `inputs:` (e.g. `inputs: [{key}]`)")
+                        } else {
+                            format!(
+                                "declare it under `inputs:`; declared: {}",
+                                inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                            )
+                        }
+                    })
+                })
+                .clone();
             self.diags.push(
                 Diagnostic::error(
                     Code::UndefinedInput,
@@ -591,10 +602,16 @@ impl Cx<'_> {
                 all.push(rb);
             }
         }
+        // the did-you-mean of each unknown id, found once: it compares the id with every step id
+        let mut helps: HashMap<&str, Option<String>> = HashMap::new();
         for s in all {
             for (id, span) in s.needs.iter().chain(s.refs.iter()) {
                 if !self.ids.contains_key(id.as_str()) {
-                    let help = suggestion(id.as_str(), self.ids.keys().map(String::as_str));
+                    let ids = &self.ids;
+                    let help = helps
+                        .entry(id.as_str())
+                        .or_insert_with(|| suggestion(id.as_str(), ids.keys().map(String::as_str)))
+                        .clone();
                     self.diags.push(
                         Diagnostic::error(Code::UnknownStep, format!("there is no step `{id}`"))
                             .at(self.file, *span)
@@ -604,6 +621,15 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+}
+
+/// A key as a JSON pointer segment (`~` as `~0`, `/` as `~1`); most keys have neither, and are not copied.
+fn escape(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains(['~', '/']) {
+        key.replace('~', "~0").replace('/', "~1").into()
+    } else {
+        key.into()
     }
 }
 
@@ -660,6 +686,73 @@ pub fn sub_span(file_text: &str, node: Span, text: &str, start: usize, end: usiz
 
 #[cfg(test)]
 mod tests {
+    use crate::{Code, SourceFile, load};
+
+    /// `n` steps (the first `deploy`, then `s1`, `s2` …), step `i` reading input `inputs[i % len]` and,
+    /// but the first, needing step `needs[i % len]`.
+    fn many(n: usize, inputs: &[&str], needs: &[&str]) -> SourceFile {
+        let mut s = String::from("name: many\ninputs: [host, port]\nsteps:\n");
+        for i in 0..n {
+            let input = inputs[i % inputs.len()];
+            let need = needs[i % needs.len()];
+            if i == 0 {
+                s.push_str("  - id: deploy\n    tool: state\n    needs: []\n");
+            } else {
+                s.push_str(&format!(
+                    "  - id: s{i}\n    tool: state\n    needs: [{need}]\n"
+                ));
+            }
+            s.push_str(&format!(
+                "    args: {{action: get, key: \"{{{{ input.{input} }}}}\"}}\n"
+            ));
+        }
+        SourceFile::new("many.yaml", s)
+    }
+
+    #[test]
+    fn every_error_of_many_keeps_its_place_and_its_help() {
+        let file = many(600, &["hots", "missing"], &["deploy", "deploi"]);
+        let d = load(&file, None).diagnostics;
+        let undefined: Vec<_> = d
+            .iter()
+            .filter(|d| d.code == Code::UndefinedInput)
+            .collect();
+        let unknown: Vec<_> = d.iter().filter(|d| d.code == Code::UnknownStep).collect();
+        assert_eq!((undefined.len(), unknown.len()), (600, 300));
+        // the help is found once per name, and is the same for every use
+        for (i, u) in undefined.iter().enumerate() {
+            let help = u.help.as_deref();
+            if i % 2 == 0 {
+                assert_eq!(help, Some("did you mean `host`?"), "{u}");
+            } else {
+                assert_eq!(
+                    help,
+                    Some("declare it under `inputs:`; declared: host, port")
+                );
+            }
+        }
+        // each of the 300 steps needing `deploi` is told the near id, found once among 600
+        assert!(
+            unknown
+                .iter()
+                .all(|u| u.help.as_deref() == Some("did you mean `deploy`?")),
+            "{:?}",
+            unknown[0].help
+        );
+        // sorted by position; the last one is located on the file's last step
+        let last = undefined.last().expect("one");
+        let lc = file.line_col(last.span.expect("span").start);
+        assert_eq!(lc.line, 4 + 599 * 4 + 3);
+        assert_eq!(
+            last.location().as_deref(),
+            Some(&*format!("many.yaml:{}:{}", lc.line, lc.col))
+        );
+        assert!(
+            d.windows(2)
+                .all(|w| w[0].span.map(|s| s.start) <= w[1].span.map(|s| s.start))
+        );
+    }
+
     #[test]
     fn hex_is_lower_case_two_digits_a_byte() {
         assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");

@@ -216,16 +216,15 @@ impl Diagnostic {
         })
     }
 
-    fn sort_key(&self) -> (String, usize, Severity, Code, String) {
+    /// What diagnostics are sorted by: file name (none first), position, severity, code, message.
+    /// Borrowed, so sorting allocates nothing per diagnostic.
+    fn sort_key(&self) -> (&str, usize, Severity, Code, &str) {
         (
-            self.file
-                .as_ref()
-                .map(|f| f.name().to_owned())
-                .unwrap_or_default(),
+            self.file.as_ref().map_or("", SourceFile::name),
             self.span.map_or(0, |s| s.start),
             self.severity,
             self.code,
-            self.message.clone(),
+            &self.message,
         )
     }
 
@@ -332,7 +331,8 @@ impl Diagnostics {
 
     /// Sorted by file, position, severity and code; exact duplicates removed.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by_cached_key(Diagnostic::sort_key);
+        // stable, as `sort_by_cached_key` is: equal keys keep the order they were found in
+        self.items.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         self.items.dedup_by(|a, b| {
             a.code == b.code
                 && a.span == b.span

@@ -16,6 +16,7 @@
 //! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
 //! since its own span is only its first token.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -123,10 +124,15 @@ impl Node {
             return Some((node, None));
         }
         for raw in pointer.strip_prefix('/')?.split('/') {
-            let part = raw.replace("~1", "/").replace("~0", "~");
+            // unescaped only when it has escapes: most segments are plain keys and indexes
+            let part: Cow<'_, str> = if raw.contains('~') {
+                raw.replace("~1", "/").replace("~0", "~").into()
+            } else {
+                raw.into()
+            };
             match &node.value {
                 NodeValue::Map(entries) => {
-                    let (k, v) = entries.iter().find(|(k, _)| k.name == part)?;
+                    let (k, v) = entries.iter().find(|(k, _)| k.name == *part)?;
                     key = Some(k);
                     node = v;
                 }
@@ -291,8 +297,10 @@ fn apply_merges(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) {
     }
 }
 
-/// YAML 1.2 core schema resolution of a plain scalar (`yes`, `on` and `0777` stay strings).
-fn resolve_plain(text: &str) -> NodeValue {
+/// YAML 1.2 core schema resolution of a plain scalar (`yes`, `on` and `0777` stay strings). A string
+/// keeps the parser's own buffer when it made one.
+fn resolve_plain(value: Cow<'_, str>) -> NodeValue {
+    let text: &str = &value;
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return NodeValue::Null,
         "true" | "True" | "TRUE" => return NodeValue::Bool(true),
@@ -301,7 +309,7 @@ fn resolve_plain(text: &str) -> NodeValue {
     }
     let first = text.as_bytes()[0];
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
-        return NodeValue::Str(text.to_owned());
+        return NodeValue::Str(value.into_owned());
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -332,18 +340,18 @@ fn resolve_plain(text: &str) -> NodeValue {
     {
         return NodeValue::Float(f);
     }
-    NodeValue::Str(text.to_owned())
+    NodeValue::Str(value.into_owned())
 }
 
-fn scalar_value(text: &str, style: ScalarStyle, tag: Option<&granit::Tag>) -> NodeValue {
+fn scalar_value(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&granit::Tag>) -> NodeValue {
     match tag.and_then(granit::Tag::core_suffix) {
-        Some("str") => return NodeValue::Str(text.to_owned()),
+        Some("str") => return NodeValue::Str(text.into_owned()),
         Some("null" | "bool" | "int" | "float") => return resolve_plain(text),
         _ => {}
     }
     match style {
         ScalarStyle::Plain => resolve_plain(text),
-        _ => NodeValue::Str(text.to_owned()),
+        _ => NodeValue::Str(text.into_owned()),
     }
 }
 
@@ -394,7 +402,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                 b.count(1, span)?;
                 let node = Node {
                     span,
-                    value: scalar_value(&value, style, tag.as_deref()),
+                    value: scalar_value(value, style, tag.as_deref()),
                 };
                 b.place(node, anchor, 1)?;
             }

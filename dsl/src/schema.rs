@@ -74,8 +74,12 @@ pub fn check_runbook(
         head.insert(k.name.clone(), value);
     }
     let mut head = Value::Object(head);
-    for err in c.head.iter_errors(&head) {
-        convert(file, node, base, &c.head_schema, &err, &mut out);
+    // `is_valid` stops at the first failure and builds no error; only an invalid value is walked again
+    // for every error
+    if !c.head.is_valid(&head) {
+        for err in c.head.iter_errors(&head) {
+            convert(file, node, base, &c.head_schema, &err, &mut out);
+        }
     }
     let mut lists: Vec<Vec<RawStep>> = Vec::new();
     for list in STEP_LISTS {
@@ -111,15 +115,11 @@ fn check_step_range(
     for (i, item) in items.iter().enumerate() {
         let json = item.to_json();
         let before = out.len();
-        for err in c.step.iter_errors(&json) {
-            convert(
-                file,
-                item,
-                &format!("{base}/{}", offset + i),
-                &c.step_schema,
-                &err,
-                &mut out,
-            );
+        if !c.step.is_valid(&json) {
+            let at = format!("{base}/{}", offset + i);
+            for err in c.step.iter_errors(&json) {
+                convert(file, item, &at, &c.step_schema, &err, &mut out);
+            }
         }
         if out.len() == before {
             match serde_json::from_value(json) {

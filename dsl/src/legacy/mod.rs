@@ -16,6 +16,8 @@ mod cond;
 mod fix;
 mod path;
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 pub use fix::{Fixed, fix};
@@ -154,15 +156,16 @@ fn node(v: &Value, span: Span) -> Node {
     Node { span, value }
 }
 
-/// A step id made from `base` that is not taken yet.
-fn fresh(base: &str, taken: &mut Vec<String>) -> String {
+/// A step id made from `base` that is not taken yet (a set: a file of many `store_as` steps makes one
+/// id each, and each is looked up among all).
+fn fresh(base: &str, taken: &mut HashSet<String>) -> String {
     let mut id = base.to_owned();
     let mut n = 2;
     while taken.contains(&id) {
         id = format!("{base}_{n}");
         n += 1;
     }
-    taken.push(id.clone());
+    taken.insert(id.clone());
     id
 }
 
@@ -232,11 +235,11 @@ fn runbook(file: &SourceFile, rb: &mut Node, json: bool, diags: &mut Vec<Diagnos
     let dag = get(entries, "flow").and_then(Node::as_str) == Some("dag");
 
     // Pass 1: ids, outputs and store_as (which rename references everywhere).
-    let mut taken: Vec<String> = Vec::new();
+    let mut taken: HashSet<String> = HashSet::new();
     for list in ["steps", "finally"] {
         for s in get(entries, list).map_or(&[][..], Node::items) {
             if let Some(id) = s.get("id").or_else(|| s.get("name")).and_then(Node::as_str) {
-                taken.push(id.to_owned());
+                taken.insert(id.to_owned());
             }
         }
     }
@@ -294,7 +297,7 @@ fn seed_state(
     k: &Key,
     v: &Node,
     dag: bool,
-    taken: &mut Vec<String>,
+    taken: &mut HashSet<String>,
 ) {
     let NodeValue::Map(seeds) = &v.value else {
         w.error(
@@ -362,7 +365,7 @@ fn outputs(
     w: &mut W<'_>,
     s: &mut Node,
     renames: &mut Renames,
-    taken: &mut Vec<String>,
+    taken: &mut HashSet<String>,
 ) -> Option<Node> {
     let NodeValue::Map(e) = &mut s.value else {
         return None;
