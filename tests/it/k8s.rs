@@ -114,8 +114,10 @@ fn cluster_calls_name_their_kubeconfig_and_pass_a_checked_argv() {
     assert!(kubectl_here(), "kubectl is needed");
     let p = project().targets(&json!({"dev": {"kube": {"kubeconfig": "kubeconfig", "context": "dev", "namespace": "web"}}}));
     std::fs::create_dir_all(p.path().join("runbooks")).expect("dir");
-    // no kubeconfig named: refused, never the host's
-    let s = step(&p, json!({"action": "get", "resource": "pods"}));
+    // no kubeconfig named and no target with one: refused, never the host's
+    let bare = project();
+    std::fs::create_dir_all(bare.path().join("runbooks")).expect("dir");
+    let s = step(&bare, json!({"action": "get", "resource": "pods"}));
     assert_eq!(s["error"]["kind"], "invalid_config", "{s}");
     assert!(
         s["error"]["message"]
@@ -180,4 +182,115 @@ fn cluster_calls_name_their_kubeconfig_and_pass_a_checked_argv() {
             "{s}"
         );
     }
+}
+
+#[test]
+fn the_built_in_k8s_render_runbook_summarises_an_overlay() {
+    assert!(kubectl_here(), "kubectl is needed");
+    let p = project();
+    let out = p
+        .infra()
+        .args([
+            "run",
+            "k8s.render",
+            "--json",
+            "--input",
+            "overlay=deploy/overlays/dev",
+        ])
+        .output()
+        .expect("run");
+    let v = crate::stdout_json(&out);
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["outputs"]["by_kind"], json!({"Deployment": 1}), "{v}");
+    assert_eq!(
+        v["outputs"]["images"],
+        json!(["busybox", "ghcr.io/acme/web:1.2"])
+    );
+    // the same with a policy: refused, naming the image
+    let out = p
+        .infra()
+        .args([
+            "run",
+            "k8s.render",
+            "--json",
+            "--input",
+            "overlay=deploy/overlays/dev",
+        ])
+        .args(["--input", "require_digest_pinning=true"])
+        .output()
+        .expect("run");
+    let v = crate::stdout_json(&out);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v.to_string().contains("not pinned by digest"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_originals_k8s_diff_calls_work_as_written() {
+    assert!(kubectl_here(), "kubectl is needed");
+    // `runbook run k8s.diff` with only an overlay, no opt-in: the project's only kube target is used
+    let p = project()
+        .targets(&json!({"dev": {"kube": {"kubeconfig": "kubeconfig", "context": "dev"}}}));
+    let s = p.mcp().await;
+    let r = crate::mcp::call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "k8s.diff", "input": {"overlay": "./deploy/overlays/dev"}}),
+    )
+    .await;
+    let b = crate::mcp::body(&r);
+    let steps = b["result"]["steps"].as_array().expect("steps").clone();
+    assert_eq!(steps[0]["status"], "succeeded", "{b}");
+    let text = b.to_string();
+    assert!(
+        text.contains("127.0.0.1:1"),
+        "the target's cluster was asked: {b}"
+    );
+    crate::mcp::stop(s).await;
+
+    // the seed's `gitops.k8s.diff`, upserted verbatim (it uses `mcp_local`, so it needs the opt-in)
+    let p = project().unsafe_local();
+    let s = p.mcp().await;
+    let seed = json!({
+        "description": "Render kustomize overlay and diff against the cluster.",
+        "tags": ["gitops", "k8s", "read"],
+        "inputs": ["overlay", "kubeconfig"],
+        "steps": [
+            {"id": "render", "tool": "mcp_local", "args": {"action": "exec", "command": "kubectl",
+             "args": ["kustomize", "{{ input.overlay }}"], "env": {"KUBECONFIG": "{{ input.kubeconfig }}"}, "inline": true}},
+            {"id": "diff", "tool": "mcp_local", "args": {"action": "exec", "command": "kubectl",
+             "args": ["diff", "-f", "-"], "stdin": "{{ steps.render.stdout }}",
+             "env": {"KUBECONFIG": "{{ input.kubeconfig }}"}, "inline": true}}
+        ]
+    });
+    let up = crate::mcp::call(
+        &s,
+        "runbook",
+        json!({"action": "upsert", "name": "gitops.k8s.diff", "runbook": seed}),
+    )
+    .await;
+    assert_ne!(up.is_error, Some(true), "{:?}", up.structured_content);
+    let kc = p.path().join("kubeconfig").display().to_string();
+    let r = crate::mcp::call(
+        &s,
+        "runbook",
+        json!({"action": "run", "name": "gitops.k8s.diff", "input": {"overlay": "./deploy/overlays/dev", "kubeconfig": kc}}),
+    )
+    .await;
+    let b = crate::mcp::body(&r);
+    let steps = b["result"]["steps"].as_array().expect("steps").clone();
+    assert_eq!(steps[0]["status"], "succeeded", "{b}");
+    let ev = crate::mcp::call(
+        &s,
+        "evidence",
+        json!({"action": "get", "run_id": b["run_id"]}),
+    )
+    .await;
+    let ev = crate::mcp::body(&ev).to_string();
+    assert!(
+        ev.contains("ghcr.io/acme/web:1.2"),
+        "the overlay was rendered: {ev}"
+    );
+    // there is no cluster here: the diff reached kubectl and failed on the closed port
+    assert_eq!(steps[1]["status"], "failed", "{b}");
+    crate::mcp::stop(s).await;
 }

@@ -12,7 +12,8 @@
 //! no YAML itself).
 //!
 //! The cluster actions need a kubeconfig named explicitly, by the call (`kubeconfig`, `context`) or
-//! by a target's `kube` section: the host's `~/.kube/config` is never used silently (`KUBECONFIG` is
+//! by a target's `kube` section (a call that names none uses the project's only target with one,
+//! when there is exactly one): the host's `~/.kube/config` is never used silently (`KUBECONFIG` is
 //! set to the named file for the child, `--context` passed when given). `diff` (exit 1 means
 //! differences, not a failure), `apply` (server-side; `dry_run: true` only reads), `rollout_status`
 //! (with a deadline), `get` (`-o json`), `describe`, `logs` (bounded `tail`), `images` (the images of
@@ -42,13 +43,14 @@ struct Cluster<'a> {
     namespace: Option<&'a str>,
 }
 
+/// A cluster from a call's fields; an empty string (a runbook input left at its default) is absent.
 macro_rules! cluster_of {
     ($a:expr) => {
         Cluster {
-            target: $a.target.as_deref(),
-            kubeconfig: $a.kubeconfig.as_deref(),
-            context: $a.context.as_deref(),
-            namespace: $a.namespace.as_deref(),
+            target: $a.target.as_deref().filter(|v| !v.is_empty()),
+            kubeconfig: $a.kubeconfig.as_deref().filter(|v| !v.is_empty()),
+            context: $a.context.as_deref().filter(|v| !v.is_empty()),
+            namespace: $a.namespace.as_deref().filter(|v| !v.is_empty()),
         }
     };
 }
@@ -195,8 +197,19 @@ fn kube_env(call: &Call<'_>, c: &Cluster<'_>) -> Result<KubeEnv, ActionError> {
     let mut kubeconfig = c.kubeconfig.map(str::to_owned);
     let mut context = c.context.map(str::to_owned);
     let mut namespace = c.namespace.map(str::to_owned);
-    if let Some(name) = c.target {
-        let dir = &call.host.config().profiles_dir;
+    let dir = &call.host.config().profiles_dir;
+    // no cluster named at all: the project's only target with a `kube` section, if it has exactly one
+    let only = if c.target.is_none() && kubeconfig.is_none() {
+        let targets = crate::targets::Targets::load_checked(dir)?;
+        let mut kube = targets.targets.iter().filter(|(_, t)| t.kube.is_some());
+        match (kube.next(), kube.next()) {
+            (Some((name, _)), None) => Some(name.clone()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some(name) = c.target.or(only.as_deref()) {
         let targets = crate::targets::Targets::load_checked(dir)?;
         let t = targets.find(name, dir)?;
         let kube = t.kube.as_ref().ok_or_else(|| {
@@ -215,7 +228,7 @@ fn kube_env(call: &Call<'_>, c: &Cluster<'_>) -> Result<KubeEnv, ActionError> {
             ErrorKind::InvalidConfig,
             "no kubeconfig is named: infra never uses the host's ~/.kube/config silently",
         )
-        .hint("give `kubeconfig` (and `context`), or a `target` with a `kube` section"));
+        .hint("give `kubeconfig` (and `context`), or a `target` with a `kube` section (with one such target in targets.yaml, it is used)"));
     };
     let kc_path = call.host.config().expand_home(word("kubeconfig", &kc)?);
     if !kc_path.is_file() {

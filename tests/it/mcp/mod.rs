@@ -63,7 +63,7 @@ pub(crate) async fn start_with(
     Session { client, child }
 }
 
-async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
+pub(crate) async fn call(s: &Session, tool: &str, args: Value) -> CallToolResult {
     let args = args.as_object().cloned().unwrap_or_default();
     s.client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
@@ -84,11 +84,11 @@ async fn wait_for_pid(pidfile: &Path) -> String {
     panic!("{} never appeared", pidfile.display());
 }
 
-fn body(r: &CallToolResult) -> Value {
+pub(crate) fn body(r: &CallToolResult) -> Value {
     r.structured_content.clone().expect("structuredContent")
 }
 
-async fn stop(s: Session) {
+pub(crate) async fn stop(s: Session) {
     let Session { client, mut child } = s;
     let _ = client.cancel().await;
     // stdin closed: the server exits by itself, with status 0
