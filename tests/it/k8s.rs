@@ -294,3 +294,32 @@ async fn the_originals_k8s_diff_calls_work_as_written() {
     assert_eq!(steps[1]["status"], "failed", "{b}");
     crate::mcp::stop(s).await;
 }
+
+#[test]
+fn the_k8s_runbooks_serve_intents_in_a_kustomize_project() {
+    let p = project();
+    let root = p.path().display().to_string();
+    let out = p
+        .infra()
+        .args(["intent", "explain", "k8s.diff", "--repo-root", &root])
+        .args(["-i", "overlay=deploy/overlays/dev", "--json"])
+        .output()
+        .expect("run");
+    let r = crate::stdout_json(&out);
+    assert_eq!(r["capability"], "k8s.diff", "{r}");
+    assert_eq!(r["steps"][0]["runbook"], "k8s.diff", "{r}");
+    assert_eq!(
+        r["steps"][0]["inputs"]["overlay"], "deploy/overlays/dev",
+        "{r}"
+    );
+    // a write needs `apply`: explained, not run
+    let out = p
+        .infra()
+        .args(["intent", "explain", "k8s.apply", "--repo-root", &root])
+        .args(["-i", "overlay=deploy/overlays/dev", "--json"])
+        .output()
+        .expect("run");
+    let r = crate::stdout_json(&out);
+    assert_eq!(r["capability"], "k8s.apply", "{r}");
+    assert!(r.to_string().contains("apply"), "{r}");
+}
