@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use sha2::Digest;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -545,7 +546,7 @@ fn render(call: &Call<'_>) -> Result<Value, ActionError> {
     let out = json!({
         "kind": kind, "path": args.path, "objects": objs.len(), "by_kind": by_kind,
         "namespaces": namespaces, "images": images,
-        "sha256": crate::plan::sha256_hex(text.as_bytes()),
+        "sha256": dsl::analyze::hex(&sha2::Sha256::digest(text.as_bytes())),
         "uri": artifact.uri, "artifacts": [artifact.to_json()],
         "violations": found, "ok": found.is_empty(),
     });
