@@ -12,6 +12,11 @@
 //! digest, approver, times, note, signature, and when and by which run it was used or revoked).
 //! `consume` takes the first valid approval of a digest and marks it used in one conditional update,
 //! so two runs cannot use one approval.
+//!
+//! Secret inputs and credential arguments are placeholders in the rendered plan, so a digest does not
+//! depend on their values; a nested runbook's text is not in its parent's digest (its name and
+//! arguments are). Single use is kept by the store and by the engine that used it (a store set back
+//! is refused by that engine, not by a new one).
 
 use chrono::{DateTime, Duration, Utc};
 use openssl::pkey::{Id, PKey, Private, Public};

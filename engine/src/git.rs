@@ -1,7 +1,8 @@
 //! Read-only views of a git repository (status, log, diff, snapshot) as JSON values.
 //!
 //! Everything here only reads: no index refresh is written back, no refs move. Lists are bounded
-//! ([`MAX_FILES`] file entries) so a huge work tree cannot produce an unbounded answer. `diff` compares
+//! ([`MAX_FILES`] file entries) so a huge work tree cannot produce an unbounded answer; a patch past
+//! `max_bytes` is cut, with no artifact (`patch_bytes` says its full size). `diff` compares
 //! against any revision (`rev`) too. The writes (`actions::repo::write`) reuse `open`, `dirty_paths`
 //! and `diff_stat`.
 

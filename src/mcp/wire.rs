@@ -4,6 +4,10 @@
 //!
 //! No rmcp type here: `classify` works on bytes and `serde_json` values; `mod.rs` turns a `Verdict::Pass`
 //! into rmcp's message types (and answers `-32602` when a known method's `params` do not fit).
+//!
+//! Known limits: the id of a damaged line is read up to the first damage (`scan_envelope`), else
+//! `null`; an oversized line with a `method` but no id is answered; a last line without a newline is
+//! dropped; a bad `cursor` is ignored.
 
 use serde_json::{Map, Value};
 

@@ -11,6 +11,9 @@
 //! step after the step), `name` for `id`. Templates: `{{ ?x }}`, `a.0`, `trace_id` (`path.rs`).
 //!
 //! New nodes carry the span of the original node they replace, so later diagnostics point at it.
+//!
+//! Decided differently from the original: a step reading a skipped step's result is skipped (the
+//! original evaluated `exists: false` as true); `--fix` does not rewrite YAML files with comments.
 
 mod cond;
 mod fix;

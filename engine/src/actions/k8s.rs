@@ -25,10 +25,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use sha2::Digest;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use sha2::Digest;
 
 use super::{ActionError, ActionSpec, Call, ToolSpec, args_schema, no_modes};
 use crate::error::ErrorKind;

@@ -55,6 +55,9 @@
 //! in the outcome. A reused step is not run: its journal has one `node_result` with `reused_from`
 //! naming the run that ran it (resuming a resumed run follows the chain to that run), and its outcome
 //! says `reused from run <id>`.
+//!
+//! Not kept apart: two resumes of one run at once (each is its own run). An inline MCP runbook's run
+//! cannot be resumed (its text is not found again: `runbook_gone`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
