@@ -410,7 +410,13 @@ fn add_column(c: &Connection, table: &str, column: &str, kind: &str) -> rusqlite
             return Ok(());
         }
     }
-    c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    match c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}")) {
+        // another process opening the same store added it between the check and here
+        Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column name") => {
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 const RUN_COLUMNS: &str = "id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset, resumed_from";
