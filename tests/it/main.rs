@@ -15,6 +15,7 @@ mod cli_run;
 mod cli_shell;
 mod docs;
 mod engine_runs;
+mod gitops;
 mod golden;
 mod http;
 mod intent;

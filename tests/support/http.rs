@@ -21,6 +21,9 @@
 //! | `/accept/<key>?n=N` | the first N requests for `key` answer 200 `accepted`, later ones 500 |
 //! | anything else | 404 |
 //!
+//! [`HttpServer::with`] puts a handler in front of these: what it answers wins, what it passes on
+//! (`None`) gets the table above. The stand-ins of `forge.rs` are such handlers.
+//!
 //! Header names are lowercased (in [`Recorded`] and in the JSON); repeated headers are joined with
 //! `, ` in the JSON. A malformed request gets a 400 and the connection is closed; neither that nor a
 //! client going away affects other connections or the server.
@@ -68,6 +71,36 @@ impl Recorded {
     }
 }
 
+/// An answer from a [`Handler`]: a status and a JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub json: serde_json::Value,
+}
+
+impl Reply {
+    pub fn new(status: u16, json: serde_json::Value) -> Reply {
+        Reply { status, json }
+    }
+}
+
+/// Answers some requests in place of the built-in endpoints; `None` passes the request on to them.
+pub type Handler = dyn Fn(&Recorded) -> Option<Reply> + Send + Sync;
+
+/// The handler of a server started with [`HttpServer::with`].
+#[derive(Default)]
+struct Hook(Option<Box<Handler>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Hook(..)"
+        } else {
+            "Hook(none)"
+        })
+    }
+}
+
 /// A running test server; stopped on drop (accept loop ended, open connections shut down, every
 /// thread joined).
 #[derive(Debug)]
@@ -88,17 +121,32 @@ struct Shared {
     /// Open connections by id (clones, to shut them down on stop).
     open: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
+    hook: Hook,
 }
 
 impl HttpServer {
     /// Binds 127.0.0.1 on a port chosen by the kernel and serves in background threads.
     pub fn start() -> HttpServer {
+        Self::serve(Shared::default())
+    }
+
+    /// Like [`HttpServer::start`], with `handler` asked first about every request.
+    pub fn with(
+        handler: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
+    ) -> HttpServer {
+        Self::serve(Shared {
+            hook: Hook(Some(Box::new(handler))),
+            ..Shared::default()
+        })
+    }
+
+    fn serve(shared: Shared) -> HttpServer {
         let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind http test server");
         let port = listener
             .local_addr()
             .expect("local addr of http test server")
             .port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(shared);
         let accept = std::thread::Builder::new()
             .name(format!("http-test-{port}"))
             .spawn({
@@ -281,15 +329,24 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        lock(&shared.requests).push(Recorded {
+        let recorded = Recorded {
             method: req.method.clone(),
             path: req.target.clone(),
             headers: req.headers.clone(),
             body: req.body.clone(),
-        });
+        };
+        lock(&shared.requests).push(recorded.clone());
         let keep_alive = req.keep_alive();
-        let Some(resp) = respond(&req, shared) else {
-            return; // stopping during /slow
+        let hooked = shared.hook.0.as_ref().and_then(|h| h(&recorded));
+        let resp = match hooked {
+            Some(reply) => Response {
+                status: reply.status,
+                ..Response::json(&reply.json)
+            },
+            None => match respond(&req, shared) {
+                Some(resp) => resp,
+                None => return, // stopping during /slow
+            },
         };
         let head_only = req.method.eq_ignore_ascii_case("HEAD");
         if write_response(&mut writer, &resp, keep_alive, head_only).is_err() || !keep_alive {

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod forge;
 pub mod http;
 pub mod postgres;
 pub mod sshd;

@@ -319,9 +319,25 @@ fn find_endraw(text: &str, from: usize) -> Option<usize> {
 }
 
 fn collect_refs(toks: &[(Tok<'_>, usize, usize)], locals: &[String], out: &mut Vec<Reference>) {
+    // the variables of list comprehensions (`[c.name for c in steps.x.items if c.ok]`) are local to
+    // the expression
+    let mut bound: Vec<&str> = Vec::new();
+    for (i, (tok, ..)) in toks.iter().enumerate() {
+        if *tok == Tok::Ident("for") {
+            bound.extend(
+                toks[i + 1..]
+                    .iter()
+                    .take_while(|t| t.0 != Tok::Ident("in"))
+                    .filter_map(|t| match t.0 {
+                        Tok::Ident(n) => Some(n),
+                        _ => None,
+                    }),
+            );
+        }
+    }
     for (i, (tok, start, end)) in toks.iter().enumerate() {
         let Tok::Ident(name) = tok else { continue };
-        if KEYWORDS.contains(name) || locals.iter().any(|l| l == name) {
+        if KEYWORDS.contains(name) || locals.iter().any(|l| l == name) || bound.contains(name) {
             continue;
         }
         let prev = i.checked_sub(1).map(|p| &toks[p].0);

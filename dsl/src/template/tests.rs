@@ -33,6 +33,13 @@ fn scan_finds_roots_and_first_keys() {
         refs("{% if a is defined and b is not none %}{% endif %}"),
         vec![("a".into(), None), ("b".into(), None)]
     );
+    assert_eq!(
+        refs("{{ [c.name for c in steps.ci.runs if c.status != input.done] | length }}"),
+        vec![
+            ("steps".into(), Some("ci".into())),
+            ("input".into(), Some("done".into()))
+        ]
+    );
     assert_eq!(refs("{{ 'input.x' }}{# input.y #}"), vec![]);
     assert!(refs("{% raw %}{{ input.x }}{% endraw %}").is_empty());
 }

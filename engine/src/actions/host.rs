@@ -39,6 +39,8 @@ pub struct NestedOutcome {
     pub runbook: String,
     pub status: Status,
     pub outputs: Value,
+    /// Why it did not succeed.
+    pub error: Option<String>,
 }
 
 /// What actions get from the engine that runs them.

@@ -125,6 +125,10 @@ pub struct RevertArgs {
     pub rev: String,
     /// `Name <email>`; default the git config's.
     pub author: Option<String>,
+    /// A merge commit: the parent it is reverted to (1: the branch merged into). A commit with one
+    /// parent takes 1 or nothing.
+    #[schemars(range(min = 1))]
+    pub mainline: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

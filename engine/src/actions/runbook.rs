@@ -104,10 +104,18 @@ pub(super) fn invoke(action: &str, call: &super::Call<'_>) -> Result<Value, supe
     } else {
         Err(super::ActionError::new(
             ErrorKind::Failed,
-            format!(
-                "nested runbook `{}` ended {:?}",
-                outcome.runbook, outcome.status
-            ),
+            match &outcome.error {
+                Some(e) => format!(
+                    "nested runbook `{}` ended {}: {e}",
+                    outcome.runbook,
+                    outcome.status.as_str(),
+                ),
+                None => format!(
+                    "nested runbook `{}` ended {}",
+                    outcome.runbook,
+                    outcome.status.as_str()
+                ),
+            },
         )
         .with_result(result))
     }

@@ -293,6 +293,7 @@ impl Host for Engine {
             runbook: o.runbook,
             status: o.status,
             outputs: o.outputs,
+            error: o.error.map(|e| e.message),
         })
     }
 

@@ -346,12 +346,13 @@ impl Engine {
             dir: dir.clone(),
             uri_base: uri_base.clone(),
             inputs,
-            run_info: json!({"id": run_id, "runbook": rb.name, "started_at": ts}),
+            run_info: json!({"id": run_id, "runbook": rb.name, "started_at": ts, "status": "running", "error": null, "failed_steps": []}),
             depth: opts.depth,
             progress: opts.progress,
             grant: gate.grant.clone(),
             keep_results: !plan.is_call(),
             reuse: resume,
+            ended: std::sync::OnceLock::new(),
         };
         let (status, mut steps, results, error) = match gate.refusal {
             Some(refusal) => {

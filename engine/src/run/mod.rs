@@ -159,6 +159,9 @@ struct RunCx<'a> {
     keep_results: bool,
     /// The steps a resumed run takes from the run it resumes instead of running them.
     reuse: Option<&'a resume::Reuse>,
+    /// How the main steps ended (`run.status`, `run.error`, `run.failed_steps`), set once they have:
+    /// what `finally` steps, rollbacks and outputs read.
+    ended: std::sync::OnceLock<Value>,
 }
 
 fn join(d: &[dsl::Diagnostic]) -> String {

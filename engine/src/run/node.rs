@@ -216,7 +216,7 @@ impl RunCx<'_> {
                     Ok(_) => {
                         r = Err(ActionError::new(
                             ErrorKind::UntilNotMet,
-                            format!("`until` stayed false after {attempt} attempt(s)"),
+                            format!("`until` stayed false after {attempt} attempt(s): {until}"),
                         )
                         .with_result(v.clone()));
                     }

@@ -36,7 +36,7 @@ impl RunCx<'_> {
                 steps.insert(id.to_string(), r.clone());
             }
         }
-        let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
+        let mut ctx = json!({"input": self.inputs, "run": self.run_view(), "steps": steps});
         if reads(&node.step.templates, "state") {
             ctx["state"] = self.state_view();
         }
@@ -147,6 +147,12 @@ impl RunCx<'_> {
         }))
     }
 
+    /// What templates see as `run`: `id`, `runbook`, `started_at`, and `status` (`running` until the
+    /// main steps end, then how they ended), `error` and `failed_steps`.
+    fn run_view(&self) -> Value {
+        self.ended.get().unwrap_or(&self.run_info).clone()
+    }
+
     /// The runbook's `outputs`, rendered with every step's result.
     pub(super) fn outputs(&self, results: &HashMap<String, Value>) -> Value {
         if self.rb.outputs.is_empty() {
@@ -156,7 +162,7 @@ impl RunCx<'_> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut ctx = json!({"input": self.inputs, "run": self.run_info, "steps": steps});
+        let mut ctx = json!({"input": self.inputs, "run": self.run_view(), "steps": steps});
         if reads(&self.rb.output_templates, "state") {
             ctx["state"] = self.state_view();
         }

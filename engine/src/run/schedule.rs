@@ -9,7 +9,8 @@
 //! the run's `timeout_ms` (passing it cancels the token). A step whose `needs` or referenced step
 //! was skipped or failed is skipped. After a failure (unless `continue_on_error`), a cancel or the
 //! timeout, running steps finish (their processes killed on cancel) and pending ones are skipped.
-//! The run's timeout does not bound `finally` or rollbacks. A resumed run's reused step
+//! The run's timeout does not bound `finally` or rollbacks, which see how the main steps ended
+//! (`Visit::main_ended`: `run.status`, `run.error`, `run.failed_steps`). A resumed run's reused step
 //! (`Visit::reused`) is done as soon as it is ready, with its recorded result, and counts as
 //! succeeded (its rollback runs if the resumed run fails). Each step is looked at a constant
 //! number of times (O(steps + edges) per run). A step that is the only work there is, in a run with
@@ -21,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dsl::Flow;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::plan::{Plan, PlanNode};
@@ -51,6 +52,9 @@ pub(super) trait Visit: Sync {
     fn reused(&self, _node: &PlanNode) -> Option<StepOutcome> {
         None
     }
+    /// The main steps have ended so (`failed`: the ids of those that failed or timed out), before
+    /// `finally` and the rollbacks run.
+    fn main_ended(&self, _status: Status, _error: Option<&ErrorInfo>, _failed: Vec<String>) {}
 }
 
 impl Visit for RunCx<'_> {
@@ -79,6 +83,16 @@ impl Visit for RunCx<'_> {
     }
     fn reused(&self, node: &PlanNode) -> Option<StepOutcome> {
         RunCx::reused(self, node)
+    }
+    fn main_ended(&self, status: Status, error: Option<&ErrorInfo>, failed: Vec<String>) {
+        let mut run = self.run_info.clone();
+        run["status"] = status.as_str().into();
+        run["error"] = error.map_or(
+            Value::Null,
+            |e| json!({"kind": e.kind, "message": e.message}),
+        );
+        run["failed_steps"] = failed.into();
+        let _ = self.ended.set(run);
     }
 }
 
@@ -339,6 +353,16 @@ pub(super) fn run_all<V: Visit>(
             message: "the run was cancelled".into(),
         });
     }
+
+    v.main_ended(
+        status,
+        error.as_ref(),
+        outcomes
+            .iter()
+            .filter(|o| matches!(o.status, Status::Failed | Status::TimedOut))
+            .map(|o| o.id.clone())
+            .collect(),
+    );
 
     // finally: always, in order, with a fresh token (cleanup must not be cut short by the cancel)
     let cleanup = CancelToken::new();

@@ -42,6 +42,11 @@ impl Access {
         remote: &str,
     ) -> Result<Access, ActionError> {
         let config = host.config();
+        // a runbook passes "" for what it was not given
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty())
+        }
+        let (target, key_file, token_env) = (given(target), given(key_file), given(token_env));
         let mut ep = match target {
             Some(name) => {
                 let targets = crate::targets::Targets::load_checked(&config.profiles_dir)?;

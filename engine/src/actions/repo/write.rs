@@ -422,16 +422,37 @@ fn require_clean(repo: &Repository, root: &Path, what: &str) -> Result<(), Actio
 pub(super) fn revert(config: &Config, a: &super::RevertArgs) -> Result<Value, ActionError> {
     let (repo, root) = root::open(config, &a.repo_path)?;
     let target = commit_of(&repo, &a.rev)?;
-    if target.parent_count() != 1 {
-        return Err(ActionError::new(
-            ErrorKind::InvalidArgs,
-            format!(
-                "`{}` has {} parents; only a commit with one parent is reverted",
-                a.rev,
-                target.parent_count()
-            ),
-        ));
-    }
+    let parents = target.parent_count();
+    // libgit2 takes 0 for a commit with one parent, and the parent's number for a merge
+    let mainline = match (parents, a.mainline) {
+        (1, None | Some(1)) => 0,
+        (n, Some(m)) if n > 1 && m >= 1 && m as usize <= n => m,
+        (0, _) => {
+            return Err(ActionError::new(
+                ErrorKind::InvalidArgs,
+                format!(
+                    "`{}` is a root commit (no parent); there is nothing to revert it to",
+                    a.rev
+                ),
+            ));
+        }
+        (n, None) => {
+            return Err(ActionError::new(
+                ErrorKind::InvalidArgs,
+                format!("`{}` is a merge of {n} parents; nothing was changed", a.rev),
+            )
+            .hint("give `mainline: 1` to undo what the merge brought into the branch it was merged into"));
+        }
+        (n, Some(m)) => {
+            return Err(ActionError::new(
+                ErrorKind::InvalidArgs,
+                format!(
+                    "`mainline: {m}` does not name a parent of `{}`, which has {n}",
+                    a.rev
+                ),
+            ));
+        }
+    };
     let Some(head_commit) = head(&repo)? else {
         return Err(ActionError::new(
             ErrorKind::InvalidArgs,
@@ -441,7 +462,7 @@ pub(super) fn revert(config: &Config, a: &super::RevertArgs) -> Result<Value, Ac
     require_clean(&repo, &root, "revert refused")?;
     let sig = signature(&repo, a.author.as_deref())?;
     let mut merged = repo
-        .revert_commit(&target, &head_commit, 0, None)
+        .revert_commit(&target, &head_commit, mainline, None)
         .map_err(|e| git_err("cannot revert", &e))?;
     if merged.has_conflicts() {
         let mut paths: Vec<String> = merged

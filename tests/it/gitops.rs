@@ -1,0 +1,608 @@
+//! The built-in `gitops.*` runbooks end to end: a real bare remote and a clone of it in the project,
+//! the real `kubectl kustomize` for the plan, and the stand-ins of `support/forge.rs` for the forge
+//! (GitHub and GitLab shapes), Argo CD and Prometheus, whose state comes from that same remote: a
+//! merge on the forge is a real commit on the remote's `main`, and Argo CD deploys what `main` holds.
+//! Each test reads back the remote, the requests the stand-ins received, the run's evidence and the
+//! audit log.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::project::Project;
+use crate::support::forge::{Argo, Ci, Forge, Prometheus};
+
+const TOKEN: &str = "forge-token-Zq8x-not-for-output";
+const ARGO_TOKEN: &str = "argo-token-Kp3w-not-for-output";
+
+/// `git` with a fixed identity and no user or system configuration; its trimmed stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Tester",
+            "-c",
+            "user.email=tester@example.com",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const OVERLAY: &str = "gitops/deploy/overlays/prod";
+
+fn kustomization(tag: &str) -> String {
+    format!(
+        "resources:\n  - ../../base\nnamespace: prod\nimages:\n  - name: web\n    newName: ghcr.io/acme/web\n    newTag: \"{tag}\"\n"
+    )
+}
+
+/// The change of the overlay's image tag from 1.0 to `tag`, as `git diff` writes it.
+fn patch(tag: &str) -> String {
+    format!(
+        "diff --git a/deploy/overlays/prod/kustomization.yaml b/deploy/overlays/prod/kustomization.yaml
+--- a/deploy/overlays/prod/kustomization.yaml
++++ b/deploy/overlays/prod/kustomization.yaml
+@@ -5,3 +5,3 @@ images:
+   - name: web
+     newName: ghcr.io/acme/web
+-    newTag: \"1.0\"
++    newTag: \"{tag}\"
+"
+    )
+}
+
+/// A GitOps repository: a bare remote whose `main` holds a kustomize base and a `prod` overlay at
+/// image tag 1.0, a clone of it at `gitops/` in a project whose targets name the stand-ins.
+struct World {
+    _remote_dir: tempfile::TempDir,
+    bare: PathBuf,
+    project: Project,
+    forge: Forge,
+    argo: Argo,
+    prometheus: Prometheus,
+}
+
+impl World {
+    fn new(ci: Ci) -> World {
+        let remote_dir = tempfile::tempdir().expect("tmp");
+        let seed = remote_dir.path().join("seed");
+        std::fs::create_dir_all(seed.join("deploy/base")).expect("dir");
+        std::fs::create_dir_all(seed.join("deploy/overlays/prod")).expect("dir");
+        std::fs::write(
+            seed.join("deploy/base/deploy.yaml"),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: web\n",
+        )
+        .expect("write");
+        std::fs::write(
+            seed.join("deploy/base/kustomization.yaml"),
+            "resources:\n  - deploy.yaml\n",
+        )
+        .expect("write");
+        std::fs::write(
+            seed.join("deploy/overlays/prod/kustomization.yaml"),
+            kustomization("1.0"),
+        )
+        .expect("write");
+        git(&seed, &["init", "-q"]);
+        git(&seed, &["add", "."]);
+        git(&seed, &["commit", "-q", "-m", "web 1.0"]);
+        git(
+            remote_dir.path(),
+            &["clone", "-q", "--bare", "seed", "remote.git"],
+        );
+        let bare = remote_dir.path().join("remote.git");
+
+        let forge = Forge::start(&bare, TOKEN, ci);
+        let argo = Argo::start(&bare, ARGO_TOKEN, "web", "main", Some("6.6.6-degraded"));
+        let prometheus = Prometheus::start(&argo, ARGO_TOKEN, "6.6.6-errors");
+        let project = Project::new()
+            .targets(&json!({
+                "forge": {"http": {"base_url": forge.server.url(""), "bearer_env": "FORGE_TOKEN"}},
+                "gitlab": {"http": {"base_url": forge.server.url("/api/v4"), "bearer_env": "FORGE_TOKEN"}},
+                "argocd": {"http": {"base_url": argo.server.url(""), "bearer_env": "ARGO_TOKEN"}},
+                "prometheus": {"http": {"base_url": prometheus.server.url(""), "bearer_env": "ARGO_TOKEN"}},
+            }))
+            .env("FORGE_TOKEN", TOKEN)
+            .env("ARGO_TOKEN", ARGO_TOKEN);
+        let url = format!("file://{}", bare.display());
+        git(project.path(), &["clone", "-q", &url, "gitops"]);
+        let clone = project.path().join("gitops");
+        git(&clone, &["config", "user.name", "Release Bot"]);
+        git(&clone, &["config", "user.email", "release@example.com"]);
+        World {
+            _remote_dir: remote_dir,
+            bare,
+            project,
+            forge,
+            argo,
+            prometheus,
+        }
+    }
+
+    /// `gitops.release` with the common inputs and `extra`; the CLI's JSON outcome.
+    fn release(&self, extra: &[(&str, &str)]) -> Value {
+        let mut inputs: Vec<(String, String)> = [
+            ("repo_path", "gitops"),
+            ("branch", "release/web"),
+            ("overlay", OVERLAY),
+            ("forge_target", "forge"),
+            ("repository", "acme/deploy"),
+            ("argocd_target", "argocd"),
+            ("app", "web"),
+            ("prometheus_target", "prometheus"),
+            (
+                "query",
+                "sum(rate(http_errors[5m])) / sum(rate(http_requests[5m]))",
+            ),
+            ("max_value", "0.05"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            inputs.retain(|(n, _)| n != k);
+            inputs.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let file = self.project.path().join("release-inputs.json");
+        let map: serde_json::Map<String, Value> = inputs
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "max_value" {
+                    json!(v.parse::<f64>().expect("number"))
+                } else {
+                    Value::String(v)
+                };
+                (k, v)
+            })
+            .collect();
+        std::fs::write(&file, Value::Object(map).to_string()).expect("inputs");
+        let out = self
+            .project
+            .infra()
+            .args(["run", "gitops.release", "--json", "--input-file"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        let v = crate::stdout_json(&out);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !all.contains(TOKEN) && !all.contains(ARGO_TOKEN),
+            "a token in the output"
+        );
+        v
+    }
+
+    fn main_tip(&self) -> String {
+        git(&self.bare, &["rev-parse", "main"])
+    }
+
+    fn main_file(&self) -> String {
+        git(
+            &self.bare,
+            &["show", "main:deploy/overlays/prod/kustomization.yaml"],
+        )
+    }
+
+    /// The requests the forge received, as `METHOD path` lines.
+    fn forge_calls(&self) -> Vec<String> {
+        self.forge
+            .server
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    /// Nothing of the project (audit log, runs, store) holds a token.
+    fn assert_no_token_on_disk(&self) {
+        for entry in walk(self.project.path()) {
+            let Ok(bytes) = std::fs::read(&entry) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(TOKEN) && !text.contains(ARGO_TOKEN),
+                "a token in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The status of each step of a run's outcome (`infra run --json`), by id.
+fn statuses(v: &Value) -> Vec<(String, String)> {
+    v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn status_of(v: &Value, id: &str) -> String {
+    statuses(v)
+        .into_iter()
+        .find(|(s, _)| s == id)
+        .map(|(_, st)| st)
+        .unwrap_or_else(|| panic!("no step {id} in {v}"))
+}
+
+fn audit(p: &Project) -> Vec<Value> {
+    std::fs::read_to_string(p.path().join("audit.jsonl"))
+        .expect("audit")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line"))
+        .collect()
+}
+
+#[test]
+fn a_release_goes_from_patch_to_verified_deploy_through_pr_checks_merge_and_sync() {
+    let w = World::new(Ci {
+        pending_polls: 2,
+        conclusion: "success",
+    });
+    let before = w.main_tip();
+    let out = w.release(&[
+        ("patch", &patch("1.1")),
+        ("message", "web 1.1"),
+        ("body", "Ship web 1.1"),
+    ]);
+    assert_eq!(out["status"], "succeeded", "{out:#}");
+    let merged = out["outputs"]["merged"]
+        .as_str()
+        .expect("merged sha")
+        .to_owned();
+
+    // the remote: the release branch holds the change, main holds it as one squashed commit
+    assert_eq!(w.main_tip(), merged);
+    assert_eq!(git(&w.bare, &["rev-parse", "main^"]), before);
+    assert!(
+        w.main_file().contains("newTag: \"1.1\""),
+        "{}",
+        w.main_file()
+    );
+    let head = git(&w.bare, &["rev-parse", "release/web"]);
+    assert_eq!(
+        git(&w.bare, &["log", "-1", "--format=%an <%ae>|%s", &head]),
+        "Release Bot <release@example.com>|web 1.1"
+    );
+
+    // the forge: one pull request, its checks polled until done, merged at the checked head, then
+    // the outcome posted on it
+    let prs = w.forge.prs();
+    assert_eq!(prs.len(), 1);
+    assert_eq!(prs[0]["head"]["ref"], "release/web");
+    assert_eq!(prs[0]["head"]["sha"], head.as_str());
+    assert_eq!(prs[0]["merged"], true);
+    assert_eq!(out["outputs"]["pr"], prs[0]["html_url"]);
+    let calls = w.forge_calls();
+    let checks = format!("GET /repos/acme/deploy/commits/{head}/check-runs");
+    assert_eq!(calls[0], "POST /repos/acme/deploy/pulls");
+    assert!(
+        calls.iter().filter(|c| **c == checks).count() >= 4,
+        "two pending polls, the finished one, the verdict: {calls:?}"
+    );
+    assert_eq!(
+        calls[calls.len() - 2],
+        "PUT /repos/acme/deploy/pulls/1/merge"
+    );
+    assert_eq!(
+        calls[calls.len() - 1],
+        "POST /repos/acme/deploy/issues/1/comments"
+    );
+    let reqs = w.forge.server.requests();
+    let pr_body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
+    assert_eq!(
+        pr_body,
+        json!({"title": "web 1.1", "head": "release/web", "base": "main", "body": "Ship web 1.1"})
+    );
+    let merge_body: Value = serde_json::from_slice(&reqs[reqs.len() - 2].body).expect("json");
+    assert_eq!(merge_body, json!({"sha": head, "merge_method": "squash"}));
+    let comments = w.forge.prs()[0]["comments"].clone();
+    assert_eq!(comments.as_array().map(Vec::len), Some(1), "{comments}");
+    assert!(
+        comments[0].as_str().expect("text").contains(": succeeded."),
+        "{comments}"
+    );
+
+    // Argo CD synced exactly the merge and deployed it; Prometheus was asked once
+    assert_eq!(w.argo.syncs(), vec![merged.clone()]);
+    assert_eq!(w.argo.deployed().as_deref(), Some(merged.as_str()));
+    let queries = w.prometheus.server.requests();
+    assert_eq!(queries.len(), 1);
+    assert!(
+        queries[0].path.starts_with("/api/v1/query?query=sum"),
+        "{}",
+        queries[0].path
+    );
+
+    // the evidence: every step, the nested runs, and the plan's render of the new image
+    let ids: Vec<String> = statuses(&out).into_iter().map(|(id, _)| id).collect();
+    for id in [
+        "propose",
+        "checks",
+        "checks_passed",
+        "merge",
+        "sync_argocd",
+        "verify",
+        "report",
+    ] {
+        assert!(ids.contains(&id.to_owned()), "{id} in {ids:?}");
+        assert_ne!(status_of(&out, id), "failed", "{id}");
+    }
+    assert_eq!(status_of(&out, "sync_flux"), "skipped");
+    let step = |id: &str| {
+        out["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .expect("step")
+    };
+    let plan = &step("propose")["result"]["outputs"]["plan"];
+    assert_eq!(plan["images"][0], "ghcr.io/acme/web:1.1", "{plan:#}");
+    assert_eq!(plan["changes"]["files_changed"], 1);
+    assert!(step("checks")["attempts"].as_u64().expect("attempts") >= 3);
+
+    // the audit log: the release and each nested run started and finished, the forge calls recorded
+    let audit = audit(&w.project);
+    for rb in [
+        "gitops.release",
+        "gitops.propose",
+        "gitops.plan",
+        "gitops.sync.argocd",
+        "gitops.verify",
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|r| r["kind"] == "run_finished" && r["runbook"] == rb),
+            "{rb} finished in the audit log"
+        );
+    }
+    assert!(audit.iter().all(|r| r["runbook"] != "gitops.rollback"));
+    w.assert_no_token_on_disk();
+    let out = w
+        .project
+        .infra()
+        .args(["audit", "verify"])
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_verify_after_the_merge_reverts_it_pushes_and_syncs_the_revert() {
+    let w = World::new(Ci {
+        pending_polls: 1,
+        conclusion: "success",
+    });
+    let before = w.main_tip();
+    let out = w.release(&[("patch", &patch("6.6.6-errors")), ("message", "web 6.6.6")]);
+    assert_eq!(out["status"], "failed", "{out:#}");
+    assert_eq!(status_of(&out, "verify"), "failed");
+    assert_eq!(status_of(&out, "merge-rollback"), "succeeded", "{out:#}");
+    let why = out["error"]["message"].as_str().expect("error");
+    assert!(
+        why.contains("gitops.verify") && why.contains("step `metric` failed"),
+        "the error names the check that failed: {why}"
+    );
+
+    // the remote: the merge, then its revert on top; the tree is back to 1.0
+    let merged = git(&w.bare, &["rev-parse", "main^"]);
+    assert_eq!(git(&w.bare, &["rev-parse", "main^^"]), before);
+    assert_eq!(
+        git(&w.bare, &["log", "-1", "--format=%s", "main"]),
+        "Revert \"web 6.6.6 (#1)\""
+    );
+    assert_eq!(w.main_file(), kustomization("1.0").trim_end());
+
+    // Argo CD synced the merge, then the revert, and runs the revert now
+    let tip = w.main_tip();
+    assert_eq!(w.argo.syncs(), vec![merged, tip.clone()]);
+    assert_eq!(w.argo.deployed(), Some(tip));
+
+    // the verdict that failed is the metric's, and the pull request was told
+    let verify = out["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "verify")
+        .expect("verify");
+    assert_eq!(verify["result"]["status"], "failed", "{verify:#}");
+    let reqs = w.forge.server.requests();
+    let last = reqs.last().expect("a request");
+    assert_eq!(last.path, "/repos/acme/deploy/issues/1/comments");
+    let comment: Value = serde_json::from_slice(&last.body).expect("json");
+    let comment = comment["body"].as_str().expect("body");
+    assert!(
+        comment.contains("failed at verify") && comment.contains("reverted"),
+        "{comment}"
+    );
+    let audit = audit(&w.project);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["kind"] == "run_finished" && r["runbook"] == "gitops.rollback"),
+        "the rollback's run in the audit log"
+    );
+    w.assert_no_token_on_disk();
+}
+
+#[test]
+fn a_gitlab_merge_request_with_a_degraded_deploy_reverts_the_merge_commit() {
+    let w = World::new(Ci {
+        pending_polls: 1,
+        conclusion: "success",
+    });
+    let before = w.main_tip();
+    let out = w.release(&[
+        ("patch", &patch("6.6.6-degraded")),
+        ("message", "web degraded"),
+        ("forge", "gitlab"),
+        ("forge_target", "gitlab"),
+        ("repository", "acme/deploy"),
+        ("merge_method", "merge"),
+    ]);
+    assert_eq!(out["status"], "failed", "{out:#}");
+    assert_eq!(status_of(&out, "verify"), "failed");
+
+    // GitLab's paths (the project's path encoded as one segment) and bodies
+    let calls = w.forge_calls();
+    assert_eq!(
+        calls[0],
+        "POST /api/v4/projects/acme%2Fdeploy/merge_requests"
+    );
+    assert!(calls.contains(&"GET /api/v4/projects/acme%2Fdeploy/merge_requests/1".to_owned()));
+    assert!(
+        calls.contains(&"PUT /api/v4/projects/acme%2Fdeploy/merge_requests/1/merge".to_owned())
+    );
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("POST /api/v4/projects/acme%2Fdeploy/merge_requests/1/notes")
+    );
+    let reqs = w.forge.server.requests();
+    let mr: Value = serde_json::from_slice(&reqs[0].body).expect("json");
+    assert_eq!(mr["source_branch"], "release/web");
+    assert_eq!(mr["target_branch"], "main");
+
+    // a real merge commit (two parents) went to main, then its revert against the first parent
+    let merge = git(&w.bare, &["rev-parse", "main^"]);
+    assert_eq!(
+        git(&w.bare, &["rev-list", "--parents", "-n", "1", &merge])
+            .split(' ')
+            .count(),
+        3,
+        "a merge commit"
+    );
+    assert_eq!(git(&w.bare, &["rev-parse", "main^^"]), before);
+    assert_eq!(w.main_file(), kustomization("1.0").trim_end());
+    assert_eq!(w.argo.syncs().len(), 2);
+    assert_eq!(w.argo.deployed(), Some(w.main_tip()));
+}
+
+#[test]
+fn failed_checks_stop_the_release_before_the_merge() {
+    let w = World::new(Ci {
+        pending_polls: 1,
+        conclusion: "failure",
+    });
+    let before = w.main_tip();
+    let out = w.release(&[("patch", &patch("1.2")), ("message", "web 1.2")]);
+    assert_eq!(out["status"], "failed", "{out:#}");
+    assert_eq!(status_of(&out, "checks"), "succeeded");
+    assert_eq!(status_of(&out, "checks_passed"), "failed");
+    assert_eq!(status_of(&out, "merge"), "skipped");
+    let err = out["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "checks_passed")
+        .expect("step")["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(err.contains("until"), "{err}");
+    // nothing merged, nothing synced; the pull request was told where it stopped
+    assert_eq!(w.main_tip(), before);
+    assert!(w.forge_calls().iter().all(|c| !c.starts_with("PUT ")));
+    assert!(w.argo.syncs().is_empty());
+    let reqs = w.forge.server.requests();
+    let comment: Value = serde_json::from_slice(&reqs.last().expect("req").body).expect("json");
+    assert!(
+        comment["body"]
+            .as_str()
+            .expect("body")
+            .contains("failed at checks_passed"),
+        "{comment}"
+    );
+}
+
+#[test]
+fn an_image_policy_violation_stops_the_proposal_before_anything_is_pushed() {
+    let w = World::new(Ci {
+        pending_polls: 0,
+        conclusion: "success",
+    });
+    let out = w.release(&[("patch", &patch("latest")), ("message", "web latest")]);
+    assert_eq!(out["status"], "failed", "{out:#}");
+    assert_eq!(status_of(&out, "propose"), "failed");
+    let propose = out["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "propose")
+        .expect("step")
+        .clone();
+    assert!(
+        propose.to_string().contains("disallow_latest") || propose.to_string().contains("latest"),
+        "{propose:#}"
+    );
+    // no branch on the remote, no pull request, no comment; the clone is back on main
+    assert!(
+        Command::new("git")
+            .args(["-C"])
+            .arg(&w.bare)
+            .args(["rev-parse", "--verify", "-q", "refs/heads/release/web"])
+            .output()
+            .expect("git")
+            .stdout
+            .is_empty()
+    );
+    assert!(
+        w.forge.server.requests().is_empty(),
+        "{:?}",
+        w.forge_calls()
+    );
+    assert_eq!(
+        git(
+            &w.project.path().join("gitops"),
+            &["branch", "--show-current"]
+        ),
+        "main"
+    );
+}
