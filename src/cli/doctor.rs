@@ -1,7 +1,8 @@
 //! `infra doctor [--connect] [--json]`: can infra work here? The profiles directory, runbooks,
 //! targets, store and audit log are checked without touching anything remote; `--connect` also
 //! reaches every target (SSH health, a read-only `select version()`, an HTTP check of the base URL
-//! accepting a status from 200 to 499) through the engine, so those calls are audited like any
+//! accepting a status from 200 to 499, for a `kube` section `kubectl version` and `auth can-i` of
+//! `get pods` and `patch deployments`) through the engine, so those calls are audited like any
 //! other. Exit 1 when any check fails.
 
 use engine::error::ErrorKind;
@@ -12,7 +13,8 @@ use crate::render;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Also connect to every target: SSH health, `select 1` on PostgreSQL, a GET of the HTTP base URL.
+    /// Also connect to every target: SSH health, `select 1` on PostgreSQL, a GET of the HTTP base URL,
+    /// the Kubernetes API's version and the user's permissions.
     #[arg(long)]
     connect: bool,
     /// Print the checks as JSON.
@@ -304,8 +306,46 @@ fn connect(e: &engine::run::Engine, t: &engine::targets::Targets) -> Vec<Check> 
                 },
             );
         }
+        if target.kube.is_some() {
+            out.push(kube(e, name));
+        }
     }
     out
+}
+
+/// A kube target: the API server reached (`kubectl version`), and what its user may do of what a
+/// release needs (`kubectl auth can-i`).
+fn kube(e: &engine::run::Engine, name: &str) -> Check {
+    let label = format!("kube {name}");
+    let v = match probe(
+        e,
+        "k8s",
+        json!({"action": "version", "target": name, "timeout_ms": 20000}),
+    ) {
+        Ok(v) => v,
+        Err((m, h)) => return Check::fail(label, m, h),
+    };
+    let mut may = Vec::new();
+    for (verb, resource) in [("get", "pods"), ("patch", "deployments")] {
+        let answer = match probe(
+            e,
+            "k8s",
+            json!({"action": "can_i", "verb": verb, "resource": resource, "target": name, "timeout_ms": 20000}),
+        ) {
+            Ok(c) if c["allowed"] == true => "yes".to_owned(),
+            Ok(_) => "no".to_owned(),
+            Err((m, _)) => format!("unknown ({m})"),
+        };
+        may.push(format!("{verb} {resource}: {answer}"));
+    }
+    Check::pass(
+        label,
+        format!(
+            "server {}; {}",
+            v["server"].as_str().unwrap_or("?"),
+            may.join(", ")
+        ),
+    )
 }
 
 pub fn run(a: Args) -> u8 {

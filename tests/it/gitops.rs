@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::project::Project;
 use crate::support::forge::{Argo, Ci, Forge, Prometheus};
+use crate::support::kube::Kube;
 
 const TOKEN: &str = "forge-token-Zq8x-not-for-output";
 const ARGO_TOKEN: &str = "argo-token-Kp3w-not-for-output";
@@ -77,6 +78,7 @@ struct World {
     forge: Forge,
     argo: Argo,
     prometheus: Prometheus,
+    kube: Kube,
 }
 
 impl World {
@@ -112,12 +114,16 @@ impl World {
         let forge = Forge::start(&bare, TOKEN, ci);
         let argo = Argo::start(&bare, ARGO_TOKEN, "web", "main", Some("6.6.6-degraded"));
         let prometheus = Prometheus::start(&argo, ARGO_TOKEN, "6.6.6-errors");
+        let kube = Kube::start(&bare, "apps", Some("6.6.6-degraded"));
+        let kubeconfig = remote_dir.path().join("kubeconfig");
+        kube.kubeconfig(&kubeconfig);
         let project = Project::new()
             .targets(&json!({
                 "forge": {"http": {"base_url": forge.server.url(""), "bearer_env": "FORGE_TOKEN"}},
                 "gitlab": {"http": {"base_url": forge.server.url("/api/v4"), "bearer_env": "FORGE_TOKEN"}},
                 "argocd": {"http": {"base_url": argo.server.url(""), "bearer_env": "ARGO_TOKEN"}},
                 "prometheus": {"http": {"base_url": prometheus.server.url(""), "bearer_env": "ARGO_TOKEN"}},
+                "cluster": {"kube": {"kubeconfig": kubeconfig.display().to_string(), "context": "standin"}},
             }))
             .env("FORGE_TOKEN", TOKEN)
             .env("ARGO_TOKEN", ARGO_TOKEN);
@@ -133,6 +139,7 @@ impl World {
             forge,
             argo,
             prometheus,
+            kube,
         }
     }
 
@@ -604,5 +611,170 @@ fn an_image_policy_violation_stops_the_proposal_before_anything_is_pushed() {
             &["branch", "--show-current"]
         ),
         "main"
+    );
+}
+
+#[test]
+fn a_flux_release_reconciles_through_the_real_kubectl_and_waits_for_the_merged_revision() {
+    let w = World::new(Ci {
+        pending_polls: 0,
+        conclusion: "success",
+    });
+    let out = w.release(&[
+        ("patch", &patch("1.3")),
+        ("message", "web 1.3"),
+        ("sync", "flux"),
+        ("kube_target", "cluster"),
+        ("kustomization", "apps"),
+        ("flux_source", "apps"),
+        ("prometheus_target", ""),
+    ]);
+    assert_eq!(out["status"], "succeeded", "{out:#}");
+    assert_eq!(status_of(&out, "sync_argocd"), "skipped");
+    assert_eq!(status_of(&out, "sync_flux"), "succeeded");
+    let merged = out["outputs"]["merged"]
+        .as_str()
+        .expect("merged")
+        .to_owned();
+    assert_eq!(w.main_tip(), merged);
+    assert!(w.argo.syncs().is_empty());
+
+    // kubectl annotated the source, then the Kustomization, with this sync's run id, and read the
+    // Kustomization until Flux had handled that request on the merged commit
+    let patches: Vec<(String, Value)> = w
+        .kube
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| {
+            (
+                r.path.split('?').next().unwrap_or_default().to_owned(),
+                serde_json::from_slice(&r.body).expect("json patch"),
+            )
+        })
+        .collect();
+    let ks = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/apps";
+    let src = "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux-system/gitrepositories/apps";
+    assert_eq!(
+        patches.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        vec![src, ks]
+    );
+    let requested = patches[1].1["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+        .as_str()
+        .expect("requestedAt")
+        .to_owned();
+    assert_eq!(patches[0].1, patches[1].1);
+    let object = w.kube.object(ks).expect("kustomization");
+    assert_eq!(
+        object["status"]["lastHandledReconcileAt"],
+        requested.as_str()
+    );
+    assert_eq!(
+        object["status"]["lastAppliedRevision"],
+        format!("main@sha1:{merged}")
+    );
+    let reads = w
+        .kube
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == ks)
+        .count();
+    assert!(reads >= 3, "polled while Flux was reconciling: {reads}");
+    // the sync's own run id was the request, so the wait could not be satisfied by an older one
+    let audit = audit(&w.project);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["run_id"] == requested.as_str() && r["runbook"] == "gitops.sync.flux"),
+        "the requestedAt is the sync run's id"
+    );
+}
+
+#[test]
+fn doctor_connect_reaches_a_kube_target_and_says_what_its_user_may_do() {
+    let w = World::new(Ci {
+        pending_polls: 0,
+        conclusion: "success",
+    });
+    let out = w
+        .project
+        .infra()
+        .args(["doctor", "--connect", "--json"])
+        .output()
+        .expect("doctor");
+    let v = crate::stdout_json(&out);
+    let check = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "kube cluster")
+        .unwrap_or_else(|| panic!("a kube check: {v:#}"))
+        .clone();
+    assert_eq!(check["ok"], true, "{check}");
+    let detail = check["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("v1.32.0-standin")
+            && detail.contains("get pods: yes")
+            && detail.contains("patch deployments: yes"),
+        "{detail}"
+    );
+    let paths: Vec<String> = w
+        .kube
+        .server
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("/version")), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+        "{paths:?}"
+    );
+
+    // a cluster that cannot be reached fails the check with kubectl's reason
+    let closed = w.project.path().join("closed-kubeconfig");
+    std::fs::write(
+        &closed,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://127.0.0.1:{}\"}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n",
+            crate::support::free_port()
+        ),
+    )
+    .expect("kubeconfig");
+    std::fs::write(
+        w.project.path().join("targets.json"),
+        json!({"gone": {"kube": {"kubeconfig": closed.display().to_string()}}}).to_string(),
+    )
+    .expect("targets");
+    let out = w
+        .project
+        .infra()
+        .args(["doctor", "--connect", "--json"])
+        .output()
+        .expect("doctor");
+    assert!(!out.status.success());
+    let v = crate::stdout_json(&out);
+    let check = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "kube gone")
+        .expect("a kube check")
+        .clone();
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("refused"),
+        "{check}"
+    );
+    assert!(
+        check["hint"].as_str().expect("hint").contains("kubeconfig"),
+        "{check}"
     );
 }

@@ -158,6 +158,29 @@ fn cluster_calls_name_their_kubeconfig_and_pass_a_checked_argv() {
             ]),
         ),
         (
+            json!({"action": "can_i", "verb": "patch", "resource": "deployments", "target": "dev"}),
+            json!([
+                "kubectl",
+                "--context=dev",
+                "--namespace=web",
+                "auth",
+                "can-i",
+                "patch",
+                "deployments"
+            ]),
+        ),
+        (
+            json!({"action": "version", "target": "dev"}),
+            json!([
+                "kubectl",
+                "--context=dev",
+                "--namespace=web",
+                "version",
+                "-o",
+                "json"
+            ]),
+        ),
+        (
             json!({"action": "logs", "resource": "deployment/web", "container": "app", "tail": 50, "target": "dev"}),
             json!([
                 "kubectl",

@@ -8,6 +8,7 @@
 
 pub mod forge;
 pub mod http;
+pub mod kube;
 pub mod postgres;
 pub mod sshd;
 

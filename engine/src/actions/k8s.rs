@@ -17,7 +17,8 @@
 //! set to the named file for the child, `--context` passed when given). `diff` (exit 1 means
 //! differences, not a failure), `apply` (server-side; `dry_run: true` only reads), `rollout_status`
 //! (with a deadline), `get` (`-o json`), `describe`, `logs` (bounded `tail`), `images` (the images of
-//! the pods), `rollback` (`rollout undo`), `annotate` and `patch`. Every value that becomes an argument
+//! the pods), `rollback` (`rollout undo`), `annotate` and `patch`, and the probes `version` (the
+//! server's) and `can_i` (`auth can-i <verb> <resource>`: `allowed`). Every value that becomes an argument
 //! is checked: none may start with `-` (no option injection), names and kinds match what Kubernetes
 //! allows, paths are inside the working directory unless `INFRA_UNSAFE_LOCAL=1`.
 
@@ -116,6 +117,19 @@ pub struct ObjectArgs {
     pub patch: Option<Value>,
     /// `rollout_status`: how long to wait (default 120 s).
     pub timeout_ms: Option<u64>,
+    /// A target with a `kube` section, or a kubeconfig and context named here.
+    pub target: Option<String>,
+    pub kubeconfig: Option<String>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessArgs {
+    /// `can_i`: the verb (`get`, `patch`, `create`, …) and the resource (`deployments`, `pods/log`).
+    pub verb: Option<String>,
+    pub resource: Option<String>,
     /// A target with a `kube` section, or a kubeconfig and context named here.
     pub target: Option<String>,
     pub kubeconfig: Option<String>,
@@ -309,6 +323,10 @@ fn run(
                 .collect::<String>();
             if !stderr.is_empty() {
                 e.message = format!("{}: {stderr}", e.message);
+            }
+            if e.kind == ErrorKind::NonzeroExit && program == "kubectl" {
+                // kubectl's own words say what went wrong; where to look is the cluster's access
+                e = e.hint("check the kubeconfig's server, context and credentials; `infra doctor --connect` probes every kube target");
             }
             Err(e)
         }
@@ -595,7 +613,30 @@ fn cluster_call(call: &Call<'_>, action: &str) -> Result<Value, ActionError> {
     let manifest: ManifestArgs;
     let object: ObjectArgs;
     let images: ImagesArgs;
+    let access: AccessArgs;
     match action {
+        "version" | "can_i" => {
+            access = call.parse()?;
+            a = match (action, &access.verb, &access.resource) {
+                ("version", None, None) => vec!["version".into(), "-o".into(), "json".into()],
+                ("version", ..) => return Err(invalid("`version` takes no `verb` or `resource`")),
+                (_, Some(verb), Some(res)) => vec![
+                    "auth".into(),
+                    "can-i".into(),
+                    word("verb", verb)?.to_owned(),
+                    resource(res)?.to_owned(),
+                ],
+                _ => return Err(invalid("`can_i` needs `verb` and `resource`")),
+            };
+            // `auth can-i` answers no with exit 1
+            ok_codes = if action == "can_i" {
+                vec![0, 1]
+            } else {
+                Vec::new()
+            };
+            stdin = None;
+            cluster = cluster_of!(access);
+        }
         "diff" | "apply" => {
             manifest = call.parse()?;
             let path = local_path(call, &manifest.path)?;
@@ -710,6 +751,32 @@ fn cluster_call(call: &Call<'_>, action: &str) -> Result<Value, ActionError> {
     match action {
         "diff" => {
             r["changed"] = (r["exit_code"] == 1).into();
+        }
+        "can_i" => {
+            // "no" is exit 1 with `no` on stdout; any other exit 1 is an error (an unreachable API)
+            let answer = r["stdout"].as_str().unwrap_or("").trim().to_owned();
+            if r["exit_code"] == 1 && !answer.starts_with("no") {
+                let stderr = r["stderr"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim()
+                    .chars()
+                    .take(400)
+                    .collect::<String>();
+                return Err(ActionError::new(
+                    ErrorKind::NonzeroExit,
+                    format!("kubectl auth can-i failed: {stderr}"),
+                )
+                .hint("check the kubeconfig's server, context and credentials; `infra doctor --connect` probes every kube target")
+                .with_result(r));
+            }
+            r["allowed"] = (r["exit_code"] == 0).into();
+        }
+        "version" => {
+            if let Ok(v) = serde_json::from_str::<Value>(r["stdout"].as_str().unwrap_or("")) {
+                r["server"] = v["serverVersion"]["gitVersion"].clone();
+                r["client"] = v["clientVersion"]["gitVersion"].clone();
+            }
         }
         "get" | "images" if r["stdout_truncated"] != true => {
             if let Ok(v) = serde_json::from_str::<Value>(r["stdout"].as_str().unwrap_or("")) {
@@ -826,6 +893,36 @@ pub(super) fn tool() -> ToolSpec {
                 },
                 None,
                 || json!({"action": "rollout_status", "resource": "deployment/web", "target": "dev-cluster"}),
+            ),
+            a(
+                "version",
+                "Server version",
+                "Reaches the API server: its version and kubectl's.",
+                Effect::Read,
+                || {
+                    args_schema::<AccessArgs>(
+                        "k8s",
+                        "version",
+                        "Reaches the API server: its version and kubectl's.",
+                    )
+                },
+                None,
+                || json!({"action": "version", "target": "dev-cluster"}),
+            ),
+            a(
+                "can_i",
+                "Check a permission",
+                "Whether the kubeconfig's user may do `verb` on `resource` (`allowed`).",
+                Effect::Read,
+                || {
+                    args_schema::<AccessArgs>(
+                        "k8s",
+                        "can_i",
+                        "Whether the kubeconfig's user may do `verb` on `resource` (`allowed`).",
+                    )
+                },
+                None,
+                || json!({"action": "can_i", "verb": "patch", "resource": "deployments", "target": "dev-cluster"}),
             ),
             a(
                 "get",

@@ -176,8 +176,11 @@ pub fn call(engine: &Engine, p: &Params, options: &RunOptions<'_>) -> Reply {
                 if let Some(o) = e.overrides {
                     item["overrides"] = json!(o);
                 }
-                items.push(item);
+                // the runbooks whose names hold the query's words come first
+                items.push((matches_query(&q, &[&rb.name]), item));
             }
+            items.sort_by_key(|(in_name, _)| std::cmp::Reverse(*in_name));
+            let mut items: Vec<Value> = items.into_iter().map(|(_, item)| item).collect();
             if tags.is_empty() {
                 for (name, file, diags) in broken(&catalog) {
                     if q.is_empty() || matches_query(&q, &[&name, &file]) > 0 {
