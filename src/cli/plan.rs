@@ -34,17 +34,44 @@ pub struct Args {
 
 /// Finds the runbook, compiles it and checks its inputs, printing every problem. `Err` is the exit status.
 pub fn prepare(catalog: &Catalog, t: &Target) -> Result<(engine::Plan, Map<String, Value>), u8> {
-    let rb = find_runbook(catalog, &t.runbook).map_err(|d| report(&d))?;
-    let given = gather_inputs(&rb, t.input_file.as_deref(), &t.inputs).map_err(|d| {
-        render::diagnostics(&d);
-        USAGE
-    })?;
-    let plan = engine::request::compile(catalog, &rb).map_err(|d| report(&d))?;
+    prepare_as(catalog, t, false).map_err(|(code, _)| code)
+}
+
+/// [`prepare`]; with `json`, a refusal is also told on stdout as `{"ok": false, "status":
+/// "invalid", "diagnostics": […]}` (nothing ran). A refusal's error is the exit code and the first
+/// diagnostic's message.
+pub fn prepare_as(
+    catalog: &Catalog,
+    t: &Target,
+    json: bool,
+) -> Result<(engine::Plan, Map<String, Value>), (u8, String)> {
+    let refuse = |d: &[Diagnostic], code: Option<u8>| {
+        if json {
+            render::json(&serde_json::json!({
+                "ok": false, "status": "invalid", "run_id": null,
+                "diagnostics": d.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            }));
+        }
+        let first = d
+            .iter()
+            .find(|d| d.is_error())
+            .map(|d| d.message.clone())
+            .unwrap_or_default();
+        let code = match code {
+            Some(c) => {
+                render::diagnostics(d);
+                c
+            }
+            None => report(d),
+        };
+        (code, first)
+    };
+    let rb = find_runbook(catalog, &t.runbook).map_err(|d| refuse(&d, None))?;
+    let given = gather_inputs(&rb, t.input_file.as_deref(), &t.inputs)
+        .map_err(|d| refuse(&d, Some(USAGE)))?;
+    let plan = engine::request::compile(catalog, &rb).map_err(|d| refuse(&d, None))?;
     render::diagnostics(plan.warnings());
-    let inputs = dsl::resolve_inputs(&rb, &given).map_err(|d| {
-        render::diagnostics(&d);
-        USAGE
-    })?;
+    let inputs = dsl::resolve_inputs(&rb, &given).map_err(|d| refuse(&d, Some(USAGE)))?;
     Ok((plan, inputs))
 }
 

@@ -110,9 +110,48 @@ pub fn run(args: Args) -> u8 {
                 inputs: args.inputs.clone(),
                 input_file: args.input_file.clone(),
             };
-            match super::plan::prepare(&engine.catalog(), &target) {
+            match super::plan::prepare_as(&engine.catalog(), &target, args.json) {
                 Ok(p) => Some(p),
-                Err(code) => return code,
+                Err((code, message)) => {
+                    // refused before it could run: audited with the inputs' names, never their values
+                    let mut names: Vec<String> = args
+                        .inputs
+                        .iter()
+                        .map(|kv| kv.split('=').next().unwrap_or_default().to_owned())
+                        .collect();
+                    if let Some(f) = &args.input_file {
+                        names.push(format!("--input-file {}", f.display()));
+                    }
+                    let args = json!({"name": target.runbook, "inputs": names});
+                    let error = engine::record::evidence::ErrorInfo {
+                        kind: "invalid".into(),
+                        message: message.clone(),
+                    };
+                    let run_id = engine
+                        .record_call(
+                            "runbook",
+                            "run",
+                            &args,
+                            &serde_json::Value::Null,
+                            Some(error),
+                        )
+                        .ok();
+                    let rec = engine::record::AuditRecord {
+                        tool: Some("runbook".into()),
+                        action: Some("run".into()),
+                        front_end: Some("cli".into()),
+                        run_id,
+                        args: Some(args),
+                        error: Some(
+                            json!({"kind": "invalid", "message": engine.redactor().redact(&message)}),
+                        ),
+                        ..engine::record::AuditRecord::new(engine::record::AuditKind::Rejected)
+                    };
+                    if let Err(e) = engine.audit().record(&rec, false) {
+                        render::err(&format!("error: the audit log cannot be written: {e}\n"));
+                    }
+                    return code;
+                }
             }
         }
     };

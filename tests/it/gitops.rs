@@ -778,3 +778,73 @@ fn doctor_connect_reaches_a_kube_target_and_says_what_its_user_may_do() {
         "{check}"
     );
 }
+
+#[test]
+fn hostile_names_are_refused_before_anything_is_touched_and_a_wrong_app_fails_at_once() {
+    let w = World::new(Ci {
+        pending_polls: 0,
+        conclusion: "success",
+    });
+    let clone = w.project.path().join("gitops");
+    let head = git(&clone, &["rev-parse", "HEAD"]);
+    for (name, value) in [
+        ("repository", "acme/../../admin"),
+        ("repository", "acme/deploy?x=1"),
+        ("branch", "-f"),
+        ("app", "web/../../settings"),
+    ] {
+        let out = w.release(&[("patch", &patch("1.1")), ("message", "m"), (name, value)]);
+        // refused as a whole before a step is planned to run, the input named
+        assert_eq!(out["status"], "invalid", "{name}={value}: {out:#}");
+        let d = &out["diagnostics"][0];
+        assert_eq!(d["code"], "invalid-input", "{d}");
+        assert!(
+            d["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(name) && m.contains("does not match")),
+            "{name}={value}: {d}"
+        );
+    }
+    assert!(w.forge.server.requests().is_empty());
+    assert!(w.argo.server.requests().is_empty());
+    // each refusal is in the audit log, with the inputs' names and never their values
+    let rejected: Vec<Value> = audit(&w.project)
+        .into_iter()
+        .filter(|r| r["kind"] == "rejected" && r["front_end"] == "cli")
+        .collect();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r["args"]["name"] == "gitops.release")
+    );
+    assert!(
+        !rejected[0]["args"].to_string().contains("acme"),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(git(&clone, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&clone, &["status", "--porcelain"]), "");
+
+    // an application Argo CD does not know: a 404 at the first poll, not minutes of retries
+    let out = w
+        .project
+        .infra()
+        .args([
+            "run",
+            "gitops.verify",
+            "--json",
+            "-i",
+            "argocd_target=argocd",
+            "-i",
+            "app=nope",
+        ])
+        .output()
+        .expect("run");
+    let v = crate::stdout_json(&out);
+    assert_eq!(v["status"], "failed", "{v:#}");
+    let health = &v["steps"][0];
+    assert_eq!(health["id"], "health");
+    assert_eq!(health["attempts"], 1, "{health:#}");
+    assert!(health.to_string().contains("404"), "{health:#}");
+}
