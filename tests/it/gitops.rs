@@ -848,3 +848,38 @@ fn hostile_names_are_refused_before_anything_is_touched_and_a_wrong_app_fails_at
     assert_eq!(health["attempts"], 1, "{health:#}");
     assert!(health.to_string().contains("404"), "{health:#}");
 }
+
+#[test]
+fn the_gitops_runbooks_serve_intents_and_sync_follows_the_projects_tool() {
+    let p = Project::new()
+        .file("clusters/prod/flux-system/gotk-sync.yaml", "kind: Kustomization\n")
+        .file(
+            "argo/app.yaml",
+            "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web}\n",
+        );
+    let explain = |root: &Path, intent: &str, inputs: &[&str]| {
+        let mut c = p.infra();
+        c.args(["intent", "explain", intent, "--json", "--repo-root"])
+            .arg(root);
+        for i in inputs {
+            c.args(["-i", i]);
+        }
+        crate::stdout_json(&c.output().expect("explain"))
+    };
+    // a Flux project syncs through Flux, an Argo CD one through Argo CD
+    let flux = p.path().join("clusters");
+    let r = explain(&flux, "gitops.sync", &["kustomization=apps"]);
+    assert_eq!(r["capability"], "gitops.sync.flux", "{r}");
+    let argo = p.path().join("argo");
+    let r = explain(&argo, "gitops.sync", &["target=argocd", "app=web"]);
+    assert_eq!(r["capability"], "gitops.sync.argocd", "{r}");
+    // the release is a write: explained, with `apply` required to run it
+    let r = explain(
+        &argo,
+        "gitops.release",
+        &["branch=b", "message=m", "forge_target=f", "repository=a/b"],
+    );
+    assert_eq!(r["capability"], "gitops.release", "{r}");
+    assert_eq!(r["effects"]["requires_apply"], true, "{r}");
+    assert_eq!(r["steps"][0]["inputs"]["repo_path"], argo.display().to_string(), "{r}");
+}
