@@ -852,7 +852,10 @@ fn hostile_names_are_refused_before_anything_is_touched_and_a_wrong_app_fails_at
 #[test]
 fn the_gitops_runbooks_serve_intents_and_sync_follows_the_projects_tool() {
     let p = Project::new()
-        .file("clusters/prod/flux-system/gotk-sync.yaml", "kind: Kustomization\n")
+        .file(
+            "clusters/prod/flux-system/gotk-sync.yaml",
+            "kind: Kustomization\n",
+        )
         .file(
             "argo/app.yaml",
             "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web}\n",
@@ -881,5 +884,9 @@ fn the_gitops_runbooks_serve_intents_and_sync_follows_the_projects_tool() {
     );
     assert_eq!(r["capability"], "gitops.release", "{r}");
     assert_eq!(r["effects"]["requires_apply"], true, "{r}");
-    assert_eq!(r["steps"][0]["inputs"]["repo_path"], argo.display().to_string(), "{r}");
+    assert_eq!(
+        r["steps"][0]["inputs"]["repo_path"],
+        argo.display().to_string(),
+        "{r}"
+    );
 }

@@ -202,3 +202,40 @@ fn every_ok_file_compiles_to_its_pinned_plan() {
         "compiled plans changed (UPDATE_EXPECT=1 to accept): {mismatches:?}"
     );
 }
+
+/// The compiled plans of the built-in `k8s.*`, `preflight.k8s` and `gitops.*` runbooks, pinned in
+/// `tests/data/builtin-cluster.plan.json`: each kubectl, git and forge call they make, with the
+/// arguments it is given, shows as a diff when it changes. `UPDATE_EXPECT=1` rewrites it.
+#[test]
+fn the_cluster_and_gitops_built_ins_compile_to_their_pinned_plans() {
+    let catalog = engine::Catalog::builtin();
+    let opts = engine::CompileOptions {
+        resolver: Some(&catalog),
+        stack: Vec::new(),
+    };
+    let mut plans = serde_json::Map::new();
+    let mut entries: Vec<_> = catalog
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            let n = &e.runbook.name;
+            n.starts_with("k8s.") || n.starts_with("gitops.") || n == "preflight.k8s"
+        })
+        .collect();
+    entries.sort_by(|a, b| a.runbook.name.cmp(&b.runbook.name));
+    for e in entries {
+        let plan = engine::compile(e.runbook.clone(), &opts)
+            .unwrap_or_else(|d| panic!("{}: {d:?}", e.runbook.name));
+        plans.insert(e.runbook.name.clone(), plan.to_json());
+    }
+    assert_eq!(plans.len(), 14, "{:?}", plans.keys().collect::<Vec<_>>());
+    let rendered = serde_json::to_string_pretty(&plans).expect("json") + "\n";
+    let expect = data_dir().join("builtin-cluster.plan.json");
+    match std::fs::read_to_string(&expect) {
+        Ok(old) if std::env::var_os("UPDATE_EXPECT").is_none() => assert!(
+            old == rendered,
+            "the built-in cluster runbooks compile differently (UPDATE_EXPECT=1 to accept)"
+        ),
+        _ => std::fs::write(&expect, &rendered).expect("write expectation"),
+    }
+}
