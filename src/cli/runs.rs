@@ -163,10 +163,18 @@ pub fn run(cmd: Command) -> u8 {
                             status,
                             duration_ms,
                             error,
+                            outputs,
                             ..
                         } => format!(
-                            "{ts}  {step} {} in {duration_ms} ms{}\n",
+                            "{ts}  {step} {} in {duration_ms} ms{}{}\n",
                             status.as_str(),
+                            // a nested run: where its own story is
+                            match (outputs["runbook"].as_str(), outputs["run_id"].as_str()) {
+                                (Some(rb), Some(id)) => {
+                                    format!(" (run {} of {rb})", id.get(..8).unwrap_or(id))
+                                }
+                                _ => String::new(),
+                            },
                             error
                                 .as_ref()
                                 .map(|e| format!(" — {}: {}", e.kind, e.message))

@@ -408,6 +408,31 @@ fn a_release_goes_from_patch_to_verified_deploy_through_pr_checks_merge_and_sync
         );
     }
     assert!(audit.iter().all(|r| r["runbook"] != "gitops.rollback"));
+    // `runs show` tells the story step by step, pointing at each nested run and its first poll
+    let id = out["run_id"].as_str().expect("run id").to_owned();
+    let shown = w
+        .project
+        .infra()
+        .args(["runs", "show", &id[..12]])
+        .output()
+        .expect("show");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let propose_run = audit
+        .iter()
+        .find(|r| r["kind"] == "run_started" && r["runbook"] == "gitops.propose")
+        .and_then(|r| r["run_id"].as_str())
+        .expect("the propose run")
+        .to_owned();
+    assert!(
+        shown.contains("propose succeeded")
+            && shown.contains(&format!("(run {} of gitops.propose)", &propose_run[..8])),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("checks failed")
+            && shown.contains("until_not_met: `until` is false after attempt 1"),
+        "{shown}"
+    );
     w.assert_no_token_on_disk();
     let out = w
         .project

@@ -8,15 +8,18 @@
 //! above (if it cannot be written the call is refused); `actions::invoke` with a deadline from the
 //! step's `timeout_ms` (or the call's `timeout_ms` argument) and the step's artifact directory and
 //! URI (`<step>` or `<step>/<index>`); audit `outcome` (unwritable: `audit_incomplete`, the action
-//! did run); journal `node_finished` with status, duration, exit code, only the
+//! did run); the step's `retry.until` over the result (false: this attempt ends `until_not_met`
+//! with the result kept, and so the journal says so); journal `node_finished` with status, duration, exit code, only the
 //! `*_bytes`/`*_sha256`/`*_truncated` fields of the result, the artifact URIs and the redacted
 //! error. A retry writes its artifacts under `<step>/attempt-<n>/`, so no attempt overwrites
 //! another's and the journal's digests always match the files.
 
 use crate::error::ErrorKind;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dsl::Effect;
+use dsl::template::{Mode, renderer};
 use serde_json::{Map, Value};
 
 use super::*;
@@ -33,6 +36,7 @@ impl RunCx<'_> {
         node: &PlanNode,
         args: &Map<String, Value>,
         index: Option<usize>,
+        item: &Value,
         attempt: u32,
         cancel: &CancelToken,
     ) -> Result<Value, ActionError> {
@@ -178,6 +182,25 @@ impl RunCx<'_> {
             }
             r
         })();
+        let result = match (
+            result,
+            node.step.retry.as_ref().and_then(|r| r.until.as_ref()),
+        ) {
+            (Ok(v), Some(until)) => {
+                let mut ctx = self.context(node, &HashMap::new(), index.map(|i| (item, i)));
+                ctx["result"] = v.clone();
+                match renderer().render(until, Mode::Plain, &ctx) {
+                    Ok(t) if truthy(&t) => Ok(v),
+                    Ok(_) => Err(ActionError::new(
+                        ErrorKind::UntilNotMet,
+                        format!("`until` is false after attempt {attempt}"),
+                    )
+                    .with_result(v)),
+                    Err(e) => Err(ActionError::new(ErrorKind::Template, e.message)),
+                }
+            }
+            (r, _) => r,
+        };
         let (status, error, outputs, artifacts, exit_code) = match &result {
             Ok(v) => (
                 Status::Succeeded,
@@ -222,15 +245,20 @@ impl RunCx<'_> {
     }
 }
 
-/// Byte counts and digests from a result, for the evidence (never the output itself).
+/// Byte counts and digests from a result, and a nested run's `run_id` and `runbook`, for the
+/// evidence (never the output itself).
 pub(super) fn output_summary(v: &Value) -> Value {
     let Some(o) = v.as_object() else {
         return Value::Null;
     };
+    let nested = o.contains_key("run_id") && o.contains_key("runbook");
     let kept: Map<String, Value> = o
         .iter()
         .filter(|(k, _)| {
-            k.ends_with("_bytes") || k.ends_with("_sha256") || k.ends_with("_truncated")
+            k.ends_with("_bytes")
+                || k.ends_with("_sha256")
+                || k.ends_with("_truncated")
+                || (nested && matches!(k.as_str(), "run_id" | "runbook"))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();

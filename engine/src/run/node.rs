@@ -9,11 +9,9 @@
 //! and `audit_unavailable` never).
 
 use crate::error::ErrorKind;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use dsl::template::{Mode, renderer};
 use serde_json::{Map, Value, json};
 
 use super::*;
@@ -207,27 +205,7 @@ impl RunCx<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut r = self.attempt(node, args, index, attempt, cancel);
-            if let (Ok(v), Some(until)) = (&r, retry.and_then(|r| r.until.as_ref())) {
-                let mut ctx = self.context(node, &HashMap::new(), index.map(|i| (item, i)));
-                ctx["result"] = v.clone();
-                match renderer().render(until, Mode::Plain, &ctx) {
-                    Ok(t) if truthy(&t) => {}
-                    Ok(_) => {
-                        r = Err(ActionError::new(
-                            ErrorKind::UntilNotMet,
-                            format!("`until` stayed false after {attempt} attempt(s): {until}"),
-                        )
-                        .with_result(v.clone()));
-                    }
-                    Err(e) => {
-                        return (
-                            Err(ActionError::new(ErrorKind::Template, e.message)),
-                            attempt,
-                        );
-                    }
-                }
-            }
+            let mut r = self.attempt(node, args, index, item, attempt, cancel);
             let retryable = match &r {
                 Ok(_) => false,
                 Err(e) => match e.kind {
@@ -243,6 +221,12 @@ impl RunCx<'_> {
                 },
             };
             if !retryable || attempt >= max || cancel.is_cancelled() {
+                if let Err(e) = &mut r
+                    && e.kind == ErrorKind::UntilNotMet
+                    && let Some(until) = retry.and_then(|r| r.until.as_ref())
+                {
+                    e.message = format!("`until` stayed false after {attempt} attempt(s): {until}");
+                }
                 return (r, attempt);
             }
             let mut wait = delay;
