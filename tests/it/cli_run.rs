@@ -82,7 +82,7 @@ fn repo_snapshot_runs_on_the_current_repository_with_no_opt_in() {
 }
 
 #[test]
-fn bad_inputs_are_usage_errors_and_run_nothing() {
+fn bad_inputs_are_usage_errors_run_nothing_and_are_audited() {
     let profiles = tempfile::tempdir().expect("profiles");
     let out = crate::infra_in(profiles.path(), profiles.path())
         .args(["run", "hello.world"])
@@ -96,10 +96,16 @@ fn bad_inputs_are_usage_errors_and_run_nothing() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `message`?"));
-    assert!(
-        !profiles.path().join("audit.jsonl").exists(),
-        "nothing ran, nothing was audited"
-    );
+    // nothing ran; each refusal is audited (input names, not values) like a refused MCP call
+    let audit = std::fs::read_to_string(profiles.path().join("audit.jsonl")).expect("audit");
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(records.len(), 2, "{audit}");
+    assert!(records.iter().all(|r| r["kind"] == "rejected" && r["front_end"] == "cli"));
+    assert_eq!(records[1]["args"]["inputs"], serde_json::json!(["mesage"]));
+    assert!(!audit.contains("hi\""), "{audit}");
 }
 
 #[test]
