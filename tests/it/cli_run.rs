@@ -103,7 +103,11 @@ fn bad_inputs_are_usage_errors_run_nothing_and_are_audited() {
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
     assert_eq!(records.len(), 2, "{audit}");
-    assert!(records.iter().all(|r| r["kind"] == "rejected" && r["front_end"] == "cli"));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kind"] == "rejected" && r["front_end"] == "cli")
+    );
     assert_eq!(records[1]["args"]["inputs"], serde_json::json!(["mesage"]));
     assert!(!audit.contains("hi\""), "{audit}");
 }

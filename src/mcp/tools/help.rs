@@ -116,7 +116,9 @@ pub fn call(engine: &Engine, listed: &[ToolDesc], p: &Params) -> Reply {
             &[&rb.name, rb.description.as_deref().unwrap_or(""), &tags],
         );
         if q.is_empty() || n > 0 {
-            found_runbooks.push((n, json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin})));
+            // among runbooks matching as many words, those whose names hold them come first
+            let rank = 2 * n + matches_query(&q, &[&rb.name]);
+            found_runbooks.push((rank, json!({"name": rb.name, "description": rb.description, "tags": rb.tags, "source": e.origin})));
         }
     }
     let limit = p.limit.unwrap_or(10) as usize;
