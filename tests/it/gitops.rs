@@ -11,40 +11,12 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::project::Project;
+use crate::repo_write::git;
 use crate::support::forge::{Argo, Ci, Forge, Prometheus};
 use crate::support::kube::Kube;
 
 const TOKEN: &str = "forge-token-Zq8x-not-for-output";
 const ARGO_TOKEN: &str = "argo-token-Kp3w-not-for-output";
-
-/// `git` with a fixed identity and no user or system configuration; its trimmed stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Tester",
-            "-c",
-            "user.email=tester@example.com",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 const OVERLAY: &str = "gitops/deploy/overlays/prod";
 
@@ -250,6 +222,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// One step of a run's outcome (`infra run --json`), by id.
+fn step(v: &Value, id: &str) -> Value {
+    v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no step {id} in {v}"))
+}
+
 /// The status of each step of a run's outcome (`infra run --json`), by id.
 fn statuses(v: &Value) -> Vec<(String, String)> {
     v["steps"]
@@ -377,19 +360,10 @@ fn a_release_goes_from_patch_to_verified_deploy_through_pr_checks_merge_and_sync
         assert_ne!(status_of(&out, id), "failed", "{id}");
     }
     assert_eq!(status_of(&out, "sync_flux"), "skipped");
-    let step = |id: &str| {
-        out["steps"]
-            .as_array()
-            .expect("steps")
-            .iter()
-            .find(|s| s["id"] == id)
-            .cloned()
-            .expect("step")
-    };
-    let plan = &step("propose")["result"]["outputs"]["plan"];
+    let plan = &step(&out, "propose")["result"]["outputs"]["plan"];
     assert_eq!(plan["images"][0], "ghcr.io/acme/web:1.1", "{plan:#}");
     assert_eq!(plan["changes"]["files_changed"], 1);
-    assert!(step("checks")["attempts"].as_u64().expect("attempts") >= 3);
+    assert!(step(&out, "checks")["attempts"].as_u64().expect("attempts") >= 3);
 
     // the audit log: the release and each nested run started and finished, the forge calls recorded
     let audit = audit(&w.project);
@@ -479,12 +453,7 @@ fn a_failed_verify_after_the_merge_reverts_it_pushes_and_syncs_the_revert() {
     assert_eq!(w.argo.deployed(), Some(tip));
 
     // the verdict that failed is the metric's, and the pull request was told
-    let verify = out["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == "verify")
-        .expect("verify");
+    let verify = step(&out, "verify");
     assert_eq!(verify["result"]["status"], "failed", "{verify:#}");
     let reqs = w.forge.server.requests();
     let last = reqs.last().expect("a request");
@@ -569,12 +538,7 @@ fn failed_checks_stop_the_release_before_the_merge() {
     assert_eq!(status_of(&out, "checks"), "succeeded");
     assert_eq!(status_of(&out, "checks_passed"), "failed");
     assert_eq!(status_of(&out, "merge"), "skipped");
-    let err = out["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == "checks_passed")
-        .expect("step")["error"]["message"]
+    let err = step(&out, "checks_passed")["error"]["message"]
         .as_str()
         .expect("message")
         .to_owned();
@@ -603,13 +567,7 @@ fn an_image_policy_violation_stops_the_proposal_before_anything_is_pushed() {
     let out = w.release(&[("patch", &patch("latest")), ("message", "web latest")]);
     assert_eq!(out["status"], "failed", "{out:#}");
     assert_eq!(status_of(&out, "propose"), "failed");
-    let propose = out["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["id"] == "propose")
-        .expect("step")
-        .clone();
+    let propose = step(&out, "propose");
     assert!(
         propose.to_string().contains("disallow_latest") || propose.to_string().contains("latest"),
         "{propose:#}"

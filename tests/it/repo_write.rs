@@ -13,7 +13,7 @@ use crate::project::Project;
 use crate::support::sshd::Sshd;
 
 /// `git` with a fixed identity and no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args([
             "-c",

@@ -49,7 +49,7 @@ fn git(bare: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn branch_tip(bare: &Path, branch: &str) -> Option<String> {
+pub(super) fn branch_tip(bare: &Path, branch: &str) -> Option<String> {
     git(
         bare,
         &["rev-parse", "--verify", &format!("refs/heads/{branch}")],
@@ -57,7 +57,7 @@ fn branch_tip(bare: &Path, branch: &str) -> Option<String> {
 }
 
 /// Whether the tree of `rev` holds `text` in any file.
-fn holds(bare: &Path, rev: &str, text: &str) -> bool {
+pub(super) fn holds(bare: &Path, rev: &str, text: &str) -> bool {
     git(bare, &["grep", "-q", "-F", text, rev]).is_some()
 }
 

@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Value, json};
 
+use super::forge::{branch_tip, holds};
 use super::http::{HttpServer, Recorded, Reply};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,31 +89,6 @@ impl std::fmt::Debug for Kube {
     }
 }
 
-fn tip(bare: &Path, branch: &str) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(bare)
-        .args(["rev-parse", "--verify", &format!("refs/heads/{branch}")])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn holds(bare: &Path, rev: &str, text: &str) -> bool {
-    Command::new("git")
-        .arg("-C")
-        .arg(bare)
-        .args(["grep", "-q", "-F", text, rev])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn status(code: u16, reason: &str, message: &str) -> Reply {
     Reply::new(
         code,
@@ -151,7 +126,7 @@ impl Kube {
     /// `flux-system`, reconciled from `bare`'s `main`.
     pub fn start(bare: &Path, name: &str, not_ready_when: Option<&str>) -> Kube {
         let mut objects = HashMap::new();
-        let rev = tip(bare, "main").unwrap_or_default();
+        let rev = branch_tip(bare, "main").unwrap_or_default();
         for (group, plural, kind) in [
             (
                 "kustomize.toolkit.fluxcd.io",
@@ -321,7 +296,7 @@ fn reconcile_step(s: &mut State, path: &str) {
         }
         return;
     }
-    let rev = tip(&s.bare, "main").unwrap_or_default();
+    let rev = branch_tip(&s.bare, "main").unwrap_or_default();
     let ready = !s
         .not_ready_when
         .as_deref()
