@@ -873,3 +873,49 @@ fn the_gitops_runbooks_serve_intents_and_sync_follows_the_projects_tool() {
         "{r}"
     );
 }
+
+#[test]
+fn a_flux_kustomization_that_is_not_ready_after_the_merge_is_rolled_back_through_flux() {
+    let w = World::new(Ci {
+        pending_polls: 0,
+        conclusion: "success",
+    });
+    let before = w.main_tip();
+    let out = w.release(&[
+        ("patch", &patch("6.6.6-degraded")),
+        ("message", "web degraded"),
+        ("sync", "flux"),
+        ("kube_target", "cluster"),
+        ("kustomization", "apps"),
+        ("prometheus_target", ""),
+    ]);
+    assert_eq!(out["status"], "failed", "{out:#}");
+    assert_eq!(status_of(&out, "sync_flux"), "failed");
+    assert_eq!(status_of(&out, "verify"), "skipped");
+    assert_eq!(status_of(&out, "merge-rollback"), "succeeded", "{out:#}");
+    assert!(
+        step(&out, "sync_flux")
+            .to_string()
+            .contains("step `ready` failed"),
+        "{:#}",
+        step(&out, "sync_flux")
+    );
+    // the revert is on main, and Flux reconciled it (a second request) and is Ready on it
+    assert_eq!(git(&w.bare, &["rev-parse", "main^^"]), before);
+    assert_eq!(w.main_file(), kustomization("1.0").trim_end());
+    let ks = "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/apps";
+    let patches = w
+        .kube
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with(ks))
+        .count();
+    assert_eq!(patches, 2, "the release's sync, then the rollback's");
+    let object = w.kube.object(ks).expect("kustomization");
+    assert_eq!(
+        object["status"]["lastAppliedRevision"],
+        format!("main@sha1:{}", w.main_tip())
+    );
+    assert_eq!(object["status"]["conditions"][0]["status"], "True");
+}
