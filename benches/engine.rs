@@ -1,6 +1,7 @@
 //! Engine overhead: chains of `state.set` (writes: an fsync'd intent each) and `state.get` nodes (10
 //! to 100,000), a chain of `local.exec true` against
-//! spawning `true` directly, and time and peak memory while capturing 1 GiB of stdout, with no
+//! spawning `true` directly (and against spawning it after one fdatasync'd append each, the floor
+//! of a step whose intent is durable), and time and peak memory while capturing 1 GiB of stdout, with no
 //! secret known and with 20. Run with `cargo bench --bench engine`.
 //!
 //! Each measurement runs in its own child process (this binary with `--one …`) so peak RSS is its own.
@@ -8,7 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 mod common;
-use common::peak_rss_kib;
+use common::{cpu_ms, peak_rss_kib};
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -108,6 +109,7 @@ fn one(what: &str, n: usize) {
             );
         }
         "exec" => {
+            let cpu0 = cpu_ms().0;
             let t = Instant::now();
             for _ in 0..n {
                 let st = std::process::Command::new("true")
@@ -116,6 +118,26 @@ fn one(what: &str, n: usize) {
                 assert!(st.success());
             }
             let bare = t.elapsed();
+            let cpu1 = cpu_ms().0;
+            // the floor with the one durable write a step owes: an intent-sized line appended and
+            // fdatasync'd before each spawn, in the same directory as the run's audit log
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(dir.path().join("floor.jsonl"))
+                .expect("floor log");
+            let line = [b'x'; 400];
+            let t = Instant::now();
+            for _ in 0..n {
+                std::io::Write::write_all(&mut log, &line).expect("write");
+                log.sync_data().expect("fdatasync");
+                let st = std::process::Command::new("true")
+                    .status()
+                    .expect("spawn true");
+                assert!(st.success());
+            }
+            let synced = t.elapsed();
+            let cpu2 = cpu_ms().0;
             let d = run(
                 &e,
                 &chain(
@@ -124,12 +146,23 @@ fn one(what: &str, n: usize) {
                 ),
             );
             println!(
-                "local.exec true ×{n}: {:8.1} ms ({:.3} ms/node); spawning `true` directly ×{n}: {:8.1} ms ({:.3} ms each); ratio {:.2}×",
+                "local.exec true ×{n}: {:8.1} ms ({:.3} ms/node); spawning `true` directly ×{n}: {:8.1} ms ({:.3} ms each); ratio {:.2}×; with one fdatasync each: {:8.1} ms ({:.3} ms each); ratio {:.2}×",
                 d.as_secs_f64() * 1e3,
                 d.as_secs_f64() * 1e3 / n as f64,
                 bare.as_secs_f64() * 1e3,
                 bare.as_secs_f64() * 1e3 / n as f64,
-                d.as_secs_f64() / bare.as_secs_f64()
+                d.as_secs_f64() / bare.as_secs_f64(),
+                synced.as_secs_f64() * 1e3,
+                synced.as_secs_f64() * 1e3 / n as f64,
+                d.as_secs_f64() / synced.as_secs_f64()
+            );
+            // this process's own CPU (children apart), which a busy machine moves far less
+            let cpu3 = cpu_ms().0;
+            println!(
+                "  CPU of infra's own process: {:.3} ms/node (load and compile included); spawning directly: {:.3} ms each; with one fdatasync: {:.3} ms each",
+                (cpu3 - cpu2) / n as f64,
+                (cpu1 - cpu0) / n as f64,
+                (cpu2 - cpu1) / n as f64
             );
         }
         "proc" => {
@@ -145,15 +178,18 @@ fn one(what: &str, n: usize) {
                 ..Default::default()
             };
             let cancel = engine::run::CancelToken::new();
+            let cpu0 = cpu_ms().0;
             let t = Instant::now();
             for _ in 0..n {
                 engine::exec::process::run(&spec, None, &cancel, &cap).expect("true");
             }
             let d = t.elapsed();
+            let cpu1 = cpu_ms().0;
             println!(
-                "process::run true ×{n}: {:8.1} ms ({:.3} ms each)",
+                "process::run true ×{n}: {:8.1} ms ({:.3} ms each; CPU of this process {:.3} ms each)",
                 d.as_secs_f64() * 1e3,
-                d.as_secs_f64() * 1e3 / n as f64
+                d.as_secs_f64() * 1e3 / n as f64,
+                (cpu1 - cpu0) / n as f64
             );
         }
         "gib" | "gib-secrets" => {

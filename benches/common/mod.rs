@@ -14,6 +14,25 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time used so far, in ms: this process's own (user + system), and its reaped children's (from
+/// `/proc/self/stat`, in clock ticks of 10 ms). A figure that CPU contention on a busy machine moves
+/// far less than wall time.
+pub fn cpu_ms() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    // after the command: state is field 3; utime, stime, cutime, cstime are fields 14 to 17
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 4 {
+        return (0.0, 0.0);
+    }
+    ((f[0] + f[1]) * 10.0, (f[2] + f[3]) * 10.0)
+}
+
 /// Runs this bench binary again with `args` (a `--one…` mode that prints `seconds bytes rows rss_kib`)
 /// and answers `(seconds, bytes, peak RSS in KiB)`.
 pub fn child(args: &[&str]) -> (f64, f64, f64) {

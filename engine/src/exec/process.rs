@@ -1,5 +1,5 @@
 //! Running a local process: its own process group (killed whole on timeout or cancel, and any
-//! process that left the group but holds the output killed too), stdin fed from a thread, stdout
+//! process that left the group but holds the output killed too), stdin fed without blocking, stdout
 //! and stderr drained to artifacts past any capture cap (the child never blocks on a full pipe)
 //! with bounded memory whatever the output size.
 //!
@@ -8,8 +8,11 @@
 //! (`ssh` uses it too): `exit_code`, `signal`, `stdout`, `*_truncated`, `*_bytes`, `*_sha256`,
 //! `*_uri`, and the error for a timeout, cancel or failure.
 //!
-//! `run(spec, deadline, cancel, capture)`: the child in its own process group (`process_group(0)`),
-//! stdin fed by a detached thread, stdout and stderr read on the calling thread with `poll` (short
+//! `run(spec, deadline, cancel, capture)`: the child in its own process group (`process_group(0)`;
+//! std spawns it with `posix_spawn`, a `vfork`-like clone, as long as no `pre_exec` is added and the
+//! environment is only copied when it changes: `INFRA_AUDIT_KEY` removed when set, the step's `env`),
+//! stdin written at once as far as the pipe takes it (`feed_stdin`; a detached thread only for a
+//! rest), stdout and stderr read on the calling thread with `poll` (short
 //! ticks for cancel and deadline), and `ExitWatch`, which hears the exit without reaping (a pidfd
 //! polled on the same thread; a `waitid` thread where pidfds are missing), kills what is left of
 //! the group (background children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
@@ -17,11 +20,12 @@
 //! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
 //! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
 //! is left (`output_incomplete`). A process that left the group and let go of the output is not
-//! seen.
+//! seen. Nothing of this runs for a command whose output reached its end: the pipes are named
+//! (`pipe_name`, from `fstat`) and `/proc` scanned only for streams still open at that point.
 
 use crate::error::ErrorKind;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -68,6 +72,14 @@ const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495
 /// How long a finished process's pipes may stay open (held by a background child) before its group is
 /// killed.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes read from a pipe at once: a whole default pipe buffer.
+const READ_BUF_LEN: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's read buffer for [`run`], kept between processes.
+    static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// A captured output stream, once it has ended.
 #[derive(Debug)]
@@ -150,12 +162,53 @@ fn kill_group(pgid: i32) {
 /// still held the output were killed: the bound on what a call adds to its timeout.
 const GRACE: Duration = Duration::from_millis(500);
 
-/// `pipe:[<inode>]`, as `/proc/<pid>/fd/<n>` names the pipe behind `fd`.
-fn pipe_name(fd: &impl AsRawFd) -> Option<String> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .ok()
-        .map(|p| p.display().to_string())
-        .filter(|n| n.starts_with("pipe:"))
+/// `pipe:[<inode>]`, as `/proc/<pid>/fd/<n>` names the pipe behind `file` (from its `fstat`).
+fn pipe_name(file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = file.metadata().ok()?;
+    m.file_type()
+        .is_fifo()
+        .then(|| format!("pipe:[{}]", m.ino()))
+}
+
+/// Writes `data` to a child's stdin and closes it. What the pipe takes at once is written here (the
+/// pipe made non-blocking); only a rest that does not fit goes to a detached thread, which ends when
+/// the data is written or the last reader of the pipe is gone. A call with no or little input so
+/// starts no thread.
+fn feed_stdin(mut w: std::process::ChildStdin, data: &[u8]) {
+    let nonblocking = rustix::io::ioctl_fionbio(&w, true).is_ok();
+    let mut done = 0;
+    while nonblocking && done < data.len() {
+        match w.write(&data[done..]) {
+            Ok(0) => return,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // full: the rest goes to the thread
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // gone (`EPIPE`): nobody reads it
+            Err(_) => return,
+        }
+    }
+    if done == data.len() {
+        return;
+    }
+    let rest = data[done..].to_vec();
+    std::thread::spawn(move || {
+        let mut done = 0;
+        while done < rest.len() {
+            match w.write(&rest[done..]) {
+                Ok(0) => return,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // until the reader takes some, or is gone (then the write fails)
+                    let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::NONE);
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// A process that held a step's output after its group was ended: it left the group (`setsid`, a
@@ -242,8 +295,11 @@ pub fn run(
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    // the audit key seals records; a process that could read it could forge them
-    cmd.env_remove(crate::ctx::AUDIT_KEY_VAR);
+    // the audit key seals records; a process that could read it could forge them. Removing a
+    // variable makes the spawn copy the whole environment, so only when there is one to remove.
+    if std::env::var_os(crate::ctx::AUDIT_KEY_VAR).is_some() {
+        cmd.env_remove(crate::ctx::AUDIT_KEY_VAR);
+    }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
@@ -256,26 +312,20 @@ pub fn run(
     })?;
     let pgid = child.id() as i32;
     let mut streams: Vec<(Option<std::fs::File>, OutputSink)> = Vec::new();
-    let mut pipes = Vec::new();
     if let Some(o) = child.stdout.take() {
-        pipes.extend(pipe_name(&o));
         streams.push((
             Some(std::fs::File::from(std::os::fd::OwnedFd::from(o))),
             OutputSink::new("stdout", cap),
         ));
     }
     if let Some(e) = child.stderr.take() {
-        pipes.extend(pipe_name(&e));
         streams.push((
             Some(std::fs::File::from(std::os::fd::OwnedFd::from(e))),
             OutputSink::new("stderr", cap),
         ));
     }
-    if let (Some(mut w), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
-        // not waited for: it ends when the data is written or the last reader of the pipe is gone
-        std::thread::spawn(move || {
-            let _ = w.write_all(&data);
-        });
+    if let (Some(w), Some(data)) = (child.stdin.take(), spec.stdin.as_deref()) {
+        feed_stdin(w, data);
     }
     let mut exit_watch = ExitWatch::new(child, pgid);
     let mut ended: Option<&'static str> = None;
@@ -286,7 +336,9 @@ pub fn run(
     let mut stop_at: Option<Instant> = None;
     let mut escaped = Vec::new();
     let mut incomplete = false;
-    let mut buf = vec![0u8; 64 * 1024];
+    // the thread's read buffer, made once, not zeroed again per process
+    let mut buf = READ_BUF.take();
+    buf.resize(READ_BUF_LEN, 0);
     loop {
         let open: Vec<usize> = (0..streams.len())
             .filter(|&i| streams[i].0.is_some())
@@ -349,7 +401,12 @@ pub fn run(
             kill_holders_at = Some(linger);
         }
         if kill_holders_at.is_some_and(|t| now >= t) && stop_at.is_none() {
-            if streams.iter().any(|s| s.0.is_some()) {
+            // only a stream still open can have a holder (one at its end has no writer left)
+            let pipes: Vec<String> = streams
+                .iter()
+                .filter_map(|s| s.0.as_ref().and_then(pipe_name))
+                .collect();
+            if !pipes.is_empty() {
                 escaped = kill_holders(&pipes, pgid);
             }
             stop_at = Some(now + GRACE);
@@ -363,6 +420,7 @@ pub fn run(
             break;
         }
     }
+    READ_BUF.set(buf);
     let status = status.flatten();
     let exit = Exit {
         code: status.and_then(|s| s.code()),
@@ -607,6 +665,63 @@ mod tests {
                 .trim_start()
                 .starts_with('Z')
         })
+    }
+
+    fn capture(dir: &std::path::Path) -> Capture {
+        Capture {
+            dir: dir.join("out"),
+            uri_base: "artifact://runs/t".into(),
+            cap: 1 << 20,
+            redactor: Arc::new(Redactor::new()),
+        }
+    }
+
+    #[test]
+    fn stdin_reaches_the_child_whole_whether_the_pipe_takes_it_at_once_or_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cancel = CancelToken::new();
+        // nothing, a little (written at once), and 1 MiB (more than a pipe holds: the rest from a thread)
+        for size in [0usize, 10, 1 << 20] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let spec = ProcessSpec {
+                stdin: Some(data.clone()),
+                ..shell("wc -c")
+            };
+            let r = run(&spec, None, &cancel, &capture(dir.path())).expect("wc");
+            let counted = r["stdout"].as_str().expect("stdout").trim().to_owned();
+            assert_eq!(counted, size.to_string(), "{size} bytes in");
+        }
+    }
+
+    #[test]
+    fn stdin_nobody_reads_does_not_hold_the_call() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spec = ProcessSpec {
+            stdin: Some(vec![b'x'; 4 << 20]),
+            ..shell("exit 0")
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let r = run(
+            &spec,
+            Some(deadline),
+            &CancelToken::new(),
+            &capture(dir.path()),
+        );
+        assert_eq!(r.expect("exit 0")["exit_code"], 0);
+    }
+
+    #[test]
+    fn a_pipe_is_named_as_proc_names_it() {
+        let (r, _w) = std::io::pipe().expect("pipe");
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(r));
+        let by_proc = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ))
+        .expect("link");
+        assert_eq!(pipe_name(&file), Some(by_proc.display().to_string()));
+        let regular = tempfile::tempfile().expect("file");
+        assert_eq!(pipe_name(&regular), None);
     }
 
     #[test]
