@@ -47,6 +47,12 @@ impl Plan {
     /// digest as [`Plan::render`], also when a template cannot be rendered before the run (it stays a
     /// template, and the run fails at that step as it always would).
     pub fn render_for_run(&self, inputs: &Map<String, Value>) -> RenderedPlan {
+        if self.call && inputs.is_empty() {
+            return self
+                .rendered
+                .get_or_init(|| self.render_all(inputs).0)
+                .clone();
+        }
         self.render_all(inputs).0
     }
 
