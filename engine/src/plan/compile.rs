@@ -163,6 +163,8 @@ pub fn compile_call(
     }
     let plan = compile_call_text(tool, args, opts)?;
     if let Some(k) = key {
+        // rendered before it is kept, so every copy has its rendered plan
+        let _ = plan.render_for_run(&serde_json::Map::new());
         CallPlans::put(k, &plan);
     }
     Ok(plan)
