@@ -135,7 +135,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         effects,
         warnings: diags,
         call: false,
-        rendered: std::sync::OnceLock::new(),
+        rendered: Arc::default(),
     };
     Ok(plan)
 }
