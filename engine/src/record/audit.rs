@@ -247,6 +247,26 @@ impl serde::Serialize for Bounded<'_> {
     }
 }
 
+/// What one append writes after `seq`, `ts` and `prev`.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// An object's fields, cut (`Bounded`); the names the log owns are left out.
+    Fields(&'a Value),
+    /// A typed record that needs no cut ([`AuditRecord::fits`](super::AuditRecord::fits)).
+    Record(&'a super::AuditRecord),
+}
+
+/// Whether `v` is written as it is: no string over `MAX_FIELD` bytes, no array over 100 items, at
+/// any depth (bounded: deeper values are taken as not fitting, and go through `Bounded`).
+fn fits(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::String(s) => s.len() <= MAX_FIELD,
+        Value::Array(a) => depth < 64 && a.len() <= 100 && a.iter().all(|x| fits(x, depth + 1)),
+        Value::Object(o) => depth < 64 && o.values().all(|x| fits(x, depth + 1)),
+        _ => true,
+    }
+}
+
 /// A record without its last field when that is `"<name>":"<64 hex digits>"`: the bytes before the
 /// field (with the closing brace), and the field's value.
 fn split_last<'a>(line: &'a [u8], name: &str) -> Option<(Vec<u8>, &'a [u8])> {
@@ -402,19 +422,28 @@ impl Audit {
         }
     }
 
-    /// Appends one record (an object; `seq`, `ts` and `prev` are added). `durable` records are fsync'd
-    /// Appends a typed record (see [`AuditRecord`](super::AuditRecord)); `durable` as in `append`.
+    /// Appends a typed record (see [`AuditRecord`](super::AuditRecord)); `durable` as in `append`. A
+    /// record with nothing to cut (no string over 2 KiB, no array over 100 items) is serialized
+    /// straight into its line, the same bytes as through a `Value`.
     pub fn record(&self, record: &super::AuditRecord, durable: bool) -> Result<u64, AuditError> {
+        if record.fits(MAX_FIELD, &|v| fits(v, 0)) {
+            return self.append_body(Body::Record(record), durable);
+        }
         self.append(&record.to_value(), durable)
     }
 
+    /// Appends one record (an object; `seq`, `ts` and `prev` are added). `durable` records are fsync'd
     /// before this returns (intents of side effects). Returns the record's `seq`.
     ///
     /// The file stays open between appends and the last record's `seq` and hash are remembered, so an
-    /// append is a lock, a stat, a write and an unlock. The file is opened again when the path names
-    /// another file (renamed, replaced, deleted) and its last line read again when its length is not
-    /// the one this process left (another process appended, or it was cut).
+    /// append is a lock, two stats, a write and an unlock. The file is opened again when the path
+    /// names another file (renamed, replaced, deleted) and its last line read again when its length is
+    /// not the one this process left (another process appended, or it was cut).
     pub fn append(&self, fields: &Value, durable: bool) -> Result<u64, AuditError> {
+        self.append_body(Body::Fields(fields), durable)
+    }
+
+    fn append_body(&self, fields: Body<'_>, durable: bool) -> Result<u64, AuditError> {
         let mut open = self
             .open
             .lock()
@@ -516,7 +545,7 @@ impl Audit {
         &self,
         log: &mut OpenLog,
         len: u64,
-        fields: &Value,
+        fields: Body<'_>,
         durable: bool,
     ) -> Result<u64, AuditError> {
         let (seq, prev, terminated) = if len == log.len {
@@ -547,7 +576,17 @@ impl Audit {
         line.extend_from_slice(b",\"prev\":\"");
         line.extend_from_slice(prev.as_bytes());
         line.push(b'"');
-        if let Value::Object(o) = fields {
+        if let Body::Record(r) = fields {
+            // `{"kind":…}` without its braces, after the fields the log adds
+            let body = serde_json::to_vec(r).map_err(|e| self.err(io::Error::other(e)))?;
+            if let Some(inner) = body.strip_prefix(b"{").and_then(|b| b.strip_suffix(b"}"))
+                && !inner.is_empty()
+            {
+                line.push(b',');
+                line.extend_from_slice(inner);
+            }
+        }
+        if let Body::Fields(Value::Object(o)) = fields {
             for (k, v) in o {
                 if matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
                     continue;

@@ -676,3 +676,50 @@ fn long_fields_are_cut_in_place_and_the_line_is_laid_out_as_a_map_would_be() {
     );
     assert_eq!(a.verify().expect("verify").problem, None);
 }
+
+#[test]
+fn a_typed_record_is_written_as_its_value_would_be() {
+    use crate::record::{AuditKind, AuditRecord};
+    let dir = tempfile::tempdir().expect("tmp");
+    let typed = Audit::new(dir.path().join("a/audit.jsonl"));
+    let valued = Audit::new(dir.path().join("b/audit.jsonl"));
+    let small = AuditRecord {
+        run_id: Some("r1".into()),
+        step: Some("call".into()),
+        attempt: Some(1),
+        args: Some(json!({"action": "get", "key": "k\"é", "list": [1, 2.5, null]})),
+        ok: Some(true),
+        duration_ms: Some(3),
+        ..AuditRecord::new(AuditKind::Outcome)
+    };
+    let long = AuditRecord {
+        args: Some(json!({"text": "x".repeat(MAX_FIELD + 1), "n": (0..101).collect::<Vec<u32>>()})),
+        ..small.clone()
+    };
+    let long_name = AuditRecord {
+        runbook: Some("r".repeat(MAX_FIELD + 1)),
+        ..AuditRecord::new(AuditKind::RunStarted)
+    };
+    let empty = AuditRecord::new(AuditKind::Call);
+    for r in [&small, &long, &long_name, &empty] {
+        typed.record(r, false).expect("typed");
+        valued.append(&r.to_value(), false).expect("valued");
+    }
+    // the same bytes but for when each was written (and so the hashes)
+    let timeless = |a: &Audit| -> Vec<String> {
+        std::fs::read_to_string(a.path())
+            .expect("read")
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("record");
+                let ts = v["ts"].as_str().expect("ts");
+                let prev = v["prev"].as_str().expect("prev");
+                let l = l.replace(ts, "").replace(prev, "");
+                l[..l.find(",\"hash\":").expect("hash")].to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(timeless(&typed), timeless(&valued));
+    assert!(timeless(&typed)[2].contains(&format!("… ({} bytes)", MAX_FIELD + 1)));
+    assert_eq!(typed.verify().expect("verify").problem, None);
+}
