@@ -12,7 +12,10 @@
 //! index of runs that change nothing) are left in the WAL (other processes see them, a crash keeps
 //! them), the next synced write carrying them; a durable write (`with_sync(true, …)`: state, jobs,
 //! the index of runs that can write) raises it to `FULL` for its own transaction. Columns added later are added to older
-//! stores on open (`add_column`).
+//! stores on open (`add_column`). A single read's row (`run_whole`) is queued and written by the
+//! store's index writer thread, several in one transaction when they queue up (`Deferred`); every
+//! other use of the connection in this process writes the queue first, so it never reads an index
+//! without its own rows.
 //!
 //! `run_status` is the one place a run's status is decided, for `infra runs` and MCP `evidence`
 //! alike: a `running` row stays `running` while its owner lives (`ctx::ProcessRef::alive`:
