@@ -21,7 +21,8 @@
 //! `kosaraju_scc` and gives one `dependency-cycle` per component, with a shortest cycle path and
 //! carets at the first 16 steps. Nothing recurses per step (petgraph's `tarjan_scc` and
 //! `is_cyclic_directed` do). `compile_call` builds a one-step runbook (`name: call`, step `call`)
-//! as JSON text and compiles it through `dsl::load`. A plan's digest is its rendered form's
+//! as JSON text and compiles it through `dsl::load`; the plans of the last 64 distinct calls that
+//! resolve no nested runbook are kept and copied for the same call made again. A plan's digest is its rendered form's
 //! (`Plan::render`, `digest_of`), one digest for `infra plan`, runs and approvals.
 
 use std::collections::HashMap;
@@ -134,6 +135,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         effects,
         warnings: diags,
         call: false,
+        rendered: Arc::default(),
     };
     Ok(plan)
 }
@@ -141,7 +143,36 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
 /// Compiles a single tool call (one tool, one action, arguments) through the same path as a runbook: it
 /// becomes a one-step runbook named after what it does (`state.get`; `call` when the action is
 /// missing or malformed), then a one-node plan.
+///
+/// A call's plan is a function of its tool and arguments alone when nothing resolves nested
+/// runbooks, so the plans of recent such calls are kept (`CallPlans`) and the same call made again
+/// gets a copy of the same plan without its text being loaded again. Failed compilations are not
+/// kept (their diagnostics are made again).
 pub fn compile_call(
+    tool: &str,
+    args: &Value,
+    opts: &CompileOptions<'_>,
+) -> Result<Plan, Vec<Diagnostic>> {
+    let key = (opts.resolver.is_none() && opts.stack.is_empty())
+        .then(|| CallPlans::key(tool, args))
+        .flatten();
+    if let Some(k) = &key
+        && let Some(plan) = CallPlans::get(k)
+    {
+        return Ok(plan);
+    }
+    let plan = compile_call_text(tool, args, opts)?;
+    if let Some(k) = key {
+        // rendered before it is kept, so every copy has its rendered plan
+        let _ = plan.render_for_run(&serde_json::Map::new());
+        CallPlans::put(k, &plan);
+    }
+    Ok(plan)
+}
+
+/// [`compile_call`] without the kept plans: the call as a one-step runbook's text, through
+/// `dsl::load` and [`compile`].
+pub fn compile_call_text(
     tool: &str,
     args: &Value,
     opts: &CompileOptions<'_>,
@@ -170,6 +201,60 @@ pub fn compile_call(
     let mut plan = compile(Arc::new(rb), opts)?;
     plan.call = true;
     Ok(plan)
+}
+
+/// The plans of the last [`CallPlans::KEEP`] distinct calls, by tool and arguments (their compact
+/// JSON), oldest dropped first. Calls whose arguments are longer than [`CallPlans::MAX_KEY`] bytes
+/// are not kept.
+struct CallPlans {
+    plans: HashMap<String, Plan>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl CallPlans {
+    const KEEP: usize = 64;
+    const MAX_KEY: usize = 4096;
+
+    fn kept() -> &'static std::sync::Mutex<CallPlans> {
+        static KEPT: std::sync::OnceLock<std::sync::Mutex<CallPlans>> = std::sync::OnceLock::new();
+        KEPT.get_or_init(|| {
+            std::sync::Mutex::new(CallPlans {
+                plans: HashMap::new(),
+                order: std::collections::VecDeque::new(),
+            })
+        })
+    }
+
+    fn key(tool: &str, args: &Value) -> Option<String> {
+        let mut key = String::with_capacity(64);
+        key.push_str(tool);
+        key.push('\0');
+        key.push_str(&serde_json::to_string(args).ok()?);
+        (key.len() <= Self::MAX_KEY).then_some(key)
+    }
+
+    fn get(key: &str) -> Option<Plan> {
+        let kept = Self::kept()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.plans.get(key).cloned()
+    }
+
+    fn put(key: String, plan: &Plan) {
+        let mut kept = Self::kept()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.plans.contains_key(&key) {
+            return;
+        }
+        if kept.order.len() >= Self::KEEP
+            && let Some(old) = kept.order.pop_front()
+        {
+            kept.plans.remove(&old);
+        }
+        kept.order.push_back(key.clone());
+        kept.plans.insert(key, plan.clone());
+    }
 }
 
 fn resolve_step(
@@ -648,6 +733,96 @@ mod tests {
         assert!(
             d.iter()
                 .all(|d| d.code == Code::UnsafeInterpolation && !d.is_error())
+        );
+    }
+}
+
+#[cfg(test)]
+mod call_tests {
+    use super::*;
+
+    /// What a call's plan is to a run: its data, its rendered form and digest, its effect, its warnings.
+    fn seen(p: &Plan) -> (Value, Value, String, Effect, Vec<String>, bool) {
+        let r = p.render_for_run(&serde_json::Map::new());
+        let uncached = p.render(&serde_json::Map::new()).map(|r| r.digest);
+        if let Ok(d) = &uncached {
+            assert_eq!(&r.digest, d, "the kept render is the render");
+        }
+        (
+            p.to_json(),
+            r.json,
+            r.digest,
+            p.effects(),
+            p.warnings().iter().map(ToString::to_string).collect(),
+            p.is_call(),
+        )
+    }
+
+    #[test]
+    fn a_kept_call_plan_is_the_plan_the_text_compiles_to() {
+        let opts = CompileOptions::default();
+        let mut calls: Vec<(&str, Value)> = actions::all_actions()
+            .map(|a| (a.tool, (a.example)()))
+            .collect();
+        calls.extend([
+            (
+                "mcp_state",
+                serde_json::json!({"action": "get", "key": "k"}),
+            ),
+            (
+                "state",
+                serde_json::json!({"action": "get", "key": "{{ run.id }}"}),
+            ),
+            (
+                "local",
+                serde_json::json!({"action": "exec", "command": "echo {{ run.id | raw }}"}),
+            ),
+            (
+                "state",
+                serde_json::json!({"action": "set", "key": "k", "value": {"a": [1, 2.5, null]}}),
+            ),
+        ]);
+        for (tool, args) in &calls {
+            let text = compile_call_text(tool, args, &opts)
+                .unwrap_or_else(|d| panic!("{tool} {args}: {d:?}"));
+            let first = compile_call(tool, args, &opts).expect("compiles");
+            let again = compile_call(tool, args, &opts).expect("compiles again");
+            assert_eq!(seen(&first), seen(&text), "{tool} {args}");
+            assert_eq!(seen(&again), seen(&text), "{tool} {args}, kept");
+        }
+    }
+
+    #[test]
+    fn a_call_that_does_not_compile_is_not_kept_and_says_the_same_each_time() {
+        let opts = CompileOptions::default();
+        let args = serde_json::json!({"action": "set", "value": 1});
+        let text = compile_call_text("state", &args, &opts).expect_err("no key");
+        for _ in 0..2 {
+            let d = compile_call("state", &args, &opts).expect_err("no key");
+            assert_eq!(
+                d.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                text.iter().map(ToString::to_string).collect::<Vec<_>>()
+            );
+        }
+        let key = CallPlans::key("state", &args).expect("key");
+        assert!(CallPlans::get(&key).is_none());
+    }
+
+    #[test]
+    fn only_recent_calls_are_kept() {
+        let opts = CompileOptions::default();
+        let first = serde_json::json!({"action": "get", "key": "kept-first"});
+        compile_call("state", &first, &opts).expect("compiles");
+        for i in 0..CallPlans::KEEP + 8 {
+            let args = serde_json::json!({"action": "get", "key": format!("kept-{i}")});
+            compile_call("state", &args, &opts).expect("compiles");
+        }
+        let key = CallPlans::key("state", &first).expect("key");
+        assert!(CallPlans::get(&key).is_none(), "the oldest call was let go");
+        let big = serde_json::json!({"action": "get", "key": "x".repeat(CallPlans::MAX_KEY)});
+        assert!(
+            CallPlans::key("state", &big).is_none(),
+            "long arguments are not kept"
         );
     }
 }

@@ -87,6 +87,9 @@ pub struct Plan {
     warnings: Vec<dsl::Diagnostic>,
     /// Made by `compile_call`: one action called on its own, not a runbook.
     call: bool,
+    /// A call's rendered plan, made once (`Plan::render_for_run`: a call has no inputs, so it is
+    /// the same every time) and shared by the plan's copies.
+    rendered: Arc<std::sync::OnceLock<RenderedPlan>>,
 }
 
 impl Plan {

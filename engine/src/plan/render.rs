@@ -10,6 +10,8 @@
 //! plan: `infra plan` shows it, a run records it (and writes the JSON as `plan.json`), policy and
 //! approvals compare it. Credential arguments are masked in it (`mask_credentials`).
 
+use std::borrow::Cow;
+
 use dsl::template::Mode;
 use dsl::{Code, Diagnostic, Runbook};
 use serde_json::{Map, Value, json};
@@ -47,7 +49,16 @@ impl Plan {
     /// digest as [`Plan::render`], also when a template cannot be rendered before the run (it stays a
     /// template, and the run fails at that step as it always would).
     pub fn render_for_run(&self, inputs: &Map<String, Value>) -> RenderedPlan {
-        self.render_all(inputs).0
+        self.rendered_for_run(inputs).into_owned()
+    }
+
+    /// [`Plan::render_for_run`], borrowed where it was made before: a call's (no inputs) is made
+    /// once per plan and shared by its copies.
+    pub fn rendered_for_run(&self, inputs: &Map<String, Value>) -> Cow<'_, RenderedPlan> {
+        if self.call && inputs.is_empty() {
+            return Cow::Borrowed(self.rendered.get_or_init(|| self.render_all(inputs).0));
+        }
+        Cow::Owned(self.render_all(inputs).0)
     }
 
     fn render_all(&self, inputs: &Map<String, Value>) -> (RenderedPlan, Vec<Diagnostic>) {

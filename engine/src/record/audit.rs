@@ -14,12 +14,13 @@
 //! crash between the rename and the next record leaves no `audit.jsonl`; the next append makes it and
 //! chains to the rotated file, so the chain verifies either way. Files are never deleted.
 //!
-//! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when
-//! the path names another file), reads the last line backwards (`last_line`) unless the file has the
-//! length this process left it with (then the remembered `seq` and hash are the head), and writes one
-//! line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays
-//! at 100 items: `bound`), with a key a `mac`, and last `hash`, the SHA-256 of the line before it
-//! (`sealed`, `split_last`). `durable` fsyncs. After a torn last line it starts a new line and
+//! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when,
+//! under the lock, the path names another file), reads the last line backwards (`last_line`) unless
+//! the file has the length this process left it with (then the remembered `seq` and hash are the
+//! head), and writes one line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays at 100
+//! items: `Bounded`, which serializes them cut without copying them), with a key a `mac`, and last
+//! `hash`, the SHA-256 of the line before it (`sealed`, `split_last`). An append is a lock, a stat of
+//! the path, a stat of the file, one write and an unlock. `durable` fsyncs. After a torn last line it starts a new line and
 //! leaves the torn one for `verify`.
 //!
 //! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one.
@@ -44,7 +45,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// `prev` of the first record.
@@ -211,18 +212,58 @@ fn sha_hex(bytes: &[u8]) -> String {
     dsl::analyze::hex(&Sha256::digest(bytes))
 }
 
-fn bound(v: &Value) -> Value {
-    match v {
-        Value::String(s) if s.len() > MAX_FIELD => {
-            let mut cut = MAX_FIELD;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
+/// `v` as the log writes it: strings longer than `MAX_FIELD` cut (with their length), arrays at
+/// 100 items. Serialized in place, so a record's values are not copied to be bounded.
+struct Bounded<'a>(&'a Value);
+
+impl serde::Serialize for Bounded<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::String(t) if t.len() > MAX_FIELD => {
+                let mut cut = MAX_FIELD;
+                while !t.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.serialize_str(&format!("{}… ({} bytes)", &t[..cut], t.len()))
             }
-            Value::String(format!("{}… ({} bytes)", &s[..cut], s.len()))
+            Value::Array(a) => {
+                let n = a.len().min(100);
+                let mut seq = s.serialize_seq(Some(n))?;
+                for x in a.iter().take(n) {
+                    seq.serialize_element(&Bounded(x))?;
+                }
+                seq.end()
+            }
+            Value::Object(o) => {
+                let mut map = s.serialize_map(Some(o.len()))?;
+                for (k, x) in o {
+                    map.serialize_entry(k, &Bounded(x))?;
+                }
+                map.end()
+            }
+            other => other.serialize(s),
         }
-        Value::Array(a) => Value::Array(a.iter().take(100).map(bound).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), bound(x))).collect()),
-        other => other.clone(),
+    }
+}
+
+/// What one append writes after `seq`, `ts` and `prev`.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// An object's fields, cut (`Bounded`); the names the log owns are left out.
+    Fields(&'a Value),
+    /// A typed record that needs no cut ([`AuditRecord::fits`](super::AuditRecord::fits)).
+    Record(&'a super::AuditRecord),
+}
+
+/// Whether `v` is written as it is: no string over `MAX_FIELD` bytes, no array over 100 items, at
+/// any depth (bounded: deeper values are taken as not fitting, and go through `Bounded`).
+fn fits(v: &Value, depth: usize) -> bool {
+    match v {
+        Value::String(s) => s.len() <= MAX_FIELD,
+        Value::Array(a) => depth < 64 && a.len() <= 100 && a.iter().all(|x| fits(x, depth + 1)),
+        Value::Object(o) => depth < 64 && o.values().all(|x| fits(x, depth + 1)),
+        _ => true,
     }
 }
 
@@ -381,32 +422,37 @@ impl Audit {
         }
     }
 
-    /// Appends one record (an object; `seq`, `ts` and `prev` are added). `durable` records are fsync'd
-    /// Appends a typed record (see [`AuditRecord`](super::AuditRecord)); `durable` as in `append`.
+    /// Appends a typed record (see [`AuditRecord`](super::AuditRecord)); `durable` as in `append`. A
+    /// record with nothing to cut (no string over 2 KiB, no array over 100 items) is serialized
+    /// straight into its line, the same bytes as through a `Value`.
     pub fn record(&self, record: &super::AuditRecord, durable: bool) -> Result<u64, AuditError> {
+        if record.fits(MAX_FIELD, &|v| fits(v, 0)) {
+            return self.append_body(Body::Record(record), durable);
+        }
         self.append(&record.to_value(), durable)
     }
 
+    /// Appends one record (an object; `seq`, `ts` and `prev` are added). `durable` records are fsync'd
     /// before this returns (intents of side effects). Returns the record's `seq`.
     ///
     /// The file stays open between appends and the last record's `seq` and hash are remembered, so an
-    /// append is a lock, a stat, a write and an unlock. The file is opened again when the path names
-    /// another file (renamed, replaced, deleted) and its last line read again when its length is not
-    /// the one this process left (another process appended, or it was cut).
+    /// append is a lock, two stats, a write and an unlock. The file is opened again when the path
+    /// names another file (renamed, replaced, deleted) and its last line read again when its length is
+    /// not the one this process left (another process appended, or it was cut).
     pub fn append(&self, fields: &Value, durable: bool) -> Result<u64, AuditError> {
+        self.append_body(Body::Fields(fields), durable)
+    }
+
+    fn append_body(&self, fields: Body<'_>, durable: bool) -> Result<u64, AuditError> {
         let mut open = self
             .open
             .lock()
             .map_err(|_| self.err(io::Error::other("the audit log's lock was poisoned")))?;
-        // a rotation that failed is not tried again for this record: it is written where it can be
+        // a rotation that failed is not tried again for this record
         let mut may_rotate = true;
         // each turn follows a rotation (this process's or another's); a few are plenty
         for _ in 0..8 {
-            let at_path = std::fs::metadata(&self.path)
-                .ok()
-                .map(|m| (m.dev(), m.ino()));
-            if open.as_ref().is_none_or(|o| Some(o.id) != at_path) {
-                *open = None;
+            if open.is_none() {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
                 }
@@ -430,26 +476,28 @@ impl Audit {
                 return Err(self.err(io::Error::other("the audit log is not open")));
             };
             log.file.lock().map_err(|e| self.err(e))?;
-            // the path may have been rotated away while this process waited for the lock: then the
-            // record goes to the file now at the path
+            // under the lock, the path must still name the file this process holds open: it may have
+            // been renamed (rotated), replaced or deleted since; then the record goes to the file now
+            // at the path
             let still = std::fs::metadata(&self.path)
                 .ok()
                 .is_some_and(|m| (m.dev(), m.ino()) == log.id);
+            let len = if still {
+                log.file.metadata().map(|m| m.len()).ok()
+            } else {
+                None
+            };
             let full = may_rotate
-                && self.rotate_bytes.is_some_and(|max| {
-                    log.file
-                        .metadata()
-                        .is_ok_and(|m| m.len() >= max && m.len() > 0)
-                });
-            if !still || full {
-                if still && self.rotate_locked().is_err() {
+                && len.is_some_and(|l| self.rotate_bytes.is_some_and(|max| l >= max && l > 0));
+            let Some(len) = len.filter(|_| !full) else {
+                if still && full && self.rotate_locked().is_err() {
                     may_rotate = false;
                 }
                 let _ = log.file.unlock();
                 *open = None;
                 continue;
-            }
-            let result = self.append_locked(log, fields, durable);
+            };
+            let result = self.append_locked(log, len, fields, durable);
             let _ = log.file.unlock();
             if result.is_err() {
                 // whatever happened, the next append starts from the file, not from memory
@@ -492,13 +540,14 @@ impl Audit {
         }
     }
 
+    /// Writes one record to the locked log, whose length is `len`.
     fn append_locked(
         &self,
         log: &mut OpenLog,
-        fields: &Value,
+        len: u64,
+        fields: Body<'_>,
         durable: bool,
     ) -> Result<u64, AuditError> {
-        let len = log.file.metadata().map_err(|e| self.err(e))?.len();
         let (seq, prev, terminated) = if len == log.len {
             (log.seq + 1, std::mem::take(&mut log.prev), true)
         } else {
@@ -519,19 +568,37 @@ impl Audit {
             }
         };
         let ts = crate::ctx::now_rfc3339();
-        let mut rec = Map::new();
-        rec.insert("seq".into(), seq.into());
-        rec.insert("ts".into(), ts.clone().into());
-        rec.insert("prev".into(), prev.into());
-        if let Value::Object(o) = bound(fields) {
-            for (k, v) in o {
-                if !matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
-                    rec.insert(k, v);
-                }
+        // `{"seq":…,"ts":…,"prev":…,` then the fields in their order (bounded), as serde_json writes
+        // the object with those keys first
+        let mut line = Vec::with_capacity(1024);
+        line.extend_from_slice(format!("{{\"seq\":{seq},\"ts\":").as_bytes());
+        serde_json::to_writer(&mut line, &ts).map_err(|e| self.err(io::Error::other(e)))?;
+        line.extend_from_slice(b",\"prev\":\"");
+        line.extend_from_slice(prev.as_bytes());
+        line.push(b'"');
+        if let Body::Record(r) = fields {
+            // `{"kind":…}` without its braces, after the fields the log adds
+            let body = serde_json::to_vec(r).map_err(|e| self.err(io::Error::other(e)))?;
+            if let Some(inner) = body.strip_prefix(b"{").and_then(|b| b.strip_suffix(b"}"))
+                && !inner.is_empty()
+            {
+                line.push(b',');
+                line.extend_from_slice(inner);
             }
         }
-        let mut line =
-            serde_json::to_vec(&Value::Object(rec)).map_err(|e| self.err(io::Error::other(e)))?;
+        if let Body::Fields(Value::Object(o)) = fields {
+            for (k, v) in o {
+                if matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
+                    continue;
+                }
+                line.push(b',');
+                serde_json::to_writer(&mut line, k).map_err(|e| self.err(io::Error::other(e)))?;
+                line.push(b':');
+                serde_json::to_writer(&mut line, &Bounded(v))
+                    .map_err(|e| self.err(io::Error::other(e)))?;
+            }
+        }
+        line.push(b'}');
         if let Some(key) = &self.key {
             // `mac` seals the record's bytes before it (with the closing brace), under the key
             let mac = seal_with(key, &line);

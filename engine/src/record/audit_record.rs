@@ -133,6 +133,36 @@ impl AuditRecord {
         }
     }
 
+    /// Whether every field is written as it is: each string at most `max` bytes and each value as
+    /// `value_fits` says (the log cuts what does not fit). A new field must be listed here.
+    pub(crate) fn fits(&self, max: usize, value_fits: &dyn Fn(&Value) -> bool) -> bool {
+        let strings = [
+            &self.run_id,
+            &self.runbook,
+            &self.step,
+            &self.tool,
+            &self.action,
+            &self.front_end,
+            &self.effect,
+            &self.effects,
+            &self.plan_digest,
+            &self.resumed_from,
+            &self.status,
+        ];
+        let values = [
+            &self.inputs,
+            &self.args,
+            &self.error,
+            &self.policy,
+            &self.approval,
+            &self.pruned,
+        ];
+        strings
+            .iter()
+            .all(|s| s.as_ref().is_none_or(|s| s.len() <= max))
+            && values.iter().all(|v| v.as_ref().is_none_or(value_fits))
+    }
+
     /// The fields as the log writes them.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

@@ -1,5 +1,6 @@
 //! Tests of the audit log: the chain, the head kept in the store, checkpoints and seals.
 use super::*;
+use serde_json::Map;
 
 #[test]
 fn records_chain_and_verify() {
@@ -618,4 +619,107 @@ fn a_crash_between_rename_and_record_leaves_a_chain_that_goes_on() {
         5
     );
     assert_eq!(a.verify().expect("verify").records, 5);
+}
+
+/// The old way a record was laid out: a map of `seq`, `ts`, `prev`, then the fields cut as the log
+/// cuts them, written by serde_json.
+fn cut(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.len() > MAX_FIELD => {
+            let mut at = MAX_FIELD;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            Value::String(format!("{}… ({} bytes)", &s[..at], s.len()))
+        }
+        Value::Array(a) => Value::Array(a.iter().take(100).map(cut).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), cut(x))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn long_fields_are_cut_in_place_and_the_line_is_laid_out_as_a_map_would_be() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = Audit::new(dir.path().join("audit.jsonl"));
+    // a multi-byte character across the cut, 150 items, nesting, and keys the log owns
+    let long = format!("{}é{}", "a".repeat(MAX_FIELD - 1), "b".repeat(500));
+    let fields = json!({
+        "kind": "intent", "seq": 99, "hash": "x",
+        "args": {"text": long, "list": (0..150).collect::<Vec<u32>>(), "deep": [{"s": "q\"\n"}]},
+        "ok": true, "n": 1.5,
+    });
+    a.append(&json!({"kind": "run_started"}), false)
+        .expect("first");
+    a.append(&fields, false).expect("second");
+    let text = std::fs::read_to_string(a.path()).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    let written: Map<String, Value> = serde_json::from_str(lines[1]).expect("record");
+    let mut expected = Map::new();
+    expected.insert("seq".into(), 2.into());
+    expected.insert("ts".into(), written["ts"].clone());
+    expected.insert("prev".into(), sha_hex(lines[0].as_bytes()).into());
+    for (k, v) in fields.as_object().expect("object") {
+        if !matches!(k.as_str(), "seq" | "ts" | "prev" | "mac" | "hash") {
+            expected.insert(k.clone(), cut(v));
+        }
+    }
+    let body = serde_json::to_string(&Value::Object(expected)).expect("json");
+    let (head, hash) = split_last(lines[1].as_bytes(), "hash").expect("sealed");
+    assert_eq!(String::from_utf8_lossy(&head), body);
+    assert_eq!(hash, sha_hex(body.as_bytes()).as_bytes());
+    assert_eq!(written["args"]["list"].as_array().map(Vec::len), Some(100));
+    assert!(
+        written["args"]["text"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("… ({} bytes)", long.len())))
+    );
+    assert_eq!(a.verify().expect("verify").problem, None);
+}
+
+#[test]
+fn a_typed_record_is_written_as_its_value_would_be() {
+    use crate::record::{AuditKind, AuditRecord};
+    let dir = tempfile::tempdir().expect("tmp");
+    let typed = Audit::new(dir.path().join("a/audit.jsonl"));
+    let valued = Audit::new(dir.path().join("b/audit.jsonl"));
+    let small = AuditRecord {
+        run_id: Some("r1".into()),
+        step: Some("call".into()),
+        attempt: Some(1),
+        args: Some(json!({"action": "get", "key": "k\"é", "list": [1, 2.5, null]})),
+        ok: Some(true),
+        duration_ms: Some(3),
+        ..AuditRecord::new(AuditKind::Outcome)
+    };
+    let long = AuditRecord {
+        args: Some(json!({"text": "x".repeat(MAX_FIELD + 1), "n": (0..101).collect::<Vec<u32>>()})),
+        ..small.clone()
+    };
+    let long_name = AuditRecord {
+        runbook: Some("r".repeat(MAX_FIELD + 1)),
+        ..AuditRecord::new(AuditKind::RunStarted)
+    };
+    let empty = AuditRecord::new(AuditKind::Call);
+    for r in [&small, &long, &long_name, &empty] {
+        typed.record(r, false).expect("typed");
+        valued.append(&r.to_value(), false).expect("valued");
+    }
+    // the same bytes but for when each was written (and so the hashes)
+    let timeless = |a: &Audit| -> Vec<String> {
+        std::fs::read_to_string(a.path())
+            .expect("read")
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("record");
+                let ts = v["ts"].as_str().expect("ts");
+                let prev = v["prev"].as_str().expect("prev");
+                let l = l.replace(ts, "").replace(prev, "");
+                l[..l.find(",\"hash\":").expect("hash")].to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(timeless(&typed), timeless(&valued));
+    assert!(timeless(&typed)[2].contains(&format!("… ({} bytes)", MAX_FIELD + 1)));
+    assert_eq!(typed.verify().expect("verify").problem, None);
 }

@@ -208,7 +208,7 @@ impl Engine {
         let rb = plan.runbook();
         let run_id = new_id();
         // the one digest (rendered plan), and the policy's word on it, before anything is recorded
-        let rendered = plan.render_for_run(&inputs);
+        let rendered = plan.rendered_for_run(&inputs);
         let gate = self.gate(plan, &rendered, &run_id, parent, irreversible);
         let rel = format!("runs/{}/{}-{}", rb.name, now_stamp(), &run_id[..8]);
         let dir = self.config.artifacts_root.join(&rel);
@@ -316,10 +316,10 @@ impl Engine {
             );
         }
         // from here on only the digest is needed: a big plan's rendered form is not held for the run
-        let RenderedPlan {
-            digest: plan_digest,
-            ..
-        } = rendered;
+        let plan_digest = match rendered {
+            std::borrow::Cow::Owned(RenderedPlan { digest, .. }) => digest,
+            std::borrow::Cow::Borrowed(r) => r.digest.clone(),
+        };
         // a single call that only reads is indexed once, at its end (one transaction, not two)
         let indexed_at_end = plan.is_call() && !durable && resume.is_none();
         if !indexed_at_end && let Ok(store) = self.store() {

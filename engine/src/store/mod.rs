@@ -12,7 +12,10 @@
 //! index of runs that change nothing) are left in the WAL (other processes see them, a crash keeps
 //! them), the next synced write carrying them; a durable write (`with_sync(true, …)`: state, jobs,
 //! the index of runs that can write) raises it to `FULL` for its own transaction. Columns added later are added to older
-//! stores on open (`add_column`).
+//! stores on open (`add_column`). A single read's row (`run_whole`) is queued and written by the
+//! store's index writer thread, several in one transaction when they queue up (`Deferred`); every
+//! other use of the connection in this process writes the queue first, so it never reads an index
+//! without its own rows.
 //!
 //! `run_status` is the one place a run's status is decided, for `infra runs` and MCP `evidence`
 //! alike: a `running` row stays `running` while its owner lives (`ctx::ProcessRef::alive`:
@@ -53,7 +56,114 @@ pub struct StoreError {
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Index rows of single reads (`run_whole`) not yet in `runs`: see [`Deferred`].
+    deferred: Arc<Deferred>,
+}
+
+/// Index rows written off the caller's thread. `run_whole` queues its row and wakes the store's
+/// index writer (one thread per store, started by the first row), which takes every queued row under
+/// the connection's lock and writes them in one transaction: a single call does not wait for
+/// SQLite, and rows that queue while a transaction is written share the next one (group commit).
+/// Every other use of the connection (`Store::with`) first writes what is queued, under the same
+/// lock, so this process never reads an index without a row it queued; another process sees a row
+/// once its transaction is written, at once unless the writer is busy. Dropping the store writes
+/// what is left. A row that a `kill -9` catches queued is lost from the index only: the call's
+/// journal and audit records are already written (the index is best effort once a run started).
+#[derive(Debug, Default)]
+struct Deferred {
+    queue: Mutex<Queue>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    rows: Vec<WholeRun>,
+    /// Whether the writer thread runs (or could not be started: `false` again, rows written inline).
+    writer: bool,
+    /// The store is being dropped: the writer ends once the queue is empty.
+    closed: bool,
+}
+
+/// One `runs` row, whole.
+#[derive(Debug)]
+struct WholeRun {
+    id: String,
+    runbook: String,
+    dir: String,
+    started_at: String,
+    finished_at: String,
+    status: String,
+    owner: ProcessRef,
+    journal: String,
+    offset: i64,
+}
+
+impl Deferred {
+    fn take(&self) -> Vec<WholeRun> {
+        let mut q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut q.rows)
+    }
+}
+
+/// Writes queued rows, several in one transaction. A failed write loses those rows from the index
+/// only (best effort, like every index write of a run that started).
+fn write_rows(c: &Connection, rows: Vec<WholeRun>) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let many = rows.len() > 1;
+    if many {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+    }
+    let written = (|| {
+        let mut st = c.prepare_cached(
+            "INSERT INTO runs(id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for r in &rows {
+            st.execute(params![
+                r.id,
+                r.runbook,
+                r.dir,
+                r.started_at,
+                r.finished_at,
+                r.status,
+                r.owner.pid,
+                r.owner.start,
+                r.journal,
+                r.offset
+            ])?;
+        }
+        Ok(())
+    })();
+    if many {
+        if written.is_ok() {
+            c.execute_batch("COMMIT")?;
+        } else {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+    }
+    written
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut q = self
+                .deferred
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            q.closed = true;
+        }
+        self.deferred.ready.notify_all();
+        if let Ok(c) = self.conn.lock() {
+            let _ = write_rows(&c, self.deferred.take());
+        }
+    }
 }
 
 const SCHEMA: &str = "
@@ -127,7 +237,8 @@ impl Store {
         }
         Ok(Store {
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            deferred: Arc::default(),
         })
     }
 
@@ -140,7 +251,48 @@ impl Store {
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.conn.lock().map_err(|_| self.err("lock poisoned"))?;
+        // the index rows this process queued come first: nothing here reads an index without them
+        let _ = write_rows(&conn, self.deferred.take());
         f(&conn).map_err(|e| self.err(e))
+    }
+
+    /// [`with`](Self::with) for what does not read the run index (state reads, the audit head): the
+    /// queued index rows stay with the writer.
+    fn with_unindexed<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.lock().map_err(|_| self.err("lock poisoned"))?;
+        f(&conn).map_err(|e| self.err(e))
+    }
+
+    /// Queues a whole row for the index writer (started on the first row); where no thread can be
+    /// started, the row is written at once.
+    fn defer(&self, row: WholeRun) -> Result<(), StoreError> {
+        let mut q = self
+            .deferred
+            .queue
+            .lock()
+            .map_err(|_| self.err("lock poisoned"))?;
+        q.rows.push(row);
+        if q.writer {
+            drop(q);
+            self.deferred.ready.notify_one();
+            return Ok(());
+        }
+        let (conn, deferred) = (Arc::clone(&self.conn), Arc::clone(&self.deferred));
+        let started = std::thread::Builder::new()
+            .name("store-index".into())
+            .spawn(move || index_writer(&conn, &deferred))
+            .is_ok();
+        q.writer = started;
+        drop(q);
+        if started {
+            self.deferred.ready.notify_one();
+            Ok(())
+        } else {
+            self.with(|_| Ok(()))
+        }
     }
 
     /// Runs `f` once `tables` exist (a module's own tables, made on first use: `approval.rs`).
@@ -169,7 +321,7 @@ impl Store {
     }
 
     pub fn state_get(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = self.with(|c| {
+        let text: Option<String> = self.with_unindexed(|c| {
             c.prepare_cached("SELECT value FROM state WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
                 .optional()
@@ -192,8 +344,8 @@ impl Store {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<(String, Value)>, StoreError> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut st = c.prepare(
+        let rows: Vec<(String, String)> = self.with_unindexed(|c| {
+            let mut st = c.prepare_cached(
                 "SELECT key, value FROM state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
             )?;
             let rows = st.query_map(params![prefix, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -239,6 +391,7 @@ impl Store {
 
     /// Records a whole run at once, as it ended: a single call that only reads, whose row is written
     /// once at its end (`execute.rs`) rather than started and then finished.
+    /// The row is written by the store's index writer ([`Deferred`]), not on the caller's thread.
     #[allow(clippy::too_many_arguments)]
     pub fn run_whole(
         &self,
@@ -249,17 +402,16 @@ impl Store {
         started_at: &str,
         status: &str,
     ) -> Result<(), StoreError> {
-        let dir = dir.display().to_string();
-        let me = ProcessRef::current();
-        let path = journal.path().display().to_string();
-        let start = i64::try_from(journal.start()).unwrap_or(i64::MAX);
-        let now = crate::ctx::now_rfc3339();
-        self.with_sync(false, |c| {
-            c.prepare_cached(
-                "INSERT INTO runs(id, runbook, dir, started_at, finished_at, status, owner_pid, owner_start, journal, journal_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![id, runbook, dir, started_at, now, status, me.pid, me.start, path, start])
-            .map(|_| ())
+        self.defer(WholeRun {
+            id: id.to_owned(),
+            runbook: runbook.to_owned(),
+            dir: dir.display().to_string(),
+            started_at: started_at.to_owned(),
+            finished_at: crate::ctx::now_rfc3339(),
+            status: status.to_owned(),
+            owner: ProcessRef::current(),
+            journal: journal.path().display().to_string(),
+            offset: i64::try_from(journal.start()).unwrap_or(i64::MAX),
         })
     }
 
@@ -556,7 +708,7 @@ impl Store {
     /// can so only take the head back, which `verify` reports as records past the head, not missing.
     pub fn audit_head_keep(&self, head: &Head) -> Result<(), StoreError> {
         let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
-        self.with_sync(false, |c| {
+        self.with_unindexed(|c| {
             c.prepare_cached(
                 "INSERT INTO audit_head(id, seq, hash, ts) VALUES (1, ?1, ?2, ?3)
                  ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, ts = excluded.ts
@@ -679,6 +831,30 @@ impl HeadKeeper for LazyStore {
 impl Drop for LazyStore {
     fn drop(&mut self) {
         self.flush_head();
+    }
+}
+
+/// The index writer of one store: waits for queued rows, then writes all there are, under the
+/// connection's lock, in one transaction; ends once the store is dropped and nothing is queued.
+fn index_writer(conn: &Mutex<Connection>, deferred: &Deferred) {
+    loop {
+        {
+            let mut q = deferred
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while q.rows.is_empty() && !q.closed {
+                q = deferred
+                    .ready
+                    .wait(q)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if q.rows.is_empty() {
+                return;
+            }
+        }
+        let Ok(c) = conn.lock() else { return };
+        let _ = write_rows(&c, deferred.take());
     }
 }
 

@@ -322,3 +322,47 @@ fn a_detached_remote_job_is_not_interrupted_by_its_starter_s_exit() {
     assert_eq!(remote["status"], "running");
     assert_eq!(remote["remote"]["pid"], 7);
 }
+
+#[test]
+fn a_read_s_index_row_is_seen_at_once_here_and_written_by_drop_at_the_latest() {
+    use crate::record::evidence::SessionJournal;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("store.sqlite3");
+    let calls = SessionJournal::create(&dir.path().join("runs/.calls")).expect("calls");
+    let s = Store::open(&path).expect("open");
+    let other = Store::open(&path).expect("a second connection");
+    for i in 0..50 {
+        let j = calls.journal().expect("journal");
+        let id = format!("read{i}");
+        s.run_whole(
+            &id,
+            "state.get",
+            &dir.path().join(&id),
+            &j,
+            "2026-01-01",
+            "succeeded",
+        )
+        .expect("queued");
+        // this process reads its own rows at once, whether or not the writer wrote them yet
+        let row = s.run(&id).expect("read").expect("row");
+        assert_eq!(row["runbook"], "state.get");
+        assert_eq!(row["journal"], calls.path().display().to_string());
+    }
+    for i in 50..60 {
+        let j = calls.journal().expect("journal");
+        let id = format!("read{i}");
+        s.run_whole(
+            &id,
+            "state.get",
+            &dir.path().join(&id),
+            &j,
+            "2026-01-01",
+            "succeeded",
+        )
+        .expect("queued");
+    }
+    drop(s);
+    // every queued row is in the table once the store is dropped: another connection sees them all
+    assert_eq!(other.runs_count().expect("count"), 60);
+    assert!(other.run("read59").expect("read").is_some());
+}
