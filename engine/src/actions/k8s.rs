@@ -1060,6 +1060,7 @@ mod tests {
             "render" => super::super::parse_args::<RenderArgs>(a).map(drop),
             "diff" | "apply" => super::super::parse_args::<ManifestArgs>(a).map(drop),
             "images" => super::super::parse_args::<ImagesArgs>(a).map(drop),
+            "version" | "can_i" => super::super::parse_args::<AccessArgs>(a).map(drop),
             _ => super::super::parse_args::<ObjectArgs>(a).map(drop),
         });
     }
