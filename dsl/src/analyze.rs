@@ -351,6 +351,9 @@ impl Cx<'_> {
         let mut templates = Vec::new();
         let args_node = node.and_then(|n| n.get("args")).unwrap_or(&NULL_NODE);
         for (k, v) in &raw.args.0 {
+            if !holds_template(v) {
+                continue;
+            }
             let esc = escape(k);
             self.templates(
                 v,
@@ -621,6 +624,16 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+}
+
+/// Whether a value holds a template anywhere (else [`Cx::templates`] has nothing to do with it).
+fn holds_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => is_template(s),
+        Value::Array(items) => items.iter().any(holds_template),
+        Value::Object(map) => map.values().any(holds_template),
+        _ => false,
     }
 }
 

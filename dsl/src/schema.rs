@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic, suggestion};
 use crate::parse::{Node, NodeValue};
-use crate::raw::{RawRunbook, RawStep, runbook_file_schema};
+use crate::raw::{RawArgs, RawRunbook, RawStep, runbook_file_schema};
 use crate::source::SourceFile;
 
 /// The runbook schema split in two, so a runbook is checked one step at a time (a small working set, even
@@ -122,8 +122,17 @@ fn check_step_range(
             }
         }
         if out.len() == before {
-            match serde_json::from_value(json) {
-                Ok(step) => steps.push(step),
+            // `args` (valid: an object) is moved into the step, not read again entry by entry
+            let mut json = json;
+            let args = match json.get_mut("args") {
+                Some(Value::Object(a)) => std::mem::take(a),
+                _ => serde_json::Map::new(),
+            };
+            match serde_json::from_value::<RawStep>(json) {
+                Ok(mut step) => {
+                    step.args = RawArgs(args);
+                    steps.push(step);
+                }
                 Err(e) => out.push(
                     Diagnostic::error(Code::SchemaViolation, e.to_string()).at(file, item.span),
                 ),
