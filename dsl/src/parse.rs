@@ -11,7 +11,7 @@
 //! here keeps duplicate keys (`Builder::place`), the alias and node budgets (an alias bomb stops
 //! before it expands), `<<` merge keys (`apply_merges`) and the YAML 1.2 core schema
 //! (`resolve_plain`: only `true`/`false` are booleans; `yes`, `on` and `0777` stay strings or
-//! decimal) in one file. Syntax errors, duplicate keys, a second document and exceeded budgets
+//! decimal) in one file. A mapping past 32 keys finds duplicates through a set of its names. Syntax errors, duplicate keys, a second document and exceeded budgets
 //! become one diagnostic (`yaml-syntax`, `duplicate-key`, `input-too-large`) and stop the file.
 //! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
 //! since its own span is only its first token.

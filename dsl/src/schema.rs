@@ -1,5 +1,9 @@
 //! Shape checking: a runbook's JSON form against `runbook.schema.json`, with each error mapped back to the
 //! YAML node it is about.
+//!
+//! Steps are checked one at a time. A step with only the common keys in their plainest form is read
+//! straight from its node (`plain_step`); every other step, and every step with an error, goes
+//! through the JSON Schema and serde, which make all the diagnostics.
 
 use std::sync::OnceLock;
 
