@@ -150,16 +150,21 @@ fn valid_name(name: &str) -> bool {
 /// The digest is of the content, not the text: comments, layout, quoting style and YAML versus JSON do not
 /// change it; any key or value does.
 pub fn digest(name: &str, node: &Node) -> String {
-    let mut buf = Vec::with_capacity(4096);
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::with_capacity(DIGEST_CHUNK + 4096);
     buf.extend_from_slice(name.as_bytes());
     buf.push(0);
-    encode(&mut buf, node);
-    hex(&Sha256::digest(&buf))
+    encode(&mut buf, &mut hasher, node);
+    hasher.update(&buf);
+    hex(&hasher.finalize())
 }
+
+/// The encoding is hashed in chunks of about this size, so a large runbook is not encoded whole first.
+const DIGEST_CHUNK: usize = 64 * 1024;
 
 /// A canonical byte encoding of a node: each value tagged with its type, each string and collection with
 /// its length.
-fn encode(buf: &mut Vec<u8>, node: &Node) {
+fn encode(buf: &mut Vec<u8>, hasher: &mut Sha256, node: &Node) {
     use crate::parse::NodeValue as V;
     fn text(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -188,7 +193,11 @@ fn encode(buf: &mut Vec<u8>, node: &Node) {
             buf.push(b'[');
             buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for i in items {
-                encode(buf, i);
+                encode(buf, hasher, i);
+                if buf.len() >= DIGEST_CHUNK {
+                    hasher.update(&buf);
+                    buf.clear();
+                }
             }
         }
         V::Map(entries) => {
@@ -196,7 +205,11 @@ fn encode(buf: &mut Vec<u8>, node: &Node) {
             buf.extend_from_slice(&(entries.len() as u64).to_le_bytes());
             for (k, v) in entries {
                 text(buf, &k.name);
-                encode(buf, v);
+                encode(buf, hasher, v);
+                if buf.len() >= DIGEST_CHUNK {
+                    hasher.update(&buf);
+                    buf.clear();
+                }
             }
         }
     }
@@ -351,6 +364,9 @@ impl Cx<'_> {
         let mut templates = Vec::new();
         let args_node = node.and_then(|n| n.get("args")).unwrap_or(&NULL_NODE);
         for (k, v) in &raw.args.0 {
+            if !holds_template(v) {
+                continue;
+            }
             let esc = escape(k);
             self.templates(
                 v,
@@ -624,6 +640,16 @@ impl Cx<'_> {
     }
 }
 
+/// Whether a value holds a template anywhere (else [`Cx::templates`] has nothing to do with it).
+fn holds_template(v: &Value) -> bool {
+    match v {
+        Value::String(s) => is_template(s),
+        Value::Array(items) => items.iter().any(holds_template),
+        Value::Object(map) => map.values().any(holds_template),
+        _ => false,
+    }
+}
+
 /// A key as a JSON pointer segment (`~` as `~0`, `/` as `~1`); most keys have neither, and are not copied.
 fn escape(key: &str) -> std::borrow::Cow<'_, str> {
     if key.contains(['~', '/']) {
@@ -750,6 +776,23 @@ mod tests {
         assert!(
             d.windows(2)
                 .all(|w| w[0].span.map(|s| s.start) <= w[1].span.map(|s| s.start))
+        );
+    }
+
+    #[test]
+    fn the_digest_of_a_large_runbook_is_hashed_in_chunks_to_the_same_value() {
+        let mut text = String::from("name: big\nsteps:\n");
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "  - {{id: s{i}, tool: state, args: {{action: get, key: k{i}}}}}\n"
+            ));
+        }
+        let loaded = load(&SourceFile::new("big.yaml", text), None);
+        assert!(!loaded.has_errors());
+        // the digest this runbook had when its whole encoding was hashed at once
+        assert_eq!(
+            loaded.runbooks[0].digest,
+            "7bc3b8892d9332b21ba7491cf9012c0774fe5f82218f3d1aa6f5957154024c5e"
         );
     }
 

@@ -11,13 +11,13 @@
 //! here keeps duplicate keys (`Builder::place`), the alias and node budgets (an alias bomb stops
 //! before it expands), `<<` merge keys (`apply_merges`) and the YAML 1.2 core schema
 //! (`resolve_plain`: only `true`/`false` are booleans; `yes`, `on` and `0777` stay strings or
-//! decimal) in one file. Syntax errors, duplicate keys, a second document and exceeded budgets
+//! decimal) in one file. A mapping past 32 keys finds duplicates through a set of its names. Syntax errors, duplicate keys, a second document and exceeded budgets
 //! become one diagnostic (`yaml-syntax`, `duplicate-key`, `input-too-large`) and stop the file.
 //! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
 //! since its own span is only its first token.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use serde_saphyr::granit_parser::{self as granit, Event, Parser, ScalarStyle};
@@ -172,6 +172,9 @@ enum Frame {
         key: Option<Key>,
         /// Merge keys (`<<: *defaults`), applied when the mapping ends.
         merges: Vec<Node>,
+        /// The names in `entries`, once there are [`SCAN_KEYS`] of them: a duplicate is then found
+        /// without a scan, so a large mapping costs its size, not its size squared.
+        names: Option<HashSet<String>>,
     },
 }
 
@@ -186,6 +189,9 @@ struct Builder<'f> {
     replayed: usize,
     root: Option<Node>,
 }
+
+/// Up to this many keys, a mapping's duplicate keys are found by a scan of its entries.
+const SCAN_KEYS: usize = 32;
 
 fn byte_span(sp: &granit::Span) -> Span {
     sp.byte_range()
@@ -223,6 +229,7 @@ impl Builder<'_> {
                 entries,
                 key,
                 merges,
+                names,
                 ..
             }) => match key.take() {
                 None => {
@@ -241,10 +248,14 @@ impl Builder<'_> {
                             .at(file, widen(file.text(), node.span)));
                         }
                     };
-                    let dup = if entries.len() < 32 {
+                    let dup = if entries.len() < SCAN_KEYS {
                         entries.iter().any(|(k, _)| k.name == name)
                     } else {
-                        entries.iter().rev().any(|(k, _)| k.name == name)
+                        names
+                            .get_or_insert_with(|| {
+                                entries.iter().map(|(k, _)| k.name.clone()).collect()
+                            })
+                            .contains(&name)
                     };
                     if dup {
                         return Err(Diagnostic::error(
@@ -260,7 +271,12 @@ impl Builder<'_> {
                     });
                 }
                 Some(k) if k.name == "<<" && is_mergeable(&node) => merges.push(node),
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    if let Some(names) = names {
+                        names.insert(k.name.clone());
+                    }
+                    entries.push((k, node));
+                }
             },
         }
         Ok(())
@@ -426,6 +442,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                     entries: Vec::new(),
                     key: None,
                     merges: Vec::new(),
+                    names: None,
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -559,6 +576,20 @@ mod tests {
         let d = p("a: 1\nb: 2\na: 3\n").expect_err("dup");
         assert_eq!(d.code, Code::DuplicateKey);
         assert_eq!(d.location().as_deref(), Some("t.yaml:3:1"));
+        // past the keys found by a scan: the first key, a late one, and merge keys (never duplicates)
+        let mut big: String = (0..100).map(|i| format!("k{i}: {i}\n")).collect();
+        big.push_str("<<: {x: 1}\n<<: {y: 2}\n");
+        assert_eq!(p(&big).expect("merges").to_json()["y"], 2);
+        for (dup, line) in [("k0", 103), ("k99", 103), ("x", 0)] {
+            let text = format!("{big}{dup}: again\n");
+            match p(&text) {
+                Err(d) => {
+                    assert_eq!(d.code, Code::DuplicateKey);
+                    assert_eq!(d.location(), Some(format!("t.yaml:{line}:1")));
+                }
+                Ok(n) => assert_eq!((dup, n.to_json()[dup].as_str()), ("x", Some("again"))),
+            }
+        }
     }
 
     #[test]

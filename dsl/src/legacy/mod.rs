@@ -392,6 +392,15 @@ fn outputs(
             ),
         );
     }
+    // one pass over the keys first: most steps have none of these, and are left at that
+    let shaping = |entries: &[(Key, Node)]| {
+        entries
+            .iter()
+            .any(|(k, _)| matches!(k.name.as_str(), "output" | "store_as" | "store_scope"))
+    };
+    if !shaping(e) && !get(e, "args").is_some_and(|a| shaping(a.entries())) {
+        return None;
+    }
     let id = get(e, "id")
         .and_then(Node::as_str)
         .unwrap_or_default()
@@ -427,7 +436,7 @@ fn outputs(
                                 shown.join(".")
                             ),
                         );
-                        renames.outputs.insert(id.clone(), segs);
+                        std::sync::Arc::make_mut(&mut renames.outputs).insert(id.clone(), segs);
                     }
                     None => w.error(
                         k.span,

@@ -2,6 +2,7 @@
 //! templates, rewritten into Tera expressions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::template::scan;
 
@@ -29,8 +30,9 @@ pub(super) enum Missing {
 pub(super) struct Renames {
     /// `foreach.as`: this name is `item` now.
     pub item: Option<String>,
-    /// Step id → the path its `output` picked.
-    pub outputs: HashMap<String, Vec<Seg>>,
+    /// Step id → the path its `output` picked. Shared: each step's context is a copy of the
+    /// runbook's, and copying the map per step would cost steps × outputs.
+    pub outputs: Arc<HashMap<String, Vec<Seg>>>,
     /// The path `result` is narrowed to (the step's own `output.path`).
     pub result: Option<Vec<Seg>>,
 }
@@ -40,6 +42,17 @@ pub(super) struct Renames {
 pub(super) struct Cx {
     pub renames: Renames,
     pub missing: Missing,
+}
+
+impl Cx {
+    /// Nothing renamed and a missing value an error: then only `{{ ?x }}`, path steps that are not
+    /// names (`a.0`, `a.my-key`, `a["k"]`) and `trace_id` change a template.
+    fn is_plain(&self) -> bool {
+        self.missing == Missing::Error
+            && self.renames.item.is_none()
+            && self.renames.outputs.is_empty()
+            && self.renames.result.is_none()
+    }
 }
 
 fn is_ident(s: &str) -> bool {
@@ -262,10 +275,45 @@ pub(super) fn expression(inner: &str, cx: &Cx, why: &mut Vec<Why>) -> Option<Str
     })
 }
 
+/// Whether a block's inner text is surely left as written under a plain [`Cx`], decided without
+/// parsing it (false: not sure). A dotted path of names (`input.host`) stays; so does text that
+/// cannot be an original path: ASCII with a character no path step has outside brackets
+/// (`x | upper`, `a == 1`). Blocks with `?`, `[`, `trace_id` or other text are not decided here.
+fn plainly_unchanged(inner: &str) -> bool {
+    let t = inner.trim();
+    if t.starts_with('?') || t.contains('[') || t.contains("trace_id") || !t.is_ascii() {
+        return false;
+    }
+    let path_like = t.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') || b.is_ascii_whitespace()
+    });
+    !path_like || t.split('.').all(is_ident)
+}
+
+/// Whether `rewrite` surely returns `Ok(None)`: every block of `text`, split as `rewrite` splits
+/// them, is [`plainly_unchanged`] under a plain context. Most strings of a current runbook are,
+/// and this costs no allocation.
+fn plainly_unchanged_text(text: &str, cx: &Cx) -> bool {
+    if !cx.is_plain() {
+        return false;
+    }
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}").map(|c| open + 2 + c) else {
+            break;
+        };
+        if !plainly_unchanged(&rest[open + 2..close]) {
+            return false;
+        }
+        rest = &rest[close + 2..];
+    }
+    true
+}
+
 /// Rewrites the original's `{{ path }}` blocks of a string into Tera. `Ok(None)`: nothing changes.
 /// `Err`: a block of ours reads a name this rewrite renames, which only a person can fix.
 pub(super) fn rewrite(text: &str, cx: &Cx) -> Result<Option<(String, Vec<Why>)>, String> {
-    if !text.contains("{{") {
+    if !text.contains("{{") || plainly_unchanged_text(text, cx) {
         return Ok(None);
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -347,6 +395,36 @@ mod tests {
     fn templates_are_rewritten_only_where_needed() {
         assert_eq!(rewrite("{{ input.x }}", &cx()).expect("ok"), None);
         assert_eq!(rewrite("{{ input.x | upper }}", &cx()).expect("ok"), None);
+        // decided without parsing, and the same as parsing decides
+        for (text, plain) in [
+            ("a {{ input.x }} b {{ steps.s.out }}", true),
+            ("{{ input.x | upper }} {{ a == 1 }}", true),
+            ("{{ true }}", true),
+            ("{{ a.0 }}", false),
+            ("{{ a .b }}", false),
+            ("{{ a.my-key }}", false),
+            ("{{ ?a }}", false),
+            ("{{ a[\"k\"] }}", false),
+            ("{{ trace_id }}", false),
+            ("{{ a.\u{a0}b }}", false),
+            ("{{- a -}}", false),
+        ] {
+            assert_eq!(plainly_unchanged_text(text, &cx()), plain, "{text}");
+            if plain {
+                assert_eq!(rewrite(text, &cx()).expect("ok"), None, "{text}");
+            }
+        }
+        assert_eq!(
+            rewrite("{{ a .b }}", &cx())
+                .expect("ok")
+                .map(|r| r.0)
+                .as_deref(),
+            Some("{{ a.b }}")
+        );
+        assert!(rewrite("{{ a.\u{a0}b }}", &cx()).expect("ok").is_some());
+        let mut renamed = cx();
+        renamed.renames.item = Some("host".into());
+        assert!(!plainly_unchanged_text("{{ input.x }}", &renamed));
         let (t, why) = rewrite("a {{ ?input.x }} b {{ steps.s.rows.0 }}", &cx())
             .expect("ok")
             .expect("ok");
@@ -363,9 +441,7 @@ mod tests {
     fn renames_apply_and_unrewritable_reads_are_refused() {
         let mut c = cx();
         c.renames.item = Some("host".into());
-        c.renames
-            .outputs
-            .insert("get".into(), vec![Seg::Key("value".into())]);
+        Arc::make_mut(&mut c.renames.outputs).insert("get".into(), vec![Seg::Key("value".into())]);
         let (t, _) = rewrite("{{ host.name }}/{{ steps.get }}", &c)
             .expect("ok")
             .expect("ok");

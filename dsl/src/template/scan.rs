@@ -11,42 +11,46 @@ enum Tok<'a> {
     Punct(&'a str),
 }
 
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "in",
-    "is",
-    "if",
-    "else",
-    "elif",
-    "endif",
-    "for",
-    "endfor",
-    "set",
-    "set_global",
-    "true",
-    "false",
-    "none",
-    "True",
-    "False",
-    "None",
-    "loop",
-    "filter",
-    "endfilter",
-    "raw",
-    "endraw",
-    "break",
-    "continue",
-    "include",
-    "block",
-    "endblock",
-    "extends",
-    "macro",
-    "endmacro",
-    "with",
-    "__tera_context",
-];
+/// Tera's keywords: never a variable.
+fn is_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "and"
+            | "or"
+            | "not"
+            | "in"
+            | "is"
+            | "if"
+            | "else"
+            | "elif"
+            | "endif"
+            | "for"
+            | "endfor"
+            | "set"
+            | "set_global"
+            | "true"
+            | "false"
+            | "none"
+            | "True"
+            | "False"
+            | "None"
+            | "loop"
+            | "filter"
+            | "endfilter"
+            | "raw"
+            | "endraw"
+            | "break"
+            | "continue"
+            | "include"
+            | "block"
+            | "endblock"
+            | "extends"
+            | "macro"
+            | "endmacro"
+            | "with"
+            | "__tera_context"
+    )
+}
 
 fn tokenize(src: &str, base: usize) -> Result<Vec<(Tok<'_>, usize, usize)>, TemplateError> {
     let bytes = src.as_bytes();
@@ -255,7 +259,7 @@ const PLAIN_FILTERS: &[&str] = &[
 fn is_simple_path(toks: &[(Tok<'_>, usize, usize)]) -> bool {
     let mut i = 0;
     match toks.first() {
-        Some((Tok::Ident(n), ..)) if !KEYWORDS.contains(n) => i += 1,
+        Some((Tok::Ident(n), ..)) if !is_keyword(n) => i += 1,
         _ => return false,
     }
     loop {
@@ -337,7 +341,7 @@ fn collect_refs(toks: &[(Tok<'_>, usize, usize)], locals: &[String], out: &mut V
     }
     for (i, (tok, start, end)) in toks.iter().enumerate() {
         let Tok::Ident(name) = tok else { continue };
-        if KEYWORDS.contains(name) || locals.iter().any(|l| l == name) || bound.contains(name) {
+        if is_keyword(name) || locals.iter().any(|l| l == name) || bound.contains(name) {
             continue;
         }
         let prev = i.checked_sub(1).map(|p| &toks[p].0);
