@@ -185,6 +185,28 @@ fn rollbacks_run_newest_first_for_the_steps_that_succeeded() {
 }
 
 #[test]
+fn finally_and_rollbacks_see_how_the_main_steps_ended_with_secrets_masked() {
+    let p = Project::new();
+    let e = p.engine();
+    // `bad` fails with the secret in its message (the URL it could not reach); `finally` and the rollback read `run`
+    let yaml = "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - id: ok\n    tool: state\n    args: {action: set, key: before, value: '{{ run.status }}', scope: session}\n    rollback: {tool: state, args: {action: set, key: undo, value: '{{ run.failed_steps }}', scope: session}}\n  - id: bad\n    tool: http\n    args: {action: request, url: 'http://127.0.0.1:1/{{ input.token }}'}\nfinally:\n  - id: report\n    tool: state\n    args: {action: set, key: report, value: '{{ run.status }}|{{ run.failed_steps | join(sep=\",\") }}|{{ run.error.message }}', scope: session}\n";
+    let o = run_yaml(&e, yaml, json!({"token": "s3cr3t-Tk-77"}));
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(state_of(&e, "before"), Some(json!("running")));
+    assert_eq!(state_of(&e, "undo"), Some(json!(["bad"])));
+    let report = state_of(&e, "report").expect("report");
+    let report = report.as_str().expect("text");
+    assert!(
+        report.starts_with("failed|bad|step `bad` failed"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("s3cr3t-Tk-77"),
+        "the secret reached a template: {report}"
+    );
+}
+
+#[test]
 fn a_timeout_kills_the_whole_process_group() {
     let p = Project::new().unsafe_local();
     let e = p.engine();

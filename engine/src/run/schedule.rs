@@ -87,9 +87,10 @@ impl Visit for RunCx<'_> {
     fn main_ended(&self, status: Status, error: Option<&ErrorInfo>, failed: Vec<String>) {
         let mut run = self.run_info.clone();
         run["status"] = status.as_str().into();
+        // a message is for people, and a `finally` step may send it out: redacted, unlike results
         run["error"] = error.map_or(
             Value::Null,
-            |e| json!({"kind": e.kind, "message": e.message}),
+            |e| json!({"kind": e.kind, "message": self.engine.redactor.redact(&e.message)}),
         );
         run["failed_steps"] = failed.into();
         let _ = self.ended.set(run);
