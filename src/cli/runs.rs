@@ -157,6 +157,21 @@ pub fn run(cmd: Command) -> u8 {
                         Record::NodeStarted {
                             ts, step, attempt, ..
                         } => format!("{ts}  {step} attempt {attempt} started\n"),
+                        // a poll that goes on: not a failure of the step
+                        Record::NodeFinished {
+                            ts,
+                            step,
+                            attempt,
+                            duration_ms,
+                            error: Some(e),
+                            ..
+                        } if e.kind == "until_not_met"
+                            && e.message.starts_with("`until` is false after attempt") =>
+                        {
+                            format!(
+                                "{ts}  {step} attempt {attempt}: `until` not met yet in {duration_ms} ms\n"
+                            )
+                        }
                         Record::NodeFinished {
                             ts,
                             step,

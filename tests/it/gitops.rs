@@ -403,8 +403,8 @@ fn a_release_goes_from_patch_to_verified_deploy_through_pr_checks_merge_and_sync
         "{shown}"
     );
     assert!(
-        shown.contains("checks failed")
-            && shown.contains("until_not_met: `until` is false after attempt 1"),
+        shown.contains("checks attempt 1: `until` not met yet")
+            && shown.contains("checks succeeded"),
         "{shown}"
     );
     w.assert_no_token_on_disk();

@@ -191,11 +191,18 @@ impl RunCx<'_> {
                 ctx["result"] = v.clone();
                 match renderer().render(until, Mode::Plain, &ctx) {
                     Ok(t) if truthy(&t) => Ok(v),
-                    Ok(_) => Err(ActionError::new(
-                        ErrorKind::UntilNotMet,
-                        format!("`until` is false after attempt {attempt}"),
-                    )
-                    .with_result(v)),
+                    Ok(_) => {
+                        let last = node.step.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+                        Err(ActionError::new(
+                            ErrorKind::UntilNotMet,
+                            if attempt >= last {
+                                format!("`until` stayed false after {attempt} attempt(s): {until}")
+                            } else {
+                                format!("`until` is false after attempt {attempt}")
+                            },
+                        )
+                        .with_result(v))
+                    }
                     Err(e) => Err(ActionError::new(ErrorKind::Template, e.message)),
                 }
             }
