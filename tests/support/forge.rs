@@ -19,15 +19,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::http::{HttpServer, Recorded, Reply};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use super::http::{HttpServer, Recorded, Reply, lock};
 
 /// `git` in the bare repository, with a fixed identity and no user or system configuration: its
 /// trimmed stdout, or `None` when it fails.

@@ -209,7 +209,8 @@ pub fn pattern(len: usize) -> Vec<u8> {
     (0..len as u64).map(pattern_byte).collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The guarded value, also after a panic elsewhere poisoned the lock.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

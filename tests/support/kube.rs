@@ -14,16 +14,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use super::forge::{branch_tip, holds};
-use super::http::{HttpServer, Recorded, Reply};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use super::http::{HttpServer, Recorded, Reply, lock};
 
 const REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";
 

@@ -312,25 +312,31 @@ fn run(
             if let Some(Value::Object(o)) = e.result.as_mut() {
                 o.insert("argv".into(), json!(argv));
             }
-            let stderr = e
-                .result
-                .as_ref()
-                .and_then(|r| r["stderr"].as_str())
-                .unwrap_or("")
-                .trim()
-                .chars()
-                .take(400)
-                .collect::<String>();
+            let stderr = e.result.as_ref().map(stderr_head).unwrap_or_default();
             if !stderr.is_empty() {
                 e.message = format!("{}: {stderr}", e.message);
             }
             if e.kind == ErrorKind::NonzeroExit && program == "kubectl" {
                 // kubectl's own words say what went wrong; where to look is the cluster's access
-                e = e.hint("check the kubeconfig's server, context and credentials; `infra doctor --connect` probes every kube target");
+                e = e.hint(KUBE_ACCESS_HINT);
             }
             Err(e)
         }
     }
+}
+
+/// Where to look when kubectl could not do what it was asked.
+const KUBE_ACCESS_HINT: &str = "check the kubeconfig's server, context and credentials; `infra doctor --connect` probes every kube target";
+
+/// The first 400 characters of a process result's stderr, trimmed.
+fn stderr_head(r: &Value) -> String {
+    r["stderr"]
+        .as_str()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(400)
+        .collect()
 }
 
 fn what_is(dir: &Path) -> &'static str {
@@ -756,18 +762,11 @@ fn cluster_call(call: &Call<'_>, action: &str) -> Result<Value, ActionError> {
             // "no" is exit 1 with `no` on stdout; any other exit 1 is an error (an unreachable API)
             let answer = r["stdout"].as_str().unwrap_or("").trim().to_owned();
             if r["exit_code"] == 1 && !answer.starts_with("no") {
-                let stderr = r["stderr"]
-                    .as_str()
-                    .unwrap_or("")
-                    .trim()
-                    .chars()
-                    .take(400)
-                    .collect::<String>();
                 return Err(ActionError::new(
                     ErrorKind::NonzeroExit,
-                    format!("kubectl auth can-i failed: {stderr}"),
+                    format!("kubectl auth can-i failed: {}", stderr_head(&r)),
                 )
-                .hint("check the kubeconfig's server, context and credentials; `infra doctor --connect` probes every kube target")
+                .hint(KUBE_ACCESS_HINT)
                 .with_result(r));
             }
             r["allowed"] = (r["exit_code"] == 0).into();
