@@ -118,6 +118,10 @@ fn cli_report_of_a_failing_run() {
         )
     );
 
+    // the report the run wrote at its end, from what it held in memory, is the one its records on
+    // disk draw
+    assert_eq!(String::from_utf8_lossy(&again.stdout), own);
+
     // the text summary names the report
     let out = p.infra().args(["run", "deploy"]).output().expect("run");
     let text = String::from_utf8_lossy(&out.stdout);

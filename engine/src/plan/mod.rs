@@ -47,6 +47,9 @@ impl PlanNode {
     ) -> (Value, Vec<(&'n dsl::TemplateUse, String)>) {
         use dsl::template::{Mode, renderer};
         let mut args = self.step.args.clone();
+        if self.step.templates.is_empty() {
+            return (args, Vec::new());
+        }
         let modes = (self.action.modes)(self.step.args_map());
         let mut failed = Vec::new();
         for t in &self.step.templates {

@@ -226,7 +226,11 @@ fn validate_rendered(
     diags: &mut Vec<Diagnostic>,
 ) {
     let value = Value::Object(args.clone());
-    for e in actions::validator(n.action).iter_errors(&value) {
+    let validator = actions::validator(n.action);
+    if validator.is_valid(&value) {
+        return;
+    }
+    for e in validator.iter_errors(&value) {
         let ptr = e.instance_path().as_str().to_owned();
         let span = rb
             .args_node(&n.step)

@@ -172,6 +172,84 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The record without its payloads (arguments, inputs, outputs, results), which are not copied:
+    /// what a picture of the run ([`crate::report::View`]) draws, small enough to hold for every
+    /// record of a long run.
+    pub fn outline(&self) -> Record {
+        match self {
+            Record::NodeResult {
+                run_id,
+                ts,
+                step,
+                reused_from,
+                ..
+            } => Record::NodeResult {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                step: step.clone(),
+                result: None,
+                artifact: None,
+                unkept: None,
+                reused_from: reused_from.clone(),
+            },
+            Record::NodeStarted {
+                run_id,
+                ts,
+                step,
+                attempt,
+                index,
+                tool,
+                action,
+                ..
+            } => Record::NodeStarted {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                step: step.clone(),
+                attempt: *attempt,
+                index: *index,
+                tool: tool.clone(),
+                action: action.clone(),
+                args: Value::Null,
+            },
+            Record::NodeFinished {
+                run_id,
+                ts,
+                step,
+                attempt,
+                index,
+                status,
+                duration_ms,
+                exit_code,
+                artifacts,
+                error,
+                ..
+            } => Record::NodeFinished {
+                run_id: run_id.clone(),
+                ts: ts.clone(),
+                step: step.clone(),
+                attempt: *attempt,
+                index: *index,
+                status: *status,
+                duration_ms: *duration_ms,
+                exit_code: *exit_code,
+                outputs: Value::Null,
+                artifacts: artifacts.clone(),
+                error: error.clone(),
+            },
+            Record::RunStarted { .. } | Record::NodeSkipped { .. } | Record::RunFinished { .. } => {
+                let mut r = self.clone();
+                if let Record::RunStarted { inputs: v, .. }
+                | Record::RunFinished { outputs: v, .. } = &mut r
+                {
+                    *v = Value::Null;
+                }
+                r
+            }
+        }
+    }
+}
+
 /// A step's result kept as an artifact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct KeptArtifact {
@@ -226,6 +304,8 @@ pub struct Journal {
     path: PathBuf,
     tail: Arc<Mutex<Tail>>,
     start: u64,
+    /// The outlines of the records written, when asked for ([`Journal::keeping_outlines`]).
+    outlines: Option<Mutex<Vec<Record>>>,
 }
 
 impl Journal {
@@ -237,7 +317,21 @@ impl Journal {
             tail: Arc::new(Mutex::new(Tail::open(&path)?)),
             path,
             start: 0,
+            outlines: None,
         })
+    }
+
+    /// This journal, also holding the [`Record::outline`] of every record it writes, so the run's
+    /// report is drawn at its end without reading the journal back.
+    pub fn keeping_outlines(mut self) -> Self {
+        self.outlines = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The outlines of the records written so far (taken), if this journal keeps them.
+    pub fn take_outlines(&self) -> Option<Vec<Record>> {
+        let kept = self.outlines.as_ref()?;
+        Some(std::mem::take(&mut *kept.lock().ok()?))
     }
 
     pub fn path(&self) -> &Path {
@@ -259,6 +353,11 @@ impl Journal {
             .map_err(|_| io::Error::other("journal lock poisoned"))?;
         (&t.file).write_all(&line)?;
         t.end += line.len() as u64;
+        if let Some(kept) = &self.outlines
+            && let Ok(mut kept) = kept.lock()
+        {
+            kept.push(r.outline());
+        }
         if durable {
             t.file.sync_data()?;
         }
@@ -303,6 +402,7 @@ impl SessionJournal {
             path: self.path.clone(),
             tail: Arc::clone(&self.tail),
             start,
+            outlines: None,
         })
     }
 }

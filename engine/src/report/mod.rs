@@ -195,6 +195,34 @@ impl View {
         v
     }
 
+    /// What of a plan's JSON form a picture draws (`add_plan`): its runbook and digest, and each
+    /// node's id, tool, action, phase, needs and rollback. A run holds this, not its whole plan, for
+    /// the report at its end.
+    pub fn plan_outline(plan: &Value) -> Value {
+        let pick = |n: &Value, keys: &[&str]| -> Value {
+            keys.iter()
+                .filter_map(|k| n.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let nodes: Vec<Value> = plan["nodes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|n| {
+                let mut o = pick(n, &["id", "tool", "action", "phase", "needs"]);
+                if n.get("rollback").is_some() {
+                    o["rollback"] = pick(&n["rollback"], &["id", "tool", "action"]);
+                }
+                o
+            })
+            .collect();
+        let mut o = pick(plan, &["runbook", "digest"]);
+        o["nodes"] = nodes.into();
+        o
+    }
+
     /// A run: its plan (if recorded) and its journal's records.
     pub fn of_run(plan: Option<&Value>, records: &[Record], torn: bool) -> View {
         let mut v = View {

@@ -91,8 +91,13 @@ impl RunCx<'_> {
                 return Err(e);
             }
             let value = Value::Object(args.clone());
-            let errors: Vec<String> = actions::validator(spec)
-                .iter_errors(&value)
+            let validator = actions::validator(spec);
+            // the errors are gathered only for arguments that are invalid (`is_valid` stops early)
+            let valid = validator.is_valid(&value);
+            let errors: Vec<String> = (!valid)
+                .then(|| validator.iter_errors(&value))
+                .into_iter()
+                .flatten()
                 .map(|e| {
                     format!(
                         "{}: {}",

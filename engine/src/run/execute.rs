@@ -263,7 +263,7 @@ impl Engine {
         let journal = if plan.is_call() {
             self.call_journal()
         } else {
-            Journal::create(&dir)
+            Journal::create(&dir).map(Journal::keeping_outlines)
         };
         let journal = match journal {
             Ok(j) => j,
@@ -315,7 +315,10 @@ impl Engine {
                 Arc::clone(&self.redactor),
             );
         }
-        // from here on only the digest is needed: a big plan's rendered form is not held for the run
+        // from here on only the digest and, for the report, the plan's outline are needed: a big
+        // plan's rendered form is not held for the run
+        let plan_outline =
+            (!plan.is_call()).then(|| crate::report::View::plan_outline(&rendered.json));
         let plan_digest = match rendered {
             std::borrow::Cow::Owned(RenderedPlan { digest, .. }) => digest,
             std::borrow::Cow::Borrowed(r) => r.digest.clone(),
@@ -426,7 +429,12 @@ impl Engine {
         }
         self.auto_prune();
         // best effort, never changes the run: plan.json and report.html in its directory
-        self.write_report(plan, &outcome);
+        self.write_report(
+            plan,
+            &outcome,
+            plan_outline.as_ref(),
+            journal.take_outlines(),
+        );
         outcome
     }
 }

@@ -94,7 +94,18 @@ impl RunCx<'_> {
         node: &PlanNode,
         results: &HashMap<String, Value>,
     ) -> Result<Option<Prepared>, ActionError> {
-        let base = self.context(node, results, None);
+        // a node without templates renders nothing: its context is not built
+        let templated = !node.step.templates.is_empty()
+            || matches!(node.step.when, Some(dsl::raw::BoolOrTemplate::Template(_)))
+            || matches!(
+                node.step.foreach,
+                Some(dsl::raw::ListOrTemplate::Template(_))
+            );
+        let base = if templated {
+            self.context(node, results, None)
+        } else {
+            Value::Null
+        };
         let template_err =
             |e: dsl::template::RenderError| ActionError::new(ErrorKind::Template, e.message);
         if let Some(w) = &node.step.when {
@@ -134,11 +145,12 @@ impl RunCx<'_> {
         };
         let mut out = Vec::with_capacity(items.len());
         for (index, item) in items {
-            let ctx = match index {
-                Some(i) => self.context(node, results, Some((&item, i))),
-                None => base.clone(),
+            let args = match index {
+                Some(i) if templated => {
+                    render_args(node, &self.context(node, results, Some((&item, i))))?
+                }
+                _ => render_args(node, &base)?,
             };
-            let args = render_args(node, &ctx)?;
             out.push((index, item, args));
         }
         Ok(Some(Prepared {

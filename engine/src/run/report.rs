@@ -1,6 +1,8 @@
 //! A run's picture on disk: at the end of every runbook run (not a single call), `report.html` in the
-//! run's directory, drawn from the `plan.json` the run's start wrote (the rendered plan, redacted) and
-//! its journal, best effort: a failure to write them never changes the run. `run_report` makes the
+//! run's directory, best effort: a failure to write it never changes the run. It is drawn from what
+//! the run held in memory — the outline of its rendered plan (what `plan.json` holds, redacted) and
+//! the outlines of the records its journal wrote — not from the disk, which would read the whole
+//! journal and plan back; the picture is the same (`cli_report::cli_report_of_a_failing_run`). `run_report` makes the
 //! report of any recorded run again (`infra report`), from what the run recorded only: its journal,
 //! its `plan.json` (without it, the graph has no edges), and the tails of its failing steps' stderr,
 //! read as artifacts (bounded, redacted).
@@ -30,20 +32,25 @@ pub struct ReportOptions {
 }
 
 impl Engine {
-    /// Writes `plan.json` and `report.html` into a finished runbook run's directory. Best effort.
-    pub(super) fn write_report(&self, plan: &Plan, outcome: &RunOutcome) {
+    /// Writes `report.html` into a finished runbook run's directory. Best effort. Drawn from what
+    /// the run held: the outline of the plan it was decided on (`View::plan_outline` of the rendered
+    /// plan, redacted as `plan.json` is) and the outlines of the records its journal wrote
+    /// (`Journal::keeping_outlines`), the same picture `run_report` draws from the disk, without
+    /// reading it back.
+    pub(super) fn write_report(
+        &self,
+        plan: &Plan,
+        outcome: &RunOutcome,
+        plan_outline: Option<&Value>,
+        records: Option<Vec<evidence::Record>>,
+    ) {
+        let (Some(p), Some(records)) = (plan_outline, records) else {
+            return;
+        };
         if plan.is_call() || !outcome.dir.join("journal.jsonl").is_file() {
             return;
         }
-        // the plan the run was decided on, as its start wrote it; else the plan as compiled
-        let p = std::fs::read(outcome.dir.join("plan.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .unwrap_or_else(|| self.redactor.redact_value(&plan.to_json()));
-        let Ok(back) = evidence::read(&outcome.dir.join("journal.jsonl")) else {
-            return;
-        };
-        let view = View::of_run(Some(&p), &back.records, back.torn);
+        let view = View::of_run(Some(&self.redactor.redact_value(p)), &records, false);
         let html = self.render_report(&view, &outcome.uri_base, false, None);
         let _ = write_new(&outcome.dir.join("report.html"), html.as_bytes());
     }
