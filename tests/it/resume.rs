@@ -137,6 +137,13 @@ fn a_resumed_run_uses_the_recorded_upstream_output_and_does_not_run_it_again() {
     )
     .expect("report");
     assert!(report.contains(&format!("reused from run {id}")));
+    // the report the run drew from what it held is the one its records on disk draw
+    let again = p
+        .infra()
+        .args(["report", &new_id, "-o", "-"])
+        .output()
+        .expect("report");
+    assert_eq!(text(&again.stdout), report);
 
     // the audit log links the runs too
     let audit = std::fs::read_to_string(dir.join("audit.jsonl")).expect("audit");

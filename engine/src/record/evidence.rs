@@ -174,7 +174,7 @@ impl Record {
 
 impl Record {
     /// The record without its payloads (arguments, inputs, outputs, results), which are not copied:
-    /// what a picture of the run ([`crate::report::View`]) draws, small enough to hold for every
+    /// what a picture of the run (`report::View`) draws, small enough to hold for every
     /// record of a long run.
     pub fn outline(&self) -> Record {
         match self {
