@@ -809,3 +809,39 @@ fn a_process_that_leaves_the_group_cannot_hold_a_call_past_its_timeout() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(!crate::alive(pid2), "the escaped process {pid2} survived");
 }
+
+#[test]
+fn arguments_that_render_invalid_from_a_result_fail_the_step_naming_the_field_and_run_nothing() {
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let marker = p.path().join("ran");
+    let o = run_yaml(
+        &e,
+        &format!(
+            "name: t\nsteps:\n  - {{id: word, tool: local, args: {{action: exec, command: 'printf soon'}}}}\n  - {{id: use, tool: local, args: {{action: exec, command: 'touch {}', timeout_ms: '{{{{ steps.word.stdout }}}}'}}}}\n",
+            marker.display()
+        ),
+        json!({}),
+    );
+    assert!(!o.ok());
+    let s = step(&o, "use");
+    assert_eq!(s.status, Status::Failed);
+    let err = s.error.as_ref().expect("error");
+    assert_eq!(err.kind.to_string(), "invalid_args", "{err}");
+    assert!(
+        err.message
+            .contains("rendered arguments of `local.exec` are invalid")
+            && err.message.contains("/timeout_ms"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the command did not run");
+    // refused before the call: a `rejected` audit record, no intent
+    let audit = std::fs::read_to_string(p.path().join("audit.jsonl")).expect("audit");
+    let of_use: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["step"] == "use")
+        .collect();
+    assert_eq!(of_use.len(), 1, "{of_use:?}");
+    assert_eq!(of_use[0]["kind"], "rejected");
+}
