@@ -1,7 +1,8 @@
 //! Engine overhead: chains of `state.set` (writes: an fsync'd intent each) and `state.get` nodes (10
 //! to 100,000), a chain of `local.exec true` against
 //! spawning `true` directly (and against spawning it after one fdatasync'd append each, the floor
-//! of a step whose intent is durable), and time and peak memory while capturing 1 GiB of stdout, with no
+//! of a step whose intent is durable; five interleaved rounds of the three, ratios per round and of
+//! the fastest rounds), and time and peak memory while capturing 1 GiB of stdout, with no
 //! secret known and with 20. Run with `cargo bench --bench engine`.
 //!
 //! Each measurement runs in its own child process (this binary with `--one …`) so peak RSS is its own.
@@ -35,6 +36,11 @@ fn run(e: &Engine, yaml: &str) -> Duration {
     let d = t.elapsed();
     assert!(o.ok(), "{:?}", o.error);
     d
+}
+
+/// The smallest of some timings.
+fn fastest(t: &[f64]) -> f64 {
+    t.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn chain(n: usize, step: &str) -> String {
@@ -109,16 +115,16 @@ fn one(what: &str, n: usize) {
             );
         }
         "exec" => {
-            let cpu0 = cpu_ms().0;
-            let t = Instant::now();
-            for _ in 0..n {
+            // rounds of the three, interleaved, so a machine that slows down or speeds up between
+            // them moves all three alike; the ratios are per round, then their median, and the
+            // ratio of the fastest of each (noise only ever adds time)
+            const ROUNDS: usize = 5;
+            let spawn_true = || {
                 let st = std::process::Command::new("true")
                     .status()
                     .expect("spawn true");
                 assert!(st.success());
-            }
-            let bare = t.elapsed();
-            let cpu1 = cpu_ms().0;
+            };
             // the floor with the one durable write a step owes: an intent-sized line appended and
             // fdatasync'd before each spawn, in the same directory as the run's audit log
             let mut log = std::fs::OpenOptions::new()
@@ -127,42 +133,50 @@ fn one(what: &str, n: usize) {
                 .open(dir.path().join("floor.jsonl"))
                 .expect("floor log");
             let line = [b'x'; 400];
-            let t = Instant::now();
-            for _ in 0..n {
-                std::io::Write::write_all(&mut log, &line).expect("write");
-                log.sync_data().expect("fdatasync");
-                let st = std::process::Command::new("true")
-                    .status()
-                    .expect("spawn true");
-                assert!(st.success());
+            let yaml = chain(
+                n,
+                "tool: local, args: {action: exec, command: \"true\", args: []}",
+            );
+            let (mut bare, mut synced, mut chained) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cpu_bare, mut cpu_synced, mut cpu_chained) = (0.0, 0.0, 0.0);
+            for _ in 0..ROUNDS {
+                let c0 = cpu_ms().0;
+                let t = Instant::now();
+                for _ in 0..n {
+                    spawn_true();
+                }
+                bare.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
+                let c1 = cpu_ms().0;
+                let t = Instant::now();
+                for _ in 0..n {
+                    std::io::Write::write_all(&mut log, &line).expect("write");
+                    log.sync_data().expect("fdatasync");
+                    spawn_true();
+                }
+                synced.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
+                let c2 = cpu_ms().0;
+                chained.push(run(&e, &yaml).as_secs_f64() * 1e3 / n as f64);
+                // this process's own CPU (children apart), which a busy machine moves far less
+                let c3 = cpu_ms().0;
+                cpu_bare += (c1 - c0) / (n * ROUNDS) as f64;
+                cpu_synced += (c2 - c1) / (n * ROUNDS) as f64;
+                cpu_chained += (c3 - c2) / (n * ROUNDS) as f64;
             }
-            let synced = t.elapsed();
-            let cpu2 = cpu_ms().0;
-            let d = run(
-                &e,
-                &chain(
-                    n,
-                    "tool: local, args: {action: exec, command: \"true\", args: []}",
-                ),
+            let ratio = |floor: &[f64]| {
+                let mut per: Vec<f64> = chained.iter().zip(floor).map(|(c, f)| c / f).collect();
+                per.sort_by(f64::total_cmp);
+                (per[per.len() / 2], fastest(&chained) / fastest(floor))
+            };
+            let (med_bare, min_bare) = ratio(&bare);
+            let (med_synced, min_synced) = ratio(&synced);
+            println!(
+                "local.exec true ×{n}, {ROUNDS} rounds: {:.3} ms/node (fastest round); spawning `true` directly {:.3} ms each: ratio {med_bare:.2}× (median of rounds), {min_bare:.2}× (fastest to fastest); with one fdatasync each {:.3} ms: ratio {med_synced:.2}×, {min_synced:.2}×",
+                fastest(&chained),
+                fastest(&bare),
+                fastest(&synced),
             );
             println!(
-                "local.exec true ×{n}: {:8.1} ms ({:.3} ms/node); spawning `true` directly ×{n}: {:8.1} ms ({:.3} ms each); ratio {:.2}×; with one fdatasync each: {:8.1} ms ({:.3} ms each); ratio {:.2}×",
-                d.as_secs_f64() * 1e3,
-                d.as_secs_f64() * 1e3 / n as f64,
-                bare.as_secs_f64() * 1e3,
-                bare.as_secs_f64() * 1e3 / n as f64,
-                d.as_secs_f64() / bare.as_secs_f64(),
-                synced.as_secs_f64() * 1e3,
-                synced.as_secs_f64() * 1e3 / n as f64,
-                d.as_secs_f64() / synced.as_secs_f64()
-            );
-            // this process's own CPU (children apart), which a busy machine moves far less
-            let cpu3 = cpu_ms().0;
-            println!(
-                "  CPU of infra's own process: {:.3} ms/node (load and compile included); spawning directly: {:.3} ms each; with one fdatasync: {:.3} ms each",
-                (cpu3 - cpu2) / n as f64,
-                (cpu1 - cpu0) / n as f64,
-                (cpu2 - cpu1) / n as f64
+                "  CPU of infra's own process: {cpu_chained:.3} ms/node (load and compile included); spawning directly: {cpu_bare:.3} ms each; with one fdatasync: {cpu_synced:.3} ms each",
             );
         }
         "proc" => {
