@@ -294,9 +294,11 @@ fn plainly_unchanged(inner: &str) -> bool {
 /// them, is [`plainly_unchanged`] under a plain context. Most strings of a current runbook are,
 /// and this costs no allocation.
 fn plainly_unchanged_text(text: &str, cx: &Cx) -> bool {
-    if !cx.is_plain() {
-        return false;
-    }
+    cx.is_plain() && plainly_unchanged_blocks(text)
+}
+
+/// [`plainly_unchanged_text`] under a plain context.
+pub(super) fn plainly_unchanged_blocks(text: &str) -> bool {
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         let Some(close) = rest[open + 2..].find("}}").map(|c| open + 2 + c) else {

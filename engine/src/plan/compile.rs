@@ -348,6 +348,11 @@ fn templated_pointers(step: &Step) -> Vec<&str> {
 }
 
 fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
+    let validator = actions::validator(action);
+    // valid arguments (most) have no error to find, locate or filter
+    if validator.is_valid(&step.args) {
+        return;
+    }
     let templated = templated_pointers(step);
     let base = format!("{}/args", step.pointer);
     let found = dsl::schema::check_value(
@@ -355,7 +360,7 @@ fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Di
         rb.args_node(step),
         &step.args,
         &base,
-        actions::validator(action),
+        validator,
         action.schema(),
         Code::InvalidArgs,
     );
@@ -397,7 +402,7 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
             continue;
         };
         if mode == Mode::Shell {
-            for (start, end, place) in dsl::template::quoted_interpolations(&t.text) {
+            for (start, end, place) in dsl::template::quoted_interpolations_of(&t.text, &t.scan) {
                 let span = sub_span(rb.file.text(), t.span, &t.text, start, end);
                 diags.push(
                     Diagnostic::error(
