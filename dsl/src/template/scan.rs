@@ -426,9 +426,11 @@ pub fn quoted_interpolations_of(text: &str, sc: &Scan) -> Vec<(usize, usize, &'s
             None
         };
         let Some(close) = close else {
-            let c = rest.chars().next().unwrap_or(' ');
-            skeleton.push(c);
-            i += c.len_utf8();
+            // no block starts before the next `{` past this character
+            let len = rest.chars().next().map_or(1, char::len_utf8);
+            let next = rest[len..].find('{').map_or(rest.len(), |p| p + len);
+            skeleton.push_str(&rest[..next]);
+            i += next;
             continue;
         };
         let end = find_close(text, i + 2, close, close == "#}").map_or(text.len(), |e| e + 2);
