@@ -12,6 +12,10 @@
 //! points at the whole string). Produces a `Runbook` only when there are no errors, so a shape
 //! error hides analysis errors. Also the runbook digest and `sub_span` (a byte range inside a
 //! template string to a span in the file).
+//!
+//! From 2,048 main steps the second half is analyzed on a scoped thread with its own context
+//! (`Cx::half`); its ids are declared after the first half's, in order (`Cx::absorb`), so every
+//! `duplicate-step-id` is the one a single pass makes, and diagnostics are sorted by place later.
 
 use std::collections::HashMap;
 use std::sync::Arc;

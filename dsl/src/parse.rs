@@ -15,6 +15,10 @@
 //! become one diagnostic (`yaml-syntax`, `duplicate-key`, `input-too-large`) and stop the file.
 //! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
 //! since its own span is only its first token.
+//!
+//! A file of 256 KiB or more whose `steps` are a block list is parsed in two pieces at once
+//! (`split.rs`, the same `build` on each); what the pieces do not vouch for, every error included,
+//! is parsed whole, so the tree and every diagnostic are those of one parse.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,6 @@
 //! `infra validate <file|name …>`: every problem in the given runbooks, rustc-style or as JSON.
+//! The catalog is loaded only when a check needs it (a name, a nested runbook, capabilities,
+//! `--fix`, or no target at all).
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

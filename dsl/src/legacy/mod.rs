@@ -12,6 +12,9 @@
 //!
 //! New nodes carry the span of the original node they replace, so later diagnostics point at it.
 //!
+//! `surely_current` looks first, in one walk that allocates nothing: a file with none of the
+//! original's keys or shapes and no template the rewrite would touch is left as it is, unwalked.
+//!
 //! Decided differently from the original: a step reading a skipped step's result is skipped (the
 //! original evaluated `exists: false` as true); `--fix` does not rewrite YAML files with comments.
 

@@ -2,7 +2,8 @@
 //!
 //! For every step, rollbacks included: `resolve_step` looks up the tool (name or alias) and action
 //! (`unknown-tool`, `unknown-action`); `check_args` validates the arguments against the action's
-//! schema through `dsl::schema::check_value`, skipping errors at or below a templated value;
+//! schema (its validator compiled on first use; arguments it finds valid are not walked for
+//! errors) through `dsl::schema::check_value`, skipping errors at or below a templated value;
 //! `check_modes` applies the template modes (`| raw` last in a shell field: `unsafe-interpolation`
 //! warning; an interpolation inside the author's quotes: `quoted-interpolation`; in a SQL field
 //! anything not ending in `| ident`: `sql-interpolation`). The effect is the action's, or what
