@@ -84,11 +84,7 @@ fn surely_current(root: &Node) -> bool {
     let mut stack = vec![(root, false)];
     while let Some((n, item)) = stack.pop() {
         match &n.value {
-            NodeValue::Str(s) => {
-                if !path::plainly_unchanged_blocks(s) {
-                    return false;
-                }
-            }
+            NodeValue::Str(s) if !path::plainly_unchanged_blocks(s) => return false,
             NodeValue::Seq(items) => stack.extend(items.iter().map(|i| (i, true))),
             NodeValue::Map(entries) => {
                 if item
