@@ -12,6 +12,10 @@
 //! points at the whole string). Produces a `Runbook` only when there are no errors, so a shape
 //! error hides analysis errors. Also the runbook digest and `sub_span` (a byte range inside a
 //! template string to a span in the file).
+//!
+//! From 2,048 main steps the second half is analyzed on a scoped thread with its own context
+//! (`Cx::half`); its ids are declared after the first half's, in order (`Cx::absorb`), so every
+//! `duplicate-step-id` is the one a single pass makes, and diagnostics are sorted by place later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,12 +57,22 @@ pub struct Located<'a> {
 
 /// Analyzes one runbook of valid shape. Returns it when there are no errors, and every diagnostic found.
 pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagnostic>) {
+    analyze_split(at, raw, SPLIT_STEPS)
+}
+
+/// [`analyze`], the main steps in two halves at once from `split` steps.
+fn analyze_split(
+    at: &Located<'_>,
+    raw: RawRunbook,
+    split: usize,
+) -> (Option<Runbook>, Vec<Diagnostic>) {
     let mut cx = Cx {
         file: at.file,
         diags: Vec::new(),
         inputs: IndexMap::new(),
         ids: HashMap::new(),
         input_help: HashMap::new(),
+        deferred: None,
     };
     if !valid_name(&at.name) {
         cx.diags.push(
@@ -72,17 +86,33 @@ pub fn analyze(at: &Located<'_>, raw: RawRunbook) -> (Option<Runbook>, Vec<Diagn
     }
     cx.inputs(at.node.get("inputs"), raw.inputs.as_ref());
 
-    let mut steps = Vec::new();
     let steps_node = at.node.get("steps");
-    for (i, s) in raw.steps.iter().enumerate() {
-        let node = steps_node.and_then(|n| n.items().get(i));
-        steps.push(Arc::new(cx.step(
-            s,
-            node,
-            format!("{}/steps/{i}", at.pointer),
-            Phase::Main,
-        )));
-    }
+    let main = |cx: &mut Cx<'_>, range: std::ops::Range<usize>| -> Vec<Arc<Step>> {
+        range
+            .map(|i| {
+                let node = steps_node.and_then(|n| n.items().get(i));
+                let pointer = format!("{}/steps/{i}", at.pointer);
+                Arc::new(cx.step(&raw.steps[i], node, pointer, Phase::Main))
+            })
+            .collect()
+    };
+    let n = raw.steps.len();
+    let steps = if n < split {
+        main(&mut cx, 0..n)
+    } else {
+        // the second half on a scoped thread, its ids declared here after the first half's
+        let mid = n / 2;
+        let mut half = cx.half();
+        let main = &main;
+        let (mut first, second) = std::thread::scope(|s| {
+            let second = s.spawn(move || (main(&mut half, mid..n), half));
+            (main(&mut cx, 0..mid), second.join())
+        });
+        let (second, half) = second.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        cx.absorb(half);
+        first.extend(second);
+        first
+    };
     let mut finally = Vec::new();
     let fin_node = at.node.get("finally");
     for (i, s) in raw.finally.iter().enumerate() {
@@ -235,6 +265,37 @@ struct Cx<'a> {
     /// The help of `undefined-input` by input name, made once per name: a did-you-mean over every
     /// declared input, or their list, would otherwise cost a scan of the inputs per error.
     input_help: HashMap<String, String>,
+    /// In the second half of a long list ([`Cx::half`]): the ids it declares, in order, to be
+    /// declared after the first half's.
+    deferred: Option<Vec<(String, Span)>>,
+}
+
+/// From this many main steps, the second half is analyzed on a scoped thread.
+const SPLIT_STEPS: usize = 2048;
+
+impl<'a> Cx<'a> {
+    /// A context for the second half of the main steps: the same file and inputs, its own
+    /// diagnostics, its ids deferred.
+    fn half(&self) -> Cx<'a> {
+        Cx {
+            file: self.file,
+            diags: Vec::new(),
+            inputs: self.inputs.clone(),
+            ids: HashMap::new(),
+            input_help: HashMap::new(),
+            deferred: Some(Vec::new()),
+        }
+    }
+
+    /// Takes in the second half's diagnostics and declares its ids, in their order, as one pass
+    /// would have (diagnostics are sorted by place later, so where in the list each lands does not
+    /// matter).
+    fn absorb(&mut self, half: Cx<'_>) {
+        self.diags.extend(half.diags);
+        for (id, span) in half.deferred.unwrap_or_default() {
+            self.declare(&id, span);
+        }
+    }
 }
 
 impl Cx<'_> {
@@ -329,6 +390,10 @@ impl Cx<'_> {
     }
 
     fn declare(&mut self, id: &str, span: Span) {
+        if let Some(deferred) = &mut self.deferred {
+            deferred.push((id.to_owned(), span));
+            return;
+        }
         if let Some(first) = self.ids.get(id) {
             self.diags.push(
                 Diagnostic::error(
@@ -777,6 +842,94 @@ mod tests {
             d.windows(2)
                 .all(|w| w[0].span.map(|s| s.start) <= w[1].span.map(|s| s.start))
         );
+    }
+
+    #[test]
+    fn the_halves_of_many_steps_are_analyzed_as_in_one_pass() {
+        use super::{Located, SPLIT_STEPS, analyze_split};
+        use crate::parse::parse;
+        use crate::schema::check_runbook;
+        use std::sync::Arc;
+        let mut s = String::from("name: many\ninputs: [host]\nsteps:\n");
+        let n = SPLIT_STEPS + 10;
+        for i in 0..n {
+            // ids used again across the halves and within the second, rollbacks with and without
+            // ids, template errors and references to steps on both sides (no unknown id is
+            // near two known ones: which of two a did-you-mean names is the id map's order)
+            let id = match i {
+                4 | 1500 | 2052 => "twice".to_owned(),
+                1030 => "s7-rollback".to_owned(),
+                _ => format!("s{i}"),
+            };
+            s.push_str(&format!("  - id: {id}\n    tool: state\n"));
+            s.push_str(&match i % 4 {
+                0 => "    args: {action: get, key: \"{{ input.hots }}\"}\n".to_owned(),
+                1 => format!("    args: {{action: get, key: \"{{{{ steps.s{}.v }}}}\"}}\n", n - i),
+                2 => "    args: {action: get, key: \"{{ nope.x }}\"}\n    needs: [s3, zzz]\n".to_owned(),
+                _ => "    args: {action: get, key: k}\n    rollback: {tool: state, args: {action: get, key: \"{{ input.host }}\"}}\n".to_owned(),
+            });
+        }
+        let file = SourceFile::new("many.yaml", s);
+        let root = Arc::new(parse(&file).expect("parse"));
+        let run = |split: usize| {
+            let raw = check_runbook(&file, &root, "").expect("shape");
+            let at = Located {
+                file: &file,
+                root: Arc::clone(&root),
+                node: &root,
+                pointer: "",
+                name: "many".to_owned(),
+                name_span: crate::Span::default(),
+            };
+            let (rb, diags) = analyze_split(&at, raw, split);
+            let mut all = crate::Diagnostics::new();
+            all.extend(diags);
+            let diags: Vec<String> = all
+                .into_sorted()
+                .iter()
+                .map(|d| d.to_json().to_string())
+                .collect();
+            (rb.is_some(), diags)
+        };
+        let (one, halves) = (run(usize::MAX), run(SPLIT_STEPS));
+        assert!(!one.0 && !halves.0);
+        for (a, b) in one.1.iter().zip(&halves.1) {
+            assert_eq!(a, b);
+        }
+        assert_eq!(one.1.len(), halves.1.len());
+        assert!(one.1.len() > 1500, "{}", one.1.len());
+        let twice = one
+            .1
+            .iter()
+            .filter(|d| d.contains("step id `twice` is used twice"));
+        assert_eq!(twice.count(), 2);
+        assert!(
+            one.1
+                .iter()
+                .any(|d| d.contains("step id `s7-rollback` is used twice"))
+        );
+        // a runbook without errors: the same steps
+        let clean = "name: clean\nsteps:\n".to_owned()
+            + &(0..SPLIT_STEPS + 1)
+                .map(|i| format!("  - {{id: c{i}, tool: state, args: {{action: get, key: k}}}}\n"))
+                .collect::<String>();
+        let file = SourceFile::new("clean.yaml", clean);
+        let root = Arc::new(parse(&file).expect("parse"));
+        let steps = |split: usize| {
+            let raw = check_runbook(&file, &root, "").expect("shape");
+            let at = Located {
+                file: &file,
+                root: Arc::clone(&root),
+                node: &root,
+                pointer: "",
+                name: "clean".to_owned(),
+                name_span: crate::Span::default(),
+            };
+            let (rb, diags) = analyze_split(&at, raw, split);
+            assert!(diags.is_empty());
+            format!("{:?}", rb.expect("a runbook").steps)
+        };
+        assert_eq!(steps(usize::MAX), steps(SPLIT_STEPS));
     }
 
     #[test]

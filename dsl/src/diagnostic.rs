@@ -415,6 +415,36 @@ mod tests {
             assert!(seen.insert(s), "duplicate code {s}");
         }
     }
+
+    #[test]
+    fn many_diagnostics_render_in_halves_as_one_by_one() {
+        let text: String = (0..SPLIT_RENDER + 1)
+            .map(|i| format!("k{i}: v\n"))
+            .collect();
+        let file = SourceFile::new("t.yaml", text);
+        let diags: Vec<Diagnostic> = (0..=SPLIT_RENDER)
+            .map(|i| {
+                let at = file.text().find(&format!("k{i}:")).expect("key");
+                let d = if i % 3 == 0 {
+                    Diagnostic::warning(Code::DeprecatedSyntax, format!("w{i}"))
+                } else {
+                    Diagnostic::error(Code::UnknownKey, format!("e{i}")).help("h")
+                };
+                d.at(&file, Span::new(at, at + 2))
+            })
+            .collect();
+        let opts = RenderOptions { color: false };
+        let all = render_all(&diags, opts);
+        let one_by_one: String = diags
+            .iter()
+            .map(|d| format!("{}\n\n", render(d, opts)))
+            .collect();
+        assert!(all.starts_with(&one_by_one), "{all}");
+        assert_eq!(
+            &all[one_by_one.len()..],
+            "171 errors and 86 warnings emitted\n"
+        );
+    }
 }
 
 /// Options for [`render`].
@@ -489,13 +519,31 @@ pub fn render(d: &Diagnostic, opts: RenderOptions) -> String {
     renderer.render(&[group])
 }
 
-/// Renders all diagnostics, sorted, with a closing count line.
+/// From this many diagnostics, [`render_all`] renders the second half on a scoped thread.
+const SPLIT_RENDER: usize = 256;
+
+/// Renders all diagnostics, sorted, with a closing count line. Many are rendered in two halves at
+/// once, joined in their order.
 pub fn render_all(diags: &[Diagnostic], opts: RenderOptions) -> String {
-    let mut out = String::new();
-    for d in diags {
-        out.push_str(&render(d, opts));
-        out.push_str("\n\n");
-    }
+    let each = |part: &[Diagnostic]| {
+        let mut out = String::new();
+        for d in part {
+            out.push_str(&render(d, opts));
+            out.push_str("\n\n");
+        }
+        out
+    };
+    let mut out = if diags.len() < SPLIT_RENDER {
+        each(diags)
+    } else {
+        let (first, second) = diags.split_at(diags.len() / 2);
+        let (mut out, rest) = std::thread::scope(|s| {
+            let rest = s.spawn(|| each(second));
+            (each(first), rest.join())
+        });
+        out.push_str(&rest.unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        out
+    };
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
     if errors + warnings > 0 {

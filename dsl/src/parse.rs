@@ -15,6 +15,10 @@
 //! become one diagnostic (`yaml-syntax`, `duplicate-key`, `input-too-large`) and stop the file.
 //! `Node::pointer` resolves a JSON pointer to a node; `Node::focus` picks a collection's key span,
 //! since its own span is only its first token.
+//!
+//! A file of 256 KiB or more whose `steps` are a block list is parsed in two pieces at once
+//! (`split.rs`, the same `build` on each); what the pieces do not vouch for, every error included,
+//! is parsed whole, so the tree and every diagnostic are those of one parse.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -24,6 +28,8 @@ use serde_saphyr::granit_parser::{self as granit, Event, Parser, ScalarStyle};
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceFile, Span};
+
+mod split;
 
 /// The largest runbook file accepted (bytes).
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
@@ -181,6 +187,12 @@ enum Frame {
 struct Builder<'f> {
     file: &'f SourceFile,
     stack: Vec<Frame>,
+    /// The deepest the stack has been.
+    depth: usize,
+    /// The end of the last node's span.
+    end: usize,
+    /// Whether the top collection had `<<` merge keys.
+    root_merges: bool,
     /// Anchored nodes by anchor id, with their size in nodes.
     anchors: HashMap<usize, (Node, usize)>,
     /// Nodes made so far, aliases expanded.
@@ -193,9 +205,9 @@ struct Builder<'f> {
 /// Up to this many keys, a mapping's duplicate keys are found by a scan of its entries.
 const SCAN_KEYS: usize = 32;
 
-fn byte_span(sp: &granit::Span) -> Span {
+fn byte_span(sp: &granit::Span, base: usize) -> Span {
     sp.byte_range()
-        .map_or_else(Span::default, |r| Span::new(r.start, r.end))
+        .map_or_else(Span::default, |r| Span::new(base + r.start, base + r.end))
 }
 
 impl Builder<'_> {
@@ -373,6 +385,8 @@ fn scalar_value(text: Cow<'_, str>, style: ScalarStyle, tag: Option<&granit::Tag
 
 /// Parses a whole file (one YAML document) into a tree. Syntax errors, duplicate keys and exceeded limits
 /// are diagnostics. Builds the tree straight from parser events, with an explicit stack (no recursion).
+/// A large file whose `steps` are a plain block sequence is parsed in two pieces at once (`split`);
+/// anything that piece does not vouch for, every error included, is parsed whole.
 pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
     let text = file.text();
     if text.len() > MAX_FILE_BYTES {
@@ -386,6 +400,33 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
         .in_file(file)
         .help("split it into several runbooks"));
     }
+    if text.len() >= split::MIN_BYTES
+        && let Some(root) = split::parse(file)
+    {
+        return Ok(root);
+    }
+    build(file, 0, text).map(|b| b.root)
+}
+
+/// A tree built from one piece of text, with what [`split`] needs to join pieces.
+struct Built {
+    root: Node,
+    /// Nodes made, aliases expanded.
+    nodes: usize,
+    /// Nodes copied by aliases.
+    replayed: usize,
+    /// The deepest nesting of collections.
+    depth: usize,
+    /// Whether the top collection had `<<` merge keys (applied to its own entries only).
+    root_merges: bool,
+    /// The end of the span that ends last (a block scalar at the end of a piece ends at the piece's
+    /// end, not where it ends in the file).
+    end: usize,
+}
+
+/// Builds the tree of `text`, which starts at byte `base` of `file` (0 and the whole text, but for
+/// the pieces of `split`, whose errors are never shown).
+fn build(file: &SourceFile, base: usize, text: &str) -> Result<Built, Diagnostic> {
     let mut opts = granit::Options::default();
     opts.set_emit_comments(false);
     opts.flow_nesting_limit = MAX_DEPTH;
@@ -393,6 +434,9 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
     let mut b = Builder {
         file,
         stack: Vec::new(),
+        depth: 0,
+        end: 0,
+        root_merges: false,
         anchors: HashMap::new(),
         nodes: 0,
         replayed: 0,
@@ -400,8 +444,24 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
     };
     let mut documents = 0;
     for item in Parser::new_from_str_with_options(text, opts) {
-        let (event, sp) = item.map_err(|e| scan_error(file, &e))?;
-        let span = byte_span(&sp);
+        let (event, sp) = match item {
+            Ok(e) => e,
+            Err(e) if base == 0 && text.len() == file.text().len() => {
+                return Err(scan_error(file, &e));
+            }
+            // a piece's markers are not the file's: its errors are made again on the whole file
+            Err(_) => return Err(Diagnostic::error(Code::YamlSyntax, "in a piece")),
+        };
+        let span = byte_span(&sp, base);
+        if matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+        ) {
+            b.end = b.end.max(span.end);
+        }
         match event {
             Event::DocumentStart(..) => {
                 documents += 1;
@@ -410,7 +470,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                         Code::YamlSyntax,
                         "a runbook file holds one YAML document",
                     )
-                    .at(file, widen(text, span))
+                    .at(file, widen(file.text(), span))
                     .help("remove the `---` and what follows, or move it to its own file"));
                 }
             }
@@ -431,6 +491,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                     first_node,
                     items: Vec::new(),
                 });
+                b.depth = b.depth.max(b.stack.len());
             }
             Event::MappingStart(_, anchor, _) => {
                 b.count(1, span)?;
@@ -444,6 +505,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                     merges: Vec::new(),
                     names: None,
                 });
+                b.depth = b.depth.max(b.stack.len());
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor, first) = match b.stack.pop() {
@@ -468,6 +530,9 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                         merges,
                         ..
                     }) => {
+                        if b.stack.is_empty() && !merges.is_empty() {
+                            b.root_merges = true;
+                        }
                         apply_merges(&mut entries, merges);
                         (
                             Node {
@@ -487,7 +552,7 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
                 let Some((node, size)) = b.anchors.get(&id).cloned() else {
                     return Err(
                         Diagnostic::error(Code::YamlSyntax, "alias of an unknown anchor")
-                            .at(file, widen(text, span)),
+                            .at(file, widen(file.text(), span)),
                     );
                 };
                 b.replayed += size;
@@ -505,10 +570,17 @@ pub fn parse(file: &SourceFile) -> Result<Node, Diagnostic> {
             _ => {}
         }
     }
-    Ok(b.root.unwrap_or(Node {
-        span: Span::default(),
-        value: NodeValue::Null,
-    }))
+    Ok(Built {
+        root: b.root.unwrap_or(Node {
+            span: Span::default(),
+            value: NodeValue::Null,
+        }),
+        nodes: b.nodes,
+        replayed: b.replayed,
+        depth: b.depth,
+        root_merges: b.root_merges,
+        end: b.end,
+    })
 }
 
 fn scan_error(file: &SourceFile, e: &granit::ScanError) -> Diagnostic {

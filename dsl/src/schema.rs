@@ -3,7 +3,9 @@
 //!
 //! Steps are checked one at a time. A step with only the common keys in their plainest form is read
 //! straight from its node (`plain_step`); every other step, and every step with an error, goes
-//! through the JSON Schema and serde, which make all the diagnostics.
+//! through the JSON Schema and serde, which make all the diagnostics. Each half of the schema is
+//! compiled when first needed (a runbook of plain steps needs no step validator), and a list of
+//! 2,048 steps or more is checked in two halves at once, joined in order.
 
 use std::sync::OnceLock;
 
@@ -20,17 +22,17 @@ use crate::source::SourceFile;
 
 /// The runbook schema split in two, so a runbook is checked one step at a time (a small working set, even
 /// for 10,000 steps): its head (every key, with `steps` and `finally` items unchecked) and one step.
+/// Each is compiled when first needed: a runbook whose steps are all plain needs no step validator.
 struct Compiled {
-    head_schema: Value,
-    head: Validator,
-    step_schema: Value,
-    step: Validator,
+    schema: Value,
+    validator: Validator,
 }
 
 /// The keys whose items are steps.
 const STEP_LISTS: [&str; 2] = ["steps", "finally"];
 
-fn compiled() -> &'static Compiled {
+/// The validator of a runbook's head.
+fn head() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
         let schema = runbook_file_schema();
@@ -45,18 +47,30 @@ fn compiled() -> &'static Compiled {
             "$ref": "#/$defs/Runbook",
             "$defs": defs,
         });
+        let validator =
+            jsonschema::draft202012::new(&head_schema).expect("the runbook schema is valid");
+        Compiled {
+            schema: head_schema,
+            validator,
+        }
+    })
+}
+
+/// The validator of one step.
+fn step() -> &'static Compiled {
+    static C: OnceLock<Compiled> = OnceLock::new();
+    C.get_or_init(|| {
+        let schema = runbook_file_schema();
         let step_schema = serde_json::json!({
             "$schema": schema["$schema"],
             "$ref": "#/$defs/Step",
             "$defs": schema["$defs"],
         });
-        let head = jsonschema::draft202012::new(&head_schema).expect("the runbook schema is valid");
-        let step = jsonschema::draft202012::new(&step_schema).expect("the step schema is valid");
+        let validator =
+            jsonschema::draft202012::new(&step_schema).expect("the step schema is valid");
         Compiled {
-            head_schema,
-            head,
-            step_schema,
-            step,
+            schema: step_schema,
+            validator,
         }
     })
 }
@@ -68,7 +82,7 @@ pub fn check_runbook(
     node: &Node,
     base: &str,
 ) -> Result<RawRunbook, Vec<Diagnostic>> {
-    let c = compiled();
+    let c = head();
     let mut out = Vec::new();
     // The head: step lists stand in as lists of nulls of the same length, checked one by one below.
     let mut head = serde_json::Map::new();
@@ -82,15 +96,15 @@ pub fn check_runbook(
     let mut head = Value::Object(head);
     // `is_valid` stops at the first failure and builds no error; only an invalid value is walked again
     // for every error
-    if !c.head.is_valid(&head) {
-        for err in c.head.iter_errors(&head) {
-            convert(file, node, base, &c.head_schema, &err, &mut out);
+    if !c.validator.is_valid(&head) {
+        for err in c.validator.iter_errors(&head) {
+            convert(file, node, base, &c.schema, &err, &mut out);
         }
     }
     let mut lists: Vec<Vec<RawStep>> = Vec::new();
     for list in STEP_LISTS {
         let items = node.get(list).map_or(&[][..], Node::items);
-        let (steps, errors) = check_step_range(file, items, 0, &format!("{base}/{list}"));
+        let (steps, errors) = check_steps(file, items, &format!("{base}/{list}"));
         out.extend(errors);
         if let Some(slot) = head.get_mut(list) {
             *slot = Value::Array(Vec::new());
@@ -108,6 +122,29 @@ pub fn check_runbook(
     Ok(raw)
 }
 
+/// From this many steps, a list is checked in two halves at once, the second on a scoped thread.
+const SPLIT_STEPS: usize = 2048;
+
+/// Checks and reads a list of steps: in two halves at once when it is long (the steps and the
+/// diagnostics come out in the list's order either way).
+fn check_steps(file: &SourceFile, items: &[Node], base: &str) -> (Vec<RawStep>, Vec<Diagnostic>) {
+    if items.len() < SPLIT_STEPS {
+        return check_step_range(file, items, 0, base);
+    }
+    let mid = items.len() / 2;
+    let (first, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| check_step_range(file, &items[mid..], mid, base));
+        let first = check_step_range(file, &items[..mid], 0, base);
+        (first, second.join())
+    });
+    // a panic in the thread is a panic here, as it would have been in one pass
+    let second = second.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    let (mut steps, mut out) = first;
+    steps.extend(second.0);
+    out.extend(second.1);
+    (steps, out)
+}
+
 /// Checks and reads a list of steps, one at a time. `offset` is the index of the first in its list.
 fn check_step_range(
     file: &SourceFile,
@@ -115,7 +152,6 @@ fn check_step_range(
     offset: usize,
     base: &str,
 ) -> (Vec<RawStep>, Vec<Diagnostic>) {
-    let c = compiled();
     let mut steps = Vec::with_capacity(items.len());
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
@@ -125,10 +161,11 @@ fn check_step_range(
         }
         let json = item.to_json();
         let before = out.len();
-        if !c.step.is_valid(&json) {
+        let c = step();
+        if !c.validator.is_valid(&json) {
             let at = format!("{base}/{}", offset + i);
-            for err in c.step.iter_errors(&json) {
-                convert(file, item, &at, &c.step_schema, &err, &mut out);
+            for err in c.validator.iter_errors(&json) {
+                convert(file, item, &at, &c.schema, &err, &mut out);
             }
         }
         if out.len() == before {
@@ -530,11 +567,46 @@ mod tests {
     /// What the JSON Schema and serde make of a step, as JSON (`None`: the schema refuses it).
     fn slow(node: &Node) -> Option<Value> {
         let json = node.to_json();
-        if !compiled().step.is_valid(&json) {
+        if !step().validator.is_valid(&json) {
             return None;
         }
         let step: RawStep = serde_json::from_value(json).ok()?;
         serde_json::to_value(step).ok()
+    }
+
+    #[test]
+    fn a_long_list_checked_in_halves_is_checked_as_in_one_pass() {
+        let mut text = String::from("[");
+        for i in 0..SPLIT_STEPS + 3 {
+            // plain steps, steps left to the schema, and errors on either side of the middle
+            text.push_str(&match i % 5 {
+                0 => format!("{{id: s{i}, tool: t, args: {{action: a}}}},"),
+                1 => format!("{{id: s{i}, tool: t, args: {{action: a}}, foreach: [1]}},"),
+                2 => format!("{{id: s{i}, tool: t, args: {{action: a}}, nope: 1}},"),
+                3 => format!("{{id: S{i}, tool: t, args: {{action: a}}}},"),
+                _ => format!("{{id: s{i}, args: {{action: a}}, retry: {{attempts: 0}}}},"),
+            });
+        }
+        text.push(']');
+        let file = SourceFile::new("t.yaml", text);
+        let node = parse(&file).expect("parse");
+        let items = node.items();
+        let (steps, diags) = check_steps(&file, items, "/steps");
+        let (one_steps, one_diags) = check_step_range(&file, items, 0, "/steps");
+        let json = |s: &[RawStep]| serde_json::to_value(s).expect("json");
+        assert_eq!(json(&steps), json(&one_steps));
+        assert_eq!(format!("{diags:?}"), format!("{one_diags:?}"));
+        assert_eq!(steps.len(), (SPLIT_STEPS + 3).div_ceil(5) * 2 - 1);
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.path.as_deref() == Some("/steps/2/nope"))
+        );
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.path.as_deref() == Some("/steps/2047/nope"))
+        );
     }
 
     #[test]

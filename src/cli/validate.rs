@@ -1,10 +1,12 @@
 //! `infra validate <file|name …>`: every problem in the given runbooks, rustc-style or as JSON.
+//! The catalog is loaded only when a check needs it (a name, a nested runbook, capabilities,
+//! `--fix`, or no target at all).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dsl::{Diagnostic, Runbook};
-use engine::{Catalog, CompileOptions};
+use engine::{Catalog, CatalogOptions, CompileOptions, Resolve};
 use serde_json::json;
 
 use super::{FAILED, Format, OK, USAGE, catalog_options, find_runbook, looks_like_path};
@@ -53,16 +55,42 @@ pub struct Args {
     fix: bool,
 }
 
+/// The catalog, loaded when first needed: checking a file whose steps run no other runbook needs
+/// none of it.
+struct Lazy {
+    opts: CatalogOptions,
+    catalog: OnceLock<Catalog>,
+}
+
+impl Lazy {
+    fn new() -> Self {
+        Lazy {
+            opts: catalog_options(),
+            catalog: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> &Catalog {
+        self.catalog.get_or_init(|| Catalog::load(&self.opts))
+    }
+}
+
+impl Resolve for Lazy {
+    fn resolve(&self, name: &str) -> Option<Arc<Runbook>> {
+        self.get().resolve(name)
+    }
+}
+
 pub fn run(args: Args) -> u8 {
-    let mut catalog = Catalog::load(&catalog_options());
+    let mut catalog = Lazy::new();
     let (mut fixed, mut unfixed) = (Vec::new(), false);
     if args.fix {
-        match fix::files(&catalog, &args.targets) {
+        match fix::files(catalog.get(), &args.targets) {
             Ok(f) => (fixed, unfixed) = f,
             Err(code) => return code,
         }
         if !fixed.is_empty() {
-            catalog = Catalog::load(&catalog_options());
+            catalog = Lazy::new();
         }
     }
     let catalog = catalog;
@@ -97,15 +125,15 @@ pub fn run(args: Args) -> u8 {
         };
 
     if args.targets.is_empty() {
-        diags.extend(catalog.diagnostics().iter().cloned());
-        for e in catalog.entries() {
+        diags.extend(catalog.get().diagnostics().iter().cloned());
+        for e in catalog.get().entries() {
             compile_one(e.runbook.clone(), &mut diags, &mut checked);
         }
-        capabilities(&catalog, None, &mut diags, &mut checked);
+        capabilities(catalog.get(), None, &mut diags, &mut checked);
     }
     for t in &args.targets {
         if engine::capability::is_capabilities_file(Path::new(t)) && Path::new(t).is_file() {
-            capabilities(&catalog, Some(Path::new(t)), &mut diags, &mut checked);
+            capabilities(catalog.get(), Some(Path::new(t)), &mut diags, &mut checked);
         } else if looks_like_path(t) && !t.contains('#') {
             match engine::ctx::read_source(Path::new(t)) {
                 Ok(file) => {
@@ -126,7 +154,7 @@ pub fn run(args: Args) -> u8 {
                 }
             }
         } else {
-            match find_runbook(&catalog, t) {
+            match find_runbook(catalog.get(), t) {
                 Ok(rb) => compile_one(rb, &mut diags, &mut checked),
                 Err(d) => {
                     usage = true;

@@ -12,6 +12,9 @@
 //!
 //! New nodes carry the span of the original node they replace, so later diagnostics point at it.
 //!
+//! `surely_current` looks first, in one walk that allocates nothing: a file with none of the
+//! original's keys or shapes and no template the rewrite would touch is left as it is, unwalked.
+//!
 //! Decided differently from the original: a step reading a skipped step's result is skipped (the
 //! original evaluated `exists: false` as true); `--fix` does not rewrite YAML files with comments.
 
@@ -46,6 +49,14 @@ pub(crate) fn is_json(file: &SourceFile) -> bool {
 
 /// Translates every runbook in `root` in place: the whole file when `map_form` is false, else each value.
 pub fn translate(file: &SourceFile, root: &mut Node, map_form: bool) -> Translated {
+    if surely_current(root) {
+        return Translated::default();
+    }
+    translate_all(file, root, map_form)
+}
+
+/// [`translate`] without its first look.
+fn translate_all(file: &SourceFile, root: &mut Node, map_form: bool) -> Translated {
     let mut out = Translated::default();
     let json = is_json(file);
     if map_form {
@@ -61,6 +72,45 @@ pub fn translate(file: &SourceFile, root: &mut Node, map_form: bool) -> Translat
         out.broken.push(String::new());
     }
     out
+}
+
+/// Whether translation surely changes nothing in `root`, found by one walk that allocates nothing:
+/// no key of the original's (runbook, step, `args` or `retry` keys, wherever they are), no
+/// `foreach` as a mapping, no `when` or `until` as a mapping or list, no list item with a `name` and no `id` (a
+/// step named the original's way), and every string's `{{ … }}` blocks
+/// [`path::plainly_unchanged_blocks`]. With none of these every step's rewrite context is plain, and
+/// each part of [`runbook`] leaves the tree as it is and reports nothing. `false`: not sure.
+fn surely_current(root: &Node) -> bool {
+    let mut stack = vec![(root, false)];
+    while let Some((n, item)) = stack.pop() {
+        match &n.value {
+            NodeValue::Str(s) if !path::plainly_unchanged_blocks(s) => return false,
+            NodeValue::Seq(items) => stack.extend(items.iter().map(|i| (i, true))),
+            NodeValue::Map(entries) => {
+                if item
+                    && entries.iter().any(|(k, _)| k.name == "name")
+                    && !entries.iter().any(|(k, _)| k.name == "id")
+                {
+                    return false;
+                }
+                for (k, v) in entries {
+                    let map = matches!(v.value, NodeValue::Map(_));
+                    let collection = map || matches!(v.value, NodeValue::Seq(_));
+                    match k.name.as_str() {
+                        "stop_on_error" | "template_missing" | "seed_state" | "output"
+                        | "store_as" | "store_scope" | "max_attempts" | "base_delay_ms"
+                        | "backoff_factor" | "retry_on_error" => return false,
+                        "foreach" if map => return false,
+                        "when" | "until" if collection => return false,
+                        _ => {}
+                    }
+                    stack.push((v, false));
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 struct W<'a> {

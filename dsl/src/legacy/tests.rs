@@ -192,3 +192,66 @@ fn what_cannot_be_translated_is_an_error_and_the_runbook_is_not_loaded() {
     assert_eq!(names, ["ok.one"]);
     assert!(super::fix(&SourceFile::new("runbooks.json", text), None).is_err());
 }
+
+#[test]
+fn a_file_found_current_at_first_look_is_left_as_it_is_by_the_whole_translation() {
+    use super::{surely_current, translate_all};
+    use crate::parse::parse;
+    let legacy = [
+        "name: a\nstop_on_error: false\nsteps: []\n",
+        "name: a\ntemplate_missing: empty\nsteps: []\n",
+        "name: a\nseed_state: {k: 1}\nsteps: []\n",
+        "name: a\nsteps:\n  - {name: x, tool: state, args: {action: get, key: k}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: state, args: {action: get, key: k}, output: {path: v}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: state, args: {action: get, key: k, store_as: y}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, store_scope: run}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, foreach: {items: [1], as: n}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, when: {path: input.f}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, when: [{path: input.f}]}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {max_attempts: 2}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {attempts: 2, base_delay_ms: 1}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {attempts: 2, backoff_factor: 2}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {attempts: 2, retry_on_error: false}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {attempts: 2, until: {path: result.ok}}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, key: '{{ ?input.k }}'}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, key: '{{ steps.y.rows.0 }}'}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, key: 'a {{ trace_id }}'}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, list: ['{{ a[\"k\"] }}']}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, when: '{{ ?input.f }}'}\n",
+        "name: a\nsteps: []\noutputs: {o: '{{ steps.x.0 }}'}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, key: \"\\x7b{ ?input.k }}\"}}\n",
+        "a:\n  steps:\n    - {name: x, tool: t, args: {action: a}}\nb:\n  steps: []\n",
+    ];
+    let current = [
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, key: '{{ input.k | upper }}'}}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a, items: [{name: n, id: i}]}, foreach: [1, 2], when: '{{ input.f }}'}\n",
+        "name: a\nsteps:\n  - {id: x, tool: t, args: {action: a}, retry: {attempts: 2, until: '{{ result.ok }}'}}\nfinally:\n  - {id: f, tool: t, args: {action: a}}\noutputs: {o: '{{ steps.x.v }}'}\n",
+    ];
+    let check = |text: &str| -> bool {
+        let file = SourceFile::new("t.yaml", text);
+        let mut tree = parse(&file).expect("parse");
+        let current = surely_current(&tree);
+        let before = tree.clone();
+        let map_form = load::is_map_form(&tree);
+        let t = translate_all(&file, &mut tree, map_form);
+        if current {
+            assert!(t.diagnostics.is_empty() && t.broken.is_empty(), "{text}");
+            assert_eq!(tree, before, "{text}");
+        }
+        current
+    };
+    for text in legacy {
+        assert!(!check(text), "{text}");
+    }
+    for text in current {
+        assert!(check(text), "{text}");
+    }
+    // and every runbook of the repository
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../runbooks");
+    let mut found = 0;
+    for e in std::fs::read_dir(dir).expect("runbooks").flatten() {
+        let text = std::fs::read_to_string(e.path()).expect("text");
+        found += usize::from(check(&text));
+    }
+    assert!(found > 10, "{found}");
+}

@@ -26,7 +26,7 @@ mod scan;
 mod tests;
 
 pub use render::{RenderError, Renderer, renderer, shell_quote, sql_ident};
-pub use scan::{quoted_interpolations, scan};
+pub use scan::{quoted_interpolations, quoted_interpolations_of, scan};
 
 /// The longest template string accepted (bytes). Longer ones are refused before any parsing.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;

@@ -403,9 +403,14 @@ fn last_top_level_filter(toks: &[(Tok<'_>, usize, usize)]) -> Option<String> {
 /// template. `| raw` blocks are the author's own code and are not reported. Control tags and comments
 /// are read as if absent; the render-time check sees what they produce.
 pub fn quoted_interpolations(text: &str) -> Vec<(usize, usize, &'static str)> {
-    let Ok(sc) = scan(text) else {
-        return Vec::new();
-    };
+    match scan(text) {
+        Ok(sc) => quoted_interpolations_of(text, &sc),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`quoted_interpolations`] of a template already scanned (`sc` is `scan(text)`).
+pub fn quoted_interpolations_of(text: &str, sc: &Scan) -> Vec<(usize, usize, &'static str)> {
     let mut skeleton = String::with_capacity(text.len());
     let mut blocks = Vec::new();
     let mut i = 0;
@@ -421,9 +426,11 @@ pub fn quoted_interpolations(text: &str) -> Vec<(usize, usize, &'static str)> {
             None
         };
         let Some(close) = close else {
-            let c = rest.chars().next().unwrap_or(' ');
-            skeleton.push(c);
-            i += c.len_utf8();
+            // no block starts before the next `{` past this character
+            let len = rest.chars().next().map_or(1, char::len_utf8);
+            let next = rest[len..].find('{').map_or(rest.len(), |p| p + len);
+            skeleton.push_str(&rest[..next]);
+            i += next;
             continue;
         };
         let end = find_close(text, i + 2, close, close == "#}").map_or(text.len(), |e| e + 2);

@@ -299,23 +299,21 @@ pub fn all_actions() -> impl Iterator<Item = &'static ActionSpec> {
     registry().iter().flat_map(|t| t.actions.iter())
 }
 
-/// An action's schema and its compiled validator, built once per process.
+/// An action's schema and its compiled validator, built once per process, when the action is first
+/// checked (a runbook uses a few of them).
 fn compiled(spec: &ActionSpec) -> &'static (Value, jsonschema::Validator) {
-    type Table = Vec<((&'static str, &'static str), (Value, jsonschema::Validator))>;
-    static V: OnceLock<Table> = OnceLock::new();
-    let all = V.get_or_init(|| {
-        all_actions()
-            .map(|a| {
-                let schema = (a.schema_fn)();
-                let v = jsonschema::draft202012::new(&schema).expect("action schemas are valid");
-                ((a.tool, a.name), (schema, v))
-            })
-            .collect()
-    });
-    &all.iter()
-        .find(|(k, _)| *k == (spec.tool, spec.name))
-        .expect("every action has a validator")
-        .1
+    type Slot = OnceLock<(Value, jsonschema::Validator)>;
+    static V: OnceLock<Vec<(&'static ActionSpec, Slot)>> = OnceLock::new();
+    let all = V.get_or_init(|| all_actions().map(|a| (a, OnceLock::new())).collect());
+    let (a, slot) = all
+        .iter()
+        .find(|(a, _)| (a.tool, a.name) == (spec.tool, spec.name))
+        .expect("every action has a validator");
+    slot.get_or_init(|| {
+        let schema = (a.schema_fn)();
+        let v = jsonschema::draft202012::new(&schema).expect("action schemas are valid");
+        (schema, v)
+    })
 }
 
 /// The compiled validator of an action's schema.

@@ -2,7 +2,8 @@
 //!
 //! For every step, rollbacks included: `resolve_step` looks up the tool (name or alias) and action
 //! (`unknown-tool`, `unknown-action`); `check_args` validates the arguments against the action's
-//! schema through `dsl::schema::check_value`, skipping errors at or below a templated value;
+//! schema (its validator compiled on first use; arguments it finds valid are not walked for
+//! errors) through `dsl::schema::check_value`, skipping errors at or below a templated value;
 //! `check_modes` applies the template modes (`| raw` last in a shell field: `unsafe-interpolation`
 //! warning; an interpolation inside the author's quotes: `quoted-interpolation`; in a SQL field
 //! anything not ending in `| ident`: `sql-interpolation`). The effect is the action's, or what
@@ -348,6 +349,11 @@ fn templated_pointers(step: &Step) -> Vec<&str> {
 }
 
 fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Diagnostic>) {
+    let validator = actions::validator(action);
+    // valid arguments (most) have no error to find, locate or filter
+    if validator.is_valid(&step.args) {
+        return;
+    }
     let templated = templated_pointers(step);
     let base = format!("{}/args", step.pointer);
     let found = dsl::schema::check_value(
@@ -355,7 +361,7 @@ fn check_args(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<Di
         rb.args_node(step),
         &step.args,
         &base,
-        actions::validator(action),
+        validator,
         action.schema(),
         Code::InvalidArgs,
     );
@@ -397,7 +403,7 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
             continue;
         };
         if mode == Mode::Shell {
-            for (start, end, place) in dsl::template::quoted_interpolations(&t.text) {
+            for (start, end, place) in dsl::template::quoted_interpolations_of(&t.text, &t.scan) {
                 let span = sub_span(rb.file.text(), t.span, &t.text, start, end);
                 diags.push(
                     Diagnostic::error(
