@@ -844,11 +844,29 @@ mod tests {
         );
     }
 
+    /// The runbook at the root of `file`, analyzed in halves from `split` steps.
+    fn analyzed_in(
+        file: &SourceFile,
+        root: &std::sync::Arc<crate::parse::Node>,
+        name: &str,
+        split: usize,
+    ) -> (Option<crate::Runbook>, Vec<crate::Diagnostic>) {
+        let raw = crate::schema::check_runbook(file, root, "").expect("shape");
+        let at = super::Located {
+            file,
+            root: std::sync::Arc::clone(root),
+            node: root,
+            pointer: "",
+            name: name.to_owned(),
+            name_span: crate::Span::default(),
+        };
+        super::analyze_split(&at, raw, split)
+    }
+
     #[test]
     fn the_halves_of_many_steps_are_analyzed_as_in_one_pass() {
-        use super::{Located, SPLIT_STEPS, analyze_split};
+        use super::SPLIT_STEPS;
         use crate::parse::parse;
-        use crate::schema::check_runbook;
         use std::sync::Arc;
         let mut s = String::from("name: many\ninputs: [host]\nsteps:\n");
         let n = SPLIT_STEPS + 10;
@@ -872,16 +890,7 @@ mod tests {
         let file = SourceFile::new("many.yaml", s);
         let root = Arc::new(parse(&file).expect("parse"));
         let run = |split: usize| {
-            let raw = check_runbook(&file, &root, "").expect("shape");
-            let at = Located {
-                file: &file,
-                root: Arc::clone(&root),
-                node: &root,
-                pointer: "",
-                name: "many".to_owned(),
-                name_span: crate::Span::default(),
-            };
-            let (rb, diags) = analyze_split(&at, raw, split);
+            let (rb, diags) = analyzed_in(&file, &root, "many", split);
             let mut all = crate::Diagnostics::new();
             all.extend(diags);
             let diags: Vec<String> = all
@@ -916,16 +925,7 @@ mod tests {
         let file = SourceFile::new("clean.yaml", clean);
         let root = Arc::new(parse(&file).expect("parse"));
         let steps = |split: usize| {
-            let raw = check_runbook(&file, &root, "").expect("shape");
-            let at = Located {
-                file: &file,
-                root: Arc::clone(&root),
-                node: &root,
-                pointer: "",
-                name: "clean".to_owned(),
-                name_span: crate::Span::default(),
-            };
-            let (rb, diags) = analyze_split(&at, raw, split);
+            let (rb, diags) = analyzed_in(&file, &root, "clean", split);
             assert!(diags.is_empty());
             format!("{:?}", rb.expect("a runbook").steps)
         };
