@@ -369,7 +369,9 @@ impl FromIterator<Diagnostic> for Diagnostics {
     }
 }
 
-/// The closest candidate to `name` by edit distance, if it is close enough to be a likely typo.
+/// The closest candidate to `name` by edit distance, if it is close enough to be a likely typo; of
+/// equally close ones the first in byte order, so the answer never depends on the candidates' order
+/// (many come from hash maps).
 pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -379,7 +381,7 @@ pub fn did_you_mean<'a>(
         let score = strsim::jaro_winkler(name, c);
         let dist = strsim::levenshtein(name, c);
         let close = score >= 0.8 || dist <= (name.len().max(c.len()) / 3).max(1);
-        if close && best.is_none_or(|(s, _)| score > s) {
+        if close && best.is_none_or(|(s, b)| score > s || (score == s && c < b)) {
             best = Some((score, c));
         }
     }
@@ -401,6 +403,13 @@ mod tests {
         assert_eq!(did_you_mean("stpes", keys), Some("steps"));
         assert_eq!(did_you_mean("input", keys), Some("inputs"));
         assert_eq!(did_you_mean("zzzzzz", keys), None);
+        // a tie names the same candidate whatever the order
+        assert_eq!(
+            did_you_mean("deply", ["deplox", "deploy2", "deploy"]),
+            Some("deploy")
+        );
+        assert_eq!(did_you_mean("ab", ["ad", "ac"]), Some("ac"));
+        assert_eq!(did_you_mean("ab", ["ac", "ad"]), Some("ac"));
     }
 
     #[test]
