@@ -331,7 +331,7 @@ fn a_read_s_index_row_is_seen_at_once_here_and_written_by_drop_at_the_latest() {
     let calls = SessionJournal::create(&dir.path().join("runs/.calls")).expect("calls");
     let s = Store::open(&path).expect("open");
     let other = Store::open(&path).expect("a second connection");
-    for i in 0..50 {
+    let read = |i: usize| {
         let j = calls.journal().expect("journal");
         let id = format!("read{i}");
         s.run_whole(
@@ -343,23 +343,17 @@ fn a_read_s_index_row_is_seen_at_once_here_and_written_by_drop_at_the_latest() {
             "succeeded",
         )
         .expect("queued");
+        id
+    };
+    for i in 0..50 {
+        let id = read(i);
         // this process reads its own rows at once, whether or not the writer wrote them yet
         let row = s.run(&id).expect("read").expect("row");
         assert_eq!(row["runbook"], "state.get");
         assert_eq!(row["journal"], calls.path().display().to_string());
     }
     for i in 50..60 {
-        let j = calls.journal().expect("journal");
-        let id = format!("read{i}");
-        s.run_whole(
-            &id,
-            "state.get",
-            &dir.path().join(&id),
-            &j,
-            "2026-01-01",
-            "succeeded",
-        )
-        .expect("queued");
+        read(i);
     }
     drop(s);
     // every queued row is in the table once the store is dropped: another connection sees them all
