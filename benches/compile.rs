@@ -6,6 +6,13 @@
 //!
 //! Each size is measured in a child process (this binary re-run with `--one` or `--errors`), so peak
 //! memory (VmHWM) is that size's alone.
+//!
+//! Then the release binary (`target/release/infra`, or `INFRA_BIN`; skipped when missing), as a user
+//! runs it, 11 alternated rounds each, medians: `infra validate` of the 10,000-step runbook and of the
+//! one with 10,000 errors beside a one-step file (the process floor); and the lazy catalog, `infra
+//! run` of a one-step runbook in a profiles directory holding only it against one that also holds the
+//! 10,000-step runbook (ratio: other runbooks should not matter), with the first run there (which
+//! indexes the big file) and `infra list` (which checks every runbook) apart.
 
 #![allow(clippy::print_stdout)]
 
@@ -178,4 +185,83 @@ fn main() {
             .expect("child");
         assert!(status.success());
     }
+    cli();
+}
+
+/// The median of some timings.
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Wall time of the release binary run with `args` in `profiles` (ms); it must end as `ok` says.
+fn infra(bin: &std::path::Path, profiles: &std::path::Path, args: &[&str], ok: bool) -> f64 {
+    let t = Instant::now();
+    let st = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(profiles)
+        .env("MCP_PROFILES_DIR", profiles)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("spawn the release binary");
+    let d = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(st.success(), ok, "infra {args:?}");
+    d
+}
+
+/// What a user of the release binary waits for: `validate` of big files, `run` beside a big file.
+fn cli() {
+    const ROUNDS: usize = 11;
+    let bin = std::env::var_os("INFRA_BIN").map_or_else(
+        || std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/infra")),
+        std::path::PathBuf::from,
+    );
+    if !bin.is_file() {
+        println!(
+            "`{}` missing (cargo build --release): the CLI figures are skipped",
+            bin.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (alone, beside) = (tmp.path().join("alone"), tmp.path().join("beside"));
+    let one = "name: one\nsteps:\n  - {id: a, tool: state, args: {action: get, key: k}}\n";
+    for d in [&alone, &beside] {
+        std::fs::create_dir_all(d.join("runbooks")).expect("runbooks dir");
+        std::fs::write(d.join("runbooks/one.yaml"), one).expect("one");
+    }
+    let big = beside.join("runbooks/big.yaml");
+    std::fs::write(&big, generated(10_000, false)).expect("big");
+    let errs = tmp.path().join("errors.yaml");
+    std::fs::write(&errs, with_errors(10_000)).expect("errors");
+    let small = alone.join("runbooks/one.yaml");
+    let (small, big_s, errs_s) = (
+        small.to_string_lossy().into_owned(),
+        big.to_string_lossy().into_owned(),
+        errs.to_string_lossy().into_owned(),
+    );
+    let first = infra(&bin, &beside, &["run", "one"], true);
+    let (mut floor, mut ok10k, mut err10k) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut run_alone, mut run_beside, mut list) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        floor.push(infra(&bin, &alone, &["validate", &small], true));
+        ok10k.push(infra(&bin, &alone, &["validate", &big_s], true));
+        err10k.push(infra(&bin, &alone, &["validate", &errs_s], false));
+        run_alone.push(infra(&bin, &alone, &["run", "one"], true));
+        run_beside.push(infra(&bin, &beside, &["run", "one"], true));
+        list.push(infra(&bin, &beside, &["list"], true));
+    }
+    let (a, b) = (median(run_alone), median(run_beside));
+    println!(
+        "infra validate, {ROUNDS} rounds (medians): 10,000 steps {:.1} ms; 10,000 errors {:.1} ms; a one-step file {:.1} ms",
+        median(ok10k),
+        median(err10k),
+        median(floor)
+    );
+    println!(
+        "infra run of a one-step runbook, {ROUNDS} rounds (medians): alone {a:.1} ms; beside a 10,000-step runbook {b:.1} ms: ratio {:.2}× (first run there, indexing it: {first:.1} ms; infra list, checking both: {:.1} ms)",
+        b / a,
+        median(list)
+    );
 }

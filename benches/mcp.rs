@@ -1,5 +1,8 @@
 //! MCP budgets: the size of `tools/list`, cold start to the first `tools/list` answer, and the round trip
-//! of `state get` (median and p99 over 1,000 calls). Run with `cargo bench --bench mcp` (release binary).
+//! of `state get` (median and p99 over 1,000 calls), each call a whole engine run with its journal and
+//! audit records. Its baseline, in the same run and the same server, is `ping` (1,000, alternated with
+//! the calls): the JSON-RPC round trip over the same pipes with no engine behind it, the floor any
+//! server shares. Run with `cargo bench --bench mcp` (release binary; `INFRA_BIN` names another).
 
 #![allow(clippy::print_stdout)]
 
@@ -7,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ClientRequest, PingRequest};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -38,6 +41,7 @@ fn main() {
         let cold = t.elapsed();
         let size = serde_json::to_string(&tools).expect("json").len();
         let mut times: Vec<Duration> = Vec::with_capacity(1000);
+        let mut pings: Vec<Duration> = Vec::with_capacity(1000);
         let args = serde_json::json!({"action": "get", "key": "k"})
             .as_object()
             .cloned()
@@ -49,8 +53,18 @@ fn main() {
                 .await
                 .expect("state get");
             times.push(t.elapsed());
+            let t = Instant::now();
+            client
+                .send_request(ClientRequest::PingRequest(PingRequest {
+                    method: Default::default(),
+                    extensions: Default::default(),
+                }))
+                .await
+                .expect("ping");
+            pings.push(t.elapsed());
         }
         times.sort();
+        pings.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!("tools/list: {} tools, {size} bytes of JSON", tools.len());
         println!(
@@ -58,9 +72,13 @@ fn main() {
             ms(cold)
         );
         println!(
-            "state get round trip over 1,000 calls: median {:.3} ms, p99 {:.3} ms",
+            "state get round trip over 1,000 calls: median {:.3} ms, p99 {:.3} ms; ping (same run, alternated): median {:.3} ms, p99 {:.3} ms; ratio of medians {:.2}×, the engine's part {:.3} ms",
             ms(times[500]),
-            ms(times[990])
+            ms(times[990]),
+            ms(pings[500]),
+            ms(pings[990]),
+            ms(times[500]) / ms(pings[500]),
+            ms(times[500]) - ms(pings[500]),
         );
         let _ = client.cancel().await;
         let _ = child.wait().await;

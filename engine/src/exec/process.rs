@@ -75,6 +75,12 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Bytes read from a pipe at once: a whole default pipe buffer.
 const READ_BUF_LEN: usize = 64 * 1024;
+/// Once a stream has passed `WIDEN_AFTER` bytes its pipe is widened to `WIDE_PIPE` (the most an
+/// unprivileged process may ask for by default) and reads take up to `WIDE_READ_LEN` at once: a large
+/// output then costs fewer wake-ups and system calls, while small ones keep the default pipe.
+const WIDEN_AFTER: u64 = 1 << 20;
+const WIDE_PIPE: i32 = 1 << 20;
+const WIDE_READ_LEN: usize = 256 * 1024;
 
 thread_local! {
     /// Each thread's read buffer for [`run`], kept between processes.
@@ -100,6 +106,8 @@ pub struct OutputSink {
     kept: Vec<u8>,
     truncated: bool,
     to: Option<std::io::Result<ArtifactWriter>>,
+    /// Bytes taken so far.
+    taken: u64,
 }
 
 impl OutputSink {
@@ -110,7 +118,13 @@ impl OutputSink {
             kept: Vec::new(),
             truncated: false,
             to: None,
+            taken: 0,
         }
+    }
+
+    /// Bytes taken so far.
+    pub fn bytes(&self) -> u64 {
+        self.taken
     }
 
     /// Takes the next bytes of the stream.
@@ -118,6 +132,7 @@ impl OutputSink {
         if chunk.is_empty() {
             return;
         }
+        self.taken += chunk.len() as u64;
         let cap = self.capture.cap;
         if self.kept.len() < cap {
             let take = (cap - self.kept.len()).min(chunk.len());
@@ -371,7 +386,16 @@ pub fn run(
                 if n == 0 {
                     *file = None;
                 } else {
+                    let before = sink.bytes();
                     sink.push(&buf[..n]);
+                    if before < WIDEN_AFTER
+                        && sink.bytes() >= WIDEN_AFTER
+                        && let Some(f) = file.as_ref()
+                    {
+                        // best effort: a pipe that stays narrow is only slower
+                        let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETPIPE_SZ(WIDE_PIPE));
+                        buf.resize(WIDE_READ_LEN, 0);
+                    }
                 }
             }
         } else if status.is_none() {

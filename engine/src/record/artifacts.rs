@@ -23,8 +23,8 @@ use std::sync::Arc;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
+use super::digest::StreamDigest;
 use super::redact::{Redactor, StreamRedactor};
 
 /// The URI scheme of artifacts.
@@ -61,7 +61,7 @@ pub struct ArtifactWriter {
     uri: String,
     path: PathBuf,
     file: File,
-    hasher: Sha256,
+    digest: StreamDigest,
     bytes: u64,
     redact: StreamRedactor,
 }
@@ -96,7 +96,7 @@ impl ArtifactWriter {
             uri: format!("{uri_base}/{name}"),
             path,
             file,
-            hasher: Sha256::new(),
+            digest: StreamDigest::new(),
             bytes: 0,
             redact: StreamRedactor::new(redactor),
         })
@@ -106,22 +106,24 @@ impl ArtifactWriter {
         &self.uri
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.hasher.update(bytes);
+    /// Writes bytes the redactor let through, then hands them to the digest.
+    fn emit(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        self.file.write_all(&bytes)?;
         self.bytes += bytes.len() as u64;
-        self.file.write_all(bytes)
+        self.digest.update_owned(bytes);
+        Ok(())
     }
 
     /// Closes the artifact and returns its reference.
     pub fn finish(mut self) -> io::Result<ArtifactRef> {
         let rest = self.redact.finish();
-        self.emit(&rest)?;
+        self.emit(rest)?;
         self.file.flush()?;
         Ok(ArtifactRef {
+            sha256: self.digest.finish()?,
             uri: self.uri,
             path: self.path,
             bytes: self.bytes,
-            sha256: dsl::analyze::hex(&self.hasher.finalize()),
         })
     }
 }
@@ -129,7 +131,7 @@ impl ArtifactWriter {
 impl Write for ArtifactWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let out = self.redact.push(buf);
-        self.emit(&out)?;
+        self.emit(out)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -395,6 +397,7 @@ pub fn list(root: &Path, limit: usize) -> io::Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn setup() -> (tempfile::TempDir, ArtifactRef) {
         let dir = tempfile::tempdir().expect("tmp");

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod audit;
 pub mod audit_record;
+pub mod digest;
 pub mod evidence;
 pub mod redact;
 mod scan;
