@@ -12,7 +12,7 @@
 //! one with 10,000 errors beside a one-step file (the process floor); and the lazy catalog, `infra
 //! run` of a one-step runbook in a profiles directory holding only it against one that also holds the
 //! 10,000-step runbook (ratio: other runbooks should not matter), with the first run there (which
-//! indexes the big file) and `infra list` (which checks every runbook) apart.
+//! indexes the big file) and `infra list` (which checks every runbook) apart. `--cli` runs only these.
 
 #![allow(clippy::print_stdout)]
 
@@ -164,6 +164,10 @@ fn main() {
         errors(args[i + 1].parse().expect("errors"));
         return;
     }
+    if args.iter().any(|a| a == "--cli") {
+        cli();
+        return;
+    }
     let exe = std::env::current_exe().expect("exe");
     for dag in [false, true] {
         for steps in [100, 1_000, 10_000] {
@@ -244,13 +248,19 @@ fn cli() {
     let first = infra(&bin, &beside, &["run", "one"], true);
     let (mut floor, mut ok10k, mut err10k) = (Vec::new(), Vec::new(), Vec::new());
     let (mut run_alone, mut run_beside, mut list) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         floor.push(infra(&bin, &alone, &["validate", &small], true));
         ok10k.push(infra(&bin, &alone, &["validate", &big_s], true));
         err10k.push(infra(&bin, &alone, &["validate", &errs_s], false));
-        run_alone.push(infra(&bin, &alone, &["run", "one"], true));
-        run_beside.push(infra(&bin, &beside, &["run", "one"], true));
         list.push(infra(&bin, &beside, &["list"], true));
+        // which of the two goes first changes every round
+        let mut pair = [(&alone, &mut run_alone), (&beside, &mut run_beside)];
+        if round % 2 == 1 {
+            pair.reverse();
+        }
+        for (dir, times) in pair {
+            times.push(infra(&bin, dir, &["run", "one"], true));
+        }
     }
     let (a, b) = (median(run_alone), median(run_beside));
     println!(

@@ -546,6 +546,41 @@ fn a_large_output_is_streamed_with_bounded_capture_and_a_matching_digest() {
 }
 
 #[test]
+fn a_secret_deep_in_a_large_output_is_masked_in_its_artifact_whose_digest_is_of_what_was_written() {
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let secret = "s3cr3t-deep-T0ken";
+    // ~7 MiB: runs of `x` of uneven lengths, each followed by the secret, so the secret falls at
+    // every kind of place relative to the reads (past the first MiB they are large and handed on)
+    let o = run_yaml(
+        &e,
+        "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - {id: big, tool: local, args: {action: exec, command: 'for i in $(seq 1 120); do head -c $((i * 997)) /dev/zero | tr \"\\\\0\" x; printf %s {{ input.token }}; done'}}\n",
+        json!({"token": secret}),
+    );
+    assert!(o.ok(), "{:?}", o.error);
+    let r = step(&o, "big").result.clone().expect("result");
+    let uri = r["stdout_uri"].as_str().expect("an artifact");
+    let path = p
+        .path()
+        .join(uri.strip_prefix("artifact://").expect("scheme"));
+    let written = std::fs::read(&path).expect("artifact");
+    let text = String::from_utf8_lossy(&written);
+    assert!(!text.contains(secret), "the secret reached the artifact");
+    assert_eq!(text.matches("[REDACTED]").count(), 120);
+    assert_eq!(text.len(), 997 * (120 * 121 / 2) + 120 * "[REDACTED]".len());
+    assert_eq!(r["stdout_bytes"], written.len());
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        r["stdout_sha256"],
+        sum.split_whitespace().next().unwrap_or("")
+    );
+}
+
+#[test]
 fn stdin_ref_reads_an_artifact_through_no_link() {
     let p = Project::new().unsafe_local();
     let e = p.engine();

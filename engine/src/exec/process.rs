@@ -129,8 +129,31 @@ impl OutputSink {
 
     /// Takes the next bytes of the stream.
     pub fn push(&mut self, chunk: &[u8]) {
+        if self.keep(chunk) {
+            self.write(|w| w.write_all(chunk));
+        }
+    }
+
+    /// As [`OutputSink::push`], for bytes the caller gives up: they go on to the artifact without a
+    /// copy while no secret is known.
+    pub fn push_owned(&mut self, chunk: Vec<u8>) {
+        if self.keep(&chunk) {
+            self.write(|w| w.write_owned(chunk));
+        }
+    }
+
+    /// A buffer the artifact is done with, to read the next bytes into (see `StreamDigest::spare`).
+    pub fn spare(&mut self) -> Option<Vec<u8>> {
+        match &mut self.to {
+            Some(Ok(w)) => w.spare(),
+            _ => None,
+        }
+    }
+
+    /// Counts a chunk and keeps what fits under the cap; false for an empty one.
+    fn keep(&mut self, chunk: &[u8]) -> bool {
         if chunk.is_empty() {
-            return;
+            return false;
         }
         self.taken += chunk.len() as u64;
         let cap = self.capture.cap;
@@ -141,6 +164,11 @@ impl OutputSink {
         } else {
             self.truncated = true;
         }
+        true
+    }
+
+    /// Writes to the artifact, made on the first byte.
+    fn write(&mut self, with: impl FnOnce(&mut ArtifactWriter) -> std::io::Result<()>) {
         if self.to.is_none() {
             let c = &self.capture;
             self.to = Some(ArtifactWriter::create(
@@ -152,7 +180,7 @@ impl OutputSink {
         }
         // after a write error, keep taking bytes so the producer never blocks
         if let Some(Ok(w)) = &mut self.to
-            && let Err(e) = w.write_all(chunk)
+            && let Err(e) = with(w)
         {
             self.to = Some(Err(e));
         }
@@ -378,6 +406,25 @@ pub fn run(
                     continue;
                 }
                 let (file, sink) = &mut streams[i];
+                let before = sink.bytes();
+                if before >= WIDEN_AFTER {
+                    // a large stream: read into a buffer of its own, handed on without a copy and
+                    // given back once hashed
+                    let mut own = sink.spare().unwrap_or_default();
+                    own.resize(WIDE_READ_LEN, 0);
+                    let n = match file.as_mut().map(|f| f.read(&mut own)) {
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        _ => 0,
+                    };
+                    if n == 0 {
+                        *file = None;
+                    } else {
+                        own.truncate(n);
+                        sink.push_owned(own);
+                    }
+                    continue;
+                }
                 let n = match file.as_mut().map(|f| f.read(&mut buf)) {
                     Some(Ok(n)) => n,
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -386,15 +433,12 @@ pub fn run(
                 if n == 0 {
                     *file = None;
                 } else {
-                    let before = sink.bytes();
                     sink.push(&buf[..n]);
-                    if before < WIDEN_AFTER
-                        && sink.bytes() >= WIDEN_AFTER
+                    if sink.bytes() >= WIDEN_AFTER
                         && let Some(f) = file.as_ref()
                     {
                         // best effort: a pipe that stays narrow is only slower
                         let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETPIPE_SZ(WIDE_PIPE));
-                        buf.resize(WIDE_READ_LEN, 0);
                     }
                 }
             }

@@ -114,6 +114,17 @@ impl ArtifactWriter {
         Ok(())
     }
 
+    /// Writes bytes the caller gives up (no copy while no secret is known).
+    pub fn write_owned(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        let out = self.redact.push_owned(bytes);
+        self.emit(out)
+    }
+
+    /// A buffer the digest is done with, to read the next bytes into.
+    pub fn spare(&mut self) -> Option<Vec<u8>> {
+        self.digest.spare()
+    }
+
     /// Closes the artifact and returns its reference.
     pub fn finish(mut self) -> io::Result<ArtifactRef> {
         let rest = self.redact.finish();

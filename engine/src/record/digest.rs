@@ -9,9 +9,10 @@
 //! bounded. Bytes are hashed in the order they were given, so the digest is the one of the whole
 //! stream, whichever thread computed it (tested against a one-shot hash over random cuts).
 //!
-//! A thread that cannot be started leaves the hashing on the caller's thread.
+//! Hashed chunks come back through [`StreamDigest::spare`], so a reader can fill them again rather than
+//! allocate and copy. A thread that cannot be started leaves the hashing on the caller's thread.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
@@ -41,6 +42,8 @@ enum State {
         /// Small writes gathered until they make a chunk.
         gather: Vec<u8>,
         to: SyncSender<Vec<u8>>,
+        /// Chunks the thread has hashed, for the caller to fill again.
+        back: Receiver<Vec<u8>>,
         done: JoinHandle<Sha256>,
     },
 }
@@ -94,11 +97,22 @@ impl StreamDigest {
         }
     }
 
+    /// A chunk the thread has hashed, if one is waiting: the caller may fill it and give it back, so a
+    /// long stream reuses a few buffers.
+    pub fn spare(&mut self) -> Option<Vec<u8>> {
+        match &self.state {
+            State::Away { back, .. } => back.try_recv().ok(),
+            State::Here(_) => None,
+        }
+    }
+
     /// The digest of every byte given, as lowercase hex.
     pub fn finish(self) -> std::io::Result<String> {
         let h = match self.state {
             State::Here(h) => *h,
-            State::Away { gather, to, done } => {
+            State::Away {
+                gather, to, done, ..
+            } => {
                 if !gather.is_empty() {
                     send(&to, gather);
                 }
@@ -118,12 +132,15 @@ impl StreamDigest {
         }
         let State::Here(h) = &self.state else { return };
         let (to, from) = sync_channel::<Vec<u8>>(QUEUE);
+        let (give_back, back) = sync_channel::<Vec<u8>>(QUEUE);
         let mut hasher = Sha256::clone(h);
         let started = std::thread::Builder::new()
             .name("infra-sha256".into())
             .spawn(move || {
                 for chunk in from {
                     hasher.update(&chunk);
+                    // for the caller to read into again; when it takes none, the chunk is freed
+                    let _ = give_back.try_send(chunk);
                 }
                 hasher
             });
@@ -132,6 +149,7 @@ impl StreamDigest {
                 self.state = State::Away {
                     gather: Vec::new(),
                     to,
+                    back,
                     done,
                 }
             }
@@ -167,6 +185,32 @@ mod tests {
             one_shot(b""),
             "no bytes"
         );
+    }
+
+    #[test]
+    fn hashed_chunks_come_back_to_be_filled_again() {
+        let mut d = StreamDigest::new();
+        let chunk = vec![7u8; 4 * CHUNK];
+        for _ in 0..16 {
+            d.update_owned(chunk.clone());
+        }
+        assert!(matches!(d.state, State::Away { .. }));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let back = loop {
+            if let Some(b) = d.spare() {
+                break b;
+            }
+            assert!(std::time::Instant::now() < deadline, "no chunk came back");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(back.capacity() >= 4 * CHUNK);
+        // filled again and given back, it counts like any bytes
+        let mut again = back;
+        again.clear();
+        again.extend_from_slice(&chunk);
+        d.update_owned(again);
+        let all: Vec<u8> = std::iter::repeat_n(&chunk, 17).flatten().copied().collect();
+        assert_eq!(d.finish().expect("digest"), one_shot(&all));
     }
 
     #[test]

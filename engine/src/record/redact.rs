@@ -294,25 +294,23 @@ impl StreamRedactor {
             return bytes.to_vec();
         }
         self.pending.extend_from_slice(bytes);
-        if self.pending.len() <= hold {
-            return Vec::new();
+        let out = Vec::with_capacity(self.pending.len());
+        safe_part(&known, hold, &mut self.pending, out)
+    }
+
+    /// As [`StreamRedactor::push`], for bytes the caller gives up: while no secret is known they are
+    /// returned as they are, not copied; else their buffer carries what is safe.
+    pub fn push_owned(&mut self, mut bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(known) = self.redactor.known.read() else {
+            return MASK.as_bytes().to_vec();
+        };
+        let hold = known.longest.saturating_sub(1);
+        if hold == 0 && self.pending.is_empty() {
+            return bytes;
         }
-        // every form starting before `safe` ends inside what is here, so it is found now
-        let safe = self.pending.len() - hold;
-        let mut out = Vec::with_capacity(self.pending.len());
-        let mut at = 0;
-        for m in known.matches(&self.pending) {
-            if m.start >= safe {
-                break;
-            }
-            out.extend_from_slice(&self.pending[at..m.start]);
-            out.extend_from_slice(MASK.as_bytes());
-            at = m.end;
-        }
-        let cut = safe.max(at);
-        out.extend_from_slice(&self.pending[at..cut]);
-        self.pending.drain(..cut);
-        out
+        self.pending.extend_from_slice(&bytes);
+        bytes.clear();
+        safe_part(&known, hold, &mut self.pending, bytes)
     }
 
     /// The rest, at the end of the stream.
@@ -320,6 +318,29 @@ impl StreamRedactor {
         let rest = std::mem::take(&mut self.pending);
         self.redactor.redact_bytes(&rest)
     }
+}
+
+/// Moves out of `pending`, into `out`, what is safe to emit (every form starting before the last
+/// `hold` bytes masked), leaving only those bytes and a form that may go on past them.
+fn safe_part(known: &Known, hold: usize, pending: &mut Vec<u8>, mut out: Vec<u8>) -> Vec<u8> {
+    if pending.len() <= hold {
+        return out;
+    }
+    // every form starting before `safe` ends inside what is here, so it is found now
+    let safe = pending.len() - hold;
+    let mut at = 0;
+    for m in known.matches(pending) {
+        if m.start >= safe {
+            break;
+        }
+        out.extend_from_slice(&pending[at..m.start]);
+        out.extend_from_slice(MASK.as_bytes());
+        at = m.end;
+    }
+    let cut = safe.max(at);
+    out.extend_from_slice(&pending[at..cut]);
+    pending.drain(..cut);
+    out
 }
 
 #[cfg(test)]
@@ -385,6 +406,16 @@ mod tests {
     }
 
     #[test]
+    fn with_no_secret_known_a_given_up_buffer_passes_as_it_is() {
+        let mut s = StreamRedactor::new(Arc::new(Redactor::new()));
+        let given = b"plain bytes".to_vec();
+        let at = given.as_ptr();
+        let out = s.push_owned(given);
+        assert_eq!(out, b"plain bytes");
+        assert_eq!(out.as_ptr(), at, "no copy");
+    }
+
+    #[test]
     fn binary_output_passes_through_a_stream_untouched() {
         let r = Arc::new(Redactor::new());
         r.add("topsecretvalue");
@@ -442,7 +473,14 @@ mod tests {
             while at < text.len() {
                 let n = 1 + next(24);
                 let end = (at + n).min(text.len());
-                out.extend(s.push(&text[at..end]));
+                // borrowed and given-up pieces alike (a given-up buffer carries the safe part)
+                if next(2) == 0 {
+                    out.extend(s.push(&text[at..end]));
+                } else {
+                    let mut given = Vec::with_capacity(64);
+                    given.extend_from_slice(&text[at..end]);
+                    out.extend(s.push_owned(given));
+                }
                 at = end;
             }
             out.extend(s.finish());
