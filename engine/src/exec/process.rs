@@ -13,7 +13,9 @@
 //! environment is only copied when it changes: `INFRA_AUDIT_KEY` removed when set, the step's `env`),
 //! stdin written at once as far as the pipe takes it (`feed_stdin`; a detached thread only for a
 //! rest), stdout and stderr read on the calling thread with `poll` (short
-//! ticks for cancel and deadline), and `ExitWatch`, which hears the exit without reaping (a pidfd
+//! ticks for cancel and deadline; a stream past 1 MiB gets a 1 MiB pipe and 256 KiB reads into
+//! buffers of its own, handed to its artifact, whose hashing thread gives them back, without a
+//! copy: `record::digest`), and `ExitWatch`, which hears the exit without reaping (a pidfd
 //! polled on the same thread; a `waitid` thread where pidfds are missing), kills what is left of
 //! the group (background children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
 //! the pipes get up to `LINGER` (2 s, never past the deadline). Then `kill_holders` kills every
