@@ -408,32 +408,27 @@ pub fn run(
                     continue;
                 }
                 let (file, sink) = &mut streams[i];
-                let before = sink.bytes();
-                if before >= WIDEN_AFTER {
-                    // a large stream: read into a buffer of its own, handed on without a copy and
-                    // given back once hashed
-                    let mut own = sink.spare().unwrap_or_default();
-                    own.resize(WIDE_READ_LEN, 0);
-                    let n = match file.as_mut().map(|f| f.read(&mut own)) {
-                        Some(Ok(n)) => n,
-                        Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        _ => 0,
-                    };
-                    if n == 0 {
-                        *file = None;
-                    } else {
-                        own.truncate(n);
-                        sink.push_owned(own);
-                    }
-                    continue;
-                }
-                let n = match file.as_mut().map(|f| f.read(&mut buf)) {
+                let wide = sink.bytes() >= WIDEN_AFTER;
+                // a large stream reads into a buffer of its own, handed on without a copy and
+                // given back once hashed; a small one into the thread's buffer
+                let mut own = if wide {
+                    let mut b = sink.spare().unwrap_or_default();
+                    b.resize(WIDE_READ_LEN, 0);
+                    Some(b)
+                } else {
+                    None
+                };
+                let into = own.as_deref_mut().unwrap_or(&mut buf);
+                let n = match file.as_mut().map(|f| f.read(into)) {
                     Some(Ok(n)) => n,
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     _ => 0,
                 };
                 if n == 0 {
                     *file = None;
+                } else if let Some(mut b) = own {
+                    b.truncate(n);
+                    sink.push_owned(b);
                 } else {
                     sink.push(&buf[..n]);
                     if sink.bytes() >= WIDEN_AFTER
