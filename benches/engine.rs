@@ -123,6 +123,23 @@ fn one(what: &str, n: usize) {
                 d.as_secs_f64() * 1e3 / n as f64
             );
         }
+        "call-novel" => {
+            // as `call-path`, each call with arguments never seen before (no kept plan to copy)
+            let t = Instant::now();
+            for i in 0..n {
+                let args = serde_json::json!({"action": "get", "key": format!("k{i}")});
+                let plan = engine::compile_call("state", &args, &engine::CompileOptions::default())
+                    .expect("compiles");
+                let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
+                assert!(o.ok(), "{:?}", o.error);
+            }
+            let d = t.elapsed();
+            println!(
+                "compile_call + execute of state.get ×{n}, every call new: {:8.1} ms ({:.3} ms per call)",
+                d.as_secs_f64() * 1e3,
+                d.as_secs_f64() * 1e3 / n as f64
+            );
+        }
         "exec" => {
             // rounds of the three, interleaved, so a machine that slows down or speeds up between
             // them moves all three alike; the ratios are per round, then their median, and the
@@ -298,6 +315,7 @@ fn main() {
         .collect();
     runs.push(("calls", 1_000));
     runs.push(("call-path", 1_000));
+    runs.push(("call-novel", 1_000));
     runs.push(("exec", 1_000));
     runs.push(("proc", 1_000));
     runs.push(("capture", 20));

@@ -2,7 +2,7 @@
 //! of `state get` (median and p99 over 1,000 calls), each call a whole engine run with its journal and
 //! audit records. Its baseline, in the same run and the same server, is `ping` (1,000, alternated with
 //! the calls): the JSON-RPC round trip over the same pipes with no engine behind it, the floor any
-//! server shares. Run with `cargo bench --bench mcp` (release binary; `INFRA_BIN` names another).
+//! server shares. Also alternated: `state get` of a new key each time, a call whose plan is not kept. Run with `cargo bench --bench mcp` (release binary; `INFRA_BIN` names another).
 
 #![allow(clippy::print_stdout)]
 
@@ -42,17 +42,26 @@ fn main() {
         let size = serde_json::to_string(&tools).expect("json").len();
         let mut times: Vec<Duration> = Vec::with_capacity(1000);
         let mut pings: Vec<Duration> = Vec::with_capacity(1000);
+        let mut novel: Vec<Duration> = Vec::with_capacity(1000);
         let args = serde_json::json!({"action": "get", "key": "k"})
             .as_object()
             .cloned()
             .unwrap_or_default();
-        for _ in 0..1000 {
+        for i in 0..1000 {
             let t = Instant::now();
             client
                 .call_tool(CallToolRequestParams::new("state").with_arguments(args.clone()))
                 .await
                 .expect("state get");
             times.push(t.elapsed());
+            let mut fresh = args.clone();
+            fresh.insert("key".into(), format!("k{i}").into());
+            let t = Instant::now();
+            client
+                .call_tool(CallToolRequestParams::new("state").with_arguments(fresh))
+                .await
+                .expect("state get of a new key");
+            novel.push(t.elapsed());
             let t = Instant::now();
             client
                 .send_request(ClientRequest::PingRequest(PingRequest {
@@ -65,6 +74,7 @@ fn main() {
         }
         times.sort();
         pings.sort();
+        novel.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!("tools/list: {} tools, {size} bytes of JSON", tools.len());
         println!(
@@ -79,6 +89,11 @@ fn main() {
             ms(pings[990]),
             ms(times[500]) / ms(pings[500]),
             ms(times[500]) - ms(pings[500]),
+        );
+        println!(
+            "state get of a key never asked before (a call not seen before, compiled anew): median {:.3} ms, p99 {:.3} ms",
+            ms(novel[500]),
+            ms(novel[990]),
         );
         let _ = client.cancel().await;
         let _ = child.wait().await;
