@@ -106,28 +106,14 @@ fn one(what: &str, n: usize) {
                 d.as_secs_f64() * 1e3 / n as f64
             );
         }
-        "call-path" => {
-            // what one MCP `state get` costs the engine, compilation included
-            let args = serde_json::json!({"action": "get", "key": "k"});
-            let t = Instant::now();
-            for _ in 0..n {
-                let plan = engine::compile_call("state", &args, &engine::CompileOptions::default())
-                    .expect("compiles");
-                let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
-                assert!(o.ok(), "{:?}", o.error);
-            }
-            let d = t.elapsed();
-            println!(
-                "compile_call + execute of state.get ×{n}: {:8.1} ms ({:.3} ms per call)",
-                d.as_secs_f64() * 1e3,
-                d.as_secs_f64() * 1e3 / n as f64
-            );
-        }
-        "call-novel" => {
-            // as `call-path`, each call with arguments never seen before (no kept plan to copy)
+        "call-path" | "call-novel" => {
+            // what one MCP `state get` costs the engine, compilation included; `call-novel`: each
+            // call with arguments never seen before (no kept plan to copy)
+            let novel = what == "call-novel";
             let t = Instant::now();
             for i in 0..n {
-                let args = serde_json::json!({"action": "get", "key": format!("k{i}")});
+                let key = if novel { format!("k{i}") } else { "k".into() };
+                let args = serde_json::json!({"action": "get", "key": key});
                 let plan = engine::compile_call("state", &args, &engine::CompileOptions::default())
                     .expect("compiles");
                 let o = e.execute(&plan, serde_json::Map::new(), &RunOptions::default());
@@ -135,7 +121,8 @@ fn one(what: &str, n: usize) {
             }
             let d = t.elapsed();
             println!(
-                "compile_call + execute of state.get ×{n}, every call new: {:8.1} ms ({:.3} ms per call)",
+                "compile_call + execute of state.get ×{n}{}: {:8.1} ms ({:.3} ms per call)",
+                if novel { ", every call new" } else { "" },
                 d.as_secs_f64() * 1e3,
                 d.as_secs_f64() * 1e3 / n as f64
             );
