@@ -581,6 +581,41 @@ fn a_secret_deep_in_a_large_output_is_masked_in_its_artifact_whose_digest_is_of_
 }
 
 #[test]
+fn output_cut_by_a_timeout_mid_stream_has_the_digest_of_what_reached_its_artifact() {
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    // `yes` writes until it is killed: the capture is past its first MiB (hashed on a thread of its
+    // own, read into handed-on buffers) when the timeout ends it
+    let o = run_yaml(
+        &e,
+        "name: t\nsteps:\n  - {id: y, tool: local, timeout_ms: 400, args: {action: exec, command: 'yes abcdefghij'}}\n",
+        json!({}),
+    );
+    let s = step(&o, "y");
+    assert_eq!(s.error.as_ref().map(|e| e.kind.as_str()), Some("timeout"));
+    let r = s.result.clone().expect("result");
+    let bytes = r["stdout_bytes"].as_u64().expect("bytes");
+    assert!(
+        bytes > 2 << 20,
+        "only {bytes} bytes: the large-stream path was not reached"
+    );
+    let uri = r["stdout_uri"].as_str().expect("an artifact");
+    let path = p
+        .path()
+        .join(uri.strip_prefix("artifact://").expect("scheme"));
+    assert_eq!(std::fs::metadata(&path).expect("artifact").len(), bytes);
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        r["stdout_sha256"],
+        sum.split_whitespace().next().unwrap_or("")
+    );
+}
+
+#[test]
 fn stdin_ref_reads_an_artifact_through_no_link() {
     let p = Project::new().unsafe_local();
     let e = p.engine();
