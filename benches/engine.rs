@@ -1,8 +1,8 @@
 //! Engine overhead: chains of `state.set` (writes: an fsync'd intent each) and `state.get` nodes (10
 //! to 100,000), a chain of `local.exec true` against
 //! spawning `true` directly (and against spawning it after one fdatasync'd append each, the floor
-//! of a step whose intent is durable; five interleaved rounds of the three, ratios per round and of
-//! the fastest rounds), and 1 GiB of stdout captured with no secret known and with 20, against
+//! of a step whose intent is durable, and against a bash loop of `/bin/true`; five interleaved rounds
+//! of the four, ratios per round and of the fastest rounds), and 1 GiB of stdout captured with no secret known and with 20, against
 //! `head … | cat > file` (three interleaved rounds: the capture's ratio to the pipe, the ratio with
 //! secrets to without, and peak memory). Run with `cargo bench --bench engine`.
 //!
@@ -151,8 +151,18 @@ fn one(what: &str, n: usize) {
                 "tool: local, args: {action: exec, command: \"true\", args: []}",
             );
             let (mut bare, mut synced, mut chained) = (Vec::new(), Vec::new(), Vec::new());
+            let mut shell = Vec::new();
             let (mut cpu_bare, mut cpu_synced, mut cpu_chained) = (0.0, 0.0, 0.0);
+            // the floor as a shell script meets it: a bash loop of `/bin/true` (fork and exec each)
+            let bash_loop = format!("for i in $(seq {n}); do /bin/true; done");
             for _ in 0..ROUNDS {
+                let t = Instant::now();
+                let st = std::process::Command::new("bash")
+                    .args(["-c", &bash_loop])
+                    .status()
+                    .expect("bash");
+                assert!(st.success());
+                shell.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
                 let c0 = cpu_ms().0;
                 let t = Instant::now();
                 for _ in 0..n {
@@ -177,11 +187,16 @@ fn one(what: &str, n: usize) {
             }
             let (med_bare, min_bare) = ratios(&chained, &bare);
             let (med_synced, min_synced) = ratios(&chained, &synced);
+            let (med_shell, min_shell) = ratios(&chained, &shell);
             println!(
                 "local.exec true ×{n}, {ROUNDS} rounds: {:.3} ms/node (fastest round); spawning `true` directly {:.3} ms each: ratio {med_bare:.2}× (median of rounds), {min_bare:.2}× (fastest to fastest); with one fdatasync each {:.3} ms: ratio {med_synced:.2}×, {min_synced:.2}×",
                 fastest(&chained),
                 fastest(&bare),
                 fastest(&synced),
+            );
+            println!(
+                "  a bash loop of /bin/true {:.3} ms each: ratio {med_shell:.2}×, {min_shell:.2}×",
+                fastest(&shell),
             );
             println!(
                 "  CPU of infra's own process: {cpu_chained:.3} ms/node (load and compile included); spawning directly: {cpu_bare:.3} ms each; with one fdatasync: {cpu_synced:.3} ms each",
