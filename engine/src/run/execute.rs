@@ -31,7 +31,7 @@ use super::*;
 use crate::actions::{ActionError, Nested};
 use crate::approval::Grant;
 use crate::ctx::{new_id, now_rfc3339, now_stamp};
-use crate::plan::{Plan, RenderedPlan};
+use crate::plan::Plan;
 use crate::record::Journal;
 use crate::record::evidence::{ErrorInfo, Record, Status};
 use crate::record::{AuditKind, AuditRecord};
@@ -319,8 +319,10 @@ impl Engine {
         // plan's rendered form is not held for the run
         let plan_outline =
             (!plan.is_call()).then(|| crate::report::View::plan_outline(&rendered.json));
+        // the whole rendered plan is taken into the arm and dropped there: a pattern binding only
+        // `digest` would leave the rest of it in `rendered` until the run returns
         let plan_digest = match rendered {
-            std::borrow::Cow::Owned(RenderedPlan { digest, .. }) => digest,
+            std::borrow::Cow::Owned(r) => r.digest,
             std::borrow::Cow::Borrowed(r) => r.digest.clone(),
         };
         // a single call that only reads is indexed once, at its end (one transaction, not two)
