@@ -50,7 +50,15 @@ impl Engine {
         if plan.is_call() || !outcome.dir.join("journal.jsonl").is_file() {
             return;
         }
-        let view = View::of_run(Some(&self.redactor.redact_value(p)), &records, false);
+        // a redacted copy only when there is a secret to mask: the outline of a big plan is big
+        let redacted;
+        let p = if self.redactor.is_empty() {
+            p
+        } else {
+            redacted = self.redactor.redact_value(p);
+            &redacted
+        };
+        let view = View::of_run(Some(p), &records, false);
         let html = self.render_report(&view, &outcome.uri_base, false, None);
         let _ = write_new(&outcome.dir.join("report.html"), html.as_bytes());
     }
