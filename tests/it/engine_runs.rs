@@ -559,25 +559,14 @@ fn a_secret_deep_in_a_large_output_is_masked_in_its_artifact_whose_digest_is_of_
     );
     assert!(o.ok(), "{:?}", o.error);
     let r = step(&o, "big").result.clone().expect("result");
-    let uri = r["stdout_uri"].as_str().expect("an artifact");
-    let path = p
-        .path()
-        .join(uri.strip_prefix("artifact://").expect("scheme"));
+    let path = stdout_artifact(&p, &r);
     let written = std::fs::read(&path).expect("artifact");
     let text = String::from_utf8_lossy(&written);
     assert!(!text.contains(secret), "the secret reached the artifact");
     assert_eq!(text.matches("[REDACTED]").count(), 120);
     assert_eq!(text.len(), 997 * (120 * 121 / 2) + 120 * "[REDACTED]".len());
     assert_eq!(r["stdout_bytes"], written.len());
-    let sum = std::process::Command::new("sha256sum")
-        .arg(&path)
-        .output()
-        .expect("sha256sum");
-    let sum = String::from_utf8_lossy(&sum.stdout);
-    assert_eq!(
-        r["stdout_sha256"],
-        sum.split_whitespace().next().unwrap_or("")
-    );
+    assert_eq!(r["stdout_sha256"], sha256sum(&path));
 }
 
 #[test]
@@ -599,20 +588,29 @@ fn output_cut_by_a_timeout_mid_stream_has_the_digest_of_what_reached_its_artifac
         bytes > 2 << 20,
         "only {bytes} bytes: the large-stream path was not reached"
     );
-    let uri = r["stdout_uri"].as_str().expect("an artifact");
-    let path = p
-        .path()
-        .join(uri.strip_prefix("artifact://").expect("scheme"));
+    let path = stdout_artifact(&p, &r);
     assert_eq!(std::fs::metadata(&path).expect("artifact").len(), bytes);
-    let sum = std::process::Command::new("sha256sum")
-        .arg(&path)
+    assert_eq!(r["stdout_sha256"], sha256sum(&path));
+}
+
+/// The file of a step result's `stdout` artifact.
+fn stdout_artifact(p: &Project, result: &Value) -> std::path::PathBuf {
+    let uri = result["stdout_uri"].as_str().expect("an artifact");
+    p.path()
+        .join(uri.strip_prefix("artifact://").expect("scheme"))
+}
+
+/// `sha256sum` of a file, as hex.
+fn sha256sum(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
         .output()
         .expect("sha256sum");
-    let sum = String::from_utf8_lossy(&sum.stdout);
-    assert_eq!(
-        r["stdout_sha256"],
-        sum.split_whitespace().next().unwrap_or("")
-    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
