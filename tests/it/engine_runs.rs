@@ -566,7 +566,7 @@ fn a_secret_deep_in_a_large_output_is_masked_in_its_artifact_whose_digest_is_of_
     assert_eq!(text.matches("[REDACTED]").count(), 120);
     assert_eq!(text.len(), 997 * (120 * 121 / 2) + 120 * "[REDACTED]".len());
     assert_eq!(r["stdout_bytes"], written.len());
-    assert_eq!(r["stdout_sha256"], sha256sum(&path));
+    assert_eq!(r["stdout_sha256"], crate::sha256_file(&path));
 }
 
 #[test]
@@ -590,7 +590,7 @@ fn output_cut_by_a_timeout_mid_stream_has_the_digest_of_what_reached_its_artifac
     );
     let path = stdout_artifact(&p, &r);
     assert_eq!(std::fs::metadata(&path).expect("artifact").len(), bytes);
-    assert_eq!(r["stdout_sha256"], sha256sum(&path));
+    assert_eq!(r["stdout_sha256"], crate::sha256_file(&path));
 }
 
 /// The file of a step result's `stdout` artifact.
@@ -598,19 +598,6 @@ fn stdout_artifact(p: &Project, result: &Value) -> std::path::PathBuf {
     let uri = result["stdout_uri"].as_str().expect("an artifact");
     p.path()
         .join(uri.strip_prefix("artifact://").expect("scheme"))
-}
-
-/// `sha256sum` of a file, as hex.
-fn sha256sum(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_owned()
 }
 
 #[test]
