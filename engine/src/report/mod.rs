@@ -196,8 +196,8 @@ impl View {
     }
 
     /// What of a plan's JSON form a picture draws (`add_plan`): its runbook and digest, and each
-    /// node's id, tool, action, phase, needs and rollback. A run holds this, not its whole plan, for
-    /// the report at its end.
+    /// node's id, tool, action, phase, needs and rollback. A run masks this and makes its picture
+    /// from it when it starts ([`View::of_run_plan`]).
     pub fn plan_outline(plan: &Value) -> Value {
         let pick = |n: &Value, keys: &[&str]| -> Value {
             keys.iter()
@@ -225,6 +225,15 @@ impl View {
 
     /// A run: its plan (if recorded) and its journal's records.
     pub fn of_run(plan: Option<&Value>, records: &[Record], torn: bool) -> View {
+        let mut v = View::of_run_plan(plan, torn);
+        v.add_records(records);
+        v
+    }
+
+    /// A run's picture before its records: its plan's steps and edges, none run yet. A run builds this
+    /// when it starts (from the outline, `plan_outline`) and holds it, not its plan, for the report
+    /// at its end ([`View::add_records`]).
+    pub fn of_run_plan(plan: Option<&Value>, torn: bool) -> View {
         let mut v = View {
             torn,
             is_run: true,
@@ -234,6 +243,12 @@ impl View {
             v.runbook = p["runbook"].as_str().unwrap_or("").to_owned();
             v.add_plan(p, Shown::NotRun);
         }
+        v
+    }
+
+    /// Adds a run's journal records to the picture of its plan ([`View::of_run_plan`]).
+    pub fn add_records(&mut self, records: &[Record]) {
+        let v = self;
         let mut at: HashMap<String, usize> = v
             .steps
             .iter()
@@ -365,7 +380,6 @@ impl View {
         for (s, st) in v.steps.iter_mut().zip(shown) {
             s.status = st.unwrap_or(Shown::NotRun);
         }
-        v
     }
 
     fn add_plan(&mut self, plan: &Value, status: Shown) {

@@ -315,10 +315,9 @@ impl Engine {
                 Arc::clone(&self.redactor),
             );
         }
-        // from here on only the digest and, for the report, the plan's outline are needed: a big
-        // plan's rendered form is not held for the run
-        let plan_outline =
-            (!plan.is_call()).then(|| crate::report::View::plan_outline(&rendered.json));
+        // from here on only the digest and, for the report, the picture of the plan's steps are
+        // needed: a big plan's rendered form is not held for the run
+        let plan_view = (!plan.is_call()).then(|| self.run_plan_view(&rendered.json));
         // the whole rendered plan is taken into the arm and dropped there: a pattern binding only
         // `digest` would leave the rest of it in `rendered` until the run returns
         let plan_digest = match rendered {
@@ -431,12 +430,7 @@ impl Engine {
         }
         self.auto_prune();
         // best effort, never changes the run: plan.json and report.html in its directory
-        self.write_report(
-            plan,
-            &outcome,
-            plan_outline.as_ref(),
-            journal.take_outlines(),
-        );
+        self.write_report(plan, &outcome, plan_view, journal.take_outlines());
         outcome
     }
 }

@@ -1,7 +1,8 @@
 //! A run's picture on disk: at the end of every runbook run (not a single call), `report.html` in the
 //! run's directory, best effort: a failure to write it never changes the run. It is drawn from what
-//! the run held in memory — the outline of its rendered plan (what `plan.json` holds, redacted) and
-//! the outlines of the records its journal wrote — not from the disk, which would read the whole
+//! the run held in memory — the picture of its plan's steps, made when it started from the outline of
+//! its rendered plan (what `plan.json` holds, redacted as it was), and the outlines of the records its
+//! journal wrote — not from the disk, which would read the whole
 //! journal and plan back; the picture is the same (`cli_report::cli_report_of_a_failing_run`). `run_report` makes the
 //! report of any recorded run again (`infra report`), from what the run recorded only: its journal,
 //! its `plan.json` (without it, the graph has no edges), and the tails of its failing steps' stderr,
@@ -32,33 +33,38 @@ pub struct ReportOptions {
 }
 
 impl Engine {
+    /// The picture of a run's plan its report starts from, made when the run starts: from the
+    /// outline of the rendered plan (`View::plan_outline`), masked as `plan.json` is (a copy only
+    /// when a secret is known). The run holds this, not its plan.
+    pub(super) fn run_plan_view(&self, rendered: &Value) -> View {
+        let outline = View::plan_outline(rendered);
+        let outline = if self.redactor.is_empty() {
+            outline
+        } else {
+            self.redactor.redact_value(&outline)
+        };
+        View::of_run_plan(Some(&outline), false)
+    }
+
     /// Writes `report.html` into a finished runbook run's directory. Best effort. Drawn from what
-    /// the run held: the outline of the plan it was decided on (`View::plan_outline` of the rendered
-    /// plan, redacted as `plan.json` is) and the outlines of the records its journal wrote
-    /// (`Journal::keeping_outlines`), the same picture `run_report` draws from the disk, without
-    /// reading it back.
+    /// the run held: the picture of the plan it was decided on (`run_plan_view`) and the outlines of
+    /// the records its journal wrote (`Journal::keeping_outlines`), the same picture `run_report`
+    /// draws from the disk, without reading it back.
     pub(super) fn write_report(
         &self,
         plan: &Plan,
         outcome: &RunOutcome,
-        plan_outline: Option<&Value>,
+        plan_view: Option<View>,
         records: Option<Vec<evidence::Record>>,
     ) {
-        let (Some(p), Some(records)) = (plan_outline, records) else {
+        let (Some(mut view), Some(records)) = (plan_view, records) else {
             return;
         };
         if plan.is_call() || !outcome.dir.join("journal.jsonl").is_file() {
             return;
         }
-        // a redacted copy only when there is a secret to mask: the outline of a big plan is big
-        let redacted;
-        let p = if self.redactor.is_empty() {
-            p
-        } else {
-            redacted = self.redactor.redact_value(p);
-            &redacted
-        };
-        let view = View::of_run(Some(p), &records, false);
+        view.add_records(&records);
+        drop(records);
         let html = self.render_report(&view, &outcome.uri_base, false, None);
         let _ = write_new(&outcome.dir.join("report.html"), html.as_bytes());
     }
