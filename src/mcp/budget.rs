@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use engine::record::Redactor;
 use engine::record::artifacts;
 use engine::run::Engine;
 
@@ -23,11 +24,13 @@ pub const RESULT_BUDGET: usize = 16 * 1024;
 /// long arrays (rows) are shortened until it fits, so every small field (exit code, status, URIs of the
 /// output's own artifacts) stays where it was. A result that cannot be cut that way becomes an excerpt.
 pub fn budget(engine: &Engine, outcome: &RunRef, body: &mut Value, links: &mut Vec<String>) {
-    let text = body["result"].to_string();
-    if text.len() <= RESULT_BUDGET {
+    if body["result"].to_string().len() <= RESULT_BUDGET {
         return;
     }
     let redactor = Arc::clone(engine.redactor());
+    // masked before any cut: a cut inside a secret would leave a part no later mask recognises
+    body["result"] = redactor.redact_value(&body["result"]);
+    let text = body["result"].to_string();
     body["truncated"] = true.into();
     match artifacts::write_json(
         &outcome.dir,
@@ -65,12 +68,16 @@ pub fn budget(engine: &Engine, outcome: &RunRef, body: &mut Value, links: &mut V
 }
 
 /// Keeps a front-end tool's own result (a journal, audit records, an artifact's bytes: data infra keeps
-/// and can page through) under [`RESULT_BUDGET`], cut in place like a run's.
-pub fn cut_front_end(body: &mut Value) {
-    let len = body["result"].to_string().len();
-    if len <= RESULT_BUDGET {
+/// and can page through) under [`RESULT_BUDGET`], cut in place like a run's, masked with `mask` first
+/// (`None` only for a result the operator let out unmasked).
+pub fn cut_front_end(body: &mut Value, mask: Option<&Redactor>) {
+    if body["result"].to_string().len() <= RESULT_BUDGET {
         return;
     }
+    if let Some(r) = mask {
+        body["result"] = r.redact_value(&body["result"]);
+    }
+    let len = body["result"].to_string().len();
     body["truncated"] = true.into();
     body["result_bytes"] = len.into();
     body["result"] = shrink(&body["result"], RESULT_BUDGET - 1024).unwrap_or_else(|| {

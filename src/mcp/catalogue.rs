@@ -228,7 +228,7 @@ fn finish(
     // a call that became a run has its evidence and audit records from the engine; every other call gets
     // a one-node run recorded here, and an audit record
     if reply.body.get("run_id").is_none() {
-        cut_front_end(&mut reply.body);
+        cut_front_end(&mut reply.body, Some(engine.redactor()));
         let error = reply
             .body
             .get("error")
@@ -297,7 +297,7 @@ fn finish(
     reply.body = engine.redactor().redact_value(&reply.body);
     if let Some(raw) = reply.raw_result.take() {
         let mut whole = json!({"result": raw});
-        cut_front_end(&mut whole);
+        cut_front_end(&mut whole, None);
         reply.body["result"] = whole["result"].take();
     }
     reply

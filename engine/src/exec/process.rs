@@ -3,8 +3,9 @@
 //! and stderr drained to artifacts past any capture cap (the child never blocks on a full pipe)
 //! with bounded memory whatever the output size.
 //!
-//! `OutputSink` is one output stream: the first `cap` bytes kept, every byte streamed to an
-//! artifact created on the first byte. `outcome` is the result of any process, local or remote
+//! `OutputSink` is one output stream: masked as it streams (a `StreamRedactor` of its own), then the
+//! first `cap` masked bytes kept and every one streamed to an artifact created on the first byte, so
+//! what the result keeps is the artifact's start and a cap inside a secret keeps none of it. `outcome` is the result of any process, local or remote
 //! (`ssh` uses it too): `exit_code`, `signal`, `stdout`, `*_truncated`, `*_bytes`, `*_sha256`,
 //! `*_uri`, and the error for a timeout, cancel or failure.
 //!
@@ -45,6 +46,7 @@ use super::cancel::CancelToken;
 use crate::error::ActionError;
 use crate::record::Redactor;
 use crate::record::artifacts::{ArtifactRef, ArtifactWriter};
+use crate::record::redact::StreamRedactor;
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,9 @@ pub struct OutputSink {
     to: Option<std::io::Result<ArtifactWriter>>,
     /// Bytes taken so far.
     taken: u64,
+    /// Masks the stream before anything keeps it: the kept bytes are the artifact's first bytes, so a
+    /// cap that falls inside a secret keeps none of it.
+    redact: StreamRedactor,
 }
 
 impl OutputSink {
@@ -121,6 +126,7 @@ impl OutputSink {
             truncated: false,
             to: None,
             taken: 0,
+            redact: StreamRedactor::new(capture.redactor.clone()),
         }
     }
 
@@ -131,16 +137,23 @@ impl OutputSink {
 
     /// Takes the next bytes of the stream.
     pub fn push(&mut self, chunk: &[u8]) {
-        if self.keep(chunk) {
-            self.write(|w| w.write_all(chunk));
-        }
+        self.taken += chunk.len() as u64;
+        let safe = self.redact.push(chunk);
+        self.pass(safe);
     }
 
     /// As [`OutputSink::push`], for bytes the caller gives up: they go on to the artifact without a
     /// copy while no secret is known.
     pub fn push_owned(&mut self, chunk: Vec<u8>) {
-        if self.keep(&chunk) {
-            self.write(|w| w.write_owned(chunk));
+        self.taken += chunk.len() as u64;
+        let safe = self.redact.push_owned(chunk);
+        self.pass(safe);
+    }
+
+    /// Keeps and writes masked bytes.
+    fn pass(&mut self, safe: Vec<u8>) {
+        if self.keep(&safe) {
+            self.write(|w| w.write_owned(safe));
         }
     }
 
@@ -152,12 +165,11 @@ impl OutputSink {
         }
     }
 
-    /// Counts a chunk and keeps what fits under the cap; false for an empty one.
+    /// Keeps what fits under the cap of a masked chunk; false for an empty one.
     fn keep(&mut self, chunk: &[u8]) -> bool {
         if chunk.is_empty() {
             return false;
         }
-        self.taken += chunk.len() as u64;
         let cap = self.capture.cap;
         if self.kept.len() < cap {
             let take = (cap - self.kept.len()).min(chunk.len());
@@ -173,11 +185,10 @@ impl OutputSink {
     fn write(&mut self, with: impl FnOnce(&mut ArtifactWriter) -> std::io::Result<()>) {
         if self.to.is_none() {
             let c = &self.capture;
-            self.to = Some(ArtifactWriter::create(
+            self.to = Some(ArtifactWriter::create_masked(
                 &c.dir,
                 &c.uri_base,
                 self.name,
-                c.redactor.clone(),
             ));
         }
         // after a write error, keep taking bytes so the producer never blocks
@@ -188,8 +199,10 @@ impl OutputSink {
         }
     }
 
-    /// Ends the stream: closes its artifact.
-    pub fn finish(self) -> Drained {
+    /// Ends the stream: what the redactor held back, then closes its artifact.
+    pub fn finish(mut self) -> Drained {
+        let rest = self.redact.finish();
+        self.pass(rest);
         Drained {
             name: self.name,
             kept: self.kept,
@@ -703,6 +716,7 @@ pub fn shell(line: &str) -> ProcessSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::redact::MASK;
 
     /// A shell in its own group that leaves a background child behind and exits 3.
     fn leaver(pidfile: &std::path::Path) -> (std::process::Child, i32) {
@@ -756,6 +770,42 @@ mod tests {
             let counted = r["stdout"].as_str().expect("stdout").trim().to_owned();
             assert_eq!(counted, size.to_string(), "{size} bytes in");
         }
+    }
+
+    #[test]
+    fn a_cap_that_falls_inside_a_secret_keeps_none_of_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret = "hunter2-Zq8x-secret";
+        let redactor = Arc::new(Redactor::new());
+        redactor.add(secret);
+        let line = format!("token={secret} hex={} end", hex(secret));
+        let masked = format!("token={MASK} hex={MASK} end");
+        // every cap from before the first secret to past the second, so each of its bytes is a cut
+        for cap in 1..line.len() + 2 {
+            let c = Capture {
+                cap,
+                redactor: redactor.clone(),
+                ..capture(&dir.path().join(cap.to_string()))
+            };
+            // written in two pieces, the secret split across them
+            let spec = ProcessSpec {
+                stdin: Some(line.clone().into_bytes()),
+                ..shell("head -c 10; sleep 0.01; cat")
+            };
+            let r = run(&spec, None, &CancelToken::new(), &c).expect("run");
+            let kept = r["stdout"].as_str().expect("stdout");
+            // what the result keeps is the start of what the artifact holds, masked alike
+            let whole = &masked[..cap.min(masked.len())];
+            assert_eq!(kept, whole, "cap {cap}");
+            assert_eq!(r["stdout_truncated"], cap < masked.len(), "cap {cap}");
+            let file = std::fs::read_to_string(c.dir.join("stdout")).expect("artifact");
+            assert_eq!(file, masked, "cap {cap}");
+            assert_eq!(r["stdout_bytes"], masked.len(), "cap {cap}");
+        }
+    }
+
+    fn hex(s: &str) -> String {
+        s.bytes().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub struct ArtifactWriter {
     file: File,
     digest: StreamDigest,
     bytes: u64,
-    redact: StreamRedactor,
+    /// `None` for a stream its writer masked already (`create_masked`).
+    redact: Option<StreamRedactor>,
 }
 
 /// A finished artifact.
@@ -89,6 +90,21 @@ impl ArtifactWriter {
         name: &str,
         redactor: Arc<Redactor>,
     ) -> io::Result<Self> {
+        Self::open(dir, uri_base, name, Some(StreamRedactor::new(redactor)))
+    }
+
+    /// As [`ArtifactWriter::create`], for bytes its caller has masked already (a process's output,
+    /// whose kept part must be the artifact's first bytes, masked alike).
+    pub fn create_masked(dir: &Path, uri_base: &str, name: &str) -> io::Result<Self> {
+        Self::open(dir, uri_base, name, None)
+    }
+
+    fn open(
+        dir: &Path,
+        uri_base: &str,
+        name: &str,
+        redact: Option<StreamRedactor>,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(name);
         let file = File::create(&path)?;
@@ -98,7 +114,7 @@ impl ArtifactWriter {
             file,
             digest: StreamDigest::new(),
             bytes: 0,
-            redact: StreamRedactor::new(redactor),
+            redact,
         })
     }
 
@@ -116,7 +132,10 @@ impl ArtifactWriter {
 
     /// Writes bytes the caller gives up (no copy while no secret is known).
     pub fn write_owned(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        let out = self.redact.push_owned(bytes);
+        let out = match &mut self.redact {
+            Some(r) => r.push_owned(bytes),
+            None => bytes,
+        };
         self.emit(out)
     }
 
@@ -127,8 +146,9 @@ impl ArtifactWriter {
 
     /// Closes the artifact and returns its reference.
     pub fn finish(mut self) -> io::Result<ArtifactRef> {
-        let rest = self.redact.finish();
-        self.emit(rest)?;
+        if let Some(rest) = self.redact.as_mut().map(StreamRedactor::finish) {
+            self.emit(rest)?;
+        }
         self.file.flush()?;
         Ok(ArtifactRef {
             sha256: self.digest.finish()?,
@@ -141,7 +161,10 @@ impl ArtifactWriter {
 
 impl Write for ArtifactWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let out = self.redact.push(buf);
+        let out = match &mut self.redact {
+            Some(r) => r.push(buf),
+            None => buf.to_vec(),
+        };
         self.emit(out)?;
         Ok(buf.len())
     }
@@ -319,10 +342,17 @@ pub fn read(
     };
     let total = f.metadata().map_err(io)?.len();
     let (start, max) = window(total, from, max_bytes);
-    f.seek(SeekFrom::Start(start)).map_err(io)?;
-    let mut buf = Vec::with_capacity(max.min(total - start) as usize);
-    f.take(max).read_to_end(&mut buf).map_err(io)?;
-    Ok(envelope(uri, start, &buf, total, redactor))
+    let end = (start + max).min(total);
+    // the bytes around the window too, so a secret it cuts is found whole
+    let margin = redactor.longest().saturating_sub(1) as u64;
+    let from = start.saturating_sub(margin);
+    let to = (end + margin).min(total);
+    f.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut buf = Vec::with_capacity((to - from) as usize);
+    f.take(to - from).read_to_end(&mut buf).map_err(io)?;
+    let at = (start - from) as usize;
+    let window = at..(at + (end - start) as usize).min(buf.len());
+    Ok(envelope(uri, start, &buf, window, total, redactor))
 }
 
 /// Where a bounded read of `total` bytes starts, and how much it may take.
@@ -344,21 +374,32 @@ pub fn read_text(uri: &str, text: &[u8], from: From, max_bytes: u64, redactor: &
     envelope(
         uri,
         start,
-        &text[start as usize..end as usize],
+        text,
+        start as usize..end as usize,
         total,
         redactor,
     )
 }
 
-/// What a read returns: the bytes read from `start` as (redacted) text, and where the rest is.
-fn envelope(uri: &str, start: u64, buf: &[u8], total: u64, redactor: &Redactor) -> Value {
-    let text = String::from_utf8_lossy(buf);
-    let text = redactor.redact(&text).into_owned();
-    let end = start + buf.len() as u64;
+/// What a read returns: the bytes `window` of `buf` (which starts at `start` in the file) as text,
+/// every secret touching them masked (`buf` around the window lets one it cuts be found whole), and
+/// where the rest is.
+fn envelope(
+    uri: &str,
+    start: u64,
+    buf: &[u8],
+    window: std::ops::Range<usize>,
+    total: u64,
+    redactor: &Redactor,
+) -> Value {
+    let len = window.len();
+    let masked = redactor.redact_window(buf, window);
+    let text = String::from_utf8_lossy(&masked).into_owned();
+    let end = start + len as u64;
     json!({
         "uri": uri,
         "offset": start,
-        "bytes": buf.len(),
+        "bytes": len,
         "total_bytes": total,
         "truncated": start > 0 || end < total,
         "next_offset": (end < total).then_some(end),
@@ -408,6 +449,7 @@ pub fn list(root: &Path, limit: usize) -> io::Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::redact::MASK;
     use sha2::{Digest, Sha256};
 
     fn setup() -> (tempfile::TempDir, ArtifactRef) {
@@ -438,6 +480,59 @@ mod tests {
             a.sha256,
             dsl::analyze::hex(&Sha256::digest(text.as_bytes()))
         );
+    }
+
+    #[test]
+    fn a_read_window_that_cuts_a_secret_shows_none_of_it() {
+        // written before the secret was known: only the read can mask it
+        let dir = tempfile::tempdir().expect("tmp");
+        let run = dir.path().join("runs/rb/2026-01-01T000000Z-abcd1234/step");
+        let uri = "artifact://runs/rb/2026-01-01T000000Z-abcd1234/step";
+        let mut w =
+            ArtifactWriter::create(&run, uri, "stdout", Arc::new(Redactor::new())).expect("create");
+        let secret = "late-known-Zq8x";
+        let text = format!("aa {secret} bb {secret}");
+        w.write_all(text.as_bytes()).expect("write");
+        let a = w.finish().expect("finish");
+        let r = Redactor::new();
+        r.add(secret);
+        let hits: Vec<_> = text.match_indices(secret).map(|(i, _)| i).collect();
+        for start in 0..text.len() {
+            for max in 1..=text.len() - start {
+                let v = read(
+                    dir.path(),
+                    &a.uri,
+                    From::Offset(start as u64),
+                    max as u64,
+                    &r,
+                )
+                .expect("read");
+                let end = start + max;
+                // each occurrence the window touches becomes one mask; the rest is shown as it is
+                let mut want = String::new();
+                let mut at = start;
+                for &h in &hits {
+                    let (s, e) = (h, h + secret.len());
+                    if e <= start || s >= end {
+                        continue;
+                    }
+                    want.push_str(&text[at..s.max(at)]);
+                    want.push_str(MASK);
+                    at = e.min(end);
+                }
+                want.push_str(&text[at..end]);
+                assert_eq!(v["text"], want, "window {start}..{end}");
+                assert_eq!(v["bytes"], max);
+                let t = read_text(
+                    &a.uri,
+                    text.as_bytes(),
+                    From::Offset(start as u64),
+                    max as u64,
+                    &r,
+                );
+                assert_eq!(t["text"], want, "text window {start}..{end}");
+            }
+        }
     }
 
     #[test]

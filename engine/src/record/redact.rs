@@ -246,6 +246,29 @@ impl Redactor {
         known.masked(bytes).unwrap_or_else(|| bytes.to_vec())
     }
 
+    /// The bytes `window` of `bytes` with every known secret that touches them masked: the bytes around
+    /// the window are searched too, so a secret the window cuts shows none of its part inside.
+    pub fn redact_window(&self, bytes: &[u8], window: std::ops::Range<usize>) -> Vec<u8> {
+        let Ok(known) = self.known.read() else {
+            return MASK.as_bytes().to_vec();
+        };
+        let mut out = Vec::with_capacity(window.len());
+        let mut at = window.start;
+        for m in known.matches(bytes) {
+            if m.end <= window.start {
+                continue;
+            }
+            if m.start >= window.end {
+                break;
+            }
+            out.extend_from_slice(&bytes[at..m.start.max(at)]);
+            out.extend_from_slice(MASK.as_bytes());
+            at = m.end.min(window.end);
+        }
+        out.extend_from_slice(&bytes[at..window.end]);
+        out
+    }
+
     /// Masks every known secret in every string (and object key) of a JSON value.
     pub fn redact_value(&self, v: &Value) -> Value {
         if self.is_empty() {

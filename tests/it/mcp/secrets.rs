@@ -55,6 +55,38 @@ async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
     assert!(crate::files_containing(p.path(), &[canary]).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_cut_to_its_budget_inside_a_secret_shows_none_of_it() {
+    // an output that carries the secret input across the place the budget cuts long strings
+    let p = Project::new().runbook(
+        "long.out",
+        "name: long.out\ninputs:\n  token: {type: string, secret: true}\n  pad: {type: string}\nsteps:\n  - id: s\n    tool: state\n    args: {action: get, key: none}\noutputs:\n  big: '{{ input.pad }}{{ input.token }}{{ input.pad }}{{ input.pad }}'\n",
+    );
+    let secret = "Cut-Canary-Zq8x-7f3e9d";
+    let s = p.mcp().await;
+    // the first cut keeps 7,680 bytes of a long string: the secret starts a few bytes before it
+    for before in [7660usize, 7670, 7675, 7679] {
+        let r = call(
+            &s,
+            "runbook",
+            json!({"action": "run", "name": "long.out", "input": {"token": secret, "pad": "x".repeat(before)}}),
+        )
+        .await;
+        let b = body(&r);
+        assert_eq!(b["truncated"], true, "{before}: the budget cut it");
+        let shown = b.to_string();
+        assert!(
+            !shown.contains(&secret[..6]),
+            "{before}: {}",
+            &shown[..shown.len().min(400)]
+        );
+        // masked, not dropped: the mask starts where the secret did (cut where the string is)
+        let at = shown.find(&"x".repeat(before)).expect("pad") + before;
+        assert_eq!(&shown[at..at + 1], "[", "{before}: {}", &shown[at..at + 40]);
+    }
+    stop(s).await;
+}
+
 /// Every form of `secret` the README says is masked: raw, each line, hex (both cases), base64 (the
 /// characters that do not depend on what surrounds it, standard and URL-safe), percent-encoded (both
 /// cases of hex digits), JSON-escaped.
