@@ -186,6 +186,46 @@ fn an_export_query_cannot_close_its_copy() {
     assert!(error(&s).0 == "invalid_args" || error(&s).0 == "refused");
 }
 
+#[test]
+fn a_call_judged_a_read_cannot_write_through_a_function() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine(dir.path(), &pg);
+    pg.psql("create table t (x int); insert into t values (1), (2)");
+    pg.psql("create function purge() returns int language plpgsql as $$begin delete from t; return 0; end$$");
+    // its text reads as a read: judged, approved and audited as one, so the server holds it to one
+    let tries = [
+        json!({"action": "query", "target": "db", "sql": "select purge()"}),
+        json!({"action": "query", "target": "db", "sql": "select * from purge()"}),
+        json!({"action": "transaction", "target": "db", "statements": [{"sql": "select 1"}, {"sql": "select purge()"}]}),
+        json!({"action": "exec", "target": "db", "sql": "select purge()", "read_only": true}),
+    ];
+    for args in tries {
+        let s = call(&e, args.clone());
+        let (kind, msg) = error(&s);
+        assert_eq!(kind, "refused", "{args}: {msg}");
+        assert!(msg.contains("read-only transaction"), "{args}: {msg}");
+        assert_eq!(
+            pg.psql("select count(*) from t"),
+            "2",
+            "{args}: nothing changed"
+        );
+    }
+    // the caller saying it writes: `exec` is a write, and runs
+    let s = call(
+        &e,
+        json!({"action": "exec", "target": "db", "sql": "select purge()"}),
+    );
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert_eq!(pg.psql("select count(*) from t"), "0");
+    // a plain query still reads, in its read-only transaction
+    let s = call(
+        &e,
+        json!({"action": "query", "target": "db", "sql": "select count(*) as n from t"}),
+    );
+    assert_eq!(s.result.expect("rows")["rows"][0]["n"], 0);
+}
+
 /// Superuser-made functions that hide a side effect from the classifier: what a read-only target's
 /// role may then do is up to the server.
 const HIDDEN: &str = "

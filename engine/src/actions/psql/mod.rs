@@ -1,7 +1,11 @@
 //! `psql`: PostgreSQL queries, writes, transactions, exports and catalog views. Values travel as bound
 //! parameters; each `sql` is one statement (the extended protocol refuses more, and so do we, before
-//! sending); the effect of a call is classified from its statement, and a read-only call runs in a
-//! read-only transaction after writing statements were refused.
+//! sending). The effect of a call is classified from its statement, and the server holds the call to
+//! it: a call judged a read (`read_only`, or every statement of it reads as a read) runs in a read-only
+//! transaction, after writing statements were refused, so a write the lexer cannot see (a function
+//! that writes) is refused by the server (`judged_read`), and the call, judged, approved and audited as
+//! a read, changes nothing. `exec` is the caller saying the statement writes: it is judged a write
+//! at least, whatever its text reads as.
 
 pub mod conn;
 mod export;
@@ -139,13 +143,44 @@ fn sql_modes(args: &Map<String, Value>) -> Vec<(&'static str, Mode)> {
         .collect()
 }
 
-/// The effect of a statement argument: what it says; a read-only call only reads.
+/// The effect of a statement argument: what it says; a read-only call only reads. A call judged a read
+/// runs in a read-only transaction (`judged_read`).
 fn classify_sql(args: &Map<String, Value>) -> Option<Effect> {
     if args.get("read_only") == Some(&Value::Bool(true)) {
         return Some(Effect::Read);
     }
     let sql = args.get("sql")?.as_str()?;
     sql::classify(sql).ok().map(|(e, _)| e)
+}
+
+/// `exec`: a write at least (the caller says the statement writes), unless the call is read-only.
+fn classify_exec(args: &Map<String, Value>) -> Option<Effect> {
+    if args.get("read_only") == Some(&Value::Bool(true)) {
+        return Some(Effect::Read);
+    }
+    Some(classify_sql(args).map_or(Effect::Write, |e| e.max(Effect::Write)))
+}
+
+/// Whether a call was judged a read (the effect its policy, approval and audit record saw): it then
+/// runs in a read-only transaction, so the server refuses a write its text did not show.
+fn judged_read(
+    classify: fn(&Map<String, Value>) -> Option<Effect>,
+    args: &Map<String, Value>,
+) -> bool {
+    classify(args) == Some(Effect::Read)
+}
+
+/// A server's refusal of a write in a call judged a read by its text, said as such.
+fn refused_hidden_write(mut e: ActionError, read_only_asked: bool) -> ActionError {
+    if read_only_asked || !e.message.contains("SQLSTATE 25006") {
+        return e;
+    }
+    e.kind = ErrorKind::Refused;
+    e.message = format!(
+        "the call reads as a read, so it ran in a read-only transaction, and the server refused a write in it (a function that writes?); nothing was changed: {}",
+        e.message
+    );
+    e.hint("a statement that writes goes through `psql exec` (or a `transaction` with a writing statement), which is judged, approved and audited as a write")
 }
 
 fn classify_transaction(args: &Map<String, Value>) -> Option<Effect> {
@@ -228,7 +263,7 @@ pub(super) fn tool() -> ToolSpec {
                         "Runs one writing statement. `$n` params; returns the rows affected.",
                     )
                 },
-                Some(classify_sql),
+                Some(classify_exec),
                 || json!({"action": "exec", "sql": "update jobs set done = true where id = $1", "params": [42]}),
             ),
             a(
@@ -448,14 +483,15 @@ fn query(call: &Call<'_>) -> Result<Value, ActionError> {
         conn::Where::new(&target, &profile_name, &connection, read_only),
     )?;
     refuse_writes(sql, r.read_only)?;
+    let reads = r.read_only || judged_read(classify_sql, call.args);
     let params = params_of(params.as_deref());
     let max_rows = max_rows.unwrap_or(DEFAULT_MAX_ROWS);
     let started = std::time::Instant::now();
     let pool = &call.host.pools().psql;
-    let (cols, sink, more) = pool.with(call, &r, |client: &mut Client| {
+    let ran = pool.with(call, &r, |client: &mut Client| {
         let mut tx = client
             .build_transaction()
-            .read_only(r.read_only)
+            .read_only(reads)
             .start()
             .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
         let stmt = tx
@@ -493,13 +529,14 @@ fn query(call: &Call<'_>) -> Result<Value, ActionError> {
         drop(portal);
         tx.commit().map_err(|e| conn::db_error(&e, "committing"))?;
         Ok((columns(&stmt), sink, more))
-    })?;
+    });
+    let (cols, sink, more) = ran.map_err(|e| refused_hidden_write(e, r.read_only))?;
     let mut out = json!({
         "columns": cols,
         "row_count": sink.rows,
         "rows_truncated": sink.rows > sink.kept.len() as u64,
         "more_rows": more,
-        "read_only": r.read_only,
+        "read_only": reads,
         "database": r.label,
         "duration_ms": started.elapsed().as_millis() as u64,
         "ok": true,
@@ -537,13 +574,21 @@ fn exec(call: &Call<'_>) -> Result<Value, ActionError> {
     let params = params_of(params.as_deref());
     let started = std::time::Instant::now();
     let n = call.host.pools().psql.with(call, &r, |client| {
-        let stmt = client
+        // a read-only call in a read-only transaction, as `query` runs one
+        let mut tx = client
+            .build_transaction()
+            .read_only(r.read_only)
+            .start()
+            .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
+        let stmt = tx
             .prepare(sql)
             .map_err(|e| conn::db_error(&e, "preparing"))?;
         check_param_count(&stmt, params.len())?;
-        client
+        let n = tx
             .execute(&stmt, &refs(&params))
-            .map_err(|e| conn::db_error(&e, "running the statement"))
+            .map_err(|e| conn::db_error(&e, "running the statement"))?;
+        tx.commit().map_err(|e| conn::db_error(&e, "committing"))?;
+        Ok(n)
     })?;
     Ok(json!({
         "rows_affected": n,
@@ -573,11 +618,12 @@ fn transaction(call: &Call<'_>) -> Result<Value, ActionError> {
         })?;
         refuse_writes(sql, r.read_only)?;
     }
+    let reads = r.read_only || judged_read(classify_transaction, call.args);
     let started = std::time::Instant::now();
     let done = call.host.pools().psql.with(call, &r, |client| {
         let mut tx = client
             .build_transaction()
-            .read_only(r.read_only)
+            .read_only(reads)
             .start()
             .map_err(|e| conn::db_error(&e, "starting the transaction"))?;
         let mut done = Vec::new();
@@ -605,7 +651,8 @@ fn transaction(call: &Call<'_>) -> Result<Value, ActionError> {
         tx.commit()
             .map_err(|e| conn::db_error(&e, "committing"))?;
         Ok(done)
-    })?;
+    });
+    let done = done.map_err(|e| refused_hidden_write(e, r.read_only))?;
     Ok(json!({
         "statements": done,
         "committed": true,

@@ -22,6 +22,27 @@ fn a_read_only_call_is_a_read() {
 }
 
 #[test]
+fn exec_is_a_write_at_least_unless_it_is_read_only() {
+    let m = |v: Value| v.as_object().cloned().expect("object");
+    assert_eq!(
+        classify_exec(&m(json!({"sql": "select app.purge_old()"}))),
+        Some(Effect::Write)
+    );
+    assert_eq!(
+        classify_exec(&m(json!({"sql": "drop table t"}))),
+        Some(Effect::Destructive)
+    );
+    assert_eq!(
+        classify_exec(&m(json!({"sql": "select 1", "read_only": true}))),
+        Some(Effect::Read)
+    );
+    // the same statement through `query` is a read, and so runs in a read-only transaction
+    let q = m(json!({"sql": "select app.purge_old()"}));
+    assert!(judged_read(classify_sql, &q));
+    assert!(!judged_read(classify_exec, &q));
+}
+
+#[test]
 fn only_a_read_only_call_may_take_its_whole_statement_from_a_value() {
     let m = |v: Value| v.as_object().cloned().expect("object");
     let sql_fields =
