@@ -264,6 +264,45 @@ async fn the_cli_reads_waits_for_shows_the_output_of_and_cancels_a_worker_job() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_only_reads_can_be_looked_up_while_it_runs() {
+    let srv = crate::support::http::HttpServer::start();
+    let p = Project::new();
+    let s = p.mcp().await;
+    let r = call(
+        &s,
+        "http",
+        json!({"action": "request", "method": "GET", "url": srv.url("/slow?ms=3000"), "async": true}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
+    let id = body(&r)["result"]["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    // while the GET waits on the server: the job names its run, and the run is there to read
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        seen = job(&s, "logs", &id).await;
+        if seen.get("error").is_none() && seen["result"]["run"]["id"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(seen.get("error").is_none(), "{seen}");
+    assert_eq!(job(&s, "status", &id).await["result"]["status"], "running");
+    assert_eq!(seen["result"]["run"]["status"], "running", "{seen}");
+    let run_id = seen["result"]["run"]["id"]
+        .as_str()
+        .expect("run")
+        .to_owned();
+    let ev = body(&call(&s, "evidence", json!({"action": "get", "run_id": run_id})).await);
+    assert!(ev.get("error").is_none(), "{ev}");
+    let done = job(&s, "wait", &id).await;
+    assert_eq!(done["result"]["status"], "succeeded", "{done}");
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_needs_an_approval_answers_approval_required_and_runs_nothing() {
     let p = Project::new().unsafe_local().file(
         "policy.yaml",
