@@ -122,9 +122,16 @@ fn flag(env: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
 
 impl Config {
     /// Reads the configuration from an environment (`env` returns one variable) and a working directory.
+    /// Paths are made absolute against `cwd` (and `.` dropped): the store records runs, directories and
+    /// journals by path, so another process, in another directory, finds the same ones.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Self {
-        let profiles_dir = crate::profiles::profiles_dir(env, cwd);
-        let path = |k: &str| env(k).filter(|p| !p.is_empty()).map(PathBuf::from);
+        let absolute = |p: PathBuf| cwd.join(p).components().collect::<PathBuf>();
+        let profiles_dir = absolute(crate::profiles::profiles_dir(env, cwd));
+        let path = |k: &str| {
+            env(k)
+                .filter(|p| !p.is_empty())
+                .map(|p| absolute(PathBuf::from(p)))
+        };
         Config {
             artifacts_root: path("MCP_CONTEXT_REPO_ROOT").unwrap_or_else(|| profiles_dir.clone()),
             runbooks_path: path("MCP_RUNBOOKS_PATH"),
@@ -362,5 +369,28 @@ mod process_tests {
         let pid = i64::from(child.id());
         let _ = child.wait();
         assert!(!ProcessRef { pid, start: None }.alive());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_working_directory() {
+        let cwd = Path::new("/proj/sub");
+        let env = |k: &str| match k {
+            "MCP_PROFILES_DIR" => Some("./.infra".to_owned()),
+            "MCP_RUNBOOKS_PATH" => Some("books".to_owned()),
+            "MCP_CONTEXT_REPO_ROOT" => Some("/abs/./root".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_env(&env, cwd);
+        assert_eq!(c.profiles_dir, Path::new("/proj/sub/.infra"));
+        assert_eq!(
+            c.runbooks_path.as_deref(),
+            Some(Path::new("/proj/sub/books"))
+        );
+        assert_eq!(c.artifacts_root, Path::new("/abs/root"));
     }
 }

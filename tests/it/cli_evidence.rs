@@ -233,3 +233,42 @@ fn a_runbook_runs_uri_lists_its_journal_and_files_and_the_list_filters() {
     let one = json_of(&p, &["artifacts", "list", "-n", "1", "--json"]);
     assert_eq!(one.as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn a_run_recorded_under_a_relative_profiles_dir_reads_back_from_anywhere() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (proj, sub) = (tmp.path().join("proj"), tmp.path().join("proj/sub"));
+    std::fs::create_dir_all(proj.join(".infra")).expect("mkdir");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    // a call made with the profiles directory named relative to where it ran
+    let set = crate::infra_in(std::path::Path::new(".infra"), &proj)
+        .args(["state", "set", "k", "v"])
+        .output()
+        .expect("state set");
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    // read from elsewhere, the directory named another way: the index's paths still lead to it
+    let list = crate::infra_in(&proj.join(".infra"), &sub)
+        .args(["runs", "list", "--json"])
+        .output()
+        .expect("runs list");
+    let runs = crate::stdout_json(&list);
+    let id = runs[0]["run_id"]
+        .as_str()
+        .or_else(|| runs["runs"][0]["run_id"].as_str())
+        .unwrap_or_else(|| panic!("a run id in {runs}"))
+        .to_owned();
+    let show = crate::infra_in(std::path::Path::new("../.infra"), &sub)
+        .args(["runs", "show", &id])
+        .output()
+        .expect("runs show");
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(String::from_utf8_lossy(&show.stdout).contains("state.set"));
+}
