@@ -296,6 +296,32 @@ impl Tail {
             .open(path)?;
         Ok(Tail { file, end: 0 })
     }
+
+    /// Appends one whole line, or none of it: a write cut short (a full disk, a quota) is cut off
+    /// again, so the next line starts where this one would have, and a reader that starts at a
+    /// recorded offset starts on a line.
+    fn append_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if let Err(e) = (&self.file).write_all(line) {
+            self.undo_part();
+            return Err(e);
+        }
+        self.end += line.len() as u64;
+        Ok(())
+    }
+
+    /// Removes what a failed write left past `end`; where the file cannot be cut, ends the part with
+    /// a newline (read back as one damaged line) and moves `end` past it.
+    fn undo_part(&mut self) {
+        if self.file.set_len(self.end).is_ok() {
+            return;
+        }
+        if self.file.metadata().is_ok_and(|m| m.len() > self.end) {
+            let _ = (&self.file).write_all(b"\n");
+            if let Ok(m) = self.file.metadata() {
+                self.end = m.len();
+            }
+        }
+    }
 }
 
 /// An open journal: a run's own `journal.jsonl`, or its place in a calls journal.
@@ -351,8 +377,7 @@ impl Journal {
             .tail
             .lock()
             .map_err(|_| io::Error::other("journal lock poisoned"))?;
-        (&t.file).write_all(&line)?;
-        t.end += line.len() as u64;
+        t.append_line(&line)?;
         if let Some(kept) = &self.outlines
             && let Ok(mut kept) = kept.lock()
         {
@@ -485,6 +510,32 @@ mod tests {
             step: step.into(),
             reason: "r".into(),
         }
+    }
+
+    #[test]
+    fn a_write_cut_short_leaves_nothing_the_next_record_would_follow() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let calls = SessionJournal::create(&dir.path().join("runs/.calls")).expect("create");
+        let first = calls.journal().expect("journal");
+        first
+            .append(&finished("one", Status::Succeeded), false)
+            .expect("append");
+        {
+            // what a write that failed half-way leaves behind
+            let mut t = calls.tail.lock().expect("tail");
+            (&t.file).write_all(b"{\"event\":\"node_sta").expect("part");
+            t.undo_part();
+        }
+        let second = calls.journal().expect("journal");
+        second
+            .append(&finished("two", Status::Succeeded), false)
+            .expect("append");
+        let back = read_run(calls.path(), second.start(), "two").expect("read");
+        assert!(!back.torn);
+        assert_eq!(back.records.len(), 1);
+        let whole = std::fs::read_to_string(calls.path()).expect("read");
+        assert_eq!(whole.lines().count(), 2, "{whole}");
+        assert!(!whole.contains("node_sta"));
     }
 
     #[test]
