@@ -19,7 +19,8 @@
 //! copy: `record::digest`), and `ExitWatch`, which hears the exit without reaping (a pidfd
 //! polled on the same thread; a `waitid` thread where pidfds are missing), kills what is left of
 //! the group (background children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
-//! the pipes get up to `LINGER` (2 s, never past the deadline). Then `kill_holders` kills every
+//! the pipes get up to `LINGER` (2 s, never past the deadline), and a deadline or cancel then only ends
+//! the linger: the command is not a timeout, and its group, gone with its reaped leader, is not signalled. Then `kill_holders` kills every
 //! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
 //! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
 //! is left (`output_incomplete`). A process that left the group and let go of the output is not
@@ -460,7 +461,12 @@ pub fn run(
             status = exit_watch.status(Duration::ZERO);
         }
         let now = Instant::now();
-        if ended.is_none() {
+        // once the exit is heard the group is gone (killed, then its leader reaped: its id may name
+        // another group by now), so a deadline or cancel after it only cuts the linger short
+        if status.is_some() && ended.is_none() && stop_at.is_none() && cancel.is_cancelled() {
+            kill_holders_at = Some(now);
+        }
+        if ended.is_none() && status.is_none() {
             if cancel.is_cancelled() {
                 ended = Some("cancelled");
             } else if deadline.is_some_and(|d| now >= d) {
@@ -806,6 +812,33 @@ mod tests {
 
     fn hex(s: &str) -> String {
         s.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_command_that_exited_is_not_a_timeout_when_what_it_left_holds_the_output() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // exits at once; a process in a session of its own keeps stdout open past the deadline
+        let spec = shell("setsid sleep 100 & echo ok");
+        let deadline = Instant::now() + Duration::from_millis(800);
+        let r = run(
+            &spec,
+            Some(deadline),
+            &CancelToken::new(),
+            &capture(dir.path()),
+        )
+        .expect("it exited 0: not a timeout");
+        assert_eq!(r["exit_code"], 0);
+        assert_eq!(r["stdout"], "ok\n");
+        let escaped = r["escaped"].as_array().expect("the holder is named");
+        assert_eq!(escaped.len(), 1, "{r}");
+        let pid = escaped[0]["pid"].to_string();
+        for _ in 0..100 {
+            if gone(&pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(&pid), "the holder was killed");
     }
 
     #[test]
