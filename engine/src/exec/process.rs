@@ -192,10 +192,14 @@ impl OutputSink {
                 self.name,
             ));
         }
-        // after a write error, keep taking bytes so the producer never blocks
+        // after a write error, keep taking bytes so the producer never blocks; the part written
+        // goes (no artifact is left that its result does not describe)
         if let Some(Ok(w)) = &mut self.to
             && let Err(e) = with(w)
         {
+            if let Some(Ok(w)) = self.to.take() {
+                w.abandon();
+            }
             self.to = Some(Err(e));
         }
     }
@@ -672,8 +676,28 @@ pub fn outcome(
         }
     }
     result["artifacts"] = Value::Array(artifacts);
+    // an output that could not be recorded whole: the command ran, but its evidence is not whole
+    let unrecorded: Vec<String> = ["stdout", "stderr"]
+        .iter()
+        .filter_map(|n| {
+            let e = result.get(format!("{n}_error"))?.as_str()?;
+            Some(format!("its {n} could not be recorded: {e}"))
+        })
+        .collect();
     let ok = exit.accepted(ok_codes) && ended.is_none();
-    result["ok"] = ok.into();
+    result["ok"] = (ok && unrecorded.is_empty()).into();
+    if ok && !unrecorded.is_empty() {
+        return Err(ActionError::new(
+            ErrorKind::Failed,
+            format!(
+                "the command ran and exited {}, but {}",
+                exit.code.map_or("unknown".to_owned(), |c| c.to_string()),
+                unrecorded.join("; ")
+            ),
+        )
+        .hint("free space (or lift the quota) where the run's directory is; its effects, if any, happened")
+        .with_result(result));
+    }
     match ended {
         Some("timeout") => Err(ActionError::new(
             ErrorKind::Timeout,
@@ -839,6 +863,30 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(gone(&pid), "the holder was killed");
+    }
+
+    #[test]
+    fn an_output_that_cannot_be_recorded_fails_the_step() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // the artifact's directory cannot be made: a file is where it would go
+        std::fs::write(dir.path().join("out"), "a file").expect("file");
+        let e = run(
+            &shell("echo hi"),
+            None,
+            &CancelToken::new(),
+            &capture(dir.path()),
+        )
+        .expect_err("its stdout was not recorded");
+        assert_eq!(e.kind, ErrorKind::Failed);
+        assert!(e.message.contains("exited 0"), "{}", e.message);
+        assert!(
+            e.message.contains("stdout could not be recorded"),
+            "{}",
+            e.message
+        );
+        let r = e.result.expect("the result");
+        assert_eq!(r["ok"], false);
+        assert_eq!(r["stdout"], "hi\n");
     }
 
     #[test]

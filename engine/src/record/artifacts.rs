@@ -144,18 +144,34 @@ impl ArtifactWriter {
         self.digest.spare()
     }
 
-    /// Closes the artifact and returns its reference.
+    /// Closes the artifact and returns its reference. An artifact that cannot be finished is removed:
+    /// no file is left that no result describes.
     pub fn finish(mut self) -> io::Result<ArtifactRef> {
-        if let Some(rest) = self.redact.as_mut().map(StreamRedactor::finish) {
-            self.emit(rest)?;
+        let rest = self.redact.as_mut().map(StreamRedactor::finish);
+        let closed = rest
+            .map_or(Ok(()), |r| self.emit(r))
+            .and_then(|()| self.file.flush());
+        let path = self.path;
+        let sha256 = closed.and_then(|()| self.digest.finish());
+        match sha256 {
+            Ok(sha256) => Ok(ArtifactRef {
+                sha256,
+                uri: self.uri,
+                path,
+                bytes: self.bytes,
+            }),
+            Err(e) => {
+                drop(self.file);
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        self.file.flush()?;
-        Ok(ArtifactRef {
-            sha256: self.digest.finish()?,
-            uri: self.uri,
-            path: self.path,
-            bytes: self.bytes,
-        })
+    }
+
+    /// Gives the artifact up after a failed write: its file is removed.
+    pub fn abandon(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
