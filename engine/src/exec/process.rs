@@ -841,8 +841,13 @@ mod tests {
     #[test]
     fn a_command_that_exited_is_not_a_timeout_when_what_it_left_holds_the_output() {
         let dir = tempfile::tempdir().expect("tmp");
-        // exits at once; a process in a session of its own keeps stdout open past the deadline
-        let spec = shell("setsid sleep 100 & echo ok");
+        // exits once a process in a session of its own (so the group kill misses it) holds stdout,
+        // which it keeps open past the deadline
+        let pidfile = dir.path().join("holder");
+        let spec = shell(&format!(
+            "setsid sh -c 'echo $$ > {p}; exec sleep 100' & while [ ! -s {p} ]; do sleep 0.01; done; echo ok",
+            p = pidfile.display()
+        ));
         let deadline = Instant::now() + Duration::from_millis(800);
         let r = run(
             &spec,
