@@ -15,13 +15,24 @@
 //! chains to the rotated file, so the chain verifies either way. Files are never deleted.
 //!
 //! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when,
-//! under the lock, the path names another file), reads the last line backwards (`last_line`) unless
-//! the file has the length this process left it with (then the remembered `seq` and hash are the
-//! head), and writes one line: `seq`, `ts`, `prev`, the fields (strings cut at 2 KiB, arrays at 100
-//! items: `Bounded`, which serializes them cut without copying them), with a key a `mac`, and last
-//! `hash`, the SHA-256 of the line before it (`sealed`, `split_last`). An append is a lock, a stat of
-//! the path, a stat of the file, one write and an unlock. `durable` fsyncs. After a torn last line it starts a new line and
-//! leaves the torn one for `verify`.
+//! under the lock, the path names another file), reads the last complete record backwards
+//! (`last_record`) unless the file has the length this process left it with (then the remembered
+//! `seq` and hash are the head), and writes one line: `seq`, `ts`, `prev`, the fields (strings cut at
+//! 2 KiB, arrays at 100 items: `Bounded`, which serializes them cut without copying them), with a key
+//! a `mac`, and last `hash`, the SHA-256 of the line before it (`sealed`, `split_last`). An append is
+//! a lock, a stat of the path, a stat of the file, one write and an unlock. `durable` fsyncs.
+//!
+//! Torn lines. A crash while writing leaves a torn last line (no newline, does not parse). The next
+//! append ends it with a newline and goes on from the last complete record before it (`seq` + 1,
+//! `prev` its hash; with none in the file, as from an empty file: the rotated file's last record, or
+//! genesis), passing over any torn lines after that record. `verify` takes a line that does not parse
+//! as a crash's remnant when the next record goes on from the last complete one before it: it notes
+//! it (`Verified::torn` and `notes`, with file and line) and goes on checking the chain, seals and
+//! anchor after it. It cannot hide a forgery: a record replaced by garbage is still a problem (at the
+//! garbage line) because the record after it names the replaced record's hash in `prev`, not the one
+//! before; records after a torn line are checked like any other; and a line that does not parse with
+//! no record after it (torn at the very end) is reported as the log's problem, as is a complete record
+//! without its newline at the end of the log.
 //!
 //! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one.
 //! So each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a
@@ -30,9 +41,10 @@
 //! end with the head kept there (the `Anchor`: a head past the log's end, or runs listed with an
 //! empty or missing log, are problems naming the records missing) and with a checkpoint, the
 //! `<seq>:<hash>` word of `Head::checkpoint`/`parse_checkpoint`. It reports the first bad record:
-//! unparseable, torn, seal broken, out of sequence, not chained, a `mac` that does not match or is
-//! missing after sealed records, a hash that differs from the head or checkpoint at its `seq`.
-//! `Verified` has `records`, `problem`, `last`, `macs` and `notes` (what was not checked).
+//! unparseable (but a crash's torn line, above), seal broken, out of sequence, not chained, a `mac`
+//! that does not match or is missing after sealed records, a hash that differs from the head or
+//! checkpoint at its `seq`. `Verified` has `records`, `problem`, `last`, `macs`, `notes` (what was not
+//! checked, and torn lines) and `torn`.
 //!
 //! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
 //! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it
@@ -286,38 +298,59 @@ fn sealed(line: &[u8]) -> bool {
     split_last(line, "hash").is_some_and(|(head, hash)| hash == sha_hex(&head).as_bytes())
 }
 
-/// The last line of a file (without its newline) and whether the file ends with a newline.
-fn last_line(f: &mut File) -> io::Result<(Vec<u8>, bool)> {
-    let len = f.seek(SeekFrom::End(0))?;
-    if len == 0 {
-        return Ok((Vec::new(), true));
-    }
-    let mut end = len;
-    let mut last = [0u8; 1];
-    f.seek(SeekFrom::Start(len - 1))?;
-    f.read_exact(&mut last)?;
-    let terminated = last[0] == b'\n';
-    if terminated {
-        end -= 1;
-    }
-    // read backwards in chunks until the previous newline
+/// Whether a line is a complete record: JSON with a `seq` (a torn line, cut by a crash, is not).
+fn is_record(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+        .is_some()
+}
+
+/// The line of `f` that ends at byte `end` (exclusive: at a newline or the file's end), and where it
+/// starts. Read backwards in chunks.
+fn line_before(f: &mut File, end: u64) -> io::Result<(Vec<u8>, u64)> {
     let mut buf: Vec<u8> = Vec::new();
     let mut pos = end;
     while pos > 0 {
         let step = pos.min(8192);
         pos -= step;
-        let mut chunk = vec![0u8; step as usize];
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(8192)];
         f.seek(SeekFrom::Start(pos))?;
         f.read_exact(&mut chunk)?;
         if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
             chunk.drain(..=i);
             chunk.extend_from_slice(&buf);
-            return Ok((chunk, terminated));
+            return Ok((chunk, pos + i as u64 + 1));
         }
         chunk.extend_from_slice(&buf);
         buf = chunk;
     }
-    Ok((buf, terminated))
+    Ok((buf, 0))
+}
+
+/// The last complete record of a file (without its newline; `None` when it holds none) and whether
+/// the file ends with a newline. Torn lines after it (a crash cut them, or cut the newline an append
+/// put after one) are passed over: the next record goes on from the last complete one.
+fn last_record(f: &mut File) -> io::Result<(Option<Vec<u8>>, bool)> {
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((None, true));
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    let terminated = last[0] == b'\n';
+    let mut end = if terminated { len - 1 } else { len };
+    loop {
+        let (line, start) = line_before(f, end)?;
+        if is_record(&line) {
+            return Ok((Some(line), terminated));
+        }
+        if start == 0 {
+            return Ok((None, terminated));
+        }
+        end = start - 1;
+    }
 }
 
 impl Audit {
@@ -531,12 +564,12 @@ impl Audit {
         Ok(())
     }
 
-    /// The last line of the newest rotated file (empty when there is none): what a new, empty
-    /// `audit.jsonl` chains to.
-    fn rotated_last_line(&self) -> io::Result<Vec<u8>> {
+    /// The last complete record of the newest rotated file (`None` when there is none): what an
+    /// `audit.jsonl` that holds no record yet chains to.
+    fn rotated_last_record(&self) -> io::Result<Option<Vec<u8>>> {
         match self.rotated_numbers().last() {
-            None => Ok(Vec::new()),
-            Some(&n) => last_line(&mut File::open(self.rotated(n))?).map(|(l, _)| l),
+            None => Ok(None),
+            Some(&n) => last_record(&mut File::open(self.rotated(n))?).map(|(l, _)| l),
         }
     }
 
@@ -551,20 +584,22 @@ impl Audit {
         let (seq, prev, terminated) = if len == log.len {
             (log.seq + 1, std::mem::take(&mut log.prev), true)
         } else {
-            let (mut last, terminated) = last_line(&mut log.file).map_err(|e| self.err(e))?;
-            if last.is_empty() && len == 0 {
-                // a new file after a rotation goes on from the rotated file's last record
-                last = self.rotated_last_line().map_err(|e| self.err(e))?;
+            let (mut last, terminated) = last_record(&mut log.file).map_err(|e| self.err(e))?;
+            if last.is_none() {
+                // a file with no complete record yet (new after a rotation, or only a torn line) goes
+                // on from the rotated file's last record, or starts the chain
+                last = self.rotated_last_record().map_err(|e| self.err(e))?;
             }
-            if last.is_empty() {
-                (1, GENESIS.to_owned(), terminated)
-            } else {
-                let seq = serde_json::from_slice::<Value>(&last)
-                    .ok()
-                    .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                    .unwrap_or(0)
-                    + 1;
-                (seq, sha_hex(&last), terminated)
+            match last {
+                None => (1, GENESIS.to_owned(), terminated),
+                Some(last) => {
+                    let seq = serde_json::from_slice::<Value>(&last)
+                        .ok()
+                        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                        .unwrap_or(0)
+                        + 1;
+                    (seq, sha_hex(&last), terminated)
+                }
             }
         };
         let ts = crate::ctx::now_rfc3339();
@@ -610,7 +645,7 @@ impl Audit {
         line.pop();
         line.extend_from_slice(format!(",\"hash\":\"{seal}\"}}\n").as_bytes());
         if !terminated {
-            // a torn record from a crash stays where it is (verify reports it); start on a new line
+            // a torn line from a crash stays where it is (verify notes it); start on a new line
             line.insert(0, b'\n');
         }
         log.file.write_all(&line).map_err(|e| self.err(e))?;
@@ -619,7 +654,7 @@ impl Audit {
         }
         log.len = len + line.len() as u64;
         log.seq = seq;
-        // the next record's `prev`: the hash of this line's bytes, as `last_line` would read them
+        // the next record's `prev`: the hash of this line's bytes, as `last_record` would read them
         let written = line.strip_prefix(b"\n").unwrap_or(&line);
         log.prev = sha_hex(written.strip_suffix(b"\n").unwrap_or(written));
         if let Some(keeper) = &self.keeper {
@@ -667,8 +702,8 @@ impl Audit {
         Ok(out.into())
     }
 
-    /// Checks the whole chain. Reports the first bad record: unparseable (a torn line after a crash
-    /// included), out of sequence, or not chained to the line before it.
+    /// Checks the whole chain. Reports the first bad record: unparseable, out of sequence, or not
+    /// chained to the line before it. Torn lines that the chain goes on after are noted (`torn`).
     pub fn verify(&self) -> io::Result<Verified> {
         self.verify_with(&VerifyOptions::default())
     }
@@ -681,15 +716,21 @@ impl Audit {
         let mut exists = false;
         let mut line_no = 0usize;
         let mut prev_hash = GENESIS.to_owned();
+        // lines that do not parse, since the last good record: a crash's remnants when the next
+        // record goes on from that one, else the first problem
+        let mut torn: Vec<Torn> = Vec::new();
+        let files = self.files();
+        let last_file = files.len().saturating_sub(1);
         // the rotated files, then `audit.jsonl`: one chain, `seq` and `prev` going on across files
-        for path in self.files() {
-            let f = match File::open(&path) {
+        for (i, path) in files.iter().enumerate() {
+            let f = match File::open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             exists = true;
-            found.files.push(path.display().to_string());
+            let file = path.display().to_string();
+            found.files.push(file.clone());
             line_no = 0;
             let mut reader = BufReader::new(f);
             let mut buf = Vec::new();
@@ -705,7 +746,19 @@ impl Audit {
                 if terminated {
                     buf.pop();
                 }
-                let message = match check_line(&buf, terminated, expect_seq, &prev_hash) {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&buf).is_err() {
+                    torn.push(Torn {
+                        file: file.clone(),
+                        line: line_no,
+                        after: found.records,
+                        terminated,
+                    });
+                    continue;
+                }
+                // a rotated file's last line may lack its newline (torn, then rotated): the next
+                // file goes on after it
+                let whole = terminated || i < last_file;
+                let message = match check_line(&buf, whole, expect_seq, &prev_hash) {
                     Ok((head, has_mac)) => match self
                         .check_mac(&buf, has_mac, expect_seq, &mut found.macs)
                         .or_else(|| against_anchor(&head, &opts.anchor))
@@ -715,20 +768,57 @@ impl Audit {
                             prev_hash = sha_hex(&buf);
                             found.records = expect_seq;
                             found.last = Some(head);
+                            found.note_torn(&mut torn);
                             continue;
                         }
                         Some(m) => m,
                     },
                     Err(m) => m,
                 };
-                found.problem = Some(Problem {
-                    file: path.display().to_string(),
-                    line: line_no,
-                    seq: expect_seq,
-                    message,
+                // what does not parse was no crash's remnant when the record after it does not go
+                // on from the one before it; else this record is the problem
+                let replaced = torn
+                    .first()
+                    .filter(|_| !goes_on(&buf, expect_seq, &prev_hash))
+                    .cloned();
+                if replaced.is_none() {
+                    found.note_torn(&mut torn);
+                }
+                found.problem = Some(match replaced {
+                    Some(t) => Problem {
+                        file: t.file,
+                        line: t.line,
+                        seq: expect_seq,
+                        message: format!(
+                            "record {expect_seq} is not valid JSON, and the record after it does not go on from record {} ({message}): a record was replaced, removed or inserted here",
+                            t.after
+                        ),
+                    },
+                    None => Problem {
+                        file,
+                        line: line_no,
+                        seq: expect_seq,
+                        message,
+                    },
                 });
                 return Ok(found);
             }
+        }
+        // a line that does not parse with no record after it: torn at the end, or garbage
+        if let Some(t) = torn.first() {
+            let seq = t.after + 1;
+            let what = if t.terminated {
+                "is not valid JSON"
+            } else {
+                "is torn (cut off, no newline): the process likely died while writing it"
+            };
+            found.problem = Some(Problem {
+                file: t.file.clone(),
+                line: t.line,
+                seq,
+                message: format!("record {seq} {what}"),
+            });
+            return Ok(found);
         }
         self.check_end(&mut found, opts, exists, line_no);
         Ok(found)
@@ -871,12 +961,7 @@ fn check_line(
     prev_hash: &str,
 ) -> Result<(Head, bool), String> {
     let Ok(v) = serde_json::from_slice::<Value>(buf) else {
-        let what = if terminated {
-            "is not valid JSON"
-        } else {
-            "is torn (cut off, no newline): the process likely died while writing it"
-        };
-        return Err(format!("record {expect_seq} {what}"));
+        return Err(format!("record {expect_seq} is not valid JSON"));
     };
     if !terminated {
         return Err(format!("record {expect_seq} is torn (no newline after it)"));
@@ -910,6 +995,15 @@ fn check_line(
         ts: text("ts"),
     };
     Ok((head, v.get("mac").is_some()))
+}
+
+/// Whether a record goes on from the chain so far (its `seq` and `prev`), whatever else is wrong with
+/// it.
+fn goes_on(buf: &[u8], expect_seq: u64, prev_hash: &str) -> bool {
+    serde_json::from_slice::<Value>(buf).is_ok_and(|v| {
+        v.get("seq").and_then(Value::as_u64) == Some(expect_seq)
+            && v.get("prev").and_then(Value::as_str) == Some(prev_hash)
+    })
 }
 
 /// Whether a good record contradicts a checkpoint (same `seq`, another hash).
@@ -950,8 +1044,24 @@ pub struct Verified {
     pub macs: Macs,
     /// What could not be checked, or looks odd without being wrong.
     pub notes: Vec<String>,
+    /// Torn lines the chain goes on after (a crash's remnants), each also in `notes`.
+    pub torn: Vec<Torn>,
     /// The files read, in order (rotated ones first).
     pub files: Vec<String>,
+}
+
+/// A line that does not parse, cut by a crash while it was written, after which the next record goes
+/// on from the last complete one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    /// The file it is in.
+    pub file: String,
+    /// One-based line in that file.
+    pub line: usize,
+    /// The `seq` of the last complete record before it (0: none).
+    pub after: u64,
+    /// Whether a newline ends it (the one the next append put after it).
+    pub terminated: bool,
 }
 
 /// The seals (`mac`) seen by [`Audit::verify`].
@@ -966,6 +1076,17 @@ pub struct Macs {
 }
 
 impl Verified {
+    /// Torn lines the chain went on after: kept, and noted for people.
+    fn note_torn(&mut self, torn: &mut Vec<Torn>) {
+        for t in torn.drain(..) {
+            self.notes.push(format!(
+                "line {} of `{}` is torn (cut off by a crash while it was written); the chain goes on after it from record {}, so no record is missing",
+                t.line, t.file, t.after
+            ));
+            self.torn.push(t);
+        }
+    }
+
     /// The report as JSON (`problem` and `last` are `null` when there is none).
     pub fn to_json(&self) -> Value {
         json!({
@@ -975,6 +1096,7 @@ impl Verified {
             "last": self.last.as_ref().map(Head::to_json),
             "macs": {"sealed": self.macs.sealed, "checked": self.macs.checked},
             "notes": self.notes,
+            "torn": self.torn.iter().map(|t| json!({"file": t.file, "line": t.line, "after": t.after})).collect::<Vec<_>>(),
             "files": self.files,
         })
     }

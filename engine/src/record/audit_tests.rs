@@ -64,25 +64,165 @@ fn a_removed_record_breaks_the_chain_where_it_was() {
 #[test]
 fn a_torn_last_line_is_reported_and_appends_go_on() {
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("audit.jsonl");
-    let a = Audit::new(&path);
+    let (a, store) = kept(dir.path());
+    let path = a.path().to_owned();
     a.append(&json!({"kind": "call"}), false).expect("append");
     let mut f = OpenOptions::new().append(true).open(&path).expect("open");
     f.write_all(b"{\"seq\":2,\"ts\":\"x\",\"pr").expect("torn");
     drop(f);
+    // at the end, nothing shows the chain goes on: reported
     let p = a.verify().expect("verify").problem.expect("torn");
-    assert_eq!(p.line, 2);
+    assert_eq!((p.line, p.seq), (2, 2));
     assert!(p.message.contains("torn"), "{}", p.message);
-    a.append(&json!({"kind": "call"}), false)
-        .expect("append after a crash");
+    // another process appends (this one's memory of the end is stale): it goes on from record 1
+    let b = Audit::new(&path).with_keeper(store.clone());
     assert_eq!(
-        a.verify()
-            .expect("verify")
-            .problem
-            .expect("still reported")
-            .line,
+        b.append(&json!({"kind": "call"}), false)
+            .expect("append after a crash"),
         2
     );
+    assert_eq!(a.append(&json!({"kind": "call"}), true).expect("append"), 3);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "the torn line stays, ended by a newline");
+    let second: Value = serde_json::from_str(lines[2]).expect("record");
+    assert_eq!(second["prev"], sha_hex(lines[0].as_bytes()));
+    // the chain, the anchor and the seals go on being checked past the torn line, which is noted
+    let v = verify_kept(&a, &store);
+    assert_eq!((v.records, &v.problem), (3, &None), "{:?}", v.notes);
+    assert_eq!(
+        v.torn,
+        vec![Torn {
+            file: path.display().to_string(),
+            line: 2,
+            after: 1,
+            terminated: true
+        }]
+    );
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("line 2 of") && n.contains("torn")),
+        "{:?}",
+        v.notes
+    );
+    assert_eq!(v.to_json()["torn"][0]["line"], 2);
+}
+
+#[test]
+fn torn_lines_in_a_row_and_across_a_rotation_leave_one_chain() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path).with_rotation(Some(1000));
+    let tear = |text: &[u8]| {
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(text).expect("torn");
+    };
+    a.append(&json!({"kind": "call"}), false).expect("append");
+    tear(b"{\"seq\":2,\"t");
+    // an append that died after the newline it puts after a torn line, and one cut in its record
+    tear(b"\n");
+    tear(b"{\"seq\":2,\"ts\":\"2026");
+    let b = Audit::new(&path).with_rotation(Some(1000));
+    assert_eq!(
+        b.append(&json!({"kind": "call"}), false).expect("append"),
+        2
+    );
+    let v = b.verify().expect("verify");
+    assert_eq!((v.records, v.problem), (2, None));
+    assert_eq!(
+        v.torn.iter().map(|t| (t.line, t.after)).collect::<Vec<_>>(),
+        [(2, 1), (3, 1)]
+    );
+    // a file past the size whose last line is torn is rotated as it is: the new file goes on from
+    // the last complete record
+    b.append(&json!({"kind": "call", "pad": "x".repeat(1000)}), false)
+        .expect("append");
+    tear(b"{\"seq\":4,");
+    assert_eq!(
+        b.append(&json!({"kind": "call"}), false).expect("append"),
+        4
+    );
+    assert_eq!(b.files().len(), 2);
+    // and a new file whose only line is torn goes on from the rotated file
+    std::fs::rename(&path, dir.path().join("audit.2.jsonl")).expect("rotate");
+    std::fs::write(&path, "{\"seq\":5,\"ts").expect("torn");
+    assert_eq!(
+        b.append(&json!({"kind": "call"}), false).expect("append"),
+        5
+    );
+    let v = b.verify().expect("verify");
+    assert_eq!((v.records, v.problem.clone()), (5, None), "{v:?}");
+    assert_eq!(
+        v.torn
+            .iter()
+            .map(|t| (t.line, t.after, t.terminated))
+            .collect::<Vec<_>>(),
+        [(2, 1, true), (3, 1, true), (6, 3, false), (1, 4, true)]
+    );
+}
+
+#[test]
+fn records_after_a_torn_line_are_still_checked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = AuditKey::new("a key kept from the agent, 32 bytes+");
+    let path = dir.path().join("audit.jsonl");
+    let a = Audit::new(&path).with_key(Some(key.clone()));
+    a.append(&json!({"kind": "call", "tool": "t0"}), false)
+        .expect("append");
+    let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+    f.write_all(b"{\"seq\":2,\"ts\":").expect("torn");
+    drop(f);
+    for i in 1..4 {
+        a.append(&json!({"kind": "call", "tool": format!("t{i}")}), false)
+            .expect("append");
+    }
+    let clean = std::fs::read_to_string(&path).expect("read");
+    let v = a.verify().expect("verify");
+    assert_eq!((v.records, v.problem, v.torn.len()), (4, None, 1));
+
+    // a record after the torn line edited
+    std::fs::write(&path, clean.replace("\"t2\"", "\"tX\"")).expect("edit");
+    let p = a.verify().expect("verify").problem.expect("edited");
+    assert_eq!((p.line, p.seq), (4, 3), "{}", p.message);
+    assert!(p.message.contains("changed"), "{}", p.message);
+
+    // forged with a recomputed chain: the seal still finds it
+    std::fs::write(&path, &clean).expect("restore");
+    let mut lines: Vec<String> = clean.lines().map(str::to_owned).collect();
+    let torn = lines.remove(1);
+    let rest = dir.path().join("rest.jsonl");
+    std::fs::write(&rest, lines.join("\n") + "\n").expect("write");
+    forge(&rest, 3, |l| l.replace("\"t2\"", "\"tX\""));
+    let forged = std::fs::read_to_string(&rest).expect("read");
+    let mut forged: Vec<&str> = forged.lines().collect();
+    forged.insert(1, &torn);
+    std::fs::write(&path, forged.join("\n") + "\n").expect("write");
+    assert_eq!(Audit::new(&path).verify().expect("verify").problem, None);
+    let p = a.verify().expect("verify").problem.expect("forged");
+    assert_eq!((p.line, p.seq), (4, 3), "{}", p.message);
+    assert!(p.message.contains("`mac` does not match"), "{}", p.message);
+
+    // a record replaced by garbage: the next one names the replaced record, not the one before
+    let lines: Vec<&str> = clean.lines().collect();
+    let mut replaced = lines.clone();
+    replaced[3] = "{\"seq\":3,\"ts\":\"2026";
+    std::fs::write(&path, replaced.join("\n") + "\n").expect("write");
+    let v = a.verify().expect("verify");
+    let p = v.problem.expect("replaced");
+    assert_eq!((p.line, p.seq, v.records), (4, 3, 2), "{}", p.message);
+    assert!(p.message.contains("replaced"), "{}", p.message);
+    assert_eq!(v.torn.len(), 1, "the crash's torn line is still only noted");
+
+    // and so does the log cut after a torn line it ends with
+    std::fs::write(&path, lines[..3].join("\n") + "\n" + "{\"seq\":").expect("write");
+    let p = a
+        .verify()
+        .expect("verify")
+        .problem
+        .expect("torn at the end");
+    assert_eq!((p.line, p.seq), (4, 3), "{}", p.message);
+    assert!(p.message.contains("torn"), "{}", p.message);
 }
 
 #[test]
