@@ -46,6 +46,13 @@
 //! checkpoint at its `seq`. `Verified` has `records`, `problem`, `last`, `macs`, `notes` (what was not
 //! checked, and torn lines) and `torn`.
 //!
+//! `verify` reads a snapshot, so another process appending or rotating meanwhile shows no false
+//! problem: it takes a shared lock on `audit.jsonl` (appends and rotations take it exclusive) only
+//! to list the files, open them all, note the current file's length and read the anchor
+//! (`verify_reading`: the engine reads the store's head there, so the head names no record past the
+//! snapshot), then reads the open files up to that length without the lock. With no `audit.jsonl` to
+//! lock, the anchor is read before the files are listed (`snapshot`).
+//!
 //! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
 //! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it
 //! (`hmac_sha256`, RFC 2104 over sha2, tested against RFC 4231), which cannot be recomputed without
@@ -712,27 +719,36 @@ impl Audit {
     /// head the store kept was cut (or emptied, or deleted), and so was one whose record at that `seq`
     /// has another hash (rewritten).
     pub fn verify_with(&self, opts: &VerifyOptions) -> io::Result<Verified> {
+        self.verify_reading(opts.checkpoint.as_ref(), || opts.anchor.clone())
+    }
+
+    /// [`verify_with`](Self::verify_with), with the anchor read by `anchor` while the log is locked
+    /// (the store's head then names no record past the snapshot verify reads).
+    pub fn verify_reading(
+        &self,
+        checkpoint: Option<&Head>,
+        anchor: impl FnOnce() -> Anchor,
+    ) -> io::Result<Verified> {
+        let (files, anchor) = self.snapshot(anchor)?;
+        let opts = VerifyOptions {
+            anchor,
+            checkpoint: checkpoint.cloned(),
+        };
+        let opts = &opts;
         let mut found = Verified::default();
-        let mut exists = false;
+        let exists = !files.is_empty();
         let mut line_no = 0usize;
         let mut prev_hash = GENESIS.to_owned();
         // lines that do not parse, since the last good record: a crash's remnants when the next
         // record goes on from that one, else the first problem
         let mut torn: Vec<Torn> = Vec::new();
-        let files = self.files();
         let last_file = files.len().saturating_sub(1);
         // the rotated files, then `audit.jsonl`: one chain, `seq` and `prev` going on across files
-        for (i, path) in files.iter().enumerate() {
-            let f = match File::open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            exists = true;
+        for (i, (path, f, len)) in files.into_iter().enumerate() {
             let file = path.display().to_string();
             found.files.push(file.clone());
             line_no = 0;
-            let mut reader = BufReader::new(f);
+            let mut reader = BufReader::new(f.take(len));
             let mut buf = Vec::new();
             loop {
                 buf.clear();
@@ -822,6 +838,63 @@ impl Audit {
         }
         self.check_end(&mut found, opts, exists, line_no);
         Ok(found)
+    }
+
+    /// The log as one moment left it, for `verify`: under a shared lock on `audit.jsonl` (appends and
+    /// rotations take it exclusive), every file opened and the current one's length noted, and the
+    /// anchor read. What is appended after is not read (the length), and a rotation after does not
+    /// matter (the open files). Without an `audit.jsonl` (none yet, or a crash between a rotation's
+    /// rename and the next record) there is nothing to lock: the anchor is read first, so it names no
+    /// record the files opened after miss, and a file made since is not read.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(
+        &self,
+        anchor: impl FnOnce() -> Anchor,
+    ) -> io::Result<(Vec<(PathBuf, File, u64)>, Anchor)> {
+        let open_rotated = || -> io::Result<Vec<(PathBuf, File, u64)>> {
+            let mut out = Vec::new();
+            for n in self.rotated_numbers() {
+                let path = self.rotated(n);
+                match File::open(&path) {
+                    // a rotated file is never written again: read it whole
+                    Ok(f) => out.push((path, f, u64::MAX)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        };
+        // each turn follows a rotation between opening the path and locking it; a few are plenty
+        for _ in 0..8 {
+            let current = match File::open(&self.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let anchor = anchor();
+                    return Ok((open_rotated()?, anchor));
+                }
+                Err(e) => return Err(e),
+            };
+            current.lock_shared()?;
+            let m = current.metadata()?;
+            let still = std::fs::metadata(&self.path)
+                .ok()
+                .is_some_and(|p| (p.dev(), p.ino()) == (m.dev(), m.ino()));
+            if !still {
+                // rotated (or replaced) before the lock: take the file now at the path
+                continue;
+            }
+            let mut files = open_rotated()?;
+            files.push((self.path.clone(), current, m.len()));
+            let anchor = anchor();
+            if let Some((_, f, _)) = files.last() {
+                f.unlock()?;
+            }
+            return Ok((files, anchor));
+        }
+        Err(io::Error::other(format!(
+            "the audit log `{}` was rotated under `verify` again and again; try again",
+            self.path.display()
+        )))
     }
 
     /// A record's `mac`, counted; with the key, checked. Once one record has a `mac`, every later one

@@ -863,3 +863,41 @@ fn a_typed_record_is_written_as_its_value_would_be() {
     assert!(timeless(&typed)[2].contains(&format!("… ({} bytes)", MAX_FIELD + 1)));
     assert_eq!(typed.verify().expect("verify").problem, None);
 }
+
+#[test]
+fn verify_sees_no_problem_while_another_writer_appends_and_rotates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    let a = a.with_rotation(Some(2000));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..1500 {
+                a.append(
+                    &json!({"kind": "call", "i": i, "pad": "x".repeat(i % 200)}),
+                    i % 50 == 0,
+                )
+                .expect("append");
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // another process's handle on the log and the store, the head read while the log is locked
+        let reader = Audit::new(a.path());
+        let anchor = || {
+            let s = store.get().expect("store");
+            Anchor::Store {
+                head: s.audit_head().expect("head"),
+                runs: s.runs_count().expect("runs"),
+            }
+        };
+        let mut rounds = 0;
+        while rounds < 20 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let v = reader.verify_reading(None, anchor).expect("verify");
+            assert_eq!(v.problem, None, "round {rounds}: {v:?}");
+            rounds += 1;
+        }
+    });
+    assert!(a.files().len() > 10, "it rotated while verify read");
+    let v = verify_kept(&a, &store);
+    assert_eq!((v.records, v.problem), (1500, None));
+}

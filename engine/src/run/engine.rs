@@ -224,11 +224,14 @@ impl Engine {
         &self,
         checkpoint: Option<crate::record::audit::Head>,
     ) -> std::io::Result<crate::record::audit::Verified> {
-        use crate::record::audit::{Anchor, VerifyOptions};
+        use crate::record::audit::Anchor;
         self.store.flush_head();
-        let anchor = if !self.store.path().exists() {
-            Anchor::NoStore
-        } else {
+        // read while the log is locked for verify's snapshot: a head kept by a record appended
+        // after it would look like a cut
+        let anchor = || {
+            if !self.store.path().exists() {
+                return Anchor::NoStore;
+            }
             let read = self
                 .store()
                 .and_then(|s| Ok((s.audit_head()?, s.runs_count()?)));
@@ -237,8 +240,7 @@ impl Engine {
                 Err(e) => Anchor::Unreadable(e.to_string()),
             }
         };
-        self.audit
-            .verify_with(&VerifyOptions { anchor, checkpoint })
+        self.audit.verify_reading(checkpoint.as_ref(), anchor)
     }
 
     /// The audit log's head, to keep elsewhere: its last record, once the whole log verifies.
