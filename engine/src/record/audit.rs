@@ -35,9 +35,14 @@
 //! without its newline at the end of the log.
 //!
 //! The chain alone cannot tell a log cut back at a record boundary, or emptied, from a shorter one.
-//! So each append also hands the new head (the last record's `seq`, `hash` and `ts`) to a
-//! [`HeadKeeper`] (the store: durable records' heads at once, the others at most 50 ms apart and
-//! when it is dropped or flushed), still under the lock, and [`Audit::verify_with`] compares the log's
+//! So appends also hand the new head (the last record's `seq`, `hash` and `ts`) to a [`HeadKeeper`]
+//! (the store), still under the lock, and only once the record is on disk, so a kept head is never
+//! ahead of what a power loss leaves of the log: a durable record's head at once (it was fsync'd);
+//! another's when the keeper says a head is due (`HeadKeeper::due`: at most 50 ms apart), after one
+//! `fdatasync` of the file, else it waits in `OpenLog::pending` and is kept, the file synced first,
+//! with the next due head, at `Audit::flush_head` (which `verify` in the engine calls first), or when
+//! the open file is dropped (the log dropped, opened again, rotated). So syncs for heads are at most
+//! one per interval, never one per record. And [`Audit::verify_with`] compares the log's
 //! end with the head kept there (the `Anchor`: a head past the log's end, or runs listed with an
 //! empty or missing log, are problems naming the records missing) and with a checkpoint, the
 //! `<seq>:<hash>` word of `Head::checkpoint`/`parse_checkpoint`. It reports the first bad record:
@@ -171,11 +176,33 @@ impl Head {
 }
 
 /// Keeps the head of the log somewhere besides the log (the store), so a cut or emptied log shows.
+///
+/// Every head handed to `keep` names a record that is on disk (the log's file was synced after it
+/// was written), so a kept head is never ahead of what survives a power loss.
 pub trait HeadKeeper: Send + Sync + std::fmt::Debug {
-    /// Called after each record is written (and synced when it was `durable`), while the log is
-    /// still locked. Best effort: the record is written whether or not this keeps it; a keeper may
-    /// keep the heads of records that are not durable later, in groups.
-    fn keep(&self, head: &Head, durable: bool);
+    /// Whether the head of a record that is not durable is to be kept now (the keeper groups them:
+    /// the store at most `HEAD_INTERVAL` apart). When it is, the log syncs its file, then calls
+    /// `keep`; else the head waits in the log (`Audit::flush_head`).
+    fn due(&self) -> bool;
+    /// Keeps `head`, which names a synced record. Called while the log is locked after a durable
+    /// record or a due head, and when a waiting head is flushed. Best effort: the record is written
+    /// whether or not this keeps it.
+    fn keep(&self, head: &Head);
+}
+
+/// The syncs of one log handle's file: how many, and the last record synced (0: none). For tests.
+#[derive(Debug, Default)]
+pub(crate) struct Syncs {
+    pub(crate) count: std::sync::atomic::AtomicU64,
+    pub(crate) seq: std::sync::atomic::AtomicU64,
+}
+
+impl Syncs {
+    fn synced(&self, seq: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.count.fetch_add(1, SeqCst);
+        self.seq.fetch_max(seq, SeqCst);
+    }
 }
 
 /// The audit log of one profiles directory.
@@ -188,6 +215,7 @@ pub struct Audit {
     open: Arc<Mutex<Option<OpenLog>>>,
     /// The size at which the log is rotated (`None`: never).
     rotate_bytes: Option<u64>,
+    syncs: Arc<Syncs>,
 }
 
 /// The log as this process last left it: the open file, which file that is, and its last record.
@@ -201,6 +229,38 @@ struct OpenLog {
     seq: u64,
     /// The SHA-256 of the last record's line: the next record's `prev`.
     prev: String,
+    /// The head of a record this process wrote, not durable, that the keeper has not kept yet: kept
+    /// (after a sync) at the next due head, `Audit::flush_head`, or when this is dropped.
+    pending: Option<Head>,
+    keeper: Option<Arc<dyn HeadKeeper>>,
+    syncs: Arc<Syncs>,
+}
+
+impl OpenLog {
+    /// Syncs the file and keeps `head`, which names a record in it: the kept head is on disk.
+    fn sync_and_keep(&mut self, head: Head) {
+        let Some(keeper) = &self.keeper else { return };
+        if self.file.sync_data().is_ok() {
+            self.syncs.synced(head.seq);
+            keeper.keep(&head);
+        } else {
+            // not on disk, so not kept: the next due head or flush tries again
+            self.pending = Some(head);
+        }
+    }
+
+    /// Keeps the waiting head, if there is one (its record's file synced first).
+    fn flush(&mut self) {
+        if let Some(head) = self.pending.take() {
+            self.sync_and_keep(head);
+        }
+    }
+}
+
+impl Drop for OpenLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// What the log's end is compared with.
@@ -368,6 +428,7 @@ impl Audit {
             key: None,
             open: Arc::new(Mutex::new(None)),
             rotate_bytes: None,
+            syncs: Arc::default(),
         }
     }
 
@@ -451,6 +512,23 @@ impl Audit {
         self
     }
 
+    /// Keeps the head that waits in this process (a record that is not durable, written since the
+    /// keeper last kept one), syncing the log's file first. `verify` in this process calls it first;
+    /// it happens too when the log is dropped or opened again.
+    pub fn flush_head(&self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(log) = open.as_mut()
+        {
+            log.flush();
+        }
+    }
+
+    /// This handle's syncs, for tests.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> Arc<Syncs> {
+        self.syncs.clone()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -510,6 +588,9 @@ impl Audit {
                     len: u64::MAX,
                     seq: 0,
                     prev: String::new(),
+                    pending: None,
+                    keeper: self.keeper.clone(),
+                    syncs: self.syncs.clone(),
                 });
             }
             let Some(log) = open.as_mut() else {
@@ -658,6 +739,7 @@ impl Audit {
         log.file.write_all(&line).map_err(|e| self.err(e))?;
         if durable {
             log.file.sync_data().map_err(|e| self.err(e))?;
+            log.syncs.synced(seq);
         }
         log.len = len + line.len() as u64;
         log.seq = seq;
@@ -670,7 +752,16 @@ impl Audit {
                 hash: seal,
                 ts,
             };
-            keeper.keep(&head, durable);
+            // the head kept must name a record on disk: a durable one is; another waits, or, when
+            // the keeper's group is due, the file is synced first (at most one sync per group)
+            log.pending = None;
+            if durable {
+                keeper.keep(&head);
+            } else if keeper.due() {
+                log.sync_and_keep(head);
+            } else {
+                log.pending = Some(head);
+            }
         }
         Ok(seq)
     }

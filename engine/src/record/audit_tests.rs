@@ -266,7 +266,7 @@ fn kept(dir: &Path) -> (Audit, Arc<crate::store::LazyStore>) {
 
 fn verify_kept(audit: &Audit, store: &crate::store::LazyStore) -> Verified {
     // as the engine does before it verifies: the head waiting in this process is written
-    store.flush_head();
+    audit.flush_head();
     let s = store.get().expect("store");
     let anchor = Anchor::Store {
         head: s.audit_head().expect("head"),
@@ -408,7 +408,6 @@ fn two_writers_with_their_own_stores_keep_one_head() {
         "{:?}",
         v.notes
     );
-    store.flush_head();
     assert_eq!(
         store.get().expect("store").audit_head().expect("head"),
         v.last
@@ -900,4 +899,96 @@ fn verify_sees_no_problem_while_another_writer_appends_and_rotates() {
     assert!(a.files().len() > 10, "it rotated while verify read");
     let v = verify_kept(&a, &store);
     assert_eq!((v.records, v.problem), (1500, None));
+}
+
+/// A keeper that says a head is due every `every`th time it is asked, and notes each head it keeps
+/// with the last record the log had synced when it was handed over.
+#[derive(Debug)]
+struct Watch {
+    syncs: Arc<Syncs>,
+    every: u64,
+    asked: std::sync::atomic::AtomicU64,
+    kept: Mutex<Vec<(u64, u64)>>,
+}
+
+impl HeadKeeper for Watch {
+    fn due(&self) -> bool {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .is_multiple_of(self.every)
+    }
+
+    fn keep(&self, head: &Head) {
+        let synced = self.syncs.seq.load(std::sync::atomic::Ordering::SeqCst);
+        self.kept.lock().expect("kept").push((head.seq, synced));
+    }
+}
+
+fn watched(dir: &Path, every: u64) -> (Audit, Arc<Watch>) {
+    let a = Audit::new(dir.join("audit.jsonl"));
+    let watch = Arc::new(Watch {
+        syncs: a.syncs(),
+        every,
+        asked: Default::default(),
+        kept: Mutex::default(),
+    });
+    (a.with_keeper(watch.clone()), watch)
+}
+
+#[test]
+fn a_kept_head_always_names_a_synced_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, watch) = watched(dir.path(), 4);
+    for i in 0..40u64 {
+        a.append(&json!({"kind": "call", "i": i}), i % 15 == 7)
+            .expect("append");
+    }
+    a.flush_head();
+    let kept = watch.kept.lock().expect("kept").clone();
+    assert!(
+        kept.iter().all(|(head, synced)| head <= synced),
+        "a head was kept before its record was synced: {kept:?}"
+    );
+    assert_eq!(kept.last(), Some(&(40, 40)), "flush keeps the last head");
+    // one sync per due head, per durable record and for the flush: never one per record
+    let syncs = a.syncs().count.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(syncs, kept.len() as u64);
+    assert!(syncs < 15, "{syncs} syncs for 40 records");
+}
+
+#[test]
+fn a_burst_of_records_costs_one_sync_and_the_waiting_head_is_kept_at_drop() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // due only the first time it is asked
+    let (a, watch) = watched(dir.path(), u64::MAX);
+    for _ in 0..100 {
+        a.append(&json!({"kind": "call"}), false).expect("append");
+    }
+    assert_eq!(a.syncs().count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(*watch.kept.lock().expect("kept"), [(1, 1)]);
+    let syncs = a.syncs();
+    drop(a);
+    assert_eq!(
+        *watch.kept.lock().expect("kept"),
+        [(1, 1), (100, 100)],
+        "dropping the log syncs it and keeps the head that waited"
+    );
+    assert_eq!(syncs.count.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // with the store: the head it holds after a burst is a synced record's, and the flush's is the last
+    let (a, store) = kept(dir.path());
+    for _ in 0..200 {
+        a.append(&json!({"kind": "call"}), false).expect("append");
+    }
+    let head = store.get().expect("store").audit_head().expect("head");
+    let synced = a.syncs().seq.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        head.as_ref()
+            .is_some_and(|h| h.seq > 100 && h.seq <= synced),
+        "{head:?}, synced to {synced}"
+    );
+    a.flush_head();
+    let head = store.get().expect("store").audit_head().expect("head");
+    assert_eq!(head.map(|h| h.seq), Some(300));
+    assert_eq!(a.syncs().seq.load(std::sync::atomic::Ordering::SeqCst), 300);
 }

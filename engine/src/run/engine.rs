@@ -225,7 +225,7 @@ impl Engine {
         checkpoint: Option<crate::record::audit::Head>,
     ) -> std::io::Result<crate::record::audit::Verified> {
         use crate::record::audit::Anchor;
-        self.store.flush_head();
+        self.audit.flush_head();
         // read while the log is locked for verify's snapshot: a head kept by a record appended
         // after it would look like a cut
         let anchor = || {

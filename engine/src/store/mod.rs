@@ -704,8 +704,11 @@ pub fn run_status(indexed: &str, owner: Option<&ProcessRef>, journal: &JournalAt
 impl Store {
     /// Keeps the audit log's head: one row, only ever moved forward (a log that was cut, emptied or
     /// started again from record 1 does not pull it back). The write is not forced to disk: SQLite's
-    /// WAL holds it (other processes see it at once) until the store's next synced write. A power loss
-    /// can so only take the head back, which `verify` reports as records past the head, not missing.
+    /// WAL holds it (other processes see it at once) until the store's next synced write or
+    /// checkpoint. The log syncs its file before it hands a head here (`HeadKeeper`), so whenever
+    /// this row reaches the disk, the record it names is there already: a power loss can take the
+    /// head back (which `verify` reports as records past the head, not missing), never ahead of the
+    /// log.
     pub fn audit_head_keep(&self, head: &Head) -> Result<(), StoreError> {
         let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
         self.with_unindexed(|c| {
@@ -752,16 +755,10 @@ impl Store {
 pub struct LazyStore {
     path: PathBuf,
     cell: OnceLock<Result<Arc<Store>, StoreError>>,
-    /// The audit head not yet written (group commit), and when one last was.
-    head: Mutex<PendingHead>,
+    /// When this process last wrote an audit head (heads are written in groups).
+    head_written: Mutex<Option<Instant>>,
     /// How long a head may wait (`HEAD_INTERVAL`).
     interval: Duration,
-}
-
-#[derive(Debug, Default)]
-struct PendingHead {
-    head: Option<Head>,
-    written: Option<Instant>,
 }
 
 /// The longest an audit head of a record that changed nothing waits before it is written to the store.
@@ -772,7 +769,7 @@ impl LazyStore {
         LazyStore {
             path: path.into(),
             cell: OnceLock::new(),
-            head: Mutex::new(PendingHead::default()),
+            head_written: Mutex::new(None),
             interval: HEAD_INTERVAL,
         }
     }
@@ -796,41 +793,25 @@ impl LazyStore {
     }
 }
 
-impl LazyStore {
-    /// Writes the audit head that is waiting, if one is.
-    pub fn flush_head(&self) {
-        let Ok(mut p) = self.head.lock() else { return };
-        if let Some(h) = p.head.take() {
-            if let Ok(s) = self.get() {
-                let _ = s.audit_head_keep(&h);
-            }
-            p.written = Some(Instant::now());
-        }
-    }
-}
-
 /// Heads of durable records (intents, writes' starts and ends) are written at once; the others at
-/// most `HEAD_INTERVAL` apart, the last when the store is dropped or `flush_head` is called. A head
+/// most `HEAD_INTERVAL` apart (`due`): the log keeps the last one waiting and hands it over, its
+/// file synced, at the next due head, when it is flushed (`Audit::flush_head`) or dropped. A head
 /// that lags only lets `verify` see records past it, never a false alarm.
 impl HeadKeeper for LazyStore {
-    fn keep(&self, head: &Head, durable: bool) {
-        let Ok(mut p) = self.head.lock() else { return };
-        let due = durable || p.written.is_none_or(|t| t.elapsed() >= self.interval);
-        if !due {
-            p.head = Some(head.clone());
-            return;
+    fn due(&self) -> bool {
+        self.head_written
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= self.interval))
+            .unwrap_or(true)
+    }
+
+    fn keep(&self, head: &Head) {
+        if let Ok(mut t) = self.head_written.lock() {
+            *t = Some(Instant::now());
         }
-        p.head = None;
-        p.written = Some(Instant::now());
         if let Ok(s) = self.get() {
             let _ = s.audit_head_keep(head);
         }
-    }
-}
-
-impl Drop for LazyStore {
-    fn drop(&mut self) {
-        self.flush_head();
     }
 }
 

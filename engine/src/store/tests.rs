@@ -207,7 +207,7 @@ fn the_audit_head_only_moves_forward() {
 }
 
 #[test]
-fn heads_of_records_that_change_nothing_are_kept_in_groups_and_at_drop() {
+fn heads_of_records_that_change_nothing_are_due_in_groups() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("store.sqlite3");
     let head = |seq: u64| Head {
@@ -224,32 +224,22 @@ fn heads_of_records_that_change_nothing_are_kept_in_groups_and_at_drop() {
     // an interval no test outlasts, then none at all
     let mut lazy = LazyStore::new(&path);
     lazy.interval = Duration::from_secs(3600);
-    lazy.keep(&head(1), false);
-    assert_eq!(kept(), Some(head(1)), "the first is written at once");
-    lazy.keep(&head(2), false);
-    assert_eq!(kept(), Some(head(1)), "the next waits for its group");
-    lazy.keep(&head(3), true);
-    assert_eq!(
-        kept(),
-        Some(head(3)),
-        "a durable record's head is written at once"
-    );
-    lazy.keep(&head(4), false);
-    lazy.flush_head();
-    assert_eq!(kept(), Some(head(4)), "flush writes what waits");
-    lazy.keep(&head(5), false);
+    assert!(lazy.due(), "the first head is due at once");
+    lazy.keep(&head(1));
+    assert_eq!(kept(), Some(head(1)));
+    assert!(!lazy.due(), "the next waits for its group");
+    // a durable record's head is kept whether or not one is due
+    lazy.keep(&head(3));
+    assert_eq!(kept(), Some(head(3)));
+    lazy.keep(&head(2));
+    assert_eq!(kept(), Some(head(3)), "the head only moves forward");
     drop(lazy);
-    assert_eq!(kept(), Some(head(5)), "and so does dropping the store");
     let mut eager = LazyStore::new(&path);
     eager.interval = Duration::ZERO;
-    eager.keep(&head(6), false);
-    eager.keep(&head(7), false);
-    assert_eq!(
-        kept(),
-        Some(head(7)),
-        "past the interval the group is written"
-    );
-    drop(eager);
+    assert!(eager.due());
+    eager.keep(&head(7));
+    assert!(eager.due(), "past the interval the next group is due");
+    assert_eq!(kept(), Some(head(7)));
 }
 
 #[test]
