@@ -12,7 +12,9 @@
 //! read in order. After taking the lock an append checks that the path still names the file it locked
 //! (else another process rotated it: it opens the new one), so no record lands in a rotated file. A
 //! crash between the rename and the next record leaves no `audit.jsonl`; the next append makes it and
-//! chains to the rotated file, so the chain verifies either way. Files are never deleted.
+//! chains to the rotated file, so the chain verifies either way. The directory is fsync'd after the
+//! rename and after a new `audit.jsonl` is made (`sync_dir`), so neither is lost in a power cut while
+//! records synced into the file survive. Files are never deleted.
 //!
 //! `append(fields, durable)` takes the lock of the file it keeps open (`OpenLog`; opened again when,
 //! under the lock, the path names another file), reads the last complete record backwards
@@ -365,6 +367,18 @@ fn sealed(line: &[u8]) -> bool {
     split_last(line, "hash").is_some_and(|(head, hash)| hash == sha_hex(&head).as_bytes())
 }
 
+/// Syncs the directory holding `path`, so a file made or renamed there survives a crash. Best
+/// effort: a directory that cannot be opened or synced leaves what the filesystem does by itself.
+fn sync_dir(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// Whether a line is a complete record: JSON with a `seq` (a torn line, cut by a crash, is not).
 fn is_record(line: &[u8]) -> bool {
     serde_json::from_slice::<Value>(line)
@@ -574,12 +588,28 @@ impl Audit {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
                 }
-                let file = OpenOptions::new()
+                let opened = OpenOptions::new()
                     .read(true)
                     .append(true)
-                    .create(true)
-                    .open(&self.path)
-                    .map_err(|e| self.err(e))?;
+                    .create_new(true)
+                    .open(&self.path);
+                let file = match opened {
+                    Ok(file) => {
+                        // a new `audit.jsonl` (the first, or the next after a rotation) survives a
+                        // crash with the records written to it
+                        sync_dir(&self.path);
+                        file
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        match OpenOptions::new().read(true).append(true).open(&self.path) {
+                            Ok(file) => file,
+                            // rotated away by another process in between: make the next one
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(self.err(e)),
+                        }
+                    }
+                    Err(e) => return Err(self.err(e)),
+                };
                 let m = file.metadata().map_err(|e| self.err(e))?;
                 *open = Some(OpenLog {
                     file,
@@ -644,11 +674,7 @@ impl Audit {
         }
         std::fs::rename(&self.path, &to)?;
         // the rename survives a crash before the next record is written
-        if let Some(dir) = self.path.parent()
-            && let Ok(d) = File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
+        sync_dir(&self.path);
         Ok(())
     }
 
