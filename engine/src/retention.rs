@@ -105,6 +105,26 @@ pub fn cutoffs(r: &Retention, now: DateTime<Utc>) -> Cutoffs {
     }
 }
 
+/// Whether a pass at `now` would remove anything: a run past the cutoffs whose owner is gone, or
+/// expired jobs or approvals (counted, nothing deleted). What the automatic pass asks before it
+/// audits its intent.
+pub fn due(store: &Store, r: &Retention, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let cut = cutoffs(r, now);
+    let mut after = None;
+    loop {
+        let (runs, next) = store.expired_runs(&cut, after.as_ref(), 64)?;
+        if !runs.is_empty() {
+            return Ok(true);
+        }
+        if next.is_none() {
+            break;
+        }
+        after = next;
+    }
+    let before = &cut.succeeded_before;
+    Ok(store.expired_jobs(before, false)? > 0 || crate::approval::prune(store, before, false)? > 0)
+}
+
 /// Removes (or with `dry_run` counts) what `r` lets go at `now`; see the module's header.
 pub fn prune(
     store: &Store,

@@ -5,8 +5,12 @@
 //! minute, and the store (`Store::claim_pass`) lets one pass start per minute whichever process asks,
 //! so at most one pass a minute runs across all processes. A pass removes at most
 //! [`AUTO_RUNS`] runs; the rest wait for the next pass or `infra runs prune`. It does nothing when
-//! the policy file has errors or in read-only mode, and writes a `pruned` audit record only when it
-//! removed something.
+//! the policy file has errors or in read-only mode, or when nothing is past the retention
+//! (`retention::due`). Otherwise, like a manual prune, it writes a durable `intent` audit record
+//! (`front_end: auto`) before it deletes anything, and deletes nothing when that cannot be written;
+//! then a `pruned` record with the counts. It never fails the run and reports to no one: why a pass
+//! removed nothing is `auto_pass`'s answer, which `auto_prune` drops (the next pass, a minute later,
+//! tries again; an unwritable log refuses the next run anyway).
 //!
 //! `prune_runs` is refused, and the refusal audited, when the policy file has errors (its retention
 //! cannot be trusted), in read-only mode, and, when `gate` (MCP), unless the policy allows the
@@ -100,45 +104,57 @@ impl Engine {
                 };
                 return Err(self.refuse_prune(&base, &verdict.rule, reason));
             }
-            self.audit
-                .record(&base, true)
-                .map_err(|e| format!("{e}; nothing was pruned"))?;
+            return self.prune_audited(&base, &retention, crate::ctx::now_utc(), Limit::All);
         }
         let store = self.store().map_err(|e| e.to_string())?;
-        let out = crate::retention::prune(
+        crate::retention::prune(
             store,
             &self.retention_dirs(),
             &retention,
             crate::ctx::now_utc(),
             Limit::All,
-            dry_run,
-        );
+            true,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Writes `intent` (durable), then prunes, then audits what went (`pruned`, ok or failed). When
+    /// the intent cannot be written, nothing is deleted.
+    fn prune_audited(
+        &self,
+        intent: &AuditRecord,
+        retention: &crate::policy::Retention,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: Limit,
+    ) -> Result<Pruned, String> {
+        self.audit
+            .record(intent, true)
+            .map_err(|e| format!("{e}; nothing was pruned"))?;
+        let store = self.store().map_err(|e| e.to_string())?;
+        let out =
+            crate::retention::prune(store, &self.retention_dirs(), retention, now, limit, false);
         let out = match out {
             Ok(o) => o,
             Err(e) => {
-                if !dry_run {
-                    let _ = self.audit.record(
-                        &AuditRecord {
-                            ok: Some(false),
-                            error: Some(json!({"kind": "failed", "message": e.to_string()})),
-                            ..base.as_kind(AuditKind::Pruned)
-                        },
-                        true,
-                    );
-                }
+                let _ = self.audit.record(
+                    &AuditRecord {
+                        ok: Some(false),
+                        error: Some(json!({"kind": "failed", "message": e.to_string()})),
+                        ..intent.as_kind(AuditKind::Pruned)
+                    },
+                    true,
+                );
                 return Err(e.to_string());
             }
         };
-        if !dry_run {
-            let _ = self.audit.record(
-                &AuditRecord {
-                    ok: Some(true),
-                    pruned: serde_json::to_value(&out).ok(),
-                    ..base.as_kind(AuditKind::Pruned)
-                },
-                true,
-            );
-        }
+        let _ = self.audit.record(
+            &AuditRecord {
+                ok: Some(true),
+                pruned: serde_json::to_value(&out).ok(),
+                ..intent.as_kind(AuditKind::Pruned)
+            },
+            true,
+        );
         Ok(out)
     }
 
@@ -168,13 +184,20 @@ impl Engine {
             }
             *asked = Some(Instant::now());
         }
+        // why a pass removed nothing goes to no one: a run does not fail for it (module header)
+        let _ = self.auto_pass();
+    }
+
+    /// One automatic pass, once this process's minute is up: what it removed (`None`: not due, or
+    /// nothing past the retention), or why it removed nothing.
+    fn auto_pass(&self) -> Result<Option<Pruned>, String> {
         let Some(retention) = self.policy.retention().cloned() else {
-            return;
+            return Ok(None);
         };
         if self.policy.read_only() {
-            return;
+            return Ok(None);
         }
-        let Ok(store) = self.store() else { return };
+        let store = self.store().map_err(|e| e.to_string())?;
         let now = crate::ctx::now_utc();
         let stamp = |t: chrono::DateTime<chrono::Utc>| {
             t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -184,26 +207,25 @@ impl Engine {
                 .unwrap_or_else(|_| chrono::Duration::zero());
         if !store
             .claim_pass(&stamp(now), &stamp(due_before))
-            .unwrap_or(false)
+            .map_err(|e| e.to_string())?
         {
-            return;
+            return Ok(None);
         }
-        let dirs = self.retention_dirs();
-        if let Ok(out) =
-            crate::retention::prune(store, &dirs, &retention, now, Limit::Auto(AUTO_RUNS), false)
-            && out.any()
-        {
-            let _ = self.audit.record(
-                &AuditRecord {
-                    tool: Some("evidence".into()),
-                    action: Some("prune".into()),
-                    front_end: Some("auto".into()),
-                    ok: Some(true),
-                    pruned: serde_json::to_value(&out).ok(),
-                    ..AuditRecord::new(AuditKind::Pruned)
-                },
-                false,
-            );
+        if !crate::retention::due(store, &retention, now).map_err(|e| e.to_string())? {
+            return Ok(None);
         }
+        let intent = AuditRecord {
+            tool: Some("evidence".into()),
+            action: Some("prune".into()),
+            front_end: Some("auto".into()),
+            effect: Some("destructive".into()),
+            ..AuditRecord::new(AuditKind::Intent)
+        };
+        self.prune_audited(&intent, &retention, now, Limit::Auto(AUTO_RUNS))
+            .map(Some)
     }
 }
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod tests;
