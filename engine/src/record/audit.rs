@@ -379,12 +379,11 @@ fn sync_dir(path: &Path) {
     }
 }
 
-/// Whether a line is a complete record: JSON with a `seq` (a torn line, cut by a crash, is not).
-fn is_record(line: &[u8]) -> bool {
+/// A complete record's `seq` (`None` for a torn line, cut by a crash, or anything else without one).
+fn record_seq(line: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Value>(line)
         .ok()
         .and_then(|v| v.get("seq").and_then(Value::as_u64))
-        .is_some()
 }
 
 /// The line of `f` that ends at byte `end` (exclusive: at a newline or the file's end), and where it
@@ -409,10 +408,14 @@ fn line_before(f: &mut File, end: u64) -> io::Result<(Vec<u8>, u64)> {
     Ok((buf, 0))
 }
 
-/// The last complete record of a file (without its newline; `None` when it holds none) and whether
-/// the file ends with a newline. Torn lines after it (a crash cut them, or cut the newline an append
-/// put after one) are passed over: the next record goes on from the last complete one.
-fn last_record(f: &mut File) -> io::Result<(Option<Vec<u8>>, bool)> {
+/// A record's line (without its newline) and its `seq`.
+type RecordLine = (Vec<u8>, u64);
+
+/// The last complete record of a file (its line without the newline, and its `seq`; `None` when it
+/// holds none) and whether the file ends with a newline. Torn lines after it (a crash cut them, or
+/// cut the newline an append put after one) are passed over: the next record goes on from the last
+/// complete one.
+fn last_record(f: &mut File) -> io::Result<(Option<RecordLine>, bool)> {
     let len = f.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok((None, true));
@@ -424,8 +427,8 @@ fn last_record(f: &mut File) -> io::Result<(Option<Vec<u8>>, bool)> {
     let mut end = if terminated { len - 1 } else { len };
     loop {
         let (line, start) = line_before(f, end)?;
-        if is_record(&line) {
-            return Ok((Some(line), terminated));
+        if let Some(seq) = record_seq(&line) {
+            return Ok((Some((line, seq)), terminated));
         }
         if start == 0 {
             return Ok((None, terminated));
@@ -680,7 +683,7 @@ impl Audit {
 
     /// The last complete record of the newest rotated file (`None` when there is none): what an
     /// `audit.jsonl` that holds no record yet chains to.
-    fn rotated_last_record(&self) -> io::Result<Option<Vec<u8>>> {
+    fn rotated_last_record(&self) -> io::Result<Option<RecordLine>> {
         match self.rotated_numbers().last() {
             None => Ok(None),
             Some(&n) => last_record(&mut File::open(self.rotated(n))?).map(|(l, _)| l),
@@ -706,14 +709,7 @@ impl Audit {
             }
             match last {
                 None => (1, GENESIS.to_owned(), terminated),
-                Some(last) => {
-                    let seq = serde_json::from_slice::<Value>(&last)
-                        .ok()
-                        .and_then(|v| v.get("seq").and_then(Value::as_u64))
-                        .unwrap_or(0)
-                        + 1;
-                    (seq, sha_hex(&last), terminated)
-                }
+                Some((last, seq)) => (seq + 1, sha_hex(&last), terminated),
             }
         };
         let ts = crate::ctx::now_rfc3339();
@@ -963,12 +959,8 @@ impl Audit {
     /// matter (the open files). Without an `audit.jsonl` (none yet, or a crash between a rotation's
     /// rename and the next record) there is nothing to lock: the anchor is read first, so it names no
     /// record the files opened after miss, and a file made since is not read.
-    #[allow(clippy::type_complexity)]
-    fn snapshot(
-        &self,
-        anchor: impl FnOnce() -> Anchor,
-    ) -> io::Result<(Vec<(PathBuf, File, u64)>, Anchor)> {
-        let open_rotated = || -> io::Result<Vec<(PathBuf, File, u64)>> {
+    fn snapshot(&self, anchor: impl FnOnce() -> Anchor) -> io::Result<(Vec<Opened>, Anchor)> {
+        let open_rotated = || -> io::Result<Vec<Opened>> {
             let mut out = Vec::new();
             for n in self.rotated_numbers() {
                 let path = self.rotated(n);
@@ -1221,6 +1213,9 @@ fn against_anchor(head: &Head, anchor: &Anchor) -> Option<String> {
         _ => None,
     }
 }
+
+/// One file of the log as `verify` reads it: its path, the file opened, and how much of it to read.
+type Opened = (PathBuf, File, u64);
 
 /// The result of [`Audit::verify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
