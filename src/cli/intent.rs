@@ -256,6 +256,7 @@ pub fn intent(a: IntentArgs) -> u8 {
                 cancel: engine::run::CancelToken::new(),
                 depth: 0,
                 progress: None,
+                followed: false,
             };
             engine::intent::execute(&e, &ask, &opts).map(|(c, o)| {
                 let v = e.redactor().redact_value(&json!({"ok": o.ok(), "run_id": o.run_id, "intent": c.resolution.intent, "capability": c.resolution.capability, "status": o.status, "outputs": o.outputs, "evidence": o.uri_base, "error": o.error.as_ref().map(|x| json!({"kind": x.kind, "message": x.message})), "approval": o.approval}));

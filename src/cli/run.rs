@@ -258,6 +258,7 @@ pub fn run(args: Args) -> u8 {
         } else {
             Some(&progress)
         },
+        followed: false,
     };
     let outcome = match (prepared, &args.resume) {
         (Some((plan, inputs)), _) => engine.execute(&plan, inputs, &opts),

@@ -47,6 +47,8 @@ fn canonical(name: &str) -> (&str, bool) {
 pub struct CallCx<'a> {
     pub cancel: CancelToken,
     pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// Another process follows the call while it runs (a job's worker): `RunOptions::followed`.
+    pub followed: bool,
 }
 
 impl CallCx<'_> {
@@ -55,6 +57,7 @@ impl CallCx<'_> {
             cancel: self.cancel.clone(),
             depth: 0,
             progress: self.progress,
+            followed: self.followed,
         }
     }
 }

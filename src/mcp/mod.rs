@@ -114,9 +114,10 @@ impl Drop for Tracked {
 }
 
 /// On SIGTERM or SIGINT: cancel every call (their process groups are killed), give them a moment to
-/// record how they ended, then exit. Clients that close a session often follow up with SIGTERM. Jobs
-/// are their workers' and go on.
-async fn stop_on_signal(calls: Arc<Calls>) {
+/// record how they ended, write what the engine holds back (queued index rows, the waiting audit
+/// head: `process::exit` runs no destructor), then exit. Clients that close a session often follow
+/// up with SIGTERM. Jobs are their workers' and go on.
+async fn stop_on_signal(calls: Arc<Calls>, engine: Arc<Mutex<Arc<Engine>>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -133,6 +134,13 @@ async fn stop_on_signal(calls: Arc<Calls>) {
         let until = std::time::Instant::now() + Duration::from_millis(1500);
         while std::time::Instant::now() < until && !calls.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+    .await;
+    let engine = engine.lock().map(|e| Arc::clone(&e)).ok();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(e) = engine {
+            e.flush_records();
         }
     })
     .await;
@@ -275,6 +283,7 @@ impl Server {
             let call_cx = catalogue::CallCx {
                 cancel: token,
                 progress: if wants_progress { Some(&send) } else { None },
+                followed: false,
             };
             catalogue::call(&engine, &jobs, &name, args, &call_cx)
         });
@@ -846,7 +855,10 @@ pub fn serve(engine: Engine, rebuild: fn() -> Engine) -> bool {
     };
     rt.block_on(async move {
         let server = Server::new(engine).with_rebuild(rebuild);
-        tokio::spawn(stop_on_signal(Arc::clone(&server.calls)));
+        tokio::spawn(stop_on_signal(
+            Arc::clone(&server.calls),
+            Arc::clone(&server.engine),
+        ));
         let (transport, writer) = framing();
         let running = match server.serve(transport).await {
             Ok(r) => r,

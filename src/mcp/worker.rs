@@ -126,6 +126,7 @@ pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
             &CallCx {
                 cancel: token.clone(),
                 progress: Some(&record_run),
+                followed: true,
             },
         )
     }));

@@ -68,6 +68,7 @@ fn run_call(e: &Engine, tool: &str, args: Value) -> RunOutcome {
             cancel: CancelToken::new(),
             depth: 0,
             progress: None,
+            followed: false,
         },
     )
 }

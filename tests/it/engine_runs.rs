@@ -30,6 +30,7 @@ fn run_with(engine: &Engine, yaml: &str, inputs: Value, cancel: &CancelToken) ->
             cancel: cancel.clone(),
             depth: 0,
             progress: None,
+            followed: false,
         },
     )
 }

@@ -115,6 +115,7 @@ pub fn call_tool(
             cancel: cancel.clone(),
             depth: 0,
             progress: None,
+            followed: false,
         },
     );
     o.steps.into_iter().next().expect("one step")

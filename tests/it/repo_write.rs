@@ -75,6 +75,7 @@ fn call(e: &Engine, args: Value) -> Result<Value, (String, String)> {
             cancel: CancelToken::new(),
             depth: 0,
             progress: None,
+            followed: false,
         },
     );
     match &o.error {

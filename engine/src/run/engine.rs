@@ -216,6 +216,15 @@ impl Engine {
         self.store.get()
     }
 
+    /// Writes what this process holds back: the run index rows of reads it queued, and the audit
+    /// head that waits. For an exit that skips destructors (`process::exit` on a signal).
+    pub fn flush_records(&self) {
+        self.audit.flush_head();
+        if let Some(s) = self.store.opened() {
+            s.flush();
+        }
+    }
+
     /// Checks the audit log: its chain, and its end against the head the store kept (a log cut back,
     /// emptied or deleted is reported). The store is not created when there is none.
     /// With a `checkpoint` (`infra audit checkpoint`), the log must also still hold that record with

@@ -8,8 +8,8 @@
 //! `refused` with `audit_unavailable` and nothing runs); the journal (if the directory cannot be
 //! made, nothing runs: `evidence_unavailable`) and its `run_started`; the run in the store's index
 //! (with `resumed_from` for a resumed run, whose reused steps `RunCx::reused` gives the scheduler;
-//! a single call that only reads is indexed once, at its end, `Store::run_whole`, unless someone
-//! follows it: a job's worker or a client that asked for progress can look it up while it runs).
+//! a single call that only reads is indexed once, at its end, `Store::run_whole`, unless another
+//! process follows it, `RunOptions::followed`: a job's worker, so it can be looked up while it runs).
 //! Then the scheduler (`schedule.rs`); each main step that succeeds has its result kept
 //! (`RunCx::keep_result`, a `node_result` record) for a later resume. At the end: `finally` steps with a fresh cancel token (a
 //! failing one fails a run that had succeeded); if the run did not succeed, the rollbacks of the
@@ -56,6 +56,7 @@ impl Engine {
                 cancel: cancel.clone(),
                 depth,
                 progress: None,
+                followed: false,
             },
             grant,
             false,
@@ -326,10 +327,9 @@ impl Engine {
             std::borrow::Cow::Borrowed(r) => r.digest.clone(),
         };
         // a single call that only reads is indexed once, at its end (one transaction, not two),
-        // unless someone follows it (a job's worker, a client that asked for progress): then it can
-        // be looked up while it runs, and reads back `interrupted` if its process dies
-        let indexed_at_end =
-            plan.is_call() && !durable && resume.is_none() && opts.progress.is_none();
+        // unless another process follows it (a job's worker): then it can be looked up while it
+        // runs, and reads back `interrupted` if its process dies
+        let indexed_at_end = plan.is_call() && !durable && resume.is_none() && !opts.followed;
         if !indexed_at_end && let Ok(store) = self.store() {
             let shared = plan.is_call().then_some(&journal);
             let _ = store.run_started(&run_id, &rb.name, &dir, shared, &ts, durable);

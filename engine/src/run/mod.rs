@@ -109,6 +109,9 @@ pub struct RunOptions<'a> {
     /// Nesting depth (0 for a top-level run).
     pub depth: usize,
     pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// Someone outside this process follows the run while it runs (a job's worker): it is indexed
+    /// when it starts, even a single read (which is otherwise indexed once, at its end).
+    pub followed: bool,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {

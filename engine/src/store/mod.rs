@@ -256,6 +256,11 @@ impl Store {
         f(&conn).map_err(|e| self.err(e))
     }
 
+    /// Writes the index rows this process queued (before an exit that skips `Drop`: a signal).
+    pub fn flush(&self) {
+        let _ = self.with(|_| Ok(()));
+    }
+
     /// [`with`](Self::with) for what does not read the run index (state reads, the audit head): the
     /// queued index rows stay with the writer.
     fn with_unindexed<T>(
@@ -776,6 +781,11 @@ impl LazyStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The store if this process opened it (nothing is created).
+    pub fn opened(&self) -> Option<&Store> {
+        self.cell.get().and_then(|r| r.as_deref().ok())
     }
 
     /// The store, opened (and created) on first use; an error is kept and given again.

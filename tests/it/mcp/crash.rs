@@ -121,3 +121,44 @@ async fn a_kill_9_at_any_moment_loses_no_write_intent_and_leaves_a_verifiable_ch
     let n = listed["items"].as_object().map_or(0, |o| o.len());
     assert!(n > 0, "no write got through in any round: {listed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_writes_the_index_rows_of_reads_it_still_held() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = start(dir.path(), false).await;
+    // the store exists (a write made it, durably)
+    call(
+        &s,
+        "state",
+        json!({"action": "set", "key": "k", "value": 1}),
+    )
+    .await;
+    // another process holds the store's write lock: the read's index row waits in the server
+    let store = rusqlite::Connection::open(dir.path().join("store.sqlite3")).expect("store");
+    store.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let r = call(&s, "state", json!({"action": "get", "key": "k"})).await;
+    let run_id = super::body(&r)["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let pid = s.child.id().expect("pid");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    // the server waits on the lock to write what it holds, then exits
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    store.execute_batch("COMMIT").expect("unlock");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), s.child.wait())
+        .await
+        .expect("it exits")
+        .expect("status");
+    assert_eq!(status.code(), Some(143));
+    let found: i64 = store
+        .query_row("SELECT count(*) FROM runs WHERE id = ?1", [&run_id], |r| {
+            r.get(0)
+        })
+        .expect("query");
+    assert_eq!(found, 1, "the read's run is in the index");
+}
