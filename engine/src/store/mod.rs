@@ -140,11 +140,13 @@ fn write_rows(c: &Connection, rows: Vec<WholeRun>) -> rusqlite::Result<()> {
         Ok(())
     })();
     if many {
-        if written.is_ok() {
-            c.execute_batch("COMMIT")?;
-        } else {
+        // a COMMIT that fails leaves the transaction open: it is rolled back, or every later use of
+        // the shared connection would run inside it
+        let ended = written.and_then(|()| c.execute_batch("COMMIT"));
+        if ended.is_err() && !c.is_autocommit() {
             let _ = c.execute_batch("ROLLBACK");
         }
+        return ended;
     }
     written
 }
