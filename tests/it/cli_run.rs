@@ -717,3 +717,61 @@ fn a_value_a_runbook_sets_is_what_the_cli_reads_and_a_missing_one_exits_1() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// Runs `argv` with a pseudo-terminal as its controlling terminal (Python's `os.forkpty`), as a person
+/// at a terminal would; gives its exit code and what it printed, or `None` if it ran past `secs`.
+fn under_a_terminal(argv: &[String], env: &[(&str, String)], secs: u64) -> Option<(i32, String)> {
+    let script = "import os, sys, time, select, signal\n\
+pid, fd = os.forkpty()\n\
+if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+end = time.time() + float(sys.argv[1]); out = b''\n\
+while time.time() < end:\n    r, _, _ = select.select([fd], [], [], 0.1)\n    if r:\n        try:\n            b = os.read(fd, 65536)\n        except OSError:\n            b = b''\n        out += b\n        if not b:\n            break\n\
+done, status = os.waitpid(pid, os.WNOHANG)\n\
+if done == 0:\n    os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)\n    sys.stdout.buffer.write(out); sys.exit(99)\n\
+sys.stdout.buffer.write(out); sys.exit(os.waitstatus_to_exitcode(status))\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(secs.to_string())
+        .args(argv)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.code() {
+        Some(99) => None,
+        Some(c) => Some((c, text)),
+        None => None,
+    }
+}
+
+#[test]
+fn a_step_that_waits_on_the_terminal_fails_with_what_it_waited_for_instead_of_hanging() {
+    let profiles = tempfile::tempdir().expect("profiles");
+    let rb = profiles.path().join("t.yaml");
+    // reading the terminal from a process group that is not its foreground stops the reader
+    std::fs::write(
+        &rb,
+        "name: t\nsteps:\n  - {id: ask, tool: local, args: {action: exec, command: 'read answer < /dev/tty; echo got $answer'}}\n",
+    )
+    .expect("write");
+    let bin = assert_cmd::cargo::cargo_bin("infra").display().to_string();
+    let env = [
+        ("MCP_PROFILES_DIR", profiles.path().display().to_string()),
+        ("INFRA_UNSAFE_LOCAL", "1".to_owned()),
+        ("NO_COLOR", "1".to_owned()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ];
+    let ran = under_a_terminal(&[bin, "run".into(), rb.display().to_string()], &env, 30);
+    let (code, shown) = ran.expect("infra run ended by itself");
+    assert_eq!(code, 1, "{shown}");
+    assert!(
+        shown.contains("stopped waiting for the terminal"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sh"),
+        "the stopped command is named: {shown}"
+    );
+}

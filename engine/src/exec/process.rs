@@ -23,7 +23,10 @@
 //! the linger: the command is not a timeout, and its group, gone with its reaped leader, is not signalled. Then `kill_holders` kills every
 //! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
 //! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
-//! is left (`output_incomplete`). A process that left the group and let go of the output is not
+//! is left (`output_incomplete`). With a controlling terminal (`has_terminal`), the group is looked at
+//! every `STOP_CHECK` for a process the terminal stopped (one that asked it for input, in a group that
+//! is not its foreground): the group is killed and the step fails naming it (`stopped`), where it
+//! would wait for ever. A process that left the group and let go of the output is not
 //! seen. Nothing of this runs for a command whose output reached its end: the pipes are named
 //! (`pipe_name`, from `fstat`) and `/proc` scanned only for streams still open at that point.
 
@@ -285,9 +288,47 @@ pub struct Escaped {
 /// The process group of `pid`, from `/proc/<pid>/stat` (the fifth field, after the command in
 /// parentheses).
 fn group_of(pid: i32) -> Option<i32> {
+    stat_of(pid).map(|(_, group)| group)
+}
+
+/// A process's state letter and process group, from `/proc/<pid>/stat`.
+fn stat_of(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(2)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(1)?.parse().ok()?))
+}
+
+/// How often a running command's group is looked at for a process stopped by the terminal.
+const STOP_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether this process has a controlling terminal: only then can a command's process (in a group of
+/// its own, so never the terminal's foreground) be stopped by reading or writing it (`SIGTTIN`,
+/// `SIGTTOU`). Asked once.
+fn has_terminal() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::fs::File::open("/dev/tty").is_ok())
+}
+
+/// A process of group `pgid` that is stopped (state `T`), if there is one: with a terminal, one that
+/// asked it for input (`sudo`, `ssh` asking for a password), which would wait for ever.
+fn stopped_in_group(pgid: i32) -> Option<Escaped> {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if stat_of(pid) == Some(('T', pgid)) {
+            let command = std::fs::read_to_string(entry.path().join("comm"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default();
+            return Some(Escaped { pid, command });
+        }
+    }
+    None
 }
 
 /// Kills every other process that holds one of `pipes` open (found through `/proc/<pid>/fd`, Linux
@@ -399,6 +440,9 @@ pub fn run(
     let mut stop_at: Option<Instant> = None;
     let mut escaped = Vec::new();
     let mut incomplete = false;
+    // with a terminal, a process of the group stopped by it is looked for now and then
+    let mut stop_check = has_terminal().then(|| started + STOP_CHECK);
+    let mut stopped: Option<Escaped> = None;
     // the thread's read buffer, made once, not zeroed again per process
     let mut buf = READ_BUF.take();
     buf.resize(READ_BUF_LEN, 0);
@@ -475,6 +519,12 @@ pub fn run(
                 ended = Some("cancelled");
             } else if deadline.is_some_and(|d| now >= d) {
                 ended = Some("timeout");
+            } else if let Some(at) = stop_check.filter(|&at| now >= at) {
+                stop_check = Some(at + STOP_CHECK);
+                stopped = stopped_in_group(pgid);
+                if stopped.is_some() {
+                    ended = Some("stopped");
+                }
             }
             if ended.is_some() {
                 kill_group(pgid);
@@ -524,6 +574,9 @@ pub fn run(
     }
     if incomplete {
         head["output_incomplete"] = true.into();
+    }
+    if let Some(p) = &stopped {
+        head["stopped"] = json!({"pid": p.pid, "command": p.command});
     }
     let result = outcome(
         head,
@@ -704,6 +757,16 @@ pub fn outcome(
             "the command ran past its timeout; its process group was killed",
         )
         .hint("raise `timeout_ms`, or make the command finish sooner")
+        .with_result(result)),
+        Some("stopped") => Err(ActionError::new(
+            ErrorKind::Failed,
+            format!(
+                "the command stopped waiting for the terminal (`{}`, pid {}): a step has no terminal to answer a prompt; its process group was killed",
+                result["stopped"]["command"].as_str().unwrap_or("?"),
+                result["stopped"]["pid"]
+            ),
+        )
+        .hint("give it what it asks for on `stdin`, or run it without a prompt (`sudo -n`, `ssh -o BatchMode=yes`)")
         .with_result(result)),
         Some(_) => Err(ActionError::new(
             ErrorKind::Cancelled,
