@@ -2,11 +2,13 @@
 //!
 //! It masks by value, not by pattern: the raw text and its base64 (standard and URL-safe, at each
 //! of the three byte alignments: `base64_forms`), hex (both cases) and percent-encoded (and `+` for
-//! space) forms, longest first, replaced by `[REDACTED]`. Values shorter than `MIN_SECRET_LEN` (4
+//! space) forms, longest first, replaced by `[REDACTED]`; forms that overlap in the text (two secrets
+//! sharing bytes) are one stretch, masked whole (`Scanner::spans`). Values shorter than `MIN_SECRET_LEN` (4
 //! bytes) are not masked. A credential joins when it is first read (secret inputs, `secret_args`,
 //! passwords and passphrases as a connection reads them), so text recorded before that is not
 //! masked after the fact. `StreamRedactor` holds back `longest − 1` bytes so a secret split across
-//! writes is masked. Redaction happens when data is written (artifacts on disk are already masked,
+//! writes is masked, and a stretch of overlapping forms until no form starting in it could still
+//! reach past it (at most `JOINED_HOLD_MAX`). Redaction happens when data is written (artifacts on disk are already masked,
 //! persistent state is stored masked); step results travel whole between steps, so a front end
 //! redacts them.
 
@@ -37,9 +39,10 @@ struct Known {
 }
 
 impl Known {
-    /// Every match, leftmost-longest, as byte ranges.
+    /// Every stretch of forms, as byte ranges: overlapping forms (of two secrets) are one stretch,
+    /// masked whole.
     fn matches<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = std::ops::Range<usize>> + 'h {
-        self.scanner.iter().flat_map(move |s| s.find_iter(hay))
+        self.scanner.iter().flat_map(move |s| s.spans(hay))
     }
 
     /// `hay` with every match replaced by the mask, or `None` when nothing matched.
@@ -343,24 +346,34 @@ impl StreamRedactor {
     }
 }
 
+/// The most a stream holds back for a stretch of overlapping forms that may still grow (text made of
+/// forms that overlap one another without end); past it, the stretch found so far is masked as it is.
+const JOINED_HOLD_MAX: usize = 256 * 1024;
+
 /// Moves out of `pending`, into `out`, what is safe to emit (every form starting before the last
 /// `hold` bytes masked), leaving only those bytes and a form that may go on past them.
 fn safe_part(known: &Known, hold: usize, pending: &mut Vec<u8>, mut out: Vec<u8>) -> Vec<u8> {
     if pending.len() <= hold {
         return out;
     }
-    // every form starting before `safe` ends inside what is here, so it is found now
+    // every form starting before `safe` ends inside what is here, so it is found now; a stretch is
+    // whole once a form starting inside it would end here too (else it waits, from its start)
     let safe = pending.len() - hold;
     let mut at = 0;
+    let mut cut = None;
     for m in known.matches(pending) {
         if m.start >= safe {
+            break;
+        }
+        if m.end + hold > pending.len() && pending.len() < JOINED_HOLD_MAX {
+            cut = Some(m.start);
             break;
         }
         out.extend_from_slice(&pending[at..m.start]);
         out.extend_from_slice(MASK.as_bytes());
         at = m.end;
     }
-    let cut = safe.max(at);
+    let cut = cut.unwrap_or(safe.max(at));
     out.extend_from_slice(&pending[at..cut]);
     pending.drain(..cut);
     out
@@ -509,6 +522,42 @@ mod tests {
             out.extend(s.finish());
             assert_eq!(out, whole, "{}", String::from_utf8_lossy(&text));
         }
+    }
+
+    #[test]
+    fn secrets_that_overlap_in_the_text_are_masked_whole() {
+        let r = Arc::new(Redactor::new());
+        r.add("admin-user");
+        r.add("user-pass1");
+        let text = "x admin-user-pass1 y user-pass1 admin-user";
+        let want = format!("x {MASK} y {MASK} {MASK}");
+        assert_eq!(r.redact(text), want);
+        for cut in 1..text.len() {
+            let mut s = StreamRedactor::new(r.clone());
+            let mut out = s.push(&text.as_bytes()[..cut]);
+            out.extend(s.push(&text.as_bytes()[cut..]));
+            out.extend(s.finish());
+            assert_eq!(String::from_utf8(out).expect("utf8"), want, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_stream_of_forms_overlapping_without_end_is_held_within_bounds() {
+        let r = Arc::new(Redactor::new());
+        r.add("abab");
+        let mut s = StreamRedactor::new(r.clone());
+        let mut out = Vec::new();
+        for _ in 0..64 {
+            out.extend(s.push(&b"ab".repeat(8192)));
+            assert!(
+                s.pending.len() <= JOINED_HOLD_MAX + 16384,
+                "{}",
+                s.pending.len()
+            );
+        }
+        out.extend(s.finish());
+        let shown = String::from_utf8(out).expect("utf8");
+        assert!(!shown.contains("ab"), "every byte masked");
     }
 
     #[test]

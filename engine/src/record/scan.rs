@@ -16,6 +16,8 @@ pub(crate) struct Scanner {
     patterns: Vec<Vec<u8>>,
     /// The shortest pattern's length: the window.
     m: usize,
+    /// The longest pattern's length.
+    longest: usize,
     /// Per two-byte block (`b0 | b1 << 8`): how far the window may move when it ends with it.
     shift: Vec<u16>,
     /// Per two-byte block with shift 0: the patterns whose window ends with it, longest first.
@@ -58,6 +60,7 @@ impl Scanner {
             list.sort_by_key(|&id| std::cmp::Reverse(patterns[id as usize].len()));
         }
         Some(Scanner {
+            longest: patterns.iter().map(Vec::len).max()?,
             patterns,
             m,
             shift,
@@ -91,7 +94,34 @@ impl Scanner {
         None
     }
 
+    /// Every stretch the patterns cover, left to right: matches that overlap are joined into one
+    /// (with `admin-user` and `user-pass1`, `admin-user-pass1` is one stretch), so no part of a
+    /// pattern is left out because another one took its first bytes.
+    pub(crate) fn spans<'h>(&'h self, hay: &'h [u8]) -> impl Iterator<Item = Range<usize>> + 'h {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let first = self.next(hay, at)?;
+            let (start, mut end) = (first.start, first.end);
+            // a match starting inside the stretch ends before `end - 1 + longest`: only that far
+            // is searched
+            let mut from = start + 1;
+            while from < end {
+                let reach = (end - 1 + self.longest).min(hay.len());
+                match self.next(&hay[..reach], from) {
+                    Some(m) if m.start < end => {
+                        end = end.max(m.end);
+                        from = m.start + 1;
+                    }
+                    _ => break,
+                }
+            }
+            at = end;
+            Some(start..end)
+        })
+    }
+
     /// Every match, left to right, not overlapping.
+    #[cfg(test)]
     pub(crate) fn find_iter<'h>(
         &'h self,
         hay: &'h [u8],
@@ -128,6 +158,62 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn spans_are_what_every_match_covers_joined() {
+        let mut next = crate::record::below(0x2545_f491_4f6c_dd1du64);
+        let alphabet = b"abc";
+        for _ in 0..400 {
+            let patterns: Vec<String> = (0..1 + next(5))
+                .map(|_| {
+                    (0..2 + next(4))
+                        .map(|_| alphabet[next(alphabet.len())] as char)
+                        .collect()
+                })
+                .collect();
+            let hay: Vec<u8> = (0..next(60))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
+            // covered bytes, the obvious way: every match at every place
+            let mut covered = vec![false; hay.len()];
+            for i in 0..hay.len() {
+                for p in &patterns {
+                    if hay[i..].starts_with(p.as_bytes()) {
+                        covered[i..i + p.len()].iter_mut().for_each(|c| *c = true);
+                    }
+                }
+            }
+            let mut want = Vec::new();
+            let mut i = 0;
+            while i < hay.len() {
+                if covered[i] {
+                    let s = i;
+                    while i < hay.len() && covered[i] {
+                        i += 1;
+                    }
+                    want.push(s..i);
+                } else {
+                    i += 1;
+                }
+            }
+            let s = Scanner::new(&patterns).expect("scanner");
+            let got: Vec<_> = s.spans(&hay).collect();
+            // adjacent stretches that only touch are two spans in `got`, one run in `want`
+            let mut joined: Vec<Range<usize>> = Vec::new();
+            for r in got {
+                match joined.last_mut() {
+                    Some(l) if l.end == r.start => l.end = r.end,
+                    _ => joined.push(r),
+                }
+            }
+            assert_eq!(
+                joined,
+                want,
+                "{patterns:?} in {:?}",
+                String::from_utf8_lossy(&hay)
+            );
+        }
     }
 
     #[test]
