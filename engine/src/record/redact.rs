@@ -117,15 +117,37 @@ fn base64_forms(secret: &[u8], url: bool) -> Vec<String> {
     forms
 }
 
-fn percent(secret: &str) -> String {
+/// Percent-encoding of every byte but the unreserved ones and `kept`.
+fn percent_keeping(secret: &str, kept: &[u8]) -> String {
     let mut out = String::new();
     for b in secret.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || kept.contains(&b)
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+    out
+}
+
+/// The JSON-escaped forms encoders also write: every non-ASCII character as `\uXXXX` (UTF-16, as
+/// Python's `json.dumps` does by default) and `/` as `\/` (PHP's `json_encode`).
+fn json_variants(json: &str) -> Vec<String> {
+    let mut ascii = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    let slashed = |t: &str| t.replace('/', "\\/");
+    let mut out = vec![slashed(json), slashed(&ascii), ascii];
+    out.retain(|f| f != json);
     out
 }
 
@@ -161,21 +183,27 @@ impl Redactor {
         let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
         forms.push(hex.to_uppercase());
         forms.push(hex);
-        let pct = percent(secret);
-        if pct != secret {
-            // `%2F` and `%2f` are the same byte; `+` is a space in forms
-            let lower = lower_percent(&pct);
-            forms.push(lower.replace("%20", "+"));
-            forms.push(lower);
-            forms.push(pct.replace("%20", "+"));
-            forms.push(pct);
+        // every byte but the unreserved escaped; a path's `/` kept (Python's `quote`); `!'()*` kept
+        // (JavaScript's `encodeURIComponent`)
+        for kept in [&b""[..], b"/", b"!'()*"] {
+            let pct = percent_keeping(secret, kept);
+            if pct != secret {
+                // `%2F` and `%2f` are the same byte; `+` is a space in forms
+                let lower = lower_percent(&pct);
+                forms.push(lower.replace("%20", "+"));
+                forms.push(lower);
+                forms.push(pct.replace("%20", "+"));
+                forms.push(pct);
+            }
         }
-        // as it appears inside a JSON string (quotes, backslashes, control characters escaped)
+        // as it appears inside a JSON string (quotes, backslashes, control characters escaped; and as
+        // other encoders write it: non-ASCII as `\u` escapes, `/` as `\/`)
         let json = serde_json::to_string(secret).unwrap_or_default();
         let json = json.trim_matches('"');
         if json != secret {
             forms.push(json.to_owned());
         }
+        forms.extend(json_variants(json));
         for url in [false, true] {
             forms.extend(base64_forms(secret.as_bytes(), url));
         }
@@ -522,6 +550,26 @@ mod tests {
             out.extend(s.finish());
             assert_eq!(out, whole, "{}", String::from_utf8_lossy(&text));
         }
+    }
+
+    #[test]
+    fn the_encodings_other_encoders_write_are_masked() {
+        let r = Redactor::new();
+        r.add("p@ss/word-77");
+        // Python's `urllib.parse.quote` keeps `/`
+        assert_eq!(r.redact("u=p%40ss/word-77&x"), format!("u={MASK}&x"));
+        // PHP's `json_encode` escapes `/`
+        assert_eq!(
+            r.redact(r#"{"pw":"p@ss\/word-77"}"#),
+            format!(r#"{{"pw":"{MASK}"}}"#)
+        );
+        r.add("o'k (x) p@ss!");
+        // JavaScript's `encodeURIComponent` keeps `!'()*`
+        assert_eq!(r.redact("q=o'k%20(x)%20p%40ss!"), format!("q={MASK}"));
+        r.add("pässwörd-ünï-𝄞");
+        // Python's `json.dumps` escapes what is not ASCII (UTF-16, a pair for the clef)
+        let py = r#"{"pw": "p\u00e4ssw\u00f6rd-\u00fcn\u00ef-\ud834\udd1e"}"#;
+        assert_eq!(r.redact(py), format!(r#"{{"pw": "{MASK}"}}"#));
     }
 
     #[test]
