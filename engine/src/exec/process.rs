@@ -37,6 +37,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -239,42 +240,48 @@ fn pipe_name(file: &std::fs::File) -> Option<String> {
 
 /// Writes `data` to a child's stdin and closes it. What the pipe takes at once is written here (the
 /// pipe made non-blocking); only a rest that does not fit goes to a detached thread, which ends when
-/// the data is written or the last reader of the pipe is gone. A call with no or little input so
-/// starts no thread.
-fn feed_stdin(mut w: std::process::ChildStdin, data: &[u8]) {
+/// the data is written, the last reader of the pipe is gone, or the call has ended (the flag it
+/// returns, set by the caller: a process that left the group holding stdin unread keeps no thread).
+/// A call with no or little input so starts no thread.
+fn feed_stdin(mut w: std::process::ChildStdin, data: &[u8]) -> Option<Arc<AtomicBool>> {
     let nonblocking = rustix::io::ioctl_fionbio(&w, true).is_ok();
     let mut done = 0;
     while nonblocking && done < data.len() {
         match w.write(&data[done..]) {
-            Ok(0) => return,
+            Ok(0) => return None,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // full: the rest goes to the thread
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             // gone (`EPIPE`): nobody reads it
-            Err(_) => return,
+            Err(_) => return None,
         }
     }
     if done == data.len() {
-        return;
+        return None;
     }
     let rest = data[done..].to_vec();
-    std::thread::spawn(move || {
-        let mut done = 0;
-        while done < rest.len() {
-            match w.write(&rest[done..]) {
-                Ok(0) => return,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // until the reader takes some, or is gone (then the write fails)
-                    let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
-                    let _ = poll(&mut fds, PollTimeout::NONE);
+    let ended = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&ended);
+    let _ = std::thread::Builder::new()
+        .name("infra-stdin".into())
+        .spawn(move || {
+            let mut done = 0;
+            while done < rest.len() && !stop.load(Ordering::Acquire) {
+                match w.write(&rest[done..]) {
+                    Ok(0) => return,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // until the reader takes some, is gone (the write fails), or the call ends
+                        let mut fds = [PollFd::new(w.as_fd(), PollFlags::POLLOUT)];
+                        let _ = poll(&mut fds, PollTimeout::from(100u8));
+                    }
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
-        }
-    });
+        });
+    Some(ended)
 }
 
 /// A process that held a step's output after its group was ended: it left the group (`setsid`, a
@@ -428,8 +435,9 @@ pub fn run(
             OutputSink::new("stderr", cap),
         ));
     }
+    let mut feeding = None;
     if let (Some(w), Some(data)) = (child.stdin.take(), spec.stdin.as_deref()) {
-        feed_stdin(w, data);
+        feeding = feed_stdin(w, data);
     }
     let mut exit_watch = ExitWatch::new(child, pgid);
     let mut ended: Option<&'static str> = None;
@@ -559,6 +567,9 @@ pub fn run(
         }
     }
     READ_BUF.set(buf);
+    if let Some(ended) = feeding {
+        ended.store(true, Ordering::Release);
+    }
     let status = status.flatten();
     let exit = Exit {
         code: status.and_then(|s| s.code()),
@@ -605,6 +616,8 @@ enum ExitWatch {
         fd: std::os::fd::OwnedFd,
         child: std::process::Child,
         pgid: i32,
+        /// Its exit was heard and it was reaped.
+        reaped: bool,
     },
     Thread(mpsc::Receiver<std::io::Result<std::process::ExitStatus>>),
 }
@@ -613,7 +626,12 @@ impl ExitWatch {
     fn new(child: std::process::Child, pgid: i32) -> ExitWatch {
         let pid = rustix::process::Pid::from_child(&child);
         match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => ExitWatch::Pidfd { fd, child, pgid },
+            Ok(fd) => ExitWatch::Pidfd {
+                fd,
+                child,
+                pgid,
+                reaped: false,
+            },
             Err(_) => ExitWatch::thread(child, pgid),
         }
     }
@@ -640,7 +658,12 @@ impl ExitWatch {
                 Err(mpsc::RecvTimeoutError::Disconnected) => Some(None),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
             },
-            ExitWatch::Pidfd { fd, child, pgid } => {
+            ExitWatch::Pidfd {
+                fd,
+                child,
+                pgid,
+                reaped,
+            } => {
                 let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
                 let _ = poll(&mut fds, PollTimeout::from(ms));
@@ -649,9 +672,37 @@ impl ExitWatch {
                 }
                 // exited: not reaped yet, so the group id is still ours while the group is ended
                 kill_group(*pgid);
+                *reaped = true;
                 Some(child.wait().ok())
             }
         }
+    }
+}
+
+/// A child whose exit was never heard (still running after its group was killed and the grace
+/// passed: stuck in the kernel, or moved to another group) is killed again and reaped by a thread of
+/// its own once it ends, so no call leaves a zombie behind. Its group id is still ours to signal: the
+/// child is not reaped yet.
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        let ExitWatch::Pidfd {
+            pgid,
+            reaped: false,
+            ..
+        } = self
+        else {
+            // reaped, or the waiter thread reaps it whenever it ends
+            return;
+        };
+        // not reaped, so both ids are still ours, whether it has exited or not
+        kill_group(*pgid);
+        let pid = Pid::from_raw(*pgid);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = std::thread::Builder::new()
+            .name("infra-reap".into())
+            .spawn(move || {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            });
     }
 }
 
@@ -955,6 +1006,68 @@ mod tests {
         let r = e.result.expect("the result");
         assert_eq!(r["ok"], false);
         assert_eq!(r["stdout"], "hi\n");
+    }
+
+    #[test]
+    fn a_child_whose_exit_was_never_heard_is_killed_and_reaped_when_its_watch_ends() {
+        let child = Command::new("sleep")
+            .arg("100")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = child.id().to_string();
+        let pgid = child.id() as i32;
+        let w = ExitWatch::new(child, pgid);
+        drop(w);
+        for _ in 0..200 {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "neither running nor a zombie"
+        );
+    }
+
+    #[test]
+    fn stdin_held_unread_by_a_process_that_left_keeps_no_thread_after_the_call() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pidfile = dir.path().join("holder");
+        // a process in a session of its own keeps stdin open and never reads it (given it through fd 3:
+        // a background command's stdin is otherwise /dev/null); the command exits
+        let spec = ProcessSpec {
+            stdin: Some(vec![b'x'; 4 << 20]),
+            ..shell(&format!(
+                "exec 3<&0; setsid sh -c 'echo $$ > {p}; exec sleep 100' <&3 >/dev/null 2>&1 & while [ ! -s {p} ]; do sleep 0.01; done",
+                p = pidfile.display()
+            ))
+        };
+        let r = run(&spec, None, &CancelToken::new(), &capture(dir.path())).expect("run");
+        assert_eq!(r["exit_code"], 0);
+        let holder = std::fs::read_to_string(&pidfile).expect("pid");
+        let feeders = || {
+            std::fs::read_dir("/proc/self/task")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "infra-stdin")
+                })
+                .count()
+        };
+        let mut left = feeders();
+        for _ in 0..100 {
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            left = feeders();
+        }
+        let _ = Command::new("kill").args(["-9", holder.trim()]).status();
+        assert_eq!(left, 0, "the stdin thread ended with the call");
     }
 
     #[test]
