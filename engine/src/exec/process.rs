@@ -320,22 +320,28 @@ fn has_terminal() -> bool {
 /// A process of group `pgid` that is stopped (state `T`), if there is one: with a terminal, one that
 /// asked it for input (`sudo`, `ssh` asking for a password), which would wait for ever.
 fn stopped_in_group(pgid: i32) -> Option<Escaped> {
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if stat_of(pid) == Some(('T', pgid)) {
-            let command = std::fs::read_to_string(entry.path().join("comm"))
-                .map(|c| c.trim().to_owned())
-                .unwrap_or_default();
-            return Some(Escaped { pid, command });
-        }
-    }
-    None
+    processes()
+        .find(|&pid| stat_of(pid) == Some(('T', pgid)))
+        .map(|pid| Escaped {
+            pid,
+            command: command_of(pid),
+        })
+}
+
+/// The ids of the processes `/proc` lists.
+fn processes() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+}
+
+/// A process's command name (`/proc/<pid>/comm`; empty when it cannot be read).
+fn command_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Kills every other process that holds one of `pipes` open (found through `/proc/<pid>/fd`, Linux
@@ -346,18 +352,11 @@ fn kill_holders(pipes: &[String], pgid: i32) -> Vec<Escaped> {
     }
     let me = std::process::id() as i32;
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in processes() {
         if pid == me {
             continue;
         }
-        let holds = std::fs::read_dir(entry.path().join("fd"))
+        let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .into_iter()
             .flatten()
             .flatten()
@@ -371,10 +370,10 @@ fn kill_holders(pipes: &[String], pgid: i32) -> Vec<Escaped> {
                 // a member of the group on its way out, not one that left it
                 continue;
             }
-            let command = std::fs::read_to_string(entry.path().join("comm"))
-                .map(|c| c.trim().to_owned())
-                .unwrap_or_default();
-            found.push(Escaped { pid, command });
+            found.push(Escaped {
+                pid,
+                command: command_of(pid),
+            });
         }
     }
     found
