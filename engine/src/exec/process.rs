@@ -3,32 +3,34 @@
 //! and stderr drained to artifacts past any capture cap (the child never blocks on a full pipe)
 //! with bounded memory whatever the output size.
 //!
-//! `OutputSink` is one output stream: masked as it streams (a `StreamRedactor` of its own), then the
-//! first `cap` masked bytes kept and every one streamed to an artifact created on the first byte, so
-//! what the result keeps is the artifact's start and a cap inside a secret keeps none of it. `outcome` is the result of any process, local or remote
-//! (`ssh` uses it too): `exit_code`, `signal`, `stdout`, `*_truncated`, `*_bytes`, `*_sha256`,
-//! `*_uri`, and the error for a timeout, cancel or failure.
+//! `OutputSink` is one output stream: masked as it streams (a `StreamRedactor` of its own), then
+//! the first `cap` masked bytes kept and every one streamed to an artifact created on the first
+//! byte, so what the result keeps is the artifact's start and a cap inside a secret keeps none of
+//! it. `outcome` is the result of any process, local or remote (`ssh` uses it too): `exit_code`,
+//! `signal`, `stdout`, `*_truncated`, `*_bytes`, `*_sha256`, `*_uri`, and the error for a timeout,
+//! cancel or failure.
 //!
 //! `run(spec, deadline, cancel, capture)`: the child in its own process group (`process_group(0)`;
-//! std spawns it with `posix_spawn`, a `vfork`-like clone, as long as no `pre_exec` is added and the
-//! environment is only copied when it changes: `INFRA_AUDIT_KEY` removed when set, the step's `env`),
-//! stdin written at once as far as the pipe takes it (`feed_stdin`; a detached thread only for a
-//! rest), stdout and stderr read on the calling thread with `poll` (short
-//! ticks for cancel and deadline; a stream past 1 MiB gets a 1 MiB pipe and 256 KiB reads into
-//! buffers of its own, handed to its artifact, whose hashing thread gives them back, without a
-//! copy: `record::digest`), and `ExitWatch`, which hears the exit without reaping (a pidfd
-//! polled on the same thread; a `waitid` thread where pidfds are missing), kills what is left of
-//! the group (background children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
-//! the pipes get up to `LINGER` (2 s, never past the deadline), and a deadline or cancel then only ends
-//! the linger: the command is not a timeout, and its group, gone with its reaped leader, is not signalled. Then `kill_holders` kills every
-//! process still holding the output pipes (found by `pipe:[inode]` in `/proc/<pid>/fd`, Linux only)
-//! and reports those outside the group as `escaped`; reading stops `GRACE` (0.5 s) later whatever
-//! is left (`output_incomplete`). With a controlling terminal (`has_terminal`), the group is looked at
-//! every `STOP_CHECK` for a process the terminal stopped (one that asked it for input, in a group that
-//! is not its foreground): the group is killed and the step fails naming it (`stopped`), where it
-//! would wait for ever. A process that left the group and let go of the output is not
-//! seen. Nothing of this runs for a command whose output reached its end: the pipes are named
-//! (`pipe_name`, from `fstat`) and `/proc` scanned only for streams still open at that point.
+//! std spawns it with `posix_spawn`, a `vfork`-like clone, as long as no `pre_exec` is added and
+//! the environment is only copied when it changes: `INFRA_AUDIT_KEY` removed when set, the step's
+//! `env`), stdin written at once as far as the pipe takes it (`feed_stdin`; a detached thread only
+//! for a rest), stdout and stderr read on the calling thread with `poll` (short ticks for cancel
+//! and deadline; a stream past 1 MiB gets a 1 MiB pipe and 256 KiB reads into buffers of its own,
+//! handed to its artifact, whose hashing thread gives them back, without a copy: `record::digest`),
+//! and `ExitWatch`, which hears the exit without reaping (a pidfd polled on the same thread; a
+//! `waitid` thread where pidfds are missing), kills what is left of the group (background
+//! children), then reaps. At a deadline or cancel the group is `killpg`'d with SIGKILL; after exit
+//! the pipes get up to `LINGER` (2 s, never past the deadline), and a deadline or cancel then only
+//! ends the linger: the command is not a timeout, and its group, gone with its reaped leader, is
+//! not signalled. Then `kill_holders` kills every process still holding the output pipes (found by
+//! `pipe:[inode]` in `/proc/<pid>/fd`, Linux only) and reports those outside the group as
+//! `escaped`; reading stops `GRACE` (0.5 s) later whatever is left (`output_incomplete`). With a
+//! controlling terminal (`has_terminal`), the group is looked at every `STOP_CHECK` for a process
+//! the terminal stopped (one that asked it for input, in a group that is not its foreground): the
+//! group is killed and the step fails naming it (`stopped`), where it would wait for ever. A
+//! process that left the group and let go of the output is not seen. Nothing of this runs for a
+//! command whose output reached its end: the pipes are named (`pipe_name`, from `fstat`) and
+//! `/proc` scanned only for streams still open at that point.
 
 use crate::error::ErrorKind;
 use std::io::{Read, Write};

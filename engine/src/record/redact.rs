@@ -2,15 +2,15 @@
 //!
 //! It masks by value, not by pattern: the raw text and its base64 (standard and URL-safe, at each
 //! of the three byte alignments: `base64_forms`), hex (both cases) and percent-encoded (and `+` for
-//! space) forms, longest first, replaced by `[REDACTED]`; forms that overlap in the text (two secrets
-//! sharing bytes) are one stretch, masked whole (`Scanner::spans`). Values shorter than `MIN_SECRET_LEN` (4
-//! bytes) are not masked. A credential joins when it is first read (secret inputs, `secret_args`,
-//! passwords and passphrases as a connection reads them), so text recorded before that is not
-//! masked after the fact. `StreamRedactor` holds back `longest − 1` bytes so a secret split across
-//! writes is masked, and a stretch of overlapping forms until no form starting in it could still
-//! reach past it (at most `JOINED_HOLD_MAX`). Redaction happens when data is written (artifacts on disk are already masked,
-//! persistent state is stored masked); step results travel whole between steps, so a front end
-//! redacts them.
+//! space) forms, longest first, replaced by `[REDACTED]`; forms that overlap in the text (two
+//! secrets sharing bytes) are one stretch, masked whole (`Scanner::spans`). Values shorter than
+//! `MIN_SECRET_LEN` (4 bytes) are not masked. A credential joins when it is first read (secret
+//! inputs, `secret_args`, passwords and passphrases as a connection reads them), so text recorded
+//! before that is not masked after the fact. `StreamRedactor` holds back `longest − 1` bytes so a
+//! secret split across writes is masked, and a stretch of overlapping forms until no form starting
+//! in it could still reach past it (at most `JOINED_HOLD_MAX`). Redaction happens when data is
+//! written (artifacts on disk are already masked, persistent state is stored masked); step results
+//! travel whole between steps, so a front end redacts them.
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};

@@ -6,9 +6,9 @@
 //! `EXPLAIN ANALYZE` of a write, `DELETE`/`UPDATE` without `WHERE`, `ALTER … DROP`, `COPY …
 //! PROGRAM`, calls of the side-effecting built-ins in `SIDE_EFFECTS`; unknown statements are
 //! destructive. It is lexical, not a parse: a user function that calls a side-effecting built-in
-//! reads as `read`, so a call judged a read runs in a read-only transaction (the server refuses
-//! the write), and a read-only target's role is checked. `enclosable` says whether a query may be put inside `COPY (…)` for an
-//! export.
+//! reads as `read`, so a call judged a read runs in a read-only transaction (the server refuses the
+//! write), and a read-only target's role is checked. `enclosable` says whether a query may be put
+//! inside `COPY (…)` for an export.
 
 use dsl::Effect;
 
