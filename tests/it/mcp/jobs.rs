@@ -271,7 +271,7 @@ async fn a_job_that_only_reads_can_be_looked_up_while_it_runs() {
     let r = call(
         &s,
         "http",
-        json!({"action": "request", "method": "GET", "url": srv.url("/slow?ms=3000"), "async": true}),
+        json!({"action": "request", "method": "GET", "url": srv.url("/slow?ms=6000"), "async": true}),
     )
     .await;
     assert_eq!(r.is_error, Some(false), "{:?}", body(&r));
