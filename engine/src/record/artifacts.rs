@@ -153,7 +153,10 @@ impl ArtifactWriter {
             .and_then(|()| self.file.flush());
         let path = self.path;
         let sha256 = closed.and_then(|()| self.digest.finish());
-        match sha256 {
+        // closed explicitly: where a write fails only at close (NFS, a quota), the digest would
+        // name bytes that are not in the file
+        let closed = nix::unistd::close(OwnedFd::from(self.file)).map_err(io::Error::from);
+        match sha256.and_then(|h| closed.map(|()| h)) {
             Ok(sha256) => Ok(ArtifactRef {
                 sha256,
                 uri: self.uri,
@@ -161,7 +164,6 @@ impl ArtifactWriter {
                 bytes: self.bytes,
             }),
             Err(e) => {
-                drop(self.file);
                 let _ = std::fs::remove_file(&path);
                 Err(e)
             }
