@@ -719,14 +719,16 @@ fn a_value_a_runbook_sets_is_what_the_cli_reads_and_a_missing_one_exits_1() {
 }
 
 /// Runs `argv` with a pseudo-terminal as its controlling terminal (Python's `os.forkpty`), as a person
-/// at a terminal would; gives its exit code and what it printed, or `None` if it ran past `secs`.
+/// at a terminal would; gives its exit code and what it printed, or `None` if it ran past `secs`. The
+/// terminal's end (EOF) can come before the process can be waited for: the wait has the same bound.
 fn under_a_terminal(argv: &[String], env: &[(&str, String)], secs: u64) -> Option<(i32, String)> {
     let script = "import os, sys, time, select, signal\n\
 pid, fd = os.forkpty()\n\
 if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
 end = time.time() + float(sys.argv[1]); out = b''\n\
 while time.time() < end:\n    r, _, _ = select.select([fd], [], [], 0.1)\n    if r:\n        try:\n            b = os.read(fd, 65536)\n        except OSError:\n            b = b''\n        out += b\n        if not b:\n            break\n\
-done, status = os.waitpid(pid, os.WNOHANG)\n\
+done = 0\n\
+while done == 0 and time.time() < end:\n    done, status = os.waitpid(pid, os.WNOHANG)\n    if done == 0:\n        time.sleep(0.02)\n\
 if done == 0:\n    os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)\n    sys.stdout.buffer.write(out); sys.exit(99)\n\
 sys.stdout.buffer.write(out); sys.exit(os.waitstatus_to_exitcode(status))\n";
     let out = std::process::Command::new("python3")
