@@ -963,7 +963,8 @@ mod tests {
             "setsid sh -c 'echo $$ > {p}; exec sleep 100' & while [ ! -s {p} ]; do sleep 0.01; done; echo ok",
             p = pidfile.display()
         ));
-        let deadline = Instant::now() + Duration::from_millis(800);
+        // before the end of the linger (`LINGER`, 2 s), with room for a slow start
+        let deadline = Instant::now() + Duration::from_millis(1500);
         let r = run(
             &spec,
             Some(deadline),
