@@ -765,3 +765,56 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_targets_credential_named_by_a_call_goes_only_to_that_targets_origin() {
+    let (own, other) = (HttpServer::start(), HttpServer::start());
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = "tk_target_9a8b7c6d5e";
+    let e = engine_at(
+        dir.path(),
+        json!({"api": {"http": {"base_url": own.url("/"), "bearer_env": "API_TOKEN"}},
+               "db": {"postgres": {"host": "127.0.0.1", "user": "u", "database": "d", "password_env": "DB_PASSWORD"}}}),
+        Vars::from_pairs([
+            ("API_TOKEN", token),
+            ("DB_PASSWORD", "db-pw-31f0"),
+            ("INFRA_AUDIT_KEY", "audit-key-77aa"),
+            ("FREE_TOKEN", "free-tk-5c"),
+        ]),
+        false,
+    );
+    // a target's variable, the database's password and the audit key, to another origin: refused
+    for args in [
+        json!({"action": "request", "url": other.url("/echo"), "bearer_env": "API_TOKEN"}),
+        json!({"action": "request", "url": other.url("/echo"), "basic": {"username": "x", "password_env": "API_TOKEN"}}),
+        json!({"action": "request", "url": other.url("/echo"), "bearer_env": "DB_PASSWORD"}),
+        json!({"action": "check", "url": other.url("/echo"), "bearer_env": "API_TOKEN"}),
+        json!({"action": "request", "url": own.url("/echo"), "bearer_env": "INFRA_AUDIT_KEY"}),
+    ] {
+        let (kind, e_) = err(&call(&e, args.clone()));
+        assert_eq!(kind, "refused", "{args}: {e_}");
+    }
+    assert!(
+        other.requests().is_empty(),
+        "nothing reached the other origin"
+    );
+    assert!(own.requests().is_empty(), "the audit key was not sent");
+    // to the target's own origin it goes, named by the call or by the target
+    let r = call(
+        &e,
+        json!({"action": "request", "url": own.url("/echo"), "bearer_env": "API_TOKEN"}),
+    );
+    ok(&r);
+    let sent = own
+        .requests()
+        .last()
+        .and_then(|q| q.header("authorization").map(str::to_owned))
+        .expect("sent");
+    assert_eq!(sent, format!("Bearer {token}"));
+    // a variable no target names is the call's own
+    let r = call(
+        &e,
+        json!({"action": "request", "url": other.url("/echo"), "bearer_env": "FREE_TOKEN"}),
+    );
+    ok(&r);
+}

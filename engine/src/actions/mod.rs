@@ -195,13 +195,20 @@ impl Call<'_> {
 }
 
 /// A credential from the environment variable a target or call names (`password_env`, `bearer_env`, …),
-/// read when it is needed and registered with the redactor at once.
+/// read when it is needed and registered with the redactor at once. The audit log's key is never one.
 pub(crate) fn credential(
     config: &crate::ctx::Config,
     redactor: &crate::record::Redactor,
     var: &str,
     what: &str,
 ) -> Result<String, ActionError> {
+    if var == crate::ctx::AUDIT_KEY_VAR {
+        return Err(ActionError::new(
+            ErrorKind::Refused,
+            format!("`{var}` seals infra's audit log; it is never sent as a {what}"),
+        )
+        .hint("name the variable that holds the credential"));
+    }
     let v = config.vars.get(var).ok_or_else(|| {
         ActionError::new(
             ErrorKind::InvalidConfig,

@@ -370,6 +370,52 @@ fn invalid(msg: impl Into<String>) -> ActionError {
     ActionError::new(ErrorKind::InvalidArgs, msg)
 }
 
+/// Refuses to send `var`, named by a call, to `url` when a target names it (any `*_env` of any
+/// section: an SSH or database password too) and no such target is an HTTP one of `url`'s origin.
+fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(), ActionError> {
+    let dir = &call.host.config().profiles_dir;
+    let targets = crate::targets::Targets::load(dir);
+    let owners: Vec<(&String, &crate::targets::Target)> = targets
+        .targets
+        .iter()
+        .filter(|(_, t)| serde_json::to_value(t).is_ok_and(|v| names_var(&v, var)))
+        .collect();
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let home = owners.iter().any(|(_, t)| {
+        t.http
+            .as_ref()
+            .and_then(|h| h.base_url.as_deref())
+            .and_then(|b| url::Url::parse(b).ok())
+            .is_some_and(|b| b.origin() == url.origin())
+    });
+    if home {
+        return Ok(());
+    }
+    let names: Vec<&str> = owners.iter().map(|(n, _)| n.as_str()).collect();
+    Err(ActionError::new(
+        ErrorKind::Refused,
+        format!(
+            "`{var}` is the credential of target {}; it is sent only to that target's own origin, not to {}",
+            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+            url.origin().ascii_serialization()
+        ),
+    )
+    .hint(format!("call with `target: {}` (and a `path`), or name a variable no target uses", names[0])))
+}
+
+/// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
+fn names_var(v: &Value, var: &str) -> bool {
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| (k.ends_with("_env") && x.as_str() == Some(var)) || names_var(x, var)),
+        Value::Array(a) => a.iter().any(|x| names_var(x, var)),
+        _ => false,
+    }
+}
+
 fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {
     super::credential(call.host.config(), call.host.redactor(), var, what)
 }
@@ -515,6 +561,14 @@ fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
             headers.push((k.clone(), v.clone()));
         }
+    }
+    // a variable a target names is that target's credential: it goes only to its own origin
+    for var in at
+        .bearer_env
+        .into_iter()
+        .chain(at.basic.flatten().map(|b| b.password_env.as_str()))
+    {
+        credential_stays_home(call, var, &url)?;
     }
     let call_bearer = at.bearer_env.map(str::to_owned);
     let credentials = if withheld {
