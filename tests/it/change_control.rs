@@ -764,3 +764,47 @@ fn rules_match_a_targets_labels_and_name() {
     ));
     assert!(message.contains("rules[1]"), "{message}");
 }
+
+#[test]
+fn a_target_known_only_when_it_runs_or_taken_by_default_meets_the_targets_rules() {
+    let p = Project::new()
+        .targets(&json!({
+            "prod-1": {"host": "127.0.0.1", "port": 1, "username": "x", "labels": ["prod"]},
+            "db": {"postgres": {"host": "127.0.0.1", "port": 1, "user": "u", "database": "d",
+                                "password_env": "DB_PASSWORD", "sslmode": "disable"}, "labels": ["prod"]},
+        }))
+        .file(
+            "policy.yaml",
+            "rules:\n  - {name: prod-frozen, label: prod, effect: write, decision: deny}\n",
+        )
+        .file(
+            "runbooks/hop.yaml",
+            "name: hop\nsteps:\n  - id: where\n    tool: state\n    args: {action: get, key: t}\n  - id: go\n    tool: ssh\n    args: {action: exec, target: '{{ steps.where.value }}', command: 'true'}\n",
+        )
+        .env("DB_PASSWORD", "pw");
+    let e = p.engine();
+    // psql with no target goes to the only database target, so its rules hold
+    let (_, message) = refusal(&run_call(
+        &e,
+        "psql",
+        json!({"action": "exec", "sql": "update t set x = 1 where id = 1"}),
+    ));
+    assert!(message.contains("prod-frozen"), "{message}");
+    // a target a step learns only when it runs may be any target: the strictest rule holds
+    let out = p
+        .infra()
+        .args(["run", "hop", "--json"])
+        .output()
+        .expect("run");
+    let v = crate::stdout_json(&out);
+    assert_eq!(v["status"], "refused", "{v}");
+    assert!(v.to_string().contains("prod-frozen"), "{v}");
+    // a target named in the plan is judged as itself
+    let o = run_call(&e, "psql", json!({"action": "query", "sql": "select 1"}));
+    assert_ne!(
+        o.status.as_str(),
+        "refused",
+        "a read is not frozen: {:?}",
+        o.error
+    );
+}

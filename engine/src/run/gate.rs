@@ -51,6 +51,27 @@ fn target_of(args: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Which target a step reaches, as far as the plan can tell.
+enum Reach<'a> {
+    /// The one it names, or none.
+    Named(Option<&'a str>),
+    /// A value known only when it runs (a template of `state` or `steps`, a secret input): any.
+    Any,
+    /// `psql` with no target and no connection: the only target with a `postgres` section.
+    OnlyPostgres,
+}
+
+fn reach<'a>(tool: &str, args: &'a Value) -> Reach<'a> {
+    match target_of(args) {
+        Some(t) if t.contains("{{") || t.starts_with("[secret:") => Reach::Any,
+        Some(t) => Reach::Named(Some(t)),
+        None if tool == "psql" && args.get("connection").is_none_or(Value::is_null) => {
+            Reach::OnlyPostgres
+        }
+        None => Reach::Named(None),
+    }
+}
+
 impl Engine {
     /// Records that a person approved the plan with `digest` in the MCP client (`approver` names the
     /// client and how), for this engine's next run of that plan only. Audited before it counts;
@@ -131,10 +152,6 @@ impl Engine {
                 .get(id)
                 .map_or(Cow::Owned(Value::Null), |v| Cow::Borrowed(*v))
         };
-        // labels are read only when a rule asks for one
-        let targets = policy
-            .wants_labels()
-            .then(|| crate::targets::Targets::load(&self.config.profiles_dir));
         // rendered arguments are borrowed; a rollback's (not rendered) are read as written
         let mut nodes: Vec<(&PlanNode, Cow<'_, Value>)> = Vec::new();
         for n in plan.nodes() {
@@ -143,13 +160,35 @@ impl Engine {
                 nodes.push((rb, Cow::Owned(Value::Object(rb.step.args_map().clone()))));
             }
         }
+        // targets are read when a rule asks for a label, or a step's target is not in the plan
+        let reaches: Vec<Reach<'_>> = nodes
+            .iter()
+            .map(|(n, args)| reach(n.action.tool, args))
+            .collect();
+        let targets = (policy.wants_labels()
+            || reaches.iter().any(|r| !matches!(r, Reach::Named(_))))
+        .then(|| crate::targets::Targets::load(&self.config.profiles_dir));
+        let names: Vec<&str> = targets
+            .iter()
+            .flat_map(|t| t.targets.keys().map(String::as_str))
+            .collect();
+        let only_postgres = targets.as_ref().and_then(|t| {
+            let mut with = t.targets.iter().filter(|(_, x)| x.postgres.is_some());
+            match (with.next(), with.next()) {
+                (Some((n, _)), None) => Some(n.as_str()),
+                _ => None,
+            }
+        });
         let no_labels: Vec<String> = Vec::new();
-        let subjects = nodes.iter().map(|(n, args)| {
-            let target = target_of(args);
-            let labels = target
-                .and_then(|t| targets.as_ref()?.targets.get(t))
-                .map_or(&no_labels, |t| &t.labels);
-            Subject {
+        // a step whose target is known only when it runs is judged as reaching each target (and
+        // none): the strictest of those decides
+        let subjects = nodes.iter().zip(&reaches).flat_map(|((n, _), r)| {
+            let reached: Vec<Option<&str>> = match r {
+                Reach::Named(t) => vec![*t],
+                Reach::OnlyPostgres => vec![only_postgres],
+                Reach::Any => names.iter().map(|t| Some(*t)).chain([None]).collect(),
+            };
+            reached.into_iter().map(|target| Subject {
                 step: n.step.id.as_str(),
                 tool: n.action.tool,
                 action: n.action.name,
@@ -158,8 +197,10 @@ impl Engine {
                     l => l,
                 },
                 target,
-                labels,
-            }
+                labels: target
+                    .and_then(|t| targets.as_ref()?.targets.get(t))
+                    .map_or(&no_labels, |t| &t.labels),
+            })
         });
         policy.decide(subjects, crate::ctx::now_utc())
     }
