@@ -664,6 +664,47 @@ fn no_action_may_rewrite_the_audit_log() {
 }
 
 #[test]
+fn no_action_may_rewrite_the_policy_or_the_targets() {
+    let p = Project::new()
+        .unsafe_local()
+        .file("policy.yaml", "effects: {destructive: deny}\n")
+        .targets(&json!({"box": {"host": "127.0.0.1", "username": "x"}}));
+    let e = p.engine();
+    let link = p.path().join("policy-alias.yaml");
+    std::fs::hard_link(p.path().join("policy.yaml"), &link).expect("hard link");
+    for (path, content) in [
+        (
+            p.path().join("policy.yaml"),
+            "effects: {destructive: allow}",
+        ),
+        (p.path().join("targets.json"), "{}"),
+        (link.clone(), "effects: {destructive: allow}"),
+        // one not there yet would take effect too
+        (p.path().join("policy.yml"), "effects: {destructive: allow}"),
+    ] {
+        let o = run_yaml(
+            &e,
+            &format!(
+                "name: t\nsteps:\n  - {{id: w, tool: local, args: {{action: write, path: '{}', content: '{content}'}}}}\n",
+                path.display()
+            ),
+            json!({}),
+        );
+        assert_eq!(
+            step(&o, "w").error.as_ref().map(|e| e.kind.as_str()),
+            Some("refused"),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("policy.yaml")).expect("policy"),
+        "effects: {destructive: deny}\n"
+    );
+    assert!(!p.path().join("policy.yml").exists());
+}
+
+#[test]
 fn no_action_may_write_infra_records_through_a_hard_link() {
     let p = Project::new().unsafe_local();
     let e = p.engine();

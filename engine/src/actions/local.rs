@@ -334,8 +334,23 @@ fn read(call: &super::Call<'_>) -> Result<Value, super::ActionError> {
     }))
 }
 
-/// Whether a path is one of infra's own records (the audit log, the store, run evidence), which no
-/// action may rewrite.
+/// The files that decide what infra may do: the policy (its rules and approvers) and the targets.
+fn control_files(c: &crate::ctx::Config) -> Vec<std::path::PathBuf> {
+    [
+        "policy.yaml",
+        "policy.yml",
+        "policy.json",
+        "targets.json",
+        "targets.yaml",
+        "targets.yml",
+    ]
+    .iter()
+    .map(|n| c.profiles_dir.join(n))
+    .collect()
+}
+
+/// Whether a path is one of infra's own records (the audit log, the store, run evidence) or the files
+/// that decide what it may do (policy, targets), which no action may rewrite.
 fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
     let canonical = |p: &std::path::Path| -> Option<std::path::PathBuf> {
         match p.canonicalize() {
@@ -348,7 +363,8 @@ fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
         return false;
     };
     let c = call.host.config();
-    let guarded = [c.audit_path(), c.store_path(), c.runs_dir()];
+    let mut guarded = vec![c.audit_path(), c.store_path(), c.runs_dir()];
+    guarded.extend(control_files(c));
     guarded.iter().filter_map(|g| canonical(g)).any(|g| {
         target == g
             || target.starts_with(&g)
@@ -359,7 +375,8 @@ fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
 }
 
 /// Whether a file (by its device and inode, so through any hard or symbolic link) is one of infra's
-/// own records: the audit log, the store and its `-wal`, `-shm` and `-journal` files, or, when it has
+/// own records: the audit log, the policy and targets, the store and its `-wal`, `-shm` and
+/// `-journal` files, or, when it has
 /// more than one link, a file under `runs/` (a run's journal or an artifact).
 fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -368,6 +385,7 @@ fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
     let c = call.host.config();
     let store = c.store_path().into_os_string();
     let mut files = vec![c.audit_path()];
+    files.extend(control_files(c));
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = store.clone();
         p.push(suffix);
