@@ -818,3 +818,57 @@ fn a_targets_credential_named_by_a_call_goes_only_to_that_targets_origin() {
     );
     ok(&r);
 }
+
+#[test]
+fn a_password_in_the_url_and_a_key_header_of_any_name_stay_secret() {
+    let (own, other) = (HttpServer::start(), HttpServer::start());
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_at(dir.path(), json!({}), Vars::from_pairs([("X", "y")]), false);
+    let password = "S3cr!t-pw-99";
+    let with_userinfo = |path: &str| {
+        own.url(path)
+            .replacen("http://", "http://ops:S3cr%21t-pw-99@", 1)
+    };
+    // the URL is shown in the result and in an error's message: the password in neither
+    let ok_call = call(
+        &e,
+        json!({"action": "request", "url": with_userinfo("/echo")}),
+    );
+    let failed = call(
+        &e,
+        json!({"action": "request", "url": with_userinfo("/status/500")}),
+    );
+    for o in [&ok_call, &failed] {
+        let shown = e
+            .redactor()
+            .redact_value(&serde_json::to_value(o.result.clone()).expect("json"));
+        let message = o
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        let all = format!("{shown}{}", e.redactor().redact(&message));
+        assert!(!all.contains("S3cr"), "{all}");
+    }
+    assert!(
+        crate::files_containing(dir.path(), &[password, "S3cr%21t-pw-99"]).is_empty(),
+        "recorded unmasked"
+    );
+    // a header whose name says it holds a key is not sent on to another origin, and is masked
+    let to = format!(
+        "/redirect?to={}",
+        other.url("/echo").replace(':', "%3A").replace('/', "%2F")
+    );
+    let r = call(
+        &e,
+        json!({"action": "request", "url": own.url(&to), "headers": {"DD-API-KEY": "dd-key-4b3a2918"}}),
+    );
+    ok(&r);
+    let reached = other.requests();
+    let last = reached.last().expect("the redirect was followed");
+    assert!(
+        last.header("dd-api-key").is_none(),
+        "the key went to another origin"
+    );
+    assert!(crate::files_containing(dir.path(), &["dd-key-4b3a2918"]).is_empty());
+}

@@ -376,8 +376,8 @@ fn protected(call: &super::Call<'_>, path: &std::path::Path) -> bool {
 
 /// Whether a file (by its device and inode, so through any hard or symbolic link) is one of infra's
 /// own records: the audit log, the policy and targets, the store and its `-wal`, `-shm` and
-/// `-journal` files, or, when it has
-/// more than one link, a file under `runs/` (a run's journal or an artifact).
+/// `-journal` files, or, when it has more than one link, a file under `runs/` (a run's journal or an
+/// artifact).
 fn protected_file(call: &super::Call<'_>, meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     let id = (meta.dev(), meta.ino());

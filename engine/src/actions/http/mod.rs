@@ -200,14 +200,38 @@ const SECRET_HEADERS: &[&str] = &[
     "x-auth-token",
 ];
 
-/// Whether a header of this name carries a credential (any case).
+/// Words in a header's name that say it carries a credential (`DD-API-KEY`, `X-Goog-Api-Key`,
+/// `apikey`, `Ocp-Apim-Subscription-Key`, `X-Session-Id`, `X-Signature`, …).
+const SECRET_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "key",
+    "auth",
+    "session",
+    "signature",
+    "password",
+    "credential",
+];
+
+/// Whether a header of this name carries a credential (any case): masked when recorded, and not sent
+/// on after a redirect to another origin.
 fn is_credential_header(name: &str) -> bool {
     let k = name.to_ascii_lowercase();
-    SECRET_HEADERS.contains(&k.as_str()) || k.contains("token") || k.contains("secret")
+    SECRET_HEADERS.contains(&k.as_str()) || SECRET_WORDS.iter().any(|w| k.contains(w))
 }
 
 pub(crate) fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
+    // a password in the URL (`https://user:pw@host/`), as written and decoded
+    if let Some(pw) = args
+        .get("url")
+        .and_then(Value::as_str)
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        out.push(percent_decoded(&pw));
+        out.push(pw);
+    }
     if let Some(h) = args.get("headers").and_then(Value::as_object) {
         for (k, v) in h {
             if is_credential_header(k)
@@ -403,6 +427,31 @@ fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(
         ),
     )
     .hint(format!("call with `target: {}` (and a `path`), or name a variable no target uses", names[0])))
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
