@@ -351,6 +351,32 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostic> {
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
+/// `%XX` escapes decoded into bytes (an invalid escape is kept as it is): a `file://` URI's path, a
+/// URL's password.
+pub fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod process_tests {
     use super::ProcessRef;

@@ -166,27 +166,8 @@ pub struct Server {
 fn file_uri_path(uri: &str) -> Option<std::path::PathBuf> {
     let rest = uri.strip_prefix("file://")?;
     let path = rest.get(rest.find('/')?..)?;
-    let (mut out, b) = (Vec::new(), path.as_bytes());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
     use std::os::unix::ffi::OsStringExt;
-    Some(std::ffi::OsString::from_vec(out).into())
+    Some(std::ffi::OsString::from_vec(engine::ctx::percent_decoded(path)).into())
 }
 
 /// A log level's severity, 0 (`debug`) to 7 (`emergency`).

@@ -229,7 +229,7 @@ pub(crate) fn header_secrets(args: &Map<String, Value>) -> Vec<String> {
         .and_then(|u| url::Url::parse(u).ok())
         .and_then(|u| u.password().map(str::to_owned))
     {
-        out.push(percent_decoded(&pw));
+        out.push(String::from_utf8_lossy(&crate::ctx::percent_decoded(&pw)).into_owned());
         out.push(pw);
     }
     if let Some(h) = args.get("headers").and_then(Value::as_object) {
@@ -427,31 +427,6 @@ fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(
         ),
     )
     .hint(format!("call with `target: {}` (and a `path`), or name a variable no target uses", names[0])))
-}
-
-/// `%XX` escapes decoded (invalid ones kept as they are).
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| char::from(c).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
