@@ -421,3 +421,45 @@ fn max_sessions_bounds_the_commands_at_once() {
         assert!(w[0].1 <= w[1].0, "two commands ran at once: {spans:?}");
     }
 }
+
+/// Many commands at once on one pooled session, ending and starting all the time beside two that
+/// stream: every one arrives whole and the session survives (each channel's end goes over the same
+/// connection as the others' data, so a channel freed outside the session's lock corrupts the
+/// encrypted stream for all of them).
+#[test]
+fn many_commands_at_once_share_one_session_intact() {
+    let s = Sshd::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let e = engine_with(dir.path(), &json!({"box": target(&s)}), false);
+    const STREAMED: u64 = 64 << 20;
+    std::thread::scope(|sc| {
+        for _ in 0..2 {
+            let e = &e;
+            sc.spawn(move || {
+                let r = call(
+                    e,
+                    json!({"action": "exec", "target": "box",
+                           "command": format!("head -c {STREAMED} /dev/zero")}),
+                );
+                assert_eq!(ok(&r)["stdout_bytes"], STREAMED);
+            });
+        }
+        for t in 0..6 {
+            let e = &e;
+            sc.spawn(move || {
+                for i in 0..50 {
+                    let r = call(
+                        e,
+                        json!({"action": "exec", "target": "box",
+                               "command": format!("echo {t}-{i}; echo err-{t}-{i} >&2")}),
+                    );
+                    let v = ok(&r);
+                    assert_eq!(v["stdout"], format!("{t}-{i}\n"), "{v}");
+                    // (a login shell's own warnings may come first)
+                    let err = v["stderr"].as_str().unwrap_or_default();
+                    assert!(err.ends_with(&format!("err-{t}-{i}\n")), "{v}");
+                }
+            });
+        }
+    });
+}

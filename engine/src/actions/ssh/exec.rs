@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use ssh2::Channel;
 
-use super::session::{Conn, Limits, Stop};
+use super::session::{Conn, Held, Limits, Stop};
 use crate::actions::ActionError;
 use crate::exec::process::{Capture, Exit, OutputSink, outcome};
 
@@ -157,11 +157,11 @@ pub(super) fn run_collect(
     command: &str,
 ) -> Result<(Option<i32>, String), Stop> {
     let mut ch = open(conn, limits)?;
-    conn.request(limits, || ch.exec(command))?;
+    conn.request(limits, |l| ch.get(l).exec(command))?;
     let mut sink = [0u8; 1024];
     let mut kept = Vec::new();
-    while !ch.eof() {
-        let read = match ch.read(&mut sink) {
+    while !ch.get(&conn.lock()).eof() {
+        let read = match ch.get(&conn.lock()).read(&mut sink) {
             Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
             other => other,
         };
@@ -173,7 +173,8 @@ pub(super) fn run_collect(
             Err(e) if would_block(&e) => {
                 // stderr is drained and dropped, so a command that writes there cannot stall the
                 // channel (its window) while stdout has nothing
-                match ch.stderr().read(&mut sink) {
+                let drained = ch.get(&conn.lock()).stderr().read(&mut sink);
+                match drained {
                     Ok(n) if n > 0 => continue,
                     Err(e) if !would_block(&e) => return Err(Stop::Io(e)),
                     _ => {}
@@ -184,11 +185,9 @@ pub(super) fn run_collect(
             Err(e) => return Err(Stop::Io(e)),
         }
     }
-    conn.again(limits, || ch.wait_close())?;
-    Ok((
-        ch.exit_status().ok(),
-        String::from_utf8_lossy(&kept).into_owned(),
-    ))
+    conn.again(limits, |l| ch.get(l).wait_close())?;
+    let code = ch.get(&conn.lock()).exit_status().ok();
+    Ok((code, String::from_utf8_lossy(&kept).into_owned()))
 }
 
 /// Kills a remote process group from a second channel (bounded to a few seconds), and first every
@@ -208,14 +207,15 @@ fn kill_group(conn: &Conn, pgid: u32) -> Vec<u32> {
 }
 
 /// Opens a session channel (the caller holds a permit).
-pub fn open(conn: &Conn, limits: Limits<'_>) -> Result<Channel, Stop> {
-    conn.request(limits, || conn.session.channel_session())
+pub fn open<'c>(conn: &'c Conn, limits: Limits<'_>) -> Result<Held<'c, Channel>, Stop> {
+    conn.request(limits, |l| l.session().channel_session())
+        .map(|ch| Held::new(conn, ch))
 }
 
 /// Runs one command on an open channel to its end, its timeout or its cancel.
 pub fn run(
     conn: &Conn,
-    mut ch: Channel,
+    mut ch: Held<'_, Channel>,
     mut cmd: RemoteCommand,
     limits: Limits<'_>,
     cap: &Capture,
@@ -234,13 +234,13 @@ pub fn run(
             std::io::Cursor::new(env_lines(&cmd.env)).chain(rest),
         ));
     }
-    let setup = |ch: &mut Channel| -> Result<(), Stop> {
+    let setup = |ch: &mut Held<'_, Channel>| -> Result<(), Stop> {
         if cmd.pty {
-            conn.request(limits, || {
-                ch.request_pty("xterm", None, Some((200, 50, 0, 0)))
+            conn.request(limits, |l| {
+                ch.get(l).request_pty("xterm", None, Some((200, 50, 0, 0)))
             })?;
         }
-        conn.request(limits, || ch.exec(&script))
+        conn.request(limits, |l| ch.get(l).exec(&script))
     };
     if let Err(s) = setup(&mut ch) {
         return Err(s.into_error("starting the remote command"));
@@ -261,7 +261,8 @@ pub fn run(
         let mut progressed = false;
         for id in [0, 1] {
             loop {
-                match ch.stream(id).read(&mut buf) {
+                let read = ch.get(&conn.lock()).stream(id).read(&mut buf);
+                match read {
                     Ok(0) => break,
                     Ok(n) => {
                         progressed = true;
@@ -298,7 +299,8 @@ pub fn run(
                 pos = 0;
             }
             if pos < pending.len() {
-                match ch.write(&pending[pos..]) {
+                let wrote = ch.get(&conn.lock()).write(&pending[pos..]);
+                match wrote {
                     Ok(n) => {
                         pos += n;
                         progressed |= n > 0;
@@ -310,12 +312,13 @@ pub fn run(
             }
         }
         if stdin_done && !eof_sent {
-            match ch.send_eof() {
+            let sent = ch.get(&conn.lock()).send_eof();
+            match sent {
                 Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
                 _ => eof_sent = true,
             }
         }
-        if ch.eof() {
+        if ch.get(&conn.lock()).eof() {
             break;
         }
         if ended.is_none()
@@ -328,7 +331,7 @@ pub fn run(
             match pgid.pgid {
                 Some(g) => escaped = kill_group(conn, g),
                 None => {
-                    let _ = ch.close();
+                    let _ = ch.get(&conn.lock()).close();
                 }
             }
             // the channel ends once the group is gone; a process that still holds it is not waited for
@@ -342,9 +345,20 @@ pub fn run(
         }
     }
     let mut exit = Exit::default();
-    if failure.is_none() && ch.eof() && conn.again(Limits::cleanup(), || ch.wait_close()).is_ok() {
-        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
-        let code = ch.exit_status().ok();
+    let ended_clean = failure.is_none() && ch.get(&conn.lock()).eof();
+    if ended_clean
+        && conn
+            .again(Limits::cleanup(), |l| ch.get(l).wait_close())
+            .is_ok()
+    {
+        let (signal, code) = {
+            let lock = conn.lock();
+            let c = ch.get(&lock);
+            (
+                c.exit_signal().ok().and_then(|s| s.exit_signal),
+                c.exit_status().ok(),
+            )
+        };
         exit = Exit {
             code: if signal.is_some() { None } else { code },
             signal: signal.map(Value::from),
@@ -355,10 +369,10 @@ pub fn run(
     if !escaped.is_empty() {
         head["escaped"] = escaped.iter().map(|p| json!({"pid": p})).collect();
     }
-    if ended.is_some() && !ch.eof() {
+    if ended.is_some() && !ch.get(&conn.lock()).eof() {
         // still held open after the kill and the grace: by a process infra could not see or kill
         head["output_incomplete"] = true.into();
-        let _ = ch.close();
+        let _ = ch.get(&conn.lock()).close();
     }
     if let Some(e) = failure {
         let result = outcome(head, started, &exit, &ok_codes, ended, streams, cap)

@@ -36,7 +36,7 @@ use super::{ActionError, Call, ToolSpec};
 use crate::exec::process::Capture;
 use args::{CommandArgs, Source};
 use exec::RemoteCommand;
-use session::{Conn, Cx, Limits, Stop};
+use session::{Conn, Cx, Held, Limits, Stop};
 
 pub(super) fn tool() -> ToolSpec {
     args::tool()
@@ -159,7 +159,7 @@ fn with_channel<T>(
     call: &Call<'_>,
     cx: &Cx<'_>,
     name: &str,
-    f: impl FnOnce(&Conn, ssh2::Channel) -> Result<T, ActionError>,
+    f: impl for<'c> FnOnce(&'c Conn, Held<'c, ssh2::Channel>) -> Result<T, ActionError>,
 ) -> Result<T, ActionError> {
     with_channel_in(&call.host.pools().ssh, cx, name, f)
 }
@@ -169,13 +169,13 @@ fn with_channel_in<T>(
     pool: &session::Pool,
     cx: &Cx<'_>,
     name: &str,
-    f: impl FnOnce(&Conn, ssh2::Channel) -> Result<T, ActionError>,
+    f: impl for<'c> FnOnce(&'c Conn, Held<'c, ssh2::Channel>) -> Result<T, ActionError>,
 ) -> Result<T, ActionError> {
     let ep = cx.endpoint(name)?;
     let _permit = pool
         .permit(&ep, cx.limits)
         .map_err(|s| s.into_error("waiting for a channel"))?;
-    let mut conn = pool.conn(cx, &ep)?;
+    let conn = pool.conn(cx, &ep)?;
     // a pooled session whose peer vanished without a word (a dropped NAT entry) never answers: opening
     // a channel is bounded, and a session that does not answer in time is replaced like a dead one
     let bound = Instant::now()
@@ -186,20 +186,15 @@ fn with_channel_in<T>(
         deadline: Some(cx.limits.deadline.map_or(bound, |d| d.min(bound))),
         cancel: cx.limits.cancel,
     };
-    let ch = match exec::open(&conn, open_limits) {
-        Ok(ch) => ch,
-        Err(Stop::Ssh(_) | Stop::Io(_)) => {
-            pool.discard(name, &conn);
-            conn = pool.conn(cx, &ep)?;
-            exec::open(&conn, cx.limits).map_err(|s| s.into_error("opening a channel"))?
-        }
-        Err(Stop::Timeout) if cx.limits.check().is_ok() => {
-            pool.discard(name, &conn);
-            conn = pool.conn(cx, &ep)?;
-            exec::open(&conn, cx.limits).map_err(|s| s.into_error("opening a channel"))?
-        }
+    match exec::open(&conn, open_limits) {
+        Ok(ch) => return f(&conn, ch),
+        Err(Stop::Ssh(_) | Stop::Io(_)) => {}
+        Err(Stop::Timeout) if cx.limits.check().is_ok() => {}
         Err(s) => return Err(s.into_error("opening a channel")),
-    };
+    }
+    pool.discard(name, &conn);
+    let conn = pool.conn(cx, &ep)?;
+    let ch = exec::open(&conn, cx.limits).map_err(|s| s.into_error("opening a channel"))?;
     f(&conn, ch)
 }
 

@@ -17,7 +17,14 @@
 //! closing and removing). libssh2 takes a reply off the wire before checking which channel it is
 //! for, so every request that waits for a reply (channel open, `exec`, `pty`, `sftp`,
 //! `direct-tcpip`) goes through `Conn::request`, which holds the session's request lock; reads and
-//! writes on open channels run side by side. `Stop` says why an operation stopped;
+//! writes on open channels run side by side.
+//!
+//! `ssh2` frees a channel without taking its session's lock, and freeing one sends its close over
+//! the connection and unlinks it from the session's lists: done beside another thread's use of the
+//! session, that corrupts the encrypted stream every channel of the session shares. So infra holds
+//! its own lock (`Locked`) around every call into libssh2 on a shared session, and a session's
+//! objects (channels, SFTP, SFTP files) are `Held`: reached only with that lock in hand, and freed
+//! under it. The session itself is reached only through `Locked::session`. `Stop` says why an operation stopped;
 //! `Stop::into_error` makes the `timeout`, `cancelled` and `ssh_failed` errors. All of this runs on
 //! the engine's step threads, never on an async runtime.
 
@@ -25,7 +32,7 @@ use crate::error::ErrorKind;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -122,7 +129,7 @@ impl Limits<'_> {
 
 /// An authenticated session and what is known about its peer.
 pub struct Conn {
-    pub session: Session,
+    session: Session,
     /// A duplicate of the session's socket, to wait on.
     socket: OwnedFd,
     /// `SHA256:…` of the host key.
@@ -136,6 +143,8 @@ pub struct Conn {
     /// after it has taken the reply off the wire, so two requests waiting at once can take each other's
     /// reply and fail.
     setup: Mutex<()>,
+    /// Held around every call into libssh2 on this session and while one of its objects is freed.
+    lock: Mutex<()>,
     /// The bastion connection this one runs through, kept alive as long as this one.
     _via: Option<Arc<Conn>>,
 }
@@ -148,12 +157,78 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// The session's lock, held: the only way to reach the session and its [`Held`] objects.
+pub struct Locked<'a> {
+    _guard: MutexGuard<'a, ()>,
+    session: &'a Session,
+}
+
+impl std::fmt::Debug for Locked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Locked")
+    }
+}
+
+impl Locked<'_> {
+    pub fn session(&self) -> &Session {
+        self.session
+    }
+}
+
+/// An object of one session (a channel, SFTP, an SFTP file): reached only under the session's lock
+/// ([`Held::get`]) and freed under it.
+pub struct Held<'c, T> {
+    conn: &'c Conn,
+    item: Option<T>,
+}
+
+impl<T> std::fmt::Debug for Held<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
+impl<'c, T> Held<'c, T> {
+    /// Takes `item`, an object of `conn`'s session.
+    pub fn new(conn: &'c Conn, item: T) -> Self {
+        Held {
+            conn,
+            item: Some(item),
+        }
+    }
+
+    /// The object, while `lock` (the session's lock) is held.
+    pub fn get<'a>(&'a mut self, lock: &'a Locked<'_>) -> &'a mut T {
+        debug_assert!(std::ptr::eq(lock.session, &self.conn.session));
+        self.item
+            .as_mut()
+            .expect("a held object is present until dropped")
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            let _lock = self.conn.lock();
+            drop(item);
+        }
+    }
+}
+
 impl Conn {
+    /// Takes the session's lock (for one call into libssh2, not for a wait).
+    pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            _guard: self.lock.lock().unwrap_or_else(|p| p.into_inner()),
+            session: &self.session,
+        }
+    }
+
     /// Runs a request that waits for its reply (a channel open, `exec`, a subsystem) alone.
     pub fn request<T>(
         &self,
         limits: Limits<'_>,
-        op: impl FnMut() -> Result<T, ssh2::Error>,
+        op: impl FnMut(&Locked<'_>) -> Result<T, ssh2::Error>,
     ) -> Result<T, Stop> {
         let _alone = self.setup.lock().unwrap_or_else(|p| p.into_inner());
         self.again(limits, op)
@@ -161,7 +236,8 @@ impl Conn {
 
     /// Waits (at most one tick) until the socket is ready in the direction the session is blocked on.
     pub fn wait(&self) {
-        let flags = match self.session.block_directions() {
+        let directions = self.lock().session.block_directions();
+        let flags = match directions {
             BlockDirections::Outbound => PollFlags::POLLOUT,
             BlockDirections::Both => PollFlags::POLLIN | PollFlags::POLLOUT,
             _ => PollFlags::POLLIN,
@@ -171,14 +247,16 @@ impl Conn {
         let _ = poll(&mut fds, PollTimeout::from(ms));
     }
 
-    /// Runs `op` until it does not return `EAGAIN`, waiting on the socket in between.
+    /// Runs `op` under the session's lock until it does not return `EAGAIN`, waiting on the socket
+    /// (without the lock) in between.
     pub fn again<T>(
         &self,
         limits: Limits<'_>,
-        mut op: impl FnMut() -> Result<T, ssh2::Error>,
+        mut op: impl FnMut(&Locked<'_>) -> Result<T, ssh2::Error>,
     ) -> Result<T, Stop> {
         loop {
-            match op() {
+            let done = op(&self.lock());
+            match done {
                 Ok(v) => return Ok(v),
                 Err(e) if e.code() == ErrorCode::Session(EAGAIN) => {
                     limits.check()?;
@@ -193,10 +271,11 @@ impl Conn {
     pub fn again_io<T>(
         &self,
         limits: Limits<'_>,
-        mut op: impl FnMut() -> std::io::Result<T>,
+        mut op: impl FnMut(&Locked<'_>) -> std::io::Result<T>,
     ) -> Result<T, Stop> {
         loop {
-            match op() {
+            let done = op(&self.lock());
+            match done {
                 Ok(v) => return Ok(v),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     limits.check()?;
@@ -212,11 +291,11 @@ impl Conn {
     pub fn write_all(
         &self,
         limits: Limits<'_>,
-        to: &mut impl Write,
+        to: &mut Held<'_, impl Write>,
         mut data: &[u8],
     ) -> Result<(), Stop> {
         while !data.is_empty() {
-            let n = self.again_io(limits, || to.write(data))?;
+            let n = self.again_io(limits, |l| to.get(l).write(data))?;
             if n == 0 {
                 return Err(Stop::Io(std::io::ErrorKind::WriteZero.into()));
             }
@@ -248,8 +327,17 @@ fn tunnel(
     port: u16,
     limits: Limits<'_>,
 ) -> Result<std::os::unix::net::UnixStream, ActionError> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+        ActionError::new(ErrorKind::Failed, format!("cannot make a socket pair: {e}"))
+    })?;
+    let mut to_local = ours
+        .try_clone()
+        .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
+    let mut from_local = ours;
     let channel = via
-        .request(limits, || via.session.channel_direct_tcpip(host, port, None))
+        .request(limits, |l| {
+            l.session().channel_direct_tcpip(host, port, None)
+        })
         .map_err(|s| match s {
             Stop::Ssh(e) => ActionError::new(
                 ErrorKind::ConnectFailed,
@@ -261,22 +349,18 @@ fn tunnel(
             .hint("check the target's host and port as seen from the bastion, and that it allows TCP forwarding"),
             s => s.into_error("opening the tunnel"),
         })?;
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-        ActionError::new(ErrorKind::Failed, format!("cannot make a socket pair: {e}"))
-    })?;
-    let mut to_local = ours
-        .try_clone()
-        .map_err(|e| ActionError::new(ErrorKind::Failed, e.to_string()))?;
-    let mut from_local = ours;
+    // each thread holds the channel (a clone shares it); the last to end frees it, under the lock
+    let other = channel.clone();
     // channel → local
     {
         let via = Arc::clone(via);
-        let mut ch = channel.clone();
+        let ch = other;
         std::thread::spawn(move || {
+            let mut ch = Held::new(&via, ch);
             let limits = Limits::unbounded();
             let mut buf = vec![0u8; 32 * 1024];
             loop {
-                match via.again_io(limits, || ch.read(&mut buf)) {
+                match via.again_io(limits, |l| ch.get(l).read(&mut buf)) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if to_local.write_all(&buf[..n]).is_err() {
@@ -291,8 +375,9 @@ fn tunnel(
     // local → channel
     {
         let via = Arc::clone(via);
-        let mut ch = channel;
+        let ch = channel;
         std::thread::spawn(move || {
+            let mut ch = Held::new(&via, ch);
             let limits = Limits::unbounded();
             let mut buf = vec![0u8; 32 * 1024];
             loop {
@@ -305,8 +390,8 @@ fn tunnel(
                     }
                 }
             }
-            let _ = via.again(limits, || ch.send_eof());
-            let _ = via.again(limits, || ch.close());
+            let _ = via.again(limits, |l| ch.get(l).send_eof());
+            let _ = via.again(limits, |l| ch.get(l).close());
             let _ = from_local.shutdown(std::net::Shutdown::Both);
         });
     }
@@ -404,6 +489,7 @@ fn connect(pool: &Pool, cx: &Cx<'_>, ep: &Endpoint, depth: usize) -> Result<Conn
         key_type,
         connect_ms: started.elapsed().as_millis() as u64,
         setup: Mutex::new(()),
+        lock: Mutex::new(()),
         _via: via,
     })
 }
@@ -515,5 +601,82 @@ impl Pool {
     /// A new session that is not pooled (health checks measure a real connect).
     pub fn fresh(&self, cx: &Cx<'_>, ep: &Endpoint) -> Result<Conn, ActionError> {
         connect(self, cx, ep, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session object that records, when freed, whether its session's lock was held.
+    struct Probe<'a> {
+        lock: &'a Mutex<()>,
+        freed_locked: &'a std::sync::atomic::AtomicU8,
+    }
+
+    impl Drop for Probe<'_> {
+        fn drop(&mut self) {
+            let locked = self.lock.try_lock().is_err();
+            self.freed_locked
+                .store(1 + u8::from(locked), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn unconnected() -> Conn {
+        Conn {
+            session: Session::new().expect("session"),
+            socket: std::fs::File::open("/dev/null").expect("fd").into(),
+            fingerprint: String::new(),
+            key_type: "",
+            banner: None,
+            connect_ms: 0,
+            setup: Mutex::new(()),
+            lock: Mutex::new(()),
+            _via: None,
+        }
+    }
+
+    #[test]
+    fn a_held_object_is_freed_under_the_sessions_lock() {
+        let conn = unconnected();
+        let freed = std::sync::atomic::AtomicU8::new(0);
+        let held = Held::new(
+            &conn,
+            Probe {
+                lock: &conn.lock,
+                freed_locked: &freed,
+            },
+        );
+        // another thread holds the lock: the free waits for it, then happens under it
+        let lock = conn.lock();
+        std::thread::scope(|sc| {
+            sc.spawn(move || drop(held));
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(freed.load(std::sync::atomic::Ordering::SeqCst), 0);
+            drop(lock);
+        });
+        assert_eq!(freed.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn every_attempt_runs_under_the_lock_which_is_free_after() {
+        let conn = unconnected();
+        let cancel = CancelToken::new();
+        let limits = Limits {
+            deadline: Some(Instant::now() + Duration::from_secs(5)),
+            cancel: &cancel,
+        };
+        let mut attempts = 0;
+        let r = conn.again(limits, |_| {
+            attempts += 1;
+            assert!(conn.lock.try_lock().is_err(), "an attempt ran unlocked");
+            if attempts < 3 {
+                Err(ssh2::Error::new(ErrorCode::Session(EAGAIN), "again"))
+            } else {
+                Ok(attempts)
+            }
+        });
+        assert_eq!(r.expect("done"), 3);
+        assert!(conn.lock.try_lock().is_ok());
     }
 }

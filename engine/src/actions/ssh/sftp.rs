@@ -10,13 +10,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use ssh2::{OpenFlags, OpenType, RenameFlags, Sftp};
 
-use super::session::{Conn, Limits, Stop};
+use super::session::{Conn, Held, Limits, Stop};
 use crate::actions::ActionError;
 
 const CHUNK: usize = 256 * 1024;
 
-fn sftp(conn: &Conn, limits: Limits<'_>) -> Result<Sftp, ActionError> {
-    conn.request(limits, || conn.session.sftp())
+fn sftp<'c>(conn: &'c Conn, limits: Limits<'_>) -> Result<Held<'c, Sftp>, ActionError> {
+    conn.request(limits, |l| l.session().sftp())
+        .map(|s| Held::new(conn, s))
         .map_err(|s| s.into_error("starting SFTP"))
 }
 
@@ -46,7 +47,7 @@ pub fn upload(
     remote_path: &str,
     mode: i32,
 ) -> Result<Value, ActionError> {
-    let sftp = sftp(conn, limits)?;
+    let mut sftp = sftp(conn, limits)?;
     let dst = Path::new(remote_path);
     let name = dst.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         ActionError::new(
@@ -57,14 +58,15 @@ pub fn upload(
     let tmp = dst.with_file_name(format!(".{name}.infra-{}", crate::ctx::new_id()));
     let tmp_s = tmp.to_string_lossy().into_owned();
     let mut file = conn
-        .again(limits, || {
-            sftp.open_mode(
+        .again(limits, |l| {
+            sftp.get(l).open_mode(
                 &tmp,
                 OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
                 mode,
                 OpenType::File,
             )
         })
+        .map(|f| Held::new(conn, f))
         .map_err(|s| remote_err("create", &tmp_s, s))?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
@@ -87,27 +89,27 @@ pub fn upload(
             hasher.update(&buf[..n]);
             bytes += n as u64;
         }
-        conn.again(limits, || file.fsync()).ok();
-        conn.again(limits, || file.close())
+        conn.again(limits, |l| file.get(l).fsync()).ok();
+        conn.again(limits, |l| file.get(l).close())
             .map_err(|s| remote_err("close", &tmp_s, s))?;
         // OpenSSH's SFTP v3 rename refuses an existing destination: replace it in two steps
-        let renamed = conn.again(limits, || {
-            sftp.rename(
+        let renamed = conn.again(limits, |l| {
+            sftp.get(l).rename(
                 &tmp,
                 dst,
                 Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE),
             )
         });
         if renamed.is_err() {
-            let _ = conn.again(limits, || sftp.unlink(dst));
-            conn.again(limits, || sftp.rename(&tmp, dst, None))
+            let _ = conn.again(limits, |l| sftp.get(l).unlink(dst));
+            conn.again(limits, |l| sftp.get(l).rename(&tmp, dst, None))
                 .map_err(|s| remote_err("rename into", remote_path, s))?;
         }
         Ok(())
     })();
     if let Err(e) = sent {
         drop(file);
-        let _ = conn.again(Limits::cleanup(), || sftp.unlink(&tmp));
+        let _ = conn.again(Limits::cleanup(), |l| sftp.get(l).unlink(&tmp));
         return Err(e);
     }
     Ok(json!({
@@ -126,15 +128,16 @@ pub fn download(
     to: &mut dyn Write,
     max_bytes: u64,
 ) -> Result<u64, ActionError> {
-    let sftp = sftp(conn, limits)?;
+    let mut sftp = sftp(conn, limits)?;
     let mut file = conn
-        .again(limits, || sftp.open(Path::new(remote_path)))
+        .again(limits, |l| sftp.get(l).open(Path::new(remote_path)))
+        .map(|f| Held::new(conn, f))
         .map_err(|s| remote_err("open", remote_path, s))?;
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     loop {
         let n = conn
-            .again_io(limits, || file.read(&mut buf))
+            .again_io(limits, |l| file.get(l).read(&mut buf))
             .map_err(|s| remote_err("read", remote_path, s))?;
         if n == 0 {
             break;
@@ -151,6 +154,6 @@ pub fn download(
             ActionError::new(ErrorKind::Failed, format!("cannot write the download: {e}"))
         })?;
     }
-    let _ = conn.again(limits, || file.close());
+    let _ = conn.again(limits, |l| file.get(l).close());
     Ok(bytes)
 }
