@@ -5,16 +5,16 @@
 //! switch off, rooted at one directory): the profiles directory (`profiles_dir`),
 //! `MCP_RUNBOOKS_PATH`, `MCP_CAPABILITIES_PATH`, `MCP_CONTEXT_REPO_ROOT` (`artifacts_root`, where
 //! `runs/` lives; the profiles directory by default), `INFRA_UNSAFE_LOCAL`,
-//! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE`, `INFRA_READ_ONLY` (`1`, `true` or `yes`); `INFRA_AUDIT_KEY`
-//! (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte. `MCP_CAPABILITIES_PATH`
-//! and `INFRA_ALLOW_SECRET_EXPORT` are read but nothing uses them yet. `Vars` reads one variable
-//! when a connection asks (`Vars::process()` in the binary, `Vars::none()`/`from_pairs` in tests);
-//! `expand_home` expands `~` with it. `read_source` reads a runbook file, refusing one over the
-//! size limit before reading it. `connect_tcp` opens SSH's TCP connections (each resolved address
-//! in turn, with a timeout); ureq and the PostgreSQL driver open their own. `now_stamp` names run
-//! directories, `new_id` is 32 hex chars (SHA-256 of clock, pid and a counter), `ProcessRef` tells
-//! whether a recorded process still lives. Durations use `Instant` directly; the clock cannot be
-//! faked.
+//! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE`, `INFRA_READ_ONLY` (`1`, `true` or
+//! `yes`); `INFRA_AUDIT_KEY` (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte.
+//! `INFRA_ALLOW_SECRET_EXPORT` allows unmasked artifact reads and an HTTP call's credential from
+//! any variable. `Vars` reads one variable when a connection asks (`Vars::process()` in the binary,
+//! `Vars::none()`/`from_pairs` in tests); `expand_home` expands `~` with it. `read_source` reads a
+//! runbook file, refusing one over the size limit before reading it. `connect_tcp` opens SSH's TCP
+//! connections (each resolved address in turn, with a timeout); ureq and the PostgreSQL driver open
+//! their own. `now_stamp` names run directories, `new_id` is 32 hex chars (SHA-256 of clock, pid
+//! and a counter), `ProcessRef` tells whether a recorded process still lives. Durations use
+//! `Instant` directly; the clock cannot be faked.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};

@@ -291,7 +291,8 @@ fn secrets_in_headers_never_show() {
     let password = "pw-77a1b2c3d4e5";
     let e = engine_at(
         dir.path(),
-        json!({"api": {"http": {"base_url": srv.url("/"), "basic": {"username": "ops", "password_env": "API_PASSWORD"}}}}),
+        json!({"api": {"http": {"base_url": srv.url("/"), "basic": {"username": "ops", "password_env": "API_PASSWORD"}}},
+               "tok": {"http": {"base_url": srv.url("/"), "bearer_env": "API_TOKEN"}}}),
         Vars::from_pairs([("API_TOKEN", token), ("API_PASSWORD", password)]),
         false,
     );
@@ -811,12 +812,31 @@ fn a_targets_credential_named_by_a_call_goes_only_to_that_targets_origin() {
         .and_then(|q| q.header("authorization").map(str::to_owned))
         .expect("sent");
     assert_eq!(sent, format!("Bearer {token}"));
-    // a variable no target names is the call's own
-    let r = call(
-        &e,
-        json!({"action": "request", "url": other.url("/echo"), "bearer_env": "FREE_TOKEN"}),
+    // a variable no target names is infra's environment: sent nowhere, unless the operator allows
+    // secret export
+    let free = json!({"action": "request", "url": other.url("/echo"), "bearer_env": "FREE_TOKEN"});
+    let refused = call(&e, free.clone());
+    let why = refused.error.as_ref().expect("refused");
+    assert_eq!(why.kind.to_string(), "refused", "{why:?}");
+    assert!(
+        why.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("INFRA_ALLOW_SECRET_EXPORT")),
+        "{why:?}"
     );
-    ok(&r);
+    assert!(
+        other.requests().is_empty(),
+        "nothing reached the other origin"
+    );
+    let mut c = Config::at(dir.path()).with_vars(Vars::from_pairs([("FREE_TOKEN", "free-tk-5c")]));
+    c.allow_secret_export = true;
+    let exporting = Engine::new(c, Arc::new(engine::Catalog::builtin()));
+    ok(&call(&exporting, free));
+    let sent = other
+        .requests()
+        .last()
+        .and_then(|q| q.header("authorization").map(str::to_owned));
+    assert_eq!(sent.as_deref(), Some("Bearer free-tk-5c"));
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! its stable `Resolver` hook (the guard resolves and checks the addresses ureq connects to) and
 //! native-tls for one TLS stack shared with ssh2. `prepare` builds the URL (or a target's
 //! `base_url` + `path`), query, headers and credentials from `Vars`, registered with the redactor;
-//! a target's headers and credentials are dropped unless the URL has its `base_url`'s origin.
+//! a target's headers and credentials are dropped unless the URL has its `base_url`'s origin, and a
+//! call's own credential variable must be one a target of the URL's origin names.
 //! `request` retries with a doubling delay bounded by the deadline; `timeout_ms` bounds each
 //! attempt's connection and transfer through ureq's overall timeout, and a cancel is seen between
 //! body chunks and retries, not during connect or while waiting for headers. `save_to` (a host
@@ -116,7 +117,8 @@ pub struct RequestArgs {
     #[serde(default, deserialize_with = "given")]
     #[schemars(with = "Option<Pairs>", skip_serializing_if = "Option::is_none")]
     pub form: Option<Option<Pairs>>,
-    /// The environment variable holding a bearer token (`token_env` is the same).
+    /// The environment variable holding a bearer token (`token_env` is the same): one a target of
+    /// the URL's origin names (any other needs `INFRA_ALLOW_SECRET_EXPORT=1`).
     pub bearer_env: Option<String>,
     pub token_env: Option<String>,
     #[serde(default, deserialize_with = "given")]
@@ -394,8 +396,10 @@ fn invalid(msg: impl Into<String>) -> ActionError {
     ActionError::new(ErrorKind::InvalidArgs, msg)
 }
 
-/// Refuses to send `var`, named by a call, to `url` when a target names it (any `*_env` of any
-/// section: an SSH or database password too) and no such target is an HTTP one of `url`'s origin.
+/// Refuses to send `var`, named by a call, to `url` unless a target that names it (any `*_env` of
+/// any section: an SSH or database password too) is an HTTP one of `url`'s origin. A variable no
+/// target names is infra's environment, not a credential the operator gave out: sending it anywhere
+/// is a secret export (`INFRA_ALLOW_SECRET_EXPORT=1`).
 fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(), ActionError> {
     let dir = &call.host.config().profiles_dir;
     let targets = crate::targets::Targets::load(dir);
@@ -405,7 +409,21 @@ fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(
         .filter(|(_, t)| serde_json::to_value(t).is_ok_and(|v| names_var(&v, var)))
         .collect();
     if owners.is_empty() {
-        return Ok(());
+        if call.host.config().allow_secret_export {
+            return Ok(());
+        }
+        return Err(ActionError::new(
+            ErrorKind::Refused,
+            format!(
+                "`{var}` is no target's credential: a call sends only a target's own credential, to \
+                 that target's origin ({})",
+                url.origin().ascii_serialization()
+            ),
+        )
+        .hint(
+            "give the endpoint a target in targets (`http: {base_url, bearer_env}`) and call it with \
+             `target`, or start infra with INFRA_ALLOW_SECRET_EXPORT=1 to let calls send any variable",
+        ));
     }
     let home = owners.iter().any(|(_, t)| {
         t.http
@@ -426,7 +444,7 @@ fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(
             url.origin().ascii_serialization()
         ),
     )
-    .hint(format!("call with `target: {}` (and a `path`), or name a variable no target uses", names[0])))
+    .hint(format!("call with `target: {}` (and a `path`)", names[0])))
 }
 
 /// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
