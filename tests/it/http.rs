@@ -812,6 +812,30 @@ fn a_targets_credential_named_by_a_call_goes_only_to_that_targets_origin() {
         .and_then(|q| q.header("authorization").map(str::to_owned))
         .expect("sent");
     assert_eq!(sent, format!("Bearer {token}"));
+    // nor to another virtual host behind the target's address
+    for args in [
+        json!({"action": "request", "target": "api", "path": "/echo", "headers": {"host": "evil.example"}}),
+        json!({"action": "request", "url": own.url("/echo"), "bearer_env": "API_TOKEN", "headers": {"HOST": "evil.example"}}),
+    ] {
+        let before = own.requests().len();
+        let r = call(&e, args.clone());
+        assert_eq!(
+            r.error.as_ref().map(|e| e.kind.to_string()).as_deref(),
+            Some("refused"),
+            "{args}"
+        );
+        assert_eq!(own.requests().len(), before, "{args}: nothing was sent");
+    }
+    // without credentials, a `Host` of the call's goes out as given
+    ok(&call(
+        &e,
+        json!({"action": "request", "url": own.url("/echo"), "headers": {"Host": "vhost.example"}}),
+    ));
+    let host = own
+        .requests()
+        .last()
+        .and_then(|q| q.header("host").map(str::to_owned));
+    assert_eq!(host.as_deref(), Some("vhost.example"));
     // a variable no target names is infra's environment: sent nowhere, unless the operator allows
     // secret export
     let free = json!({"action": "request", "url": other.url("/echo"), "bearer_env": "FREE_TOKEN"});

@@ -622,6 +622,22 @@ fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
     } else {
         "none"
     };
+    // with credentials, the virtual host is the URL's: a `Host` of the call's could hand them to
+    // another site behind the same address (a shared proxy or ingress)
+    if matches!(credentials, "target" | "call")
+        && at
+            .headers
+            .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("host")))
+    {
+        return Err(ActionError::new(
+            ErrorKind::Refused,
+            format!(
+                "a `Host` header with credentials attached: they go only to {}",
+                url.host_str().unwrap_or_default()
+            ),
+        )
+        .hint("put the host in `url`, or leave `Host` out"));
+    }
     let bearer = call_bearer.or_else(|| target.bearer_env.clone().or(target.token_env.clone()));
     let basic: Option<Basic> = match at.basic {
         Some(b) => b.cloned(),
