@@ -624,10 +624,30 @@ fn repo_https_token_is_sent_but_never_shown_or_audited() {
     assert_eq!(kind, "invalid_config", "{message}");
     assert!(message.contains("token_env"), "{message}");
 
-    let (kind, message) = err(
-        &e,
-        json!({"action": "fetch", "repo_path": "work", "remote": url, "token_env": "GIT_TOKEN"}),
-    );
+    // A variable no target names is infra's environment, not a token for this host; nor is a
+    // target's variable for another host: neither is sent.
+    let fetch =
+        json!({"action": "fetch", "repo_path": "work", "remote": url, "token_env": "GIT_TOKEN"});
+    for targets in [
+        json!({}),
+        json!({"forge": {"http": {"base_url": "https://git.example.com/", "bearer_env": "GIT_TOKEN"}}}),
+    ] {
+        std::fs::write(p.path().join("targets.json"), targets.to_string()).expect("targets");
+        let (kind, message) = err(&e, fetch.clone());
+        assert_eq!(kind, "refused", "{targets}: {message}");
+        assert!(
+            sent.try_iter().all(|h| !h.contains("Basic")),
+            "{targets}: a token was sent"
+        );
+    }
+    // The target of this host names it: it is sent.
+    let base = url.trim_end_matches("/repo.git");
+    std::fs::write(
+        p.path().join("targets.json"),
+        json!({"forge": {"http": {"base_url": base, "bearer_env": "GIT_TOKEN"}}}).to_string(),
+    )
+    .expect("targets");
+    let (kind, message) = err(&e, fetch);
     assert_eq!(kind, "auth_failed", "{message}");
     assert!(
         message.contains("refused the credentials offered for user `x-access-token`"),

@@ -220,6 +220,66 @@ pub(crate) fn credential(
     Ok(v)
 }
 
+/// Refuses `var`, named by a call as the credential to send to `dest`, unless the operator gave it
+/// for `dest`: a target that names `var` (in any `*_env`, so an SSH or database password too) is
+/// `at_home` there. A variable no target names is infra's own environment, not a credential the
+/// operator gave out: sending it anywhere is a secret export (`INFRA_ALLOW_SECRET_EXPORT=1`).
+/// `home_hint` says how to reach the owning target's home, given its name.
+pub(crate) fn call_credential(
+    config: &crate::ctx::Config,
+    var: &str,
+    dest: &str,
+    at_home: impl Fn(&crate::targets::Target) -> bool,
+    home_hint: impl Fn(&str) -> String,
+) -> Result<(), ActionError> {
+    let targets = crate::targets::Targets::load(&config.profiles_dir);
+    let owners: Vec<(&String, &crate::targets::Target)> = targets
+        .targets
+        .iter()
+        .filter(|(_, t)| serde_json::to_value(t).is_ok_and(|v| names_var(&v, var)))
+        .collect();
+    if owners.is_empty() {
+        if config.allow_secret_export {
+            return Ok(());
+        }
+        return Err(ActionError::new(
+            ErrorKind::Refused,
+            format!(
+                "`{var}` is no target's credential: a call sends only a target's own credential, to \
+                 that target ({dest})"
+            ),
+        )
+        .hint(
+            "name the variable in the target of that host in targets (e.g. `http: {base_url, \
+             bearer_env}`), or start infra with INFRA_ALLOW_SECRET_EXPORT=1 to let calls send any \
+             variable",
+        ));
+    }
+    if owners.iter().any(|(_, t)| at_home(t)) {
+        return Ok(());
+    }
+    let names: Vec<String> = owners.iter().map(|(n, _)| format!("`{n}`")).collect();
+    Err(ActionError::new(
+        ErrorKind::Refused,
+        format!(
+            "`{var}` is the credential of target {}; it is sent only to that target, not to {dest}",
+            names.join(", ")
+        ),
+    )
+    .hint(home_hint(owners[0].0)))
+}
+
+/// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
+fn names_var(v: &Value, var: &str) -> bool {
+    match v {
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| (k.ends_with("_env") && x.as_str() == Some(var)) || names_var(x, var)),
+        Value::Array(a) => a.iter().any(|x| names_var(x, var)),
+        _ => false,
+    }
+}
+
 /// Where a host file is written before it is renamed over `path`, so a failure leaves the old file whole.
 pub(crate) fn temp_sibling(path: &std::path::Path) -> PathBuf {
     path.with_file_name(format!(

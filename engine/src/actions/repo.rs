@@ -144,7 +144,8 @@ pub struct RemoteArgs {
     pub target: Option<String>,
     /// An ssh private key file.
     pub key_file: Option<String>,
-    /// The variable holding an https token.
+    /// The variable holding an https token: one a target of the remote's host names (its `host` or
+    /// `http.base_url`), any other only with `INFRA_ALLOW_SECRET_EXPORT=1`.
     pub token_env: Option<String>,
     /// Push: overwrite the remote's refs (destructive).
     pub force: Option<bool>,

@@ -396,66 +396,23 @@ fn invalid(msg: impl Into<String>) -> ActionError {
     ActionError::new(ErrorKind::InvalidArgs, msg)
 }
 
-/// Refuses to send `var`, named by a call, to `url` unless a target that names it (any `*_env` of
-/// any section: an SSH or database password too) is an HTTP one of `url`'s origin. A variable no
-/// target names is infra's environment, not a credential the operator gave out: sending it anywhere
-/// is a secret export (`INFRA_ALLOW_SECRET_EXPORT=1`).
+/// Refuses to send `var`, named by a call, to `url` unless a target that names it is an HTTP one of
+/// `url`'s origin (`actions::call_credential`).
 fn credential_stays_home(call: &Call<'_>, var: &str, url: &url::Url) -> Result<(), ActionError> {
-    let dir = &call.host.config().profiles_dir;
-    let targets = crate::targets::Targets::load(dir);
-    let owners: Vec<(&String, &crate::targets::Target)> = targets
-        .targets
-        .iter()
-        .filter(|(_, t)| serde_json::to_value(t).is_ok_and(|v| names_var(&v, var)))
-        .collect();
-    if owners.is_empty() {
-        if call.host.config().allow_secret_export {
-            return Ok(());
-        }
-        return Err(ActionError::new(
-            ErrorKind::Refused,
-            format!(
-                "`{var}` is no target's credential: a call sends only a target's own credential, to \
-                 that target's origin ({})",
-                url.origin().ascii_serialization()
-            ),
-        )
-        .hint(
-            "give the endpoint a target in targets (`http: {base_url, bearer_env}`) and call it with \
-             `target`, or start infra with INFRA_ALLOW_SECRET_EXPORT=1 to let calls send any variable",
-        ));
-    }
-    let home = owners.iter().any(|(_, t)| {
-        t.http
-            .as_ref()
-            .and_then(|h| h.base_url.as_deref())
-            .and_then(|b| url::Url::parse(b).ok())
-            .is_some_and(|b| b.origin() == url.origin())
-    });
-    if home {
-        return Ok(());
-    }
-    let names: Vec<&str> = owners.iter().map(|(n, _)| n.as_str()).collect();
-    Err(ActionError::new(
-        ErrorKind::Refused,
-        format!(
-            "`{var}` is the credential of target {}; it is sent only to that target's own origin, not to {}",
-            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
-            url.origin().ascii_serialization()
-        ),
+    let origin = url.origin();
+    super::call_credential(
+        call.host.config(),
+        var,
+        &origin.ascii_serialization(),
+        |t| {
+            t.http
+                .as_ref()
+                .and_then(|h| h.base_url.as_deref())
+                .and_then(|b| url::Url::parse(b).ok())
+                .is_some_and(|b| b.origin() == origin)
+        },
+        |name| format!("call with `target: {name}` (and a `path`)"),
     )
-    .hint(format!("call with `target: {}` (and a `path`)", names[0])))
-}
-
-/// Whether a configuration names `var` in one of its `*_env` fields, at any depth.
-fn names_var(v: &Value, var: &str) -> bool {
-    match v {
-        Value::Object(o) => o
-            .iter()
-            .any(|(k, x)| (k.ends_with("_env") && x.as_str() == Some(var)) || names_var(x, var)),
-        Value::Array(a) => a.iter().any(|x| names_var(x, var)),
-        _ => false,
-    }
 }
 
 fn env_secret(call: &Call<'_>, var: &str, what: &str) -> Result<String, ActionError> {

@@ -1,18 +1,19 @@
 //! `fetch` and `push` through git2's remote callbacks.
 //!
-//! The remote is a configured remote's name (default `origin`) or a URL (`ssh://`, `user@host:path`,
-//! `https://`, `file://` or a path). Credentials: for ssh, the `key_file` argument or the `target`'s
-//! `key_file` (its `passphrase_env` read through the redactor), else the ssh-agent when the target says
-//! `agent: true`; the user is the URL's, else the target's `username`, else `git`. The host key is
-//! checked like the `ssh` tool's (`ssh::auth::check_key`): the target's `fingerprint` pin or
-//! `known_hosts` file, else `~/.ssh/known_hosts` and `<profiles>/known_hosts`; an unknown host is refused
-//! unless the target says `host_key: accept_new`, a changed key always. For https, `token_env` names
-//! the variable holding a token (sent as the password; the user is the URL's, the target's `username`
-//! or `x-access-token`),
-//! registered with the redactor when read. Push: `refspecs`, default the current branch to the same
-//! name; `force: true` (or a `+` refspec) is destructive. A non-fast-forward push without force is
-//! refused by libgit2 before anything is sent. The result names each remote ref updated with its old
-//! and new sha.
+//! The remote is a configured remote's name (default `origin`) or a URL (`ssh://`,
+//! `user@host:path`, `https://`, `file://` or a path). Credentials: for ssh, the `key_file`
+//! argument or the `target`'s `key_file` (its `passphrase_env` read through the redactor), else the
+//! ssh-agent when the target says `agent: true`; the user is the URL's, else the target's
+//! `username`, else `git`. The host key is checked like the `ssh` tool's (`ssh::auth::check_key`):
+//! the target's `fingerprint` pin or `known_hosts` file, else `~/.ssh/known_hosts` and
+//! `<profiles>/known_hosts`; an unknown host is refused unless the target says `host_key:
+//! accept_new`, a changed key always. For https, `token_env` names the variable holding a token
+//! (sent as the password; the user is the URL's, the target's `username` or `x-access-token`),
+//! registered with the redactor when read; a target must name the variable and be the remote's host
+//! (its `host` or its `http.base_url`'s), unless `INFRA_ALLOW_SECRET_EXPORT=1`. Push: `refspecs`,
+//! default the current branch to the same name; `force: true` (or a `+` refspec) is destructive. A
+//! non-fast-forward push without force is refused by libgit2 before anything is sent. The result
+//! names each remote ref updated with its old and new sha.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -69,6 +70,39 @@ impl Access {
             token_env: token_env.map(str::to_owned),
         })
     }
+}
+
+/// Refuses to send `var`, named by the call, to the server at `url` unless a target that names it
+/// is that host: its `host`, or its `http.base_url`'s (`actions::call_credential`).
+fn token_goes_home(config: &crate::ctx::Config, var: &str, url: &str) -> Result<(), ActionError> {
+    fn bare(h: &str) -> String {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase()
+    }
+    let dest = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(bare))
+        .ok_or_else(|| {
+            ActionError::new(
+                ErrorKind::Refused,
+                format!("cannot tell which host `{url}` is, to send it a token"),
+            )
+        })?;
+    crate::actions::call_credential(
+        config,
+        var,
+        &dest,
+        |t| {
+            t.host.as_deref().is_some_and(|h| bare(h) == dest)
+                || t.http
+                    .as_ref()
+                    .and_then(|h| h.base_url.as_deref())
+                    .and_then(|b| url::Url::parse(b).ok())
+                    .is_some_and(|b| b.host_str().map(bare).as_deref() == Some(dest.as_str()))
+        },
+        |name| format!("fetch or push a remote on the host of target `{name}`"),
+    )
 }
 
 /// `host` and port of an ssh URL (`ssh://[user@]host[:port]/path` or `[user@]host:path`).
@@ -157,7 +191,7 @@ fn callbacks<'a>(
     cb.sideband_progress(move |_| stopped(call).is_none());
     let port = ssh_host_port(url).map_or(22, |(_, p)| p);
     let mut tries = 0u32;
-    cb.credentials(move |_url, user_from_url, allowed| {
+    cb.credentials(move |asking, user_from_url, allowed| {
         tries += 1;
         let config = host.config();
         let t = &access.ep.target;
@@ -226,6 +260,7 @@ fn callbacks<'a>(
                     .hint("pass `token_env`: the variable that holds an access token"),
                 ));
             };
+            token_goes_home(config, var, asking).map_err(fail)?;
             let token =
                 crate::actions::credential(config, host.redactor(), var, "token").map_err(fail)?;
             return Cred::userpass_plaintext(&user, &token);
