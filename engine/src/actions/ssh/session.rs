@@ -24,9 +24,9 @@
 //! session, that corrupts the encrypted stream every channel of the session shares. So infra holds
 //! its own lock (`Locked`) around every call into libssh2 on a shared session, and a session's
 //! objects (channels, SFTP, SFTP files) are `Held`: reached only with that lock in hand, and freed
-//! under it. The session itself is reached only through `Locked::session`. `Stop` says why an operation stopped;
-//! `Stop::into_error` makes the `timeout`, `cancelled` and `ssh_failed` errors. All of this runs on
-//! the engine's step threads, never on an async runtime.
+//! under it. The session itself is reached only through `Locked::session`. `Stop` says why an
+//! operation stopped; `Stop::into_error` makes the `timeout`, `cancelled` and `ssh_failed` errors.
+//! All of this runs on the engine's step threads, never on an async runtime.
 
 use crate::error::ErrorKind;
 use std::collections::HashMap;
