@@ -19,7 +19,7 @@ pub mod source;
 pub mod template;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
-pub use load::{Loaded, coerce_input, load, resolve_inputs};
+pub use load::{Loaded, coerce_input, load, load_value, resolve_inputs};
 pub use raw::{Effect, Flow, InputType};
 pub use runbook::{Input, Phase, Runbook, Step, StepId, TemplateUse};
 pub use source::{LineCol, SourceFile, Span};

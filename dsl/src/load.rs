@@ -27,6 +27,25 @@ impl Loaded {
     }
 }
 
+/// Loads a runbook given whole as a JSON value (an inline runbook of an MCP call or of a nested
+/// `runbook.run` step), named `name` when it has no `name` of its own. Its diagnostics point into the
+/// value's pretty-printed text, `<inline runbook>`.
+pub fn load_value(v: &Value, name: &str) -> Result<Runbook, Vec<Diagnostic>> {
+    // pretty, so a diagnostic's line and column point at one field
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    let file = SourceFile::new("<inline runbook>", text);
+    let loaded = load(&file, Some(name));
+    if loaded.has_errors() {
+        return Err(loaded.diagnostics);
+    }
+    loaded.runbooks.into_iter().next().ok_or_else(|| {
+        vec![Diagnostic::error(
+            Code::UnknownRunbook,
+            "the inline runbook holds no runbook",
+        )]
+    })
+}
+
 /// Loads every runbook in a file: one runbook, or a map of name to runbook. `stem` names a single runbook
 /// that has no `name` key (the file stem).
 pub fn load(file: &SourceFile, stem: Option<&str>) -> Loaded {

@@ -14,8 +14,10 @@
 //! so two runs cannot use one approval.
 //!
 //! Secret inputs and credential arguments are placeholders in the rendered plan, so a digest does not
-//! depend on their values; a nested runbook's text is not in its parent's digest (its name and
-//! arguments are). Single use is kept by the store and by the engine that used it (a store set back
+//! depend on their values. A nested runbook known when the plan is compiled is in its parent's digest
+//! by its definition digest (its text and its own children's), and the [`Grant`] a run holds covers
+//! only those nested plans: a child whose text changed since, or one known only when it runs, needs
+//! an approval of its own. Single use is kept by the store and by the engine that used it (a store set back
 //! is refused by that engine, not by a new one).
 
 use chrono::{DateTime, Duration, Utc};
@@ -61,9 +63,17 @@ pub const MIN_PASSPHRASE: usize = 12;
 pub struct Grant {
     pub(crate) id: String,
     pub(crate) approver: String,
+    /// The definition digests of the runbooks the approved plan nests: a nested run is covered only
+    /// when its plan is one of them (`Plan::definition_digest`).
+    pub(crate) covers: Vec<String>,
 }
 
 impl Grant {
+    /// Whether a nested run whose plan has this definition digest is covered.
+    pub(crate) fn covers(&self, definition: &str) -> bool {
+        self.covers.iter().any(|d| d == definition)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({"id": self.id, "approver": self.approver})
     }
@@ -389,6 +399,7 @@ pub fn consume(
             return Ok(Grant {
                 id: a.id,
                 approver: a.approver,
+                covers: Vec::new(),
             });
         }
         why.push(format!(

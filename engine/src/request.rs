@@ -28,7 +28,7 @@ pub fn find(catalog: &Catalog, which: Which<'_>) -> Result<Arc<Runbook>, Vec<Dia
     match which {
         Which::Name(name) => by_name(catalog, name),
         Which::File(arg) => in_file(arg),
-        Which::Inline(v, name) => inline(v, name.unwrap_or("inline")),
+        Which::Inline(v, name) => inline(v, name.unwrap_or(crate::plan::compile::INLINE_NAME)),
     }
 }
 
@@ -95,24 +95,7 @@ fn in_file(arg: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
 }
 
 fn inline(v: &Value, name: &str) -> Result<Arc<Runbook>, Vec<Diagnostic>> {
-    // pretty, so a diagnostic's line and column point at one field
-    let text = serde_json::to_string_pretty(v).unwrap_or_default();
-    let file = dsl::SourceFile::new("<inline runbook>", text);
-    let loaded = dsl::load(&file, Some(name));
-    if loaded.has_errors() {
-        return Err(loaded.diagnostics);
-    }
-    loaded
-        .runbooks
-        .into_iter()
-        .next()
-        .map(Arc::new)
-        .ok_or_else(|| {
-            vec![Diagnostic::error(
-                Code::UnknownRunbook,
-                "the inline runbook holds no runbook",
-            )]
-        })
+    dsl::load_value(v, name).map(Arc::new)
 }
 
 /// Compiles `rb` against the catalog (nested runbooks are found there) and resolves `given` against

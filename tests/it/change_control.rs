@@ -714,6 +714,162 @@ fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
     assert_eq!(refused, 1, "the nested refusal is audited with its rule");
 }
 
+/// Runs `name` with `--json`.
+fn run_named(p: &Project, name: &str) -> Value {
+    let out = p
+        .infra()
+        .args(["run", name, "--json"])
+        .output()
+        .expect("run");
+    crate::stdout_json(&out)
+}
+
+fn state_of(p: &Project, key: &str) -> String {
+    let got = p.infra().args(["state", "get", key]).output().expect("get");
+    String::from_utf8_lossy(&got.stdout).into_owned()
+}
+
+/// A destructive runbook `change` that sets `key` in the state.
+fn child(key: &str) -> String {
+    format!(
+        "name: change\nsteps:\n  - id: s\n    tool: state\n    effects: destructive\n    args: {{action: set, key: {key}, value: child-ran}}\n"
+    )
+}
+
+#[test]
+fn an_approval_binds_the_text_of_the_runbooks_its_plan_nests() {
+    let keys = tempfile::tempdir().expect("keys");
+    let p = Project::new().runbook("change", &child("k")).runbook(
+        "outer",
+        "name: outer\nsteps:\n  - id: inner\n    tool: runbook\n    args: {action: run, name: change}\n",
+    );
+    let key = approver(p.path(), keys.path(), "");
+    let r = run_named(&p, "outer");
+    assert_eq!(r["error"]["kind"], "approval_required", "{r}");
+    let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
+    let nested = r["approval"]["plan"]["nodes"][0]["nested_digest"].clone();
+    assert!(
+        nested.as_str().is_some_and(|d| d.len() == 64),
+        "the plan to approve names the nested runbook's text: {r}"
+    );
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+
+    // the child is edited after the approval: another plan, which the approval does not cover
+    std::fs::write(p.path().join("runbooks/change.yaml"), child("other")).expect("edit");
+    let r = run_named(&p, "outer");
+    assert_eq!(r["error"]["kind"], "approval_required", "{r}");
+    assert_ne!(r["approval"]["digest"], digest.as_str(), "{r}");
+    assert_ne!(r["approval"]["plan"]["nodes"][0]["nested_digest"], nested);
+    assert!(
+        state_of(&p, "other").trim().is_empty(),
+        "the edited child did not run"
+    );
+
+    // edited back, the approved plan is the one that runs, and its child with it
+    std::fs::write(p.path().join("runbooks/change.yaml"), child("k")).expect("edit back");
+    let r = run_named(&p, "outer");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(state_of(&p, "k").contains("child-ran"));
+
+    // a child named only when it runs is not covered either
+    std::fs::write(p.path().join("runbooks/change.yaml"), child("late")).expect("child");
+    std::fs::write(
+        p.path().join("runbooks/outer.yaml"),
+        "name: outer\ninputs:\n  which: {type: string, default: change}\nsteps:\n  - id: inner\n    tool: runbook\n    args: {action: run, name: \"{{ input.which }}\"}\n",
+    )
+    .expect("outer");
+    let r = run_named(&p, "outer");
+    let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+    let r = run_named(&p, "outer");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(state_of(&p, "late").trim().is_empty(), "{r}");
+
+    // an inline child without templates is in the plan, and covered
+    std::fs::write(
+        p.path().join("runbooks/outer.yaml"),
+        "name: outer\nsteps:\n  - id: inner\n    tool: runbook\n    args:\n      action: run\n      runbook:\n        steps:\n          - {id: s, tool: state, effects: destructive, args: {action: set, key: inline, value: child-ran}}\n",
+    )
+    .expect("outer");
+    let r = run_named(&p, "outer");
+    assert_eq!(r["approval"]["effects"], "destructive", "{r}");
+    assert!(
+        r["approval"]["plan"]["nodes"][0]["nested_digest"].is_string(),
+        "{r}"
+    );
+    let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+    let r = run_named(&p, "outer");
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(state_of(&p, "inline").contains("child-ran"));
+}
+
+#[test]
+fn a_nested_runbook_replaced_while_its_approved_parent_runs_is_not_covered() {
+    let keys = tempfile::tempdir().expect("keys");
+    let p = Project::new().unsafe_local().runbook("change", &child("k"));
+    let (started, go) = (p.path().join("started"), p.path().join("go"));
+    let p = p.runbook(
+        "outer",
+        &format!(
+            "name: outer\nsteps:\n  - id: wait\n    tool: local\n    args: {{action: exec, command: 'touch {}; while [ ! -f {} ]; do sleep 0.02; done'}}\n  - id: inner\n    tool: runbook\n    args: {{action: run, name: change}}\n",
+            started.display(),
+            go.display()
+        ),
+    );
+    let key = approver(p.path(), keys.path(), "");
+    let r = run_named(&p, "outer");
+    assert_eq!(r["error"]["kind"], "approval_required", "{r}");
+    let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
+    assert!(approve(p.path(), &key, &digest, "15m").status.success());
+
+    // the child is replaced and the catalog reloaded (as `runbook upsert` ends) once the approved run
+    // has started
+    let e = Arc::new(p.engine());
+    let outer = e.catalog().get("outer").expect("outer").runbook.clone();
+    let running = {
+        let e = Arc::clone(&e);
+        std::thread::spawn(move || {
+            e.run_runbook(outer, &serde_json::Map::new(), &CancelToken::new(), 0, None)
+                .expect("runs")
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        if running.is_finished() {
+            panic!(
+                "the run ended early: {:?}",
+                running.join().expect("the run")
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(p.path().join("runbooks/change.yaml"), child("raced")).expect("replace");
+    e.reload_catalog();
+    std::fs::write(&go, "").expect("go");
+    let o = running.join().expect("the run");
+    assert_eq!(o.approval, None);
+    assert_eq!(o.status.as_str(), "failed", "{:?}", o.steps);
+    let why = o.steps[1]
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(
+        why.contains("approval") && why.contains("changed since"),
+        "the nested run says why it is not covered: {why}"
+    );
+    assert!(
+        state_of(&p, "raced").trim().is_empty(),
+        "the replaced child did not run"
+    );
+    assert!(state_of(&p, "k").trim().is_empty(), "nor the approved one");
+}
+
 #[test]
 fn credentials_in_a_plan_waiting_for_approval_are_masked_and_its_digest_still_checks() {
     let keys = tempfile::tempdir().expect("keys");

@@ -8,11 +8,13 @@
 //! warning; an interpolation inside the author's quotes: `quoted-interpolation`; in a SQL field
 //! anything not ending in `| ident`: `sql-interpolation`). The effect is the action's, or what
 //! `ActionSpec::classify` makes of the literal arguments (templated ones count as the highest),
-//! raised never lowered by the step's `effects`; `runbook.run` takes the nested plan's effect
-//! (`nested_effect`, through `Resolve`; recursion or nesting past `MAX_NESTING` is
-//! `dependency-cycle`; an unknown or templated name is `destructive`). Above a declared `effects:`
-//! ceiling: `effect-exceeds-declared`; without one the runbook's effect is the highest of its nodes
-//! and rollbacks.
+//! raised never lowered by the step's `effects`; `runbook.run` takes the nested plan's effect and
+//! its definition digest (`nested_plan`, through `Resolve`, or an inline runbook without templates;
+//! recursion or nesting past `MAX_NESTING` is `dependency-cycle`; an unknown or templated name is
+//! `destructive`, with no digest). The definition digest folds the runbook's digest with those of
+//! the runbooks it nests, so a parent's rendered plan, and an approval of it, binds its children's
+//! text. Above a declared `effects:` ceiling: `effect-exceeds-declared`; without one the runbook's
+//! effect is the highest of its nodes and rollbacks.
 //!
 //! `build_graph` puts nodes in runbook order (main, then `finally`); edges: with `flow: sequence`
 //! each main step after the one before, every main step before the first `finally` step and
@@ -120,6 +122,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         }
     }
 
+    let definition = definition_digest(&rb, &nodes);
     let (graph, index) = build_graph(&rb, nodes);
     let order = topological_order(&graph);
     if order.is_none() {
@@ -134,6 +137,7 @@ pub fn compile(rb: Arc<Runbook>, opts: &CompileOptions<'_>) -> Result<Plan, Vec<
         index,
         order,
         effects,
+        definition,
         warnings: diags,
         call: false,
         rendered: Arc::default(),
@@ -326,8 +330,9 @@ fn resolve_step(
         }
         _ => action.effect,
     };
+    let mut nested = None;
     if action.tool == "runbook" && action.name == "run" {
-        effect = nested_effect(rb, step, opts, diags);
+        (effect, nested) = nested_plan(rb, step, opts, diags);
     }
     if let Some(raised) = step.effects {
         effect = effect.max(raised);
@@ -337,6 +342,7 @@ fn resolve_step(
         action,
         effect,
         rollback: None,
+        nested,
     })
 }
 
@@ -445,38 +451,80 @@ fn check_modes(rb: &Runbook, step: &Step, action: &ActionSpec, diags: &mut Vec<D
     }
 }
 
-fn nested_effect(
+/// [`Plan::definition_digest`]: the runbook's digest, folded with the nested plans' in node order.
+fn definition_digest(rb: &Runbook, nodes: &[PlanNode]) -> String {
+    let nested: Vec<&str> = nodes
+        .iter()
+        .flat_map(|n| std::iter::once(n).chain(n.rollback.as_deref()))
+        .filter_map(|n| n.nested.as_deref())
+        .collect();
+    if nested.is_empty() {
+        return rb.digest.clone();
+    }
+    super::sha256_hex(format!("{}\n{}", rb.digest, nested.join("\n")).as_bytes())
+}
+
+/// The name an inline runbook without one of its own takes.
+pub const INLINE_NAME: &str = "inline";
+
+/// What a `runbook.run` step nests: the nested plan's effect and definition digest. A runbook known
+/// only when it runs (a templated name, an inline runbook with templates in it), an unknown name,
+/// recursion, or a nested runbook that does not compile is `destructive`, with no digest.
+fn nested_plan(
     rb: &Runbook,
     step: &Step,
     opts: &CompileOptions<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Effect {
-    let name = match step.args.get("name") {
-        Some(Value::String(n)) if !dsl::template::is_template(n) => n.clone(),
-        _ => return Effect::Destructive,
+) -> (Effect, Option<String>) {
+    const UNKNOWN: (Effect, Option<String>) = (Effect::Destructive, None);
+    let name = match (step.args.get("name"), step.args.get("runbook")) {
+        (Some(Value::String(n)), None) if !dsl::template::is_template(n) => Some(n.clone()),
+        (None, Some(Value::Object(_)))
+            if !step
+                .templates
+                .iter()
+                .any(|t| t.at.starts_with("/args/runbook")) =>
+        {
+            None
+        }
+        _ => return UNKNOWN,
     };
     let Some(resolver) = opts.resolver else {
-        return Effect::Destructive;
+        return UNKNOWN;
     };
     let span = rb
         .args_node(step)
-        .get("name")
+        .get(if name.is_some() { "name" } else { "runbook" })
         .map_or(step.action_span, |n| n.span);
-    if name == rb.name || opts.stack.contains(&name) {
+    let nested = match &name {
+        Some(name) => resolver.resolve(name),
+        // an inline runbook that does not load fails when it runs, as it always has
+        None => match dsl::load_value(&step.args["runbook"], INLINE_NAME) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(_) => return UNKNOWN,
+        },
+    };
+    let shown = name.clone().unwrap_or_else(|| {
+        nested
+            .as_ref()
+            .map_or(INLINE_NAME.to_owned(), |n| n.name.clone())
+    });
+    // an inline runbook's text is its own, whatever name it has: it cannot run itself
+    if name.is_some() && (shown == rb.name || opts.stack.contains(&shown)) {
         diags.push(
             Diagnostic::error(
                 Code::DependencyCycle,
-                format!("runbook `{name}` runs itself"),
+                format!("runbook `{shown}` runs itself"),
             )
             .at(&rb.file, span)
             .help(format!(
-                "the chain is {} → {name}",
+                "the chain is {} → {shown}",
                 [opts.stack.as_slice(), std::slice::from_ref(&rb.name)]
                     .concat()
                     .join(" → ")
             )),
         );
-        return Effect::Destructive;
+        return UNKNOWN;
     }
     if opts.stack.len() >= MAX_NESTING {
         diags.push(
@@ -486,18 +534,18 @@ fn nested_effect(
             )
             .at(&rb.file, span),
         );
-        return Effect::Destructive;
+        return UNKNOWN;
     }
-    let Some(nested) = resolver.resolve(&name) else {
+    let Some(nested) = nested else {
         diags.push(
             Diagnostic::error(
                 Code::UnknownRunbook,
-                format!("there is no runbook `{name}`"),
+                format!("there is no runbook `{shown}`"),
             )
             .at(&rb.file, span)
             .help("`infra list` shows the runbooks there are"),
         );
-        return Effect::Destructive;
+        return UNKNOWN;
     };
     let mut stack = opts.stack.clone();
     stack.push(rb.name.clone());
@@ -506,17 +554,19 @@ fn nested_effect(
         stack,
     };
     match compile(nested, &inner) {
-        Ok(p) => p.effects(),
+        Ok(p) => (p.effects(), Some(p.definition)),
+        // as one that does not load
+        Err(_) if name.is_none() => UNKNOWN,
         Err(_) => {
             diags.push(
                 Diagnostic::error(
                     Code::UnknownRunbook,
-                    format!("runbook `{name}` does not compile"),
+                    format!("runbook `{shown}` does not compile"),
                 )
                 .at(&rb.file, span)
-                .help(format!("run `infra validate {name}`")),
+                .help(format!("run `infra validate {shown}`")),
             );
-            Effect::Destructive
+            UNKNOWN
         }
     }
 }

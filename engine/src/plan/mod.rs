@@ -27,6 +27,10 @@ pub struct PlanNode {
     pub effect: Effect,
     /// Its rollback step, resolved.
     pub rollback: Option<Box<PlanNode>>,
+    /// For `runbook.run` of a runbook known when compiled: the nested plan's
+    /// [`definition digest`](Plan::definition_digest), which the rendered plan (so its digest and an
+    /// approval of it) carries.
+    pub nested: Option<String>,
 }
 
 impl PlanNode {
@@ -87,6 +91,8 @@ pub struct Plan {
     /// Topological order (ties broken by position in the runbook).
     order: Vec<NodeIndex>,
     effects: Effect,
+    /// The runbook's digest, folded with the definition digests of the runbooks it nests.
+    definition: String,
     warnings: Vec<dsl::Diagnostic>,
     /// Made by `compile_call`: one action called on its own, not a runbook.
     call: bool,
@@ -141,6 +147,23 @@ impl Plan {
         self.effects
     }
 
+    /// What the plan would run, as text: the runbook's digest when it nests no runbook, else SHA-256 of
+    /// it and the definition digests of the runbooks its nodes and rollbacks nest, in order. A nested
+    /// run is covered by its parent's approval only when its plan has a definition digest the parent's
+    /// approved plan carried (`Engine::gate`).
+    pub fn definition_digest(&self) -> &str {
+        &self.definition
+    }
+
+    /// The definition digests of the runbooks this plan's nodes and rollbacks nest (known when compiled).
+    pub fn nested_digests(&self) -> Vec<String> {
+        self.graph
+            .node_weights()
+            .flat_map(|n| std::iter::once(n).chain(n.rollback.as_deref()))
+            .filter_map(|n| n.nested.clone())
+            .collect()
+    }
+
     /// Warnings found while compiling (e.g. `unsafe-interpolation`).
     pub fn warnings(&self) -> &[dsl::Diagnostic] {
         &self.warnings
@@ -177,6 +200,9 @@ impl Plan {
             "needs": deps,
             "args": args,
         });
+        if let Some(d) = &n.nested {
+            v["nested_digest"] = d.as_str().into();
+        }
         let s = &n.step;
         if let Some(w) = &s.when {
             v["when"] = serde_json::to_value(w).unwrap_or(Value::Null);
@@ -201,6 +227,9 @@ impl Plan {
                 "effect": rb.effect,
                 "args": rb.step.args,
             });
+            if let Some(d) = &rb.nested {
+                v["rollback"]["nested_digest"] = d.as_str().into();
+            }
         }
         v
     }

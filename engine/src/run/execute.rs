@@ -195,7 +195,8 @@ impl Engine {
         self.execute_as(plan, inputs, opts, None, true, None)
     }
 
-    /// [`Engine::execute`], for a nested run covered by its parent's approval (`parent`), an
+    /// [`Engine::execute`], for a nested run under its parent's approval (`parent`, which covers the
+    /// nested plans its approved plan carried), an
     /// irreversible plan, or a run that resumes another (`resume`: the steps it reuses).
     pub(super) fn execute_as(
         &self,

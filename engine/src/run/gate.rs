@@ -1,7 +1,8 @@
 //! The one place a run is let through or refused before anything runs: the policy's decision on the
 //! plan (`policy::Policy::decide`, over every node and rollback, with the target each names and that
 //! target's labels), and for `approve` an approval of the rendered plan's digest
-//! (`approval::consume`; a nested run is covered by its parent's). A refusal carries the error the
+//! (`approval::consume`; a nested run is covered by its parent's when the parent's approved plan
+//! carried the nested plan's definition digest, else it needs its own). A refusal carries the error the
 //! run ends with and, for a missing approval, what a person needs to approve it (the rendered plan,
 //! its effects and digest), which is also kept in the store as an approval request.
 //!
@@ -130,6 +131,7 @@ impl Engine {
         (e.expires > crate::ctx::now_utc()).then_some(Grant {
             id: e.id,
             approver: e.approver,
+            covers: Vec::new(),
         })
     }
 
@@ -230,7 +232,13 @@ impl Engine {
                     message: format!("{} (policy rule `{}`); nothing was run", v.reason, v.rule),
                 });
             }
-            Decision::Approve if parent.is_some() => gate.grant = parent.cloned(),
+            // the parent's approval, for a nested plan it carried (and so what that plan nests)
+            Decision::Approve if parent.is_some_and(|p| p.covers(plan.definition_digest())) => {
+                gate.grant = parent.map(|p| Grant {
+                    covers: plan.nested_digests(),
+                    ..p.clone()
+                });
+            }
             Decision::Approve => {
                 let digest = &rendered.digest;
                 let used = match self.take_elicited(digest) {
@@ -261,8 +269,19 @@ impl Engine {
                     }
                 });
                 match used {
-                    Ok(g) => gate.grant = Some(g),
+                    Ok(g) => {
+                        gate.grant = Some(Grant {
+                            covers: plan.nested_digests(),
+                            ..g
+                        })
+                    }
                     Err(why) => {
+                        let why = match parent {
+                            Some(_) => format!(
+                                "{why}; the approval of the run that nests it does not cover it: this runbook's text changed since that plan was approved, or the plan could not name it before it ran"
+                            ),
+                            None => why,
+                        };
                         let mut how = if policy.approvers().is_empty() {
                             "no approver is set up: a person runs `infra approvals keygen` and adds the key to the policy's `approvers`, then `infra approve <digest>`".to_owned()
                         } else {

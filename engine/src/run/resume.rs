@@ -45,8 +45,9 @@
 //! **Nested runbooks.** A `runbook.run` step is one step here: reused whole when it succeeded, else
 //! run again as a new child run from its start (never a silent no-op; the child's own steps are not
 //! resumed inside it, so a child's steps that succeeded run again: keep children idempotent, or
-//! resume the child's own run). As in approvals, a nested runbook's text is not in its parent's
-//! digest: a changed child is not a "changed runbook" here, and runs as it is now.
+//! resume the child's own run). A child known when the plan is compiled is in its parent's plan by
+//! its definition digest (`nested_digest`), so a changed child is a changed step here (`--force`
+//! runs it again as it reads now); one known only when it runs is not compared.
 //!
 //! Two resumes of one run at once are not kept apart: each is its own run.
 //!
