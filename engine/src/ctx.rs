@@ -6,7 +6,7 @@
 //! `MCP_RUNBOOKS_PATH`, `MCP_CAPABILITIES_PATH`, `MCP_CONTEXT_REPO_ROOT` (`artifacts_root`, where
 //! `runs/` lives; the profiles directory by default), `INFRA_UNSAFE_LOCAL`,
 //! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE`, `INFRA_READ_ONLY` (`1`, `true` or
-//! `yes`); `INFRA_AUDIT_KEY` (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte.
+//! `yes`), `INFRA_HTTP_IDLE_TIMEOUT_MS` (milliseconds; else `HTTP_IDLE`); `INFRA_AUDIT_KEY` (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte.
 //! `INFRA_ALLOW_SECRET_EXPORT` allows unmasked artifact reads and an HTTP call's credential from
 //! any variable. `Vars` reads one variable when a connection asks (`Vars::process()` in the binary,
 //! `Vars::none()`/`from_pairs` in tests); `expand_home` expands `~` with it. `read_source` reads a
@@ -41,6 +41,9 @@ pub struct Config {
     /// `INFRA_HTTP_DENY_PRIVATE=1`: HTTP calls may not reach loopback-free private ranges (10/8,
     /// 172.16/12, 192.168/16, 100.64/10, fc00::/7), whatever the target says.
     pub http_deny_private: bool,
+    /// `INFRA_HTTP_IDLE_TIMEOUT_MS` (120 s by default): how long an HTTP call without a deadline waits
+    /// for the server's next byte (its answer, or more of a body) or to take more of an upload.
+    pub http_idle: Duration,
     /// `INFRA_READ_ONLY=1`: every write is refused before it is sent, whatever the tool (see `policy`).
     pub read_only: bool,
     /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
@@ -51,6 +54,9 @@ pub struct Config {
     /// The working directory infra was started in: `repo` writes stay in its project (see `actions::repo`).
     pub cwd: PathBuf,
 }
+
+/// [`Config::http_idle`] when `INFRA_HTTP_IDLE_TIMEOUT_MS` does not set it (a positive number).
+pub const HTTP_IDLE: Duration = Duration::from_secs(120);
 
 /// The variable that holds the audit log's key.
 pub const AUDIT_KEY_VAR: &str = "INFRA_AUDIT_KEY";
@@ -139,6 +145,10 @@ impl Config {
             unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
             http_deny_private: flag(env, "INFRA_HTTP_DENY_PRIVATE"),
+            http_idle: env("INFRA_HTTP_IDLE_TIMEOUT_MS")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map_or(HTTP_IDLE, Duration::from_millis),
             read_only: flag(env, "INFRA_READ_ONLY"),
             vars: Vars::none(),
             audit_key: env(AUDIT_KEY_VAR)
@@ -161,6 +171,7 @@ impl Config {
             unsafe_local: false,
             allow_secret_export: false,
             http_deny_private: false,
+            http_idle: HTTP_IDLE,
             read_only: false,
             vars: Vars::none(),
             audit_key: None,
@@ -418,5 +429,22 @@ mod config_tests {
             Some(Path::new("/proj/sub/books"))
         );
         assert_eq!(c.artifacts_root, Path::new("/abs/root"));
+    }
+
+    #[test]
+    fn the_http_idle_timeout_is_a_positive_number_of_milliseconds_else_the_default() {
+        let idle = |v: &str| {
+            let v = v.to_owned();
+            Config::from_env(
+                &|k: &str| (k == "INFRA_HTTP_IDLE_TIMEOUT_MS").then(|| v.clone()),
+                Path::new("/"),
+            )
+            .http_idle
+        };
+        assert_eq!(idle(" 2500 "), Duration::from_millis(2500));
+        for bad in ["0", "-1", "2s", ""] {
+            assert_eq!(idle(bad), HTTP_IDLE, "{bad:?}");
+        }
+        assert_eq!(Config::at("/").http_idle, HTTP_IDLE);
     }
 }

@@ -164,6 +164,129 @@ fn timeouts_and_connection_errors() {
     assert_eq!(kind, "connect_failed");
 }
 
+/// A server on loopback that answers `GET /answer` (kept alive), sends half of `/stall`'s body and
+/// then nothing, and never answers anything else; it holds its connections until dropped.
+struct Stubborn {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections accepted.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Stubborn {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (st, acc) = (Arc::clone(&stop), Arc::clone(&accepted));
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let st = Arc::clone(&st);
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).expect("blocking");
+                    conn.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                        .expect("timeout");
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = BufReader::new(conn);
+                    let mut line = String::new();
+                    while !st.load(Ordering::SeqCst) {
+                        match r.read_line(&mut line) {
+                            Ok(0) => return,
+                            Ok(_) if line.ends_with('\n') => {}
+                            _ => continue,
+                        }
+                        let done = std::mem::take(&mut line);
+                        if done.starts_with("GET /answer") {
+                            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        } else if done.starts_with("GET /stall") {
+                            let _ =
+                                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf.");
+                        }
+                    }
+                });
+            }
+        });
+        Stubborn {
+            port,
+            stop,
+            accepted,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Stubborn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_call_without_a_deadline_ends_when_the_server_goes_silent() {
+    let srv = Stubborn::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut c = Config::at(dir.path());
+    c.http_idle = std::time::Duration::from_millis(400);
+    let e = Engine::new(c, Arc::new(engine::Catalog::builtin()));
+    let first = call(&e, json!({"action": "request", "url": srv.url("/answer")}));
+    assert_eq!(ok(&first)["body"], "ok", "{:?}", first.result);
+    // the same server, silent: no answer (on the connection the last call used, were it kept), and
+    // half a body
+    let e = Arc::new(e);
+    for path in ["/silent", "/stall"] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (e2, url) = (Arc::clone(&e), srv.url(path));
+        std::thread::spawn(move || {
+            let _ = tx.send(call(&e2, json!({"action": "request", "url": url})));
+        });
+        let s = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{path}: the call still waits for the silent server"));
+        let (kind, _) = err(&s);
+        assert_eq!(kind, "timeout", "{path}: {:?}", s.error);
+        let hint = s
+            .error
+            .as_ref()
+            .and_then(|e| e.hint.clone())
+            .unwrap_or_default();
+        assert!(
+            hint.contains("INFRA_HTTP_IDLE_TIMEOUT_MS"),
+            "{path}: {hint}"
+        );
+    }
+    // with a deadline, connections are kept alive: one more for the first of these two calls only
+    let before = srv.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let s = call(
+            &e,
+            json!({"action": "request", "url": srv.url("/answer"), "timeout_ms": 5000}),
+        );
+        assert_eq!(ok(&s)["body"], "ok");
+    }
+    assert_eq!(
+        srv.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+    // and their deadline holds on a kept-alive connection
+    let s = call(
+        &e,
+        json!({"action": "request", "url": srv.url("/silent"), "timeout_ms": 300}),
+    );
+    assert_eq!(err(&s).0, "timeout", "{:?}", s.error);
+}
+
 #[test]
 fn redirects_are_checked_hop_by_hop() {
     let srv = HttpServer::start();

@@ -4,15 +4,17 @@
 //! budget and into an artifact past it.
 //!
 //! `Agents` keeps one ureq agent per egress policy and trusted `ca_file` (kept-alive connections,
-//! redirects off, native-tls with a target's private CA added to the system's). ureq 2 is used for
+//! redirects off, native-tls with a target's private CA added to the system's), and one more for
+//! calls without a deadline, whose reads and writes each wait at most `Config::http_idle`. ureq 2 is used for
 //! its stable `Resolver` hook (the guard resolves and checks the addresses ureq connects to) and
 //! native-tls for one TLS stack shared with ssh2. `prepare` builds the URL (or a target's
 //! `base_url` + `path`), query, headers and credentials from `Vars`, registered with the redactor;
 //! a target's headers and credentials are dropped unless the URL has its `base_url`'s origin, and a
 //! call's own credential variable must be one a target of the URL's origin names.
 //! `request` retries with a doubling delay bounded by the deadline; `timeout_ms` bounds each
-//! attempt's connection and transfer through ureq's overall timeout, and a cancel is seen between
-//! body chunks and retries, not during connect or while waiting for headers. `save_to` (a host
+//! attempt's connection and transfer through ureq's overall timeout; without one, a server silent
+//! for `http_idle` ends the call (`timeout`). A cancel is seen between body chunks and retries, not
+//! during connect or while waiting for headers. `save_to` (a host
 //! file) needs `INFRA_UNSAFE_LOCAL=1`.
 
 pub mod guard;
@@ -323,20 +325,28 @@ pub(super) fn tool() -> ToolSpec {
     }
 }
 
-/// Agents by guard policy and trusted CA file, shared by every call of an engine (so connections are
-/// kept alive).
+/// Agents by guard policy, trusted CA file and whether connections are kept, shared by every call of
+/// an engine (so connections are kept alive).
 #[derive(Debug, Default)]
 pub struct Agents {
-    by_policy: Mutex<HashMap<(Policy, Option<std::path::PathBuf>), ureq::Agent>>,
+    by_policy: Mutex<HashMap<AgentKey, ureq::Agent>>,
 }
 
+/// An agent's guard policy, trusted CA file, and idle timeout (`None`: connections kept alive).
+type AgentKey = (Policy, Option<std::path::PathBuf>, Option<Duration>);
+
 impl Agents {
+    /// The agent for a policy and CA. `idle`: the call has no deadline, so every read and write waits
+    /// at most this long, on a connection of its own. A kept-alive connection would not do: ureq 2
+    /// sets the idle timeout when it connects and clears it when the connection goes back to its
+    /// pool, so a reused one would wait for an answer for ever.
     fn get(
         &self,
         policy: Policy,
         ca_file: Option<&std::path::Path>,
+        idle: Option<Duration>,
     ) -> Result<ureq::Agent, ActionError> {
-        let key = (policy, ca_file.map(std::path::Path::to_path_buf));
+        let key = (policy, ca_file.map(std::path::Path::to_path_buf), idle);
         let mut m = self.by_policy.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = m.get(&key) {
             return Ok(a.clone());
@@ -360,13 +370,19 @@ impl Agents {
         let tls = builder
             .build()
             .map_err(|e| ActionError::new(ErrorKind::Failed, format!("TLS setup failed: {e}")))?;
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .redirects(0)
             .resolver(guard::Guarded(policy))
             .tls_connector(Arc::new(tls))
             .timeout_connect(Duration::from_secs(10))
-            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")));
+        if let Some(idle) = idle {
+            agent = agent
+                .timeout_read(idle)
+                .timeout_write(idle)
+                .max_idle_connections(0);
+        }
+        let agent = agent.build();
         m.insert(key, agent.clone());
         Ok(agent)
     }
@@ -628,14 +644,20 @@ fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
     })
 }
 
-/// A call's endpoint prepared (`prepare`) and the pooled agent for its egress policy and CA.
+/// A call's endpoint prepared (`prepare`) and the agent for its egress policy and CA: the pooled one
+/// when the call has a deadline, else one that waits at most `Config::http_idle` for each read or
+/// write, on fresh connections.
 fn connect(call: &Call<'_>, at: Endpoint<'_>) -> Result<(Prepared, ureq::Agent), ActionError> {
     let prepared = prepare(call, at)?;
+    let idle = call
+        .deadline
+        .is_none()
+        .then(|| call.host.config().http_idle);
     let agent = call
         .host
         .pools()
         .http
-        .get(prepared.policy, prepared.ca_file.as_deref())?;
+        .get(prepared.policy, prepared.ca_file.as_deref(), idle)?;
     Ok((prepared, agent))
 }
 

@@ -63,6 +63,14 @@ pub(super) fn body_of(args: &RequestArgs) -> Result<Option<Payload>, ActionError
     })
 }
 
+/// What a timed-out call is told.
+pub(super) fn timeout_hint() -> String {
+    format!(
+        "raise `timeout_ms` (a call without one waits `INFRA_HTTP_IDLE_TIMEOUT_MS`, {} s by default, for each answer and each part of a body), or check that the server answers",
+        crate::ctx::HTTP_IDLE.as_secs()
+    )
+}
+
 /// One network failure, told apart from a refusal and a timeout.
 pub(super) fn transport_error(e: &ureq::Transport, url: &url::Url) -> ActionError {
     let text = e.to_string();
@@ -76,7 +84,7 @@ pub(super) fn transport_error(e: &ureq::Transport, url: &url::Url) -> ActionErro
     }
     if text.contains("timed out") || text.contains("WouldBlock") {
         return ActionError::new(ErrorKind::Timeout, format!("{url}: timed out"))
-            .hint("raise `timeout_ms`, or check that the server answers");
+            .hint(timeout_hint());
     }
     if text.contains("certificate") || text.contains("handshake") {
         return ActionError::new(ErrorKind::TlsFailed, format!("{url}: {text}")).hint(
@@ -257,10 +265,12 @@ pub(super) fn read_body(
                 } else {
                     ErrorKind::HttpFailed
                 };
-                return Err(ActionError::new(
-                    kind,
-                    failed(format!("reading the body: {e}"), &file),
-                ));
+                let err = ActionError::new(kind, failed(format!("reading the body: {e}"), &file));
+                return Err(if kind == ErrorKind::Timeout {
+                    err.hint(timeout_hint())
+                } else {
+                    err
+                });
             }
         };
         let chunk = &buf[..n];
