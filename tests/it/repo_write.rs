@@ -529,7 +529,8 @@ fn repo_push_and_fetch_over_ssh_with_a_key_and_known_hosts() {
         sshd.port,
         remote.display()
     );
-    let targets = json!({"gitbox": {"key_file": sshd.key, "known_hosts": sshd.known_hosts}});
+    let targets = json!({"gitbox": {"host": "127.0.0.1", "key_file": sshd.key,
+        "known_hosts": sshd.known_hosts}});
     std::fs::write(p.path().join("targets.json"), targets.to_string()).expect("targets");
     let e = p.engine();
 
@@ -565,9 +566,41 @@ fn repo_push_and_fetch_over_ssh_with_a_key_and_known_hosts() {
         json!([{"ref": "refs/remotes/box/main", "old": null, "new": head}])
     );
 
-    // An unauthorized key fails authentication.
+    // A key no target gives for this host is a host file the call may not sign in with: refused
+    // before it is read, whether it exists or not, and through a symbolic link too.
+    let link = p.path().join("work/innocent.pem");
+    std::os::unix::fs::symlink(&sshd.wrong_key, &link).expect("symlink");
+    for key in [
+        sshd.wrong_key.display().to_string(),
+        "/nonexistent/id_ed25519".to_owned(),
+        link.display().to_string(),
+    ] {
+        let (kind, message) = err(
+            &e,
+            json!({"action": "fetch", "repo_path": "work", "remote": url, "key_file": key}),
+        );
+        assert_eq!(kind, "refused", "{key}: {message}");
+        assert!(
+            message.contains("no target's key for 127.0.0.1"),
+            "{message}"
+        );
+    }
+    // nor the key of a target of another host
+    let targets = json!({"gitbox": {"host": "git.example.org", "key_file": sshd.key,
+        "known_hosts": sshd.known_hosts}});
+    std::fs::write(p.path().join("targets.json"), targets.to_string()).expect("targets");
     let (kind, message) = err(
         &e,
+        json!({"action": "fetch", "repo_path": "work", "remote": url, "key_file": sshd.key}),
+    );
+    assert_eq!(kind, "refused", "{message}");
+    // With INFRA_UNSAFE_LOCAL=1 any host key file may be used, and an unauthorized one fails
+    // authentication.
+    let mut c = engine::ctx::Config::at(p.path());
+    c.unsafe_local = true;
+    let unsafe_engine = Engine::new(c, e.catalog());
+    let (kind, message) = err(
+        &unsafe_engine,
         json!({"action": "fetch", "repo_path": "work", "remote": url, "key_file": sshd.wrong_key}),
     );
     assert!(

@@ -142,7 +142,8 @@ pub struct RemoteArgs {
     pub refspecs: Option<Vec<String>>,
     /// A target whose `key_file`, `agent`, `username`, `known_hosts`, `fingerprint`, `host_key` apply (ssh).
     pub target: Option<String>,
-    /// An ssh private key file.
+    /// An ssh private key file: one a target of the remote's host names as its `key_file` (any host
+    /// file only with `INFRA_UNSAFE_LOCAL=1`).
     pub key_file: Option<String>,
     /// The variable holding an https token: one a target of the remote's host names (its `host` or
     /// `http.base_url`), any other only with `INFRA_ALLOW_SECRET_EXPORT=1`.

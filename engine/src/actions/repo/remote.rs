@@ -2,8 +2,9 @@
 //!
 //! The remote is a configured remote's name (default `origin`) or a URL (`ssh://`,
 //! `user@host:path`, `https://`, `file://` or a path). Credentials: for ssh, the `key_file`
-//! argument or the `target`'s `key_file` (its `passphrase_env` read through the redactor), else the
-//! ssh-agent when the target says `agent: true`; the user is the URL's, else the target's
+//! argument (a host path: only a key that a target of the remote's host names, unless
+//! `INFRA_UNSAFE_LOCAL=1`) or the `target`'s `key_file` (its `passphrase_env` read through the
+//! redactor), else the ssh-agent when the target says `agent: true`; the user is the URL's, else the target's
 //! `username`, else `git`. The host key is checked like the `ssh` tool's (`ssh::auth::check_key`):
 //! the target's `fingerprint` pin or `known_hosts` file, else `~/.ssh/known_hosts` and
 //! `<profiles>/known_hosts`; an unknown host is refused unless the target says `host_key:
@@ -32,6 +33,8 @@ use crate::actions::{ActionError, Call, ErrorKind, Host};
 pub(super) struct Access {
     ep: Endpoint,
     token_env: Option<String>,
+    /// The key file is the call's `key_file` argument, not the target's.
+    key_from_call: bool,
 }
 
 impl Access {
@@ -68,6 +71,7 @@ impl Access {
         Ok(Access {
             ep,
             token_env: token_env.map(str::to_owned),
+            key_from_call: key_file.is_some(),
         })
     }
 }
@@ -103,6 +107,46 @@ fn token_goes_home(config: &crate::ctx::Config, var: &str, url: &str) -> Result<
         },
         |name| format!("fetch or push a remote on the host of target `{name}`"),
     )
+}
+
+/// Refuses the call's own `key_file` (a host path) for the server at `url` unless a target whose host
+/// that is names the same key file (compared after `~` and symbolic links are resolved), or
+/// `INFRA_UNSAFE_LOCAL=1` lets calls use host files: a call may not sign in with any key it finds on
+/// the host, where it chooses.
+fn key_goes_home(
+    config: &crate::ctx::Config,
+    key: &str,
+    path: &std::path::Path,
+    url: &str,
+) -> Result<(), ActionError> {
+    if config.unsafe_local {
+        return Ok(());
+    }
+    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let wanted = real(path);
+    let dest = ssh_host_port(url).map(|(h, _)| h.to_ascii_lowercase());
+    let targets = crate::targets::Targets::load(&config.profiles_dir);
+    let home = targets.targets.values().any(|t| {
+        t.key_file
+            .as_deref()
+            .is_some_and(|k| real(&config.expand_home(k)) == wanted)
+            && t.host
+                .as_deref()
+                .is_some_and(|h| Some(h.to_ascii_lowercase()) == dest)
+    });
+    if home {
+        return Ok(());
+    }
+    Err(ActionError::new(
+        ErrorKind::Refused,
+        format!(
+            "the key file `{key}` is no target's key for {}: a call signs in only with a key a target gives for that host",
+            dest.as_deref().unwrap_or(url)
+        ),
+    )
+    .hint(
+        "pass the `target` whose `key_file` it is, or set it as `key_file` of a target with that          `host`, or start infra with INFRA_UNSAFE_LOCAL=1 to let calls use any host file",
+    ))
 }
 
 /// `host` and port of an ssh URL (`ssh://[user@]host[:port]/path` or `[user@]host:path`).
@@ -224,6 +268,9 @@ fn callbacks<'a>(
         if allowed.contains(CredentialType::SSH_KEY) {
             if let Some(key) = &t.key_file {
                 let path: PathBuf = config.expand_home(key);
+                if access.key_from_call {
+                    key_goes_home(config, key, &path, asking).map_err(fail)?;
+                }
                 if !path.is_file() {
                     return Err(fail(ActionError::new(
                         ErrorKind::InvalidConfig,
