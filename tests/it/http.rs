@@ -309,6 +309,7 @@ fn redirects_are_checked_hop_by_hop() {
     for to in [
         "http://169.254.169.254/latest/meta-data/",
         "http://[fd00:ec2::254]/",
+        "http://[64:ff9b::169.254.169.254]/",
         "http://0.0.0.0:80/",
         "file:///etc/passwd",
     ] {
@@ -321,6 +322,8 @@ fn redirects_are_checked_hop_by_hop() {
     }
     for direct in [
         "http://169.254.169.254/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:a9fe:a9fe::1]/",
         "gopher://127.0.0.1/",
     ] {
         let r = call(&e, json!({"action": "request", "url": direct}));

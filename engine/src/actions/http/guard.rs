@@ -19,19 +19,45 @@ pub struct Policy {
 /// The marker of a refusal in an error message, so the caller can tell it from a network failure.
 pub const REFUSED: &str = "egress refused";
 
-/// Why an address may not be reached, if it may not.
+/// Why an address may not be reached, if it may not. An IPv6 address that carries an IPv4 one a
+/// gateway or tunnel would deliver to (IPv4-mapped or -compatible, NAT64 `64:ff9b::/96`, 6to4
+/// `2002::/16`, Teredo `2001::/32`) is judged as that IPv4 address too.
 pub fn check(ip: IpAddr, policy: Policy) -> Result<(), String> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
     let why = match ip {
-        IpAddr::V4(a) => v4_class(a, policy),
-        IpAddr::V6(a) => v6_class(a, policy),
+        IpAddr::V4(a) => v4_class(a, policy).map(|w| format!("{ip} is {w}")),
+        IpAddr::V6(a) => v6_class(a, policy)
+            .map(|w| format!("{ip} is {w}"))
+            .or_else(|| {
+                let v4 = embedded_v4(a)?;
+                v4_class(v4, policy).map(|w| format!("{ip} carries {v4}, which is {w}"))
+            }),
     };
-    match why {
-        Some(w) => Err(format!("{REFUSED}: {ip} is {w}")),
-        None => Ok(()),
+    why.map_or(Ok(()), |w| Err(format!("{REFUSED}: {w}")))
+}
+
+/// The IPv4 address an IPv6 one carries for a translator or tunnel to deliver to.
+fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    let last = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        // NAT64, the well-known prefix
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last),
+        // IPv4-compatible (deprecated; `::` and `::1` are themselves)
+        [0, 0, 0, 0, 0, 0, _, _] if !a.is_unspecified() && !a.is_loopback() => Some(last),
+        // 6to4: the relay's IPv4 address follows the prefix
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        // Teredo: the client's address, inverted, in the last 32 bits
+        [0x2001, 0, ..] => Some(Ipv4Addr::from(!u32::from(last))),
+        _ => None,
     }
 }
 
@@ -150,6 +176,30 @@ mod tests {
             assert!(!ok(bad, closed), "{bad} passed");
         }
         assert!(ok("8.8.8.8", closed));
+        // an IPv4 address inside an IPv6 one is judged as itself
+        for bad in [
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::169.254.169.254",
+            "::169.254.169.254",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:5601:5601",
+        ] {
+            assert!(!ok(bad, d), "{bad} passed");
+            let why = check(bad.parse().expect("ip"), d).expect_err("refused");
+            assert!(why.contains("169.254.169.254"), "{why}");
+        }
+        for bad in [
+            "64:ff9b::10.0.0.1",
+            "2002:c0a8:101::1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!ok(bad, closed), "{bad} passed");
+            assert!(ok(bad, d), "{bad} refused by default");
+        }
+        for good in ["64:ff9b::808:808", "2002:808:808::1"] {
+            assert!(ok(good, closed), "{good} refused");
+        }
         assert!(
             check("169.254.169.254".parse().expect("ip"), d)
                 .expect_err("refused")
