@@ -341,6 +341,52 @@ fn secrets_never_reach_results_evidence_audit_or_artifacts() {
     }
 }
 
+#[test]
+fn a_long_secret_that_base64_wraps_is_masked_on_every_line() {
+    let p = Project::new().unsafe_local();
+    let e = p.engine();
+    let secret = format!("tok_{}", "0123456789abcdefghij".repeat(5));
+    // the lines the tools write, from the tools themselves
+    let mut lines = Vec::new();
+    for wrap in [None, Some("64")] {
+        let mut cmd = std::process::Command::new("base64");
+        if let Some(w) = wrap {
+            cmd.args(["-w", w]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("base64");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), secret.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("base64");
+        let text = String::from_utf8(out.stdout).expect("ascii");
+        assert!(text.lines().count() > 1, "{text}");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    let o = run_yaml(
+        &e,
+        "name: t\ninputs:\n  token: {type: string, secret: true}\nsteps:\n  - {id: show, tool: local, args: {action: exec, command: 'printf %s {{ input.token }} | base64; printf %s {{ input.token }} | base64 -w 64'}}\noutputs:\n  said: '{{ steps.show.stdout }}'\n",
+        json!({"token": secret}),
+    );
+    assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
+    let said = o.outputs["said"].as_str().expect("said");
+    assert!(said.contains("[REDACTED]"), "{said}");
+    let mut texts = vec![(String::from("outputs"), o.outputs.to_string())];
+    for f in walk(&o.dir).into_iter().chain([e.config().audit_path()]) {
+        texts.push((
+            f.display().to_string(),
+            std::fs::read_to_string(&f).expect("read"),
+        ));
+    }
+    for (at, text) in texts {
+        for line in &lines {
+            assert!(!text.contains(line.as_str()), "`{line}` in {at}");
+        }
+    }
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

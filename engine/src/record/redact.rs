@@ -1,7 +1,8 @@
 //! The redactor: every secret value the engine resolved, masked wherever data leaves the engine.
 //!
 //! It masks by value, not by pattern: the raw text and its base64 (standard and URL-safe, at each
-//! of the three byte alignments: `base64_forms`), hex (both cases) and percent-encoded (and `+` for
+//! of the three byte alignments: `base64_forms`; and each line of a long secret's base64 as `base64`
+//! and PEM wrap it: `wrapped_base64_lines`), hex (both cases) and percent-encoded (and `+` for
 //! space) forms, longest first, replaced by `[REDACTED]`; forms that overlap in the text (two
 //! secrets sharing bytes) are one stretch, masked whole (`Scanner::spans`). Values shorter than
 //! `MIN_SECRET_LEN` (4 bytes) are not masked. A credential joins when it is first read (secret
@@ -117,6 +118,31 @@ fn base64_forms(secret: &[u8], url: bool) -> Vec<String> {
     forms
 }
 
+/// Columns at which encoders wrap base64: PEM and `openssl base64` (64), `base64` (76).
+const BASE64_WRAPS: [usize; 2] = [64, 76];
+/// The shortest line of a wrapped base64 secret that is masked on its own.
+const MIN_WRAPPED_LINE: usize = 8;
+
+/// The lines of the secret's base64, encoded alone and wrapped at each of `BASE64_WRAPS` (`base64`
+/// with no flags, `echo $SECRET | base64`): a long secret's encoding is cut by line breaks, so its
+/// unbroken forms are not found. The last line keeps its padding; one shorter than
+/// `MIN_WRAPPED_LINE` is not masked on its own.
+fn wrapped_base64_lines(secret: &[u8]) -> Vec<String> {
+    let full = base64_padded(secret);
+    let mut lines = Vec::new();
+    for w in BASE64_WRAPS {
+        if full.len() <= w {
+            continue;
+        }
+        for line in full.as_bytes().chunks(w) {
+            if line.len() >= MIN_WRAPPED_LINE {
+                lines.push(String::from_utf8_lossy(line).into_owned());
+            }
+        }
+    }
+    lines
+}
+
 /// Percent-encoding of every byte but the unreserved ones and `kept`.
 fn percent_keeping(secret: &str, kept: &[u8]) -> String {
     let mut out = String::new();
@@ -207,6 +233,7 @@ impl Redactor {
         for url in [false, true] {
             forms.extend(base64_forms(secret.as_bytes(), url));
         }
+        forms.extend(wrapped_base64_lines(secret.as_bytes()));
         forms.retain(|f| f.len() >= MIN_SECRET_LEN);
         // each line of a multi-line secret (a key, a certificate) stands on its own in line-based output
         if secret.contains('\n') {
@@ -430,6 +457,30 @@ mod tests {
         assert_eq!(r.redact("nothing here"), "nothing here");
         assert_eq!(r.redact("u=p%40ss%20word%2f1"), format!("u={MASK}"));
         assert_eq!(r.redact("u=p%40ss+word%2f1"), format!("u={MASK}"));
+    }
+
+    #[test]
+    fn masks_each_line_of_a_long_secrets_wrapped_base64() {
+        let r = Redactor::new();
+        let secret = "tok_".to_owned() + &"0123456789abcdefghij".repeat(5);
+        r.add(&secret);
+        let full = base64_padded(secret.as_bytes());
+        for w in BASE64_WRAPS {
+            let wrapped: Vec<&str> = full
+                .as_bytes()
+                .chunks(w)
+                .map(|l| std::str::from_utf8(l).expect("ascii"))
+                .collect();
+            assert!(wrapped.len() > 1, "the secret's base64 wraps at {w}");
+            let text = wrapped.join("\n") + "\n";
+            let shown = r.redact(&text);
+            for line in &wrapped {
+                assert!(!shown.contains(line), "{w}: {line} in {shown}");
+            }
+            assert_eq!(shown.matches(MASK).count(), wrapped.len(), "{shown}");
+        }
+        // a short secret's base64 is one line, masked by its unbroken forms
+        assert!(wrapped_base64_lines(b"hunter2-secret").is_empty());
     }
 
     #[test]
