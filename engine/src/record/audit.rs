@@ -58,7 +58,8 @@
 //! to list the files, open them all, note the current file's length and read the anchor
 //! (`verify_reading`: the engine reads the store's head there, so the head names no record past the
 //! snapshot), then reads the open files up to that length without the lock. With no `audit.jsonl` to
-//! lock, the anchor is read before the files are listed (`snapshot`).
+//! lock, the anchor is read between two looks that find none, before the files are listed
+//! (`snapshot`).
 //!
 //! Anyone who can write the log can also recompute a plain chain after forging a record. With a key
 //! (`INFRA_AUDIT_KEY`), each record also carries `mac`, an HMAC-SHA256 of its bytes before it
@@ -840,7 +841,7 @@ impl Audit {
     pub fn verify_reading(
         &self,
         checkpoint: Option<&Head>,
-        anchor: impl FnOnce() -> Anchor,
+        anchor: impl Fn() -> Anchor,
     ) -> io::Result<Verified> {
         let (files, anchor) = self.snapshot(anchor)?;
         let opts = VerifyOptions {
@@ -959,7 +960,7 @@ impl Audit {
     /// matter (the open files). Without an `audit.jsonl` (none yet, or a crash between a rotation's
     /// rename and the next record) there is nothing to lock: the anchor is read first, so it names no
     /// record the files opened after miss, and a file made since is not read.
-    fn snapshot(&self, anchor: impl FnOnce() -> Anchor) -> io::Result<(Vec<Opened>, Anchor)> {
+    fn snapshot(&self, anchor: impl Fn() -> Anchor) -> io::Result<(Vec<Opened>, Anchor)> {
         let open_rotated = || -> io::Result<Vec<Opened>> {
             let mut out = Vec::new();
             for n in self.rotated_numbers() {
@@ -978,8 +979,16 @@ impl Audit {
             let current = match File::open(&self.path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let anchor = anchor();
-                    return Ok((open_rotated()?, anchor));
+                    // nothing to lock: the anchor is read between two looks that find no log, so every
+                    // record it counts had been rotated away (or there is none) and the rotated files
+                    // listed after hold it; a log made meanwhile is read through the lock
+                    let read = anchor();
+                    match File::open(&self.path) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Ok((open_rotated()?, read));
+                        }
+                        _ => continue,
+                    }
                 }
                 Err(e) => return Err(e),
             };

@@ -901,6 +901,29 @@ fn verify_sees_no_problem_while_another_writer_appends_and_rotates() {
     assert_eq!((v.records, v.problem), (1500, None));
 }
 
+#[test]
+fn a_log_made_while_verify_finds_none_is_read_with_its_anchor() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, store) = kept(dir.path());
+    let reader = Audit::new(a.path());
+    // another writer makes the log and its first record just as verify, having found no log, reads
+    // the store's head
+    let appended = std::cell::Cell::new(false);
+    let anchor = || {
+        if !appended.replace(true) {
+            a.append(&json!({"kind": "call"}), true).expect("append");
+            a.flush_head();
+        }
+        let s = store.get().expect("store");
+        Anchor::Store {
+            head: s.audit_head().expect("head"),
+            runs: s.runs_count().expect("runs"),
+        }
+    };
+    let v = reader.verify_reading(None, anchor).expect("verify");
+    assert_eq!((v.records, v.problem), (1, None));
+}
+
 /// A keeper that says a head is due every `every`th time it is asked, and notes each head it keeps
 /// with the last record the log had synced when it was handed over.
 #[derive(Debug)]
