@@ -13,12 +13,12 @@
 //! `consume` takes the first valid approval of a digest and marks it used in one conditional update,
 //! so two runs cannot use one approval.
 //!
-//! Secret inputs and credential arguments are placeholders in the rendered plan, so a digest does not
-//! depend on their values. A nested runbook known when the plan is compiled is in its parent's digest
-//! by its definition digest (its text and its own children's), and the [`Grant`] a run holds covers
-//! only those nested plans: a child whose text changed since, or one known only when it runs, needs
-//! an approval of its own. Single use is kept by the store and by the engine that used it (a store set back
-//! is refused by that engine, not by a new one).
+//! Secret inputs and credential arguments are placeholders in the rendered plan, so a digest does
+//! not depend on their values. A nested runbook known when the plan is compiled is in its parent's
+//! digest by its definition digest (its text and its own children's), and the [`Grant`] a run holds
+//! covers only those nested plans: a child whose text changed since, or one known only when it
+//! runs, needs an approval of its own. Single use is kept by the store and by the engine that used
+//! it (a store set back is refused by that engine, not by a new one).
 
 use chrono::{DateTime, Duration, Utc};
 use openssl::pkey::{Id, PKey, Private, Public};

@@ -2,9 +2,9 @@
 //! plan (`policy::Policy::decide`, over every node and rollback, with the target each names and that
 //! target's labels), and for `approve` an approval of the rendered plan's digest
 //! (`approval::consume`; a nested run is covered by its parent's when the parent's approved plan
-//! carried the nested plan's definition digest, else it needs its own). A refusal carries the error the
-//! run ends with and, for a missing approval, what a person needs to approve it (the rendered plan,
-//! its effects and digest), which is also kept in the store as an approval request.
+//! carried the nested plan's definition digest, else it needs its own). A refusal carries the error
+//! the run ends with and, for a missing approval, what a person needs to approve it (the rendered
+//! plan, its effects and digest), which is also kept in the store as an approval request.
 //!
 //! An approval given in the MCP client (elicitation, only with the policy's `elicitation: true`) is
 //! held here, in this engine's memory, never in the store: the MCP front end, after the person
