@@ -261,6 +261,23 @@ fn a_nested_runbook_step_that_failed_really_runs_again() {
 
     std::fs::write(dir.join("ok-child"), "").expect("marker");
     let id = first["run_id"].as_str().expect("id");
+    // the child's text is part of the parent's plan: edited, it is a changed step
+    let child = dir.join("runbooks/child.yaml");
+    let original = std::fs::read_to_string(&child).expect("child");
+    std::fs::write(&child, original.replace("count-child", "count-edited")).expect("edit");
+    let out = p
+        .infra()
+        .args(["run", "--resume", id])
+        .output()
+        .expect("infra");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the step `inner` changed (nested_digest)"),
+        "{err}"
+    );
+    assert!(!dir.join("count-edited").exists());
+    std::fs::write(&child, original).expect("edit back");
     let (code, second) = run_json(&p, &["--resume", id]);
     assert_eq!(code, Some(0), "{second}");
     // the child ran again, as a new run, and what it said reached the step after it
