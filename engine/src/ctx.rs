@@ -6,7 +6,8 @@
 //! `MCP_RUNBOOKS_PATH`, `MCP_CAPABILITIES_PATH`, `MCP_CONTEXT_REPO_ROOT` (`artifacts_root`, where
 //! `runs/` lives; the profiles directory by default), `INFRA_UNSAFE_LOCAL`,
 //! `INFRA_ALLOW_SECRET_EXPORT`, `INFRA_HTTP_DENY_PRIVATE`, `INFRA_READ_ONLY` (`1`, `true` or
-//! `yes`), `INFRA_HTTP_IDLE_TIMEOUT_MS` (milliseconds; else `HTTP_IDLE`); `INFRA_AUDIT_KEY` (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte.
+//! `yes`), `INFRA_HTTP_IDLE_TIMEOUT_MS` (milliseconds; else `HTTP_IDLE`), `INFRA_MAX_JOBS` (else
+//! `MAX_JOBS`); `INFRA_AUDIT_KEY` (`AUDIT_KEY_VAR`) becomes an `AuditKey`, whose `Debug` shows no byte.
 //! `INFRA_ALLOW_SECRET_EXPORT` allows unmasked artifact reads and an HTTP call's credential from
 //! any variable. `Vars` reads one variable when a connection asks (`Vars::process()` in the binary,
 //! `Vars::none()`/`from_pairs` in tests); `expand_home` expands `~` with it. `read_source` reads a
@@ -44,6 +45,9 @@ pub struct Config {
     /// `INFRA_HTTP_IDLE_TIMEOUT_MS` (120 s by default): how long an HTTP call without a deadline waits
     /// for the server's next byte (its answer, or more of a body) or to take more of an upload.
     pub http_idle: Duration,
+    /// `INFRA_MAX_JOBS` (16 by default): how many background jobs (`async: true` calls) of this
+    /// profiles directory may run at once; another is refused until one ends.
+    pub max_jobs: usize,
     /// `INFRA_READ_ONLY=1`: every write is refused before it is sent, whatever the tool (see `policy`).
     pub read_only: bool,
     /// Environment variables read when an action needs them (credentials that targets name, `HOME`).
@@ -57,6 +61,9 @@ pub struct Config {
 
 /// [`Config::http_idle`] when `INFRA_HTTP_IDLE_TIMEOUT_MS` does not set it (a positive number).
 pub const HTTP_IDLE: Duration = Duration::from_secs(120);
+
+/// [`Config::max_jobs`] when `INFRA_MAX_JOBS` does not set it (a positive number).
+pub const MAX_JOBS: usize = 16;
 
 /// The variable that holds the audit log's key.
 pub const AUDIT_KEY_VAR: &str = "INFRA_AUDIT_KEY";
@@ -149,6 +156,10 @@ impl Config {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .filter(|ms| *ms > 0)
                 .map_or(HTTP_IDLE, Duration::from_millis),
+            max_jobs: env("INFRA_MAX_JOBS")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(MAX_JOBS),
             read_only: flag(env, "INFRA_READ_ONLY"),
             vars: Vars::none(),
             audit_key: env(AUDIT_KEY_VAR)
@@ -172,6 +183,7 @@ impl Config {
             allow_secret_export: false,
             http_deny_private: false,
             http_idle: HTTP_IDLE,
+            max_jobs: MAX_JOBS,
             read_only: false,
             vars: Vars::none(),
             audit_key: None,
@@ -432,7 +444,7 @@ mod config_tests {
     }
 
     #[test]
-    fn the_http_idle_timeout_is_a_positive_number_of_milliseconds_else_the_default() {
+    fn numeric_settings_are_positive_numbers_else_their_defaults() {
         let idle = |v: &str| {
             let v = v.to_owned();
             Config::from_env(
@@ -446,5 +458,17 @@ mod config_tests {
             assert_eq!(idle(bad), HTTP_IDLE, "{bad:?}");
         }
         assert_eq!(Config::at("/").http_idle, HTTP_IDLE);
+        let jobs = |v: &str| {
+            let v = v.to_owned();
+            Config::from_env(
+                &|k: &str| (k == "INFRA_MAX_JOBS").then(|| v.clone()),
+                Path::new("/"),
+            )
+            .max_jobs
+        };
+        assert_eq!(jobs("3"), 3);
+        for bad in ["0", "-2", "many"] {
+            assert_eq!(jobs(bad), MAX_JOBS, "{bad:?}");
+        }
     }
 }

@@ -210,11 +210,12 @@ fn switches(config: &engine::ctx::Config) -> Check {
     Check::pass(
         "switches",
         format!(
-            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_HTTP_IDLE_TIMEOUT_MS {}, INFRA_READ_ONLY {}, INFRA_AUDIT_KEY {}",
+            "INFRA_UNSAFE_LOCAL {}, INFRA_ALLOW_SECRET_EXPORT {}, INFRA_HTTP_DENY_PRIVATE {}, INFRA_HTTP_IDLE_TIMEOUT_MS {}, INFRA_MAX_JOBS {}, INFRA_READ_ONLY {}, INFRA_AUDIT_KEY {}",
             on(config.unsafe_local),
             on(config.allow_secret_export),
             on(config.http_deny_private),
             config.http_idle.as_millis(),
+            config.max_jobs,
             on(config.read_only),
             if config.audit_key.is_some() {
                 "set"

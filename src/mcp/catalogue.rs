@@ -78,7 +78,13 @@ fn start_job(
     let action = super::normalize::action_alias(tool, given)
         .unwrap_or(given)
         .to_owned();
-    jobs.start(engine, tool, &action, name, args)
+    let shown = Value::Object(args.clone());
+    let reply = jobs.start(engine, tool, &action, name, args);
+    // a job that started is audited by its worker; one that did not is audited here
+    if reply.body["ok"] == false {
+        return finish(engine, tool, &action, &shown, reply, &[]);
+    }
+    reply
 }
 
 /// Runs one call; `jobs` are the jobs this server runs. Blocking: call it off the async runtime.

@@ -1,7 +1,8 @@
 //! Jobs: calls started with `async: true`, each made by a detached `infra` worker process of its own
 //! while the caller gets its `job_id` at once. A job outlives the server that started it.
 //!
-//! The server (`Jobs::start`) writes the job row (`Store::job_started`), spawns `infra __worker <id>`
+//! The server (`Jobs::start`) refuses a job past `INFRA_MAX_JOBS` running ones (`too_many_jobs`,
+//! audited as a refused call), writes the job row (`Store::job_started`), spawns `infra __worker <id>`
 //! (the same executable, environment and working directory as the server, stdout and stderr to
 //! `/dev/null`) and writes the request on the worker's stdin, a pipe it then closes: the call's name
 //! and arguments and the configuration the server runs with. The request never touches the disk, so
@@ -42,9 +43,12 @@ use super::reply::Reply;
 /// The hidden subcommand a worker runs as.
 pub const WORKER_COMMAND: &str = "__worker";
 
-/// Starts the jobs of a server. Holds nothing: a job lives in the store and its worker.
+/// Starts the jobs of a server. A job lives in the store and its worker; this holds only the lock
+/// that makes counting the running jobs and starting one a single step for this server's calls.
 #[derive(Debug, Default)]
-pub struct Jobs;
+pub struct Jobs {
+    starting: std::sync::Mutex<()>,
+}
 
 /// What of a configuration a worker must share with the server that started it: where it keeps its
 /// records and every opt-in.
@@ -77,6 +81,32 @@ impl Jobs {
             Ok(s) => s,
             Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
         };
+        // counted and started under one lock: calls of this server cannot start more than the most
+        // (servers of one profiles directory at once can pass it by the calls they start together)
+        let _one = self
+            .starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let most = engine.config().max_jobs;
+        match store.jobs_running() {
+            Ok(n) if n >= most => {
+                return Reply::error(
+                    "too_many_jobs",
+                    format!(
+                        "{n} jobs are running, the most this profiles directory runs at once \
+                         (INFRA_MAX_JOBS={most}); nothing was started"
+                    ),
+                    Some(
+                        "wait for one to end (`jobs {action: wait}`), cancel one (`jobs {action: \
+                         cancel}`), or make the call without `async`"
+                            .into(),
+                    ),
+                    None,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return Reply::error("store_unavailable", e.to_string(), None, None),
+        }
         let id = engine::ctx::new_id();
         if let Err(e) = store.job_started(&id, tool, action) {
             return Reply::error("store_unavailable", e.to_string(), None, None);

@@ -116,7 +116,7 @@ pub fn work(id: &str, engine: impl FnOnce() -> Engine) -> bool {
             let _ = store.job_run(id, run_id, dir, uri_base);
         }
     };
-    let jobs = Arc::new(Jobs);
+    let jobs = Arc::new(Jobs::default());
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         call(
             &engine,

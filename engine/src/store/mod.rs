@@ -1041,6 +1041,22 @@ impl Store {
         })
     }
 
+    /// How many jobs run in a worker process now (not detached remote commands, not those whose
+    /// worker is gone).
+    pub fn jobs_running(&self) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND remote IS NULL"
+            ))?;
+            let rows = st.query_map([], job_row)?;
+            let mut n = 0;
+            for r in rows {
+                n += usize::from(r?["status"] == "running");
+            }
+            Ok(n)
+        })
+    }
+
     /// Recent jobs, newest first (results left out).
     pub fn jobs(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
         let mut rows: Vec<Value> = self.with(|c| {

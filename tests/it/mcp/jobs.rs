@@ -429,3 +429,78 @@ async fn a_detached_ssh_command_outlives_its_session_and_server_and_is_read_and_
     );
     stop(s).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_past_the_most_that_run_at_once_are_refused_and_audited() {
+    let p = Project::new().unsafe_local().env("INFRA_MAX_JOBS", "2");
+    let s = p.mcp().await;
+    let mut ids = Vec::new();
+    // the sleeps are killed however the test ends
+    let mut pids = Reap(Vec::new());
+    for i in 0..2 {
+        let pidfile = p.path().join(format!("pid{i}"));
+        ids.push(
+            start_job(
+                &s,
+                &format!("echo $$ > {}; exec sleep 1000", pidfile.display()),
+            )
+            .await,
+        );
+        pids.0.push(wait_for_pid(&pidfile).await);
+    }
+    let third = p.path().join("pid-third");
+    let r = call(
+        &s,
+        "local",
+        json!({"action": "exec", "command": format!("touch {}", third.display()), "async": true}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{:?}", body(&r));
+    let e = &body(&r)["error"];
+    assert_eq!(e["kind"], "too_many_jobs", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("INFRA_MAX_JOBS=2"),
+        "{e}"
+    );
+    assert!(
+        body(&r)["run_id"].is_string(),
+        "the refusal is a recorded call"
+    );
+    assert!(
+        audit(p.path())
+            .iter()
+            .any(|r| r["tool"] == "local" && r["error"]["kind"] == "too_many_jobs"),
+        "the refusal is audited"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!third.exists(), "nothing ran");
+
+    // a job whose worker died holds no place: it reads back interrupted, and another starts
+    let worker = job(&s, "status", &ids[0]).await["result"]["pid"].to_string();
+    kill(&worker);
+    kill(&pids.0[0]);
+    let waited = job(&s, "wait", &ids[0]).await;
+    assert_eq!(waited["result"]["status"], "interrupted", "{waited}");
+    let next = start_job(&s, &format!("touch {}", third.display())).await;
+    let done = job(&s, "wait", &next).await;
+    assert_eq!(done["result"]["status"], "succeeded", "{done}");
+    assert!(third.exists());
+
+    let _ = call(&s, "jobs", json!({"action": "cancel", "job_id": ids[1]})).await;
+    let _ = job(&s, "wait", &ids[1]).await;
+    stop(s).await;
+}
+
+/// Processes a test started, killed when it ends (passed or not).
+struct Reap(Vec<String>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            kill(pid);
+        }
+    }
+}
