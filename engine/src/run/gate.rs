@@ -278,7 +278,7 @@ impl Engine {
                     Err(why) => {
                         let why = match parent {
                             Some(_) => format!(
-                                "{why}; the approval of the run that nests it does not cover it: this runbook's text changed since that plan was approved, or the plan could not name it before it ran"
+                                "{why}; the approval of the run that nests it does not cover it: this runbook's text changed since that plan was approved, or the plan named it by a template"
                             ),
                             None => why,
                         };

@@ -47,7 +47,7 @@
 //! resumed inside it, so a child's steps that succeeded run again: keep children idempotent, or
 //! resume the child's own run). A child known when the plan is compiled is in its parent's plan by
 //! its definition digest (`nested_digest`), so a changed child is a changed step here (`--force`
-//! runs it again as it reads now); one known only when it runs is not compared.
+//! runs it again as it reads now); one named by a template is not compared.
 //!
 //! Two resumes of one run at once are not kept apart: each is its own run.
 //!
