@@ -131,6 +131,58 @@ fn cluster_calls_name_their_kubeconfig_and_pass_a_checked_argv() {
         json!({"action": "get", "resource": "pods", "name": "--kubeconfig=/etc/passwd", "target": "dev"}),
     );
     assert_eq!(s["error"]["kind"], "invalid_args", "{s}");
+    // a kubeconfig of the call's own is one a target gives, with that target's context: any other
+    // host file, or another context, is refused before kubectl runs
+    std::fs::write(
+        p.path().join("other-kubeconfig"),
+        "apiVersion: v1\nkind: Config\n",
+    )
+    .expect("other");
+    std::os::unix::fs::symlink(
+        p.path().join("kubeconfig"),
+        p.path().join("kubeconfig-link"),
+    )
+    .expect("link");
+    std::os::unix::fs::symlink(
+        p.path().join("other-kubeconfig"),
+        p.path().join("deploy/innocent"),
+    )
+    .expect("link");
+    for (args, why) in [
+        (json!({"kubeconfig": "other-kubeconfig"}), "no target's"),
+        (json!({"kubeconfig": "deploy/innocent"}), "no target's"),
+        (json!({"kubeconfig": "/nonexistent/config"}), "no target's"),
+        (
+            json!({"kubeconfig": "kubeconfig", "context": "prod"}),
+            "with context `prod`",
+        ),
+        (
+            json!({"kubeconfig": "other-kubeconfig", "target": "dev"}),
+            "no target's",
+        ),
+    ] {
+        let mut call = json!({"action": "version"});
+        for (k, v) in args.as_object().expect("args") {
+            call[k] = v.clone();
+        }
+        let s = step(&p, call);
+        assert_eq!(s["error"]["kind"], "refused", "{args}: {s}");
+        assert!(
+            s["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{args}: {s}"
+        );
+        assert!(s["result"]["argv"].is_null(), "kubectl did not run: {s}");
+    }
+    // with INFRA_UNSAFE_LOCAL=1 any host file is the call's to use
+    let open = Project::new();
+    std::fs::copy(p.path().join("other-kubeconfig"), open.path().join("kc")).expect("kc");
+    std::fs::create_dir_all(open.path().join("runbooks")).expect("dir");
+    let open = open.unsafe_local();
+    let s = step(&open, json!({"action": "version", "kubeconfig": "kc"}));
+    assert_ne!(s["error"]["kind"], "refused", "{s}");
+
     // the argv each action passes, as the real kubectl ran it (and failed to reach the closed port)
     for (args, argv) in [
         (
@@ -171,6 +223,18 @@ fn cluster_calls_name_their_kubeconfig_and_pass_a_checked_argv() {
         ),
         (
             json!({"action": "version", "target": "dev"}),
+            json!([
+                "kubectl",
+                "--context=dev",
+                "--namespace=web",
+                "version",
+                "-o",
+                "json"
+            ]),
+        ),
+        // the target's kubeconfig named by the call (through a link): as the target uses it
+        (
+            json!({"action": "version", "kubeconfig": "./deploy/../kubeconfig-link"}),
             json!([
                 "kubectl",
                 "--context=dev",

@@ -20,7 +20,9 @@
 //! the pods), `rollback` (`rollout undo`), `annotate` and `patch`, and the probes `version` (the
 //! server's) and `can_i` (`auth can-i <verb> <resource>`: `allowed`). Every value that becomes an argument
 //! is checked: none may start with `-` (no option injection), names and kinds match what Kubernetes
-//! allows, paths are inside the working directory unless `INFRA_UNSAFE_LOCAL=1`.
+//! allows, paths are inside the working directory unless `INFRA_UNSAFE_LOCAL=1`, and a call's own
+//! `kubeconfig` must be one a target's `kube` section names (with that target's context, or the one
+//! the call names it with) unless `INFRA_UNSAFE_LOCAL=1`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,7 @@ pub struct ManifestArgs {
     pub dry_run: Option<bool>,
     /// A target with a `kube` section, or a kubeconfig and context named here.
     pub target: Option<String>,
+    /// A kubeconfig a target's `kube` section names (any file only with `INFRA_UNSAFE_LOCAL=1`).
     pub kubeconfig: Option<String>,
     pub context: Option<String>,
     pub namespace: Option<String>,
@@ -119,6 +122,7 @@ pub struct ObjectArgs {
     pub timeout_ms: Option<u64>,
     /// A target with a `kube` section, or a kubeconfig and context named here.
     pub target: Option<String>,
+    /// A kubeconfig a target's `kube` section names (any file only with `INFRA_UNSAFE_LOCAL=1`).
     pub kubeconfig: Option<String>,
     pub context: Option<String>,
     pub namespace: Option<String>,
@@ -132,6 +136,7 @@ pub struct AccessArgs {
     pub resource: Option<String>,
     /// A target with a `kube` section, or a kubeconfig and context named here.
     pub target: Option<String>,
+    /// A kubeconfig a target's `kube` section names (any file only with `INFRA_UNSAFE_LOCAL=1`).
     pub kubeconfig: Option<String>,
     pub context: Option<String>,
     pub namespace: Option<String>,
@@ -143,6 +148,7 @@ pub struct ImagesArgs {
     pub selector: Option<String>,
     /// A target with a `kube` section, or a kubeconfig and context named here.
     pub target: Option<String>,
+    /// A kubeconfig a target's `kube` section names (any file only with `INFRA_UNSAFE_LOCAL=1`).
     pub kubeconfig: Option<String>,
     pub context: Option<String>,
     pub namespace: Option<String>,
@@ -238,6 +244,14 @@ fn kube_env(call: &Call<'_>, c: &Cluster<'_>) -> Result<KubeEnv, ActionError> {
         context = context.or_else(|| kube.context.clone());
         namespace = namespace.or_else(|| kube.namespace.clone());
     }
+    // the call's own kubeconfig: a file a target gives, used as that target would use it
+    if let Some(own) = c.kubeconfig
+        && !call.host.config().unsafe_local
+    {
+        let given = given_kubeconfig(call, own, context.as_deref())?;
+        context = context.or(given.context);
+        namespace = namespace.or(given.namespace);
+    }
     let Some(kc) = kubeconfig else {
         return Err(ActionError::new(
             ErrorKind::InvalidConfig,
@@ -263,6 +277,43 @@ fn kube_env(call: &Call<'_>, c: &Cluster<'_>) -> Result<KubeEnv, ActionError> {
         vec![("KUBECONFIG".to_owned(), kc_path.display().to_string())],
         args,
     ))
+}
+
+/// The `kube` section of a target that gives the kubeconfig a call names (compared after `~` and
+/// symbolic links are resolved), with the call's own `context` if it names one: a call may not use
+/// any kubeconfig it finds on the host, or another context of a given one, without
+/// `INFRA_UNSAFE_LOCAL=1`. Refused before the file is read.
+fn given_kubeconfig(
+    call: &Call<'_>,
+    own: &str,
+    context: Option<&str>,
+) -> Result<crate::targets::KubeTarget, ActionError> {
+    let config = call.host.config();
+    let real = |p: &str| {
+        let p = config.expand_home(p);
+        std::fs::canonicalize(&p).unwrap_or(p)
+    };
+    let wanted = real(own);
+    let targets = crate::targets::Targets::load(&config.profiles_dir);
+    let found = targets
+        .targets
+        .values()
+        .filter_map(|t| t.kube.as_ref())
+        .filter(|k| k.kubeconfig.as_deref().is_some_and(|k| real(k) == wanted))
+        .find(|k| context.is_none() || k.context.as_deref() == context);
+    found.cloned().ok_or_else(|| {
+        ActionError::new(
+            ErrorKind::Refused,
+            format!(
+                "the kubeconfig `{own}`{} is no target's: a call uses only a kubeconfig (and context) a target gives",
+                context.map_or_else(String::new, |c| format!(" with context `{c}`"))
+            ),
+        )
+        .hint(
+            "pass the `target` whose `kube` section names it, or add it to a target's `kube` \
+             section, or start infra with INFRA_UNSAFE_LOCAL=1 to let calls use any host file",
+        )
+    })
 }
 
 /// Runs `program` with `args`; stdout and stderr captured (all of it in artifacts past 1 MiB).
