@@ -400,6 +400,38 @@ fn credentials_and_a_database_that_is_down() {
         json!({"action": "query", "connection": url, "sql": "select current_user as u"}),
     );
     assert_eq!(ok(&r)["rows"][0]["u"], pg.user.as_str());
+    // the same server through its Unix socket, a file of this host: only with the opt-in
+    let sock = pg.dir.path().join("sock");
+    for socket_url in [
+        format!(
+            "host={} port={} user={} password={} dbname={}",
+            sock.display(),
+            pg.port,
+            pg.user,
+            pg.password,
+            pg.database
+        ),
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            pg.user,
+            pg.password,
+            sock.display().to_string().replace('/', "%2F"),
+            pg.port,
+            pg.database
+        ),
+    ] {
+        let r = call(
+            &e,
+            json!({"action": "query", "connection": socket_url, "sql": "select 1 as one"}),
+        );
+        assert_eq!(kind(&r), "refused", "{socket_url}: {:?}", r.error);
+        let open = engine_at(dir.path(), &pg, json!({"db": target(&pg)}), true);
+        let r = call(
+            &open,
+            json!({"action": "query", "connection": socket_url, "sql": "select 1 as one"}),
+        );
+        assert_eq!(ok(&r)["rows"][0]["one"], 1, "{socket_url}");
+    }
     let r = call(&e, json!({"action": "tables", "target": "db"}));
     assert!(ok(&r)["tables"].is_array());
 

@@ -4,7 +4,8 @@
 //! is cancelled, so the backend stops working too.
 //!
 //! `resolve` picks the target or `profile_name`, `connection`, the only target with a section, then
-//! `DATABASE_URL`; passwords join the redactor, and the pool key holds no secret. `Pool` keeps idle
+//! `DATABASE_URL`; passwords join the redactor, and the pool key holds no secret. A call's own
+//! `connection` naming a Unix socket is refused without `INFRA_UNSAFE_LOCAL=1`. `Pool` keeps idle
 //! clients per key; a pooled client that fails its first statement is replaced. `Pool::with` sets
 //! `statement_timeout` to the time left, runs the work while a watcher thread sends a cancel
 //! request on cancel or half a second past the deadline, maps SQLSTATE 57014 to
@@ -130,6 +131,23 @@ pub fn resolve(call: &Call<'_>, at: Where<'_>) -> Result<Resolved, ActionError> 
         }
         None => postgres::Config::new(),
     };
+    // a Unix socket is a file of this host: a call's own URL reaches one only with the opt-in (the
+    // server may let in whoever the socket's peer is, infra's own user, with no password)
+    if key_name == "connection"
+        && !cfg.unsafe_local
+        && config
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, postgres::config::Host::Unix(_)))
+    {
+        return Err(ActionError::new(
+            ErrorKind::Refused,
+            "the connection URL names a Unix socket, a file of the infra host: a call's own URL reaches the database over TCP",
+        )
+        .hint(
+            "give the server's host and port, or a `target` whose `postgres` section names the socket, or start infra with INFRA_UNSAFE_LOCAL=1",
+        ));
+    }
     if let Some(h) = &pg.host {
         config.host(h);
     }
