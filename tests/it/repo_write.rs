@@ -449,8 +449,27 @@ fn repo_push_over_file_verified_on_the_remote_non_fast_forward_and_force() {
         json!({"action": "commit", "repo_path": "work", "message": "b", "paths": ["b.txt"]}),
     );
     let second = c["sha"].as_str().expect("sha").to_owned();
+    // a repository on this host named by the call itself is a host path: refused without the opt-in,
+    // whichever way it is written
+    for named in [url.clone(), remote.display().to_string()] {
+        for action in ["push", "fetch"] {
+            let (kind, message) = err(
+                &e,
+                json!({"action": action, "repo_path": "work", "remote": named}),
+            );
+            assert_eq!(kind, "refused", "{action} {named}: {message}");
+            assert!(message.contains("on the infra host"), "{message}");
+        }
+    }
+    assert_eq!(
+        git(&remote, &["rev-parse", "main"]),
+        head,
+        "nothing was pushed"
+    );
+    let mut c = engine::ctx::Config::at(p.path());
+    c.unsafe_local = true;
     let r = ok(
-        &e,
+        &Engine::new(c, e.catalog()),
         json!({"action": "push", "repo_path": "work", "remote": url}),
     );
     assert_eq!(r["updated"][0]["old"], head);

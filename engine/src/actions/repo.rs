@@ -136,7 +136,8 @@ pub struct RevertArgs {
 pub struct RemoteArgs {
     /// A path inside the repository.
     pub repo_path: String,
-    /// A remote's name (default `origin`) or a URL.
+    /// A remote's name (default `origin`) or a URL (a host path or `file://` only with
+    /// `INFRA_UNSAFE_LOCAL=1`).
     pub remote: Option<String>,
     /// Refspecs (fetch: the remote's own by default; push: the current branch).
     pub refspecs: Option<Vec<String>>,

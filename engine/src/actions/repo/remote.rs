@@ -1,20 +1,21 @@
 //! `fetch` and `push` through git2's remote callbacks.
 //!
 //! The remote is a configured remote's name (default `origin`) or a URL (`ssh://`,
-//! `user@host:path`, `https://`, `file://` or a path). Credentials: for ssh, the `key_file`
-//! argument (a host path: only a key that a target of the remote's host names, unless
-//! `INFRA_UNSAFE_LOCAL=1`) or the `target`'s `key_file` (its `passphrase_env` read through the
-//! redactor), else the ssh-agent when the target says `agent: true`; the user is the URL's, else the target's
-//! `username`, else `git`. The host key is checked like the `ssh` tool's (`ssh::auth::check_key`):
-//! the target's `fingerprint` pin or `known_hosts` file, else `~/.ssh/known_hosts` and
-//! `<profiles>/known_hosts`; an unknown host is refused unless the target says `host_key:
-//! accept_new`, a changed key always. For https, `token_env` names the variable holding a token
-//! (sent as the password; the user is the URL's, the target's `username` or `x-access-token`),
-//! registered with the redactor when read; a target must name the variable and be the remote's host
-//! (its `host` or its `http.base_url`'s), unless `INFRA_ALLOW_SECRET_EXPORT=1`. Push: `refspecs`,
-//! default the current branch to the same name; `force: true` (or a `+` refspec) is destructive. A
-//! non-fast-forward push without force is refused by libgit2 before anything is sent. The result
-//! names each remote ref updated with its old and new sha.
+//! `user@host:path`, `https://`, or, with `INFRA_UNSAFE_LOCAL=1`, `file://` or a path).
+//! Credentials: for ssh, the `key_file` argument (a host path: only a key that a target of the
+//! remote's host names, unless `INFRA_UNSAFE_LOCAL=1`) or the `target`'s `key_file` (its
+//! `passphrase_env` read through the redactor), else the ssh-agent when the target says `agent:
+//! true`; the user is the URL's, else the target's `username`, else `git`. The host key is checked
+//! like the `ssh` tool's (`ssh::auth::check_key`): the target's `fingerprint` pin or `known_hosts`
+//! file, else `~/.ssh/known_hosts` and `<profiles>/known_hosts`; an unknown host is refused unless
+//! the target says `host_key: accept_new`, a changed key always. For https, `token_env` names the
+//! variable holding a token (sent as the password; the user is the URL's, the target's `username`
+//! or `x-access-token`), registered with the redactor when read; a target must name the variable
+//! and be the remote's host (its `host` or its `http.base_url`'s), unless
+//! `INFRA_ALLOW_SECRET_EXPORT=1`. Push: `refspecs`, default the current branch to the same name;
+//! `force: true` (or a `+` refspec) is destructive. A non-fast-forward push without force is
+//! refused by libgit2 before anything is sent. The result names each remote ref updated with its
+//! old and new sha.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -176,11 +177,30 @@ fn ssh_host_port(url: &str) -> Option<(String, u16)> {
     }
 }
 
-/// The remote named `name`, or an anonymous one for a URL or path.
-fn find_remote<'r>(repo: &'r Repository, name: &str) -> Result<Remote<'r>, ActionError> {
+/// The remote named `name`, or an anonymous one for a URL or path. A URL or path the call gives that
+/// is on this host (a path, `file://`) reads or writes a repository anywhere infra may: only with
+/// `INFRA_UNSAFE_LOCAL=1` (a remote the repository's own config names is the project's).
+fn find_remote<'r>(
+    call: &Call<'_>,
+    repo: &'r Repository,
+    name: &str,
+) -> Result<Remote<'r>, ActionError> {
     match repo.find_remote(name) {
         Ok(r) => Ok(r),
         Err(_) if name.contains("://") || name.contains(':') || name.starts_with('/') => {
+            let on_host = name.starts_with('/') || name.to_ascii_lowercase().starts_with("file:");
+            if on_host && !call.host.config().unsafe_local {
+                return Err(ActionError::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "remote `{name}` is a repository on the infra host, a path the call names"
+                    ),
+                )
+                .hint(
+                    "add it as a remote of the repository (its config is the project's), or start \
+                     infra with INFRA_UNSAFE_LOCAL=1 to let calls name host paths",
+                ));
+            }
             repo.remote_anonymous(name).map_err(|e| {
                 ActionError::new(
                     ErrorKind::InvalidArgs,
@@ -389,7 +409,7 @@ pub(super) fn fetch(
     refspecs: &[String],
     access: &Access,
 ) -> Result<Value, ActionError> {
-    let mut remote = find_remote(repo, remote_name)?;
+    let mut remote = find_remote(call, repo, remote_name)?;
     let url = remote.url().unwrap_or_default().to_owned();
     let failure = RefCell::new(None);
     let updated = RefCell::new(Vec::new());
@@ -444,7 +464,7 @@ pub(super) fn push(
             }
         }
     }
-    let mut remote = find_remote(repo, remote_name)?;
+    let mut remote = find_remote(call, repo, remote_name)?;
     let url = remote.url().unwrap_or_default().to_owned();
     let failure = RefCell::new(None);
     let updates = RefCell::new(Vec::new());
