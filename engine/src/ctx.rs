@@ -133,6 +133,13 @@ fn flag(env: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
     )
 }
 
+/// A positive whole number a variable holds; `None` for anything else (its default applies).
+fn positive(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<u64> {
+    env(name)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+}
+
 impl Config {
     /// Reads the configuration from an environment (`env` returns one variable) and a working directory.
     /// Paths are made absolute against `cwd` (and `.` dropped): the store records runs, directories and
@@ -152,13 +159,10 @@ impl Config {
             unsafe_local: flag(env, "INFRA_UNSAFE_LOCAL"),
             allow_secret_export: flag(env, "INFRA_ALLOW_SECRET_EXPORT"),
             http_deny_private: flag(env, "INFRA_HTTP_DENY_PRIVATE"),
-            http_idle: env("INFRA_HTTP_IDLE_TIMEOUT_MS")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|ms| *ms > 0)
+            http_idle: positive(env, "INFRA_HTTP_IDLE_TIMEOUT_MS")
                 .map_or(HTTP_IDLE, Duration::from_millis),
-            max_jobs: env("INFRA_MAX_JOBS")
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .filter(|n| *n > 0)
+            max_jobs: positive(env, "INFRA_MAX_JOBS")
+                .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(MAX_JOBS),
             read_only: flag(env, "INFRA_READ_ONLY"),
             vars: Vars::none(),
@@ -445,30 +449,19 @@ mod config_tests {
 
     #[test]
     fn numeric_settings_are_positive_numbers_else_their_defaults() {
-        let idle = |v: &str| {
+        let with = |name: &'static str, v: &str| {
             let v = v.to_owned();
-            Config::from_env(
-                &|k: &str| (k == "INFRA_HTTP_IDLE_TIMEOUT_MS").then(|| v.clone()),
-                Path::new("/"),
-            )
-            .http_idle
+            Config::from_env(&|k: &str| (k == name).then(|| v.clone()), Path::new("/"))
         };
+        let idle = |v: &str| with("INFRA_HTTP_IDLE_TIMEOUT_MS", v).http_idle;
+        let jobs = |v: &str| with("INFRA_MAX_JOBS", v).max_jobs;
         assert_eq!(idle(" 2500 "), Duration::from_millis(2500));
+        assert_eq!(jobs("3"), 3);
         for bad in ["0", "-1", "2s", ""] {
             assert_eq!(idle(bad), HTTP_IDLE, "{bad:?}");
-        }
-        assert_eq!(Config::at("/").http_idle, HTTP_IDLE);
-        let jobs = |v: &str| {
-            let v = v.to_owned();
-            Config::from_env(
-                &|k: &str| (k == "INFRA_MAX_JOBS").then(|| v.clone()),
-                Path::new("/"),
-            )
-            .max_jobs
-        };
-        assert_eq!(jobs("3"), 3);
-        for bad in ["0", "-2", "many"] {
             assert_eq!(jobs(bad), MAX_JOBS, "{bad:?}");
         }
+        assert_eq!(Config::at("/").http_idle, HTTP_IDLE);
+        assert_eq!(Config::at("/").max_jobs, MAX_JOBS);
     }
 }
