@@ -108,6 +108,16 @@ impl Engine {
         self.prepare_profiles_dir();
         let journal = self.call_journal()?;
         let ts = now_rfc3339();
+        // credentials among the arguments (a connection URL's password, an `Authorization` header)
+        // are masked as a run masks them, also in a call refused before it became one: every action
+        // of the tool says which it holds (the action itself may be what was wrong)
+        if let (Some(t), Some(map)) = (crate::actions::find_tool(tool), args.as_object()) {
+            for secrets in t.actions.iter().filter_map(|a| a.secret_args) {
+                for s in secrets(map) {
+                    self.redactor.add(&s);
+                }
+            }
+        }
         let args = self.redactor.redact_value(args);
         let error = error.map(|e| ErrorInfo {
             message: self.redactor.redact(&e.message).into_owned(),

@@ -56,6 +56,39 @@ async fn a_secret_input_of_a_refused_runbook_call_is_never_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_credential_among_the_arguments_of_a_refused_call_is_never_recorded() {
+    let p = Project::new().env("INFRA_MAX_JOBS", "1");
+    let canary = "Pass-Canary-7e6f5a4b";
+    let url = format!("postgres://u:{canary}@127.0.0.1:1/db");
+    let bearer = format!("Bearer {canary}");
+    let s = p.mcp().await;
+    let calls = [
+        // an unknown key, an unknown action, an argument of the wrong type: refused before they run
+        (
+            "psql",
+            json!({"action": "query", "connection": url, "sql": "select 1", "bogus": 1}),
+        ),
+        ("psql", json!({"action": "nosuch", "connection": url})),
+        (
+            "psql",
+            json!({"action": "query", "connection": url, "sql": 5}),
+        ),
+        (
+            "http",
+            json!({"action": "request", "url": "http://127.0.0.1:1/", "headers": {"Authorization": bearer}, "bogus": 1}),
+        ),
+    ];
+    for (tool, args) in calls {
+        let r = call(&s, tool, args.clone()).await;
+        assert_eq!(r.is_error, Some(true), "{args}: {:?}", body(&r));
+        assert!(!body(&r).to_string().contains(canary), "{:?}", body(&r));
+    }
+    stop(s).await;
+    let leaks = crate::files_containing(p.path(), &[canary]);
+    assert!(leaks.is_empty(), "the credential was written to {leaks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_result_cut_to_its_budget_inside_a_secret_shows_none_of_it() {
     // an output that carries the secret input across the place the budget cuts long strings
     let p = Project::new().runbook(
