@@ -205,7 +205,28 @@ impl Stubborn {
                             _ => continue,
                         }
                         let done = std::mem::take(&mut line);
-                        if done.starts_with("GET /answer") {
+                        // a list of three pages, then an empty one; `/halt` answers its first only
+                        let page = done
+                            .split_once("page=")
+                            .and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next())
+                            .and_then(|n| n.parse::<u32>().ok());
+                        let listed = match page {
+                            Some(n) if done.starts_with("GET /pages") && n <= 3 => {
+                                Some(format!("[{n}]"))
+                            }
+                            Some(_) if done.starts_with("GET /pages") => Some("[]".to_owned()),
+                            Some(1) if done.starts_with("GET /halt") => Some("[1]".to_owned()),
+                            _ => None,
+                        };
+                        if let Some(body) = listed {
+                            let _ = w.write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            );
+                        } else if done.starts_with("GET /answer") {
                             let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                         } else if done.starts_with("GET /stall") {
                             let _ =
@@ -285,6 +306,35 @@ fn a_call_without_a_deadline_ends_when_the_server_goes_silent() {
         json!({"action": "request", "url": srv.url("/silent"), "timeout_ms": 300}),
     );
     assert_eq!(err(&s).0, "timeout", "{:?}", s.error);
+
+    // the pages of a paginated GET without a deadline share one connection, each page bounded: a
+    // page that never comes ends the walk
+    let before = srv.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let paged =
+        json!({"action": "request", "url": srv.url("/pages"), "paginate": {"style": "page"}});
+    let walked = call(&e, paged);
+    assert_eq!(
+        ok(&walked)["items"],
+        json!([1, 2, 3]),
+        "{:?}",
+        walked.result
+    );
+    assert_eq!(
+        srv.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (e2, url) = (Arc::clone(&e), srv.url("/halt"));
+    std::thread::spawn(move || {
+        let _ = tx.send(call(
+            &e2,
+            json!({"action": "request", "url": url, "paginate": {"style": "page"}}),
+        ));
+    });
+    let halted = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the walk still waits for its second page"));
+    assert_eq!(err(&halted).0, "timeout", "{:?}", halted.error);
 }
 
 #[test]

@@ -648,11 +648,17 @@ fn prepare(call: &Call<'_>, at: Endpoint<'_>) -> Result<Prepared, ActionError> {
 /// when the call has a deadline, else one that waits at most `Config::http_idle` for each read or
 /// write, on fresh connections.
 fn connect(call: &Call<'_>, at: Endpoint<'_>) -> Result<(Prepared, ureq::Agent), ActionError> {
+    connect_as(call, at, call.deadline.is_some())
+}
+
+/// [`connect`], with the pooled agent when `pooled` (the caller then gives every request a deadline).
+fn connect_as(
+    call: &Call<'_>,
+    at: Endpoint<'_>,
+    pooled: bool,
+) -> Result<(Prepared, ureq::Agent), ActionError> {
     let prepared = prepare(call, at)?;
-    let idle = call
-        .deadline
-        .is_none()
-        .then(|| call.host.config().http_idle);
+    let idle = (!pooled).then(|| call.host.config().http_idle);
     let agent = call
         .host
         .pools()

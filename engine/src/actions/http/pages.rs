@@ -9,7 +9,8 @@
 //! it is an array, else the array at the `items` JSON pointer. It stops at an empty page, a page
 //! shorter than `size`, a missing or repeated cursor, or no next link; past `max_pages` (default 100,
 //! at most 10,000) it says so (`complete: false`) and a pipeline fails with nothing written. A page
-//! is at most 64 MiB.
+//! is at most 64 MiB, and has the call's deadline, else `Config::http_idle` from its request: pages
+//! share kept-alive connections.
 
 use std::io::Read;
 
@@ -17,7 +18,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Endpoint, connect, send};
+use super::{Endpoint, connect_as, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -109,7 +110,10 @@ pub(crate) fn walk(
             )));
         }
     }
-    let (prepared, agent) = connect(call, at)?;
+    // pages are bounded, so each has a deadline (the call's, else `http_idle` from its request) and
+    // they share kept-alive connections
+    let (prepared, agent) = connect_as(call, at, true)?;
+    let idle = call.host.config().http_idle;
     let param = p.param.clone().unwrap_or_else(|| style.to_owned());
     let max_pages = u64::from(p.max_pages.unwrap_or(100).clamp(1, 10_000));
     let mut base = prepared.url.clone();
@@ -137,7 +141,10 @@ pub(crate) fn walk(
         }
         let mut page_at = prepared.clone();
         page_at.url = url;
-        let (resp, url, _) = send(&agent, "GET".into(), &page_at, None, call.deadline)?;
+        let deadline = call
+            .deadline
+            .unwrap_or_else(|| std::time::Instant::now() + idle);
+        let (resp, url, _) = send(&agent, "GET".into(), &page_at, None, Some(deadline))?;
         let status = resp.status();
         let link = resp.header("link").map(str::to_owned);
         if status >= 400 {
@@ -151,7 +158,16 @@ pub(crate) fn walk(
             .take(MAX_PAGE + 1)
             .read_to_end(&mut body)
             .map_err(|e| {
-                ActionError::new(ErrorKind::HttpFailed, format!("{url}: reading a page: {e}"))
+                let timed_out = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                );
+                let kind = if timed_out {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::HttpFailed
+                };
+                ActionError::new(kind, format!("{url}: reading a page: {e}"))
             })?;
         if body.len() as u64 > MAX_PAGE {
             return Err(ActionError::new(
