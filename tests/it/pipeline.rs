@@ -673,6 +673,13 @@ fn http_sinks_stream_or_send_batches_and_a_failed_source_sends_nothing() {
         })
         .collect();
     assert_eq!(sizes, [10, 10, 5]);
+    let on: std::collections::HashSet<u64> = http
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/accept/batch"))
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(on.len(), 1, "the batches share one kept-alive connection");
 
     // the server refuses the second batch: the rest is not sent, and the result says what was taken
     let refused = run(

@@ -59,6 +59,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Request body (decoded if it was chunked).
     pub body: Vec<u8>,
+    /// Which connection it came on (numbered as accepted, from 0).
+    pub connection: u64,
 }
 
 impl Recorded {
@@ -242,7 +244,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             .spawn({
                 let shared = Arc::clone(shared);
                 move || {
-                    serve_connection(stream, &shared);
+                    serve_connection(stream, &shared, id);
                     lock(&shared.open).remove(&id);
                 }
             });
@@ -310,7 +312,7 @@ impl From<io::Error> for ReadError {
 
 /// Serves requests on one connection until it closes, a request asks for `Connection: close`, a
 /// request is malformed or the server stops.
-fn serve_connection(stream: TcpStream, shared: &Shared) {
+fn serve_connection(stream: TcpStream, shared: &Shared, connection: u64) {
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -335,6 +337,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
             path: req.target.clone(),
             headers: req.headers.clone(),
             body: req.body.clone(),
+            connection,
         };
         lock(&shared.requests).push(recorded.clone());
         let keep_alive = req.keep_alive();

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::{Endpoint, Pairs, connect, send};
+use super::{Endpoint, Pairs, connect, connect_as, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -60,14 +60,19 @@ pub(crate) struct Put<'a> {
 }
 
 impl Put<'_> {
-    fn prepared(&self, call: &Call<'_>) -> Result<(super::Prepared, ureq::Agent), ActionError> {
+    /// The prepared endpoint and its agent (`connect_as`): pooled when `pooled`.
+    fn prepared(
+        &self,
+        call: &Call<'_>,
+        pooled: bool,
+    ) -> Result<(super::Prepared, ureq::Agent), ActionError> {
         let at = Get {
             url: self.url,
             target: self.target,
             path: self.path,
             headers: self.headers,
         };
-        connect(call, at.endpoint())
+        connect_as(call, at.endpoint(), pooled)
     }
 }
 
@@ -95,7 +100,7 @@ pub(crate) fn send_stream(
     content_type: &str,
     body: &mut dyn Read,
 ) -> Result<(u16, String), ActionError> {
-    let (prepared, agent) = at.prepared(call)?;
+    let (prepared, agent) = at.prepared(call, call.deadline.is_some())?;
     let url = prepared.url.clone();
     let mut req = agent.request_url(at.method, &url);
     let mut typed = false;
@@ -125,15 +130,19 @@ pub(crate) fn send_stream(
     Ok((status, url.to_string()))
 }
 
-/// Sends JSON batches (each one request, redirects checked as for `request`), one after another;
-/// `next` gives each batch's bytes until it answers `None`. Answers the batches sent, or the error
+/// Sends JSON batches (each one request, redirects checked as for `request`), one after another on
+/// kept-alive connections, each within the call's deadline or `http_idle`; `next` gives each batch's
+/// bytes until it answers `None`. Answers the batches sent, or the error
 /// with how many were accepted before it.
 pub(crate) fn send_batches(
     call: &Call<'_>,
     at: Put<'_>,
     next: &mut dyn FnMut() -> Result<Option<(Vec<u8>, u64)>, ActionError>,
 ) -> Result<(u64, String), ActionError> {
-    let (prepared, agent) = at.prepared(call)?;
+    // batches are bounded, so each has a deadline (the call's, else `http_idle` from its request)
+    // and they share kept-alive connections
+    let (prepared, agent) = at.prepared(call, true)?;
+    let idle = call.host.config().http_idle;
     let mut sent = 0u64;
     let mut records = 0u64;
     while let Some((bytes, n)) = next()? {
@@ -158,7 +167,10 @@ pub(crate) fn send_batches(
             at.method.to_owned(),
             &prepared,
             Some((bytes, Some("application/json"))),
-            call.deadline,
+            Some(
+                call.deadline
+                    .unwrap_or_else(|| std::time::Instant::now() + idle),
+            ),
         )
         .map_err(accepted)?;
         let status = resp.status();
