@@ -5,17 +5,17 @@
 //!
 //! `Agents` keeps one ureq agent per egress policy and trusted `ca_file` (kept-alive connections,
 //! redirects off, native-tls with a target's private CA added to the system's), and one more for
-//! calls without a deadline, whose reads and writes each wait at most `Config::http_idle`. ureq 2 is used for
-//! its stable `Resolver` hook (the guard resolves and checks the addresses ureq connects to) and
-//! native-tls for one TLS stack shared with ssh2. `prepare` builds the URL (or a target's
-//! `base_url` + `path`), query, headers and credentials from `Vars`, registered with the redactor;
-//! a target's headers and credentials are dropped unless the URL has its `base_url`'s origin, and a
-//! call's own credential variable must be one a target of the URL's origin names.
+//! calls without a deadline, whose reads and writes each wait at most `Config::http_idle`. ureq 2
+//! is used for its stable `Resolver` hook (the guard resolves and checks the addresses ureq
+//! connects to) and native-tls for one TLS stack shared with ssh2. `prepare` builds the URL (or a
+//! target's `base_url` + `path`), query, headers and credentials from `Vars`, registered with the
+//! redactor; a target's headers and credentials are dropped unless the URL has its `base_url`'s
+//! origin, and a call's own credential variable must be one a target of the URL's origin names.
 //! `request` retries with a doubling delay bounded by the deadline; `timeout_ms` bounds each
 //! attempt's connection and transfer through ureq's overall timeout; without one, a server silent
 //! for `http_idle` ends the call (`timeout`). A cancel is seen between body chunks and retries, not
-//! during connect or while waiting for headers. `save_to` (a host
-//! file) needs `INFRA_UNSAFE_LOCAL=1`.
+//! during connect or while waiting for headers. `save_to` (a host file) needs
+//! `INFRA_UNSAFE_LOCAL=1`.
 
 pub mod guard;
 mod open;
@@ -651,7 +651,15 @@ fn connect(call: &Call<'_>, at: Endpoint<'_>) -> Result<(Prepared, ureq::Agent),
     connect_as(call, at, call.deadline.is_some())
 }
 
-/// [`connect`], with the pooled agent when `pooled` (the caller then gives every request a deadline).
+/// The deadline of one bounded request (a page of a walk, a batch of a sink) on the pooled agent:
+/// the call's, else `Config::http_idle` from now.
+fn bounded_deadline(call: &Call<'_>) -> Instant {
+    call.deadline
+        .unwrap_or_else(|| Instant::now() + call.host.config().http_idle)
+}
+
+/// [`connect`], with the pooled agent when `pooled` (the caller then gives every request a deadline:
+/// `bounded_deadline`).
 fn connect_as(
     call: &Call<'_>,
     at: Endpoint<'_>,

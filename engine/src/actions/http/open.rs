@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::{Endpoint, Pairs, connect, connect_as, send};
+use super::{Endpoint, Pairs, bounded_deadline, connect, connect_as, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -142,7 +142,6 @@ pub(crate) fn send_batches(
     // batches are bounded, so each has a deadline (the call's, else `http_idle` from its request)
     // and they share kept-alive connections
     let (prepared, agent) = at.prepared(call, true)?;
-    let idle = call.host.config().http_idle;
     let mut sent = 0u64;
     let mut records = 0u64;
     while let Some((bytes, n)) = next()? {
@@ -167,10 +166,7 @@ pub(crate) fn send_batches(
             at.method.to_owned(),
             &prepared,
             Some((bytes, Some("application/json"))),
-            Some(
-                call.deadline
-                    .unwrap_or_else(|| std::time::Instant::now() + idle),
-            ),
+            Some(bounded_deadline(call)),
         )
         .map_err(accepted)?;
         let status = resp.status();

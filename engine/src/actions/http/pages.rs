@@ -1,5 +1,5 @@
-//! Paginated GETs: the pages of a list API fetched one after another, each page's items handed on as
-//! they come (a pipeline writes them as JSON Lines; `request` gathers them into its result).
+//! Paginated GETs: the pages of a list API fetched one after another, each page's items handed on
+//! as they come (a pipeline writes them as JSON Lines; `request` gathers them into its result).
 //!
 //! Styles: `page` (a page number in `param`, from `start`, default 1), `offset` (an offset in
 //! `param`, from `start`, default 0, advanced by the items a page held), `cursor` (the value at the
@@ -7,10 +7,10 @@
 //! `rel="next"`, which must keep the first URL's origin, so credentials never go elsewhere). `size`
 //! (in `size_param`) asks for that many items a page. The items of a page are the page itself when
 //! it is an array, else the array at the `items` JSON pointer. It stops at an empty page, a page
-//! shorter than `size`, a missing or repeated cursor, or no next link; past `max_pages` (default 100,
-//! at most 10,000) it says so (`complete: false`) and a pipeline fails with nothing written. A page
-//! is at most 64 MiB, and has the call's deadline, else `Config::http_idle` from its request: pages
-//! share kept-alive connections.
+//! shorter than `size`, a missing or repeated cursor, or no next link; past `max_pages` (default
+//! 100, at most 10,000) it says so (`complete: false`) and a pipeline fails with nothing written. A
+//! page is at most 64 MiB, and has the call's deadline, else `Config::http_idle` from its request:
+//! pages share kept-alive connections.
 
 use std::io::Read;
 
@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Endpoint, connect_as, send};
+use super::{Endpoint, bounded_deadline, connect_as, send};
 use crate::actions::{ActionError, Call};
 use crate::error::ErrorKind;
 
@@ -113,7 +113,6 @@ pub(crate) fn walk(
     // pages are bounded, so each has a deadline (the call's, else `http_idle` from its request) and
     // they share kept-alive connections
     let (prepared, agent) = connect_as(call, at, true)?;
-    let idle = call.host.config().http_idle;
     let param = p.param.clone().unwrap_or_else(|| style.to_owned());
     let max_pages = u64::from(p.max_pages.unwrap_or(100).clamp(1, 10_000));
     let mut base = prepared.url.clone();
@@ -141,9 +140,7 @@ pub(crate) fn walk(
         }
         let mut page_at = prepared.clone();
         page_at.url = url;
-        let deadline = call
-            .deadline
-            .unwrap_or_else(|| std::time::Instant::now() + idle);
+        let deadline = bounded_deadline(call);
         let (resp, url, _) = send(&agent, "GET".into(), &page_at, None, Some(deadline))?;
         let status = resp.status();
         let link = resp.header("link").map(str::to_owned);
