@@ -210,6 +210,13 @@ impl Config {
         }
     }
 
+    /// The file `path` names, `~` expanded and symbolic links resolved (as written when it does not
+    /// resolve): what two names of one credential file compare by.
+    pub fn real_path(&self, path: &str) -> PathBuf {
+        let p = self.expand_home(path);
+        std::fs::canonicalize(&p).unwrap_or(p)
+    }
+
     pub fn audit_path(&self) -> PathBuf {
         self.profiles_dir.join("audit.jsonl")
     }

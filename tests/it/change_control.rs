@@ -560,12 +560,7 @@ fn freeze_windows_rules_and_a_policy_with_errors() {
             .is_some_and(|m| m.contains("freeze[0]") && m.contains("release")),
         "{r}"
     );
-    let look = crate::stdout_json(
-        &p.infra()
-            .args(["run", "look", "--json"])
-            .output()
-            .expect("run"),
-    );
+    let look = run_named(&p, "look");
     assert_eq!(look["ok"], true, "reads run in a freeze: {look}");
 
     // a rule by tool and effect
@@ -597,12 +592,7 @@ fn freeze_windows_rules_and_a_policy_with_errors() {
     let message = r["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("policy_invalid"), "{r}");
     assert!(message.contains("policy.yaml:2:"), "located: {message}");
-    let look = crate::stdout_json(
-        &p.infra()
-            .args(["run", "look", "--json"])
-            .output()
-            .expect("run"),
-    );
+    let look = run_named(&p, "look");
     assert_eq!(look["ok"], true, "{look}");
     let audited = audit(p.path())
         .into_iter()
@@ -618,12 +608,7 @@ fn each_attempt_keeps_its_own_artifacts() {
         "flaky",
         "steps:\n  - id: s\n    tool: local\n    retry: {attempts: 3, on: [nonzero_exit]}\n    args: {action: exec, command: \"n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo attempt $n >&2; test $n -ge 3\"}\n",
     );
-    let out = p
-        .infra()
-        .args(["run", "flaky", "--json"])
-        .output()
-        .expect("run");
-    let r = crate::stdout_json(&out);
+    let r = run_named(&p, "flaky");
     assert_eq!(r["ok"], true, "{r}");
     let dir = std::fs::read_dir(p.path().join("runs/flaky"))
         .expect("runs")
@@ -666,12 +651,7 @@ fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
             "name: outer\nsteps:\n  - id: inner\n    tool: runbook\n    args: {action: run, name: change, input: {v: nested}}\n",
         );
     let key = approver(p.path(), keys.path(), "");
-    let out = p
-        .infra()
-        .args(["run", "outer", "--json"])
-        .output()
-        .expect("run");
-    let r = crate::stdout_json(&out);
+    let r = run_named(&p, "outer");
     assert_eq!(r["error"]["kind"], "approval_required", "{r}");
     assert_eq!(
         r["approval"]["effects"], "destructive",
@@ -679,12 +659,7 @@ fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
     );
     let digest = r["approval"]["digest"].as_str().expect("digest").to_owned();
     assert!(approve(p.path(), &key, &digest, "15m").status.success());
-    let out = p
-        .infra()
-        .args(["run", "outer", "--json"])
-        .output()
-        .expect("run");
-    let r = crate::stdout_json(&out);
+    let r = run_named(&p, "outer");
     assert_eq!(
         r["ok"], true,
         "the nested run is covered by the approval: {r}"
@@ -700,12 +675,7 @@ fn an_approved_run_covers_its_nested_runs_and_deny_rules_hold_inside_them() {
     )
     .expect("policy");
     assert!(approve(p.path(), &key, &digest, "15m").status.success());
-    let out = p
-        .infra()
-        .args(["run", "outer", "--json"])
-        .output()
-        .expect("run");
-    let r = crate::stdout_json(&out);
+    let r = run_named(&p, "outer");
     assert_eq!(r["ok"], false, "{r}");
     let refused = audit(p.path())
         .into_iter()
@@ -947,12 +917,7 @@ fn a_target_known_only_when_it_runs_or_taken_by_default_meets_the_targets_rules(
     ));
     assert!(message.contains("prod-frozen"), "{message}");
     // a target a step learns only when it runs may be any target: the strictest rule holds
-    let out = p
-        .infra()
-        .args(["run", "hop", "--json"])
-        .output()
-        .expect("run");
-    let v = crate::stdout_json(&out);
+    let v = run_named(&p, "hop");
     assert_eq!(v["status"], "refused", "{v}");
     assert!(v.to_string().contains("prod-frozen"), "{v}");
     // a target named in the plan is judged as itself

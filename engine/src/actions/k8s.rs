@@ -289,17 +289,17 @@ fn given_kubeconfig(
     context: Option<&str>,
 ) -> Result<crate::targets::KubeTarget, ActionError> {
     let config = call.host.config();
-    let real = |p: &str| {
-        let p = config.expand_home(p);
-        std::fs::canonicalize(&p).unwrap_or(p)
-    };
-    let wanted = real(own);
+    let wanted = config.real_path(own);
     let targets = crate::targets::Targets::load(&config.profiles_dir);
     let found = targets
         .targets
         .values()
         .filter_map(|t| t.kube.as_ref())
-        .filter(|k| k.kubeconfig.as_deref().is_some_and(|k| real(k) == wanted))
+        .filter(|k| {
+            k.kubeconfig
+                .as_deref()
+                .is_some_and(|k| config.real_path(k) == wanted)
+        })
         .find(|k| context.is_none() || k.context.as_deref() == context);
     found.cloned().ok_or_else(|| {
         ActionError::new(

@@ -114,23 +114,17 @@ fn token_goes_home(config: &crate::ctx::Config, var: &str, url: &str) -> Result<
 /// that is names the same key file (compared after `~` and symbolic links are resolved), or
 /// `INFRA_UNSAFE_LOCAL=1` lets calls use host files: a call may not sign in with any key it finds on
 /// the host, where it chooses.
-fn key_goes_home(
-    config: &crate::ctx::Config,
-    key: &str,
-    path: &std::path::Path,
-    url: &str,
-) -> Result<(), ActionError> {
+fn key_goes_home(config: &crate::ctx::Config, key: &str, url: &str) -> Result<(), ActionError> {
     if config.unsafe_local {
         return Ok(());
     }
-    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let wanted = real(path);
+    let wanted = config.real_path(key);
     let dest = ssh_host_port(url).map(|(h, _)| h.to_ascii_lowercase());
     let targets = crate::targets::Targets::load(&config.profiles_dir);
     let home = targets.targets.values().any(|t| {
         t.key_file
             .as_deref()
-            .is_some_and(|k| real(&config.expand_home(k)) == wanted)
+            .is_some_and(|k| config.real_path(k) == wanted)
             && t.host
                 .as_deref()
                 .is_some_and(|h| Some(h.to_ascii_lowercase()) == dest)
@@ -289,7 +283,7 @@ fn callbacks<'a>(
             if let Some(key) = &t.key_file {
                 let path: PathBuf = config.expand_home(key);
                 if access.key_from_call {
-                    key_goes_home(config, key, &path, asking).map_err(fail)?;
+                    key_goes_home(config, key, asking).map_err(fail)?;
                 }
                 if !path.is_file() {
                     return Err(fail(ActionError::new(
